@@ -1,0 +1,3 @@
+from thingshub.cli import main
+
+main()

@@ -1,0 +1,111 @@
+"""The FastAPI application: routes, error table, API key, metrics, health.
+
+Rules:
+- Everything under `/api` requires the API key; `/healthz`, `/metrics` and
+  the docs do not.
+- The app holds no global state: all it needs arrives in an `ApiContext`.
+"""
+
+from __future__ import annotations
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from thingshub import __version__
+from thingshub.api import commands, devices, errors, images, products, stream, telemetry
+from thingshub.api import firmware as firmware_api
+from thingshub.api import ota as ota_api
+from thingshub.api.context import ApiContext
+from thingshub.api.metrics import FunctionCollector, HttpMetrics, MetricsMiddleware
+from thingshub.api.security import require_api_key
+
+DESCRIPTION = """\
+The ThingsHub HTTP API for applications.
+
+Every `/api` call needs the API key printed by `thingshub serve` (also stored in
+`<data-dir>/api-key`), sent as `Authorization: Bearer <key>`. Errors are JSON
+objects with an `error` sentence. Lists are `{"items": [...], "next": cursor}`,
+paged with `?limit=N&cursor=C`. Times are Unix milliseconds.
+
+**Live stream** (WebSocket, not listed below): `GET /api/v1/stream?product=P&device=D&kinds=K,...`
+with the key as `Authorization: Bearer <key>` or `?key=<key>` (a missing or wrong key
+is refused at the handshake with 401). It sends JSON messages
+`{"kind", "product_id", "device", "ts", "data"}` as things happen; `kinds` (default
+all): `telemetry` (`data`: `{"ts", "values"}`, one message per reported time),
+`attributes` (`{...}`), `event` (`{"method", "params"}`), `presence`
+(`{"connectionState"}`), `image` (`{"version", "state"}`), `command`
+(`{"cmd_id", "status", "family"}`), `ota` (`{"task_id", "state", "step"}`). A client
+that reads too slowly loses the oldest messages and is told so with
+`{"kind": "dropped", "count": N}`.
+"""
+
+
+def create_api(ctx: ApiContext) -> FastAPI:
+    app = FastAPI(
+        title="ThingsHub",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_tags=[
+            {"name": "products", "description": "Products group devices."},
+            {"name": "devices", "description": "Registered devices and their credentials."},
+            {"name": "images", "description": "OneNET device images (device shadows)."},
+            {"name": "commands", "description": "Calls to devices, waiting for the answer."},
+            {"name": "telemetry", "description": "Telemetry, attributes and events reported."},
+            {
+                "name": "stream",
+                "description": (
+                    "`GET /api/v1/stream` (WebSocket): live events, filtered by `product`, "
+                    "`device` and `kinds`; the key as a bearer header or `?key=`."
+                ),
+            },
+            {
+                "name": "ota",
+                "description": (
+                    "Firmware packages, OTA upgrade tasks, and the download devices use "
+                    "(`/ota/download/...`: no API key, a signed token in the URL)."
+                ),
+            },
+            {"name": "operations", "description": "Health and metrics."},
+        ],
+    )
+    app.state.ctx = ctx
+    app.state.api_key = ctx.api_key
+    registry = CollectorRegistry()
+    app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(registry))
+    for collect in ctx.collectors:
+        registry.register(FunctionCollector(collect))
+    errors.install(app)
+
+    secured = [Depends(require_api_key)]
+    app.include_router(products.router, dependencies=secured)
+    app.include_router(devices.router, dependencies=secured)
+    app.include_router(images.router, dependencies=secured)
+    app.include_router(commands.router, dependencies=secured)
+    app.include_router(telemetry.router, dependencies=secured)
+    app.include_router(firmware_api.router, dependencies=secured)
+    app.include_router(ota_api.router, dependencies=secured)
+    app.include_router(ota_api.download_router)  # the token in the URL admits devices
+    app.state.stream = stream.StreamHub(ctx.bus, stream.EVENT_TYPES)
+    app.include_router(stream.router)  # checks the key itself, at the handshake
+
+    @app.get("/api/v1/server", tags=["operations"], dependencies=secured)
+    async def server_info() -> dict[str, object]:
+        """What a client needs to know about this server (e.g. where devices connect)."""
+        return {
+            "version": __version__,
+            "mqtt_port": ctx.mqtt_port,
+            "firmware_max_size": ctx.firmware.max_size if ctx.firmware is not None else None,
+        }
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz(request: Request) -> JSONResponse:
+        if not ctx.is_ready():
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,39 @@
+"""What the HTTP API is given by the composition root (app.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from prometheus_client.core import Metric
+
+from thingshub.core.ports import EventBus
+from thingshub.services.commands import CommandService
+from thingshub.services.devices import DeviceService
+from thingshub.services.firmware import FirmwareService
+from thingshub.services.history import HistoryService
+from thingshub.services.images import ImageService
+from thingshub.services.ota import OtaService
+from thingshub.services.presence import PresenceService
+
+
+@dataclass
+class ApiContext:
+    devices: DeviceService
+    presence: PresenceService
+    images: ImageService
+    commands: CommandService
+    history: HistoryService
+    bus: EventBus
+    api_key: str
+    #: Mints a OneNET token: (key, product id, device name, expiry s, method) -> token.
+    tokens: Callable[[str, str, str, int, str], str]
+    #: Extra metric families for /metrics (the MQTT server's, the gateway's, ...).
+    collectors: list[Callable[[], Iterable[Metric]]] = field(default_factory=list)
+    #: The MQTT port devices connect to (for connection details).
+    mqtt_port: int = 0
+    #: True once every part is up; /healthz answers 503 until then.
+    is_ready: Callable[[], bool] = lambda: True
+    #: Firmware packages and OTA tasks (None: the OTA routes answer 503).
+    firmware: FirmwareService | None = None
+    ota: OtaService | None = None

@@ -1,0 +1,73 @@
+"""Devices: `/api/v1/products/{pid}/devices`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from thingshub.api.context import ApiContext
+from thingshub.api.schemas import (
+    ERRORS,
+    DeviceCreated,
+    DeviceIn,
+    DeviceOut,
+    PageOut,
+    TokenIn,
+    TokenOut,
+)
+from thingshub.core.model import Presence
+
+router = APIRouter(prefix="/api/v1/products/{pid}/devices", tags=["devices"], responses=ERRORS)
+
+
+def _ctx(request: Request) -> ApiContext:
+    ctx: ApiContext = request.app.state.ctx
+    return ctx
+
+
+@router.post("", status_code=201)
+async def create_device(pid: str, body: DeviceIn, request: Request) -> DeviceCreated:
+    created = await _ctx(request).devices.create_device(
+        pid, body.name, body.device_number, body.tags
+    )
+    out = DeviceOut.of(created.device, Presence(False))
+    return DeviceCreated(**out.model_dump(), key=created.device.key, password=created.password)
+
+
+@router.get("")
+async def list_devices(
+    pid: str,
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: str | None = None,
+    search: Annotated[str | None, Query(max_length=64)] = None,
+) -> PageOut[DeviceOut]:
+    ctx = _ctx(request)
+    page = await ctx.devices.list_devices(pid, limit, cursor, search)
+    presence = await ctx.presence.get_many([(d.product_id, d.name) for d in page.items])
+    items = [DeviceOut.of(d, presence[(d.product_id, d.name)]) for d in page.items]
+    return PageOut[DeviceOut](items=items, next=page.next)
+
+
+@router.get("/{name}")
+async def get_device(pid: str, name: str, request: Request) -> DeviceOut:
+    ctx = _ctx(request)
+    device = await ctx.devices.get_device(pid, name)
+    return DeviceOut.of(device, await ctx.presence.get(pid, name))
+
+
+@router.post("/{name}/token")
+async def mint_token(pid: str, name: str, body: TokenIn, request: Request) -> TokenOut:
+    """A fresh OneNET login token for the device (the key never leaves the server)."""
+    ctx = _ctx(request)
+    device = await ctx.devices.get_device(pid, name)
+    expires_at = ctx.devices.clock.now_ms() // 1000 + body.expires_in
+    token = ctx.tokens(device.key, pid, name, expires_at, body.method)
+    return TokenOut(client_id=name, username=pid, password=token, expires_at=expires_at)
+
+
+@router.delete("/{name}", status_code=204)
+async def delete_device(pid: str, name: str, request: Request) -> Response:
+    await _ctx(request).devices.delete_device(pid, name)
+    return Response(status_code=204)

@@ -1,0 +1,85 @@
+"""The one table from ThingsHub errors to HTTP answers.
+
+Rules:
+- Every error answer is a JSON object with at least `error` (a sentence);
+  errors carrying a protocol code add `err_code` and `err_msg`.
+- Malformed parameters and bodies are 400 (not FastAPI's 422).
+- Anything unexpected is a 500 with a generic sentence; the details go to the
+  log, never to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from thingshub.core import errors
+
+log = logging.getLogger("thingshub.api")
+
+STATUS: dict[type[errors.ThingsHubError], int] = {
+    errors.InvalidRequest: 400,
+    errors.Unauthorized: 401,
+    errors.Forbidden: 403,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.DeviceOffline: 409,
+    errors.CommandTimeout: 504,
+    errors.AnswerTooLarge: 400,
+    errors.BadDeviceAnswer: 502,
+    errors.LimitExceeded: 429,
+    errors.TooLarge: 413,
+    errors.Unavailable: 503,
+}
+
+
+def status_for(exc: errors.ThingsHubError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def error_body(message: str, **extra: Any) -> dict[str, Any]:
+    return {"error": message, **{k: v for k, v in extra.items() if v is not None}}
+
+
+def _describe(exc: RequestValidationError) -> str:
+    problems = []
+    for err in exc.errors()[:3]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
+        problems.append(f"{where or 'body'}: {err.get('msg', 'invalid')}")
+    return "invalid request: " + "; ".join(problems)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(errors.ThingsHubError)
+    async def _domain(request: Request, exc: errors.ThingsHubError) -> JSONResponse:
+        body = error_body(exc.message)
+        if exc.err_code is not None:
+            body["err_code"] = exc.err_code
+            body["err_msg"] = getattr(exc, "err_msg", None) or exc.message
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, errors.Unauthorized) else None
+        return JSONResponse(body, status_code=status_for(exc), headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(error_body(_describe(exc)), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            error_body(str(exc.detail)),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse(error_body("internal error"), status_code=500)

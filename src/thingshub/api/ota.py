@@ -1,0 +1,162 @@
+"""OTA tasks (`/api/v1/products/{pid}/ota-tasks`) and the firmware download
+devices use (`/ota/download/{task}/{device}?token=...`).
+
+Rules:
+- The download is outside `/api`: devices have no API key; the token in the
+  URL is what admits them (core/ota.py). A forged, expired or spent token is
+  403. The file is served with HTTP Range support (Starlette's FileResponse:
+  206 with Content-Range for a satisfiable range, 416 otherwise, HEAD too),
+  streamed from disk in chunks by a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import Field
+
+from thingshub.api.schemas import ERRORS, ErrorOut, Strict
+from thingshub.core.errors import NotFound, Unavailable
+from thingshub.core.model import OtaDevice, OtaTask
+from thingshub.services.ota import OtaService, TaskView
+
+router = APIRouter(prefix="/api/v1/products/{pid}/ota-tasks", tags=["ota"], responses=ERRORS)
+download_router = APIRouter(tags=["ota"])
+DOWNLOAD_PATH = "/ota/download/{task_id}/{device}"
+
+
+def _service(request: Request) -> OtaService:
+    service: OtaService | None = request.app.state.ctx.ota
+    if service is None:
+        raise Unavailable("OTA is not available on this server")
+    return service
+
+
+class TaskIn(Strict):
+    firmware_id: str = Field(description="The package to install (from /firmware).")
+    devices: list[str] | None = Field(None, description="Device names, in rollout order.")
+    all: bool | None = Field(None, description="true: every device of the product.")
+    sign_method: str | None = Field(None, description="MD5 or SHA256 (default).")
+    rollout_per_minute: int | None = Field(
+        None, description="Devices informed per minute at most (default: all at once)."
+    )
+    device_timeout_s: int | None = Field(
+        None, description="Seconds a device has from its inform to report 100 (default 3600)."
+    )
+
+
+def device_out(d: OtaDevice) -> dict[str, Any]:
+    return {
+        "name": d.name,
+        "state": d.state,
+        "step": d.step,
+        "desc": d.desc,
+        "detail": d.detail,
+        "informed_at": d.informed_at,
+        "updated_at": d.updated_at,
+        "finished_at": d.finished_at,
+    }
+
+
+def task_out(task: OtaTask, counts: dict[str, int]) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "product_id": task.product_id,
+        "status": task.status,
+        "firmware_id": task.firmware_id,
+        "module": task.module,
+        "version": task.version,
+        "sign_method": task.sign_method,
+        "rollout_per_minute": task.rollout_per_minute,
+        "device_timeout_s": task.device_timeout_s,
+        "created_at": task.created_at,
+        "finished_at": task.finished_at,
+        "counts": counts,
+    }
+
+
+def view_out(view: TaskView) -> dict[str, Any]:
+    return {**task_out(view.task, view.counts), "devices": [device_out(d) for d in view.devices]}
+
+
+@router.post("", status_code=201)
+async def create_task(pid: str, body: TaskIn, request: Request) -> JSONResponse:
+    """Start upgrading devices (a list, or `"all": true`) to a package. Devices online
+    and subscribed to `ota/devices/inform/{device_number}` are informed at once (at the
+    rollout pace), the others when they subscribe."""
+    view = await _service(request).create_task(
+        pid,
+        body.firmware_id,
+        body.devices,
+        body.all,
+        body.sign_method,
+        body.rollout_per_minute,
+        body.device_timeout_s,
+    )
+    return JSONResponse(view_out(view), status_code=201)
+
+
+@router.get("")
+async def list_tasks(
+    pid: str,
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """The product's tasks, oldest first, with how many devices are in each state."""
+    page = await _service(request).list_tasks(pid, limit, cursor)
+    return {"items": [task_out(t, c) for t, c in page.items], "next": page.next}
+
+
+@router.get("/{task_id}")
+async def get_task(pid: str, task_id: str, request: Request) -> dict[str, Any]:
+    """A task with the state, step and description of each of its devices."""
+    return view_out(await _service(request).get_task(pid, task_id))
+
+
+@router.post("/{task_id}/cancel")
+async def cancel_task(pid: str, task_id: str, request: Request) -> dict[str, Any]:
+    """Cancel a running task: its devices not yet final become CANCELED (409 if the
+    task has completed; cancelling a canceled task changes nothing)."""
+    return view_out(await _service(request).cancel(pid, task_id))
+
+
+@download_router.get(
+    DOWNLOAD_PATH,
+    response_class=FileResponse,
+    responses={
+        206: {"description": "The range asked for (Content-Range)"},
+        403: {"model": ErrorOut, "description": "A forged, expired or spent token"},
+        416: {"description": "The range is outside the file"},
+    },
+)
+async def download(
+    task_id: str, device: str, request: Request, token: str | None = None
+) -> FileResponse:
+    """The firmware file of a task, for the device the link was made for (no API key:
+    the link's token admits it). Supports `Range` for resumed downloads."""
+    service = _service(request)
+    firmware = service.authorize_download(task_id, device, token)
+    path = service.file_of(firmware)
+    try:
+        stat = await asyncio.to_thread(os.stat, path)
+    except FileNotFoundError:
+        raise NotFound("the firmware file is missing on this server") from None
+    return FileResponse(
+        path,
+        stat_result=stat,
+        media_type="application/octet-stream",
+        filename=f"{firmware.module}-{firmware.version}.bin",
+        headers={
+            "Cache-Control": "no-store",
+            "X-Firmware-MD5": firmware.md5,
+            "X-Firmware-SHA256": firmware.sha256,
+        },
+    )
+
+
+download_router.add_api_route(DOWNLOAD_PATH, download, methods=["HEAD"], include_in_schema=False)

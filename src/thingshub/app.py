@@ -1,0 +1,446 @@
+"""The composition root: builds every part from `Settings` and runs them as one.
+
+Rules:
+- Start order: data dir, storage (schema migrated), secrets, services, MQTT
+  listener, HTTP listener; only then `ports.json` and the ready line.
+- Stop order: stop accepting (MQTT and HTTP), disconnect clients, stop
+  background work, flush pending writes, close storage.
+- A problem the operator can fix (a taken port, an unwritable data dir, an
+  unreachable database) is a `StartupError` with one sentence, not a traceback.
+- The HTTP server (uvicorn) runs in the same event loop; its own signal
+  handling is off, because ours owns SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Generator, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import uvicorn
+from fastapi import FastAPI
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from thingshub.api.app import create_api
+from thingshub.api.context import ApiContext
+from thingshub.bus.local import LocalBus
+from thingshub.config import Settings
+from thingshub.core.messages import (
+    AttributesReport,
+    CallAnswer,
+    CommandAnswer,
+    EventReport,
+    ImageGetRequest,
+    ImageUpdateRequest,
+    OtaProgress,
+    TelemetryReport,
+)
+from thingshub.core.ports import Storage
+from thingshub.dialects import onenet
+from thingshub.gateway.hooks import DeviceGateway
+from thingshub.mqtt.server import Broker, BrokerConfig
+from thingshub.services import credentials
+from thingshub.services.clock import SystemClock
+from thingshub.services.commands import CommandService
+from thingshub.services.devices import DeviceService
+from thingshub.services.firmware import FirmwareService
+from thingshub.services.history import HistoryService
+from thingshub.services.images import ImageService
+from thingshub.services.ingest import IngestService
+from thingshub.services.ota import OtaService
+from thingshub.services.presence import PresenceService
+from thingshub.services.retention import RetentionService
+from thingshub.storage import open_storage
+
+if TYPE_CHECKING:
+    from thingshub.console import Console
+
+log = logging.getLogger("thingshub")
+
+API_KEY_FILE = "api-key"
+PORTS_FILE = "ports.json"
+
+
+class StartupError(Exception):
+    """Something the operator must fix; the message says what."""
+
+
+class _Uvicorn(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield  # the platform handles signals itself
+
+
+class Platform:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.api_key = ""
+        self.api_key_generated = False
+        self.mqtt_port = 0
+        self.http_port = 0
+        self.storage: Storage | None = None
+        self.broker: Broker | None = None
+        self.gateway: DeviceGateway | None = None
+        self.presence: PresenceService | None = None
+        self.devices: DeviceService | None = None
+        self.images: ImageService | None = None
+        self.commands: CommandService | None = None
+        self.ingest: IngestService | None = None
+        self.history: HistoryService | None = None
+        self.retention: RetentionService | None = None
+        self.firmware: FirmwareService | None = None
+        self.ota: OtaService | None = None
+        self._http: _Uvicorn | None = None
+        self._http_task: asyncio.Task[None] | None = None
+        self._ready = False
+        self._warming: asyncio.Task[None] | None = None
+        self.bus: LocalBus | None = None
+        self._console: Console | None = None
+
+    # ------------------------------------------------------------ start
+
+    async def start(self) -> None:
+        s = self.settings
+        data_dir = self._prepare_data_dir(s.data_dir)
+        storage = open_storage(s.database_url, data_dir)
+        try:
+            await storage.open()
+        except Exception as exc:
+            raise StartupError(f"cannot open the database: {exc}") from exc
+        self.storage = storage
+        pepper = await storage.settings.set_if_absent("password_pepper", credentials.new_pepper())
+        self.api_key, self.api_key_generated = self._api_key(data_dir)
+
+        clock = SystemClock()
+        bus = self.bus = LocalBus()
+        self.devices = DeviceService(storage, clock, bus, pepper)
+        self.presence = PresenceService(storage.devices, clock, bus)
+        self.gateway = DeviceGateway(self.devices, self.presence, clock, bus)
+        self.broker = Broker(
+            self.gateway,
+            BrokerConfig(
+                max_connections=s.max_connections,
+                max_packet_size=s.max_packet_size,
+                max_keepalive=s.max_keepalive,
+                connect_timeout=s.connect_timeout,
+            ),
+        )
+        self.gateway.attach(self.broker)
+        self.images = ImageService(
+            storage.images, self.devices, self.presence, self.gateway, clock, bus
+        )
+        self.gateway.handle(ImageUpdateRequest, self.images.device_update)
+        self.gateway.handle(ImageGetRequest, self.images.device_get)
+        self.gateway.on_device_subscribe(self.images.device_subscribed)
+        self.commands = CommandService(storage.commands, self.devices, self.gateway, clock, bus)
+        self.gateway.handle(CommandAnswer, self.commands.onenet_answer)
+        self.gateway.handle(CallAnswer, self.commands.thingspanel_answer)
+        await self.commands.start()
+        self.ingest = IngestService(
+            storage.telemetry, storage.attributes, storage.events, self.gateway, clock, bus
+        )
+        self.gateway.handle(TelemetryReport, self.ingest.telemetry_report)
+        self.gateway.handle(AttributesReport, self.ingest.attribute_report)
+        self.gateway.handle(EventReport, self.ingest.event_report)
+        self.history = HistoryService(
+            self.devices, storage.telemetry, storage.attributes, storage.events
+        )
+        self.retention = RetentionService(storage.products, storage.telemetry, clock)
+        await self.retention.start()
+        await self.presence.start()
+        await self._start_ota(data_dir, clock, bus)
+
+        try:
+            self.mqtt_port = await self.broker.start(s.host, s.mqtt_port)
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen for MQTT on {s.host}:{s.mqtt_port}: {exc.strerror or exc}"
+            ) from exc
+        sock = self._bind_http(s.host, s.http_port)
+        self.http_port = sock.getsockname()[1]
+        if self.ota is not None:  # devices are informed only once it is known
+            self.ota.public_url = _public_url(s.public_url, s.host, self.http_port)
+        ctx = ApiContext(
+            devices=self.devices,
+            presence=self.presence,
+            images=self.images,
+            commands=self.commands,
+            history=self.history,
+            firmware=self.firmware,
+            ota=self.ota,
+            bus=bus,
+            api_key=self.api_key,
+            tokens=onenet.make_token,
+            mqtt_port=self.mqtt_port,
+            collectors=[self._collect_metrics],
+            is_ready=lambda: self._ready,
+        )
+        api = create_api(ctx)
+        if s.console:
+            self._console = await self._mount_console(api, ctx, data_dir)
+        config = uvicorn.Config(
+            api,
+            lifespan="on" if s.console else "off",  # NiceGUI starts and stops with the lifespan
+            access_log=False,
+            log_level="warning",
+            server_header=False,
+        )
+        self._http = _Uvicorn(config)
+        self._http_task = asyncio.get_running_loop().create_task(self._http.serve([sock]))
+        while not self._http.started:
+            if self._http_task.done():
+                self._http_task.result()
+                raise StartupError("the HTTP server stopped while starting")
+            await asyncio.sleep(0.01)
+        await self.gateway.start()
+        self._warming = asyncio.get_running_loop().create_task(self._warm())
+        (data_dir / PORTS_FILE).write_text(
+            json.dumps({"mqtt": self.mqtt_port, "http": self.http_port})
+        )
+        self._ready = True
+
+    async def _mount_console(self, api: FastAPI, ctx: ApiContext, data_dir: Path) -> Console:
+        from thingshub.console import ConsoleContext, mount_console
+
+        assert self.storage is not None and self.broker is not None and self.ingest is not None
+        secret = await self.storage.settings.set_if_absent("console_secret", secrets.token_hex(32))
+        stats, ingest = self.broker.stats, self.ingest
+        try:
+            return mount_console(
+                api,
+                ConsoleContext(
+                    api=ctx,
+                    http=api,
+                    counters=lambda: {
+                        "messages_in": stats.messages_in,
+                        "messages_out": stats.messages_out,
+                        "points": ingest.stored_points,
+                    },
+                    storage_dir=data_dir / "console",
+                    secret=secret,
+                    mqtt_host=self.settings.host,
+                ),
+            )
+        except RuntimeError as exc:
+            raise StartupError(str(exc)) from exc
+
+    async def _warm(self) -> None:
+        assert self.devices is not None
+        try:
+            n = await self.devices.warm_cache()
+        except Exception:
+            log.exception("loading devices into the login cache failed")
+        else:
+            log.info("%d device(s) loaded into the login cache", n)
+
+    def _prepare_data_dir(self, path: Path) -> Path:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / f".write-test-{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise StartupError(
+                f"the data dir {path} is not writable: {exc.strerror or exc}"
+            ) from exc
+        return path
+
+    def _api_key(self, data_dir: Path) -> tuple[str, bool]:
+        if self.settings.api_key:
+            return self.settings.api_key, False
+        path = data_dir / API_KEY_FILE
+        if path.exists():
+            key = path.read_text().strip()
+            if key:
+                return key, False
+        key = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(key + "\n")
+        os.chmod(path, 0o600)
+        return key, True
+
+    def _bind_http(self, host: str, port: int) -> socket.socket:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            raise StartupError(
+                f"cannot listen for HTTP on {host}:{port}: {exc.strerror or exc}"
+            ) from exc
+        sock.listen(1024)
+        sock.setblocking(False)
+        return sock
+
+    # ------------------------------------------------------------ stop
+
+    async def stop(self) -> None:
+        self._ready = False
+        if self._warming is not None:
+            self._warming.cancel()
+        if self._http is not None:
+            self._http.should_exit = True
+        if self.broker is not None:
+            await self.broker.stop()
+        if self._http_task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._http_task, 10)
+        if self._console is not None:
+            await self._console.stop()
+        if self.gateway is not None:
+            await self.gateway.stop()
+        if self.images is not None:
+            await self.images.stop()
+        if self.ota is not None:
+            await self.ota.stop()
+        if self.retention is not None:
+            await self.retention.stop()
+        if self.presence is not None:
+            await self.presence.stop()
+        if self.storage is not None:
+            await self.storage.close()
+
+    # ------------------------------------------------------------ metrics
+
+    def _collect_metrics(self) -> Iterable[Metric]:
+        broker, gateway = self.broker, self.gateway
+        if broker is None or gateway is None:
+            return []
+        st = broker.stats
+        conns = GaugeMetricFamily("thingshub_mqtt_connections", "Open MQTT connections.")
+        conns.add_metric([], st.connections)
+        logins = CounterMetricFamily("thingshub_device_logins", "Device logins.", labels=["result"])
+        logins.add_metric(["ok"], gateway.logins_ok)
+        for reason, n in gateway.logins_failed.items():
+            logins.add_metric([f"failed_{reason}"], n)
+        msg_in = CounterMetricFamily(
+            "thingshub_messages_in", "Messages from devices.", labels=["family"]
+        )
+        for fam, n in gateway.messages_in.items():
+            msg_in.add_metric([fam], n)
+        msg_out = CounterMetricFamily(
+            "thingshub_messages_out", "Messages to devices.", labels=["family"]
+        )
+        for fam, n in gateway.messages_out.items():
+            msg_out.add_metric([fam], n)
+        mqtt = CounterMetricFamily(
+            "thingshub_mqtt_events", "MQTT server counters.", labels=["event"]
+        )
+        for name in (
+            "connections_total",
+            "connects_refused",
+            "protocol_errors",
+            "messages_in",
+            "messages_out",
+            "bytes_in",
+            "bytes_out",
+            "denied_publish",
+            "denied_subscribe",
+            "dropped_offline_qos0",
+            "dropped_slow_consumer",
+            "dropped_queue_full",
+            "dropped_too_large",
+            "dropped_expired",
+            "hook_errors",
+        ):
+            mqtt.add_metric([name], getattr(st, name))
+        families: list[Metric] = [conns, logins, msg_in, msg_out, mqtt]
+        if self.bus is not None:
+            handlers = GaugeMetricFamily("thingshub_bus_handlers", "Event bus subscriptions.")
+            handlers.add_metric([], self.bus.handler_count())
+            families.append(handlers)
+        if self.ingest is not None:
+            refused = CounterMetricFamily(
+                "thingshub_reports_refused",
+                "Device reports refused as malformed.",
+                labels=["kind", "errcode"],
+            )
+            for (kind, errcode), n in self.ingest.refused.items():
+                refused.add_metric([kind, errcode], n)
+            points = CounterMetricFamily(
+                "thingshub_points_stored", "Telemetry points durably stored."
+            )
+            points.add_metric([], self.ingest.stored_points)
+            families += [refused, points]
+        if self.ota is not None:
+            families += _ota_metrics(self.ota)
+        return families
+
+    async def _start_ota(self, data_dir: Path, clock: SystemClock, bus: LocalBus) -> None:
+        """Firmware packages and OTA tasks (running tasks resume here)."""
+        assert self.storage is not None and self.devices is not None and self.gateway is not None
+        s = self.settings
+        secret = await self.storage.settings.set_if_absent(
+            "ota_download_secret", secrets.token_hex(32)
+        )
+        self.firmware = FirmwareService(
+            self.storage.firmware,
+            self.devices,
+            clock,
+            data_dir / "firmware",
+            max_size=s.firmware_max_size,
+        )
+        await self.firmware.start()
+        self.ota = OtaService(
+            self.storage.ota,
+            self.firmware,
+            self.devices,
+            self.gateway,
+            clock,
+            bus,
+            secret=bytes.fromhex(secret),
+            public_url="",
+            tick=s.ota_tick,
+        )
+        self.gateway.handle(OtaProgress, self.ota.device_progress)
+        self.gateway.on_device_subscribe(self.ota.device_subscribed)
+        await self.ota.start()
+
+
+def _public_url(configured: str | None, host: str, port: int) -> str:
+    """Where devices download firmware: the setting, else this server's own address."""
+    if configured:
+        return configured.rstrip("/")
+    if host in ("0.0.0.0", "::", ""):
+        log.warning(
+            "listening on all addresses: set --public-url (THINGSHUB_PUBLIC_URL) to the"
+            " address devices reach this server at; firmware links use 127.0.0.1 until then"
+        )
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def _ota_metrics(ota: OtaService) -> list[Metric]:
+    ignored = CounterMetricFamily(
+        "thingshub_ota_progress_ignored",
+        "OTA progress reports that changed nothing, by reason.",
+        labels=["reason"],
+    )
+    for reason, n in ota.ignored.items():
+        ignored.add_metric([reason], n)
+    accepted = CounterMetricFamily(
+        "thingshub_ota_progress_accepted", "OTA progress reports that moved a task along."
+    )
+    accepted.add_metric([], ota.accepted)
+    informs = CounterMetricFamily("thingshub_ota_informs", "OTA informs sent to devices.")
+    informs.add_metric([], ota.informs)
+    downloads = CounterMetricFamily(
+        "thingshub_ota_downloads", "Firmware download requests, by result.", labels=["result"]
+    )
+    for result, n in ota.downloads.items():
+        downloads.add_metric([result], n)
+    running = GaugeMetricFamily("thingshub_ota_running_tasks", "OTA tasks running.")
+    running.add_metric([], ota.running_count)
+    return [ignored, accepted, informs, downloads, running]

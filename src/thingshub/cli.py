@@ -1,0 +1,234 @@
+"""The `thingshub` command.
+
+Rules:
+- Long-running commands (`broker`, `serve`) print one line when ready,
+  stop cleanly on SIGINT/SIGTERM and exit 0; a port that cannot be bound is
+  a one-line error and exit code 1, never a traceback.
+- This module and `app.py` are the only readers of settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from thingshub.config import Settings, SettingsError
+from thingshub.config import load as load_settings
+from thingshub.mqtt.hooks import OpenHooks
+from thingshub.mqtt.server import Broker, BrokerConfig
+
+app = typer.Typer(
+    name="thingshub",
+    help="ThingsHub: a self-hosted IoT device-access platform.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    """ThingsHub: a self-hosted IoT device-access platform."""
+    if version:
+        from thingshub import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+def run_async(main: Coroutine[Any, Any, int]) -> int:
+    """Run `main` on uvloop when it is installed, on asyncio otherwise."""
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        runner = asyncio.Runner()
+    with runner:
+        return runner.run(main)
+
+
+class StopSignal:
+    """SIGINT/SIGTERM handling, installed before anything starts, so a signal that
+    arrives while starting (or right after the ready line) is never lost."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.loop.add_signal_handler(sig, self.event.set)
+
+    async def wait(self) -> None:
+        try:
+            await self.event.wait()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.loop.remove_signal_handler(sig)
+
+
+def fail(message: str) -> None:
+    typer.echo(f"thingshub: error: {message}", err=True)
+
+
+async def _broker(host: str, port: int, config: BrokerConfig, deny: list[str]) -> int:
+    stop = StopSignal()
+    broker = Broker(OpenHooks(set(deny)), config)
+    try:
+        bound = await broker.start(host, port)
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+        await broker.stop()
+        return 1
+    print(f"ThingsHub MQTT broker ready on {host}:{bound}", flush=True)
+    await stop.wait()
+    await broker.stop()
+    print("ThingsHub MQTT broker stopped", flush=True)
+    return 0
+
+
+@app.command()
+def broker(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port; 0 picks a free one.")] = 1883,
+    deny_subscribe: Annotated[
+        list[str] | None,
+        typer.Option("--deny-subscribe", help="Refuse SUBSCRIBE to this filter (repeatable)."),
+    ] = None,
+    max_connections: Annotated[int, typer.Option(help="Open connections at most.")] = 100_000,
+    max_packet_size: Annotated[int, typer.Option(help="Largest packet accepted, bytes.")] = 1 << 20,
+    max_keepalive: Annotated[
+        int, typer.Option(help="Longest keepalive granted to MQTT 5 clients, seconds.")
+    ] = 60,
+    max_inflight: Annotated[int, typer.Option(help="QoS 1/2 messages in flight per client.")] = 100,
+    max_queued: Annotated[int, typer.Option(help="QoS 1/2 messages queued per client.")] = 1000,
+    connect_timeout: Annotated[float, typer.Option(help="Seconds allowed to send CONNECT.")] = 10.0,
+) -> None:
+    """Run only the MQTT server, as an open general-purpose broker."""
+    config = BrokerConfig(
+        connect_timeout=connect_timeout,
+        max_packet_size=max_packet_size,
+        max_connections=max_connections,
+        max_inflight=max_inflight,
+        max_queued=max_queued,
+        max_keepalive=max_keepalive,
+    )
+    code = run_async(_broker(host, port, config, deny_subscribe or []))
+    raise typer.Exit(code)
+
+
+# ---------------------------------------------------------------- serve
+
+
+async def _serve(settings: Settings) -> int:
+    from thingshub.app import Platform, StartupError
+
+    stop = StopSignal()
+    platform = Platform(settings)
+    try:
+        await platform.start()
+    except StartupError as exc:
+        fail(str(exc))
+        await platform.stop()
+        return 1
+    if platform.api_key_generated:
+        print(
+            f"API key (shown once; saved to {settings.data_dir / 'api-key'}): {platform.api_key}",
+            flush=True,
+        )
+    host = settings.host
+    print(
+        f"ThingsHub ready: MQTT on {host}:{platform.mqtt_port}, "
+        f"HTTP on http://{host}:{platform.http_port} (API docs at /docs)",
+        flush=True,
+    )
+    await stop.wait()
+    print("ThingsHub stopping", flush=True)
+    await platform.stop()
+    print("ThingsHub stopped", flush=True)
+    return 0
+
+
+@app.command()
+def serve(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data directory [env THINGSHUB_DATA_DIR; ./thingshub-data]")
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on [env THINGSHUB_HOST; 127.0.0.1]")
+    ] = None,
+    mqtt_port: Annotated[
+        int | None, typer.Option(help="MQTT port, 0 = any [env THINGSHUB_MQTT_PORT; 1883]")
+    ] = None,
+    http_port: Annotated[
+        int | None, typer.Option(help="HTTP port, 0 = any [env THINGSHUB_HTTP_PORT; 8080]")
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="postgresql://... or a SQLite path [env THINGSHUB_DATABASE_URL]"),
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(help="API key [env THINGSHUB_API_KEY; generated once]")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML file with settings [env THINGSHUB_CONFIG]")
+    ] = None,
+    log_level: Annotated[
+        str | None, typer.Option(help="debug, info, warning or error [env THINGSHUB_LOG_LEVEL]")
+    ] = None,
+    public_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Base URL devices download firmware from [env THINGSHUB_PUBLIC_URL;"
+            " http://{host}:{http-port}]"
+        ),
+    ] = None,
+    console: Annotated[
+        bool | None,
+        typer.Option(
+            "--console/--no-console", help="Web console at /console [env THINGSHUB_CONSOLE; on]"
+        ),
+    ] = None,
+) -> None:
+    """Run the whole platform: MQTT server, HTTP API and storage, in one process."""
+    options = {
+        "data_dir": data_dir,
+        "host": host,
+        "mqtt_port": mqtt_port,
+        "http_port": http_port,
+        "database_url": database_url,
+        "api_key": api_key,
+        "log_level": log_level,
+        "public_url": public_url,
+        "console": console,
+    }
+    try:
+        settings = load_settings(options, os.environ, config)
+    except SettingsError as exc:
+        fail(str(exc))
+        raise typer.Exit(2) from None
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    raise typer.Exit(run_async(_serve(settings)))
+
+
+def main() -> None:
+    from thingshub.cli_client import register
+    from thingshub.cli_ota import register as register_ota
+
+    register(app)
+    register_ota(app)
+    app(prog_name="thingshub")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

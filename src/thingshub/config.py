@@ -1,0 +1,138 @@
+"""Settings of `thingshub serve`: from options, the environment, or a TOML file.
+
+Rules:
+- Precedence: command-line option, then environment variable
+  (`THINGSHUB_<NAME>`), then the TOML file (`--config` / `THINGSHUB_CONFIG`),
+  then the default. The names and defaults of interfaces.md are fixed.
+- Only `cli.py` and `app.py` read settings; everything else receives plain
+  arguments.
+- A bad value is a `SettingsError` with a sentence naming the setting.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path = Path("./thingshub-data")
+    host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    http_port: int = 8080
+    database_url: str | None = None
+    api_key: str | None = None
+    # Limits of the MQTT server (see mqtt/server/config.py for their meaning).
+    max_connections: int = 100_000
+    max_packet_size: int = 1024 * 1024
+    max_keepalive: int = 1200
+    connect_timeout: float = 10.0
+    log_level: str = "info"
+    # OTA: the base URL devices download firmware from (default http://{host}:{http_port}),
+    # and the largest firmware file accepted, in bytes.
+    public_url: str | None = None
+    firmware_max_size: int = 256 * 1024 * 1024
+    #: Seconds between two rounds of the OTA rollout loop (informs, timeouts).
+    ota_tick: float = 1.0
+    #: Serve the web console at /console (NiceGUI keeps process-wide state: one a process).
+    console: bool = True
+
+
+_TYPES: dict[str, type] = {
+    "data_dir": Path,
+    "host": str,
+    "mqtt_port": int,
+    "http_port": int,
+    "database_url": str,
+    "api_key": str,
+    "max_connections": int,
+    "max_packet_size": int,
+    "max_keepalive": int,
+    "connect_timeout": float,
+    "log_level": str,
+    "public_url": str,
+    "firmware_max_size": int,
+    "ota_tick": float,
+    "console": bool,
+}
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _convert(name: str, value: Any) -> Any:
+    kind = _TYPES[name]
+    try:
+        if kind is int:
+            if isinstance(value, bool):
+                raise ValueError
+            out: Any = int(value)
+        elif kind is float:
+            out = float(value)
+        elif kind is bool:
+            if isinstance(value, bool):
+                out = value
+            elif str(value).strip().lower() in _TRUE | _FALSE:
+                out = str(value).strip().lower() in _TRUE
+            else:
+                raise ValueError
+        elif kind is Path:
+            out = Path(str(value)).expanduser()
+        else:
+            out = str(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"setting {name}: {value!r} is not a valid {kind.__name__}") from None
+    if name.endswith("_port") and not 0 <= out <= 65535:
+        raise SettingsError(f"setting {name}: {out} is not a TCP port (0-65535)")
+    if name == "log_level" and out.lower() not in ("debug", "info", "warning", "error"):
+        raise SettingsError(f"setting log_level: {out!r} is not debug, info, warning or error")
+    if name == "public_url" and not out.startswith(("http://", "https://")):
+        raise SettingsError(f"setting public_url: {out!r} is not an http:// or https:// URL")
+    if name == "ota_tick" and not 0 < out <= 60:
+        raise SettingsError(f"setting ota_tick: {out} is not between 0 and 60 seconds")
+    if name == "firmware_max_size" and out < 1:
+        raise SettingsError(f"setting firmware_max_size: {out} is not a positive number of bytes")
+    return out
+
+
+def load(
+    options: Mapping[str, Any],
+    environ: Mapping[str, str],
+    config_file: Path | None = None,
+) -> Settings:
+    """Merge the sources; `options` holds only what was given on the command line."""
+    from_file: dict[str, Any] = {}
+    path = config_file or (
+        Path(environ["THINGSHUB_CONFIG"]) if "THINGSHUB_CONFIG" in environ else None
+    )
+    if path is not None:
+        try:
+            from_file = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise SettingsError(f"cannot read config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
+        unknown = set(from_file) - set(_TYPES)
+        if unknown:
+            raise SettingsError(
+                f"config file {path}: unknown setting(s) {', '.join(sorted(unknown))}"
+            )
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        name = f.name
+        env_name = f"THINGSHUB_{name.upper()}"
+        if options.get(name) is not None:
+            values[name] = _convert(name, options[name])
+        elif env_name in environ:
+            values[name] = _convert(name, environ[env_name])
+        elif name in from_file:
+            values[name] = _convert(name, from_file[name])
+    return Settings(**values)

@@ -1,0 +1,177 @@
+"""The device page: who it is and how it connects, its telemetry, image, calls,
+attributes and events, all live.
+
+Rules:
+- One bus subscription for the page (live.py), for this device's events
+  only; each section applies its own kind.
+- Connection details never show a stored secret: the key stays on the
+  server; the console mints OneNET tokens with it, as the API's
+  `POST .../token` does, and the ThingsPanel password was shown once at
+  registration.
+- A device that does not exist (or was deleted) is a page saying so, not an
+  error.
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+from fastapi.responses import RedirectResponse
+from nicegui import ui
+
+from thingshub.console import fmt
+from thingshub.console.auth import gate
+from thingshub.console.context import ConsoleContext
+from thingshub.console.device_commands import CommandPanel
+from thingshub.console.device_data import AttributesPanel, EventsPanel
+from thingshub.console.device_image import ImagePanel
+from thingshub.console.device_telemetry import TelemetryPanel
+from thingshub.console.layout import card, empty, frame, presence_chip, set_presence, tid
+from thingshub.console.live import LiveFeed
+from thingshub.core.errors import NotFound
+from thingshub.core.events import (
+    AttributesReported,
+    CommandFinished,
+    Event,
+    EventsReceived,
+    ImageChanged,
+    PresenceChanged,
+    TelemetryReceived,
+)
+from thingshub.core.model import Device
+
+LIVE_KINDS = [
+    TelemetryReceived,
+    AttributesReported,
+    EventsReceived,
+    PresenceChanged,
+    ImageChanged,
+    CommandFinished,
+]
+TOKEN_LIFETIMES = {"1 hour": 3600, "1 day": 86400, "30 days": 30 * 86400, "1 year": 365 * 86400}
+TICK_S = 5.0
+
+
+def _field(label: str, value: str, test_id: str | None = None) -> ui.label:
+    ui.label(label).classes("text-sm text-slate-500")
+    shown = ui.label(value).classes("th-mono text-sm break-all")
+    if test_id:
+        shown.props(tid(test_id))
+    return shown
+
+
+def connection_card(ctx: ConsoleContext, device: Device, host: str) -> None:
+    pid, name = device.product_id, device.name
+    with card("Connection", "cable"):
+        with ui.grid(columns="auto 1fr").classes("gap-x-6 gap-y-1 items-center w-full"):
+            _field("MQTT server", f"{host}:{ctx.api.mqtt_port}", "mqtt-address")
+            _field("Client id", name)
+            _field("Device number", device.device_number)
+        ui.separator()
+        ui.label("OneNET login").classes("text-sm font-medium text-slate-600")
+        with ui.grid(columns="auto 1fr").classes("gap-x-6 gap-y-1 items-center w-full"):
+            _field("User name", pid)
+            _field("Password", "a token signed with the device key")
+            _field("Topics", f"$sys/{pid}/{name}/#")
+        with ui.row().classes("items-center gap-3 w-full"):
+            lifetime = (
+                ui.select(list(TOKEN_LIFETIMES), value="1 day", label="Valid for")
+                .props("outlined dense")
+                .classes("w-32")
+            )
+            token = (
+                ui.input("Token")
+                .props("outlined dense readonly " + tid("token"))
+                .classes("flex-1 th-mono")
+            )
+
+            def mint() -> None:
+                expires_at = fmt.now_ms() // 1000 + TOKEN_LIFETIMES[lifetime.value]
+                token.set_value(ctx.api.tokens(device.key, pid, name, expires_at, "sha256"))
+                token.props(f"hint='expires {fmt.when(expires_at * 1000)}'")
+
+            ui.button("Mint a token", icon="key", on_click=mint).props(
+                "unelevated dense " + tid("mint-token")
+            )
+        ui.separator()
+        ui.label("ThingsPanel login").classes("text-sm font-medium text-slate-600")
+        with ui.grid(columns="auto 1fr").classes("gap-x-6 gap-y-1 items-center w-full"):
+            _field("User name", device.username, "tp-username")
+            _field("Password", "shown once, when the device was registered")
+            _field("Topics", f"devices/telemetry, devices/command/{device.device_number}/+")
+
+
+def _host(ctx: ConsoleContext, request: Request) -> str:
+    if ctx.mqtt_host in ("0.0.0.0", "::", ""):
+        return request.url.hostname or ctx.mqtt_host
+    return ctx.mqtt_host
+
+
+def register(ctx: ConsoleContext) -> None:
+    @ui.page("/products/{pid}/devices/{name}", title="Device · ThingsHub")
+    async def device_page(request: Request, pid: str, name: str) -> RedirectResponse | None:
+        if (denied := gate(ctx, request)) is not None:
+            return denied
+        device = await ctx.api.devices.find_device(pid, name)
+        if device is None:
+            with frame("devices", f"Device {name}"), card():
+                empty(f"There is no device {name!r} in product {pid!r}.")
+                ui.link("Back to the devices", f"/devices?product={pid}")
+            return None
+        state = await ctx.api.presence.get(pid, name)
+        ui.page_title(f"{name} · ThingsHub")
+
+        with frame("devices", name, f"Product {pid} · device number {device.device_number}"):
+            with ui.row().classes("items-center gap-3 -mt-3"):
+                status = presence_chip(state.online).props(tid("device-status"))
+                activity = ui.label().classes("text-sm text-slate-500")
+                ui.link("← all devices", f"/devices?product={pid}").classes(
+                    "text-sm text-primary no-underline ml-4"
+                )
+            with ui.grid(columns=2).classes("w-full gap-5"):
+                connection_card(ctx, device, _host(ctx, request))
+                with ui.column().classes("gap-5 min-w-0"):
+                    with card("Latest values", "speed") as latest_box:
+                        pass
+                    with card("Attributes", "tune"):
+                        attributes = AttributesPanel(ctx, pid, name)
+            telemetry = TelemetryPanel(ctx, pid, name, latest_box)
+            image = ImagePanel(ctx, pid, name)
+            with ui.grid(columns=2).classes("w-full gap-5"):
+                with card("Command history", "history") as history_box:
+                    pass
+                commands = CommandPanel(ctx, pid, name, history_box)
+                history_box.move(target_index=-1)
+            with card("Events", "notifications"):
+                events = EventsPanel(ctx, pid, name)
+
+        async def tick() -> None:
+            current = await ctx.api.presence.get(pid, name)
+            set_presence(status, current.online)
+            activity.set_text(f"last activity {fmt.ago(current.last_activity)}")
+            telemetry.tick()
+
+        async def apply(batch: list[Event]) -> None:
+            if any(isinstance(e, PresenceChanged) for e in batch):
+                await tick()
+            image.apply(batch)
+            attributes.apply(batch)
+            events.apply(batch)
+            await telemetry.apply(batch)
+            await commands.apply(batch)
+
+        def wanted(event: Event) -> bool:
+            return event.product_id == pid and event.name == name
+
+        try:
+            await tick()
+            await telemetry.load()
+            await image.load()
+            await commands.load()
+            await attributes.load()
+            await events.load()
+        except NotFound:
+            ui.notify("This device was just deleted.", type="warning")
+            return None
+        LiveFeed(ctx.api.bus, LIVE_KINDS, wanted, apply)
+        ui.timer(TICK_S, tick)
+        return None

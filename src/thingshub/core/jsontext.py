@@ -1,0 +1,132 @@
+"""JSON as the device protocols carry it: compact, UTF-8, strict.
+
+Rules:
+- `dumps`: compact, UTF-8 (no escaping of non-ASCII), never NaN or Infinity.
+- `loads`: strict JSON. NaN and Infinity are refused; an integer of more than
+  32 digits is read as out of every range here (its sign kept), so Python's
+  4,300-digit limit cannot turn a long number into "not JSON"; a document
+  nested deeper than the interpreter's stack is read without recursion, with
+  the same grammar and values. Every failure is a `JsonError` (a ValueError).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+class JsonError(ValueError):
+    pass
+
+
+def dumps(body: object) -> bytes:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def _reject_constant(name: str) -> Any:
+    raise JsonError(f"{name} is not a JSON number")
+
+
+def _parse_int(digits: str) -> int:
+    if len(digits) <= 32:
+        return int(digits)
+    return -(10**33) if digits.startswith("-") else 10**33
+
+
+DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_int=_parse_int)
+WHITESPACE = " \t\n\r"
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse strict JSON (bytes must be UTF-8); raises JsonError."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        try:
+            text = bytes(data).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise JsonError(
+                f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})"
+            ) from None
+    else:
+        text = data
+    try:
+        try:
+            return DECODER.decode(text)
+        except RecursionError:
+            return _loads_iterative(text)
+    except json.JSONDecodeError as exc:
+        raise JsonError(f"{exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+    except JsonError:
+        raise
+    except ValueError as exc:
+        raise JsonError(str(exc)) from None
+
+
+def _skip_ws(text: str, i: int) -> int:
+    n = len(text)
+    while i < n and text[i] in WHITESPACE:
+        i += 1
+    return i
+
+
+def _loads_iterative(text: str) -> Any:
+    """json.loads without recursion, for documents nested past the interpreter's stack.
+
+    Same grammar and values as `DECODER.decode`: scalars are read by the
+    decoder itself; only containers are tracked here, on an explicit stack.
+    """
+    n = len(text)
+    stack: list[tuple[dict[str, Any] | list[Any], str]] = []
+    i = _skip_ws(text, 0)
+
+    def key_at(j: int) -> tuple[str, int]:
+        if j >= n or text[j] != '"':
+            raise JsonError("expecting a property name")
+        key, j = DECODER.raw_decode(text, j)
+        j = _skip_ws(text, j)
+        if j >= n or text[j] != ":":
+            raise JsonError("expecting ':'")
+        return key, _skip_ws(text, j + 1)
+
+    while True:
+        value: Any
+        c = text[i] if i < n else ""
+        if c == "{":
+            i = _skip_ws(text, i + 1)
+            if i < n and text[i] == "}":
+                value, i = {}, i + 1
+            else:
+                key, i = key_at(i)
+                stack.append(({}, key))
+                continue
+        elif c == "[":
+            i = _skip_ws(text, i + 1)
+            if i < n and text[i] == "]":
+                value, i = [], i + 1
+            else:
+                stack.append(([], ""))
+                continue
+        else:
+            value, i = DECODER.raw_decode(text, i)  # a scalar: no recursion
+        while True:  # attach the finished value, closing containers as they end
+            if not stack:
+                if _skip_ws(text, i) != n:
+                    raise JsonError("extra data")
+                return value
+            container, key = stack[-1]
+            if isinstance(container, dict):
+                container[key] = value
+            else:
+                container.append(value)
+            i = _skip_ws(text, i)
+            c = text[i] if i < n else ""
+            if c == ",":
+                i = _skip_ws(text, i + 1)
+                if isinstance(container, dict):
+                    key, i = key_at(i)
+                    stack[-1] = (container, key)
+                break
+            if c != ("}" if isinstance(container, dict) else "]"):
+                raise JsonError("expecting ',' or the end of a container")
+            i += 1
+            stack.pop()
+            value = container

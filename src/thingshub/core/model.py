@@ -1,0 +1,165 @@
+"""Domain values: products, devices, presence.
+
+Rules:
+- Values are frozen; a change makes a new value.
+- Times are Unix milliseconds (ints) everywhere except inside the OneNET image
+  document, which keeps the seed's seconds.
+- A device's secrets: `key` (base64 of 32 random bytes) is kept, because the
+  platform must verify HMAC tokens with it; the password is never kept, only
+  `password_hash`, a keyed hash (see services/credentials.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    id: str
+    name: str
+    created_at: int
+    #: Telemetry and events older than this many days are deleted (None: kept).
+    retention_days: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    product_id: str
+    name: str
+    device_number: str
+    key: str
+    username: str
+    password_hash: str
+    created_at: int
+    tags: Mapping[str, str] = field(default_factory=dict)
+    status: str = "enabled"
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """Whether a device is connected, and when it was last heard from."""
+
+    online: bool
+    last_activity: int | None = None  # ms
+    changed_at: int | None = None  # ms, last online/offline transition
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceUpdate:
+    product_id: str
+    name: str
+    online: bool
+    last_activity: int | None
+    changed_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    next: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredImage:
+    """A device image as stored: its document (JSON-able) and its version."""
+
+    document: Mapping[str, object]
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRecord:
+    """One call from an application to a device, and how it ended.
+
+    `family` is "onenet" or "thingspanel"; `kind` says what was asked:
+    "command" (OneNET cmd or ThingsPanel command), "attributes_set",
+    "attributes_get". `request`/`response` are the bytes on the wire.
+    `status`: sent, answered, timeout, failed, rejected.
+    """
+
+    cmd_id: str
+    product_id: str
+    name: str
+    family: str
+    kind: str
+    request: bytes
+    status: str
+    created_at: int  # ms
+    sent_at: int | None = None
+    answered_at: int | None = None
+    response: bytes | None = None
+    detail: str | None = None  # why it failed or was rejected
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One telemetry value of one key at one time. `value` is a JSON value:
+    number, bool, string, or nested JSON (object or array)."""
+
+    key: str
+    ts: int  # ms
+    value: object
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEvent:
+    ts: int  # ms
+    method: str
+    params: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class Firmware:
+    """A firmware package of a product: the file is `size` bytes with these digests
+    (lowercase hex); `ext_data` is the JSON object devices get as `extData`."""
+
+    id: str
+    product_id: str
+    name: str
+    version: str
+    module: str
+    size: int
+    md5: str
+    sha256: str
+    created_at: int  # ms
+    ext_data: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class OtaTask:
+    """An upgrade of devices of a product to one firmware package (see core/ota.py).
+    `status`: RUNNING, COMPLETED or CANCELED; `rollout_per_minute` None: no limit."""
+
+    id: str
+    product_id: str
+    firmware_id: str
+    module: str
+    version: str
+    sign_method: str
+    rollout_per_minute: int | None
+    device_timeout_s: int
+    status: str
+    created_at: int  # ms
+    finished_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OtaDevice:
+    """Where one device of a task stands (states in core/ota.py). `desc` says what
+    the state means (a failure's meaning, the device's words while in progress);
+    `detail` keeps what the device said in its last report."""
+
+    task_id: str
+    name: str
+    state: str
+    step: int | None
+    desc: str
+    detail: str | None
+    informed_at: int | None  # ms, the first inform
+    updated_at: int  # ms
+    finished_at: int | None  # ms, when it became final

@@ -1,0 +1,304 @@
+"""What the core and the services need from the outside world, as Protocols.
+
+Rules:
+- Storage implementations (storage/memory, storage/sqlite, storage/postgres)
+  satisfy these exactly and pass one contract test suite.
+- Methods that must be unique raise `AlreadyExists` naming the field that
+  clashed; lookups return None for "absent", never raise NotFound.
+- Listing is keyset paging: `after` is the last key of the previous page,
+  results are in ascending key order, at most `limit` items.
+- Every write is durable when the coroutine returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Protocol
+
+from thingshub.core.events import Event
+from thingshub.core.messages import DeviceRef, Outbound
+from thingshub.core.model import (
+    CommandRecord,
+    Device,
+    DeviceEvent,
+    Firmware,
+    OtaDevice,
+    OtaTask,
+    Point,
+    Presence,
+    PresenceUpdate,
+    Product,
+    StoredImage,
+)
+
+
+class Clock(Protocol):
+    def now_ms(self) -> int: ...
+
+
+class DeviceLink(Protocol):
+    """Reaches connected devices (implemented by the gateway)."""
+
+    def send(self, ref: DeviceRef, message: Outbound) -> bool:
+        """Publish to the device (QoS 0); False if no connection of it received it."""
+
+    def is_online(self, product_id: str, name: str) -> bool: ...
+
+
+class EventBus(Protocol):
+    """Delivers events to every subscriber (in this process, or across processes)."""
+
+    def publish(self, event: Event) -> None: ...
+
+    def subscribe(
+        self, handler: Callable[[Event], None], kinds: Iterable[type]
+    ) -> Callable[[], None]:
+        """Call `handler` for every event of the given types; returns a function
+        that unsubscribes."""
+
+    def wants(self, kind: type) -> bool:
+        """Whether anyone listens for events of this type."""
+
+
+class ProductRepo(Protocol):
+    async def add(self, product: Product) -> None: ...
+
+    async def get(self, product_id: str) -> Product | None: ...
+
+    async def list(self, limit: int, after: str | None = None) -> list[Product]: ...
+
+    async def delete(self, product_id: str) -> bool: ...
+
+    async def set_retention(self, product_id: str, days: int | None) -> bool:
+        """Set (None: clear) the retention of a product; False if it does not exist."""
+
+
+class DeviceRepo(Protocol):
+    async def add(self, device: Device) -> None:
+        """Raises AlreadyExists("... name ...") for a name taken in the product,
+        or naming `device_number` or `username` when those clash globally."""
+
+    async def get(self, product_id: str, name: str) -> Device | None: ...
+
+    async def by_number(self, device_number: str) -> Device | None: ...
+
+    async def by_username(self, username: str) -> Device | None: ...
+
+    async def list(
+        self, product_id: str, limit: int, after: str | None = None, search: str | None = None
+    ) -> list[Device]:
+        """Devices of a product by name; `search` keeps names or device numbers
+        containing it (case-insensitive)."""
+
+    async def count(self, product_id: str) -> int: ...
+
+    async def delete(self, product_id: str, name: str) -> bool: ...
+
+    async def set_presence(self, updates: Sequence[PresenceUpdate]) -> None:
+        """Apply many presence changes in one transaction; unknown devices are skipped."""
+
+    async def presence(self, product_id: str, name: str) -> Presence | None: ...
+
+    async def presence_many(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], Presence]: ...
+
+    async def mark_all_offline(self, now_ms: int) -> int:
+        """At start-up: every device recorded online is offline now (returns how many)."""
+
+    async def set_tags(self, product_id: str, name: str, tags: Mapping[str, str]) -> bool:
+        """Replace a device's tags; False if there is no such device."""
+
+
+class ImageRepo(Protocol):
+    """OneNET device images. Writes are group-committed (see storage docs)."""
+
+    async def get(self, product_id: str, name: str) -> StoredImage | None: ...
+
+    async def save(
+        self, product_id: str, name: str, image: StoredImage, expected_version: int
+    ) -> None:
+        """Store `image` if the stored version is `expected_version` (0: none stored);
+        raise VersionConflict otherwise, so two writers can never both win.
+        NotFound if the device does not exist."""
+
+
+class CommandRepo(Protocol):
+    """Records of application-to-device calls. Writes are group-committed."""
+
+    async def add(self, record: CommandRecord) -> None: ...
+
+    async def finish(
+        self,
+        cmd_id: str,
+        status: str,
+        answered_at: int | None,
+        response: bytes | None,
+        detail: str | None = None,
+    ) -> bool:
+        """Set the final status of a record; False if there is no such record."""
+
+    async def get(self, cmd_id: str) -> CommandRecord | None: ...
+
+    async def list(
+        self, product_id: str, name: str, limit: int, before: tuple[int, str] | None = None
+    ) -> list[CommandRecord]:
+        """Newest first, by (created_at, cmd_id) descending; `before` is the
+        (created_at, cmd_id) of the last record of the previous page."""
+
+    async def fail_unfinished(self, now_ms: int) -> int:
+        """At start-up: records still `sent` belong to calls that can no longer be
+        answered (their caller is gone): mark them `failed`."""
+
+
+class TelemetryRepo(Protocol):
+    """Time series of device values. `append` is group-committed and atomic per call."""
+
+    async def append(self, product_id: str, name: str, points: Sequence[Point]) -> None:
+        """Store every point (history is append-only: equal timestamps are kept)
+        and update the latest value per key (newest by ts, then by arrival),
+        all in one transaction with the other appends of its batch. Returns once
+        durable. NotFound if the device does not exist."""
+
+    async def latest(self, product_id: str, name: str) -> dict[str, tuple[int, object]]:
+        """key -> (ts ms, value) of the newest point of each key."""
+
+    async def history(
+        self,
+        product_id: str,
+        name: str,
+        key: str,
+        start: int,
+        end: int,
+        limit: int,
+        after: tuple[int, int] | None = None,
+    ) -> list[tuple[int, int, object]]:
+        """Points of `key` with start <= ts < end, ascending by (ts, seq), at most
+        `limit`; `after` is the (ts, seq) of the last point of the previous page.
+        Each item is (ts, seq, value); seq orders points of equal ts by arrival."""
+
+    async def aggregate(
+        self,
+        product_id: str,
+        name: str,
+        key: str,
+        start: int,
+        end: int,
+        interval: int,
+        function: str,
+    ) -> list[tuple[int, object]]:
+        """One (bucket start, value) per non-empty bucket [start + k*interval,
+        start + (k+1)*interval) within [start, end), ascending, computed in the
+        database. `function`: avg, min, max, sum (numbers only; a bucket with
+        no number is omitted), count (all points), last (newest by ts, then seq)."""
+
+    async def delete_before(self, product_id: str, before: int, limit: int) -> int:
+        """Delete at most `limit` points and events of the product's devices older
+        than `before` (ms); returns how many were deleted (0: nothing left)."""
+
+
+class AttributeRepo(Protocol):
+    async def upsert(
+        self, product_id: str, name: str, values: Mapping[str, object], ts: int
+    ) -> None:
+        """Set the given attributes (others are kept); group-committed."""
+
+    async def get(self, product_id: str, name: str) -> dict[str, object]: ...
+
+
+class EventRepo(Protocol):
+    async def append(self, product_id: str, name: str, events: Sequence[DeviceEvent]) -> None:
+        """Store events (group-committed, atomic per call)."""
+
+    async def list(
+        self,
+        product_id: str,
+        name: str,
+        start: int,
+        end: int,
+        limit: int,
+        after: tuple[int, int] | None = None,
+    ) -> list[tuple[int, int, DeviceEvent]]:
+        """Events with start <= ts < end, ascending by (ts, seq); (ts, seq, event)."""
+
+
+class SettingsRepo(Protocol):
+    async def get(self, key: str) -> str | None: ...
+
+    async def set_if_absent(self, key: str, value: str) -> str:
+        """Store `value` unless the key exists; return the value stored (atomic)."""
+
+
+class FirmwareRepo(Protocol):
+    """Firmware packages (their metadata; the files live in the data dir)."""
+
+    async def add(self, firmware: Firmware) -> None:
+        """NotFound if the product does not exist; AlreadyExists if the product
+        has that version of that module already (or the id is taken)."""
+
+    async def get(self, product_id: str, firmware_id: str) -> Firmware | None: ...
+
+    async def list(self, product_id: str, limit: int, after: str | None = None) -> list[Firmware]:
+        """A product's packages by id (ids sort by upload time)."""
+
+    async def delete(self, product_id: str, firmware_id: str) -> bool:
+        """False if there is no such package; Conflict if a RUNNING task uses it
+        (checked in the same transaction as the delete)."""
+
+    async def ids(self) -> set[str]:
+        """The id of every package of every product."""
+
+
+class OtaRepo(Protocol):
+    """OTA tasks and the state of each of their devices. Writes are group-committed;
+    a device row that is final (SUCCEEDED, FAILED, CANCELED, TIMED_OUT) never changes."""
+
+    async def add_task(self, task: OtaTask, devices: Sequence[OtaDevice]) -> None:
+        """Store a task and its devices (in this order: the rollout order), atomically.
+        NotFound if its firmware is not one of its product's."""
+
+    async def get_task(self, product_id: str, task_id: str) -> OtaTask | None: ...
+
+    async def list_tasks(
+        self, product_id: str, limit: int, after: str | None = None
+    ) -> list[OtaTask]:
+        """A product's tasks by id (ids sort by creation)."""
+
+    async def running(self) -> list[OtaTask]:
+        """Every RUNNING task (to resume them after a start)."""
+
+    async def devices(self, task_id: str) -> list[OtaDevice]:
+        """The devices of a task, in rollout order."""
+
+    async def counts(self, task_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """task id -> state -> how many of its devices are in it (states with none
+        are left out; tasks without devices too)."""
+
+    async def save_device(self, device: OtaDevice) -> bool:
+        """Store a device's new state unless its row is final already (or absent):
+        returns whether it was stored."""
+
+    async def finish_task(
+        self, task_id: str, status: str, finished_at: int, devices: Sequence[OtaDevice]
+    ) -> bool:
+        """Set a RUNNING task's status (COMPLETED, CANCELED) and, in the same
+        transaction, the given device states (rows already final are kept).
+        False, changing nothing, if there is no such RUNNING task."""
+
+
+class Storage(Protocol):
+    products: ProductRepo
+    devices: DeviceRepo
+    images: ImageRepo
+    commands: CommandRepo
+    telemetry: TelemetryRepo
+    attributes: AttributeRepo
+    events: EventRepo
+    settings: SettingsRepo
+    firmware: FirmwareRepo
+    ota: OtaRepo
+
+    async def open(self) -> None:
+        """Connect, then create or migrate the schema."""
+
+    async def close(self) -> None: ...

@@ -1,0 +1,184 @@
+"""OneNET: device login tokens and the `$sys/{pid}/{name}/...` topics.
+
+Rules (protocols.md section 1):
+- Login: client id = device name, user name = product id, password = a token
+  `version=2018-10-31&res=products%2F{pid}%2Fdevices%2F{name}&et={expiry}
+  &method={md5|sha1|sha256}&sign={base64 signature}`, values URL-encoded.
+- sign = base64(HMAC_method(base64decode(device key),
+  et + "\\n" + method + "\\n" + res + "\\n" + version)), `res` unencoded.
+- `et` is a plain decimal (`0` or no leading zero, ASCII digits only): the
+  signature is checked over `str(et)`, so any other spelling of the same
+  number (`+1`, `01`, `1_0`) would be a second, unsigned form of one token.
+- A token is refused when it is malformed, its version or method is unknown,
+  `et` is not after `now`, `res` names another device, or the signature is
+  wrong (compared in constant time).
+- A device publishes only to its own device-to-platform topics and subscribes
+  only to filters all of whose matches lie under its own `$sys/{pid}/{name}/`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+from urllib.parse import quote, unquote
+
+from thingshub.core.errors import Unauthorized
+from thingshub.core.jsontext import dumps
+from thingshub.core.messages import (
+    CommandAnswer,
+    CommandAnswerReply,
+    CommandRequest,
+    DeviceRef,
+    ImageGetRequest,
+    ImageReply,
+    ImageUpdateRequest,
+    Inbound,
+)
+from thingshub.core.topics import filter_within, topic_matches
+
+TOKEN_VERSION = "2018-10-31"
+METHODS = {"md5": hashlib.md5, "sha1": hashlib.sha1, "sha256": hashlib.sha256}
+_TOKEN_FIELDS = ("version", "res", "et", "method", "sign")
+_EXPIRY = re.compile(r"0|[1-9][0-9]*")
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    version: str
+    res: str
+    et: int
+    method: str
+    sign: str
+
+
+def looks_like_token(password: str) -> bool:
+    """Tell a OneNET token from a ThingsPanel password without parsing it fully.
+
+    Field order is free (as in `parse_token`); issued passwords never hold `&` or `=`.
+    """
+    keys = {key for key, sep, _ in (part.partition("=") for part in password.split("&")) if sep}
+    return "version" in keys or {"res", "sign"} <= keys
+
+
+def parse_token(password: str) -> Token:
+    fields: dict[str, str] = {}
+    for part in password.split("&"):
+        key, sep, value = part.partition("=")
+        if not sep or key not in _TOKEN_FIELDS or key in fields:
+            raise Unauthorized("malformed OneNET token")
+        fields[key] = unquote(value)
+    if set(fields) != set(_TOKEN_FIELDS):
+        missing = ", ".join(sorted(set(_TOKEN_FIELDS) - set(fields)))
+        raise Unauthorized(f"OneNET token lacks {missing}")
+    if not _EXPIRY.fullmatch(fields["et"]):
+        raise Unauthorized("OneNET token expiry is not a plain decimal number")
+    try:
+        et = int(fields["et"])
+    except ValueError:
+        raise Unauthorized("OneNET token expiry is not a number") from None
+    return Token(fields["version"], fields["res"], et, fields["method"], fields["sign"])
+
+
+def resource(product_id: str, device_name: str) -> str:
+    return f"products/{product_id}/devices/{device_name}"
+
+
+def signature(key_b64: str, et: int, method: str, res: str, version: str = TOKEN_VERSION) -> str:
+    try:
+        key = base64.b64decode(key_b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise Unauthorized("device key is not base64") from None
+    message = f"{et}\n{method}\n{res}\n{version}".encode()
+    return base64.b64encode(hmac.new(key, message, METHODS[method]).digest()).decode()
+
+
+def verify_token(
+    token: Token, *, key_b64: str, product_id: str, device_name: str, now_s: int
+) -> None:
+    """Raise Unauthorized, with the reason, unless the token admits this device now."""
+    if token.version != TOKEN_VERSION:
+        raise Unauthorized(f"unknown OneNET token version {token.version!r}")
+    if token.method not in METHODS:
+        raise Unauthorized(f"unknown OneNET token method {token.method!r}")
+    if token.res != resource(product_id, device_name):
+        raise Unauthorized("OneNET token is for another resource")
+    if token.et <= now_s:
+        raise Unauthorized("OneNET token has expired")
+    expected = signature(key_b64, token.et, token.method, token.res, token.version)
+    if not hmac.compare_digest(expected.encode(), token.sign.encode()):
+        raise Unauthorized("OneNET token signature is wrong")
+
+
+def make_token(
+    key_b64: str, product_id: str, device_name: str, expires_at_s: int, method: str = "sha256"
+) -> str:
+    """A token as a device would compute it (for the CLI and the console)."""
+    res = resource(product_id, device_name)
+    sign = signature(key_b64, expires_at_s, method, res)
+    return (
+        f"version={TOKEN_VERSION}&res={quote(res, safe='')}&et={expires_at_s}"
+        f"&method={method}&sign={quote(sign, safe='')}"
+    )
+
+
+# ---------------------------------------------------------------- topics
+
+
+def prefix(product_id: str, device_name: str) -> str:
+    return f"$sys/{product_id}/{device_name}/"
+
+
+#: Device-to-platform topics, relative to the device's prefix.
+PUBLISH_PATTERNS = ("image/update", "image/get", "cmd/response/+")
+
+
+def may_publish(product_id: str, device_name: str, topic: str) -> bool:
+    own = prefix(product_id, device_name)
+    if not topic.startswith(own):
+        return False
+    rest = topic[len(own) :]
+    if rest in {"image/update", "image/get"}:  # the hot path: no pattern matching
+        return True
+    return any(topic_matches(p, rest) for p in PUBLISH_PATTERNS)
+
+
+def may_subscribe(product_id: str, device_name: str, topic_filter: str) -> bool:
+    return filter_within(topic_filter, prefix(product_id, device_name) + "#")
+
+
+# ---------------------------------------------------------------- messages
+
+
+def decode(ref: DeviceRef, topic: str, payload: bytes) -> Inbound | None:
+    """The message a device sent on one of its own topics; None if not ours."""
+    own = prefix(ref.product_id, ref.name)
+    if not topic.startswith(own):
+        return None
+    rest = topic[len(own) :]
+    if rest == "image/update":
+        return ImageUpdateRequest(payload)
+    if rest == "image/get":
+        return ImageGetRequest(payload)
+    if rest.startswith("cmd/response/"):
+        cmd_id = rest[len("cmd/response/") :]
+        if cmd_id and "/" not in cmd_id:
+            return CommandAnswer(cmd_id, payload)
+    return None
+
+
+def encode(ref: DeviceRef, message: object) -> tuple[str, bytes] | None:
+    """The (topic, payload) carrying a message to a device; None if not ours."""
+    own = prefix(ref.product_id, ref.name)
+    if isinstance(message, ImageReply):
+        return own + "image/" + message.topic, dumps(message.body)
+    if isinstance(message, CommandRequest):
+        return own + "cmd/request/" + message.cmd_id, message.payload
+    if isinstance(message, CommandAnswerReply):
+        if message.body is None:
+            return own + f"cmd/response/{message.cmd_id}/accepted", b""
+        return own + f"cmd/response/{message.cmd_id}/rejected", dumps(message.body)
+    return None

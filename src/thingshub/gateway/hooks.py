@@ -1,0 +1,320 @@
+"""The MQTT server's hooks, bound to the platform: who gets in, what they may touch.
+
+Rules:
+- Every CONNECT must name a registered device, by a OneNET token (user name =
+  product id, client id = device name) or by its ThingsPanel user name and
+  password. The answer for an address that keeps failing is slowed down
+  (core/throttle.py), success or not, so timing tells an attacker nothing.
+- Refusals: bad credentials, unknown device, an expired token, or a token
+  naming another device than the client id does → "bad user name or
+  password" (0x86; 3.1.1: 4); a disabled device → "not authorized" (0x87;
+  3.1.1: 5).
+- A device's MQTT session is keyed by (device, client id), so one device can
+  never take over another's session by reusing its client id.
+- Topic rights come from the dialects: a device reaches only its own topics.
+- Presence: online on CONNECT, offline when its last connection closes;
+  activity is sampled from the server once a second.
+- A deleted device's connections are closed at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from thingshub.core.errors import Forbidden, ThingsHubError, Unauthorized
+from thingshub.core.events import DeviceDeleted, Event
+from thingshub.core.messages import DeviceRef, Outbound
+from thingshub.core.model import Device
+from thingshub.core.ports import Clock, EventBus
+from thingshub.core.throttle import FailureThrottle
+from thingshub.dialects import onenet, thingspanel
+from thingshub.mqtt.codec.reasons import ReasonCode
+from thingshub.mqtt.hooks import (
+    Accept,
+    ClientInfo,
+    CloseReason,
+    ConnectRequest,
+    Message,
+    PublishOutcome,
+    Refuse,
+)
+from thingshub.mqtt.server import Broker
+from thingshub.services.devices import DeviceLookup, DeviceService
+from thingshub.services.presence import PresenceService
+
+log = logging.getLogger("thingshub.gateway")
+
+
+#: Handles one kind of message from a device; its result is the QoS 1
+#: acknowledgement's reason code (None: success), given once it is stored.
+Handler = Callable[[DeviceRef, Any], Awaitable[int | None]]
+
+#: Dialects that translate device messages, tried in turn.
+DIALECTS = (onenet, thingspanel)
+
+
+def family(topic: str) -> str:
+    """The protocol family a topic belongs to, for metrics."""
+    if topic.startswith("$sys/"):
+        return "onenet"
+    if topic.startswith(("devices/", "ota/devices/")):
+        return "thingspanel"
+    return "other"
+
+
+class DeviceGateway:
+    def __init__(
+        self,
+        devices: DeviceService,
+        presence: PresenceService,
+        clock: Clock,
+        bus: EventBus,
+        throttle: FailureThrottle | None = None,
+        activity_interval: float = 1.0,
+    ) -> None:
+        self.devices = devices
+        self.presence = presence
+        self.clock = clock
+        self.throttle = throttle or FailureThrottle()
+        self.activity_interval = activity_interval
+        self.logins_ok = 0
+        self.logins_failed: Counter[str] = Counter()
+        self.messages_in: Counter[str] = Counter()
+        self.messages_out: Counter[str] = Counter()
+        self._broker: Broker | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._handlers: dict[type, Handler] = {}
+        self._subscribe_listeners: list[Callable[[DeviceRef, list[str]], None]] = []
+        self.unhandled = 0
+        bus.subscribe(self._on_event, [DeviceDeleted])
+
+    def handle(self, kind: type, handler: Handler) -> None:
+        """Route device messages of type `kind` (from a dialect's decode) to `handler`."""
+        self._handlers[kind] = handler
+
+    def on_device_subscribe(self, listener: Callable[[DeviceRef, list[str]], None]) -> None:
+        """Be told of the filters a device was granted, right after its SUBACK."""
+        self._subscribe_listeners.append(listener)
+
+    @property
+    def broker(self) -> Broker:
+        assert self._broker is not None, "attach() the gateway to a broker first"
+        return self._broker
+
+    def attach(self, broker: Broker) -> None:
+        self._broker = broker
+        broker.track_activity = True  # _sample_activity asks for it every second
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._sample_activity())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    # ------------------------------------------------------------ login
+
+    def authenticate(self, request: ConnectRequest) -> Accept | Refuse | Awaitable[Accept | Refuse]:
+        """At once when the device is cached and the address is not being slowed
+        down (the common reconnect); otherwise after a lookup, in a coroutine."""
+        host = request.address.rsplit(":", 1)[0]
+        delay = self.throttle.delay(host, self.clock.now_ms())
+        login: _Login | ThingsHubError
+        try:
+            login = _credentials(request)
+        except ThingsHubError as exc:
+            login = exc
+        if not delay and isinstance(login, _Login):
+            device = self.devices.cached(login.lookup)
+            if device is not None:
+                return self._decide(request, host, login, device)
+        return self._authenticate_later(request, host, login, delay)
+
+    async def _authenticate_later(
+        self, request: ConnectRequest, host: str, login: _Login | ThingsHubError, delay: float
+    ) -> Accept | Refuse:
+        if delay:
+            await asyncio.sleep(delay)
+        if isinstance(login, ThingsHubError):
+            return self._refuse(request, host, login)
+        return self._decide(request, host, login, await self.devices.lookup(login.lookup))
+
+    def _decide(
+        self, request: ConnectRequest, host: str, login: _Login, device: Device | None
+    ) -> Accept | Refuse:
+        try:
+            self._verify(login, device)
+        except ThingsHubError as exc:
+            return self._refuse(request, host, exc)
+        assert device is not None
+        self.logins_ok += 1
+        principal = DeviceRef(device.product_id, device.name, device.device_number)
+        return Accept(
+            principal, session_key=f"{device.product_id}/{device.name}/{request.client_id}"
+        )
+
+    def _refuse(self, request: ConnectRequest, host: str, exc: ThingsHubError) -> Refuse:
+        self.throttle.failed(host, self.clock.now_ms())
+        self.logins_failed[type(exc).__name__] += 1
+        log.info(
+            "login refused for %s from %s: %s", request.client_id, request.address, exc.message
+        )
+        return Refuse(_REFUSAL.get(type(exc), ReasonCode.NOT_AUTHORIZED), exc.message)
+
+    def _verify(self, login: _Login, device: Device | None) -> None:
+        if login.token is not None:
+            if device is None:
+                raise Unauthorized("no such device")
+            onenet.verify_token(
+                login.token,
+                key_b64=device.key,
+                product_id=device.product_id,
+                device_name=device.name,
+                now_s=self.clock.now_ms() // 1000,
+            )
+        elif device is None or not self.devices.password_matches(device, login.password):
+            raise Unauthorized("wrong user name or password")
+        if device.status != "enabled":
+            raise Forbidden(f"device is {device.status}")
+
+    # ------------------------------------------------------------ topic rights
+
+    def authorize_publish(self, client: ClientInfo, topic: str) -> bool:
+        p = client.principal
+        if not isinstance(p, DeviceRef):
+            return False
+        return onenet.may_publish(p.product_id, p.name, topic) or thingspanel.may_publish(
+            p.device_number, topic
+        )
+
+    def authorize_subscribe(self, client: ClientInfo, topic_filter: str) -> bool | int:
+        p = client.principal
+        if not isinstance(p, DeviceRef):
+            return False
+        return onenet.may_subscribe(p.product_id, p.name, topic_filter) or (
+            thingspanel.may_subscribe(p.device_number, topic_filter)
+        )
+
+    # ------------------------------------------------------------ events from the server
+
+    def on_connect(self, client: ClientInfo) -> None:
+        p = client.principal
+        if isinstance(p, DeviceRef):
+            self.presence.connected(p.product_id, p.name)
+
+    def on_disconnect(self, client: ClientInfo, reason: CloseReason) -> None:
+        p = client.principal
+        if isinstance(p, DeviceRef):
+            self.presence.disconnected(p.product_id, p.name)
+
+    def on_publish(self, client: ClientInfo, message: Message) -> PublishOutcome:
+        self.messages_in[family(message.topic)] += 1
+        ref = client.principal
+        if not isinstance(ref, DeviceRef):
+            return None
+        for dialect in DIALECTS:
+            inbound = dialect.decode(ref, message.topic, message.payload)
+            if inbound is not None:
+                break
+        else:
+            self.unhandled += 1
+            return 0  # a device topic nothing handles (yet): consumed, acknowledged
+        handler = self._handlers.get(type(inbound))
+        if handler is None:
+            self.unhandled += 1
+            return 0
+        return asyncio.get_running_loop().create_task(_run(handler, ref, inbound))
+
+    def on_subscribe(self, client: ClientInfo, granted: list[tuple[str, int]]) -> None:
+        ref = client.principal
+        if isinstance(ref, DeviceRef) and self._subscribe_listeners:
+            filters = [f for f, _ in granted]
+            for listener in self._subscribe_listeners:
+                listener(ref, filters)
+
+    # ------------------------------------------------------------ the DeviceLink
+
+    def send(self, ref: DeviceRef, message: Outbound) -> bool:
+        """Publish a message to a device (QoS 0); False if no connection of it received it."""
+        for dialect in DIALECTS:
+            encoded = dialect.encode(ref, message)
+            if encoded is not None:
+                topic, payload = encoded
+                self.messages_out[family(topic)] += 1
+                return self.broker.publish(topic, payload) > 0
+        raise TypeError(f"no dialect encodes {type(message).__name__}")
+
+    def is_online(self, product_id: str, name: str) -> bool:
+        return self.presence.is_online(product_id, name)
+
+    # ------------------------------------------------------------ platform events
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, DeviceDeleted) and self._broker is not None:
+            n = self.broker.disconnect_where(
+                lambda c: (
+                    isinstance(c.principal, DeviceRef)
+                    and c.principal.product_id == event.product_id
+                    and c.principal.name == event.name
+                )
+            )
+            self.presence.forget(event.product_id, event.name)
+            if n:
+                log.info(
+                    "closed %d connection(s) of deleted device %s/%s",
+                    n,
+                    event.product_id,
+                    event.name,
+                )
+
+    async def _sample_activity(self) -> None:
+        while True:
+            await asyncio.sleep(self.activity_interval)
+            now = self.clock.now_ms()
+            for client, idle in self.broker.activity():
+                p = client.principal
+                if isinstance(p, DeviceRef):
+                    self.presence.touch(p.product_id, p.name, now - int(idle * 1000))
+
+
+@dataclass(frozen=True, slots=True)
+class _Login:
+    """What a CONNECT presents: a OneNET token, or a user name and password."""
+
+    lookup: DeviceLookup
+    token: onenet.Token | None
+    password: str
+
+
+def _credentials(request: ConnectRequest) -> _Login:
+    """Tell the two login methods apart (protocols.md section 1)."""
+    if request.password is None or request.username is None:
+        raise Unauthorized("user name and password are required")
+    try:
+        password = request.password.decode()
+    except UnicodeDecodeError:
+        raise Unauthorized("password is not UTF-8") from None
+    if onenet.looks_like_token(password):
+        token = onenet.parse_token(password)
+        return _Login(("d", request.username, request.client_id), token, password)
+    return _Login(("u", request.username), None, password)
+
+
+async def _run(handler: Handler, ref: DeviceRef, inbound: object) -> int:
+    code = await handler(ref, inbound)
+    return code or 0
+
+
+_REFUSAL: dict[type[ThingsHubError], int] = {
+    Unauthorized: ReasonCode.BAD_USER_NAME_OR_PASSWORD,
+    Forbidden: ReasonCode.NOT_AUTHORIZED,
+}

@@ -1,0 +1,175 @@
+"""MQTT control packets as plain values.
+
+Rules:
+- One class per packet type, for both protocol versions. Fields that exist
+  only in 5.0 (properties, reason codes) keep their defaults under 3.1.1, and
+  the writer leaves them out there.
+- Packets are mutable slotted dataclasses: the server builds and rewrites them
+  on the hot path, where frozen dataclasses cost twice as much to create.
+- `protocol_level` is the level byte of CONNECT: 3 (MQTT 3.1, name "MQIsdp"),
+  4 (3.1.1) or 5 (5.0). The same number is the "version" argument of the reader
+  and writer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import ClassVar
+
+from thingshub.mqtt.codec.properties import EMPTY, Properties
+
+MQTT_3_1 = 3
+MQTT_3_1_1 = 4
+MQTT_5 = 5
+
+
+class PacketType(IntEnum):
+    CONNECT = 1
+    CONNACK = 2
+    PUBLISH = 3
+    PUBACK = 4
+    PUBREC = 5
+    PUBREL = 6
+    PUBCOMP = 7
+    SUBSCRIBE = 8
+    SUBACK = 9
+    UNSUBSCRIBE = 10
+    UNSUBACK = 11
+    PINGREQ = 12
+    PINGRESP = 13
+    DISCONNECT = 14
+    AUTH = 15
+
+
+@dataclass(slots=True)
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 0
+    retain: bool = False
+    properties: Properties = EMPTY
+
+
+@dataclass(slots=True)
+class Connect:
+    client_id: str
+    protocol_level: int = MQTT_3_1_1
+    clean_start: bool = True
+    keepalive: int = 60
+    username: str | None = None
+    password: bytes | None = None
+    will: Will | None = None
+    properties: Properties = EMPTY
+    type: ClassVar[PacketType] = PacketType.CONNECT
+
+
+@dataclass(slots=True)
+class Connack:
+    reason_code: int = 0
+    session_present: bool = False
+    properties: Properties = EMPTY
+    type: ClassVar[PacketType] = PacketType.CONNACK
+
+
+@dataclass(slots=True)
+class Publish:
+    topic: str
+    payload: bytes = b""
+    qos: int = 0
+    retain: bool = False
+    dup: bool = False
+    packet_id: int | None = None
+    properties: Properties = EMPTY
+    type: ClassVar[PacketType] = PacketType.PUBLISH
+
+
+@dataclass(slots=True)
+class PubAck:
+    """PUBACK, PUBREC, PUBREL and PUBCOMP: a packet id and a reason code."""
+
+    type: PacketType
+    packet_id: int
+    reason_code: int = 0
+    properties: Properties = EMPTY
+
+
+@dataclass(slots=True)
+class SubscriptionRequest:
+    topic_filter: str
+    qos: int = 0
+    no_local: bool = False
+    retain_as_published: bool = False
+    retain_handling: int = 0
+
+
+@dataclass(slots=True)
+class Subscribe:
+    packet_id: int
+    subscriptions: list[SubscriptionRequest]
+    properties: Properties = EMPTY
+    type: ClassVar[PacketType] = PacketType.SUBSCRIBE
+
+
+@dataclass(slots=True)
+class Suback:
+    packet_id: int
+    reason_codes: list[int]
+    properties: Properties = EMPTY
+    type: ClassVar[PacketType] = PacketType.SUBACK
+
+
+@dataclass(slots=True)
+class Unsubscribe:
+    packet_id: int
+    topic_filters: list[str]
+    properties: Properties = EMPTY
+    type: ClassVar[PacketType] = PacketType.UNSUBSCRIBE
+
+
+@dataclass(slots=True)
+class Unsuback:
+    packet_id: int
+    reason_codes: list[int] = field(default_factory=list)
+    properties: Properties = EMPTY
+    type: ClassVar[PacketType] = PacketType.UNSUBACK
+
+
+@dataclass(slots=True)
+class PingReq:
+    type: ClassVar[PacketType] = PacketType.PINGREQ
+
+
+@dataclass(slots=True)
+class PingResp:
+    type: ClassVar[PacketType] = PacketType.PINGRESP
+
+
+@dataclass(slots=True)
+class Disconnect:
+    reason_code: int = 0
+    properties: Properties = EMPTY
+    type: ClassVar[PacketType] = PacketType.DISCONNECT
+
+
+@dataclass(slots=True)
+class Auth:
+    reason_code: int = 0
+    properties: Properties = EMPTY
+    type: ClassVar[PacketType] = PacketType.AUTH
+
+
+Packet = (
+    Connect
+    | Connack
+    | Publish
+    | PubAck
+    | Subscribe
+    | Suback
+    | Unsubscribe
+    | Unsuback
+    | PingReq
+    | PingResp
+    | Disconnect
+    | Auth
+)

@@ -1,0 +1,411 @@
+"""Incremental parsing of MQTT packets from a byte stream.
+
+Rules:
+- `Reader.feed` takes whatever the socket gave; `Reader.next_packet` returns a
+  whole packet, or None until one has arrived. Bytes are never lost between
+  calls, however the stream is cut.
+- The packet size (fixed header included) is checked against
+  `max_packet_size` as soon as the remaining length is known, before the body
+  is buffered, so a client cannot make us hold a huge packet.
+- Every structural rule of the spec that the bytes alone can decide is checked
+  here: reserved flag bits, QoS 3, DUP on QoS 0, the remaining length,
+  lengths that run past the packet, trailing bytes, UTF-8, packet id 0,
+  properties not allowed in the packet. Rules that need session state (topic
+  aliases, receive maximum, the first packet being CONNECT) belong to the
+  server.
+- Until a CONNECT has been parsed (or a version is given), the version is
+  unknown; parsing CONNECT sets it. Any packet other than CONNECT before that
+  is read with 3.1.1 rules, and the server refuses it anyway.
+- After a `CodecError` the stream is out of sync: the caller must close.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from thingshub.mqtt.codec.errors import (
+    MalformedPacket,
+    PacketTooLarge,
+    ProtocolError,
+    UnsupportedProtocolVersion,
+)
+from thingshub.mqtt.codec.packets import (
+    MQTT_3_1,
+    MQTT_3_1_1,
+    MQTT_5,
+    Auth,
+    Connack,
+    Connect,
+    Disconnect,
+    Packet,
+    PacketType,
+    PingReq,
+    PingResp,
+    PubAck,
+    Publish,
+    Suback,
+    Subscribe,
+    SubscriptionRequest,
+    Unsuback,
+    Unsubscribe,
+    Will,
+)
+from thingshub.mqtt.codec.properties import (
+    AUTH,
+    CONNACK,
+    CONNECT,
+    DISCONNECT,
+    EMPTY,
+    PUBLISH,
+    SUBACK,
+    SUBSCRIBE,
+    UNSUBACK,
+    UNSUBSCRIBE,
+    WILL,
+    Properties,
+    read_properties,
+)
+from thingshub.mqtt.codec.wire import (
+    MAX_VARINT,
+    read_binary,
+    read_str,
+    read_u8,
+    read_u16,
+)
+
+#: Largest packet the protocol can express: 1 type byte, 4 length bytes, body.
+PROTOCOL_MAX_PACKET_SIZE = 1 + 4 + MAX_VARINT
+
+# Required low nibble of the first byte, per packet type (None: PUBLISH, checked apart).
+_FLAGS = {1: 0, 2: 0, 4: 0, 5: 0, 6: 2, 7: 0, 8: 2, 9: 0, 10: 2, 11: 0, 12: 0, 13: 0, 14: 0, 15: 0}
+
+
+class Reader:
+    """Turns a stream of bytes into packets."""
+
+    __slots__ = ("_buf", "_pos", "max_packet_size", "version")
+
+    def __init__(
+        self, version: int | None = None, max_packet_size: int = PROTOCOL_MAX_PACKET_SIZE
+    ) -> None:
+        self._buf = bytearray()
+        self._pos = 0
+        self.version = version
+        self.max_packet_size = max_packet_size
+
+    def feed(self, data: bytes) -> None:
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as packets."""
+        return len(self._buf) - self._pos
+
+    def next_packet(self) -> Packet | None:
+        buf = self._buf
+        pos = self._pos
+        size = len(buf)
+        if size - pos < 2:
+            return None
+        first = buf[pos]
+        length = 0
+        shift = 0
+        i = pos + 1
+        while True:
+            if i >= size:
+                return None
+            byte = buf[i]
+            i += 1
+            length |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                if byte == 0 and shift:
+                    raise MalformedPacket("remaining length is not minimally encoded")
+                break
+            shift += 7
+            if shift == 28:
+                raise MalformedPacket("remaining length longer than four bytes")
+        end = i + length
+        if end - pos > self.max_packet_size:
+            raise PacketTooLarge(f"packet of {end - pos} bytes exceeds {self.max_packet_size}")
+        if end > size:
+            return None
+        body = bytes(buf[i:end])
+        self._pos = end
+        return decode_packet(first, body, self.version, self)
+
+
+def decode_packet(
+    first: int, body: bytes, version: int | None, reader: Reader | None = None
+) -> Packet:
+    """Decode one packet from its first byte and its body (everything after the length)."""
+    ptype = first >> 4
+    flags = first & 0x0F
+    if ptype == 3:
+        return _publish(flags, body, version or MQTT_3_1_1)
+    if ptype == 0:
+        raise MalformedPacket("packet type 0 is reserved")
+    if _FLAGS[ptype] != flags:
+        raise MalformedPacket(f"reserved flag bits of {PacketType(ptype).name} are wrong")
+    if ptype == 1:
+        connect = _connect(body)
+        if reader is not None and reader.version is None:
+            reader.version = connect.protocol_level
+        return connect
+    v = version or MQTT_3_1_1
+    if ptype == 15 and v != MQTT_5:
+        raise MalformedPacket("AUTH exists only in MQTT 5")
+    return _DECODERS[ptype](ptype, body, v)
+
+
+def _require_end(pos: int, end: int) -> None:
+    if pos != end:
+        raise MalformedPacket("bytes left over after the packet's fields")
+
+
+def _packet_id(body: bytes, pos: int, end: int) -> tuple[int, int]:
+    pid, pos = read_u16(body, pos, end)
+    if pid == 0:
+        raise MalformedPacket("packet identifier 0")
+    return pid, pos
+
+
+def _publish(flags: int, body: bytes, version: int) -> Publish:
+    qos = (flags >> 1) & 3
+    if qos == 3:
+        raise MalformedPacket("PUBLISH with QoS 3")
+    dup = bool(flags & 8)
+    if dup and not qos:
+        raise MalformedPacket("PUBLISH with DUP set at QoS 0")
+    end = len(body)
+    if end < 2:
+        raise MalformedPacket("PUBLISH too short for its topic")
+    tlen = (body[0] << 8) | body[1]
+    pos = 2 + tlen
+    if pos > end:
+        raise MalformedPacket("topic length runs past the end of the packet")
+    raw = body[2:pos]
+    try:
+        topic = raw.decode()
+    except UnicodeDecodeError as exc:
+        raise MalformedPacket("topic is not well-formed UTF-8") from exc
+    if "\x00" in topic:
+        raise MalformedPacket("topic contains U+0000")
+    packet_id = None
+    if qos:
+        packet_id, pos = _packet_id(body, pos, end)
+    props = EMPTY
+    if version == MQTT_5:
+        if pos < end and body[pos] == 0:
+            pos += 1
+        else:
+            props, pos = read_properties(body, pos, end, PUBLISH)
+    return Publish(topic, body[pos:], qos, bool(flags & 1), dup, packet_id, props)
+
+
+def _connect(body: bytes) -> Connect:
+    end = len(body)
+    name, pos = read_str(body, 0, end)
+    level, pos = read_u8(body, pos, end)
+    if name == "MQTT":
+        if level not in (MQTT_3_1_1, MQTT_5):
+            raise UnsupportedProtocolVersion(f"protocol level {level} is not supported", level)
+    elif name == "MQIsdp":
+        if level != MQTT_3_1:
+            raise UnsupportedProtocolVersion(f"protocol level {level} is not supported", level)
+    else:
+        raise MalformedPacket(f"unknown protocol name {name!r}")
+    cflags, pos = read_u8(body, pos, end)
+    if cflags & 0x01:
+        raise MalformedPacket("reserved CONNECT flag is set")
+    has_will = bool(cflags & 0x04)
+    will_qos = (cflags >> 3) & 3
+    will_retain = bool(cflags & 0x20)
+    if will_qos == 3:
+        raise MalformedPacket("will QoS 3")
+    if not has_will and (will_qos or will_retain):
+        raise MalformedPacket("will QoS or retain set without a will")
+    has_user = bool(cflags & 0x80)
+    has_pass = bool(cflags & 0x40)
+    if has_pass and not has_user and level != MQTT_5:
+        raise MalformedPacket("password flag without user name flag")
+    keepalive, pos = read_u16(body, pos, end)
+    props = EMPTY
+    if level == MQTT_5:
+        props, pos = read_properties(body, pos, end, CONNECT)
+    client_id, pos = read_str(body, pos, end)
+    will = None
+    if has_will:
+        will_props = EMPTY
+        if level == MQTT_5:
+            will_props, pos = read_properties(body, pos, end, WILL)
+        will_topic, pos = read_str(body, pos, end)
+        will_payload, pos = read_binary(body, pos, end)
+        will = Will(will_topic, will_payload, will_qos, will_retain, will_props)
+    username = None
+    if has_user:
+        username, pos = read_str(body, pos, end)
+    password = None
+    if has_pass:
+        password, pos = read_binary(body, pos, end)
+    _require_end(pos, end)
+    return Connect(
+        client_id=client_id,
+        protocol_level=level,
+        clean_start=bool(cflags & 0x02),
+        keepalive=keepalive,
+        username=username,
+        password=password,
+        will=will,
+        properties=props,
+    )
+
+
+def _connack(_ptype: int, body: bytes, version: int) -> Connack:
+    end = len(body)
+    ack_flags, pos = read_u8(body, 0, end)
+    if ack_flags & 0xFE:
+        raise MalformedPacket("reserved CONNACK flag bits are set")
+    code, pos = read_u8(body, pos, end)
+    props = EMPTY
+    if version == MQTT_5:
+        props, pos = read_properties(body, pos, end, CONNACK)
+    _require_end(pos, end)
+    return Connack(code, bool(ack_flags & 1), props)
+
+
+def _puback(ptype: int, body: bytes, version: int) -> PubAck:
+    end = len(body)
+    pid, pos = _packet_id(body, 0, end)
+    code = 0
+    props = EMPTY
+    if version == MQTT_5:
+        if pos < end:
+            code, pos = read_u8(body, pos, end)
+        if pos < end:
+            props, pos = read_properties(body, pos, end, ptype)
+    _require_end(pos, end)
+    return PubAck(PacketType(ptype), pid, code, props)
+
+
+def _read_props_v5(
+    body: bytes, pos: int, end: int, kind: int, version: int
+) -> tuple[Properties, int]:
+    if version == MQTT_5:
+        return read_properties(body, pos, end, kind)
+    return EMPTY, pos
+
+
+def _subscribe(_ptype: int, body: bytes, version: int) -> Subscribe:
+    end = len(body)
+    pid, pos = _packet_id(body, 0, end)
+    props, pos = _read_props_v5(body, pos, end, SUBSCRIBE, version)
+    subs: list[SubscriptionRequest] = []
+    while pos < end:
+        topic_filter, pos = read_str(body, pos, end)
+        options, pos = read_u8(body, pos, end)
+        qos = options & 3
+        if qos == 3:
+            raise MalformedPacket("subscription with QoS 3")
+        if version == MQTT_5:
+            if options & 0xC0:
+                raise MalformedPacket("reserved subscription option bits are set")
+            retain_handling = (options >> 4) & 3
+            if retain_handling == 3:
+                raise ProtocolError("retain handling 3")
+            subs.append(
+                SubscriptionRequest(
+                    topic_filter, qos, bool(options & 4), bool(options & 8), retain_handling
+                )
+            )
+        else:
+            if options & 0xFC:
+                raise MalformedPacket("reserved subscription option bits are set")
+            subs.append(SubscriptionRequest(topic_filter, qos))
+    if not subs:
+        raise ProtocolError("SUBSCRIBE without a topic filter")
+    return Subscribe(pid, subs, props)
+
+
+def _suback(_ptype: int, body: bytes, version: int) -> Suback:
+    end = len(body)
+    pid, pos = _packet_id(body, 0, end)
+    props, pos = _read_props_v5(body, pos, end, SUBACK, version)
+    codes = list(body[pos:])
+    if not codes:
+        raise ProtocolError("SUBACK without a reason code")
+    return Suback(pid, codes, props)
+
+
+def _unsubscribe(_ptype: int, body: bytes, version: int) -> Unsubscribe:
+    end = len(body)
+    pid, pos = _packet_id(body, 0, end)
+    props, pos = _read_props_v5(body, pos, end, UNSUBSCRIBE, version)
+    filters: list[str] = []
+    while pos < end:
+        topic_filter, pos = read_str(body, pos, end)
+        filters.append(topic_filter)
+    if not filters:
+        raise ProtocolError("UNSUBSCRIBE without a topic filter")
+    return Unsubscribe(pid, filters, props)
+
+
+def _unsuback(_ptype: int, body: bytes, version: int) -> Unsuback:
+    end = len(body)
+    pid, pos = _packet_id(body, 0, end)
+    if version != MQTT_5:
+        _require_end(pos, end)
+        return Unsuback(pid)
+    props, pos = read_properties(body, pos, end, UNSUBACK)
+    return Unsuback(pid, list(body[pos:]), props)
+
+
+def _ping(ptype: int, body: bytes, _version: int) -> PingReq | PingResp:
+    if body:
+        raise MalformedPacket("PINGREQ/PINGRESP with a body")
+    return PingReq() if ptype == 12 else PingResp()
+
+
+def _code_and_props(ptype: int, body: bytes, kind: int) -> tuple[int, Properties]:
+    end = len(body)
+    if not end:
+        return 0, EMPTY
+    code, pos = read_u8(body, 0, end)
+    props = EMPTY
+    if pos < end:
+        props, pos = read_properties(body, pos, end, kind)
+    _require_end(pos, end)
+    return code, props
+
+
+def _disconnect(ptype: int, body: bytes, version: int) -> Disconnect:
+    if version != MQTT_5:
+        if body:
+            raise MalformedPacket("3.1.1 DISCONNECT with a body")
+        return Disconnect()
+    code, props = _code_and_props(ptype, body, DISCONNECT)
+    return Disconnect(code, props)
+
+
+def _auth(ptype: int, body: bytes, _version: int) -> Auth:
+    code, props = _code_and_props(ptype, body, AUTH)
+    return Auth(code, props)
+
+
+_DECODERS: dict[int, Callable[[int, bytes, int], Packet]] = {
+    2: _connack,
+    4: _puback,
+    5: _puback,
+    6: _puback,
+    7: _puback,
+    8: _subscribe,
+    9: _suback,
+    10: _unsubscribe,
+    11: _unsuback,
+    12: _ping,
+    13: _ping,
+    14: _disconnect,
+    15: _auth,
+}

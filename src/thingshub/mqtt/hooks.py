@@ -1,0 +1,195 @@
+"""The interface through which an application drives the MQTT server.
+
+Rules:
+- `authenticate` may answer at once (an `Accept` or `Refuse`) or with an
+  awaitable of one, when it must look things up; answering at once keeps a
+  connect cheap. Every other hook is called inline on the hot path and must
+  not block.
+- A hook never sees a packet, only what it needs: the client (`ClientInfo`)
+  and a `Message`.
+- `on_publish` decides what happens to a client's PUBLISH:
+    * `None`: the server routes it to subscribers and acknowledges it now;
+    * an int reason code: the application consumed it; acknowledge with that
+      code now (a code >= 0x80 tells a 5.0 client it was refused);
+    * an `asyncio.Future[int]`: consumed; the QoS 1 PUBACK (QoS 2 PUBREC) is
+      sent, with the future's result as reason code, only when it completes.
+      Acknowledgements still leave in the order the PUBLISHes arrived. A
+      future that fails makes the server close a 3.1.1 connection without
+      acknowledging (the client will resend) and answer 0x80 to a 5.0 client.
+- `authorize_subscribe` returns True to grant, False to refuse as "not
+  authorized" (0x87; 0x80 for 3.1.1), or a reason code >= 0x80 to refuse with
+  that code (3.1.1 clients always see 0x80).
+- An exception raised by a hook is logged and counted; it never reaches
+  another client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Protocol
+
+from thingshub.mqtt.codec.properties import EMPTY, Properties
+from thingshub.mqtt.codec.reasons import ReasonCode
+
+
+class ConnectRequest:
+    """What a client presented in CONNECT, for `authenticate`.
+
+    `address` ("host:port" of the peer) is looked up only if asked for: it
+    costs a system call, and an open broker never asks.
+    """
+
+    __slots__ = (
+        "_address",
+        "_peer",
+        "clean_start",
+        "client_id",
+        "keepalive",
+        "password",
+        "properties",
+        "protocol_level",
+        "username",
+    )
+
+    def __init__(
+        self,
+        client_id: str,
+        username: str | None,
+        password: bytes | None,
+        protocol_level: int,
+        clean_start: bool,
+        keepalive: int,
+        address: str | Callable[[], str],
+        properties: Properties = EMPTY,
+    ) -> None:
+        self.client_id = client_id
+        self.username = username
+        self.password = password
+        self.protocol_level = protocol_level
+        self.clean_start = clean_start
+        self.keepalive = keepalive
+        self.properties = properties
+        self._address = address if isinstance(address, str) else None
+        self._peer = address if not isinstance(address, str) else None
+
+    @property
+    def address(self) -> str:
+        if self._address is None:
+            assert self._peer is not None
+            self._address = self._peer()
+        return self._address
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """Let the client in; `principal` is whatever the application wants to
+    recognize it by later (it comes back in `ClientInfo.principal`).
+
+    `session_key` names the session instead of the client id, so the
+    application can scope client ids (two tenants may use the same one without
+    taking over each other's session). None keeps the MQTT rule: the client id.
+    """
+
+    principal: Any = None
+    session_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """Refuse the CONNECT with a 5.0 reason code (mapped to 3.1.1 for old clients)."""
+
+    reason_code: int = ReasonCode.NOT_AUTHORIZED
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class ClientInfo:
+    """A connected client as the hooks see it. One object per connection."""
+
+    client_id: str
+    username: str | None
+    protocol_level: int
+    address: str
+    principal: Any = None
+    connected_at: float = 0.0
+    #: The key of its session: the client id unless `Accept.session_key` said otherwise.
+    session_key: str = ""
+
+
+@dataclass(slots=True)
+class Message:
+    """An application message. `expires_at` is on the server's monotonic clock
+    (from the 5.0 Message Expiry Interval), None when it never expires."""
+
+    topic: str
+    payload: bytes
+    qos: int = 0
+    retain: bool = False
+    properties: Properties = EMPTY
+    expires_at: float | None = None
+
+
+class CloseReason(Enum):
+    CLIENT_DISCONNECT = "client disconnected"
+    CONNECTION_LOST = "connection lost"
+    KEEPALIVE_TIMEOUT = "keepalive timeout"
+    TAKEN_OVER = "session taken over"
+    PROTOCOL_ERROR = "protocol error"
+    KICKED = "disconnected by the server"
+    SHUTDOWN = "server shutting down"
+
+
+PublishOutcome = None | int | asyncio.Future[int]
+
+
+class Hooks(Protocol):
+    def authenticate(
+        self, request: ConnectRequest
+    ) -> Accept | Refuse | Awaitable[Accept | Refuse]: ...
+
+    def authorize_publish(self, client: ClientInfo, topic: str) -> bool: ...
+
+    def authorize_subscribe(self, client: ClientInfo, topic_filter: str) -> bool | int: ...
+
+    def on_connect(self, client: ClientInfo) -> None: ...
+
+    def on_publish(self, client: ClientInfo, message: Message) -> PublishOutcome: ...
+
+    def on_subscribe(self, client: ClientInfo, granted: list[tuple[str, int]]) -> None: ...
+
+    def on_disconnect(self, client: ClientInfo, reason: CloseReason) -> None: ...
+
+
+@dataclass
+class OpenHooks:
+    """An open broker: anyone in, everything allowed, except subscriptions to
+    the filters in `deny_subscribe` (compared as strings, as an ACL would),
+    which are refused with the protocol's generic failure code (0x80)."""
+
+    deny_subscribe: set[str] = field(default_factory=set)
+
+    def authenticate(self, request: ConnectRequest) -> Accept | Refuse:
+        return Accept()
+
+    def authorize_publish(self, client: ClientInfo, topic: str) -> bool:
+        return True
+
+    def authorize_subscribe(self, client: ClientInfo, topic_filter: str) -> bool | int:
+        if topic_filter in self.deny_subscribe:
+            return ReasonCode.UNSPECIFIED_ERROR
+        return True
+
+    def on_connect(self, client: ClientInfo) -> None:
+        return None
+
+    def on_publish(self, client: ClientInfo, message: Message) -> PublishOutcome:
+        return None
+
+    def on_subscribe(self, client: ClientInfo, granted: list[tuple[str, int]]) -> None:
+        return None
+
+    def on_disconnect(self, client: ClientInfo, reason: CloseReason) -> None:
+        return None

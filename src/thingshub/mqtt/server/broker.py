@@ -1,0 +1,628 @@
+"""The MQTT server: listeners, sessions, subscriptions, wills and timers.
+
+Rules:
+- One `Broker` per process, on one event loop. Every state change happens on
+  that loop; nothing here blocks it.
+- A client id has at most one connection: a new CONNECT takes the session over
+  and the old connection is closed (0x8E for 5.0 clients).
+- Sessions: a clean start discards what was there; otherwise the session
+  resumes with its subscriptions, its in-flight messages (resent with DUP)
+  and its queue. A session ends `expiry_interval` seconds after its
+  connection closes (3.1.1 clean-session 0: never, unless capped).
+- Wills: published when a connection ends without a normal DISCONNECT
+  (keepalive expiry, network loss, protocol error, takeover, or DISCONNECT
+  0x04), after the will delay or when the session ends, whichever is first;
+  never if the session resumes before that.
+- Keepalive: a client silent for 1.5x its keepalive is disconnected; a
+  connection without CONNECT after `connect_timeout` is closed. While we are
+  not reading from a client (throttled, see connection.py) its silence is
+  ours, and does not count.
+- The application's hooks are called for every decision that is its own;
+  an exception in a hook is logged and counted, and only affects that client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+
+from thingshub.mqtt.codec.packets import (
+    MQTT_5,
+    Connack,
+    Connect,
+    PacketType,
+    PubAck,
+    Suback,
+    Subscribe,
+    Unsuback,
+    Unsubscribe,
+    Will,
+)
+from thingshub.mqtt.codec.properties import EMPTY, Properties
+from thingshub.mqtt.codec.reasons import SUBACK_FAILURE_V3, ReasonCode
+from thingshub.mqtt.codec.writer import encode
+from thingshub.mqtt.hooks import (
+    Accept,
+    ClientInfo,
+    CloseReason,
+    ConnectRequest,
+    Hooks,
+    Message,
+    OpenHooks,
+    PublishOutcome,
+    Refuse,
+)
+from thingshub.mqtt.server.config import NEVER, BrokerConfig
+from thingshub.mqtt.server.connection import ACTIVE, AUTHENTICATING, NEW, Connection
+from thingshub.mqtt.server.delivery import BrokerStats, Delivery, _plain_filter
+from thingshub.mqtt.server.router import Subscription
+from thingshub.mqtt.server.session import Session
+from thingshub.mqtt.topics import split_shared, valid_topic_filter, valid_topic_name
+
+log = logging.getLogger("thingshub.mqtt")
+
+#: The 3.1.1 CONNACKs of an accepted connection, without and with a session present.
+_CONNACK_V3 = {False: b"\x20\x02\x00\x00", True: b"\x20\x02\x01\x00"}
+
+
+class Broker:
+    def __init__(self, hooks: Hooks | None = None, config: BrokerConfig | None = None) -> None:
+        self.hooks: Hooks = hooks if hooks is not None else OpenHooks()
+        self.config = config or BrokerConfig()
+        self.stats = BrokerStats()
+        self.sessions: dict[str, Session] = {}
+        self._connections: set[Connection] = set()
+        self._servers: list[asyncio.Server] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._dirty: list[Connection] = []
+        #: Messages handed to the application whose acknowledgement still waits.
+        self.waiting_acks = 0
+        #: Connections not read from until the application catches up.
+        self.starved: list[Connection] = []
+        #: Connections that received data since `activity()` was last called;
+        #: kept only when the application asks for it (and calls activity()).
+        self.track_activity = False
+        self.active: list[Connection] = []
+        self._flush_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._delivery: Delivery | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None, "the broker has not been started"
+        return self._loop
+
+    @property
+    def delivery(self) -> Delivery:
+        assert self._delivery is not None, "the broker has not been started"
+        return self._delivery
+
+    def _bind_loop(self) -> None:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._delivery = Delivery(self.config, self.stats, self._loop)
+            self._sweeper = self._loop.create_task(self._sweep())
+
+    async def start(self, host: str = "127.0.0.1", port: int = 1883) -> int:
+        """Listen on host:port (0 = any free port); returns the bound port."""
+        self._bind_loop()
+        server = await self.loop.create_server(
+            lambda: Connection(self), host, port, backlog=4096, reuse_address=True
+        )
+        self._servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
+
+    @property
+    def ports(self) -> list[int]:
+        return [int(s.sockets[0].getsockname()[1]) for s in self._servers if s.sockets]
+
+    async def stop(self) -> None:
+        """Stop accepting, disconnect every client (0x8B for 5.0), end timers."""
+        for server in self._servers:
+            server.close()
+        for conn in list(self._connections):
+            conn.close(CloseReason.SHUTDOWN, ReasonCode.SERVER_SHUTTING_DOWN, send_will=False)
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+        self._servers.clear()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        for task in list(self._tasks):
+            task.cancel()
+        for session in self.sessions.values():
+            session.cancel_timers()
+        await asyncio.sleep(0)
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _register(self, conn: Connection) -> bool:
+        if len(self._connections) >= self.config.max_connections:
+            self.stats.connects_refused += 1
+            return False
+        self._connections.add(conn)
+        self.stats.connections = len(self._connections)
+        self.stats.connections_total += 1
+        return True
+
+    def _unregister(self, conn: Connection) -> None:
+        self._connections.discard(conn)
+        self.stats.connections = len(self._connections)
+
+    def _flush_all(self) -> None:
+        self._flush_scheduled = False
+        dirty = self._dirty
+        self._dirty = []
+        for conn in dirty:
+            conn.flush()
+
+    async def _sweep(self) -> None:
+        interval = self.config.sweep_interval
+        while True:
+            await asyncio.sleep(interval)
+            now = self.loop.time()
+            timeout = self.config.connect_timeout
+            for conn in list(self._connections):
+                if conn.state == ACTIVE:
+                    silent = now - conn.last_rx
+                    if conn.keepalive and not conn.paused and silent > conn.keepalive * 1.5:
+                        log.info("keepalive expired for %s", conn.client_id_for_log())
+                        conn.close(CloseReason.KEEPALIVE_TIMEOUT, ReasonCode.KEEP_ALIVE_TIMEOUT)
+                elif conn.state in (NEW, AUTHENTICATING) and now - conn.created > timeout:
+                    conn.protocol_error(ReasonCode.MAXIMUM_CONNECT_TIME, "no CONNECT in time")
+
+    # ------------------------------------------------------------ the application's API
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 0,
+        retain: bool = False,
+        properties: Properties = EMPTY,
+    ) -> int:
+        """Publish as the server itself; returns how many sessions it went to."""
+        if not valid_topic_name(topic):
+            raise ValueError(f"invalid topic name {topic!r}")
+        message = Message(topic, payload, qos, retain, properties)
+        if properties.message_expiry_interval is not None:
+            message.expires_at = self.loop.time() + properties.message_expiry_interval
+        if retain:
+            self.delivery.retain(message)
+        return self.delivery.route(message, None)
+
+    def is_connected(self, session_key: str) -> bool:
+        """Whether the session (by default keyed by client id) has a connection."""
+        session = self.sessions.get(session_key)
+        return session is not None and session.connection is not None
+
+    def disconnect(
+        self, session_key: str, reason_code: int = ReasonCode.ADMINISTRATIVE_ACTION
+    ) -> bool:
+        """Close a session's connection (its will is published); False if not connected."""
+        session = self.sessions.get(session_key)
+        if session is None or session.connection is None:
+            return False
+        session.connection.close(CloseReason.KICKED, reason_code)
+        return True
+
+    def disconnect_where(self, predicate: Callable[[ClientInfo], bool]) -> int:
+        """Close every connection whose ClientInfo satisfies `predicate`."""
+        n = 0
+        for conn in list(self._connections):
+            if conn.state == ACTIVE and conn.client is not None and predicate(conn.client):
+                conn.close(CloseReason.KICKED, ReasonCode.ADMINISTRATIVE_ACTION)
+                n += 1
+        return n
+
+    # ------------------------------------------------------------ CONNECT
+
+    def _connect(self, conn: Connection, packet: Connect) -> None:
+        """Judge a CONNECT: at once when the application can answer at once (a
+        cached device, an open broker), otherwise in a task while reading pauses."""
+        v5 = packet.protocol_level == MQTT_5
+        client_id = packet.client_id
+        assigned = None
+        if not client_id:
+            if not v5 and not packet.clean_start:
+                conn.refuse(
+                    ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, "empty client id, clean session 0"
+                )
+                return
+            client_id = assigned = f"auto-{uuid.uuid4().hex}"
+        if v5 and packet.properties.authentication_method is not None:
+            conn.refuse(ReasonCode.BAD_AUTHENTICATION_METHOD, "enhanced authentication")
+            return
+        if packet.will is not None and not valid_topic_name(packet.will.topic):
+            conn.refuse(ReasonCode.TOPIC_NAME_INVALID, "invalid will topic")
+            return
+        request = ConnectRequest(
+            client_id,
+            packet.username,
+            packet.password,
+            packet.protocol_level,
+            packet.clean_start,
+            packet.keepalive,
+            lambda: conn.address,
+            packet.properties,
+        )
+        try:
+            decision = self.hooks.authenticate(request)
+        except Exception:
+            self._authenticate_failed(conn)
+            return
+        if isinstance(decision, Accept | Refuse):
+            self._decided(conn, packet, client_id, assigned, decision)
+            return
+        conn.wait_for_authentication()
+        self._track(
+            self.loop.create_task(self._await_decision(conn, packet, client_id, assigned, decision))
+        )
+
+    async def _await_decision(
+        self,
+        conn: Connection,
+        packet: Connect,
+        client_id: str,
+        assigned: str | None,
+        pending: Awaitable[Accept | Refuse],
+    ) -> None:
+        try:
+            decision = await pending
+        except Exception:
+            self._authenticate_failed(conn)
+            return
+        if conn.state == AUTHENTICATING:  # else the socket went away while we waited
+            self._decided(conn, packet, client_id, assigned, decision)
+
+    def _authenticate_failed(self, conn: Connection) -> None:
+        self.stats.hook_errors += 1
+        log.exception("authenticate hook failed for %s", conn.address)
+        conn.refuse(ReasonCode.SERVER_UNAVAILABLE)
+
+    def _decided(
+        self,
+        conn: Connection,
+        packet: Connect,
+        client_id: str,
+        assigned: str | None,
+        decision: Accept | Refuse,
+    ) -> None:
+        if isinstance(decision, Refuse):
+            conn.refuse(decision.reason_code, decision.reason or "refused by authenticate")
+        else:
+            self._accept(conn, packet, client_id, assigned, decision)
+
+    def _accept(
+        self,
+        conn: Connection,
+        packet: Connect,
+        client_id: str,
+        assigned: str | None,
+        decision: Accept,
+    ) -> None:
+        config = self.config
+        v5 = packet.protocol_level == MQTT_5
+        props = packet.properties
+        now = self.loop.time()
+
+        # Keepalive: 5.0 clients get at most max_keepalive (and one if they asked for none).
+        keepalive = packet.keepalive
+        server_keep_alive = None
+        if v5 and config.max_keepalive and (keepalive == 0 or keepalive > config.max_keepalive):
+            keepalive = server_keep_alive = config.max_keepalive
+        conn.keepalive = keepalive
+
+        if v5:
+            expiry = props.session_expiry_interval or 0
+        else:
+            expiry = 0 if packet.clean_start else NEVER
+        capped_expiry = min(expiry, config.max_session_expiry)
+
+        key = decision.session_key or client_id
+        existing = self.sessions.get(key)
+        if existing is not None and existing.connection is not None:
+            existing.connection.close(
+                CloseReason.TAKEN_OVER, ReasonCode.SESSION_TAKEN_OVER, send_will=True
+            )
+        existing = self.sessions.get(key)
+        session_present = False
+        if existing is not None and packet.clean_start:
+            self._end_session(existing)
+            existing = None
+        if existing is not None:
+            session = existing
+            session_present = True
+            session.cancel_timers()
+            session.pending_will = None  # resumed in time: the will is not sent
+            session.protocol_level = packet.protocol_level
+        else:
+            session = Session(
+                key,
+                packet.protocol_level,
+                config.max_inflight,
+                config.max_queued,
+                config.max_queued_bytes,
+            )
+            self.sessions[key] = session
+        session.expiry_interval = capped_expiry
+        receive_max = props.receive_maximum if v5 and props.receive_maximum else 65535
+        session.max_inflight = min(config.max_inflight, receive_max)
+
+        conn.session = session
+        conn.will = packet if packet.will is not None else None
+        conn.max_packet_out = (props.maximum_packet_size or 0) if v5 else 0
+        conn.alias_max_out = (props.topic_alias_maximum or 0) if v5 else 0
+        conn.client = ClientInfo(
+            client_id,
+            packet.username,
+            packet.protocol_level,
+            conn.address,
+            decision.principal,
+            now,
+            key,
+        )
+        session.connection = conn
+
+        if not v5:
+            conn.write(_CONNACK_V3[session_present])
+        else:
+            ack_props = Properties(
+                session_expiry_interval=capped_expiry if capped_expiry != expiry else None,
+                assigned_client_identifier=assigned,
+                server_keep_alive=server_keep_alive,
+                receive_maximum=config.receive_maximum,
+                topic_alias_maximum=config.topic_alias_maximum,
+                maximum_packet_size=config.max_packet_size,
+            )
+            conn.write(encode(Connack(0, session_present, ack_props), MQTT_5))
+        conn.activate()
+        try:
+            self.hooks.on_connect(conn.client)
+        except Exception:
+            self.stats.hook_errors += 1
+            log.exception("on_connect hook failed for %s", client_id)
+        if session_present and session.connection is conn:
+            self.delivery.resend(session)
+
+    # ------------------------------------------------------------ disconnect
+
+    def _detach(self, conn: Connection, reason: CloseReason, *, send_will: bool) -> None:
+        """A connection that was ACTIVE has ended: will, session expiry, hook."""
+        session = conn.session
+        client = conn.client
+        assert session is not None and client is not None
+        if session.connection is conn:
+            session.connection = None
+            will = conn.will.will if (send_will and conn.will is not None) else None
+            expiry = session.expiry_interval
+            if reason is CloseReason.TAKEN_OVER:
+                # The new connection decides the session's fate (clean start or not).
+                if will is not None:
+                    self._schedule_will(session, will, client, 0 if expiry == 0 else None)
+            elif expiry == 0:
+                if will is not None:
+                    self._publish_will(will, client)
+                self._end_session(session)
+            else:
+                if will is not None:
+                    self._schedule_will(session, will, client, None)
+                if expiry != NEVER:
+                    session.expiry_handle = self.loop.call_later(
+                        expiry, self._expire_session, session
+                    )
+        try:
+            self.hooks.on_disconnect(client, reason)
+        except Exception:
+            self.stats.hook_errors += 1
+            log.exception("on_disconnect hook failed for %s", client.client_id)
+
+    def _schedule_will(
+        self, session: Session, will: Will, client: ClientInfo, delay: int | None
+    ) -> None:
+        if delay is None:
+            delay = min(will.properties.will_delay_interval or 0, session.expiry_interval)
+        if delay <= 0:
+            self._publish_will(will, client)
+            return
+        session.pending_will = (will, client)
+        session.will_handle = self.loop.call_later(delay, self._will_due, session)
+
+    def _will_due(self, session: Session) -> None:
+        session.will_handle = None
+        pending = session.pending_will
+        session.pending_will = None
+        if pending is not None:
+            self._publish_will(*pending)
+
+    def _publish_will(self, will: Will, client: ClientInfo) -> None:
+        message = Message(will.topic, will.payload, will.qos, will.retain, will.properties)
+        props = will.properties
+        if props is not EMPTY:
+            if props.will_delay_interval is not None:
+                # A will-only property; it must not travel on with the message.
+                message.properties = dataclasses.replace(props, will_delay_interval=None)
+            if props.message_expiry_interval is not None:
+                message.expires_at = self.loop.time() + props.message_expiry_interval
+        self._incoming(client, message, None)
+
+    def _expire_session(self, session: Session) -> None:
+        session.expiry_handle = None
+        if session.connection is None and self.sessions.get(session.client_id) is session:
+            self._end_session(session)
+
+    def _end_session(self, session: Session) -> None:
+        pending = session.pending_will
+        session.pending_will = None
+        session.cancel_timers()
+        if pending is not None:
+            self._publish_will(*pending)
+        self.delivery.forget(session)
+        session.inflight.clear()
+        session.clear_queue()
+        if self.sessions.get(session.client_id) is session:
+            del self.sessions[session.client_id]
+
+    # ------------------------------------------------------------ PUBLISH
+
+    def _incoming(
+        self, client: ClientInfo, message: Message, session: Session | None
+    ) -> PublishOutcome:
+        """A message from a client (or its will): authorize, hand to the application, route."""
+        hooks = self.hooks
+        try:
+            allowed = hooks.authorize_publish(client, message.topic)
+        except Exception:
+            self.stats.hook_errors += 1
+            log.exception("authorize_publish hook failed for %s", client.client_id)
+            allowed = False
+        if not allowed:
+            self.stats.denied_publish += 1
+            return ReasonCode.NOT_AUTHORIZED if client.protocol_level == MQTT_5 else 0
+        try:
+            outcome = hooks.on_publish(client, message)
+        except Exception:
+            self.stats.hook_errors += 1
+            log.exception("on_publish hook failed for %s", client.client_id)
+            return ReasonCode.UNSPECIFIED_ERROR if client.protocol_level == MQTT_5 else 0
+        if outcome is not None:
+            return outcome
+        if message.retain:
+            self.delivery.retain(message)
+        n = self.delivery.route(message, client.session_key)
+        if n == 0 and client.protocol_level == MQTT_5:
+            return ReasonCode.NO_MATCHING_SUBSCRIBERS
+        return None
+
+    def _on_puback(self, conn: Connection, packet_id: int, qos: int) -> None:
+        assert conn.session is not None
+        self.delivery.acked(conn.session, packet_id, qos)
+
+    def _on_pubrec(self, conn: Connection, packet_id: int, reason_code: int) -> None:
+        session = conn.session
+        assert session is not None
+        if self.delivery.received(session, packet_id, reason_code):
+            conn.send_pubrel(packet_id)
+        elif packet_id not in session.inflight and conn.version == MQTT_5 and reason_code < 0x80:
+            conn.write(
+                encode(
+                    PubAck(PacketType.PUBREL, packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND),
+                    MQTT_5,
+                )
+            )
+
+    # ------------------------------------------------------------ SUBSCRIBE
+
+    def _on_subscribe(self, conn: Connection, packet: Subscribe) -> None:
+        session = conn.session
+        client = conn.client
+        assert session is not None and client is not None
+        v5 = conn.version == MQTT_5
+        sub_id = None
+        if packet.properties.subscription_identifiers:
+            sub_id = packet.properties.subscription_identifiers[0]
+        codes: list[int] = []
+        granted: list[tuple[str, int]] = []
+        new_subs: list[tuple[Subscription, str, bool]] = []
+        for req in packet.subscriptions:
+            topic_filter = req.topic_filter
+            try:
+                group, plain = split_shared(topic_filter)
+            except ValueError:
+                group, plain = None, ""
+            if not plain or not valid_topic_filter(plain):
+                codes.append(ReasonCode.TOPIC_FILTER_INVALID if v5 else SUBACK_FAILURE_V3)
+                continue
+            if group is not None and req.no_local and v5:
+                conn.protocol_error(ReasonCode.PROTOCOL_ERROR, "no-local on a shared subscription")
+                return
+            try:
+                allowed = self.hooks.authorize_subscribe(client, topic_filter)
+            except Exception:
+                self.stats.hook_errors += 1
+                log.exception("authorize_subscribe hook failed for %s", client.client_id)
+                allowed = False
+            if allowed is not True:
+                self.stats.denied_subscribe += 1
+                refusal = (
+                    int(allowed)
+                    if allowed is not False and allowed >= 0x80
+                    else ReasonCode.NOT_AUTHORIZED
+                )
+                codes.append(refusal if v5 else SUBACK_FAILURE_V3)
+                continue
+            qos = req.qos
+            existed = topic_filter in session.subscriptions
+            sub = Subscription(
+                session,
+                topic_filter,
+                qos,
+                req.no_local,
+                req.retain_as_published,
+                req.retain_handling,
+                sub_id,
+                group,
+            )
+            session.subscriptions[topic_filter] = sub
+            self.delivery.router.add(plain, sub)
+            codes.append(qos)
+            granted.append((topic_filter, qos))
+            new_subs.append((sub, plain, existed))
+        conn.write(encode(Suback(packet.packet_id, codes), conn.version))
+        for sub, plain, existed in new_subs:
+            if sub.group is not None or sub.retain_handling == 2:
+                continue
+            if sub.retain_handling == 1 and existed:
+                continue
+            self.delivery.send_retained(session, sub, plain)
+        if granted:
+            try:
+                self.hooks.on_subscribe(client, granted)
+            except Exception:
+                self.stats.hook_errors += 1
+                log.exception("on_subscribe hook failed for %s", client.client_id)
+
+    def _on_unsubscribe(self, conn: Connection, packet: Unsubscribe) -> None:
+        session = conn.session
+        assert session is not None
+        codes: list[int] = []
+        for topic_filter in packet.topic_filters:
+            sub = session.subscriptions.pop(topic_filter, None)
+            if sub is None:
+                codes.append(ReasonCode.NO_SUBSCRIPTION_EXISTED)
+                continue
+            self.delivery.router.remove(_plain_filter(sub), session.client_id, sub.group)
+            codes.append(ReasonCode.SUCCESS)
+        reply = Unsuback(packet.packet_id, codes if conn.version == MQTT_5 else [])
+        conn.write(encode(reply, conn.version))
+
+    # ------------------------------------------------------------ introspection
+
+    def activity(self) -> list[tuple[ClientInfo, float]]:
+        """The clients that sent something since the last call, each with the
+        seconds since it last did. Costs nothing for idle clients: a connection
+        enlists itself on its first read after a call."""
+        now = self.loop.time()
+        active = self.active
+        self.active = []
+        out = []
+        for c in active:
+            c.enlisted = False
+            if c.state == ACTIVE and c.client is not None:
+                out.append((c.client, now - c.last_rx))
+        return out
+
+    def connections(self) -> Iterable[ClientInfo]:
+        return [c.client for c in self._connections if c.state == ACTIVE and c.client is not None]

@@ -1,0 +1,156 @@
+"""A client's session: what survives between its connections.
+
+Rules:
+- A session holds subscriptions, the QoS 1/2 messages in flight to the client
+  (in the order they were sent), the queue behind them, and the packet ids of
+  QoS 2 messages received from the client and not yet released.
+- In flight at most `max_inflight` messages; queued at most `max_queued`
+  messages and `max_queued_bytes` bytes of payload. A message that does not fit
+  is dropped and counted, never held without bound.
+- Packet ids are 1..65535, skipping ids still in flight.
+- Whether a session outlives its connection is decided by `expiry_interval`
+  (seconds; 0 = ends with the connection; NEVER = never).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from thingshub.mqtt.codec.packets import Will
+from thingshub.mqtt.codec.properties import EMPTY, Properties
+from thingshub.mqtt.hooks import ClientInfo
+
+if TYPE_CHECKING:
+    from thingshub.mqtt.server.connection import Connection
+    from thingshub.mqtt.server.router import Subscription
+
+
+@dataclass(slots=True)
+class OutMessage:
+    """A QoS 1/2 message on its way to one client."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    properties: Properties = EMPTY
+    expires_at: float | None = None
+    sub_ids: tuple[int, ...] = ()
+    packet_id: int = 0
+    #: QoS 2: PUBREC received and PUBREL sent; only PUBCOMP is awaited.
+    released: bool = False
+
+
+class Session:
+    __slots__ = (
+        "_next_id",
+        "client_id",
+        "connection",
+        "expiry_handle",
+        "expiry_interval",
+        "inbound_qos2",
+        "inflight",
+        "max_inflight",
+        "max_queued",
+        "max_queued_bytes",
+        "pending_will",
+        "protocol_level",
+        "queue",
+        "queued_bytes",
+        "subscriptions",
+        "will_handle",
+    )
+
+    def __init__(
+        self,
+        client_id: str,
+        protocol_level: int,
+        max_inflight: int,
+        max_queued: int,
+        max_queued_bytes: int,
+    ) -> None:
+        self.client_id = client_id
+        self.protocol_level = protocol_level
+        self.connection: Connection | None = None
+        self.subscriptions: dict[str, Subscription] = {}
+        self.inflight: dict[int, OutMessage] = {}
+        # Made when first needed: an idle session should cost little memory.
+        self.queue: deque[OutMessage] | None = None
+        self.queued_bytes = 0
+        self.inbound_qos2: set[int] | None = None
+        self.expiry_interval = 0
+        self.max_inflight = max_inflight
+        self.max_queued = max_queued
+        self.max_queued_bytes = max_queued_bytes
+        self.pending_will: tuple[Will, ClientInfo] | None = None
+        self.will_handle: asyncio.TimerHandle | None = None
+        self.expiry_handle: asyncio.TimerHandle | None = None
+        self._next_id = 0
+
+    def next_packet_id(self) -> int:
+        inflight = self.inflight
+        for _ in range(65535):
+            self._next_id = self._next_id % 65535 + 1
+            if self._next_id not in inflight:
+                return self._next_id
+        raise RuntimeError("no free packet identifier")  # unreachable: inflight <= 65535
+
+    def enqueue(self, message: OutMessage) -> bool:
+        """Queue a message behind the in-flight window; False if it was dropped."""
+        size = len(message.payload)
+        queue = self.queue
+        if queue is None:
+            queue = self.queue = deque()
+        if len(queue) >= self.max_queued or self.queued_bytes + size > self.max_queued_bytes:
+            return False
+        queue.append(message)
+        self.queued_bytes += size
+        return True
+
+    def dequeue(self) -> OutMessage | None:
+        if not self.queue:
+            return None
+        message = self.queue.popleft()
+        if not self.queue:
+            self.queue = None
+        self.queued_bytes -= len(message.payload)
+        return message
+
+    def qos2_received(self, packet_id: int) -> bool:
+        """Whether a QoS 2 message with this id was received and not yet released."""
+        return self.inbound_qos2 is not None and packet_id in self.inbound_qos2
+
+    def qos2_add(self, packet_id: int) -> None:
+        if self.inbound_qos2 is None:
+            self.inbound_qos2 = set()
+        self.inbound_qos2.add(packet_id)
+
+    def qos2_release(self, packet_id: int) -> bool:
+        """Forget a received QoS 2 message; False if it was not there."""
+        pending = self.inbound_qos2
+        if pending is None or packet_id not in pending:
+            return False
+        pending.discard(packet_id)
+        if not pending:
+            self.inbound_qos2 = None
+        return True
+
+    def qos2_count(self) -> int:
+        return len(self.inbound_qos2) if self.inbound_qos2 is not None else 0
+
+    def clear_queue(self) -> None:
+        self.queue = None
+        self.queued_bytes = 0
+
+    def window_open(self) -> bool:
+        return len(self.inflight) < self.max_inflight
+
+    def cancel_timers(self) -> None:
+        for handle in (self.will_handle, self.expiry_handle):
+            if handle is not None:
+                handle.cancel()
+        self.will_handle = None
+        self.expiry_handle = None

@@ -1,0 +1,327 @@
+"""Products and devices: registration, lookup, deletion.
+
+Rules:
+- Product ids, device names and device numbers are identifiers
+  (core/names.py); a device number defaults to the device name when that is
+  free, and otherwise to the name prefixed with the product id. `response`
+  is never a device number: its topics would be everyone's answer topics.
+- Secrets are made here and returned once, in `CreatedDevice`; only the key
+  and the password's keyed hash are stored.
+- A product that still has devices cannot be deleted (409).
+- Deleting a device announces `DeviceDeleted`, so its connections are closed
+  and its credentials stop working at once, here and in other processes.
+- Lookups for logins go through a bounded cache, dropped on deletion.
+- Lists are paged with an opaque cursor: base64url of the last key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from thingshub.core import names
+from thingshub.core.errors import AlreadyExists, Conflict, InvalidRequest, NotFound
+from thingshub.core.events import DeviceDeleted, Event
+from thingshub.core.model import Device, Page, Product
+from thingshub.core.ports import Clock, EventBus, Storage
+from thingshub.services import credentials
+
+MAX_PAGE = 1000
+MAX_TAGS = 64
+MAX_TAG_KEY = 64
+MAX_TAG_VALUE = 256
+MAX_PRODUCT_NAME = 128
+#: Device numbers that would make a device's ThingsPanel topics those of every
+#: device's answers (`devices/command/response/+`).
+RESERVED_NUMBERS = frozenset({"response"})
+
+
+#: How a login names a device, also its key in the cache:
+#: ("d", product id, name) or ("u", user name).
+DeviceLookup = tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedDevice:
+    device: Device
+    password: str  # shown once
+
+
+def encode_cursor(key: str) -> str:
+    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> str | None:
+    if not cursor:
+        return None
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        return base64.b64decode(padded, altchars=b"-_", validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidRequest("cursor is not one this server issued") from None
+
+
+def check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}")
+    return limit
+
+
+def check_tags(tags: object) -> dict[str, str]:
+    if tags is None:
+        return {}
+    if not isinstance(tags, Mapping):
+        raise InvalidRequest("tags must be an object of string values")
+    if len(tags) > MAX_TAGS:
+        raise InvalidRequest(f"at most {MAX_TAGS} tags")
+    out: dict[str, str] = {}
+    for key, value in tags.items():
+        if not isinstance(key, str) or not 1 <= len(key) <= MAX_TAG_KEY:
+            raise InvalidRequest(f"tag keys are 1 to {MAX_TAG_KEY} characters")
+        if not isinstance(value, str) or len(value) > MAX_TAG_VALUE:
+            raise InvalidRequest(
+                f"tag {key!r} must be a string of at most {MAX_TAG_VALUE} characters"
+            )
+        out[key] = value
+    return out
+
+
+class _Lru:
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[object, Device] = OrderedDict()
+
+    def get(self, key: object) -> Device | None:
+        device = self._items.get(key)
+        if device is not None:
+            self._items.move_to_end(key)
+        return device
+
+    def put(self, key: object, device: Device) -> None:
+        self._items[key] = device
+        self._items.move_to_end(key)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+    def drop(self, key: object) -> None:
+        self._items.pop(key, None)
+
+
+class DeviceService:
+    def __init__(
+        self, storage: Storage, clock: Clock, bus: EventBus, pepper: str, cache_size: int = 200_000
+    ) -> None:
+        self.storage = storage
+        self.clock = clock
+        self.bus = bus
+        self.pepper = pepper
+        self._cache = _Lru(cache_size)
+        bus.subscribe(self._on_event, [DeviceDeleted])
+
+    # ------------------------------------------------------------ products
+
+    async def create_product(self, product_id: str | None, name: object) -> Product:
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidRequest("name is required and must be a non-empty string")
+        if len(name) > MAX_PRODUCT_NAME:
+            raise InvalidRequest(f"name is longer than {MAX_PRODUCT_NAME} characters")
+        pid = names.check("id", product_id) if product_id is not None else None
+        if pid is None:
+            pid = credentials.new_product_id()
+        product = Product(pid, name, self.clock.now_ms())
+        await self.storage.products.add(product)
+        return product
+
+    async def get_product(self, product_id: str) -> Product:
+        product = await self.storage.products.get(product_id)
+        if product is None:
+            raise NotFound(f"product {product_id!r} does not exist")
+        return product
+
+    async def set_retention(self, product_id: str, days: object) -> Product:
+        """Keep telemetry and events of the product's devices `days` days (None: forever)."""
+        if days is not None and (
+            isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 36500
+        ):
+            raise InvalidRequest("retention_days must be a whole number of days (1-36500) or null")
+        if not await self.storage.products.set_retention(product_id, days):
+            raise NotFound(f"product {product_id!r} does not exist")
+        return await self.get_product(product_id)
+
+    async def list_products(self, limit: int = 100, cursor: str | None = None) -> Page[Product]:
+        check_limit(limit)
+        items = await self.storage.products.list(limit + 1, decode_cursor(cursor))
+        more = len(items) > limit
+        items = items[:limit]
+        return Page(items, encode_cursor(items[-1].id) if more else None)
+
+    async def delete_product(self, product_id: str) -> None:
+        await self.get_product(product_id)
+        count = await self.storage.devices.count(product_id)
+        if count:
+            raise Conflict(f"product {product_id!r} still has {count} device(s); delete them first")
+        await self.storage.products.delete(product_id)
+
+    # ------------------------------------------------------------ devices
+
+    async def create_device(
+        self, product_id: str, name: object, device_number: object = None, tags: object = None
+    ) -> CreatedDevice:
+        await self.get_product(product_id)
+        dev_name = names.check("name", name)
+        tag_map = check_tags(tags)
+        if device_number is None:
+            number = dev_name
+            if number in RESERVED_NUMBERS or await self.storage.devices.by_number(number):
+                number = f"{product_id}.{dev_name}"[: names.MAX_LENGTH]
+        else:
+            number = names.check("device_number", device_number)
+            if number in RESERVED_NUMBERS:
+                raise InvalidRequest(f"device_number {number!r} is reserved")
+        password = credentials.new_password()
+        device = Device(
+            product_id=product_id,
+            name=dev_name,
+            device_number=number,
+            key=credentials.new_device_key(),
+            username=credentials.new_username(),
+            password_hash=credentials.hash_password(self.pepper, password),
+            created_at=self.clock.now_ms(),
+            tags=tag_map,
+        )
+        for _ in range(3):
+            try:
+                await self.storage.devices.add(device)
+                break
+            except AlreadyExists as exc:
+                if not exc.message.startswith("username "):
+                    raise
+                # A random user name collided (astronomically unlikely): draw again.
+                device = _with_username(device, credentials.new_username())
+        else:  # pragma: no cover
+            raise Conflict("could not allocate a unique user name")
+        self._remember(device)
+        return CreatedDevice(device, password)
+
+    async def get_device(self, product_id: str, name: str) -> Device:
+        device = await self.find_device(product_id, name)
+        if device is None:
+            await self.get_product(product_id)
+            raise NotFound(f"device {name!r} does not exist in product {product_id!r}")
+        return device
+
+    def cached(self, lookup: DeviceLookup) -> Device | None:
+        """The device a login names, if it is in the cache (no I/O)."""
+        return self._cache.get(lookup)
+
+    async def lookup(self, lookup: DeviceLookup) -> Device | None:
+        """The device a login names, from the cache or the store."""
+        if lookup[0] == "d":
+            return await self.find_device(lookup[1], lookup[2])
+        return await self.find_by_username(lookup[1])
+
+    async def find_device(self, product_id: str, name: str) -> Device | None:
+        key = ("d", product_id, name)
+        device = self._cache.get(key)
+        if device is None:
+            device = await self.storage.devices.get(product_id, name)
+            if device is not None:
+                self._cache.put(key, device)
+        return device
+
+    async def find_by_username(self, username: str) -> Device | None:
+        key = ("u", username)
+        device = self._cache.get(key)
+        if device is None:
+            device = await self.storage.devices.by_username(username)
+            if device is not None:
+                self._cache.put(key, device)
+        return device
+
+    async def warm_cache(self) -> int:
+        """Load devices into the login cache (as many as it holds), so that the
+        first logins after a start need no database round trip. Returns how many."""
+        loaded = 0
+        capacity = self._cache.capacity // 2  # two entries a device
+        after_product: str | None = None
+        while loaded < capacity:
+            products = await self.storage.products.list(1000, after_product)
+            for product in products:
+                after: str | None = None
+                while loaded < capacity:
+                    devices = await self.storage.devices.list(product.id, 1000, after)
+                    for device in devices:
+                        self._remember(device)
+                    loaded += len(devices)
+                    if len(devices) < 1000:
+                        break
+                    after = devices[-1].name
+            if len(products) < 1000:
+                break
+            after_product = products[-1].id
+        return loaded
+
+    def _remember(self, device: Device) -> None:
+        self._cache.put(("d", device.product_id, device.name), device)
+        self._cache.put(("u", device.username), device)
+
+    def password_matches(self, device: Device, password: str) -> bool:
+        return credentials.password_matches(self.pepper, password, device.password_hash)
+
+    async def list_devices(
+        self,
+        product_id: str,
+        limit: int = 100,
+        cursor: str | None = None,
+        search: str | None = None,
+    ) -> Page[Device]:
+        check_limit(limit)
+        await self.get_product(product_id)
+        items = await self.storage.devices.list(
+            product_id, limit + 1, decode_cursor(cursor), search or None
+        )
+        more = len(items) > limit
+        items = items[:limit]
+        return Page(items, encode_cursor(items[-1].name) if more else None)
+
+    async def count_devices(self, product_id: str) -> int:
+        """How many devices a product has (one indexed count in the store)."""
+        await self.get_product(product_id)
+        return await self.storage.devices.count(product_id)
+
+    async def update_tags(self, product_id: str, name: str, patch: object) -> Device:
+        """Merge a tags patch into a device's tags: a string sets a tag, null removes it."""
+        if not isinstance(patch, Mapping):
+            raise InvalidRequest("tags must be an object of string values (null removes a tag)")
+        device = await self.get_device(product_id, name)
+        merged = dict(device.tags)
+        for key, value in patch.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        tags = check_tags(merged)
+        if not await self.storage.devices.set_tags(product_id, name, tags):
+            raise NotFound(f"device {name!r} does not exist in product {product_id!r}")
+        updated = replace(device, tags=tags)
+        self._cache.put(("d", product_id, name), updated)
+        self._cache.drop(("u", device.username))
+        return updated
+
+    async def delete_device(self, product_id: str, name: str) -> Device:
+        device = await self.get_device(product_id, name)
+        await self.storage.devices.delete(product_id, name)
+        self.bus.publish(DeviceDeleted(product_id, name, device.device_number, device.username))
+        return device
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, DeviceDeleted):
+            self._cache.drop(("d", event.product_id, event.name))
+            self._cache.drop(("u", event.username))
+
+
+def _with_username(device: Device, username: str) -> Device:
+    return replace(device, username=username)

@@ -1,0 +1,144 @@
+"""Who is online, and when each device was last heard from.
+
+Rules:
+- A device is online while it has at least one connection (a device may hold
+  two, with different client ids); the first connection makes it online, the
+  last one closing makes it offline. Each transition is announced as
+  `PresenceChanged` and recorded.
+- Activity is reported coarsely by the gateway (about once a second per
+  device at most), never per packet.
+- Writes are batched: changes collect in memory and are flushed in one
+  transaction every `flush_interval` seconds and at shutdown. Reads prefer
+  the in-memory state, so they are never behind the truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from thingshub.core.events import PresenceChanged
+from thingshub.core.model import Presence, PresenceUpdate
+from thingshub.core.ports import Clock, DeviceRepo, EventBus
+
+log = logging.getLogger("thingshub.presence")
+
+Key = tuple[str, str]
+
+
+class PresenceService:
+    def __init__(
+        self, repo: DeviceRepo, clock: Clock, bus: EventBus, flush_interval: float = 1.0
+    ) -> None:
+        self.repo = repo
+        self.clock = clock
+        self.bus = bus
+        self.flush_interval = flush_interval
+        self._connections: dict[Key, int] = {}
+        self._state: dict[Key, Presence] = {}
+        self._pending: dict[Key, PresenceUpdate] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def connected(self, product_id: str, name: str) -> None:
+        key = (product_id, name)
+        count = self._connections.get(key, 0) + 1
+        self._connections[key] = count
+        if count == 1:
+            self._set(key, online=True, activity=self.clock.now_ms(), transition=True)
+
+    def disconnected(self, product_id: str, name: str) -> None:
+        key = (product_id, name)
+        count = self._connections.get(key, 0) - 1
+        if count > 0:
+            self._connections[key] = count
+            return
+        self._connections.pop(key, None)
+        self._set(key, online=False, activity=None, transition=True)
+
+    def touch(self, product_id: str, name: str, when_ms: int) -> None:
+        key = (product_id, name)
+        if key in self._connections:
+            self._set(key, online=True, activity=when_ms, transition=False)
+
+    def forget(self, product_id: str, name: str) -> None:
+        """The device was deleted: drop its state without recording anything."""
+        key = (product_id, name)
+        self._connections.pop(key, None)
+        self._state.pop(key, None)
+        self._pending.pop(key, None)
+
+    def is_online(self, product_id: str, name: str) -> bool:
+        return (product_id, name) in self._connections
+
+    def online_count(self, product_id: str | None = None) -> int:
+        """Devices connected to this process now (of one product, or of all)."""
+        if product_id is None:
+            return len(self._connections)
+        return sum(1 for pid, _ in self._connections if pid == product_id)
+
+    def _set(self, key: Key, *, online: bool, activity: int | None, transition: bool) -> None:
+        now = self.clock.now_ms()
+        old = self._state.get(key)
+        last = activity if activity is not None else (old.last_activity if old else None)
+        if old is not None and old.last_activity is not None and last is not None:
+            last = max(last, old.last_activity)
+        changed_at = now if transition else (old.changed_at if old else now)
+        state = Presence(online, last, changed_at)
+        if state == old:
+            return
+        self._state[key] = state
+        self._pending[key] = PresenceUpdate(key[0], key[1], online, last, changed_at or now)
+        if transition:
+            self.bus.publish(PresenceChanged(key[0], key[1], online, now))
+
+    async def get(self, product_id: str, name: str) -> Presence:
+        key = (product_id, name)
+        state = self._state.get(key)
+        if state is not None:
+            return state
+        stored = await self.repo.presence(product_id, name)
+        return stored if stored is not None else Presence(False)
+
+    async def get_many(self, keys: list[Key]) -> dict[Key, Presence]:
+        missing = [k for k in keys if k not in self._state]
+        stored = await self.repo.presence_many(missing) if missing else {}
+        return {k: self._state.get(k) or stored.get(k) or Presence(False) for k in keys}
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        batch = list(self._pending.values())
+        self._pending.clear()
+        try:
+            await self.repo.set_presence(batch)
+        except Exception:
+            # Keep what failed, unless a newer change for the device arrived meanwhile.
+            for update in batch:
+                self._pending.setdefault((update.product_id, update.name), update)
+            raise
+        # Offline devices need no memory once recorded.
+        for update in batch:
+            key = (update.product_id, update.name)
+            if not update.online and key not in self._connections and key not in self._pending:
+                self._state.pop(key, None)
+
+    async def start(self) -> None:
+        await self.repo.mark_all_offline(self.clock.now_ms())
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_interval)
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("recording presence failed; will retry")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()

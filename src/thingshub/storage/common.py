@@ -1,0 +1,425 @@
+"""What the storage backends share: error messages, search, tags, documents,
+command rows, telemetry/attribute/event values, migrations.
+
+Rules:
+- The three backends behave identically; everything a backend could decide
+  differently (which clash is reported first, how case is folded, how tags
+  are encoded) is decided here, once.
+- A clash is reported by priority: the device name in its product, then the
+  device number, then the user name. SQL backends learn *that* an insert
+  failed from the database's unique constraints (never check-then-insert),
+  then ask which of the fields clashed only to word the message.
+- Search folds ASCII letters only (A-Z to a-z), as SQLite's `lower()` and
+  PostgreSQL's `lower()` under the "C" collation do, and matches a plain
+  substring: no character of the search text is a wildcard.
+- An image document is stored as compact JSON text made by orjson: keys keep
+  their order, so what is read back is byte-identical to what was written
+  (a non-finite float, which JSON cannot carry, would be written as null;
+  the core's limits refuse such values before they get here).
+- Images: the version stored only increases (`save` refuses a new version
+  not above the expected one, as a programming error), so an expected
+  version can never match twice and two writers can never both win.
+- Telemetry values, attribute values and event params are stored as compact
+  JSON text made by orjson (`encode_value`), so every JSON type reads back
+  as it was written: the string "1" stays a string, true stays true, 1.5
+  stays 1.5, 1 stays an int (within signed 64 bits; beyond it, or a float
+  that is not finite, is refused before anything is written). Beside the
+  text, a point whose value is a number (a bool is not) carries it as a
+  double in `num`, the column aggregates read.
+- Aggregates (see `AGGREGATES`) are computed by the database: bucket k of
+  [start, end) is [start + k*interval, start + (k+1)*interval), found by
+  the integer division (ts - start) / interval (ts >= start, so it floors),
+  stamped with its start; empty buckets are omitted. avg, min, max and sum
+  read `num` only (in double precision; a bucket without a number is
+  omitted), count counts every point, last is the value of the newest
+  point by (ts, seq). A whole-number result of avg/min/max/sum is returned
+  as an int (`aggregate_number`), so the backends answer alike. (Sums of
+  numbers a double cannot add exactly may differ in their last bits between
+  backends, which add in their own order; SQLite 3.43+ also compensates.)
+- Migrations are numbered 1, 2, 3... without gaps; a database that has a
+  version newer than the code knows is refused, never downgraded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import string
+import time
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from thingshub.core.errors import AlreadyExists, Conflict, NotFound, Unavailable, VersionConflict
+from thingshub.core.model import CommandRecord, Device, DeviceEvent, Point, StoredImage
+from thingshub.storage.batch import Write
+
+# ------------------------------------------------------------------ errors
+
+
+def product_exists(product_id: str) -> AlreadyExists:
+    return AlreadyExists(f"product {product_id!r} already exists")
+
+
+def product_missing(product_id: str) -> NotFound:
+    return NotFound(f"product {product_id!r} does not exist")
+
+
+def product_has_devices(product_id: str) -> Conflict:
+    return Conflict(f"product {product_id!r} still has devices")
+
+
+def device_clash(device: Device, field: str) -> AlreadyExists:
+    """The AlreadyExists for `device` clashing on `field` (name, device_number, username)."""
+    if field == "name":
+        return AlreadyExists(
+            f"device name {device.name!r} already exists in product {device.product_id!r}"
+        )
+    if field == "device_number":
+        return AlreadyExists(f"device_number {device.device_number!r} already exists")
+    return AlreadyExists(f"username {device.username!r} already exists")
+
+
+def first_clash(device: Device, existing: Iterable[Sequence[object]]) -> str | None:
+    """Which field of `device` clashes with rows (product_id, name, device_number,
+    username) already stored, by priority; None if none does."""
+    fields: set[str] = set()
+    for product_id, name, number, username in existing:
+        if product_id == device.product_id and name == device.name:
+            fields.add("name")
+        if number == device.device_number:
+            fields.add("device_number")
+        if username == device.username:
+            fields.add("username")
+    for field in ("name", "device_number", "username"):
+        if field in fields:
+            return field
+    return None
+
+
+def device_missing(product_id: str, name: str) -> NotFound:
+    return NotFound(f"device {name!r} does not exist in product {product_id!r}")
+
+
+def image_conflict(
+    product_id: str, name: str, expected: int, stored: int | None
+) -> VersionConflict:
+    """The VersionConflict of a save expecting `expected` when `stored` is there."""
+    where = f"device {name!r} of product {product_id!r}"
+    if stored is None:
+        return VersionConflict(f"{where} has no image (expected version {expected})")
+    if expected == 0:
+        return VersionConflict(f"{where} already has an image (version {stored})")
+    return VersionConflict(f"the image of {where} is at version {stored}, not {expected}")
+
+
+def command_exists(cmd_id: str) -> AlreadyExists:
+    return AlreadyExists(f"command id {cmd_id!r} already exists")
+
+
+# ------------------------------------------------------------------ images
+
+
+def check_save(image: StoredImage, expected_version: int) -> None:
+    """Refuse a save that would not move the version forward (a caller's bug)."""
+    if expected_version < 0 or image.version <= expected_version:
+        raise ValueError(
+            f"an image save must increase the version: version {image.version}"
+            f" after expected version {expected_version}"
+        )
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def dump_document(document: Mapping[str, object]) -> str:
+    """Compact JSON of an image document, keys in their order (TypeError if not JSON-able)."""
+    return orjson.dumps(document, default=_mapping).decode()
+
+
+def load_document(text: str | bytes) -> dict[str, object]:
+    value = orjson.loads(text)
+    if not isinstance(value, dict):
+        raise TypeError("a stored image document is not a JSON object")
+    return value
+
+
+def now_ms() -> int:
+    """Wall-clock ms, only for `updated_at`-style columns that operators read."""
+    return int(time.time() * 1000)
+
+
+# ------------------------------------------------------------------ commands
+
+COMMAND_COLUMNS = (
+    "cmd_id, product_id, name, family, kind, request, status,"
+    " created_at, sent_at, answered_at, response, detail"
+)
+
+# `fail_unfinished(now_ms)` marks `sent` records `failed` with this detail and
+# `answered_at = now_ms` (the time the record was closed; a `sent` record has
+# no answer time yet).
+SERVER_RESTARTED = "server restarted"
+
+
+def command_row(r: CommandRecord) -> tuple[Any, ...]:
+    """The values of COMMAND_COLUMNS, in order."""
+    return (
+        r.cmd_id,
+        r.product_id,
+        r.name,
+        r.family,
+        r.kind,
+        bytes(r.request),
+        r.status,
+        r.created_at,
+        r.sent_at,
+        r.answered_at,
+        bytes(r.response) if r.response is not None else None,
+        r.detail,
+    )
+
+
+def command_record(row: Sequence[Any]) -> CommandRecord:
+    """A CommandRecord from a row of COMMAND_COLUMNS."""
+    return CommandRecord(
+        cmd_id=row[0],
+        product_id=row[1],
+        name=row[2],
+        family=row[3],
+        kind=row[4],
+        request=bytes(row[5]),
+        status=row[6],
+        created_at=row[7],
+        sent_at=row[8],
+        answered_at=row[9],
+        response=bytes(row[10]) if row[10] is not None else None,
+        detail=row[11],
+    )
+
+
+# ------------------------------------------------------------------ group-committed writes
+# The writes the repositories submit to the group-commit writer (batch.py);
+# each SQL backend has a handler per kind. Arguments are checked and
+# encoded here, in the caller, so a bad value fails its caller only.
+
+IMAGE_CREATE = "image.create"  # (product_id, name, version, document, updated_at)
+IMAGE_UPDATE = "image.update"  # (product_id, name, expected, version, document, updated_at)
+COMMAND_ADD = "command.add"  # command_row(record)
+COMMAND_FINISH = "command.finish"  # (cmd_id, status, answered_at, response, detail)
+
+
+def image_write(product_id: str, name: str, image: StoredImage, expected_version: int) -> Write:
+    check_save(image, expected_version)
+    text = dump_document(image.document)
+    key = ("image", product_id, name)
+    if expected_version == 0:
+        return Write(IMAGE_CREATE, key, (product_id, name, image.version, text, now_ms()))
+    return Write(
+        IMAGE_UPDATE, key, (product_id, name, expected_version, image.version, text, now_ms())
+    )
+
+
+def command_add_write(record: CommandRecord) -> Write:
+    return Write(COMMAND_ADD, ("command", record.cmd_id), command_row(record))
+
+
+def command_finish_write(
+    cmd_id: str, status: str, answered_at: int | None, response: bytes | None, detail: str | None
+) -> Write:
+    body = bytes(response) if response is not None else None
+    return Write(COMMAND_FINISH, ("command", cmd_id), (cmd_id, status, answered_at, body, detail))
+
+
+# ------------------------------------------------------------------ telemetry, attributes, events
+
+TELEMETRY_APPEND = "telemetry.append"  # (product_id, name, [(key, ts, num, value), ...])
+ATTRIBUTES_UPSERT = "attributes.upsert"  # (product_id, name, [(key, value), ...], ts)
+EVENTS_APPEND = "events.append"  # (product_id, name, [(ts, method, params), ...])
+
+AGGREGATES = ("avg", "min", "max", "sum", "count", "last")
+NUMERIC_AGGREGATES = ("avg", "min", "max", "sum")  # over `num`; buckets without a number omitted
+
+MIN_INT64 = -(2**63)
+MAX_INT64 = 2**63 - 1
+_EXACT = 2**53  # doubles hold every integer up to this exactly
+
+#: Rows a retention or purge transaction deletes at most, so that the writer
+#: (SQLite: the one connection's thread) is never held for long.
+DELETE_CHUNK = 5000
+
+
+def encode_value(value: object) -> tuple[float | None, str]:
+    """(num, JSON text) of a telemetry value: num is the value as a double when it is
+    a number (a bool is not), else None. ValueError for an int outside signed 64 bits
+    or a float that is not finite; TypeError for what JSON cannot hold."""
+    if value is True:
+        return None, "true"
+    if value is False:
+        return None, "false"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a JSON number")
+        return value, orjson.dumps(value).decode()
+    if isinstance(value, int):
+        if not MIN_INT64 <= value <= MAX_INT64:
+            raise ValueError(f"{value!r} is outside the signed 64-bit range")
+        return float(value), str(int(value))
+    return None, dump_json(value)
+
+
+def dump_json(value: object) -> str:
+    """Compact JSON text of any JSON value (orjson; keys keep their order)."""
+    try:
+        return orjson.dumps(value, default=_mapping).decode()
+    except orjson.JSONEncodeError as exc:  # a subclass of TypeError: say what, keep the type
+        raise TypeError(f"not a JSON value: {exc}") from None
+
+
+def decode_value(text: str | bytes) -> object:
+    return orjson.loads(text)
+
+
+def _check_name(what: str, value: object) -> str:
+    if type(value) is not str:
+        raise TypeError(f"a {what} must be a str, not {type(value).__name__}")
+    return value
+
+
+def _check_ts(value: object) -> int:
+    if type(value) is not int:
+        raise TypeError(f"a timestamp must be an int (Unix ms), not {type(value).__name__}")
+    if not MIN_INT64 <= value <= MAX_INT64:
+        raise ValueError(f"timestamp {value!r} is outside the signed 64-bit range")
+    return value
+
+
+def telemetry_write(product_id: str, name: str, points: Sequence[Point]) -> Write:
+    """The append of one message's points (checked and encoded here, in the caller)."""
+    rows = []
+    for p in points:
+        num, text = encode_value(p.value)
+        rows.append((_check_name("telemetry key", p.key), _check_ts(p.ts), num, text))
+    return Write(TELEMETRY_APPEND, None, (product_id, name, rows))
+
+
+def attributes_write(product_id: str, name: str, values: Mapping[str, object], ts: int) -> Write:
+    rows = [(_check_name("attribute name", k), dump_json(v)) for k, v in values.items()]
+    return Write(ATTRIBUTES_UPSERT, None, (product_id, name, rows, _check_ts(ts)))
+
+
+def events_write(product_id: str, name: str, events: Sequence[DeviceEvent]) -> Write:
+    rows = [
+        (_check_ts(e.ts), _check_name("event method", e.method), dump_json(e.params))
+        for e in events
+    ]
+    return Write(EVENTS_APPEND, None, (product_id, name, rows))
+
+
+def check_aggregate(start: int, end: int, interval: int, function: str) -> None:
+    """Refuse what the services never ask for (a caller's bug)."""
+    if function not in AGGREGATES:
+        raise ValueError(f"unknown aggregate {function!r}; one of {', '.join(AGGREGATES)}")
+    if interval <= 0:
+        raise ValueError(f"an aggregate interval must be positive, not {interval}")
+
+
+def aggregate_number(value: float | int) -> float | int:
+    """A numeric aggregate as answered: whole numbers (exact in a double) as ints."""
+    number = float(value)
+    if number.is_integer() and -_EXACT <= number <= _EXACT:
+        return int(number)
+    return number
+
+
+def bucket_value(function: str, raw: Any) -> object:
+    """The value a database returned for a bucket, as answered."""
+    if function == "count":
+        return int(raw)
+    if function == "last":
+        return decode_value(raw)
+    return aggregate_number(raw)
+
+
+def newest_per_key(
+    points: Iterable[tuple[Any, str, int, int, str]],
+) -> dict[tuple[Any, str], tuple[int, int, str]]:
+    """(device, key) -> (ts, seq, value) of the newest of `points` (device, key, ts,
+    seq, value) given in arrival order: a later point wins a tie on ts."""
+    newest: dict[tuple[Any, str], tuple[int, int, str]] = {}
+    for device_id, key, ts, seq, value in points:
+        series = (device_id, key)
+        current = newest.get(series)
+        if current is None or ts >= current[0]:
+            newest[series] = (ts, seq, value)
+    return newest
+
+
+# ------------------------------------------------------------------ search and tags
+
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def fold(text: str) -> str:
+    """Lower-case ASCII letters only, like SQL `lower()` in SQLite and in PostgreSQL's "C"."""
+    return text.translate(_ASCII_LOWER)
+
+
+def matches(search: str, device: Device) -> bool:
+    needle = fold(search)
+    return needle in fold(device.name) or needle in fold(device.device_number)
+
+
+def dump_tags(tags: Mapping[str, str]) -> str:
+    return json.dumps(dict(tags), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def load_tags(text: str | None) -> dict[str, str]:
+    if not text:
+        return {}
+    value = json.loads(text)
+    return {str(k): str(v) for k, v in value.items()}
+
+
+# ------------------------------------------------------------------ migrations
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One step of a backend's schema: statements run in order, in one transaction."""
+
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+def check_migrations(migrations: Sequence[Migration]) -> Sequence[Migration]:
+    """Return `migrations` if numbered 1..N in order, else raise ValueError."""
+    for index, migration in enumerate(migrations, start=1):
+        if migration.version != index:
+            raise ValueError(
+                f"migration {migration.description!r} has version {migration.version}, "
+                f"expected {index}: versions run 1, 2, 3... without gaps"
+            )
+        if not migration.statements:
+            raise ValueError(f"migration {index} has no statements")
+    return migrations
+
+
+def pending(
+    migrations: Sequence[Migration], applied: Collection[int], backend: str
+) -> list[Migration]:
+    """The migrations still to apply, in order; refuses a schema newer than the code."""
+    known = migrations[-1].version if migrations else 0
+    newest = max(applied, default=0)
+    if newest > known:
+        raise Unavailable(
+            f"the {backend} database has schema version {newest}, but this ThingsHub "
+            f"knows versions up to {known}; upgrade ThingsHub to use this database"
+        )
+    return [m for m in migrations if m.version not in applied]

@@ -1,0 +1,1 @@
+"""The gateway tests use the platform fixtures of tests/conftest.py (`platform`, `register`)."""

@@ -1,0 +1,331 @@
+"""`thingshub serve` and the client subcommands, as an operator runs them: real processes.
+
+These follow the README's quick start: start the server, create a product and
+a device with the CLI, connect the device with mosquitto_pub (both logins),
+and see it online through the API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+READY = re.compile(r"ThingsHub ready: MQTT on [\d.]+:(\d+), HTTP on http://[\d.]+:(\d+)")
+
+
+class Server:
+    def __init__(self, proc: subprocess.Popen[str], data_dir: Path, lines: list[str]) -> None:
+        self.proc = proc
+        self.data_dir = data_dir
+        self.lines = lines
+        ports = json.loads((data_dir / "ports.json").read_text())
+        self.mqtt_port = int(ports["mqtt"])
+        self.http_port = int(ports["http"])
+        self.api_key = (data_dir / "api-key").read_text().strip()
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "THINGSHUB_DATA_DIR": str(self.data_dir), "COLUMNS": "200"}
+        result = subprocess.run(
+            [sys.executable, "-m", "thingshub", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        if check:
+            assert result.returncode == 0, result.stderr + result.stdout
+        return result
+
+    def api(self) -> httpx.Client:
+        """A client of the API; the caller closes it (use it in a `with`)."""
+        return httpx.Client(
+            base_url=f"http://127.0.0.1:{self.http_port}",
+            headers={"Authorization": f"Bearer {self.api_key}"},
+        )
+
+
+def start_server(
+    data_dir: Path, *extra: str, env: dict[str, str] | None = None, expect_ready: bool = True
+) -> tuple[subprocess.Popen[str], list[str]]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "thingshub",
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--mqtt-port",
+        "0",
+        "--http-port",
+        "0",
+        *extra,
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    lines: list[str] = []
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if expect_ready and READY.search(line):
+            return proc, lines
+    if expect_ready:
+        proc.kill()
+        pytest.fail("serve did not become ready:\n" + "\n".join(lines))
+    proc.wait(10)
+    return proc, lines
+
+
+def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[int, str]:
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=30)
+    return proc.returncode, out
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    proc, lines = start_server(tmp_path / "data")
+    srv = Server(proc, tmp_path / "data", lines)
+    yield srv
+    if proc.poll() is None:
+        code, out = stop(proc)
+        assert code == 0, out
+
+
+def test_first_start_prints_the_key_once_and_keeps_it_private(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    proc, lines = start_server(data)
+    key = (data / "api-key").read_text().strip()
+    assert stat.S_IMODE((data / "api-key").stat().st_mode) == 0o600
+    assert any(key in line for line in lines)
+    code, out = stop(proc)
+    assert code == 0 and "ThingsHub stopped" in out
+    proc, lines = start_server(data)
+    assert not any(key in line for line in lines)  # shown once only
+    assert (data / "api-key").read_text().strip() == key
+    assert stop(proc, signal.SIGINT)[0] == 0
+
+
+def test_ports_json_and_health(server: Server) -> None:
+    r = httpx.get(f"http://127.0.0.1:{server.http_port}/healthz")
+    assert r.json() == {"status": "ok"}
+    with socket.create_connection(("127.0.0.1", server.mqtt_port), timeout=2):
+        pass
+
+
+def test_a_taken_port_is_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for option in ("--mqtt-port", "--http-port"):
+            cmd = [
+                sys.executable,
+                "-m",
+                "thingshub",
+                "serve",
+                "--data-dir",
+                str(tmp_path / "d"),
+                "--mqtt-port",
+                "0",
+                "--http-port",
+                "0",
+                option,
+                str(port),
+            ]
+            result = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+            assert result.returncode == 1
+            assert "Traceback" not in result.stderr + result.stdout
+            errors = [line for line in result.stderr.splitlines() if "error" in line]
+            assert len(errors) == 1 and str(port) in errors[0], result.stderr
+
+
+def test_an_unwritable_data_dir_is_one_clear_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = subprocess.run(
+        [sys.executable, "-m", "thingshub", "serve", "--data-dir", str(blocker / "data")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "data dir" in result.stderr and "not writable" in result.stderr
+
+
+def test_settings_from_env_and_toml(tmp_path: Path) -> None:
+    config = tmp_path / "thingshub.toml"
+    config.write_text('api_key = "from-toml"\nlog_level = "warning"\n')
+    proc, _ = start_server(tmp_path / "a", "--config", str(config))
+    ports = json.loads((tmp_path / "a" / "ports.json").read_text())
+    ok = httpx.get(
+        f"http://127.0.0.1:{ports['http']}/api/v1/products",
+        headers={"Authorization": "Bearer from-toml"},
+    )
+    assert ok.status_code == 200
+    assert stop(proc)[0] == 0
+    # The environment beats the file.
+    proc, _ = start_server(
+        tmp_path / "b", "--config", str(config), env={"THINGSHUB_API_KEY": "from-env"}
+    )
+    ports = json.loads((tmp_path / "b" / "ports.json").read_text())
+    url = f"http://127.0.0.1:{ports['http']}/api/v1/products"
+    assert httpx.get(url, headers={"Authorization": "Bearer from-env"}).status_code == 200
+    assert httpx.get(url, headers={"Authorization": "Bearer from-toml"}).status_code == 401
+    assert stop(proc)[0] == 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text("mqtt_port = 'many'\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "thingshub", "serve", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2 and "mqtt_port" in result.stderr
+
+
+def test_cli_manages_products_and_devices(server: Server) -> None:
+    out = server.cli("product", "create", "Greenhouse", "--id", "gh").stdout
+    assert "gh" in out and "Greenhouse" in out
+    assert "gh" in server.cli("product", "list").stdout
+    created = json.loads(
+        server.cli("device", "create", "gh", "sensor-1", "--tag", "row=3", "--json").stdout
+    )
+    assert created["name"] == "sensor-1" and created["tags"] == {"row": "3"}
+    shown = server.cli("device", "show", "gh", "sensor-1").stdout
+    assert "sensor-1" in shown and "offline" in shown
+    listed = json.loads(server.cli("device", "list", "gh", "--json").stdout)
+    assert [d["name"] for d in listed] == ["sensor-1"]
+    details = json.loads(server.cli("device", "connect", "gh", "sensor-1", "--json").stdout)
+    assert details["port"] == server.mqtt_port and details["client_id"] == "sensor-1"
+    assert details["onenet_username"] == "gh"
+    assert details["onenet_password"].startswith("version=2018-10-31&res=products%2Fgh%2F")
+    err = server.cli("device", "show", "gh", "nope", check=False)
+    assert err.returncode == 1 and "does not exist" in err.stderr
+    assert "deleted" in server.cli("device", "delete", "gh", "sensor-1").stdout
+    assert "deleted" in server.cli("product", "delete", "gh").stdout
+
+
+def test_quick_start_with_mosquitto_pub(server: Server) -> None:
+    """The README's device examples, verbatim in spirit: both logins work."""
+    server.cli("product", "create", "Demo", "--id", "demo")
+    created = json.loads(server.cli("device", "create", "demo", "lamp", "--json").stdout)
+    details = json.loads(server.cli("device", "connect", "demo", "lamp", "--json").stdout)
+    base = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(server.mqtt_port), "-q", "1"]
+    token_login = subprocess.run(
+        [
+            *base,
+            "-i",
+            "lamp",
+            "-u",
+            "demo",
+            "-P",
+            details["onenet_password"],
+            "-t",
+            "$sys/demo/lamp/image/get",
+            "-m",
+            "{}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=15,
+    )
+    assert token_login.returncode == 0, token_login.stderr
+    password_login = subprocess.run(
+        [
+            *base,
+            "-i",
+            "lamp-tp",
+            "-u",
+            created["username"],
+            "-P",
+            created["password"],
+            "-t",
+            "devices/telemetry",
+            "-m",
+            '{"temperature": 21.5}',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=15,
+    )
+    assert password_login.returncode == 0, password_login.stderr
+    refused = subprocess.run(
+        [
+            *base,
+            "-i",
+            "lamp",
+            "-u",
+            created["username"],
+            "-P",
+            "wrong",
+            "-t",
+            "devices/telemetry",
+            "-m",
+            "{}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=15,
+    )
+    assert refused.returncode != 0
+    # Online while a client holds the connection; the API shows it.
+    sub = subprocess.Popen(
+        [
+            "mosquitto_sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(server.mqtt_port),
+            "-i",
+            "lamp-sub",
+            "-u",
+            created["username"],
+            "-P",
+            created["password"],
+            "-t",
+            "devices/command/lamp/+",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with server.api() as api:
+            state = wait_online(api)
+        assert state == "online"
+    finally:
+        sub.terminate()
+        sub.wait(10)
+
+
+def wait_online(api: httpx.Client) -> str | None:
+    """The lamp's connection state, once online or after 10 s."""
+    deadline = time.monotonic() + 10
+    state = None
+    while time.monotonic() < deadline:
+        state = api.get("/api/v1/products/demo/devices/lamp").json()["connectionState"]
+        if state == "online":
+            break
+        time.sleep(0.1)
+    return state
