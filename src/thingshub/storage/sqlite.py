@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import fcntl
 import logging
 import sqlite3
 import time
@@ -441,10 +442,15 @@ def _connect(path: Path, opened: list[sqlite3.Connection]) -> None:
     conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
     conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
     conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
-    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-    if str(mode).lower() != "wal":
-        log.warning("SQLite file %s cannot use WAL (journal mode %s)", path, mode)
-    todo = in_transaction(_migrate, conn)
+    # Switching to WAL answers SQLITE_BUSY at once, without the busy handler,
+    # when another connection opens the same file at that moment: starts of
+    # several processes (or stores) on one file take turns through a lock file.
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            log.warning("SQLite file %s cannot use WAL (journal mode %s)", path, mode)
+        todo = in_transaction(_migrate, conn)
     for migration in todo:
         log.info(
             "SQLite schema migrated to version %d: %s", migration.version, migration.description
