@@ -272,3 +272,37 @@ def test_a_slow_reader_holds_up_its_publisher_instead_of_losing_qos0(
     sender.join(10)
     assert b.stats.dropped_slow_consumer == 0
     pub.ping()  # the publisher was held up, not disconnected
+
+
+def test_a_slow_acknowledger_holds_up_its_publisher_instead_of_losing_qos1(
+    broker_factory: Callable[..., RunningBroker],
+) -> None:
+    """A QoS 1 burst to a subscriber that acknowledges slower than it is published
+    to: once a window's worth waits behind its in-flight window, the publisher is
+    held up until the queue drains, so the small queue never overflows. The burst
+    lasts several `max_hold`s, with the publisher held and released many times:
+    a hold that ended must not later count as one that expired."""
+    b = broker_factory(config=BrokerConfig(max_inflight=10, max_queued=50, max_hold=0.3))
+    slow = RawClient(b.port, 4)
+    slow.connect("slow")
+    slow.subscribe("burst", qos=1)
+    pub = RawClient(b.port, 4)
+    pub.connect("pub")
+    count = 2000
+    burst = b"".join(
+        encode(Publish("burst", i.to_bytes(4, "big"), qos=1, packet_id=i % 65535 + 1), 4)
+        for i in range(count)
+    )
+    sender = threading.Thread(target=pub.send_bytes, args=(burst,))
+    started = time.monotonic()
+    sender.start()
+    for i in range(count):
+        packet = slow.recv(timeout=10)
+        assert isinstance(packet, Publish) and packet.payload == i.to_bytes(4, "big")
+        slow.ack(packet)
+        if i % 50 == 49:
+            time.sleep(0.02)  # acknowledges slowly, but keeps going
+    sender.join(10)
+    assert time.monotonic() - started > 0.6  # it spanned several holds' expiry
+    assert b.stats.dropped_queue_full == 0
+    pub.ping()  # held up, never disconnected

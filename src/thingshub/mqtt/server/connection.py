@@ -119,7 +119,9 @@ class Connection(asyncio.Protocol):
         # [packet id, PUBACK or PUBREC, reason code or None while pending]
         self._acks: deque[list[int | None]] | None = None
         self._paused = False  # reading paused: acknowledgements wait, or authentication
-        self._held = False  # reading paused: a client we publish to cannot keep up
+        # Reading paused because a client we publish to cannot keep up: the timer
+        # that gives up waiting for it after `max_hold`.
+        self._held: asyncio.TimerHandle | None = None
         self.write_paused = False  # our socket buffer is above the high-water mark
         self.stuck = False  # we held a publisher up for `max_hold` and did not drain
         self._blocked: list[Connection] | None = None  # publishers held because of us
@@ -172,6 +174,13 @@ class Connection(asyncio.Protocol):
         self.stuck = False
         self._release_blocked()
 
+    def queue_drained(self) -> None:
+        """The session's queue emptied: the publishers it held may go on, unless
+        the socket itself is still full."""
+        if not self.write_paused and (self._blocked or self.stuck):
+            self.stuck = False
+            self._release_blocked()
+
     def _release_blocked(self) -> None:
         blocked = self._blocked
         self._blocked = None
@@ -183,26 +192,29 @@ class Connection(asyncio.Protocol):
         deliver to, has drained its socket buffer: backpressure instead of
         buffering without bound. A `slow` that has not drained after
         `max_hold` seconds is `stuck`: it holds nobody up again until it drains."""
-        if self._held or self.transport is None or self.state != ACTIVE:
+        if self._held is not None or self.transport is None or self.state != ACTIVE:
             return
-        self._held = True
         if slow._blocked is None:
             slow._blocked = []
         slow._blocked.append(self)
         if not self._paused:
             self.transport.pause_reading()
-        self.broker.loop.call_later(self.broker.config.max_hold, self._hold_expired, slow)
+        self._held = self.broker.loop.call_later(
+            self.broker.config.max_hold, self._hold_expired, slow
+        )
 
     def _hold_expired(self, slow: Connection) -> None:
-        if self._held and slow._blocked is not None and self in slow._blocked:
+        # Only ever the timer of the current hold: a release cancels it.
+        if slow._blocked is not None and self in slow._blocked:
             slow.stuck = True
             slow._blocked.remove(self)
-            self.release()
+        self.release()
 
     def release(self) -> None:
-        if not self._held:
+        if self._held is None:
             return
-        self._held = False
+        self._held.cancel()
+        self._held = None
         if not self._paused and self.transport is not None and self.state == ACTIVE:
             self.last_rx = self.broker.loop.time()  # its silence while held was ours
             self.transport.resume_reading()
@@ -302,7 +314,7 @@ class Connection(asyncio.Protocol):
         reader = self.reader
         try:
             while self.state in (ACTIVE, NEW):
-                if self._paused or self._held:
+                if self._paused or self._held is not None:
                     return  # what is already buffered waits too: resuming processes it
                 packet = reader.next_packet()
                 if packet is None:
@@ -551,19 +563,19 @@ class Connection(asyncio.Protocol):
     @property
     def paused(self) -> bool:
         """Whether we have stopped reading from this client (it is throttled)."""
-        return self._paused or self._held
+        return self._paused or self._held is not None
 
     def _pause(self) -> None:
         if not self._paused and self.transport is not None:
             self._paused = True
-            if not self._held:
+            if self._held is None:
                 self.transport.pause_reading()
 
     def _resume(self) -> None:
         if self._paused and self.transport is not None and self.state == ACTIVE:
             self._paused = False
             self.last_rx = self.broker.loop.time()  # its silence while paused was ours
-            if not self._held:
+            if self._held is None:
                 self.transport.resume_reading()
                 self._process_later()
 

@@ -8,9 +8,11 @@ Rules:
 - No-local subscriptions skip the publisher's own messages; the retain flag
   is kept only for retain-as-published subscriptions (always cleared for
   3.1.1, [MQTT-3.3.1-9]).
-- A client we cannot write to fast enough holds up, for a moment, whoever
-  publishes to it (its reading pauses); only past `max_outgoing_buffer`
-  are QoS 0 messages to it dropped.
+- A client we cannot write to fast enough, or one with a window's worth of
+  QoS 1/2 messages queued behind its in-flight window, holds up, for a
+  moment, whoever publishes to it (its reading pauses) until it catches up;
+  only past `max_outgoing_buffer` are QoS 0 messages to it dropped, and only
+  past its queue bounds QoS 1/2 ones.
 - QoS 0 to an offline session is dropped; QoS 1/2 to an offline session, or
   beyond the in-flight window, is queued (bounded, see session.py).
 - Expired messages are dropped when they would be sent.
@@ -154,8 +156,14 @@ class Delivery:
         )
         if conn is not None and not session.queue and session.window_open():
             self.send_new(session, out)
-        elif not session.enqueue(out):
+            return
+        if not session.enqueue(out):
             self.stats.dropped_queue_full += 1
+        elif conn is not None and not conn.stuck and session.queued() >= session.max_inflight:
+            # A window's worth waits behind the window: the client acknowledges
+            # slower than it is published to; slow the publisher down rather
+            # than let the queue fill up and drop.
+            self.backpressure(conn)
 
     def backpressure(self, slow: Connection) -> None:
         """`slow` cannot keep up: stop reading from whoever is publishing to it now."""
@@ -174,15 +182,19 @@ class Delivery:
             session.inflight[pid] = out
 
     def pump(self, session: Session) -> None:
-        """Move queued messages into the in-flight window while it has room."""
+        """Move queued messages into the in-flight window while it has room; once
+        the queue is empty, release the publishers it held up."""
         while session.connection is not None and session.window_open():
             out = session.dequeue()
             if out is None:
-                return
+                break
             if out.expires_at is not None and out.expires_at <= self.loop.time():
                 self.stats.dropped_expired += 1
                 continue
             self.send_new(session, out)
+        conn = session.connection
+        if conn is not None and session.queue is None:
+            conn.queue_drained()
 
     def resend(self, session: Session) -> None:
         """After a session resumes: resend what was in flight, in order ([MQTT-4.4.0-1])."""

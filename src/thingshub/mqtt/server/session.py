@@ -110,6 +110,9 @@ class Session:
         self.queued_bytes += size
         return True
 
+    def queued(self) -> int:
+        return len(self.queue) if self.queue is not None else 0
+
     def dequeue(self) -> OutMessage | None:
         if not self.queue:
             return None
