@@ -25,7 +25,10 @@ Rules:
   write lock is waited for (on the worker thread) rather than failed. The
   page cache (CACHE_KIB) holds the index pages appends touch: the last
   leaf of every (device, key) series; the WAL is checkpointed every
-  WAL_CHECKPOINT_PAGES pages rather than every 1,000.
+  WAL_CHECKPOINT_PAGES pages rather than every 1,000. Opening takes an
+  exclusive lock on `<db>.lock` around the switch to WAL and the migrations:
+  that switch fails at once, without the busy timeout, when another process
+  opens the file at the same moment.
 - Deleting a device deletes its rows of every table but points and events
   at once; those are purged afterwards in chunks (purge.py).
 - Constraint violations become the errors of common.py: the database

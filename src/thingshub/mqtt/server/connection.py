@@ -171,15 +171,19 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        self.stuck = False
-        self._release_blocked()
+        self._caught_up()
 
     def queue_drained(self) -> None:
         """The session's queue emptied: the publishers it held may go on, unless
         the socket itself is still full."""
-        if not self.write_paused and (self._blocked or self.stuck):
-            self.stuck = False
-            self._release_blocked()
+        if not self.write_paused:
+            self._caught_up()
+
+    def _caught_up(self) -> None:
+        """We drained: release the publishers we held up, and hold them up again
+        next time we fall behind."""
+        self.stuck = False
+        self._release_blocked()
 
     def _release_blocked(self) -> None:
         blocked = self._blocked
@@ -189,9 +193,10 @@ class Connection(asyncio.Protocol):
 
     def hold(self, slow: Connection) -> None:
         """Stop reading from this (publishing) client until `slow`, a client we
-        deliver to, has drained its socket buffer: backpressure instead of
-        buffering without bound. A `slow` that has not drained after
-        `max_hold` seconds is `stuck`: it holds nobody up again until it drains."""
+        deliver to, has drained its socket buffer or its queue of QoS 1/2
+        messages: backpressure instead of buffering without bound. A `slow` that
+        has not drained after `max_hold` seconds is `stuck`: it holds nobody up
+        again until it drains."""
         if self._held is not None or self.transport is None or self.state != ACTIVE:
             return
         if slow._blocked is None:
