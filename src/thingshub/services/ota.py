@@ -239,7 +239,12 @@ class OtaService:
             )
             rows = [ota.queued(task.id, name, now) for name in numbers]
             await self.repo.add_task(task, rows)
-            t = _Task(task, firmware, {d.name: d for d in rows}, numbers, ota.Rollout(rate, now))
+            # The pace starts with the rollout, once the task is stored: a bucket
+            # started before that write would have gained a fraction of a device
+            # by the first inform, and let the second come early.
+            started = self.clock.now_ms()
+            rollout = ota.Rollout(rate, started)
+            t = _Task(task, firmware, {d.name: d for d in rows}, numbers, rollout)
             for d in rows:
                 self._track(t, d)
             self._tasks[task.id] = t
@@ -251,7 +256,7 @@ class OtaService:
             firmware.module,
             firmware.version,
         )
-        self._rollout(t, self.clock.now_ms())
+        self._rollout(t, started)
         return _view(t)
 
     async def _targets(self, product_id: str, targets: list[str] | None) -> dict[str, str]:
