@@ -26,7 +26,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
@@ -35,16 +35,36 @@ from thingshub.mqtt.codec.properties import EMPTY, Properties
 from thingshub.mqtt.codec.reasons import ReasonCode
 
 
-class ConnectRequest:
-    """What a client presented in CONNECT, for `authenticate`.
+class Peer(Protocol):
+    """Whatever can tell a client's address when asked (the server's connection)."""
 
-    `address` ("host:port" of the peer) is looked up only if asked for: it
-    costs a system call, and an open broker never asks.
-    """
+    @property
+    def address(self) -> str: ...
+
+
+class _Addressed:
+    """The peer's "host:port", looked up only if asked for: it costs a system
+    call per connect, and an open broker never asks."""
+
+    __slots__ = ("_address", "_peer")
+
+    def __init__(self, address: str | Peer) -> None:
+        self._address = address if isinstance(address, str) else None
+        self._peer = address if not isinstance(address, str) else None
+
+    @property
+    def address(self) -> str:
+        if self._address is None:
+            assert self._peer is not None
+            self._address = self._peer.address
+            self._peer = None
+        return self._address
+
+
+class ConnectRequest(_Addressed):
+    """What a client presented in CONNECT, for `authenticate`."""
 
     __slots__ = (
-        "_address",
-        "_peer",
         "clean_start",
         "client_id",
         "keepalive",
@@ -62,7 +82,7 @@ class ConnectRequest:
         protocol_level: int,
         clean_start: bool,
         keepalive: int,
-        address: str | Callable[[], str],
+        address: str | Peer,
         properties: Properties = EMPTY,
     ) -> None:
         self.client_id = client_id
@@ -72,15 +92,7 @@ class ConnectRequest:
         self.clean_start = clean_start
         self.keepalive = keepalive
         self.properties = properties
-        self._address = address if isinstance(address, str) else None
-        self._peer = address if not isinstance(address, str) else None
-
-    @property
-    def address(self) -> str:
-        if self._address is None:
-            assert self._peer is not None
-            self._address = self._peer()
-        return self._address
+        super().__init__(address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +109,10 @@ class Accept:
     session_key: str | None = None
 
 
+#: Accept() as an open broker gives it to everyone (frozen: one serves all).
+_ANYONE = Accept()
+
+
 @dataclass(frozen=True, slots=True)
 class Refuse:
     """Refuse the CONNECT with a 5.0 reason code (mapped to 3.1.1 for old clients)."""
@@ -105,18 +121,45 @@ class Refuse:
     reason: str = ""
 
 
-@dataclass(slots=True)
-class ClientInfo:
-    """A connected client as the hooks see it. One object per connection."""
+class ClientInfo(_Addressed):
+    """A connected client as the hooks see it. One object per connection.
 
-    client_id: str
-    username: str | None
-    protocol_level: int
-    address: str
-    principal: Any = None
-    connected_at: float = 0.0
-    #: The key of its session: the client id unless `Accept.session_key` said otherwise.
-    session_key: str = ""
+    `session_key` is the key of its session: the client id unless
+    `Accept.session_key` said otherwise.
+    """
+
+    __slots__ = (
+        "client_id",
+        "connected_at",
+        "principal",
+        "protocol_level",
+        "session_key",
+        "username",
+    )
+
+    def __init__(
+        self,
+        client_id: str,
+        username: str | None,
+        protocol_level: int,
+        address: str | Peer,
+        principal: Any = None,
+        connected_at: float = 0.0,
+        session_key: str = "",
+    ) -> None:
+        self.client_id = client_id
+        self.username = username
+        self.protocol_level = protocol_level
+        self.principal = principal
+        self.connected_at = connected_at
+        self.session_key = session_key
+        super().__init__(address)
+
+    def __repr__(self) -> str:
+        return (
+            f"ClientInfo(client_id={self.client_id!r}, username={self.username!r}, "
+            f"protocol_level={self.protocol_level}, session_key={self.session_key!r})"
+        )
 
 
 @dataclass(slots=True)
@@ -172,7 +215,7 @@ class OpenHooks:
     deny_subscribe: set[str] = field(default_factory=set)
 
     def authenticate(self, request: ConnectRequest) -> Accept | Refuse:
-        return Accept()
+        return _ANYONE
 
     def authorize_publish(self, client: ClientInfo, topic: str) -> bool:
         return True
