@@ -76,6 +76,8 @@ from thingshub.mqtt.codec.wire import (
 #: Largest packet the protocol can express: 1 type byte, 4 length bytes, body.
 PROTOCOL_MAX_PACKET_SIZE = 1 + 4 + MAX_VARINT
 
+_PACKET_TYPES = {t.value: t for t in PacketType}
+
 # Required low nibble of the first byte, per packet type (None: PUBLISH, checked apart).
 _FLAGS = {1: 0, 2: 0, 4: 0, 5: 0, 6: 2, 7: 0, 8: 2, 9: 0, 10: 2, 11: 0, 12: 0, 13: 0, 14: 0, 15: 0}
 
@@ -88,16 +90,30 @@ class Reader:
     def __init__(
         self, version: int | None = None, max_packet_size: int = PROTOCOL_MAX_PACKET_SIZE
     ) -> None:
-        self._buf = bytearray()
+        # The bytes last fed while they hold only whole packets; a bytearray
+        # collecting the pieces while a packet arrives cut.
+        self._buf: bytes | bytearray = b""
         self._pos = 0
         self.version = version
         self.max_packet_size = max_packet_size
 
     def feed(self, data: bytes) -> None:
-        if self._pos:
-            del self._buf[: self._pos]
+        buf = self._buf
+        pos = self._pos
+        if pos >= len(buf):
+            # Nothing left over, the usual case: parse the caller's bytes in place.
+            self._buf = data if type(data) is bytes else bytes(data)
             self._pos = 0
-        self._buf += data
+        elif type(buf) is bytearray:
+            if pos:
+                del buf[:pos]
+                self._pos = 0
+            buf += data
+        else:
+            rest = bytearray(memoryview(buf)[pos:])
+            rest += data
+            self._buf = rest
+            self._pos = 0
 
     @property
     def buffered(self) -> int:
@@ -132,9 +148,18 @@ class Reader:
             raise PacketTooLarge(f"packet of {end - pos} bytes exceeds {self.max_packet_size}")
         if end > size:
             return None
-        body = bytes(buf[i:end])
         self._pos = end
-        return decode_packet(first, body, self.version, self)
+        if type(buf) is not bytes:  # a packet that arrived in pieces
+            return decode_packet(first, bytes(buf[i:end]), self.version, self)
+        # Whole packets in the bytes the socket gave: the hot ones are read in place.
+        if first >> 4 == 3:
+            return _publish(first & 0x0F, buf, i, end, self.version or MQTT_3_1_1)
+        if first == 0x40 and length == 2:
+            pid = (buf[i] << 8) | buf[i + 1]
+            if not pid:
+                raise MalformedPacket("packet identifier 0")
+            return PubAck(PacketType.PUBACK, pid)
+        return decode_packet(first, buf[i:end], self.version, self)
 
 
 def decode_packet(
@@ -144,7 +169,7 @@ def decode_packet(
     ptype = first >> 4
     flags = first & 0x0F
     if ptype == 3:
-        return _publish(flags, body, version or MQTT_3_1_1)
+        return _publish(flags, body, 0, len(body), version or MQTT_3_1_1)
     if ptype == 0:
         raise MalformedPacket("packet type 0 is reserved")
     if _FLAGS[ptype] != flags:
@@ -172,41 +197,46 @@ def _packet_id(body: bytes, pos: int, end: int) -> tuple[int, int]:
     return pid, pos
 
 
-def _publish(flags: int, body: bytes, version: int) -> Publish:
+def _publish(flags: int, data: bytes, pos: int, end: int, version: int) -> Publish:
+    """PUBLISH from `data[pos:end]`, read in place: the payload is copied once."""
     qos = (flags >> 1) & 3
     if qos == 3:
         raise MalformedPacket("PUBLISH with QoS 3")
     dup = bool(flags & 8)
     if dup and not qos:
         raise MalformedPacket("PUBLISH with DUP set at QoS 0")
-    end = len(body)
-    if end < 2:
+    if end - pos < 2:
         raise MalformedPacket("PUBLISH too short for its topic")
-    tlen = (body[0] << 8) | body[1]
-    pos = 2 + tlen
+    tstart = pos + 2
+    pos = tstart + ((data[pos] << 8) | data[pos + 1])
     if pos > end:
         raise MalformedPacket("topic length runs past the end of the packet")
-    raw = body[2:pos]
     try:
-        topic = raw.decode()
+        topic = data[tstart:pos].decode()
     except UnicodeDecodeError as exc:
         raise MalformedPacket("topic is not well-formed UTF-8") from exc
     if "\x00" in topic:
         raise MalformedPacket("topic contains U+0000")
     packet_id = None
     if qos:
-        packet_id, pos = _packet_id(body, pos, end)
+        packet_id, pos = _packet_id(data, pos, end)
     props = EMPTY
     if version == MQTT_5:
-        if pos < end and body[pos] == 0:
+        if pos < end and data[pos] == 0:
             pos += 1
         else:
-            props, pos = read_properties(body, pos, end, PUBLISH)
-    return Publish(topic, body[pos:], qos, bool(flags & 1), dup, packet_id, props)
+            props, pos = read_properties(data, pos, end, PUBLISH)
+    return Publish(topic, data[pos:end], qos, bool(flags & 1), dup, packet_id, props)
 
 
 def _connect(body: bytes) -> Connect:
     end = len(body)
+    if body[:6] == b"\x00\x04MQTT" and end >= 10:
+        # The usual header, read at once: name, level, flags, keepalive.
+        level = body[6]
+        if level not in (MQTT_3_1_1, MQTT_5):
+            raise UnsupportedProtocolVersion(f"protocol level {level} is not supported", level)
+        return _connect_fields(body, level, body[7], (body[8] << 8) | body[9], 10, end)
     name, pos = read_str(body, 0, end)
     level, pos = read_u8(body, pos, end)
     if name == "MQTT":
@@ -218,6 +248,14 @@ def _connect(body: bytes) -> Connect:
     else:
         raise MalformedPacket(f"unknown protocol name {name!r}")
     cflags, pos = read_u8(body, pos, end)
+    keepalive, pos = read_u16(body, pos, end)
+    return _connect_fields(body, level, cflags, keepalive, pos, end)
+
+
+def _connect_fields(
+    body: bytes, level: int, cflags: int, keepalive: int, pos: int, end: int
+) -> Connect:
+    """CONNECT after its keepalive: the flags' rules, properties and payload."""
     if cflags & 0x01:
         raise MalformedPacket("reserved CONNECT flag is set")
     has_will = bool(cflags & 0x04)
@@ -231,7 +269,6 @@ def _connect(body: bytes) -> Connect:
     has_pass = bool(cflags & 0x40)
     if has_pass and not has_user and level != MQTT_5:
         raise MalformedPacket("password flag without user name flag")
-    keepalive, pos = read_u16(body, pos, end)
     props = EMPTY
     if level == MQTT_5:
         props, pos = read_properties(body, pos, end, CONNECT)
@@ -252,14 +289,7 @@ def _connect(body: bytes) -> Connect:
         password, pos = read_binary(body, pos, end)
     _require_end(pos, end)
     return Connect(
-        client_id=client_id,
-        protocol_level=level,
-        clean_start=bool(cflags & 0x02),
-        keepalive=keepalive,
-        username=username,
-        password=password,
-        will=will,
-        properties=props,
+        client_id, level, bool(cflags & 0x02), keepalive, username, password, will, props
     )
 
 
@@ -287,7 +317,7 @@ def _puback(ptype: int, body: bytes, version: int) -> PubAck:
         if pos < end:
             props, pos = read_properties(body, pos, end, ptype)
     _require_end(pos, end)
-    return PubAck(PacketType(ptype), pid, code, props)
+    return PubAck(_PACKET_TYPES[ptype], pid, code, props)
 
 
 def _read_props_v5(
