@@ -89,26 +89,20 @@ class Broker:
         self.track_activity = False
         self.active: list[Connection] = []
         self._flush_scheduled = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._delivery: Delivery | None = None
+        self._started = False
 
     # ------------------------------------------------------------ lifecycle
 
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        assert self._loop is not None, "the broker has not been started"
-        return self._loop
-
-    @property
-    def delivery(self) -> Delivery:
-        assert self._delivery is not None, "the broker has not been started"
-        return self._delivery
+    #: Set by `start`: plain attributes, not properties, as every packet reads them.
+    loop: asyncio.AbstractEventLoop
+    delivery: Delivery
 
     def _bind_loop(self) -> None:
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-            self._delivery = Delivery(self.config, self.stats, self._loop)
-            self._sweeper = self._loop.create_task(self._sweep())
+        if not self._started:
+            self._started = True
+            self.loop = asyncio.get_running_loop()
+            self.delivery = Delivery(self.config, self.stats, self.loop)
+            self._sweeper = self.loop.create_task(self._sweep())
 
     async def start(self, host: str = "127.0.0.1", port: int = 1883) -> int:
         """Listen on host:port (0 = any free port); returns the bound port."""
@@ -255,7 +249,7 @@ class Broker:
             packet.protocol_level,
             packet.clean_start,
             packet.keepalive,
-            lambda: conn.address,
+            conn,
             packet.properties,
         )
         try:
@@ -263,7 +257,7 @@ class Broker:
         except Exception:
             self._authenticate_failed(conn)
             return
-        if isinstance(decision, Accept | Refuse):
+        if isinstance(decision, (Accept, Refuse)):  # answered at once
             self._decided(conn, packet, client_id, assigned, decision)
             return
         conn.wait_for_authentication()
@@ -369,7 +363,7 @@ class Broker:
             client_id,
             packet.username,
             packet.protocol_level,
-            conn.address,
+            conn,
             decision.principal,
             now,
             key,
@@ -396,6 +390,10 @@ class Broker:
             log.exception("on_connect hook failed for %s", client_id)
         if session_present and session.connection is conn:
             self.delivery.resend(session)
+        # Out now, not with the loop's next flush: a burst of connects would
+        # otherwise get every CONNACK only after the last CONNECT of the burst
+        # was handled, and the clients would wait idle meanwhile.
+        conn.flush()
 
     # ------------------------------------------------------------ disconnect
 

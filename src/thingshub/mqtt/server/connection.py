@@ -324,20 +324,23 @@ class Connection(asyncio.Protocol):
                 packet = reader.next_packet()
                 if packet is None:
                     return
-                if type(packet) is Publish:
-                    if self.state != ACTIVE:
-                        self.protocol_error(ReasonCode.PROTOCOL_ERROR, "PUBLISH before CONNECT")
-                        return
-                    self._on_publish(packet)
-                elif self.state == NEW:
-                    if type(packet) is not Connect:
-                        self.protocol_error(
-                            ReasonCode.PROTOCOL_ERROR, "first packet is not CONNECT"
-                        )
-                        return
+                if self.state == ACTIVE:
+                    if type(packet) is Publish:
+                        self._on_publish(packet)
+                    elif type(packet) is PubAck and packet.type == _PUBACK:
+                        # The hot one after PUBLISH: every QoS 1 delivery ends with it.
+                        assert self.session is not None
+                        self.broker.delivery.acked(self.session, packet.packet_id, 1)
+                    else:
+                        self._dispatch(packet)
+                elif type(packet) is Publish:
+                    self.protocol_error(ReasonCode.PROTOCOL_ERROR, "PUBLISH before CONNECT")
+                    return
+                elif type(packet) is Connect:
                     self._on_connect(packet)
                 else:
-                    self._dispatch(packet)
+                    self.protocol_error(ReasonCode.PROTOCOL_ERROR, "first packet is not CONNECT")
+                    return
         except UnsupportedProtocolVersion as exc:
             self._refuse_version(exc.level)
         except CodecError as exc:
