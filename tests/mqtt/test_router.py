@@ -13,7 +13,7 @@ from typing import Any, cast
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from thingshub.mqtt.server.router import Router, Subscription
+from thingshub.mqtt.server.router import CACHE_SIZE, Router, Subscription
 from thingshub.mqtt.server.session import Session
 from thingshub.mqtt.topics import matches, split_shared
 
@@ -179,3 +179,39 @@ def test_router_agrees_with_matches(filters: list[str], topics: list[str]) -> No
     for f in filters:
         remove(r, s, f)
     assert is_empty(r)
+
+
+_op = st.one_of(
+    st.tuples(st.just("add"), st.sampled_from("xy"), _filter),
+    st.tuples(st.just("remove"), st.sampled_from("xy"), _filter),
+    st.tuples(st.just("match"), st.just(""), _topic),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_op, max_size=30))
+def test_remembered_matches_follow_every_change(ops: list[tuple[str, str, str]]) -> None:
+    """Matches are remembered between publishes: whatever subscribes and
+    unsubscribes in between, each match is the one the filters give now."""
+    r = Router()
+    sessions = {"x": session("x"), "y": session("y")}
+    current: set[tuple[str, str]] = set()
+    for op, who, arg in ops:
+        if op == "add":
+            add(r, sessions[who], arg)
+            current.add((who, arg))
+        elif op == "remove":
+            remove(r, sessions[who], arg)
+            current.discard((who, arg))
+        else:
+            expected = sorted((w, f) for w, f in current if matches(f, arg))
+            assert matched(r, arg) == expected
+            assert matched(r, arg) == expected  # the second time, from memory
+
+
+def test_remembered_matches_are_bounded() -> None:
+    r = Router()
+    add(r, session("s"), "#")
+    for i in range(CACHE_SIZE + 10):
+        assert len(r.match(f"t/{i}")) == 1
+    assert len(r._cache) <= CACHE_SIZE
