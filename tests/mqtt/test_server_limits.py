@@ -278,8 +278,8 @@ def test_a_slow_acknowledger_holds_up_its_publisher_instead_of_losing_qos1(
     broker_factory: Callable[..., RunningBroker],
 ) -> None:
     """A QoS 1 burst to a subscriber that acknowledges slower than it is published
-    to: once its queue is half full, the publisher is held up until the queue
-    drains, so the small queue never overflows. The burst
+    to: once a window's worth waits behind its in-flight window, the publisher is
+    held up until the queue drains, so the small queue never overflows. The burst
     lasts several `max_hold`s, with the publisher held and released many times:
     a hold that ended must not later count as one that expired."""
     b = broker_factory(config=BrokerConfig(max_inflight=10, max_queued=50, max_hold=0.3))

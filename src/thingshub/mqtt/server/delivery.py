@@ -8,12 +8,11 @@ Rules:
 - No-local subscriptions skip the publisher's own messages; the retain flag
   is kept only for retain-as-published subscriptions (always cleared for
   3.1.1, [MQTT-3.3.1-9]).
-- A client we cannot write to fast enough, or one whose queue of QoS 1/2
-  messages is half full, holds up, for a moment, whoever publishes to it
-  (its reading pauses) until it catches up; only past `max_outgoing_buffer`
-  are QoS 0 messages to it dropped, and only past its queue bounds QoS 1/2
-  ones. The queue is there to absorb bursts: pushing back earlier would make
-  every burst cost a hold (two epoll changes, a timer) per publisher.
+- A client we cannot write to fast enough, or one with a window's worth of
+  QoS 1/2 messages queued behind its in-flight window, holds up, for a
+  moment, whoever publishes to it (its reading pauses) until it catches up;
+  only past `max_outgoing_buffer` are QoS 0 messages to it dropped, and only
+  past its queue bounds QoS 1/2 ones.
 - QoS 0 to an offline session is dropped; QoS 1/2 to an offline session, or
   beyond the in-flight window, is queued (bounded, see session.py).
 - Expired messages are dropped when they would be sent.
@@ -160,9 +159,10 @@ class Delivery:
             return
         if not session.enqueue(out):
             self.stats.dropped_queue_full += 1
-        elif conn is not None and not conn.stuck and session.half_full():
-            # The client acknowledges slower than it is published to: slow the
-            # publisher down rather than let the queue fill up and drop.
+        elif conn is not None and not conn.stuck and session.queued() >= session.max_inflight:
+            # A window's worth waits behind the window: the client acknowledges
+            # slower than it is published to; slow the publisher down rather
+            # than let the queue fill up and drop.
             self.backpressure(conn)
 
     def backpressure(self, slow: Connection) -> None:

@@ -110,12 +110,8 @@ class Session:
         self.queued_bytes += size
         return True
 
-    def half_full(self) -> bool:
-        """Half of either queue bound is used."""
-        queue = self.queue
-        return queue is not None and (
-            2 * len(queue) >= self.max_queued or 2 * self.queued_bytes >= self.max_queued_bytes
-        )
+    def queued(self) -> int:
+        return len(self.queue) if self.queue is not None else 0
 
     def dequeue(self) -> OutMessage | None:
         if not self.queue:
