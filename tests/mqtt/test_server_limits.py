@@ -306,3 +306,35 @@ def test_a_slow_acknowledger_holds_up_its_publisher_instead_of_losing_qos1(
     assert time.monotonic() - started > 0.6  # it spanned several holds' expiry
     assert b.stats.dropped_queue_full == 0
     pub.ping()  # held up, never disconnected
+
+
+def test_a_subscriber_that_acknowledges_steadily_is_never_taken_for_stuck(
+    broker_factory: Callable[..., RunningBroker],
+) -> None:
+    """Holding a publisher up must start early enough that the queue drains well
+    within `max_hold`: a subscriber that keeps acknowledging, only slowly, must
+    not be taken for stuck, or the publisher runs free and the queue overflows.
+    (Holding only once the queue was half full lost messages exactly so.)"""
+    b = broker_factory(config=BrokerConfig(max_inflight=10, max_queued=400, max_hold=0.2))
+    slow = RawClient(b.port, 4)
+    slow.connect("slow")
+    slow.subscribe("steady", qos=1)
+    pub = RawClient(b.port, 4)
+    pub.connect("pub")
+    count = 600
+    burst = b"".join(
+        encode(Publish("steady", i.to_bytes(4, "big"), qos=1, packet_id=i + 1), 4)
+        for i in range(count)
+    )
+    sender = threading.Thread(target=pub.send_bytes, args=(burst,))
+    sender.start()
+    for i in range(count):
+        try:
+            packet = slow.recv(timeout=5)
+        except TimeoutError:
+            pytest.fail(f"message {i} never came: {b.stats.dropped_queue_full} dropped")
+        assert isinstance(packet, Publish) and packet.payload == i.to_bytes(4, "big")
+        time.sleep(0.002)  # ~500 acknowledgements a second, without pause
+        slow.ack(packet)
+    sender.join(10)
+    assert b.stats.dropped_queue_full == 0
