@@ -274,6 +274,26 @@ def test_a_slow_reader_holds_up_its_publisher_instead_of_losing_qos0(
     pub.ping()  # the publisher was held up, not disconnected
 
 
+def _qos1_burst_to_a_subscriber(
+    b: RunningBroker, count: int
+) -> tuple[RawClient, RawClient, threading.Thread]:
+    """A subscriber at QoS 1 on `burst`, and a publisher sending it `count` QoS 1
+    messages numbered 0.. in one write, from a thread (the write blocks while the
+    server holds the publisher up). The subscriber receives and acknowledges."""
+    slow = RawClient(b.port, 4)
+    slow.connect("slow")
+    slow.subscribe("burst", qos=1)
+    pub = RawClient(b.port, 4)
+    pub.connect("pub")
+    burst = b"".join(
+        encode(Publish("burst", i.to_bytes(4, "big"), qos=1, packet_id=i % 65535 + 1), 4)
+        for i in range(count)
+    )
+    sender = threading.Thread(target=pub.send_bytes, args=(burst,))
+    sender.start()
+    return slow, pub, sender
+
+
 def test_a_slow_acknowledger_holds_up_its_publisher_instead_of_losing_qos1(
     broker_factory: Callable[..., RunningBroker],
 ) -> None:
@@ -283,19 +303,9 @@ def test_a_slow_acknowledger_holds_up_its_publisher_instead_of_losing_qos1(
     lasts several `max_hold`s, with the publisher held and released many times:
     a hold that ended must not later count as one that expired."""
     b = broker_factory(config=BrokerConfig(max_inflight=10, max_queued=50, max_hold=0.3))
-    slow = RawClient(b.port, 4)
-    slow.connect("slow")
-    slow.subscribe("burst", qos=1)
-    pub = RawClient(b.port, 4)
-    pub.connect("pub")
     count = 2000
-    burst = b"".join(
-        encode(Publish("burst", i.to_bytes(4, "big"), qos=1, packet_id=i % 65535 + 1), 4)
-        for i in range(count)
-    )
-    sender = threading.Thread(target=pub.send_bytes, args=(burst,))
     started = time.monotonic()
-    sender.start()
+    slow, pub, sender = _qos1_burst_to_a_subscriber(b, count)
     for i in range(count):
         packet = slow.recv(timeout=10)
         assert isinstance(packet, Publish) and packet.payload == i.to_bytes(4, "big")
@@ -316,18 +326,8 @@ def test_a_subscriber_that_acknowledges_steadily_is_never_taken_for_stuck(
     not be taken for stuck, or the publisher runs free and the queue overflows.
     (Holding only once the queue was half full lost messages exactly so.)"""
     b = broker_factory(config=BrokerConfig(max_inflight=10, max_queued=400, max_hold=0.2))
-    slow = RawClient(b.port, 4)
-    slow.connect("slow")
-    slow.subscribe("steady", qos=1)
-    pub = RawClient(b.port, 4)
-    pub.connect("pub")
     count = 600
-    burst = b"".join(
-        encode(Publish("steady", i.to_bytes(4, "big"), qos=1, packet_id=i + 1), 4)
-        for i in range(count)
-    )
-    sender = threading.Thread(target=pub.send_bytes, args=(burst,))
-    sender.start()
+    slow, _, sender = _qos1_burst_to_a_subscriber(b, count)
     for i in range(count):
         try:
             packet = slow.recv(timeout=5)
