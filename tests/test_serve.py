@@ -133,6 +133,20 @@ def test_ports_json_and_health(server: Server) -> None:
         pass
 
 
+def test_version_and_help() -> None:
+    from thingshub import __version__
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "thingshub", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+
+    version = run("--version")
+    assert (version.returncode, version.stdout) == (0, f"{__version__}\n")
+    for args in ((), ("--help",)):
+        result = run(*args)
+        assert "serve" in result.stdout and "broker" in result.stdout, args
+
+
 def test_a_taken_port_is_one_clear_line(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -33,8 +33,9 @@ app = typer.Typer(
 )
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _root(
+    ctx: typer.Context,
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
 ) -> None:
     """ThingsHub: a self-hosted IoT device-access platform."""
@@ -43,6 +44,9 @@ def _root(
 
         typer.echo(__version__)
         raise typer.Exit()
+    if ctx.invoked_subcommand is None:  # options but no command: say what there is
+        typer.echo(ctx.get_help())
+        raise typer.Exit(2)
 
 
 #: Allocations between young collections; CPython's default is 700.
