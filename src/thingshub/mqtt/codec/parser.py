@@ -148,7 +148,11 @@ class Reader:
             raise PacketTooLarge(f"packet of {end - pos} bytes exceeds {self.max_packet_size}")
         if end > size:
             return None
-        self._pos = end
+        if end == size:  # all read: an idle connection keeps no buffer alive
+            self._buf = b""
+            self._pos = 0
+        else:
+            self._pos = end
         if type(buf) is not bytes:  # a packet that arrived in pieces
             return decode_packet(first, bytes(buf[i:end]), self.version, self)
         # Whole packets in the bytes the socket gave: the hot ones are read in place.
