@@ -49,13 +49,8 @@ def _root(
         raise typer.Exit(2)
 
 
-#: Allocations between young collections; CPython's default is 700.
-GC_THRESHOLD = 10_000
-
-
 def run_async(main: Coroutine[Any, Any, int]) -> int:
     """Run `main` on uvloop when it is installed, on asyncio otherwise."""
-    gc.set_threshold(GC_THRESHOLD)
     try:
         import uvloop
 
@@ -84,6 +79,10 @@ class StopSignal:
                 self.loop.remove_signal_handler(sig)
 
 
+#: Allocations between young collections once serving; CPython's default is 700.
+GC_THRESHOLD = 10_000
+
+
 def started() -> None:
     """Called once a server is ready, before it takes any load.
 
@@ -98,6 +97,7 @@ def started() -> None:
     """
     gc.collect()
     gc.freeze()
+    gc.set_threshold(GC_THRESHOLD)
 
 
 def fail(message: str) -> None:

@@ -235,13 +235,10 @@ def _publish(flags: int, data: bytes, pos: int, end: int, version: int) -> Publi
 
 def _connect(body: bytes) -> Connect:
     end = len(body)
-    if body[:6] == b"\x00\x04MQTT" and end >= 10:
-        # The usual header, read at once: name, level, flags, keepalive.
-        level = body[6]
-        if level not in (MQTT_3_1_1, MQTT_5):
-            raise UnsupportedProtocolVersion(f"protocol level {level} is not supported", level)
-        return _connect_fields(body, level, body[7], (body[8] << 8) | body[9], 10, end)
-    name, pos = read_str(body, 0, end)
+    if body[:6] == b"\x00\x04MQTT":  # the usual name, compared without decoding it
+        name, pos = "MQTT", 6
+    else:
+        name, pos = read_str(body, 0, end)
     level, pos = read_u8(body, pos, end)
     if name == "MQTT":
         if level not in (MQTT_3_1_1, MQTT_5):
@@ -253,13 +250,6 @@ def _connect(body: bytes) -> Connect:
         raise MalformedPacket(f"unknown protocol name {name!r}")
     cflags, pos = read_u8(body, pos, end)
     keepalive, pos = read_u16(body, pos, end)
-    return _connect_fields(body, level, cflags, keepalive, pos, end)
-
-
-def _connect_fields(
-    body: bytes, level: int, cflags: int, keepalive: int, pos: int, end: int
-) -> Connect:
-    """CONNECT after its keepalive: the flags' rules, properties and payload."""
     if cflags & 0x01:
         raise MalformedPacket("reserved CONNECT flag is set")
     has_will = bool(cflags & 0x04)

@@ -504,10 +504,6 @@ class Broker:
             return ReasonCode.NO_MATCHING_SUBSCRIBERS
         return None
 
-    def _on_puback(self, conn: Connection, packet_id: int, qos: int) -> None:
-        assert conn.session is not None
-        self.delivery.acked(conn.session, packet_id, qos)
-
     def _on_pubrec(self, conn: Connection, packet_id: int, reason_code: int) -> None:
         session = conn.session
         assert session is not None

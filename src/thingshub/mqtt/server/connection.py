@@ -348,17 +348,15 @@ class Connection(asyncio.Protocol):
 
     def _dispatch(self, packet: object) -> None:
         kind = type(packet)
-        if kind is PubAck:
-            assert isinstance(packet, PubAck)
+        if kind is PubAck:  # PUBREC, PUBREL, PUBCOMP: _process takes PUBACK itself
+            assert isinstance(packet, PubAck) and self.session is not None
             ptype = packet.type
-            if ptype == _PUBACK:
-                self.broker._on_puback(self, packet.packet_id, qos=1)
-            elif ptype == _PUBREC:
+            if ptype == _PUBREC:
                 self.broker._on_pubrec(self, packet.packet_id, packet.reason_code)
             elif ptype == _PUBREL:
                 self._on_pubrel(packet.packet_id)
             else:
-                self.broker._on_puback(self, packet.packet_id, qos=2)
+                self.broker.delivery.acked(self.session, packet.packet_id, 2)
         elif kind is PingReq:
             self.write(PINGRESP_BYTES)
         elif kind is Subscribe:
