@@ -126,6 +126,44 @@ def test_first_start_prints_the_key_once_and_keeps_it_private(tmp_path: Path) ->
     assert stop(proc, signal.SIGINT)[0] == 0
 
 
+def test_the_data_dir_and_every_file_in_it_are_private(tmp_path: Path) -> None:
+    """Device keys, the pepper and the secrets live in the database: another local
+    user must not read it. A data dir an older version left open is tightened."""
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)
+    (data / "api-key").write_text("an-older-key\n")
+    (data / "api-key").chmod(0o644)
+    proc, _ = start_server(data)
+    try:
+        srv = Server(proc, data, [])
+        assert srv.api_key == "an-older-key"
+        with srv.api() as api:
+            assert api.post("/api/v1/products", json={"id": "p", "name": "P"}).status_code == 201
+            device = api.post("/api/v1/products/p/devices", json={"name": "d"})
+            assert device.status_code == 201
+            upload = api.post(
+                "/api/v1/products/p/firmware",
+                data={"version": "1.0", "module": "m"},
+                files={"file": ("fw.bin", b"\x00" * 4096)},
+            )
+            assert upload.status_code == 201, upload.text
+        seen = {
+            p.relative_to(data).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in data.rglob("*")
+        }
+        seen["."] = stat.S_IMODE(data.stat().st_mode)
+        assert {"thingshub.db", "thingshub.db-wal", "api-key", "ports.json"} <= set(seen)
+        assert any(name.startswith("firmware/") and name != "firmware" for name in seen)
+        loose = {
+            name: oct(mode)
+            for name, mode in seen.items()
+            if mode != (0o700 if (data / name).is_dir() else 0o600)
+        }
+        assert not loose, f"readable by others: {loose}"
+    finally:
+        assert stop(proc)[0] == 0
+
+
 def test_ports_json_and_health(server: Server) -> None:
     r = httpx.get(f"http://127.0.0.1:{server.http_port}/healthz")
     assert r.json() == {"status": "ok"}

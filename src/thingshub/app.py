@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
 import secrets
 import socket
 from collections.abc import Generator, Iterable
@@ -28,6 +26,7 @@ import uvicorn
 from fastapi import FastAPI
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from thingshub import datadir
 from thingshub.api.app import create_api
 from thingshub.api.context import ApiContext
 from thingshub.bus.local import LocalBus
@@ -63,9 +62,6 @@ if TYPE_CHECKING:
     from thingshub.console import Console
 
 log = logging.getLogger("thingshub")
-
-API_KEY_FILE = "api-key"
-PORTS_FILE = "ports.json"
 
 
 class StartupError(Exception):
@@ -108,7 +104,10 @@ class Platform:
 
     async def start(self) -> None:
         s = self.settings
-        data_dir = self._prepare_data_dir(s.data_dir)
+        try:
+            data_dir = await asyncio.to_thread(datadir.prepare, s.data_dir)
+        except datadir.DataDirError as exc:
+            raise StartupError(str(exc)) from exc
         storage = open_storage(s.database_url, data_dir)
         try:
             await storage.open()
@@ -116,7 +115,7 @@ class Platform:
             raise StartupError(f"cannot open the database: {exc}") from exc
         self.storage = storage
         pepper = await storage.settings.set_if_absent("password_pepper", credentials.new_pepper())
-        self.api_key, self.api_key_generated = self._api_key(data_dir)
+        self.api_key, self.api_key_generated = datadir.api_key(data_dir, s.api_key)
 
         clock = SystemClock()
         bus = self.bus = LocalBus()
@@ -201,9 +200,7 @@ class Platform:
             await asyncio.sleep(0.01)
         await self.gateway.start()
         self._warming = asyncio.get_running_loop().create_task(self._warm())
-        (data_dir / PORTS_FILE).write_text(
-            json.dumps({"mqtt": self.mqtt_port, "http": self.http_port})
-        )
+        datadir.write_ports(data_dir, {"mqtt": self.mqtt_port, "http": self.http_port})
         self._ready = True
 
     async def _mount_console(self, api: FastAPI, ctx: ApiContext, data_dir: Path) -> Console:
@@ -239,33 +236,6 @@ class Platform:
             log.exception("loading devices into the login cache failed")
         else:
             log.info("%d device(s) loaded into the login cache", n)
-
-    def _prepare_data_dir(self, path: Path) -> Path:
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            probe = path / f".write-test-{os.getpid()}"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as exc:
-            raise StartupError(
-                f"the data dir {path} is not writable: {exc.strerror or exc}"
-            ) from exc
-        return path
-
-    def _api_key(self, data_dir: Path) -> tuple[str, bool]:
-        if self.settings.api_key:
-            return self.settings.api_key, False
-        path = data_dir / API_KEY_FILE
-        if path.exists():
-            key = path.read_text().strip()
-            if key:
-                return key, False
-        key = secrets.token_urlsafe(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(key + "\n")
-        os.chmod(path, 0o600)
-        return key, True
 
     def _bind_http(self, host: str, port: int) -> socket.socket:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -157,6 +157,10 @@ def broker(
 async def _serve(settings: Settings) -> int:
     from thingshub.app import Platform, StartupError
 
+    # Whatever this process writes (the database, its WAL, secrets, firmware,
+    # the console's storage) is for the server's user alone; datadir.py also
+    # tightens what an older version left readable.
+    os.umask(0o077)
     stop = StopSignal()
     platform = Platform(settings)
     try:

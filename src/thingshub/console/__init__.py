@@ -79,7 +79,7 @@ def mount_console(app: FastAPI, ctx: ConsoleContext) -> Console:
     # cpu_bound is not used; should anything use it, a forked child of this
     # threaded process would be unsafe.
     run.process_pool_start_method = "spawn"
-    ctx.storage_dir.mkdir(parents=True, exist_ok=True)
+    ctx.storage_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     storage.Storage.path = ctx.storage_dir
     ui.button.default_props("no-caps")
     ui.toggle.default_props("no-caps")

@@ -27,6 +27,7 @@ import hashlib
 import logging
 import os
 import secrets
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -136,7 +137,9 @@ class FirmwareService:
         return self.directory / f"{firmware_id}{SUFFIX}"
 
     async def start(self) -> None:
-        await asyncio.to_thread(self.directory.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(
+            partial(self.directory.mkdir, mode=0o700, parents=True, exist_ok=True)
+        )
         try:
             known = await self.repo.ids()
             removed = await asyncio.to_thread(self._sweep, known, self.clock.now_ms() / 1000)
@@ -259,8 +262,9 @@ class FirmwareService:
 
 
 def _create(directory: Path, path: Path) -> BinaryIO:
-    directory.mkdir(parents=True, exist_ok=True)
-    return path.open("xb")
+    """A new package file, private to the server (0600) from its first byte."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
 
 
 def _base_name(filename: str | None) -> str | None:

@@ -33,6 +33,8 @@ Rules:
   at once; those are purged afterwards in chunks (purge.py).
 - Constraint violations become the errors of common.py: the database
   decides, Python only words the message.
+- The database file is created mode 0600 (or has its group and other
+  permissions taken away), before SQLite opens it: it holds every device key.
 - `open()` creates or migrates the schema (sqlite_schema.py) in one
   transaction; `close()` commits the writes queued, waits for the
   operations in progress, and closes the connection.
@@ -44,7 +46,9 @@ import asyncio
 import builtins
 import fcntl
 import logging
+import os
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -435,6 +439,7 @@ def _connect_reader(path: Path, opened: list[sqlite3.Connection]) -> None:
 def _connect(path: Path, opened: list[sqlite3.Connection]) -> None:
     """On the connection's thread: connect, configure, migrate; the connection
     goes into `opened` first, so that a failure can close it."""
+    _private(path)
     conn = sqlite3.connect(
         path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, factory=Connection
     )
@@ -448,7 +453,8 @@ def _connect(path: Path, opened: list[sqlite3.Connection]) -> None:
     # Switching to WAL answers SQLITE_BUSY at once, without the busy handler,
     # when another connection opens the same file at that moment: starts of
     # several processes (or stores) on one file take turns through a lock file.
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
+    lock_path = path.with_name(path.name + ".lock")
+    with os.fdopen(os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
@@ -458,6 +464,14 @@ def _connect(path: Path, opened: list[sqlite3.Connection]) -> None:
         log.info(
             "SQLite schema migrated to version %d: %s", migration.version, migration.description
         )
+
+
+def _private(path: Path) -> None:
+    """Create the database file 0600 before SQLite does, or take an existing
+    one's group and other permissions away: it holds every device key. SQLite
+    gives its WAL and shared-memory files the database file's mode."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    os.chmod(path, stat.S_IMODE(path.stat().st_mode) & 0o600)
 
 
 def _migrate(conn: sqlite3.Connection) -> list[common.Migration]:
