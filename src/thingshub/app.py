@@ -29,6 +29,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from thingshub import datadir
 from thingshub.api.app import create_api
 from thingshub.api.context import ApiContext
+from thingshub.api.stream import StreamLimits
+from thingshub.api.websocket import WebSocketProtocol
 from thingshub.bus.local import LocalBus
 from thingshub.config import Settings
 from thingshub.core.messages import (
@@ -180,6 +182,7 @@ class Platform:
             mqtt_port=self.mqtt_port,
             collectors=[self._collect_metrics],
             is_ready=lambda: self._ready,
+            stream_limits=StreamLimits(s.stream_max_backlog, s.stream_stall_timeout),
         )
         api = create_api(ctx)
         if s.console:
@@ -190,6 +193,7 @@ class Platform:
             access_log=False,
             log_level="warning",
             server_header=False,
+            ws=WebSocketProtocol,
         )
         self._http = _Uvicorn(config)
         self._http_task = asyncio.get_running_loop().create_task(self._http.serve([sock]))

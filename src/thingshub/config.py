@@ -44,6 +44,10 @@ class Settings:
     ota_tick: float = 1.0
     #: Serve the web console at /console (NiceGUI keeps process-wide state: one a process).
     console: bool = True
+    #: The live stream drops a client whose unsent backlog passes this many bytes,
+    #: or that has left a message waiting this many seconds (it does not read).
+    stream_max_backlog: int = 1 << 20
+    stream_stall_timeout: float = 30.0
 
 
 _TYPES: dict[str, type] = {
@@ -62,6 +66,8 @@ _TYPES: dict[str, type] = {
     "firmware_max_size": int,
     "ota_tick": float,
     "console": bool,
+    "stream_max_backlog": int,
+    "stream_stall_timeout": float,
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -98,6 +104,10 @@ def _convert(name: str, value: Any) -> Any:
         raise SettingsError(f"setting public_url: {out!r} is not an http:// or https:// URL")
     if name == "ota_tick" and not 0 < out <= 60:
         raise SettingsError(f"setting ota_tick: {out} is not between 0 and 60 seconds")
+    if name == "stream_max_backlog" and out < 1024:
+        raise SettingsError(f"setting stream_max_backlog: {out} is less than 1024 bytes")
+    if name == "stream_stall_timeout" and not 0 < out <= 3600:
+        raise SettingsError(f"setting stream_stall_timeout: {out} is not between 0 and 3600 s")
     if name == "firmware_max_size" and out < 1:
         raise SettingsError(f"setting firmware_max_size: {out} is not a positive number of bytes")
     return out

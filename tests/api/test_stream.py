@@ -3,7 +3,9 @@ write): authentication at the handshake, filters, and what each kind carries."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import time
 from typing import Any
 
@@ -121,3 +123,93 @@ def test_a_slow_client_is_told_what_it_missed(
         assert first == {"kind": "dropped", "count": 45}
         values = [json.loads(ws.recv(timeout=5))["data"]["values"]["n"] for _ in range(5)]
         assert values == [45, 46, 47, 48, 49]
+
+
+def _silent_stream(platform: RunningPlatform, query: str) -> socket.socket:
+    """A WebSocket on the stream that completes the handshake and then never reads.
+
+    A small receive buffer keeps the kernel from soaking up what the server sends.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(5)
+    sock.connect(("127.0.0.1", platform.http_port))
+    sock.sendall(
+        (
+            f"GET /api/v1/stream?{query} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {platform.api_key}\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)  # byte by byte: not one byte of a frame is read
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def _stream_metric(platform: RunningPlatform, name: str) -> float:
+    text = platform.http().get("/metrics").text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def _flood(platform: RunningPlatform, dev: Registered, megabytes: int) -> None:
+    """About `megabytes` MB of telemetry, 60 KB a message, each a stream message as big."""
+    client = tp(platform, dev)
+    value = "x" * 4000
+    payload = json.dumps({f"k{i}": value for i in range(15)}).encode()
+    for _ in range(megabytes * 1_000_000 // len(payload) + 1):
+        client.publish("devices/telemetry", payload, qos=1)
+    client.disconnect()
+
+
+def _assert_dropped(platform: RunningPlatform, sock: socket.socket, reason: str) -> None:
+    deadline = time.monotonic() + 10
+    metric = f'thingshub_stream_clients_dropped_total{{reason="{reason}"}}'
+    while _stream_metric(platform, metric) < 1:
+        assert time.monotonic() < deadline, "the client that does not read was never dropped"
+        time.sleep(0.1)
+    assert _stream_metric(platform, "thingshub_stream_clients") == 0
+    # The connection is gone: what was buffered can still be read, then it ends.
+    sock.settimeout(5)
+    with contextlib.suppress(ConnectionResetError):
+        while sock.recv(1 << 20):
+            pass
+    sock.close()
+
+
+def test_a_client_that_does_not_read_is_dropped_past_its_backlog(
+    platform_factory: Any, tmp_path: Any
+) -> None:
+    """Row 6 of the probe: the backlog is bounded in bytes, not messages, and a
+    client that never reads is disconnected rather than held for ever."""
+    platform = platform_factory(stream_stall_timeout=3600)
+    dev = _register(platform)
+    sock = _silent_stream(platform, "kinds=telemetry")
+    # Past the kernel's buffers (4 MB here at most) and the transport's, then 1 MiB.
+    _flood(platform, dev, megabytes=8)
+    _assert_dropped(platform, sock, "backlog")
+    with open_stream(platform, "kinds=presence") as ws:  # the stream still serves others
+        ws.ping().wait(5)
+
+
+def test_a_client_that_leaves_a_message_waiting_is_dropped_after_the_stall_timeout(
+    platform_factory: Any,
+) -> None:
+    platform = platform_factory(stream_stall_timeout=1.0, stream_max_backlog=64 << 20)
+    dev = _register(platform)
+    sock = _silent_stream(platform, "kinds=telemetry")
+    _flood(platform, dev, megabytes=8)  # more than the buffers hold, less than the backlog
+    _assert_dropped(platform, sock, "stalled")
+
+
+def _register(platform: RunningPlatform) -> Registered:
+    api = platform.http()
+    assert api.post("/api/v1/products", json={"id": "p1", "name": "p1"}).status_code == 201
+    r = api.post("/api/v1/products/p1/devices", json={"name": "d1"})
+    assert r.status_code == 201, r.text
+    d = r.json()
+    return Registered("p1", "d1", d["device_number"], d["key"], d["username"], d["password"])

@@ -86,7 +86,8 @@ def create_api(ctx: ApiContext) -> FastAPI:
     app.include_router(firmware_api.router, dependencies=secured)
     app.include_router(ota_api.router, dependencies=secured)
     app.include_router(ota_api.download_router)  # the token in the URL admits devices
-    app.state.stream = stream.StreamHub(ctx.bus, stream.EVENT_TYPES)
+    app.state.stream = hub = stream.StreamHub(ctx.bus, stream.EVENT_TYPES, ctx.stream_limits)
+    registry.register(FunctionCollector(hub.metrics))
     app.include_router(stream.router)  # checks the key itself, at the handshake
 
     @app.get("/api/v1/server", tags=["operations"], dependencies=secured)

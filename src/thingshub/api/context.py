@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client.core import Metric
 
+from thingshub.api.stream import StreamLimits
 from thingshub.core.ports import EventBus
 from thingshub.services.commands import CommandService
 from thingshub.services.devices import DeviceService
@@ -37,3 +38,5 @@ class ApiContext:
     #: Firmware packages and OTA tasks (None: the OTA routes answer 503).
     firmware: FirmwareService | None = None
     ota: OtaService | None = None
+    #: When the live stream drops a client that does not read.
+    stream_limits: StreamLimits = field(default_factory=StreamLimits)

@@ -13,6 +13,14 @@ Rules (interfaces.md):
   each client has a bounded queue; when it overflows, the oldest messages
   are dropped and the client gets `{"kind": "dropped", "count": N}` before
   the next message it receives.
+- A client that stops reading is disconnected (close code 1008), so that it
+  holds neither memory nor a file descriptor (interfaces.md, "Limits
+  against hostile input"): when its unsent backlog passes `max_backlog`
+  bytes (1 MiB; messages are counted by their encoded size, so 64 KB
+  telemetry counts as such), or when a message has waited `stall_timeout`
+  seconds (30) for the connection to take it. The close never waits on the
+  peer (websocket.py aborts a connection that does not read).
+- Each message is encoded once, whatever the number of clients.
 - The hub listens to the bus only while at least one client is connected, so
   with nobody watching the platform builds no stream events at all.
 """
@@ -24,10 +32,13 @@ import contextlib
 import logging
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from starlette.websockets import WebSocketDisconnect
 
 from thingshub.api.security import key_matches, presented_key
@@ -49,8 +60,18 @@ router = APIRouter(tags=["stream"])
 
 #: Messages a client may have waiting before the oldest are dropped.
 QUEUE_LIMIT = 1000
+#: Close code for a client dropped for not reading (RFC 6455: policy violation).
+TOO_SLOW = 1008
 
 Message = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """When a client that does not read is disconnected (see the module's rules)."""
+
+    max_backlog: int = 1 << 20
+    stall_timeout: float = 30.0
 
 
 def _messages(event: Event) -> Iterable[Message]:
@@ -99,13 +120,21 @@ def _messages(event: Event) -> Iterable[Message]:
 
 
 class _Client:
-    def __init__(self, product: str | None, device: str | None, kinds: set[str]) -> None:
+    def __init__(
+        self, product: str | None, device: str | None, kinds: set[str], max_backlog: int
+    ) -> None:
         self.product = product
         self.device = device
         self.kinds = kinds
-        self.queue: deque[Message] = deque()
+        self.max_backlog = max_backlog
+        self.queue: deque[str] = deque()
+        self.backlog = 0  # bytes in `queue`
         self.dropped = 0
+        #: Set once the backlog passed its limit: the client is to be disconnected.
+        self.overflowed = False
         self.wake = asyncio.Event()
+        #: The deadline of the send in progress, if one is waiting.
+        self.sending: asyncio.Timeout | None = None
 
     def wants(self, message: Message) -> bool:
         return (
@@ -114,21 +143,40 @@ class _Client:
             and (self.device is None or message["device"] == self.device)
         )
 
-    def put(self, message: Message) -> None:
+    def put(self, text: str) -> None:
+        if self.overflowed:
+            return
         if len(self.queue) >= QUEUE_LIMIT:
-            self.queue.popleft()
+            self.backlog -= len(self.queue.popleft())
             self.dropped += 1
-        self.queue.append(message)
+        self.queue.append(text)
+        self.backlog += len(text)
+        if self.backlog > self.max_backlog:
+            self.overflowed = True
+            self.queue.clear()
+            self.backlog = 0
+            if self.sending is not None:  # end the send it waits on now
+                self.sending.reschedule(asyncio.get_running_loop().time())
         self.wake.set()
+
+    def take(self) -> str:
+        text = self.queue.popleft()
+        self.backlog -= len(text)
+        return text
 
 
 class StreamHub:
     """Fans platform events out to WebSocket clients."""
 
-    def __init__(self, bus: EventBus, event_types: Iterable[type]) -> None:
+    def __init__(
+        self, bus: EventBus, event_types: Iterable[type], limits: StreamLimits | None = None
+    ) -> None:
         self.bus = bus
         self.event_types = tuple(event_types)
+        self.limits = limits or StreamLimits()
         self.clients: set[_Client] = set()
+        #: Clients disconnected for not reading, by reason (for /metrics).
+        self.too_slow: dict[str, int] = {"backlog": 0, "stalled": 0}
         self._unsubscribe: Callable[[], None] | None = None
 
     def join(self, client: _Client) -> None:
@@ -142,11 +190,26 @@ class StreamHub:
             self._unsubscribe()
             self._unsubscribe = None
 
+    def metrics(self) -> Iterable[Metric]:
+        clients = GaugeMetricFamily("thingshub_stream_clients", "Live-stream clients connected.")
+        clients.add_metric([], len(self.clients))
+        dropped = CounterMetricFamily(
+            "thingshub_stream_clients_dropped",
+            "Live-stream clients disconnected for not reading, by reason.",
+            labels=["reason"],
+        )
+        for reason, n in self.too_slow.items():
+            dropped.add_metric([reason], n)
+        return [clients, dropped]
+
     def _on_event(self, event: Event) -> None:
         for message in _messages(event):
+            text: str | None = None
             for client in self.clients:
                 if client.wants(message):
-                    client.put(message)
+                    if text is None:
+                        text = orjson.dumps(message).decode()
+                    client.put(text)
 
 
 #: The kinds a client may ask for.
@@ -197,23 +260,16 @@ async def stream(
         )
         return
     hub: StreamHub = app.state.stream
-    client = _Client(product, device, wanted)
+    client = _Client(product, device, wanted, hub.limits.max_backlog)
     await websocket.accept()
     hub.join(client)
     reader = asyncio.get_running_loop().create_task(_drain(websocket))
     try:
-        while not reader.done():
-            waiter = asyncio.get_running_loop().create_task(client.wake.wait())
-            done, _ = await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
-            if waiter not in done:
-                waiter.cancel()
-                break
-            client.wake.clear()
-            while client.queue:
-                if client.dropped:
-                    await websocket.send_json({"kind": "dropped", "count": client.dropped})
-                    client.dropped = 0
-                await websocket.send_json(client.queue.popleft())
+        reason = await _pump(websocket, client, reader, hub.limits.stall_timeout)
+        if reason is not None:
+            hub.too_slow[reason] += 1
+            log.info("stream client %s dropped: it does not read (%s)", websocket.client, reason)
+            await websocket.close(TOO_SLOW, "the client does not read its messages")
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass  # the client went away
     finally:
@@ -221,6 +277,38 @@ async def stream(
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await reader
+
+
+async def _pump(
+    websocket: WebSocket, client: _Client, reader: asyncio.Task[None], stall_timeout: float
+) -> str | None:
+    """Send the client's messages until it goes away (None) or must be dropped
+    for not reading ("backlog" or "stalled")."""
+    loop = asyncio.get_running_loop()
+    while not reader.done():
+        waiter = loop.create_task(client.wake.wait())
+        done, _ = await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
+        if waiter not in done:
+            waiter.cancel()
+            return None
+        client.wake.clear()
+        while client.queue or client.overflowed:
+            if client.overflowed:
+                return "backlog"
+            if client.dropped:
+                text = orjson.dumps({"kind": "dropped", "count": client.dropped}).decode()
+                client.dropped = 0
+            else:
+                text = client.take()
+            try:
+                # While this waits, `put` ends it early once the backlog overflows.
+                async with asyncio.timeout(stall_timeout) as client.sending:
+                    await websocket.send_text(text)
+            except TimeoutError:
+                return "backlog" if client.overflowed else "stalled"
+            finally:
+                client.sending = None
+    return None
 
 
 async def _drain(websocket: WebSocket) -> None:
