@@ -5,7 +5,8 @@ a device; a paho-mqtt device's telemetry reaching the chart and the latest
 values without a reload; desired set in the console reaching the device as a
 delta; a command sent from the console and its answer; paging through
 100,000 devices; and no bus handlers left behind by closed pages. The last
-test takes the screenshots the README shows (docs/screenshots/).
+test takes the screenshots the README shows (into docs/screenshots/ only through
+scripts/screenshots).
 """
 
 from __future__ import annotations
