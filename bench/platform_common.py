@@ -33,7 +33,7 @@ import httpx
 import mqttload
 import servers
 from mqttload import LoadError, now
-from thingshub.dialects.onenet import make_token
+from thingshub.dialects.onenet.token import make_token
 
 FLAG_LOAD = mqttload.FLAG_LOAD
 PRODUCT = "bench"

@@ -44,7 +44,8 @@ from thingshub.core.messages import (
     TelemetryReport,
 )
 from thingshub.core.ports import Storage
-from thingshub.dialects import onenet
+from thingshub.dialects.onenet.token import make_token
+from thingshub.dialects.registry import Registry, default_registry
 from thingshub.gateway.hooks import DeviceGateway
 from thingshub.mqtt.server import Broker, BrokerConfig
 from thingshub.services import credentials
@@ -77,8 +78,10 @@ class _Uvicorn(uvicorn.Server):
 
 
 class Platform:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, dialects: Registry | None = None) -> None:
         self.settings = settings
+        #: The device protocols spoken (OneNET and ThingsPanel unless given).
+        self.dialects = dialects or default_registry()
         self.api_key = ""
         self.api_key_generated = False
         self.mqtt_port = 0
@@ -123,7 +126,7 @@ class Platform:
         bus = self.bus = LocalBus()
         self.devices = DeviceService(storage, clock, bus, pepper)
         self.presence = PresenceService(storage.devices, clock, bus)
-        self.gateway = DeviceGateway(self.devices, self.presence, clock, bus)
+        self.gateway = DeviceGateway(self.devices, self.presence, clock, bus, self.dialects)
         self.broker = Broker(
             self.gateway,
             BrokerConfig(
@@ -178,7 +181,7 @@ class Platform:
             ota=self.ota,
             bus=bus,
             api_key=self.api_key,
-            tokens=onenet.make_token,
+            tokens=make_token,
             mqtt_port=self.mqtt_port,
             collectors=[self._collect_metrics],
             is_ready=lambda: self._ready,

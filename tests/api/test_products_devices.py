@@ -177,7 +177,7 @@ def test_product_with_devices_cannot_be_deleted(api: httpx.Client) -> None:
 
 
 def test_token_endpoint_mints_a_verifiable_token(api: httpx.Client) -> None:
-    from thingshub.dialects import onenet
+    from thingshub.dialects.onenet import token as onenet
 
     make_product(api)
     key = api.post("/api/v1/products/p1/devices", json={"name": "d1"}).json()["key"]

@@ -10,7 +10,7 @@ from typing import Any
 from paho.mqtt.client import Client, MQTTMessage
 
 from tests.mqtt.clients import PahoClient
-from thingshub.dialects import onenet
+from thingshub.dialects.onenet import token as onenet
 
 
 def onenet_login(port: int, product_id: str, name: str, key: str) -> PahoClient:

@@ -14,7 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from thingshub.core.topics import filters_overlap
-from thingshub.dialects import onenet, thingspanel
+from thingshub.dialects.onenet import topics as onenet
+from thingshub.dialects.thingspanel import topics as thingspanel
 
 PID = "p"
 NAME = "d"

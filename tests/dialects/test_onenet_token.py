@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from thingshub.core.errors import Unauthorized
-from thingshub.dialects.onenet import (
+from thingshub.dialects.onenet.token import (
     Token,
     looks_like_token,
     make_token,

@@ -16,7 +16,7 @@ from paho.mqtt.client import Client, MQTTMessage
 
 from tests.conftest import Registered, RunningPlatform
 from tests.mqtt.clients import PahoClient, wait_until
-from thingshub.dialects import onenet
+from thingshub.dialects.onenet import token as onenet
 
 Answer = Callable[[MQTTMessage], tuple[str, bytes] | None]
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import Registered, RunningPlatform
 from tests.mqtt.clients import PahoClient, wait_until
-from thingshub.dialects import onenet
+from thingshub.dialects.onenet import token as onenet
 
 P = "$sys/p1/d1/image/"
 

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import Registered, RunningPlatform
 from tests.mqtt.clients import PahoClient, RawClient
-from thingshub.dialects import onenet
+from thingshub.dialects.onenet import token as onenet
 
 NOW = int(time.time())
 

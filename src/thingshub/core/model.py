@@ -40,6 +40,10 @@ class Device:
     status: str = "enabled"
 
 
+#: How a login names its device: ("d", product id, device name) or ("u", user name).
+DeviceLookup = tuple[str, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class Presence:
     """Whether a device is connected, and when it was last heard from."""

@@ -44,6 +44,10 @@ class DeviceLink(Protocol):
 
     def is_online(self, product_id: str, name: str) -> bool: ...
 
+    def listens(self, ref: DeviceRef, filters: list[str], kind: type) -> bool:
+        """Whether one of a device's topic filters takes messages of `kind`."""
+        ...
+
 
 class EventBus(Protocol):
     """Delivers events to every subscriber (in this process, or across processes)."""

@@ -11,7 +11,8 @@ Rules:
   3.1.1: 5).
 - A device's MQTT session is keyed by (device, client id), so one device can
   never take over another's session by reusing its client id.
-- Topic rights come from the dialects: a device reaches only its own topics.
+- Topic rights, logins, decoding and encoding come from the dialects, asked
+  through their registry: nothing here knows a topic or a credential form.
 - Presence: online on CONNECT, offline when its last connection closes;
   activity is sampled from the server once a second.
 - A deleted device's connections are closed at once.
@@ -24,7 +25,6 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from thingshub.core.errors import Forbidden, ThingsHubError, Unauthorized
@@ -33,7 +33,8 @@ from thingshub.core.messages import DeviceRef, Outbound
 from thingshub.core.model import Device
 from thingshub.core.ports import Clock, EventBus
 from thingshub.core.throttle import FailureThrottle
-from thingshub.dialects import onenet, thingspanel
+from thingshub.dialects.port import Login
+from thingshub.dialects.registry import Registry
 from thingshub.mqtt.codec.reasons import ReasonCode
 from thingshub.mqtt.hooks import (
     Accept,
@@ -45,7 +46,7 @@ from thingshub.mqtt.hooks import (
     Refuse,
 )
 from thingshub.mqtt.server import Broker
-from thingshub.services.devices import DeviceLookup, DeviceService
+from thingshub.services.devices import DeviceService
 from thingshub.services.presence import PresenceService
 
 log = logging.getLogger("thingshub.gateway")
@@ -55,18 +56,6 @@ log = logging.getLogger("thingshub.gateway")
 #: acknowledgement's reason code (None: success), given once it is stored.
 Handler = Callable[[DeviceRef, Any], Awaitable[int | None]]
 
-#: Dialects that translate device messages, tried in turn.
-DIALECTS = (onenet, thingspanel)
-
-
-def family(topic: str) -> str:
-    """The protocol family a topic belongs to, for metrics."""
-    if topic.startswith("$sys/"):
-        return "onenet"
-    if topic.startswith(("devices/", "ota/devices/")):
-        return "thingspanel"
-    return "other"
-
 
 class DeviceGateway:
     def __init__(
@@ -75,9 +64,11 @@ class DeviceGateway:
         presence: PresenceService,
         clock: Clock,
         bus: EventBus,
+        dialects: Registry,
         throttle: FailureThrottle | None = None,
         activity_interval: float = 1.0,
     ) -> None:
+        self.dialects = dialects
         self.devices = devices
         self.presence = presence
         self.clock = clock
@@ -128,19 +119,19 @@ class DeviceGateway:
         down (the common reconnect); otherwise after a lookup, in a coroutine."""
         host = request.address.rsplit(":", 1)[0]
         delay = self.throttle.delay(host, self.clock.now_ms())
-        login: _Login | ThingsHubError
+        login: Login | ThingsHubError
         try:
-            login = _credentials(request)
+            login = self._credentials(request)
         except ThingsHubError as exc:
             login = exc
-        if not delay and isinstance(login, _Login):
+        if not delay and isinstance(login, Login):
             device = self.devices.cached(login.lookup)
             if device is not None:
                 return self._decide(request, host, login, device)
         return self._authenticate_later(request, host, login, delay)
 
     async def _authenticate_later(
-        self, request: ConnectRequest, host: str, login: _Login | ThingsHubError, delay: float
+        self, request: ConnectRequest, host: str, login: Login | ThingsHubError, delay: float
     ) -> Accept | Refuse:
         if delay:
             await asyncio.sleep(delay)
@@ -149,7 +140,7 @@ class DeviceGateway:
         return self._decide(request, host, login, await self.devices.lookup(login.lookup))
 
     def _decide(
-        self, request: ConnectRequest, host: str, login: _Login, device: Device | None
+        self, request: ConnectRequest, host: str, login: Login, device: Device | None
     ) -> Accept | Refuse:
         try:
             self._verify(login, device)
@@ -170,19 +161,19 @@ class DeviceGateway:
         )
         return Refuse(_REFUSAL.get(type(exc), ReasonCode.NOT_AUTHORIZED), exc.message)
 
-    def _verify(self, login: _Login, device: Device | None) -> None:
-        if login.token is not None:
-            if device is None:
-                raise Unauthorized("no such device")
-            onenet.verify_token(
-                login.token,
-                key_b64=device.key,
-                product_id=device.product_id,
-                device_name=device.name,
-                now_s=self.clock.now_ms() // 1000,
-            )
-        elif device is None or not self.devices.password_matches(device, login.password):
-            raise Unauthorized("wrong user name or password")
+    def _credentials(self, request: ConnectRequest) -> Login:
+        login = self.dialects.login(request.client_id, request.username, request.password)
+        if login is None:
+            raise Unauthorized("user name and password are required")
+        return login
+
+    def _verify(self, login: Login, device: Device | None) -> None:
+        if device is None:
+            token_login = login.lookup[0] == "d"
+            raise Unauthorized("no such device" if token_login else "wrong user name or password")
+        self.dialects.get(login.dialect).verify(
+            login, device, self.clock.now_ms() // 1000, self.devices.password_matches
+        )
         if device.status != "enabled":
             raise Forbidden(f"device is {device.status}")
 
@@ -192,17 +183,13 @@ class DeviceGateway:
         p = client.principal
         if not isinstance(p, DeviceRef):
             return False
-        return onenet.may_publish(p.product_id, p.name, topic) or thingspanel.may_publish(
-            p.device_number, topic
-        )
+        return self.dialects.may_publish(p, topic)
 
     def authorize_subscribe(self, client: ClientInfo, topic_filter: str) -> bool | int:
         p = client.principal
         if not isinstance(p, DeviceRef):
             return False
-        return onenet.may_subscribe(p.product_id, p.name, topic_filter) or (
-            thingspanel.may_subscribe(p.device_number, topic_filter)
-        )
+        return self.dialects.may_subscribe(p, topic_filter)
 
     # ------------------------------------------------------------ events from the server
 
@@ -217,17 +204,17 @@ class DeviceGateway:
             self.presence.disconnected(p.product_id, p.name)
 
     def on_publish(self, client: ClientInfo, message: Message) -> PublishOutcome:
-        self.messages_in[family(message.topic)] += 1
         ref = client.principal
         if not isinstance(ref, DeviceRef):
+            self.messages_in[self.dialects.family(message.topic)] += 1
             return None
-        for dialect in DIALECTS:
-            inbound = dialect.decode(ref, message.topic, message.payload)
-            if inbound is not None:
-                break
-        else:
+        decoded = self.dialects.decode(ref, message.topic, message.payload, self.clock.now_ms())
+        if decoded is None:
+            self.messages_in[self.dialects.family(message.topic)] += 1
             self.unhandled += 1
             return 0  # a device topic nothing handles (yet): consumed, acknowledged
+        dialect, inbound = decoded
+        self.messages_in[dialect.name] += 1
         handler = self._handlers.get(type(inbound))
         if handler is None:
             self.unhandled += 1
@@ -244,14 +231,19 @@ class DeviceGateway:
     # ------------------------------------------------------------ the DeviceLink
 
     def send(self, ref: DeviceRef, message: Outbound) -> bool:
-        """Publish a message to a device (QoS 0); False if no connection of it received it."""
-        for dialect in DIALECTS:
-            encoded = dialect.encode(ref, message)
-            if encoded is not None:
-                topic, payload = encoded
-                self.messages_out[family(topic)] += 1
-                return self.broker.publish(topic, payload) > 0
-        raise TypeError(f"no dialect encodes {type(message).__name__}")
+        """Publish a message to a device (QoS 0); False if no connection of it received it.
+
+        A message its dialect sends nothing for counts as received."""
+        dialect, wire = self.dialects.encode(ref, message)
+        received = not wire
+        for topic, payload in wire:
+            self.messages_out[dialect.name] += 1
+            received = self.broker.publish(topic, payload) > 0 or received
+        return received
+
+    def listens(self, ref: DeviceRef, filters: list[str], kind: type) -> bool:
+        """Whether one of a device's filters takes messages of `kind`."""
+        return self.dialects.covers(ref, filters, kind)
 
     def is_online(self, product_id: str, name: str) -> bool:
         return self.presence.is_online(product_id, name)
@@ -284,29 +276,6 @@ class DeviceGateway:
                 p = client.principal
                 if isinstance(p, DeviceRef):
                     self.presence.touch(p.product_id, p.name, now - int(idle * 1000))
-
-
-@dataclass(frozen=True, slots=True)
-class _Login:
-    """What a CONNECT presents: a OneNET token, or a user name and password."""
-
-    lookup: DeviceLookup
-    token: onenet.Token | None
-    password: str
-
-
-def _credentials(request: ConnectRequest) -> _Login:
-    """Tell the two login methods apart (protocols.md section 1)."""
-    if request.password is None or request.username is None:
-        raise Unauthorized("user name and password are required")
-    try:
-        password = request.password.decode()
-    except UnicodeDecodeError:
-        raise Unauthorized("password is not UTF-8") from None
-    if onenet.looks_like_token(password):
-        token = onenet.parse_token(password)
-        return _Login(("d", request.username, request.client_id), token, password)
-    return _Login(("u", request.username), None, password)
 
 
 async def _run(handler: Handler, ref: DeviceRef, inbound: object) -> int:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from thingshub.core import names
 from thingshub.core.errors import AlreadyExists, Conflict, InvalidRequest, NotFound
 from thingshub.core.events import DeviceDeleted, Event
-from thingshub.core.model import Device, Page, Product
+from thingshub.core.model import Device, DeviceLookup, Page, Product
 from thingshub.core.ports import Clock, EventBus, Storage
 from thingshub.services import credentials
 
@@ -41,9 +41,6 @@ RESERVED_NUMBERS = frozenset({"response"})
 
 #: How a login names a device, also its key in the cache:
 #: ("d", product id, name) or ("u", user name).
-DeviceLookup = tuple[str, ...]
-
-
 @dataclass(frozen=True, slots=True)
 class CreatedDevice:
     device: Device

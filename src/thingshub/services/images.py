@@ -33,7 +33,6 @@ from thingshub.core.messages import DeviceRef, ImageGetRequest, ImageReply, Imag
 from thingshub.core.model import StoredImage
 from thingshub.core.ports import Clock, DeviceLink, EventBus, ImageRepo
 from thingshub.core.ratelimit import RateLimiter
-from thingshub.core.topics import topic_matches
 from thingshub.services.devices import DeviceService
 from thingshub.services.locks import KeyedLocks
 from thingshub.services.presence import PresenceService
@@ -119,8 +118,7 @@ class ImageService:
 
     def device_subscribed(self, ref: DeviceRef, filters: list[str]) -> None:
         """After SUBACK: push the pending delta if the device now listens for it."""
-        topic = f"$sys/{ref.product_id}/{ref.name}/image/update/delta"
-        if any(topic_matches(f, topic) for f in filters):
+        if self.link.listens(ref, filters, ImageReply):
             task = asyncio.get_running_loop().create_task(self._push_delta(ref))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

@@ -43,7 +43,6 @@ from thingshub.core.events import DeviceDeleted, Event, OtaProgressed, PresenceC
 from thingshub.core.messages import DeviceRef, OtaInform, OtaProgress
 from thingshub.core.model import Firmware, OtaDevice, OtaTask, Page
 from thingshub.core.ports import Clock, DeviceLink, EventBus, OtaRepo
-from thingshub.core.topics import topic_matches
 from thingshub.services.devices import DeviceService, check_limit, decode_cursor, encode_cursor
 from thingshub.services.firmware import FirmwareService
 
@@ -371,8 +370,7 @@ class OtaService:
 
     def device_subscribed(self, ref: DeviceRef, filters: list[str]) -> None:
         """After SUBACK: inform the device if it now listens for its informs."""
-        topic = f"ota/devices/inform/{ref.device_number}"
-        if not any(topic_matches(f, topic) for f in filters):
+        if not self.link.listens(ref, filters, OtaInform):
             return
         key = (ref.product_id, ref.name)
         self._unsubscribed.discard(key)

@@ -1,6 +1,6 @@
-"""OneNET: device login tokens and the `$sys/{pid}/{name}/...` topics.
+"""OneNET device login tokens: parse, sign, verify.
 
-Rules (protocols.md section 1):
+Rules:
 - Login: client id = device name, user name = product id, password = a token
   `version=2018-10-31&res=products%2F{pid}%2Fdevices%2F{name}&et={expiry}
   &method={md5|sha1|sha256}&sign={base64 signature}`, values URL-encoded.
@@ -12,8 +12,6 @@ Rules (protocols.md section 1):
 - A token is refused when it is malformed, its version or method is unknown,
   `et` is not after `now`, `res` names another device, or the signature is
   wrong (compared in constant time).
-- A device publishes only to its own device-to-platform topics and subscribes
-  only to filters all of whose matches lie under its own `$sys/{pid}/{name}/`.
 """
 
 from __future__ import annotations
@@ -27,18 +25,6 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 from thingshub.core.errors import Unauthorized
-from thingshub.core.jsontext import dumps
-from thingshub.core.messages import (
-    CommandAnswer,
-    CommandAnswerReply,
-    CommandRequest,
-    DeviceRef,
-    ImageGetRequest,
-    ImageReply,
-    ImageUpdateRequest,
-    Inbound,
-)
-from thingshub.core.topics import filter_within, topic_matches
 
 TOKEN_VERSION = "2018-10-31"
 METHODS = {"md5": hashlib.md5, "sha1": hashlib.sha1, "sha256": hashlib.sha256}
@@ -123,62 +109,3 @@ def make_token(
         f"version={TOKEN_VERSION}&res={quote(res, safe='')}&et={expires_at_s}"
         f"&method={method}&sign={quote(sign, safe='')}"
     )
-
-
-# ---------------------------------------------------------------- topics
-
-
-def prefix(product_id: str, device_name: str) -> str:
-    return f"$sys/{product_id}/{device_name}/"
-
-
-#: Device-to-platform topics, relative to the device's prefix.
-PUBLISH_PATTERNS = ("image/update", "image/get", "cmd/response/+")
-
-
-def may_publish(product_id: str, device_name: str, topic: str) -> bool:
-    own = prefix(product_id, device_name)
-    if not topic.startswith(own):
-        return False
-    rest = topic[len(own) :]
-    if rest in {"image/update", "image/get"}:  # the hot path: no pattern matching
-        return True
-    return any(topic_matches(p, rest) for p in PUBLISH_PATTERNS)
-
-
-def may_subscribe(product_id: str, device_name: str, topic_filter: str) -> bool:
-    return filter_within(topic_filter, prefix(product_id, device_name) + "#")
-
-
-# ---------------------------------------------------------------- messages
-
-
-def decode(ref: DeviceRef, topic: str, payload: bytes) -> Inbound | None:
-    """The message a device sent on one of its own topics; None if not ours."""
-    own = prefix(ref.product_id, ref.name)
-    if not topic.startswith(own):
-        return None
-    rest = topic[len(own) :]
-    if rest == "image/update":
-        return ImageUpdateRequest(payload)
-    if rest == "image/get":
-        return ImageGetRequest(payload)
-    if rest.startswith("cmd/response/"):
-        cmd_id = rest[len("cmd/response/") :]
-        if cmd_id and "/" not in cmd_id:
-            return CommandAnswer(cmd_id, payload)
-    return None
-
-
-def encode(ref: DeviceRef, message: object) -> tuple[str, bytes] | None:
-    """The (topic, payload) carrying a message to a device; None if not ours."""
-    own = prefix(ref.product_id, ref.name)
-    if isinstance(message, ImageReply):
-        return own + "image/" + message.topic, dumps(message.body)
-    if isinstance(message, CommandRequest):
-        return own + "cmd/request/" + message.cmd_id, message.payload
-    if isinstance(message, CommandAnswerReply):
-        if message.body is None:
-            return own + f"cmd/response/{message.cmd_id}/accepted", b""
-        return own + f"cmd/response/{message.cmd_id}/rejected", dumps(message.body)
-    return None

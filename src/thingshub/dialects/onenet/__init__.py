@@ -1,0 +1,101 @@
+"""OneNET: token logins and the `$sys/{pid}/{name}/...` topics of a device.
+
+The dialect object wires the parts: token.py (logins), topics.py (topic
+rights), and the message translations below.
+"""
+
+from __future__ import annotations
+
+from thingshub.core.errors import Unauthorized
+from thingshub.core.jsontext import dumps
+from thingshub.core.messages import (
+    CommandAnswer,
+    CommandAnswerReply,
+    CommandRequest,
+    DeviceRef,
+    ImageGetRequest,
+    ImageReply,
+    ImageUpdateRequest,
+)
+from thingshub.core.model import Device
+from thingshub.dialects.onenet import token as tokens
+from thingshub.dialects.onenet import topics
+from thingshub.dialects.port import Login, PasswordCheck, Wire
+
+NAME = "onenet"
+
+
+class OneNet:
+    name = NAME
+
+    # ------------------------------------------------------------ login
+
+    def login(self, client_id: str, username: str | None, password: bytes | None) -> Login | None:
+        """A token as the password: user name = product id, client id = device name."""
+        if username is None or password is None:
+            return None
+        try:
+            text = password.decode()
+        except UnicodeDecodeError:
+            return None
+        if not tokens.looks_like_token(text):
+            return None
+        return Login(NAME, ("d", username, client_id), tokens.parse_token(text))
+
+    def verify(self, login: Login, device: Device, now_s: int, password_ok: PasswordCheck) -> None:
+        token = login.secret
+        if not isinstance(token, tokens.Token):
+            raise Unauthorized("not a OneNET token")
+        tokens.verify_token(
+            token,
+            key_b64=device.key,
+            product_id=device.product_id,
+            device_name=device.name,
+            now_s=now_s,
+        )
+
+    # ------------------------------------------------------------ topics
+
+    def owns(self, topic: str) -> bool:
+        return topic.startswith(topics.ROOT)
+
+    def may_publish(self, ref: DeviceRef, topic: str) -> bool:
+        return topics.may_publish(ref.product_id, ref.name, topic)
+
+    def may_subscribe(self, ref: DeviceRef, topic_filter: str) -> bool:
+        return topics.may_subscribe(ref.product_id, ref.name, topic_filter)
+
+    def topics(self, ref: DeviceRef, kind: type) -> tuple[str, ...]:
+        own = topics.prefix(ref.product_id, ref.name)
+        if kind is ImageReply:
+            return (own + "image/update/delta",)
+        return ()
+
+    # ------------------------------------------------------------ messages
+
+    def decode(self, ref: DeviceRef, topic: str, payload: bytes, now_ms: int) -> object | None:
+        own = topics.prefix(ref.product_id, ref.name)
+        if not topic.startswith(own):
+            return None
+        rest = topic[len(own) :]
+        if rest == "image/update":
+            return ImageUpdateRequest(payload)
+        if rest == "image/get":
+            return ImageGetRequest(payload)
+        if rest.startswith("cmd/response/"):
+            cmd_id = rest[len("cmd/response/") :]
+            if cmd_id and "/" not in cmd_id:
+                return CommandAnswer(cmd_id, payload)
+        return None
+
+    def encode(self, ref: DeviceRef, message: object) -> Wire | None:
+        own = topics.prefix(ref.product_id, ref.name)
+        if isinstance(message, ImageReply):
+            return [(own + "image/" + message.topic, dumps(message.body))]
+        if isinstance(message, CommandRequest):
+            return [(own + "cmd/request/" + message.cmd_id, message.payload)]
+        if isinstance(message, CommandAnswerReply):
+            if message.body is None:
+                return [(own + f"cmd/response/{message.cmd_id}/accepted", b"")]
+            return [(own + f"cmd/response/{message.cmd_id}/rejected", dumps(message.body))]
+        return None

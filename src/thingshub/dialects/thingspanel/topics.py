@@ -1,0 +1,50 @@
+"""ThingsPanel's direct-device topics and who may use them.
+
+Rules:
+- Device-to-platform topics carry no device id (the connection says who
+  it is); platform-to-device topics carry the device number, and a device
+  subscribes only to filters whose every match carries its own number.
+- No filter that can match a device-to-platform topic is ever granted: with
+  the device number `response`, `devices/command/{dn}/+` would otherwise be
+  `devices/command/response/+`, every device's command answers.
+"""
+
+from __future__ import annotations
+
+from thingshub.core.topics import filter_within, filters_overlap, topic_matches
+
+#: The first levels of every ThingsPanel direct-device topic.
+ROOTS = ("devices/", "ota/devices/")
+
+#: Topics a device publishes on (no device id: identity comes from the connection).
+PUBLISH_PATTERNS = (
+    "devices/telemetry",
+    "devices/attributes/+",
+    "devices/event/+",
+    "ota/devices/progress",
+    "devices/command/response/+",
+    "devices/attributes/set/response/+",
+)
+
+#: Topics the platform publishes to a device, `{dn}` being its device number.
+SUBSCRIBE_PATTERNS = (
+    "devices/telemetry/control/{dn}",
+    "devices/attributes/set/{dn}/+",
+    "devices/attributes/get/{dn}",
+    "devices/command/{dn}/+",
+    "ota/devices/inform/{dn}",
+    "devices/attributes/response/{dn}/+",
+    "devices/event/response/{dn}/+",
+)
+
+
+def may_publish(device_number: str, topic: str) -> bool:
+    if topic == "devices/telemetry":  # the hot path: one comparison
+        return True
+    return any(topic_matches(p, topic) for p in PUBLISH_PATTERNS)
+
+
+def may_subscribe(device_number: str, topic_filter: str) -> bool:
+    if any(filters_overlap(topic_filter, p) for p in PUBLISH_PATTERNS):
+        return False
+    return any(filter_within(topic_filter, p.format(dn=device_number)) for p in SUBSCRIBE_PATTERNS)
