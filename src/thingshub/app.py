@@ -36,11 +36,12 @@ from thingshub.config import Settings
 from thingshub.core.messages import (
     AttributesReport,
     CallAnswer,
-    CommandAnswer,
     EventReport,
     ImageGetRequest,
     ImageUpdateRequest,
     OtaProgress,
+    OtaProgressRefused,
+    ReportRefused,
     TelemetryReport,
 )
 from thingshub.core.ports import Storage
@@ -144,8 +145,7 @@ class Platform:
         self.gateway.handle(ImageGetRequest, self.images.device_get)
         self.gateway.on_device_subscribe(self.images.device_subscribed)
         self.commands = CommandService(storage.commands, self.devices, self.gateway, clock, bus)
-        self.gateway.handle(CommandAnswer, self.commands.onenet_answer)
-        self.gateway.handle(CallAnswer, self.commands.thingspanel_answer)
+        self.gateway.handle(CallAnswer, self.commands.answer)
         await self.commands.start()
         self.ingest = IngestService(
             storage.telemetry, storage.attributes, storage.events, self.gateway, clock, bus
@@ -153,6 +153,7 @@ class Platform:
         self.gateway.handle(TelemetryReport, self.ingest.telemetry_report)
         self.gateway.handle(AttributesReport, self.ingest.attribute_report)
         self.gateway.handle(EventReport, self.ingest.event_report)
+        self.gateway.handle(ReportRefused, self.ingest.refused_report)
         self.history = HistoryService(
             self.devices, storage.telemetry, storage.attributes, storage.events
         )
@@ -380,6 +381,7 @@ class Platform:
             tick=s.ota_tick,
         )
         self.gateway.handle(OtaProgress, self.ota.device_progress)
+        self.gateway.handle(OtaProgressRefused, self.ota.device_refused_progress)
         self.gateway.on_device_subscribe(self.ota.device_subscribed)
         await self.ota.start()
 

@@ -11,7 +11,8 @@ import pytest
 from thingshub.core import ota
 from thingshub.core.errors import Forbidden, InvalidRequest
 from thingshub.core.model import Firmware, OtaDevice
-from thingshub.core.telemetry import FAILURES, Progress, ReportError, parse_progress
+from thingshub.core.ota import FAILURES, Progress
+from thingshub.dialects.thingspanel.reports import ReportError, parse_progress
 from thingshub.services.clock import FakeClock
 
 T0 = 1_700_000_000_000

@@ -12,8 +12,8 @@ from tests.storage.support import Backend, device, product
 from thingshub.core import ota
 from thingshub.core.errors import AlreadyExists, Conflict, NotFound
 from thingshub.core.model import Firmware, OtaDevice, OtaTask
+from thingshub.core.ota import Progress
 from thingshub.core.ports import Storage
-from thingshub.core.telemetry import Progress
 
 T0 = 1_700_000_000_000
 

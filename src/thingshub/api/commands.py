@@ -15,10 +15,11 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse
 
 from thingshub.api.schemas import ERRORS, ErrorOut
+from thingshub.core import commands as calls
 from thingshub.core.errors import InvalidRequest
 from thingshub.core.jsontext import loads
 from thingshub.core.model import CommandRecord
-from thingshub.services.commands import ONENET, CommandService
+from thingshub.services.commands import CommandService
 
 router = APIRouter(
     prefix="/api/v1/products/{pid}/devices/{name}",
@@ -61,11 +62,11 @@ async def onenet_command(
     body = await request.body()
     if len(body) > MAX_COMMAND:
         raise InvalidRequest(f"a command is at most {MAX_COMMAND} bytes")
-    cmd_id, answer = await _commands(request).call_onenet(pid, name, body, timeout)
+    result = await _commands(request).call(pid, name, calls.raw_command(body), timeout)
     return {
-        "cmd_id": cmd_id,
-        "response": base64.b64encode(answer).decode(),
-        "response_text": _text(answer),
+        "cmd_id": result.call_id,
+        "response": base64.b64encode(result.payload).decode(),
+        "response_text": _text(result.payload),
     }
 
 
@@ -78,9 +79,8 @@ async def thingspanel_call(
     unknown = set(body) - {"method", "params"}
     if unknown:
         raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
-    return await _commands(request).call_thingspanel(
-        pid, name, body.get("method"), body.get("params"), timeout
-    )
+    call = calls.method_call(body.get("method"), body.get("params"))
+    return await _answer_object(request, pid, name, call, timeout)
 
 
 @router.put("/attributes")
@@ -89,7 +89,16 @@ async def set_attributes(
 ) -> dict[str, Any]:
     """Set attributes on the device (`devices/attributes/set/{device_number}/{id}`);
     the device's response object."""
-    return await _commands(request).set_attributes(pid, name, body, timeout)
+    return await _answer_object(request, pid, name, calls.attribute_set(body), timeout)
+
+
+async def _answer_object(
+    request: Request, pid: str, name: str, call: calls.CallRequest, timeout: str | None
+) -> dict[str, Any]:
+    """The device's response object (its dialect read and checked it)."""
+    result = await _commands(request).call(pid, name, call, timeout)
+    assert result.body is not None, "a ThingsPanel answer is always read"
+    return result.body
 
 
 @router.post("/attributes/get")
@@ -140,7 +149,7 @@ def _record(r: CommandRecord) -> dict[str, Any]:
 
 
 def _body(family: str, data: bytes) -> Any:
-    if family == ONENET:
+    if family == calls.ONENET:
         return base64.b64encode(data).decode()
     try:
         return loads(data)

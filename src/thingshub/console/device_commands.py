@@ -21,7 +21,8 @@ from nicegui import ui
 from thingshub.console import fmt
 from thingshub.console.context import ConsoleContext
 from thingshub.console.layout import card, empty, tid
-from thingshub.core.commands import DEFAULT_TIMEOUT, MAX_TIMEOUT, MIN_TIMEOUT
+from thingshub.core import commands as calls
+from thingshub.core.commands import DEFAULT_TIMEOUT, MAX_TIMEOUT, MIN_TIMEOUT, ONENET
 from thingshub.core.errors import (
     AnswerTooLarge,
     BadDeviceAnswer,
@@ -32,7 +33,6 @@ from thingshub.core.errors import (
 )
 from thingshub.core.events import CommandFinished, Event
 from thingshub.core.model import CommandRecord
-from thingshub.services.commands import ONENET
 
 HISTORY = 20
 STATUS_COLORS = {
@@ -198,9 +198,13 @@ class CommandPanel:
         self._waiting()
         try:
             payload = payload_bytes(self.payload.value, bool(self.as_hex.value))
-            cmd_id, answer = await self.ctx.api.commands.call_onenet(
-                self.pid, self.name, payload, _timeout(self.onenet_timeout.value)
+            result = await self.ctx.api.commands.call(
+                self.pid,
+                self.name,
+                calls.raw_command(payload),
+                _timeout(self.onenet_timeout.value),
             )
+            cmd_id, answer = result.call_id, result.payload
         except ThingsHubError as exc:
             self._failed(exc)
             return
@@ -218,13 +222,13 @@ class CommandPanel:
                 params = json.loads(self.params.value or "{}")
             except ValueError:
                 raise InvalidRequest("params is not valid JSON") from None
-            answer = await self.ctx.api.commands.call_thingspanel(
+            result = await self.ctx.api.commands.call(
                 self.pid,
                 self.name,
-                self.method.value.strip(),
-                params,
+                calls.method_call(self.method.value.strip(), params),
                 _timeout(self.tp_timeout.value),
             )
+            answer = result.body
         except ThingsHubError as exc:
             self._failed(exc)
             return

@@ -1,15 +1,19 @@
-"""Commands from applications to devices: ids, timeouts, and the verdict on answers.
+"""Calls from applications to devices: what is asked, ids, timeouts, the verdict on answers.
 
-Rules (protocols.md sections 3 and 4):
+Rules:
+- A call is a `CallRequest`: the protocol family and kind of call (the
+  command records' `family` and `kind`), and the body as bytes. The
+  builders below make the ones the HTTP API offers.
 - A call waits `timeout` seconds: 10 by default, 1 to 30 allowed; anything
   else is a 400.
-- OneNET command ids are URL-safe and unique (random, 16 hex digits).
-  ThingsPanel message ids follow the devices' own style: the last 7 digits of
-  the millisecond clock, moved on while one is still in use for that device.
-- The verdict on a OneNET answer, checked in this order: an unknown id, or one
-  already answered → 113 "CMD id not found"; answered after its timeout →
-  112 "CMD response timeout"; 1024 bytes or more → 99 "maximum payload size
-  exceeded"; otherwise accepted. 100 "internal error" is for platform failures.
+- Call ids come in two styles: RANDOM (URL-safe and unique, 16 hex digits;
+  OneNET's command ids) or CLOCK (the last 7 digits of the millisecond
+  clock, moved on while one is still in use; ThingsPanel's message ids).
+- The verdict on an answer, checked in this order: a call not known (or not
+  this device's, or of another kind), or one already answered → UNKNOWN;
+  answered after its timeout → LATE; longer than the protocol allows →
+  TOO_LARGE; otherwise ACCEPTED. Each dialect words a verdict (or keeps
+  quiet about it) on its own wire.
 - A record's status is one of sent, answered, timeout, failed, rejected; once
   it leaves `sent` it never changes again.
 """
@@ -18,28 +22,75 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Container
+from dataclasses import dataclass
+from typing import Any
 
 from thingshub.core.errors import InvalidRequest
+from thingshub.core.jsontext import dumps
 from thingshub.core.model import CommandRecord
 
 DEFAULT_TIMEOUT = 10
 MIN_TIMEOUT = 1
 MAX_TIMEOUT = 30
-MAX_ANSWER = 1024  # bytes; an answer this long or longer is refused
-
-ERR_TOO_LARGE = 99
-ERR_INTERNAL = 100
-ERR_TIMEOUT = 112
-ERR_NOT_FOUND = 113
-ERR_MSG = {
-    ERR_TOO_LARGE: "maximum payload size exceeded",
-    ERR_INTERNAL: "internal error",
-    ERR_TIMEOUT: "CMD response timeout",
-    ERR_NOT_FOUND: "CMD id not found",
-}
 
 SENT, ANSWERED, TIMEOUT, FAILED, REJECTED = "sent", "answered", "timeout", "failed", "rejected"
 STATUSES = (SENT, ANSWERED, TIMEOUT, FAILED, REJECTED)
+
+#: Verdicts on an answer (see the module's rules).
+ACCEPTED, UNKNOWN, LATE, TOO_LARGE = "accepted", "unknown", "late", "too_large"
+
+#: Styles of call id.
+RANDOM, CLOCK = "random", "clock"
+
+#: The protocol families and the kinds of call the HTTP API makes.
+ONENET, THINGSPANEL = "onenet", "thingspanel"
+COMMAND, ATTRIBUTES_SET = "command", "attributes_set"
+
+
+@dataclass(frozen=True, slots=True)
+class CallRequest:
+    """What a call asks of a device, whatever the protocol."""
+
+    family: str
+    kind: str
+    body: bytes
+    id_style: str = RANDOM
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerLimit:
+    """The longest answer a protocol allows (bytes), and its own code and words for one longer."""
+
+    max_size: int
+    err_code: int
+    err_msg: str
+
+
+def raw_command(payload: bytes) -> CallRequest:
+    """A OneNET command: the application's bytes, sent untouched."""
+    return CallRequest(ONENET, COMMAND, bytes(payload), RANDOM)
+
+
+def method_call(method: object, params: object) -> CallRequest:
+    """A ThingsPanel command {method, params}."""
+    if not isinstance(method, str) or not method:
+        raise InvalidRequest("method must be a non-empty string")
+    body = _json({"method": method, "params": {} if params is None else params})
+    return CallRequest(THINGSPANEL, COMMAND, body, CLOCK)
+
+
+def attribute_set(values: object) -> CallRequest:
+    """A ThingsPanel attribute set: the attributes as a JSON object."""
+    if not isinstance(values, dict) or not values:
+        raise InvalidRequest("the attributes to set must be a non-empty JSON object")
+    return CallRequest(THINGSPANEL, ATTRIBUTES_SET, _json(values), CLOCK)
+
+
+def _json(body: dict[str, Any]) -> bytes:
+    try:
+        return dumps(body)
+    except (TypeError, ValueError):
+        raise InvalidRequest("the request is not valid JSON") from None
 
 
 def check_timeout(value: object) -> int:
@@ -69,20 +120,38 @@ def new_message_id(now_ms: int, in_use: Container[str]) -> str:
     raise RuntimeError("every message id is in use")  # unreachable in practice
 
 
+def new_call_id(style: str, now_ms: int, in_use: Container[str]) -> str:
+    return new_command_id() if style == RANDOM else new_message_id(now_ms, in_use)
+
+
 def answer_verdict(
-    record: CommandRecord | None, *, pending: bool, size: int, product_id: str, name: str
-) -> int | None:
-    """The OneNET error code for an answer to `record` (None: accept it).
+    record: CommandRecord | None,
+    *,
+    pending: bool,
+    size: int,
+    limit: AnswerLimit | None,
+    product_id: str,
+    name: str,
+    family: str,
+    kind: str,
+) -> str:
+    """The verdict on an answer to `record` (see the module's rules).
 
     `pending` says whether a caller still waits for this answer; `record` is
-    what is known of the command (None: nothing), which must be the answering
-    device's own.
+    what is known of the call (None: nothing), which must be the answering
+    device's own, of the answer's family and kind.
     """
-    mine = record is not None and record.product_id == product_id and record.name == name
+    mine = (
+        record is not None
+        and record.product_id == product_id
+        and record.name == name
+        and record.family == family
+        and record.kind == kind
+    )
     if not mine or (not pending and record.status != TIMEOUT):  # type: ignore[union-attr]
-        return ERR_NOT_FOUND
+        return UNKNOWN
     if not pending:
-        return ERR_TIMEOUT
-    if size >= MAX_ANSWER:
-        return ERR_TOO_LARGE
-    return None
+        return LATE
+    if limit is not None and size > limit.max_size:
+        return TOO_LARGE
+    return ACCEPTED

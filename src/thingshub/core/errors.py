@@ -19,8 +19,9 @@
 Rules:
 - Code raises these by meaning, never an HTTP status or a protocol code.
 - `err_code` carries a protocol's own code when the rule that failed has one
-  (OneNET image 160-167, command 99-113); each boundary (HTTP, OneNET,
-  ThingsPanel, MQTT) maps errors to its wire in one table of its own.
+  (OneNET image 160-167, command 99-113, ThingsPanel's errcode strings);
+  each boundary (HTTP, OneNET, ThingsPanel, MQTT) maps errors to its wire
+  in one table of its own.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 class ThingsHubError(Exception):
     def __init__(
-        self, message: str, *, err_code: int | None = None, err_msg: str | None = None
+        self, message: str, *, err_code: int | str | None = None, err_msg: str | None = None
     ) -> None:
         super().__init__(message)
         self.message = message

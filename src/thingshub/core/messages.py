@@ -2,10 +2,13 @@
 
 Rules:
 - Dialects turn (topic, payload) into an `Inbound` value and an `Outbound`
-  value into (topic, payload); services see only these values.
-- Payloads a rule of the core must judge (an image update, a command answer)
-  travel as the device's bytes, so the error codes of those rules stay in one
-  place (core/shadow.py, core/commands.py).
+  value into (topic, payload); services see only these values, never a
+  topic or a payload format.
+- Inbound values are decoded and checked by the dialect, time included
+  (`received_at`, the platform's clock when the message arrived). What a
+  dialect refuses arrives as a refusal carrying the error (with the
+  protocol's code as its wire hint), so the service still stores nothing,
+  counts it, and answers on the protocol's error path.
 - `DeviceRef` names a device everywhere a message must be addressed: both
   families' ids, so any dialect can build its topic.
 """
@@ -14,6 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from thingshub.core.commands import AnswerLimit
+from thingshub.core.errors import ThingsHubError
+from thingshub.core.model import DeviceEvent, Point
+from thingshub.core.ota import Progress
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,61 +45,89 @@ class ImageGetRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class CommandAnswer:
-    """A device's answer to a OneNET command (`cmd/response/{cmd_id}`)."""
-
-    cmd_id: str
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
 class TelemetryReport:
-    """`devices/telemetry`: an object (real time) or an array of {ts (s), values}."""
+    """Telemetry points, checked; stored whole, never answered."""
 
-    payload: bytes
+    points: list[Point]
+    received_at: int
 
 
 @dataclass(frozen=True, slots=True)
 class AttributesReport:
-    """`devices/attributes/{message_id}`: an object of attributes."""
+    """Attributes, checked; answered (`ReportAck`) under `reply_to` once stored."""
 
-    message_id: str
-    payload: bytes
+    reply_to: str
+    values: dict[str, object]
+    received_at: int
 
 
 @dataclass(frozen=True, slots=True)
 class EventReport:
-    """`devices/event/{message_id}`: {method, params} or an array of {ts (ms), method, params}."""
+    """Events, checked; answered under `reply_to` once stored. `historical`:
+    sent as a batch of past events (its answer names no method)."""
 
-    message_id: str
-    payload: bytes
+    reply_to: str
+    events: list[DeviceEvent]
+    historical: bool
+    received_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRefused:
+    """A report of `kind` ("telemetry", "attributes", "event") its dialect refused.
+
+    `reply_to` is where the refusal is answered (None: the protocol has no
+    answer for it); `method` an event's name when it could be read, for the
+    answer to echo."""
+
+    kind: str
+    reply_to: str | None
+    error: ThingsHubError
+    received_at: int
+    method: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class OtaProgress:
-    """`ota/devices/progress`: {step, desc, module}."""
+    """An OTA progress report, checked."""
 
-    payload: bytes
+    progress: Progress
+
+
+@dataclass(frozen=True, slots=True)
+class OtaProgressRefused:
+    """An OTA progress report its dialect refused (counted, never answered)."""
+
+    error: ThingsHubError
 
 
 @dataclass(frozen=True, slots=True)
 class CallAnswer:
-    """A ThingsPanel answer: to a command (`devices/command/response/{id}`) or
-    to an attribute set (`devices/attributes/set/response/{id}`), per `kind`."""
+    """A device's answer to a call (`Call`) of `family` and `kind`, under its id.
 
-    kind: str  # "command" or "attributes_set"
-    message_id: str
+    `payload` is kept as sent; `body` is what the dialect read from it for
+    the application (None: the payload is the answer); `problem` says why
+    the payload is not an answer its protocol allows (the call then fails);
+    `limit` is the protocol's size limit for answers, if it has one."""
+
+    family: str
+    kind: str
+    call_id: str
     payload: bytes
+    body: dict[str, Any] | None = None
+    problem: str | None = None
+    limit: AnswerLimit | None = None
 
 
 Inbound = (
     ImageUpdateRequest
     | ImageGetRequest
-    | CommandAnswer
     | TelemetryReport
     | AttributesReport
     | EventReport
+    | ReportRefused
     | OtaProgress
+    | OtaProgressRefused
     | CallAnswer
 )
 
@@ -109,31 +145,23 @@ class ImageReply:
 
 
 @dataclass(frozen=True, slots=True)
-class CommandRequest:
-    """A OneNET command: the application's bytes, untouched, on `cmd/request/{cmd_id}`."""
+class Call:
+    """A request that waits for the device's answer (`CallAnswer`) under `call_id`."""
 
-    cmd_id: str
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class CommandAnswerReply:
-    """The platform's verdict on a device's answer: an empty `.../accepted`, or
-    `.../rejected` with `body` ({"err_code", "err_msg"})."""
-
-    cmd_id: str
-    body: dict[str, Any] | None = None
+    family: str
+    kind: str
+    call_id: str
+    body: bytes
 
 
 @dataclass(frozen=True, slots=True)
-class DeviceCall:
-    """A ThingsPanel request that waits for an answer: a command
-    (`devices/command/{dn}/{id}`, body {method, params}) or an attribute set
-    (`devices/attributes/set/{dn}/{id}`, body the attributes), per `kind`."""
+class AnswerVerdict:
+    """The platform's verdict on a device's answer (core/commands.py's verdicts);
+    a protocol may announce it to the device or not."""
 
-    kind: str  # "command" or "attributes_set"
-    message_id: str
-    body: dict[str, Any]
+    family: str
+    call_id: str
+    verdict: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,13 +179,16 @@ class Control:
 
 
 @dataclass(frozen=True, slots=True)
-class ReportReply:
-    """The platform's response object to a device's report: on
-    `devices/attributes/response/{dn}/{id}` or `devices/event/response/{dn}/{id}`."""
+class ReportAck:
+    """The platform's answer to a report of `kind` ("attributes", "event")
+    under `reply_to`: stored (`error` None) or not, and why. `method`: the
+    event's name to echo; `at`: the platform's clock (ms)."""
 
-    kind: str  # "attributes" or "event"
-    message_id: str
-    body: dict[str, Any]
+    kind: str
+    reply_to: str
+    at: int
+    error: ThingsHubError | None = None
+    method: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,13 +198,4 @@ class OtaInform:
     body: dict[str, Any]
 
 
-Outbound = (
-    ImageReply
-    | CommandRequest
-    | CommandAnswerReply
-    | DeviceCall
-    | AttributesGet
-    | Control
-    | ReportReply
-    | OtaInform
-)
+Outbound = ImageReply | Call | AnswerVerdict | AttributesGet | Control | ReportAck | OtaInform

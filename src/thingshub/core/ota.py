@@ -3,7 +3,7 @@
 Rules (protocols.md section 4, "OTA steps"):
 - A device of a task goes QUEUED (not yet informed) -> INFORMED -> IN_PROGRESS
   (steps 1-99) -> SUCCEEDED (step 100) or FAILED (a negative step; `desc` is
-  its meaning, FAILURES of core/telemetry.py), or CANCELED (its task was
+  its meaning, FAILURES below), or CANCELED (its task was
   canceled, or the device deleted) or TIMED_OUT (no final report within the
   task's `device_timeout_s` of being informed). A final state never changes.
 - Progress is taken from INFORMED and IN_PROGRESS devices only: a report
@@ -30,13 +30,12 @@ import hmac
 import re
 import secrets
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from thingshub.core import names
 from thingshub.core.errors import Forbidden, InvalidRequest
 from thingshub.core.model import Firmware, OtaDevice
-from thingshub.core.telemetry import FAILURES, Progress
 
 # ---------------------------------------------------------------- states
 
@@ -127,6 +126,32 @@ def informed(device: OtaDevice, now_ms: int) -> OtaDevice:
     )
 
 
+#: Meaning of the negative OTA steps.
+FAILURES: Final[dict[int, str]] = {
+    -1: "upgrade failed",
+    -2: "download failed",
+    -3: "verification failed",
+    -4: "flash failed",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """One `ota/devices/progress` report: step 1..100 (percent) or -1..-4 (FAILURES)."""
+
+    step: int
+    desc: str
+    module: str
+
+    @property
+    def succeeded(self) -> bool:
+        return self.step == 100
+
+    @property
+    def failed(self) -> bool:
+        return self.step < 0
+
+
 def progressed(device: OtaDevice, progress: Progress, now_ms: int) -> OtaDevice:
     """The device after a report (the caller checked it is ACTIVE and of its module)."""
     if device.state not in ACTIVE:
@@ -198,7 +223,7 @@ def counts(devices: Iterable[OtaDevice]) -> dict[str, int]:
 
 
 def ignore_reason(error: InvalidRequest) -> str:
-    """The metrics label of a report that core/telemetry.parse_progress refused."""
+    """The metrics label of a progress report its dialect refused."""
     return IGNORED_BAD_STEP if error.message.startswith("step") else IGNORED_INVALID
 
 

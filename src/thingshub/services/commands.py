@@ -1,6 +1,10 @@
 """Calls from applications to devices, synchronous and recorded.
 
-Rules (protocols.md sections 3 and 4; the verdicts are core/commands.py):
+Rules (the requests, ids and verdicts are core/commands.py's):
+- One path for every protocol: `call` records a `CallRequest`, sends it as
+  a `Call` and waits; `answer` takes every `CallAnswer`, judges it, tells
+  the device the verdict (its dialect words it, or keeps quiet) and
+  completes the waiting call.
 - Every call is recorded before it is sent (status `sent`) and finished once
   (answered, timeout, failed, rejected); records survive restarts, and calls
   left `sent` by a stopped server are marked failed when it starts again.
@@ -11,10 +15,9 @@ Rules (protocols.md sections 3 and 4; the verdicts are core/commands.py):
 - The caller waits at most its timeout (504 after it). Each pending call is a
   future keyed by the command id; answers resolve it. Calls to one device,
   or to many, never wait for each other.
-- OneNET answers get the verdict of core/commands.answer_verdict on
-  `.../accepted` or `.../rejected`; an over-long answer also fails the call
-  (400, err_code 99). ThingsPanel answers (a JSON object, kept as sent)
-  complete the call; unknown, late or repeated ones are counted and ignored.
+- An answer longer than its protocol allows fails the call (400, with the
+  protocol's code); one its dialect found unusable fails it too (502);
+  unknown, late or repeated ones are counted and change nothing.
 - An attribute get is answered by the device's next attribute report.
 """
 
@@ -28,25 +31,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from thingshub.core import commands as rules
-from thingshub.core import telemetry
 from thingshub.core.errors import (
     AnswerTooLarge,
     BadDeviceAnswer,
     CommandTimeout,
     DeviceOffline,
     InvalidRequest,
-    ThingsHubError,
 )
 from thingshub.core.events import AttributesReported, CommandFinished, Event, PresenceChanged
-from thingshub.core.jsontext import dumps
 from thingshub.core.messages import (
+    AnswerVerdict,
     AttributesGet,
+    Call,
     CallAnswer,
-    CommandAnswer,
-    CommandAnswerReply,
-    CommandRequest,
     Control,
-    DeviceCall,
     DeviceRef,
 )
 from thingshub.core.model import CommandRecord, Device, Page
@@ -55,13 +53,21 @@ from thingshub.services.devices import DeviceService, check_limit
 
 log = logging.getLogger("thingshub.commands")
 
-ONENET, THINGSPANEL = "onenet", "thingspanel"
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    """A call's answer: the id it had on the wire, the device's bytes, and what
+    its dialect read from them (None: the bytes are the answer)."""
+
+    call_id: str
+    payload: bytes
+    body: dict[str, Any] | None
 
 
 @dataclass
 class _Pending:
     record: CommandRecord
-    future: asyncio.Future[bytes]
+    future: asyncio.Future[CallAnswer]
 
 
 @dataclass
@@ -84,8 +90,8 @@ class CommandService:
         self.link = link
         self.clock = clock
         self.bus = bus
-        self._pending: dict[str, _Pending] = {}  # by command / message id
-        self._by_device: dict[tuple[str, str], set[str]] = {}
+        self._pending: dict[tuple[str, str], _Pending] = {}  # by (family, id on the wire)
+        self._by_device: dict[tuple[str, str], set[tuple[str, str]]] = {}
         self._attribute_waits: dict[tuple[str, str], list[_AttributeWait]] = {}
         self.ignored: Counter[str] = Counter()
         bus.subscribe(self._on_event, [PresenceChanged, AttributesReported])
@@ -97,36 +103,13 @@ class CommandService:
 
     # ------------------------------------------------------------ calls
 
-    async def call_onenet(
-        self, product_id: str, name: str, payload: bytes, timeout: object = None
-    ) -> tuple[str, bytes]:
-        """Send raw bytes on `cmd/request/{cmd_id}`; (cmd_id, the device's answer)."""
+    async def call(
+        self, product_id: str, name: str, request: rules.CallRequest, timeout: object = None
+    ) -> CallResult:
+        """Send `request` to the device and wait for its answer."""
         seconds = rules.check_timeout(timeout)
         device = await self._online_device(product_id, name)
-        cmd_id = rules.new_command_id()
-        answer = await self._call(
-            device, ONENET, "command", cmd_id, payload, seconds, CommandRequest(cmd_id, payload)
-        )
-        return cmd_id, answer
-
-    async def call_thingspanel(
-        self, product_id: str, name: str, method: object, params: object, timeout: object = None
-    ) -> dict[str, Any]:
-        """A ThingsPanel command {method, params}; the device's response object."""
-        seconds = rules.check_timeout(timeout)
-        if not isinstance(method, str) or not method:
-            raise InvalidRequest("method must be a non-empty string")
-        body: dict[str, Any] = {"method": method, "params": {} if params is None else params}
-        return await self._thingspanel(product_id, name, "command", body, seconds)
-
-    async def set_attributes(
-        self, product_id: str, name: str, values: object, timeout: object = None
-    ) -> dict[str, Any]:
-        """`devices/attributes/set/...`; the device's response object."""
-        seconds = rules.check_timeout(timeout)
-        if not isinstance(values, dict) or not values:
-            raise InvalidRequest("the attributes to set must be a non-empty JSON object")
-        return await self._thingspanel(product_id, name, "attributes_set", values, seconds)
+        return await self._call(device, request, seconds)
 
     async def get_attributes(
         self, product_id: str, name: str, keys: object, timeout: object = None
@@ -162,58 +145,35 @@ class CommandService:
         if not self.link.send(_ref(device), Control(values)):
             raise _not_subscribed("devices/telemetry/control")
 
-    async def _thingspanel(
-        self, product_id: str, name: str, kind: str, body: dict[str, Any], seconds: int
-    ) -> dict[str, Any]:
-        try:
-            request = dumps(body)
-        except (TypeError, ValueError):
-            raise InvalidRequest("the request is not valid JSON") from None
-        device = await self._online_device(product_id, name)
-        message_id = rules.new_message_id(self.clock.now_ms(), self._pending)
-        answer = await self._call(
-            device,
-            THINGSPANEL,
-            kind,
-            message_id,
-            request,
-            seconds,
-            DeviceCall(kind, message_id, body),
-        )
-        return telemetry.parse_answer(answer)
-
-    async def _call(
-        self,
-        device: Device,
-        family: str,
-        kind: str,
-        wire_id: str,
-        request: bytes,
-        seconds: int,
-        message: object,
-    ) -> bytes:
-        """Record, send, and wait. `wire_id` is the id on the topics; ThingsPanel's
-        repeat over time, so their records get a unique id of their own."""
+    async def _call(self, device: Device, request: rules.CallRequest, seconds: int) -> CallResult:
+        """Record, send, and wait. Ids of the CLOCK style repeat over time, so their
+        records get a unique id of their own."""
         now = self.clock.now_ms()
-        cmd_id = wire_id if family == ONENET else f"{wire_id}-{rules.new_command_id()[:8]}"
+        in_use = {wire_id for family, wire_id in self._pending if family == request.family}
+        wire_id = rules.new_call_id(request.id_style, now, in_use)
+        cmd_id = wire_id
+        if request.id_style != rules.RANDOM:
+            cmd_id = f"{wire_id}-{rules.new_command_id()[:8]}"
         record = CommandRecord(
             cmd_id,
             device.product_id,
             device.name,
-            family,
-            kind,
-            request,
+            request.family,
+            request.kind,
+            request.body,
             rules.SENT,
             now,
             sent_at=now,
         )
         await self.repo.add(record)
         key = (device.product_id, device.name)
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._pending[wire_id] = _Pending(record, future)
-        self._by_device.setdefault(key, set()).add(wire_id)
+        pending_key = (request.family, wire_id)
+        future: asyncio.Future[CallAnswer] = asyncio.get_running_loop().create_future()
+        self._pending[pending_key] = _Pending(record, future)
+        self._by_device.setdefault(key, set()).add(pending_key)
+        message = Call(request.family, request.kind, wire_id, request.body)
         try:
-            if not self.link.send(_ref(device), message):  # type: ignore[arg-type]
+            if not self.link.send(_ref(device), message):
                 await self._finish(record, rules.FAILED, None, "the device is not subscribed")
                 raise _not_subscribed("its command topic")
             try:
@@ -227,13 +187,13 @@ class CommandService:
             except BadDeviceAnswer as exc:
                 await self._finish(record, rules.REJECTED, None, exc.message)
                 raise
-            await self._finish(record, rules.ANSWERED, answer, None)
-            return answer
+            await self._finish(record, rules.ANSWERED, answer.payload, None)
+            return CallResult(wire_id, answer.payload, answer.body)
         finally:
-            self._pending.pop(wire_id, None)
+            self._pending.pop(pending_key, None)
             ids = self._by_device.get(key)
             if ids is not None:
-                ids.discard(wire_id)
+                ids.discard(pending_key)
                 if not ids:
                     del self._by_device[key]
 
@@ -257,72 +217,47 @@ class CommandService:
 
     # ------------------------------------------------------------ answers from devices
 
-    async def onenet_answer(self, ref: DeviceRef, answer: CommandAnswer) -> None:
-        pending = self._pending.get(answer.cmd_id)
+    async def answer(self, ref: DeviceRef, answer: CallAnswer) -> None:
+        """A device's answer to a call, whatever its protocol."""
+        pending = self._pending.get((answer.family, answer.call_id))
         record = pending.record if pending is not None else None
-        if record is None or record.family != ONENET:
-            record = await self.repo.get(answer.cmd_id)
-        usable = (
-            pending is not None
-            and not pending.future.done()
-            and record is not None
-            and record.family == ONENET
-        )
-        code = rules.answer_verdict(
+        if record is None:
+            record = await self.repo.get(answer.call_id)
+        verdict = rules.answer_verdict(
             record,
-            pending=usable,
+            pending=pending is not None and not pending.future.done(),
             size=len(answer.payload),
+            limit=answer.limit,
             product_id=ref.product_id,
             name=ref.name,
+            family=answer.family,
+            kind=answer.kind,
         )
-        if code is None:
+        self.link.send(ref, AnswerVerdict(answer.family, answer.call_id, verdict))
+        if verdict == rules.ACCEPTED:
             assert pending is not None
-            pending.future.set_result(answer.payload)
-            self.link.send(ref, CommandAnswerReply(answer.cmd_id))
+            if answer.problem is not None:
+                pending.future.set_exception(BadDeviceAnswer(answer.problem))
+            else:
+                pending.future.set_result(answer)
             return
-        if code == rules.ERR_TOO_LARGE and pending is not None:
+        self.ignored[verdict] += 1
+        if verdict == rules.TOO_LARGE and pending is not None and answer.limit is not None:
+            limit = answer.limit
             pending.future.set_exception(
                 AnswerTooLarge(
-                    f"the device's answer has {len(answer.payload)} bytes; less than "
-                    f"{rules.MAX_ANSWER} are allowed",
-                    err_code=code,
-                    err_msg=rules.ERR_MSG[code],
+                    f"the device's answer has {len(answer.payload)} bytes; at most "
+                    f"{limit.max_size} are allowed",
+                    err_code=limit.err_code,
+                    err_msg=limit.err_msg,
                 )
             )
-        self.ignored[rules.ERR_MSG[code]] += 1
-        self.link.send(
-            ref,
-            CommandAnswerReply(answer.cmd_id, {"err_code": code, "err_msg": rules.ERR_MSG[code]}),
-        )
-
-    async def thingspanel_answer(self, ref: DeviceRef, answer: CallAnswer) -> None:
-        pending = self._pending.get(answer.message_id)
-        record = pending.record if pending is not None else None
-        if (
-            pending is None
-            or pending.future.done()
-            or record is None
-            or record.family != THINGSPANEL
-            or record.kind != answer.kind
-            or record.product_id != ref.product_id
-            or record.name != ref.name
-        ):
-            self.ignored["unknown or late ThingsPanel answer"] += 1
-            return
-        try:
-            telemetry.parse_answer(answer.payload)
-        except ThingsHubError as exc:
-            pending.future.set_exception(
-                BadDeviceAnswer(f"the device's answer is not a response object: {exc.message}")
-            )
-            return
-        pending.future.set_result(answer.payload)
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, PresenceChanged) and not event.online:
             key = (event.product_id, event.name)
-            for cmd_id in list(self._by_device.get(key, ())):
-                pending = self._pending.get(cmd_id)
+            for pending_key in list(self._by_device.get(key, ())):
+                pending = self._pending.get(pending_key)
                 if pending is not None and not pending.future.done():
                     pending.future.set_exception(
                         DeviceOffline("the device disconnected before it answered")

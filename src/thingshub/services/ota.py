@@ -37,10 +37,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from thingshub.core import ota, telemetry
+from thingshub.core import ota
 from thingshub.core.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from thingshub.core.events import DeviceDeleted, Event, OtaProgressed, PresenceChanged
-from thingshub.core.messages import DeviceRef, OtaInform, OtaProgress
+from thingshub.core.messages import DeviceRef, OtaInform, OtaProgress, OtaProgressRefused
 from thingshub.core.model import Firmware, OtaDevice, OtaTask, Page
 from thingshub.core.ports import Clock, DeviceLink, EventBus, OtaRepo
 from thingshub.services.devices import DeviceService, check_limit, decode_cursor, encode_cursor
@@ -340,13 +340,16 @@ class OtaService:
 
     # ------------------------------------------------------------ from devices
 
+    async def device_refused_progress(self, ref: DeviceRef, message: OtaProgressRefused) -> None:
+        """A progress report its dialect refused: counted, nothing else."""
+        if isinstance(message.error, InvalidRequest):
+            self.ignored[ota.ignore_reason(message.error)] += 1
+        else:
+            self.ignored[ota.IGNORED_INVALID] += 1
+
     async def device_progress(self, ref: DeviceRef, message: OtaProgress) -> None:
-        """`ota/devices/progress`: move the device's task along (or count why not)."""
-        try:
-            progress = telemetry.parse_progress(message.payload)
-        except telemetry.ReportError as exc:
-            self.ignored[ota.ignore_reason(exc)] += 1
-            return
+        """A device's progress report: move its task along (or count why not)."""
+        progress = message.progress
         key = (ref.product_id, ref.name)
         modules = self._by_device.get(key)
         if not modules:

@@ -6,20 +6,21 @@ rights), and the message translations below.
 
 from __future__ import annotations
 
+from thingshub.core import commands as calls
 from thingshub.core.errors import Unauthorized
 from thingshub.core.jsontext import dumps
 from thingshub.core.messages import (
-    CommandAnswer,
-    CommandAnswerReply,
-    CommandRequest,
+    AnswerVerdict,
+    Call,
+    CallAnswer,
     DeviceRef,
     ImageGetRequest,
     ImageReply,
     ImageUpdateRequest,
 )
 from thingshub.core.model import Device
+from thingshub.dialects.onenet import commands, topics
 from thingshub.dialects.onenet import token as tokens
-from thingshub.dialects.onenet import topics
 from thingshub.dialects.port import Login, PasswordCheck, Wire
 
 NAME = "onenet"
@@ -85,17 +86,20 @@ class OneNet:
         if rest.startswith("cmd/response/"):
             cmd_id = rest[len("cmd/response/") :]
             if cmd_id and "/" not in cmd_id:
-                return CommandAnswer(cmd_id, payload)
+                return CallAnswer(NAME, calls.COMMAND, cmd_id, payload, limit=commands.LIMIT)
         return None
 
     def encode(self, ref: DeviceRef, message: object) -> Wire | None:
         own = topics.prefix(ref.product_id, ref.name)
         if isinstance(message, ImageReply):
             return [(own + "image/" + message.topic, dumps(message.body))]
-        if isinstance(message, CommandRequest):
-            return [(own + "cmd/request/" + message.cmd_id, message.payload)]
-        if isinstance(message, CommandAnswerReply):
-            if message.body is None:
-                return [(own + f"cmd/response/{message.cmd_id}/accepted", b"")]
-            return [(own + f"cmd/response/{message.cmd_id}/rejected", dumps(message.body))]
+        if isinstance(message, Call) and message.family == NAME:
+            return [(own + "cmd/request/" + message.call_id, message.body)]
+        if isinstance(message, AnswerVerdict) and message.family == NAME:
+            answer = own + f"cmd/response/{message.call_id}/"
+            code = commands.REJECTIONS.get(message.verdict)
+            if code is None:
+                return [(answer + "accepted", b"")]
+            body = {"err_code": code, "err_msg": commands.ERR_MSG[code]}
+            return [(answer + "rejected", dumps(body))]
         return None

@@ -1,37 +1,44 @@
 """ThingsPanel direct-device MQTT: password logins and the `devices/...` topics.
 
-The dialect object wires the parts: topics.py (topic rights) and the
-message translations below. Logins use the user name and password issued
-at device creation; any credentials not in another dialect's form are
-taken as such, so this dialect comes last among the logins.
+The dialect object wires the parts: topics.py (topic rights), reports.py
+(the payload grammar and the response object) and the message
+translations below. Reports are decoded here, so a malformed one reaches
+the service as a `ReportRefused` that it counts and answers. Logins use
+the user name and password issued at device creation; any credentials not
+in another dialect's form are taken as such, so this dialect comes last
+among the logins.
 """
 
 from __future__ import annotations
 
-from thingshub.core.errors import Unauthorized
+from thingshub.core.commands import ATTRIBUTES_SET, COMMAND
+from thingshub.core.errors import NotFound, ThingsHubError, Unauthorized
 from thingshub.core.jsontext import dumps
 from thingshub.core.messages import (
+    AnswerVerdict,
     AttributesGet,
     AttributesReport,
+    Call,
     CallAnswer,
     Control,
-    DeviceCall,
     DeviceRef,
     EventReport,
     OtaInform,
     OtaProgress,
-    ReportReply,
+    OtaProgressRefused,
+    ReportAck,
+    ReportRefused,
     TelemetryReport,
 )
 from thingshub.core.model import Device
 from thingshub.dialects.port import Login, PasswordCheck, Wire
-from thingshub.dialects.thingspanel import topics
+from thingshub.dialects.thingspanel import reports, topics
 
 NAME = "thingspanel"
 
 _ANSWERS = {
-    "devices/command/response/": "command",
-    "devices/attributes/set/response/": "attributes_set",
+    "devices/command/response/": COMMAND,
+    "devices/attributes/set/response/": ATTRIBUTES_SET,
 }
 
 
@@ -74,38 +81,87 @@ class ThingsPanel:
     def decode(self, ref: DeviceRef, topic: str, payload: bytes, now_ms: int) -> object | None:
         """Message ids are one topic level; a topic with more levels is not ours."""
         if topic == "devices/telemetry":
-            return TelemetryReport(payload)
+            try:
+                return TelemetryReport(reports.parse_telemetry(payload, now_ms), now_ms)
+            except reports.ReportError as exc:
+                return ReportRefused("telemetry", None, exc, now_ms)
         if topic == "ota/devices/progress":
-            return OtaProgress(payload)
+            try:
+                return OtaProgress(reports.parse_progress(payload))
+            except reports.ReportError as exc:
+                return OtaProgressRefused(exc)
         for prefix, kind in _ANSWERS.items():
             if topic.startswith(prefix):
                 message_id = topic[len(prefix) :]
-                return CallAnswer(kind, message_id, payload) if _one_level(message_id) else None
+                return _answer(kind, message_id, payload) if _one_level(message_id) else None
         if topic.startswith("devices/attributes/"):
             message_id = topic[len("devices/attributes/") :]
-            return AttributesReport(message_id, payload) if _one_level(message_id) else None
+            if not _one_level(message_id):
+                return None
+            try:
+                return AttributesReport(message_id, reports.parse_attributes(payload), now_ms)
+            except reports.ReportError as exc:
+                return ReportRefused("attributes", message_id, exc, now_ms)
         if topic.startswith("devices/event/"):
             message_id = topic[len("devices/event/") :]
-            return EventReport(message_id, payload) if _one_level(message_id) else None
+            if not _one_level(message_id):
+                return None
+            try:
+                events, historical = reports.parse_event(payload, now_ms)
+            except reports.ReportError as exc:
+                method = reports.event_method(payload)
+                return ReportRefused("event", message_id, exc, now_ms, method)
+            return EventReport(message_id, events, historical, now_ms)
         return None
 
     def encode(self, ref: DeviceRef, message: object) -> Wire | None:
         dn = ref.device_number
-        if isinstance(message, DeviceCall):
-            if message.kind == "command":
-                return [(f"devices/command/{dn}/{message.message_id}", dumps(message.body))]
-            return [(f"devices/attributes/set/{dn}/{message.message_id}", dumps(message.body))]
+        if isinstance(message, Call) and message.family == NAME:
+            if message.kind == COMMAND:
+                return [(f"devices/command/{dn}/{message.call_id}", message.body)]
+            return [(f"devices/attributes/set/{dn}/{message.call_id}", message.body)]
+        if isinstance(message, AnswerVerdict) and message.family == NAME:
+            return []  # ThingsPanel never tells a device what became of its answer
         if isinstance(message, Control):
             return [(f"devices/telemetry/control/{dn}", dumps(message.values))]
         if isinstance(message, AttributesGet):
             return [(f"devices/attributes/get/{dn}", dumps({"keys": message.keys}))]
-        if isinstance(message, ReportReply):
-            topic = f"devices/{message.kind}/response/{dn}/{message.message_id}"
-            return [(topic, dumps(message.body))]
+        if isinstance(message, ReportAck):
+            topic = f"devices/{message.kind}/response/{dn}/{message.reply_to}"
+            return [(topic, dumps(_response(message)))]
         if isinstance(message, OtaInform):
             return [(f"ota/devices/inform/{dn}", dumps(message.body))]
         return None
 
 
+def _answer(kind: str, message_id: str, payload: bytes) -> CallAnswer:
+    """An answer: a response object, kept as sent (reports.parse_answer's rules)."""
+    try:
+        body = reports.parse_answer(payload)
+    except reports.ReportError as exc:
+        problem = f"the device's answer is not a response object: {exc.message}"
+        return CallAnswer(NAME, kind, message_id, payload, problem=problem)
+    return CallAnswer(NAME, kind, message_id, payload, body=body)
+
+
 def _one_level(message_id: str) -> bool:
     return bool(message_id) and "/" not in message_id
+
+
+def _response(ack: ReportAck) -> dict[str, object]:
+    """The response object answering a report: success, or the errcode of why not."""
+    now_s = ack.at // 1000
+    if ack.error is None:
+        return reports.response(True, now_s=now_s, method=ack.method)
+    errcode, message = failure(ack.error)
+    return reports.response(False, now_s=now_s, errcode=errcode, message=message, method=ack.method)
+
+
+def failure(error: ThingsHubError) -> tuple[str, str]:
+    """(errcode, sentence) of a report that was not stored: the device's fault
+    (its report broke a rule) or the platform's (INTERNAL)."""
+    if isinstance(error, reports.ReportError):
+        return error.errcode, error.message
+    if isinstance(error, NotFound):
+        return reports.INTERNAL, "the device no longer exists"
+    return reports.INTERNAL, "the platform could not store the report"

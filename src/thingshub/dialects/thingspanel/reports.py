@@ -1,6 +1,6 @@
 """ThingsPanel device reports: telemetry, attributes, events, OTA progress, answers.
 
-Rules (protocols.md section 4, the seed thingspanel-direct-device-mqtt.md):
+Rules:
 - A report is judged whole: it parses to values, or raises ReportError with
   the errcode of the first rule broken and a sentence naming the record,
   key or field. Nothing is ever returned in part. Time comes from the
@@ -19,20 +19,10 @@ Rules (protocols.md section 4, the seed thingspanel-direct-device-mqtt.md):
   fraction of a second is kept, rounded to the millisecond). A record holds
   nothing but `ts` and `values`: any other field is refused, since a value
   put there would be lost. At most MAX_POINTS points per message.
-- Timestamps: a number (never a bool or a string, finite), from 2000-01-01
-  (MIN_TS_MS) to one day past `now_ms` (MAX_AHEAD_MS): a clock never set
-  or a unit mixed up (seconds for milliseconds or the reverse) is refused
-  instead of filling history with 1970 or year 50,000.
-- Keys (of telemetry and attributes), event methods and OTA modules are
-  names: non-empty strings of at most MAX_KEY characters, without control
-  characters (C0, DEL, C1) or unpaired surrogates.
-- Values: numbers (integers within signed 64 bits, floats finite), bools,
-  strings (at most MAX_STRING UTF-8 bytes, no unpaired surrogate), or
-  nested JSON (objects/arrays, stored as is, at most MAX_NESTING containers
-  deep; strings, numbers and keys inside them obey the same rules, and a
-  null inside them is kept). A null as a key's own value is refused: leave
-  the key out when there is no value. An empty report (`{}`, `[]`, a record
-  with empty `values`) is refused: there is nothing to store.
+- Timestamps, names (keys, event methods, OTA modules) and values follow
+  the rules every dialect shares (core/values.py); a broken one is
+  INVALID_PARAM. An empty report (`{}`, `[]`, a record with empty
+  `values`) is refused: there is nothing to store.
 - Attributes: a non-empty object of names to values, at most MAX_ATTRIBUTES.
 - Events: a root object is one event: real time (no `ts`) at `now_ms`, or,
   when it carries `ts`, at that ts (milliseconds). A root array is
@@ -58,26 +48,26 @@ Rules (protocols.md section 4, the seed thingspanel-direct-device-mqtt.md):
 from __future__ import annotations
 
 import json
-import math
 import re
-from dataclasses import dataclass
 from typing import Any, Final
 
-from thingshub.core import jsontext
+from thingshub.core import jsontext, values
 from thingshub.core.errors import InvalidRequest
 from thingshub.core.model import DeviceEvent, Point
+from thingshub.core.ota import Progress
+from thingshub.core.values import MAX_NESTING, MAX_STRING
+from thingshub.core.values import at as _at
+from thingshub.core.values import json_problem as _json_problem
+from thingshub.core.values import kind as _kind
+from thingshub.core.values import name_problem as _name_problem
+from thingshub.core.values import show as _show
+from thingshub.core.values import shown as _shown
+from thingshub.core.values import string_problem as _string_problem
 
 MAX_PAYLOAD: Final = 64 * 1024  # bytes
 MAX_POINTS: Final = 10_000  # points of one telemetry message
 MAX_ATTRIBUTES: Final = 1_000  # attributes of one report
 MAX_EVENTS: Final = 1_000  # events of one report
-MAX_KEY: Final = 128  # characters of a key, a method, a module
-MAX_STRING: Final = 4096  # UTF-8 bytes of a string value
-MAX_NESTING: Final = 32  # containers (objects + arrays) on one path inside a value
-MIN_INT: Final = -(2**63)
-MAX_INT: Final = 2**63 - 1
-MIN_TS_MS: Final = 946_684_800_000  # 2000-01-01T00:00:00Z
-MAX_AHEAD_MS: Final = 86_400_000  # how far past the platform's clock a ts may be
 
 INVALID_JSON: Final = "INVALID_JSON"
 INVALID_PARAM: Final = "INVALID_PARAM"
@@ -92,16 +82,6 @@ DEFAULT_MESSAGES: Final[dict[str, str]] = {
     INTERNAL: "internal error",
 }
 
-#: Meaning of the negative OTA steps.
-FAILURES: Final[dict[int, str]] = {
-    -1: "upgrade failed",
-    -2: "download failed",
-    -3: "verification failed",
-    -4: "flash failed",
-}
-
-_BAD_NAME = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _STEP = re.compile(r"-?[1-9][0-9]{0,2}")
 _RECORD_FIELDS = ("ts", "values")
 
@@ -113,7 +93,7 @@ class ReportError(InvalidRequest):
     def __init__(self, errcode: str, message: str) -> None:
         if errcode not in (INVALID_JSON, INVALID_PARAM, PAYLOAD_TOO_LARGE):
             raise ValueError(f"not an errcode of a device report: {errcode!r}")
-        super().__init__(message)
+        super().__init__(message, err_code=errcode)
         self.errcode: str = errcode
 
 
@@ -169,156 +149,19 @@ def _load(payload: bytes, max_payload: int) -> Any:
         raise ReportError(INVALID_JSON, f"the payload is not valid JSON: {exc}") from None
 
 
-# ---------------------------------------------------------------- names and values
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
-def _shown(value: object) -> str:
-    """A value for a message: numbers and strings as written, others by kind."""
-    if isinstance(value, str):
-        return _show(value)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return repr(value)
-    return _kind(value)
-
-
-def _show(name: str) -> str:
-    """A name for a message: quoted, escaped, cut to a readable length."""
-    return repr(name if len(name) <= 40 else name[:40] + "...")
-
-
-def _name_problem(value: object) -> str | None:
-    """What keeps `value` from being a name (key, method, module), or None."""
-    if not isinstance(value, str):
-        return f"must be a string, not {_kind(value)}"
-    if not value:
-        return "must not be empty"
-    if len(value) > MAX_KEY:
-        return f"has {len(value)} characters; at most {MAX_KEY} are allowed"
-    if _BAD_NAME.search(value):
-        return "must not hold control characters or unpaired surrogates"
-    return None
-
-
-def _string_problem(value: str, max_string: int | None) -> str | None:
-    if _SURROGATE.search(value):
-        return "strings must not hold unpaired surrogates"
-    if (
-        max_string is not None
-        and len(value) > max_string // 4
-        and len(value.encode("utf-8")) > max_string
-    ):
-        return f"strings may have at most {max_string} bytes (UTF-8)"
-    return None
-
-
-def _json_problem(value: Any, depth: int, max_string: int | None) -> tuple[str, str] | None:
-    """(path below `value`, what is wrong) for the first broken value rule, or None.
-
-    `depth` counts the containers above `value`; recursion stops at MAX_NESTING."""
-    if isinstance(value, str):
-        problem = _string_problem(value, max_string)
-        return ("", problem) if problem else None
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        if MIN_INT <= value <= MAX_INT:
-            return None
-        return "", "integers must be within -2**63 .. 2**63-1"
-    if isinstance(value, float):
-        return None if math.isfinite(value) else ("", "numbers must be finite")
-    if isinstance(value, list | dict):
-        if depth >= MAX_NESTING:
-            return "", f"objects and arrays are nested more than {MAX_NESTING} levels deep"
-        if isinstance(value, list):
-            for index, item in enumerate(value):
-                broken = _json_problem(item, depth + 1, max_string)
-                if broken:
-                    return f"[{index}]{broken[0]}", broken[1]
-            return None
-        for key, item in value.items():
-            problem = _string_problem(key, max_string)
-            if problem:
-                return f"[{_show(key)}]", f"keys: {problem}"
-            broken = _json_problem(item, depth + 1, max_string)
-            if broken:
-                return f"[{_show(key)}]{broken[0]}", broken[1]
-        return None
-    return "", f"{type(value).__name__} is not a JSON value"
-
-
-def _at(path: str) -> str:
-    if len(path) > 80:
-        path = path[:80] + "..."
-    return f" (at {path})" if path else ""
-
-
 def _check_entry(key: str, value: Any, where: str) -> None:
     """Raise INVALID_PARAM unless `key` is a name and `value` a value it may hold."""
-    problem = _name_problem(key)
+    problem = values.entry_problem(key, value)
     if problem:
-        raise _param(f"{where}key {_show(key)} {problem}")
-    kind = type(value)
-    if kind is bool:
-        return
-    if kind is float:
-        if math.isfinite(value):
-            return
-    elif kind is int:
-        if MIN_INT <= value <= MAX_INT:
-            return
-    elif value is None:
-        raise _param(
-            f"{where}key {_show(key)}: null is not a value (leave the key out when there is none)"
-        )
-    broken = _json_problem(value, 0, MAX_STRING)
-    if broken:
-        raise _param(f"{where}key {_show(key)}: {broken[1]}{_at(broken[0])}")
-
-
-# ---------------------------------------------------------------- timestamps
+        raise _param(f"{where}{problem}")
 
 
 def _timestamp(value: object, now_ms: int, where: str, *, seconds: bool) -> int:
     """The ms timestamp of a report's `ts` (Unix seconds if `seconds`, else ms)."""
-    unit = "seconds" if seconds else "milliseconds"
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _param(f"{where}ts must be a number (Unix time in {unit}), not {_kind(value)}")
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise _param(f"{where}ts must be a finite number (Unix time in {unit})")
-        if not seconds and not value.is_integer():
-            raise _param(f"{where}ts must be a whole number of milliseconds, not {value!r}")
-    # Compared before rounding: a float may be too large to round, and rounding
-    # never carries a value across these integer bounds.
-    ts: int | float = value * 1000 if seconds else value
-    if ts < MIN_TS_MS:
-        other = "" if seconds else " (not seconds)"
-        raise _param(
-            f"{where}ts {value!r} is before the year 2000; ts is Unix time in {unit}{other}"
-        )
-    if ts > now_ms + MAX_AHEAD_MS:
-        other = " (not milliseconds)" if seconds else ""
-        raise _param(
-            f"{where}ts {value!r} is more than a day ahead of the platform's clock; "
-            f"ts is Unix time in {unit}{other}"
-        )
-    return round(ts)
+    try:
+        return values.timestamp(value, now_ms, seconds=seconds)
+    except values.Problem as exc:
+        raise _param(f"{where}{exc}") from None
 
 
 # ---------------------------------------------------------------- telemetry
@@ -361,22 +204,24 @@ def parse_telemetry(payload: bytes, now_ms: int, max_payload: int = MAX_PAYLOAD)
         ts = _timestamp(record["ts"], now_ms, where, seconds=True)
         if "values" not in record:
             raise _param(f"{where}values is missing")
-        values = record["values"]
-        if not isinstance(values, dict):
-            raise _param(f"{where}values must be an object of key-value pairs, not {_kind(values)}")
-        if not values:
+        record_values = record["values"]
+        if not isinstance(record_values, dict):
+            raise _param(
+                f"{where}values must be an object of key-value pairs, not {_kind(record_values)}"
+            )
+        if not record_values:
             raise _param(f"{where}values is empty: there is nothing to store")
         for field in record:
             if field not in _RECORD_FIELDS:
                 raise _param(
                     f"{where}unknown field {_show(field)}: a record holds only ts and values"
                 )
-        if len(points) + len(values) > MAX_POINTS:
+        if len(points) + len(record_values) > MAX_POINTS:
             raise _too_large(
                 f"the message carries more than {MAX_POINTS} points (passed at record "
                 f"[{index}]); at most {MAX_POINTS} are accepted"
             )
-        for key, value in values.items():
+        for key, value in record_values.items():
             _check_entry(key, value, where)
             points.append(Point(key, ts, value))
     return points
@@ -480,23 +325,6 @@ def event_method(payload: bytes, max_payload: int = MAX_PAYLOAD) -> str | None:
 
 
 # ---------------------------------------------------------------- OTA progress
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """One `ota/devices/progress` report: step 1..100 (percent) or -1..-4 (FAILURES)."""
-
-    step: int
-    desc: str
-    module: str
-
-    @property
-    def succeeded(self) -> bool:
-        return self.step == 100
-
-    @property
-    def failed(self) -> bool:
-        return self.step < 0
 
 
 def _step(value: object) -> int | None:

@@ -1,4 +1,4 @@
-"""ThingsPanel device reports (core/telemetry.py): the seed's examples, and
+"""ThingsPanel device reports (dialects/thingspanel/reports.py): the seed's examples, and
 every refusal with its errcode and a message naming what is wrong."""
 
 from __future__ import annotations
@@ -8,22 +8,19 @@ from typing import Any
 
 import pytest
 
-from thingshub.core import telemetry
 from thingshub.core.errors import InvalidRequest
 from thingshub.core.model import DeviceEvent, Point
-from thingshub.core.telemetry import (
+from thingshub.core.ota import FAILURES, Progress
+from thingshub.core.values import MAX_KEY, MAX_NESTING, MAX_STRING, MIN_TS_MS
+from thingshub.dialects.thingspanel import reports as telemetry
+from thingshub.dialects.thingspanel.reports import (
     INVALID_JSON,
     INVALID_PARAM,
     MAX_ATTRIBUTES,
     MAX_EVENTS,
-    MAX_KEY,
-    MAX_NESTING,
     MAX_PAYLOAD,
     MAX_POINTS,
-    MAX_STRING,
-    MIN_TS_MS,
     PAYLOAD_TOO_LARGE,
-    Progress,
     ReportError,
     event_method,
     parse_answer,
@@ -166,7 +163,7 @@ def test_seed_ota_progress() -> None:
     failed = parse_progress(SEED_OTA_FAILURE)
     assert failed == Progress(-1, "OTA Failed, download failed", "MCU")
     assert failed.failed and not failed.succeeded
-    assert telemetry.FAILURES[failed.step] == "upgrade failed"
+    assert FAILURES[failed.step] == "upgrade failed"
 
 
 def test_seed_response_examples() -> None:

@@ -17,14 +17,12 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from thingshub.core import telemetry
+from thingshub.core import ota, values
 from thingshub.core.jsontext import dumps
-from thingshub.core.telemetry import (
+from thingshub.core.values import MAX_AHEAD_MS, MAX_INT, MIN_INT, MIN_TS_MS
+from thingshub.dialects.thingspanel import reports as telemetry
+from thingshub.dialects.thingspanel.reports import (
     INVALID_PARAM,
-    MAX_AHEAD_MS,
-    MAX_INT,
-    MIN_INT,
-    MIN_TS_MS,
     PAYLOAD_TOO_LARGE,
     ReportError,
     event_method,
@@ -42,7 +40,7 @@ NAMES = st.one_of(
     st.sampled_from(["temperature", "humidity", "switch", "ts", "values", "method"]),
     st.text(NAME_CHARS, min_size=1, max_size=12),
     st.text(NAME_CHARS, min_size=1, max_size=3).map(  # exactly MAX_KEY characters
-        lambda s: (s * telemetry.MAX_KEY)[: telemetry.MAX_KEY]
+        lambda s: (s * values.MAX_KEY)[: values.MAX_KEY]
     ),
 )
 STRINGS = st.text(st.characters(blacklist_categories=["Cs"]), max_size=16)
@@ -288,7 +286,7 @@ def test_any_payload_is_parsed_or_refused_with_a_report_error(payload: bytes, no
         for event in events[0]:
             storable([event.method, event.params])
     progress = judged(parse_progress, payload)
-    if isinstance(progress, telemetry.Progress):
+    if isinstance(progress, ota.Progress):
         storable([progress.desc, progress.module])
     answer = judged(parse_answer, payload)
     if isinstance(answer, dict):
