@@ -38,6 +38,7 @@ from thingshub.core.messages import (
     CallAnswer,
     EventReport,
     ImageGetRequest,
+    ImageUpdateRefused,
     ImageUpdateRequest,
     OtaProgress,
     OtaProgressRefused,
@@ -142,6 +143,7 @@ class Platform:
             storage.images, self.devices, self.presence, self.gateway, clock, bus
         )
         self.gateway.handle(ImageUpdateRequest, self.images.device_update)
+        self.gateway.handle(ImageUpdateRefused, self.images.device_refused_update)
         self.gateway.handle(ImageGetRequest, self.images.device_get)
         self.gateway.on_device_subscribe(self.images.device_subscribed)
         self.commands = CommandService(storage.commands, self.devices, self.gateway, clock, bus)

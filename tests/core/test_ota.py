@@ -10,8 +10,10 @@ import pytest
 
 from thingshub.core import ota
 from thingshub.core.errors import Forbidden, InvalidRequest
+from thingshub.core.messages import OtaInform
 from thingshub.core.model import Firmware, OtaDevice
 from thingshub.core.ota import FAILURES, Progress
+from thingshub.dialects.thingspanel.ota import inform_body
 from thingshub.dialects.thingspanel.reports import ReportError, parse_progress
 from thingshub.services.clock import FakeClock
 
@@ -256,7 +258,7 @@ def test_rollout_rate_over_a_minute() -> None:
 
 def test_the_inform_payload() -> None:
     fw = Firmware("f1", "p1", "n", "1.2.3", "MCU", 42, "a" * 32, "b" * 64, T0, {"k": [1]})
-    body = ota.inform_body("t1", fw, "SHA256", "http://h/ota/download/t1/d1?token=x")
+    body = inform_body(OtaInform("t1", fw, "SHA256", "http://h/ota/download/t1/d1?token=x"))
     assert body == {
         "id": "t1",
         "code": 200,
@@ -270,7 +272,7 @@ def test_the_inform_payload() -> None:
             "extData": {"k": [1]},
         },
     }
-    assert ota.inform_body("t1", fw, "MD5", "u")["params"]["sign"] == "a" * 32
+    assert inform_body(OtaInform("t1", fw, "MD5", "u"))["params"]["sign"] == "a" * 32
 
 
 def test_checks_of_what_applications_send() -> None:

@@ -25,13 +25,16 @@ from thingshub.core.shadow import (
     ImageError,
     Update,
     apply_update,
-    delta_message,
     empty_image,
+    update_from_patch,
+)
+from thingshub.dialects.onenet.image import (
+    accepted,
+    delta_message,
     get_accepted,
     parse_get,
     parse_update,
     rejected,
-    update_from_patch,
 )
 
 T0 = 1469564492
@@ -134,8 +137,8 @@ def test_seed_topics_update_example_is_accepted_without_delta() -> None:
     applied = apply_update(None, parse_update(payload), 100)
     assert applied.image.version == 1
     assert applied.image.timestamp == 100
-    assert applied.delta is None
-    assert applied.accepted == {
+    assert delta_message(applied.image) is None
+    assert accepted(applied) == {
         "state": {"desired": {"color": "red"}, "reported": {"color": "red"}},
         "metadata": {
             "desired": {"color": {"timestamp": 100}},
@@ -457,7 +460,7 @@ def test_accepted_echoes_the_parts_as_sent_with_the_metadata_of_the_leaves_sent(
     image = update(None, {"state": {"desired": {"a": 1, "b": {"c": 2}}}}, 1)
     sent = {"state": {"desired": {"a": None, "b": {"d": [1]}, "e": {}}, "reported": None}}
     applied = apply_update(image, parse_update(raw({**sent, "id": "7"})), 9)
-    assert applied.accepted == {
+    assert accepted(applied) == {
         "state": sent["state"],
         "metadata": {
             "desired": {"a": {"timestamp": 9}, "b": {"d": {"timestamp": 9}}, "e": {}},
@@ -467,21 +470,21 @@ def test_accepted_echoes_the_parts_as_sent_with_the_metadata_of_the_leaves_sent(
         "timestamp": 9,
         "id": "7",
     }
-    no_id = apply_update(image, parse_update(raw(sent)), 9).accepted
+    no_id = accepted(apply_update(image, parse_update(raw(sent)), 9))
     assert "id" not in no_id
-    assert apply_update(image, Update(reported={"a": 1}, id=0), 9).accepted["id"] == 0
+    assert accepted(apply_update(image, Update(reported={"a": 1}, id=0), 9))["id"] == 0
 
 
 def test_delta_follows_each_update() -> None:
     applied = apply_update(None, parse_update(state(desired={"a": {"b": 1}, "c": "on"})), 3)
-    assert applied.delta == {
+    assert delta_message(applied.image) == {
         "state": {"a": {"b": 1}, "c": "on"},
         "metadata": {"a": {"b": {"timestamp": 3}}, "c": {"timestamp": 3}},
         "version": 1,
         "timestamp": 3,
     }
     applied = apply_update(applied.image, parse_update(state(reported={"a": {"b": 1}})), 4)
-    assert applied.delta == {
+    assert delta_message(applied.image) == {
         "state": {"c": "on"},
         "metadata": {"c": {"timestamp": 3}},
         "version": 2,
@@ -489,7 +492,7 @@ def test_delta_follows_each_update() -> None:
     }
     assert applied.image.properties()["state"]["delta"] == {"c": "on"}
     applied = apply_update(applied.image, parse_update(state(reported={"c": "on", "x": 1})), 5)
-    assert applied.delta is None
+    assert delta_message(applied.image) is None
     assert delta_message(applied.image) is None
     assert "delta" not in applied.image.properties()["state"]
 

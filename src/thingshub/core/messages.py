@@ -20,8 +20,9 @@ from typing import Any
 
 from thingshub.core.commands import AnswerLimit
 from thingshub.core.errors import ThingsHubError
-from thingshub.core.model import DeviceEvent, Point
+from thingshub.core.model import DeviceEvent, Firmware, Point
 from thingshub.core.ota import Progress
+from thingshub.core.shadow import Applied, Image, ImageError, RequestId, Update
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,12 +37,24 @@ class DeviceRef:
 
 @dataclass(frozen=True, slots=True)
 class ImageUpdateRequest:
-    payload: bytes
+    """A device's update of its image, checked by core/shadow.py's rules."""
+
+    update: Update
+
+
+@dataclass(frozen=True, slots=True)
+class ImageUpdateRefused:
+    """A device's update its dialect refused; answered with the error."""
+
+    request_id: RequestId
+    error: ImageError
 
 
 @dataclass(frozen=True, slots=True)
 class ImageGetRequest:
-    payload: bytes
+    """A device asks for its image."""
+
+    request_id: RequestId
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +134,7 @@ class CallAnswer:
 
 Inbound = (
     ImageUpdateRequest
+    | ImageUpdateRefused
     | ImageGetRequest
     | TelemetryReport
     | AttributesReport
@@ -136,12 +150,35 @@ Inbound = (
 
 
 @dataclass(frozen=True, slots=True)
-class ImageReply:
-    """A reply on one of the image topics; `topic` is the part after `image/`:
-    update/accepted, update/rejected, update/delta, get/accepted, get/rejected."""
+class ImageAccepted:
+    """A device's update was applied: `applied` holds the update and the new image."""
 
-    topic: str
-    body: dict[str, Any]
+    applied: Applied
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRejected:
+    """A device's `request` ("update" or "get") was refused with an image code."""
+
+    request: str
+    request_id: RequestId
+    err_code: int
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ImageDelta:
+    """The image's desired state differs from its reported state: tell the device."""
+
+    image: Image
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSnapshot:
+    """The answer to a device asking for its image."""
+
+    request_id: RequestId
+    image: Image
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,9 +230,24 @@ class ReportAck:
 
 @dataclass(frozen=True, slots=True)
 class OtaInform:
-    """`ota/devices/inform/{dn}`: {id, code, params}."""
+    """A device has an upgrade to make: task `task_id`, `firmware` at `url`,
+    signed with `sign_method` (its digest of the file)."""
 
-    body: dict[str, Any]
+    task_id: str
+    firmware: Firmware
+    sign_method: str
+    url: str
 
 
-Outbound = ImageReply | Call | AnswerVerdict | AttributesGet | Control | ReportAck | OtaInform
+Outbound = (
+    ImageAccepted
+    | ImageRejected
+    | ImageDelta
+    | ImageSnapshot
+    | Call
+    | AnswerVerdict
+    | AttributesGet
+    | Control
+    | ReportAck
+    | OtaInform
+)

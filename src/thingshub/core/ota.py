@@ -323,23 +323,6 @@ def sign_of(firmware: Firmware, method: str) -> str:
     return firmware.md5 if method == "MD5" else firmware.sha256
 
 
-def inform_body(task_id: str, firmware: Firmware, sign_method: str, url: str) -> dict[str, Any]:
-    """The payload of `ota/devices/inform/{device_number}`, exactly as the spec shows."""
-    return {
-        "id": task_id,
-        "code": 200,
-        "params": {
-            "version": firmware.version,
-            "size": firmware.size,
-            "url": url,
-            "signMethod": sign_method,
-            "sign": sign_of(firmware, sign_method),
-            "module": firmware.module,
-            "extData": dict(firmware.ext_data),
-        },
-    }
-
-
 # ---------------------------------------------------------------- download tokens
 
 

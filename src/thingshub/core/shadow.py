@@ -1,6 +1,10 @@
-"""OneNET device image (device shadow): parse, check, merge, delta, metadata.
+"""The device image (device shadow): check, merge, delta, metadata.
 
-Rules (protocols.md section 2):
+OneNET's wire for it (the payloads of `image/...`, request ids, reply
+bodies) is dialects/onenet/image.py; the rules here serve it and the HTTP
+API alike, and their codes (160-167, OneNET's) are the errors' wire hints.
+
+Rules:
 - An image is desired + reported state, metadata mirroring both (each leaf
   replaced by `{"timestamp": t}` of its last write), `version` and
   `timestamp` (Unix seconds, passed in: nothing here reads a clock).
@@ -29,33 +33,12 @@ Rules (protocols.md section 2):
 - A payload nested past the interpreter's stack is parsed without recursion,
   so it is judged by the same rules in the same order as any other.
 
-Check order of `parse_update` (the first rule broken gives the code):
-  160  not UTF-8, not JSON (NaN/Infinity included), or top level not an object
-  161  payload longer than MAX_PAYLOAD bytes
-  163  `state` missing or not an object
-  164  `state` holds neither `desired` nor `reported`
-  162  an object under desired/reported deeper than MAX_DEPTH, or a path
-       through more than MAX_NESTING containers (only object-valued
-       desired/reported are looked into)
-  165  desired/reported neither object nor null; a key of `state` other than
-       desired/reported; a key (anywhere under desired/reported, arrays
-       included) not 1-30 of [A-Za-z0-9_]; a string over MAX_STRING UTF-8
-       bytes or holding an unpaired surrogate; an integer outside
-       ±MAX_INT; a float that is not finite (1e400); `version` present and
-       not a positive integer (bools are not integers; null is not absent);
-       `id` present and not a string or an integer within ±MAX_INT.
-  Other top-level keys are ignored; of duplicate keys the last wins (as in
-  json.loads). An error raised once the payload is known to be an object
-  carries the request's `id` when that id is valid.
+The codes of a device's update are dialects/onenet/image.py's check order;
 `apply_update` then: 165 version conflict, 161 stored document too large.
 
-`update_from_patch` (HTTP PATCH): 164 (no desired), 162, 165 (as above, plus
+`update_from_patch` (HTTP PATCH): 164 (no desired), 162, 165 (as there, plus
 values of a type JSON does not have), 161 (the desired part longer than
 MAX_PAYLOAD as compact JSON); a `version` of None means absent.
-
-`parse_get` is lenient: the image/get topic has no error for a malformed
-query, so an empty payload, bad JSON, a non-object or an invalid `id` all
-mean "no id".
 """
 
 from __future__ import annotations
@@ -68,7 +51,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final, TypeGuard
 
-from thingshub.core import jsontext
 from thingshub.core.errors import InvalidRequest, Unavailable
 
 ERR_MSG: Final[dict[int, str]] = {
@@ -132,12 +114,12 @@ Part = JsonObject | None | _Missing
 # ---------------------------------------------------------------- values
 
 
-def _copy(value: Any) -> Any:
+def copy_value(value: Any) -> Any:
     """A deep copy of a JSON value (dicts and lists; scalars are immutable)."""
     if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
+        return {k: copy_value(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_copy(v) for v in value]
+        return [copy_value(v) for v in value]
     return value
 
 
@@ -162,10 +144,10 @@ def _compact(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def _leaf_metadata(value: Any, now_s: int) -> Any:
+def leaf_metadata(value: Any, now_s: int) -> Any:
     """Metadata mirroring `value`: every non-object value becomes {"timestamp": now_s}."""
     if isinstance(value, dict):
-        return {k: _leaf_metadata(v, now_s) for k, v in value.items()}
+        return {k: leaf_metadata(v, now_s) for k, v in value.items()}
     return {"timestamp": now_s}
 
 
@@ -178,18 +160,18 @@ def _delta(desired: JsonObject, reported: JsonObject) -> JsonObject:
             if sub:
                 out[key] = sub
         elif have is MISSING or not _same(want, have):
-            out[key] = _copy(want)
+            out[key] = copy_value(want)
     return out
 
 
-def _pick_metadata(meta: JsonObject, shape: JsonObject) -> JsonObject:
+def pick_metadata(meta: JsonObject, shape: JsonObject) -> JsonObject:
     """The part of `meta` at the leaves of `shape` (a sub-tree of the state `meta` mirrors)."""
     out: JsonObject = {}
     for key, value in shape.items():
         if isinstance(value, dict):
-            out[key] = _pick_metadata(meta[key], value)
+            out[key] = pick_metadata(meta[key], value)
         else:
-            out[key] = _copy(meta[key])
+            out[key] = copy_value(meta[key])
     return out
 
 
@@ -211,7 +193,7 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _positive_int(value: object) -> TypeGuard[int]:
+def positive_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
@@ -243,10 +225,10 @@ class Image:
     def stored(self) -> JsonObject:
         """What is persisted: `properties()` without the derived delta (fresh copies)."""
         return {
-            "state": {"desired": _copy(self.desired), "reported": _copy(self.reported)},
+            "state": {"desired": copy_value(self.desired), "reported": copy_value(self.reported)},
             "metadata": {
-                "desired": _copy(self.meta_desired),
-                "reported": _copy(self.meta_reported),
+                "desired": copy_value(self.meta_desired),
+                "reported": copy_value(self.meta_reported),
             },
             "version": self.version,
             "timestamp": self.timestamp,
@@ -275,7 +257,12 @@ class Image:
             raise Unavailable(
                 "stored device image is corrupt: bad version or timestamp", err_code=128
             )
-        copies = (_copy(desired), _copy(reported), _copy(meta_desired), _copy(meta_reported))
+        copies = (
+            copy_value(desired),
+            copy_value(reported),
+            copy_value(meta_desired),
+            copy_value(meta_reported),
+        )
         return cls(*copies, version, timestamp)
 
     def size(self) -> int:
@@ -317,24 +304,6 @@ class Update:
     @property
     def has_reported(self) -> bool:
         return self.reported is not MISSING
-
-
-def _load(payload: bytes) -> Any:
-    """Parse UTF-8 JSON; ImageError 160 on anything else."""
-    try:
-        text = bytes(payload).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ImageError(160, "the payload is not valid UTF-8") from exc
-    try:
-        return jsontext.loads(text)
-    except jsontext.JsonError as exc:
-        raise ImageError(160, f"the payload is not valid JSON: {exc}") from exc
-
-
-def _valid_id(value: object) -> bool:
-    if isinstance(value, str):
-        return _SURROGATE.search(value) is None
-    return isinstance(value, int) and not isinstance(value, bool) and -MAX_INT <= value <= MAX_INT
 
 
 def _check_depth(value: Any, objects: int, containers: int) -> str | None:
@@ -392,7 +361,7 @@ def _check_value(value: Any) -> tuple[str, str] | None:
     return "", f"{type(value).__name__} is not a JSON value"
 
 
-def _check_parts(parts: dict[str, Any], id: RequestId) -> None:
+def check_parts(parts: dict[str, Any], id: RequestId) -> None:
     """162 then the 165 rules of desired/reported, in the documented order."""
     for name, part in parts.items():
         if isinstance(part, dict):
@@ -408,40 +377,6 @@ def _check_parts(parts: dict[str, Any], id: RequestId) -> None:
             raise ImageError(165, f"{name}{broken[0]}: {broken[1]}", id=id)
 
 
-def parse_update(payload: bytes) -> Update:
-    """Check an `image/update` payload from a device (order in the module header)."""
-    doc = _load(payload)
-    if not isinstance(doc, dict):
-        raise ImageError(160, "the payload must be a JSON object")
-    raw_id = doc.get("id")
-    id = raw_id if _valid_id(raw_id) else None
-    if len(payload) > MAX_PAYLOAD:
-        raise ImageError(
-            161, f"the payload is {len(payload)} bytes, more than {MAX_PAYLOAD}", id=id
-        )
-    state = doc.get("state")
-    if not isinstance(state, dict):
-        raise ImageError(163, "the payload needs a 'state' object", id=id)
-    parts = {name: state[name] for name in _STATE_KEYS if name in state}
-    if not parts:
-        raise ImageError(164, "'state' needs 'desired' or 'reported'", id=id)
-    _check_parts(parts, id)
-    for key in state:
-        if key not in _STATE_KEYS:
-            raise ImageError(165, f"'state' may hold only desired and reported, not {key!r}", id=id)
-    version = doc.get("version")
-    if "version" in doc and not _positive_int(version):
-        raise ImageError(165, "version must be a positive integer", id=id)
-    if "id" in doc and id is None:
-        raise ImageError(165, f"id must be a string or an integer within ±{MAX_INT}")
-    return Update(
-        desired=parts.get("desired", MISSING),
-        reported=parts.get("reported", MISSING),
-        version=version,
-        id=id,
-    )
-
-
 def update_from_patch(desired: object = MISSING, version: object = None) -> Update:
     """Check an application's PATCH of desired (values already parsed from JSON).
 
@@ -450,10 +385,10 @@ def update_from_patch(desired: object = MISSING, version: object = None) -> Upda
     """
     if desired is MISSING:
         raise ImageError(164, "the update needs 'desired'")
-    _check_parts({"desired": desired}, None)
+    check_parts({"desired": desired}, None)
     if version is MISSING or version is None:
         checked_version = None
-    elif _positive_int(version):
+    elif positive_int(version):
         checked_version = version
     else:
         raise ImageError(165, "version must be a positive integer")
@@ -465,31 +400,15 @@ def update_from_patch(desired: object = MISSING, version: object = None) -> Upda
     return Update(desired=desired, version=checked_version)
 
 
-def parse_get(payload: bytes) -> RequestId:
-    """The id of an `image/get` request, or None (lenient: see the module header)."""
-    if not payload.strip():
-        return None
-    try:
-        doc = _load(payload)
-    except ImageError:
-        return None
-    if not isinstance(doc, dict):
-        return None
-    value = doc.get("id")
-    return value if _valid_id(value) else None
-
-
 # ---------------------------------------------------------------- applying
 
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """The new image, the `image/update/accepted` payload, and the delta payload
-    to publish (None when the new image has no delta)."""
+    """The new image and the update that made it (what an acceptance echoes)."""
 
     image: Image
-    accepted: JsonObject
-    delta: JsonObject | None
+    update: Update
 
 
 def _merged(
@@ -515,7 +434,7 @@ def _merged(
                 state.pop(key, None)
                 meta.pop(key, None)
         else:
-            state[key] = _copy(value)
+            state[key] = copy_value(value)
             meta[key] = {"timestamp": now_s}
     return state, meta
 
@@ -553,51 +472,4 @@ def apply_update(current: Image | None, update: Update, now_s: int) -> Applied:
             f"the image would be {size} bytes as JSON, more than {MAX_DOCUMENT}",
             id=update.id,
         )
-    sent_state: JsonObject = {}
-    sent_meta: JsonObject = {}
-    for name, part in (("desired", update.desired), ("reported", update.reported)):
-        if part is not MISSING:
-            sent_state[name] = _copy(part)
-            sent_meta[name] = _leaf_metadata(part, now_s)
-    accepted: JsonObject = {
-        "state": sent_state,
-        "metadata": sent_meta,
-        "version": image.version,
-        "timestamp": now_s,
-    }
-    if update.id is not None:
-        accepted["id"] = update.id
-    return Applied(image, accepted, delta_message(image))
-
-
-def delta_message(image: Image) -> JsonObject | None:
-    """The `image/update/delta` payload of an image, or None when there is no delta."""
-    delta = image.delta()
-    if not delta:
-        return None
-    return {
-        "state": delta,
-        "metadata": _pick_metadata(image.meta_desired, delta),
-        "version": image.version,
-        "timestamp": image.timestamp,
-    }
-
-
-def get_accepted(image: Image, id: RequestId) -> JsonObject:
-    """The `image/get/accepted` payload: the image's properties, plus the id when sent."""
-    out = image.properties()
-    if id is not None:
-        out["id"] = id
-    return out
-
-
-def rejected(err_code: int, id: RequestId, detail: str | None = None) -> JsonObject:
-    """An `.../rejected` payload. A code outside ERR_MSG is reported as 128."""
-    if err_code not in ERR_MSG:
-        err_code = 128
-    out: JsonObject = {"err_code": err_code, "err_msg": ERR_MSG[err_code]}
-    if id is not None:
-        out["id"] = id
-    if detail:
-        out["detail"] = detail
-    return out
+    return Applied(image, update)

@@ -1,16 +1,19 @@
-"""OneNET device images: updates and queries from devices and applications.
+"""Device images: updates and queries from devices and applications.
 
 Rules:
 - The rules themselves (validation, merge, delta, metadata, versions,
   limits) are core/shadow.py; this module orders and stores their results.
+  What a device sends arrives checked by its dialect, and what it is told
+  leaves as neutral messages (accepted, rejected with a code, delta,
+  snapshot) that its dialect words.
 - One update at a time per device (KeyedLocks); documents are cached and
   written through. The store checks the version (`save(..., expected)`), so
   two writers, here or in another process, never both win: the loser reloads
   and applies its update again (an update that named a version then fails
   with 165, as the rule says).
 - A device's update is acknowledged (QoS 1 PUBACK) only once stored; the
-  refusal of a bad update travels on `image/update/rejected`, and the PUBACK
-  still goes out (the message was handled).
+  refusal of a bad update is told to the device, and the PUBACK still goes
+  out (the message was handled).
 - A device may send at most `rate` updates per second (burst `burst`);
   beyond that its updates are rejected with 128 "unspecified error" and a
   detail saying so, and cost the server almost nothing.
@@ -29,7 +32,16 @@ from typing import Any
 from thingshub.core import shadow
 from thingshub.core.errors import Conflict, NotFound, VersionConflict
 from thingshub.core.events import DeviceDeleted, Event, ImageChanged
-from thingshub.core.messages import DeviceRef, ImageGetRequest, ImageReply, ImageUpdateRequest
+from thingshub.core.messages import (
+    DeviceRef,
+    ImageAccepted,
+    ImageDelta,
+    ImageGetRequest,
+    ImageRejected,
+    ImageSnapshot,
+    ImageUpdateRefused,
+    ImageUpdateRequest,
+)
 from thingshub.core.model import StoredImage
 from thingshub.core.ports import Clock, DeviceLink, EventBus, ImageRepo
 from thingshub.core.ratelimit import RateLimiter
@@ -76,49 +88,47 @@ class ImageService:
     # ------------------------------------------------------------ from devices
 
     async def device_update(self, ref: DeviceRef, message: ImageUpdateRequest) -> None:
-        now_ms = self.clock.now_ms()
-        if not self.limiter.allow((ref.product_id, ref.name), now_ms / 1000):
-            self.rate_limited += 1
-            detail = f"too many updates: at most {self.limiter.rate:g} per second"
-            self._reply(
-                ref,
-                "update/rejected",
-                shadow.rejected(128, shadow.parse_get(message.payload), detail),
-            )
+        if not self._allowed(ref, message.update.id):
             return
+        now_ms = self.clock.now_ms()
         try:
-            update = shadow.parse_update(message.payload)
-            applied = await self._apply(ref.product_id, ref.name, update, now_ms)
+            applied = await self._apply(ref.product_id, ref.name, message.update, now_ms)
         except shadow.ImageError as exc:
-            request_id = shadow.parse_get(message.payload)
-            self._reply(
-                ref, "update/rejected", shadow.rejected(exc.err_code, request_id, exc.message)
-            )
+            self._reject(ref, message.update.id, exc.err_code, exc.message)
             return
         except NotFound:
-            self._reply(
-                ref,
-                "update/rejected",
-                shadow.rejected(
-                    128, shadow.parse_get(message.payload), "the device no longer exists"
-                ),
-            )
+            self._reject(ref, message.update.id, 128, "the device no longer exists")
             return
-        self._reply(ref, "update/accepted", applied.accepted)
-        if applied.delta is not None:
-            self._reply(ref, "update/delta", applied.delta)
+        self.link.send(ref, ImageAccepted(applied))
+        if applied.image.delta():
+            self.link.send(ref, ImageDelta(applied.image))
+
+    async def device_refused_update(self, ref: DeviceRef, message: ImageUpdateRefused) -> None:
+        if self._allowed(ref, message.request_id):
+            self._reject(ref, message.request_id, message.error.err_code, message.error.message)
+
+    def _allowed(self, ref: DeviceRef, request_id: shadow.RequestId) -> bool:
+        """Within the device's update rate; if not, the update is rejected with 128."""
+        if self.limiter.allow((ref.product_id, ref.name), self.clock.now_ms() / 1000):
+            return True
+        self.rate_limited += 1
+        detail = f"too many updates: at most {self.limiter.rate:g} per second"
+        self._reject(ref, request_id, 128, detail)
+        return False
+
+    def _reject(self, ref: DeviceRef, request_id: shadow.RequestId, code: int, detail: str) -> None:
+        self.link.send(ref, ImageRejected("update", request_id, code, detail))
 
     async def device_get(self, ref: DeviceRef, message: ImageGetRequest) -> None:
-        request_id = shadow.parse_get(message.payload)
         image = await self._load(ref.product_id, ref.name)
         if image is None:
-            self._reply(ref, "get/rejected", shadow.rejected(167, request_id))
+            self.link.send(ref, ImageRejected("get", message.request_id, 167))
         else:
-            self._reply(ref, "get/accepted", shadow.get_accepted(image, request_id))
+            self.link.send(ref, ImageSnapshot(message.request_id, image))
 
     def device_subscribed(self, ref: DeviceRef, filters: list[str]) -> None:
         """After SUBACK: push the pending delta if the device now listens for it."""
-        if self.link.listens(ref, filters, ImageReply):
+        if self.link.listens(ref, filters, ImageDelta):
             task = asyncio.get_running_loop().create_task(self._push_delta(ref))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -129,13 +139,8 @@ class ImageService:
         except Exception:
             log.exception("loading the image of %s/%s failed", ref.product_id, ref.name)
             return
-        if image is not None:
-            delta = shadow.delta_message(image)
-            if delta is not None:
-                self._reply(ref, "update/delta", delta)
-
-    def _reply(self, ref: DeviceRef, topic: str, body: dict[str, Any]) -> None:
-        self.link.send(ref, ImageReply(topic, body))
+        if image is not None and image.delta():
+            self.link.send(ref, ImageDelta(image))
 
     # ------------------------------------------------------------ from applications
 
@@ -189,9 +194,9 @@ class ImageService:
         if update is None:
             return await self._document(product_id, name, await self._load(product_id, name))
         applied = await self._apply(product_id, name, update, self.clock.now_ms())
-        if applied.delta is not None and self.link.is_online(product_id, name):
+        if applied.image.delta() and self.link.is_online(product_id, name):
             ref = DeviceRef(product_id, name, device.device_number)
-            self._reply(ref, "update/delta", applied.delta)
+            self.link.send(ref, ImageDelta(applied.image))
         return await self._document(product_id, name, applied.image)
 
     # ------------------------------------------------------------ core

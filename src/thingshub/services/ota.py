@@ -487,8 +487,8 @@ class OtaService:
         informed = ota.informed(device, now)
         assert informed.informed_at is not None
         url = self.download_url(t.task.id, name, informed.informed_at, t.task.device_timeout_s)
-        body = ota.inform_body(t.task.id, t.firmware, t.task.sign_method, url)
-        if not self.link.send(DeviceRef(t.task.product_id, name, number), OtaInform(body)):
+        inform = OtaInform(t.task.id, t.firmware, t.task.sign_method, url)
+        if not self.link.send(DeviceRef(t.task.product_id, name, number), inform):
             self._unsubscribed.add((t.task.product_id, name))
             return False
         self.informs += 1

@@ -1,7 +1,8 @@
 """OneNET: token logins and the `$sys/{pid}/{name}/...` topics of a device.
 
 The dialect object wires the parts: token.py (logins), topics.py (topic
-rights), and the message translations below.
+rights), image.py (the image's payloads), commands.py (the commands'
+codes), and the message translations below.
 """
 
 from __future__ import annotations
@@ -14,12 +15,17 @@ from thingshub.core.messages import (
     Call,
     CallAnswer,
     DeviceRef,
+    ImageAccepted,
+    ImageDelta,
     ImageGetRequest,
-    ImageReply,
+    ImageRejected,
+    ImageSnapshot,
+    ImageUpdateRefused,
     ImageUpdateRequest,
 )
 from thingshub.core.model import Device
-from thingshub.dialects.onenet import commands, topics
+from thingshub.core.shadow import ImageError
+from thingshub.dialects.onenet import commands, image, topics
 from thingshub.dialects.onenet import token as tokens
 from thingshub.dialects.port import Login, PasswordCheck, Wire
 
@@ -68,7 +74,7 @@ class OneNet:
 
     def topics(self, ref: DeviceRef, kind: type) -> tuple[str, ...]:
         own = topics.prefix(ref.product_id, ref.name)
-        if kind is ImageReply:
+        if kind is ImageDelta:
             return (own + "image/update/delta",)
         return ()
 
@@ -80,9 +86,12 @@ class OneNet:
             return None
         rest = topic[len(own) :]
         if rest == "image/update":
-            return ImageUpdateRequest(payload)
+            try:
+                return ImageUpdateRequest(image.parse_update(payload))
+            except ImageError as exc:
+                return ImageUpdateRefused(image.parse_get(payload), exc)
         if rest == "image/get":
-            return ImageGetRequest(payload)
+            return ImageGetRequest(image.parse_get(payload))
         if rest.startswith("cmd/response/"):
             cmd_id = rest[len("cmd/response/") :]
             if cmd_id and "/" not in cmd_id:
@@ -91,8 +100,17 @@ class OneNet:
 
     def encode(self, ref: DeviceRef, message: object) -> Wire | None:
         own = topics.prefix(ref.product_id, ref.name)
-        if isinstance(message, ImageReply):
-            return [(own + "image/" + message.topic, dumps(message.body))]
+        if isinstance(message, ImageAccepted):
+            return [(own + "image/update/accepted", dumps(image.accepted(message.applied)))]
+        if isinstance(message, ImageDelta):
+            delta = image.delta_message(message.image)
+            return [] if delta is None else [(own + "image/update/delta", dumps(delta))]
+        if isinstance(message, ImageSnapshot):
+            body = image.get_accepted(message.image, message.request_id)
+            return [(own + "image/get/accepted", dumps(body))]
+        if isinstance(message, ImageRejected):
+            body = image.rejected(message.err_code, message.request_id, message.detail)
+            return [(own + f"image/{message.request}/rejected", dumps(body))]
         if isinstance(message, Call) and message.family == NAME:
             return [(own + "cmd/request/" + message.call_id, message.body)]
         if isinstance(message, AnswerVerdict) and message.family == NAME:

@@ -32,7 +32,7 @@ from thingshub.core.messages import (
 )
 from thingshub.core.model import Device
 from thingshub.dialects.port import Login, PasswordCheck, Wire
-from thingshub.dialects.thingspanel import reports, topics
+from thingshub.dialects.thingspanel import ota, reports, topics
 
 NAME = "thingspanel"
 
@@ -130,7 +130,7 @@ class ThingsPanel:
             topic = f"devices/{message.kind}/response/{dn}/{message.reply_to}"
             return [(topic, dumps(_response(message)))]
         if isinstance(message, OtaInform):
-            return [(f"ota/devices/inform/{dn}", dumps(message.body))]
+            return [(f"ota/devices/inform/{dn}", dumps(ota.inform_body(message)))]
         return None
 
 
