@@ -265,10 +265,12 @@ class RunningPlatform(OnLoop):
         return client
 
 
-def _start_platform(settings: Any) -> tuple[RunningPlatform, threading.Thread]:
+def _start_platform(
+    settings: Any, dialects: Any = None
+) -> tuple[RunningPlatform, threading.Thread]:
     from thingshub.app import Platform
 
-    platform = Platform(settings)
+    platform = Platform(settings, dialects)
     loop, thread = serve_in_thread("platform", platform.start, platform.stop)
     return RunningPlatform(platform, loop, settings.data_dir), thread
 
@@ -277,14 +279,15 @@ def _start_platform(settings: Any) -> tuple[RunningPlatform, threading.Thread]:
 def platform_factory(tmp_path: Any) -> Iterator[Callable[..., RunningPlatform]]:
     """Start platforms on free ports; each is stopped (cleanly) at the end of the test.
 
-    `platform_factory(data_dir=..., database_url=..., **settings)`; a platform
-    can also be stopped early with `stop(p)` to test restarts.
+    `platform_factory(data_dir=..., database_url=..., dialects=..., **settings)`
+    (`dialects`: a registry of device protocols, the default one if absent); a
+    platform can also be stopped early with `stop(p)` to test restarts.
     """
     from thingshub.config import Settings
 
     running: list[tuple[RunningPlatform, threading.Thread]] = []
 
-    def start(**overrides: Any) -> RunningPlatform:
+    def start(dialects: Any = None, **overrides: Any) -> RunningPlatform:
         values: dict[str, Any] = {
             "data_dir": tmp_path / "data",
             "mqtt_port": 0,
@@ -293,7 +296,7 @@ def platform_factory(tmp_path: Any) -> Iterator[Callable[..., RunningPlatform]]:
             "console": False,  # NiceGUI is process-wide: tests/console runs it in `serve`
         }
         values.update(overrides)
-        p, thread = _start_platform(Settings(**values))
+        p, thread = _start_platform(Settings(**values), dialects)
         running.append((p, thread))
         return p
 
