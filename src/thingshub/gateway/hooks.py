@@ -1,9 +1,9 @@
 """The MQTT server's hooks, bound to the platform: who gets in, what they may touch.
 
 Rules:
-- Every CONNECT must name a registered device, by a OneNET token (user name =
-  product id, client id = device name) or by its ThingsPanel user name and
-  password. The answer for an address that keeps failing is slowed down
+- Every CONNECT must name a registered device, in the credential form of
+  one of the dialects (a OneNET token, a ThingsPanel user name and
+  password, ...), which then verifies them. The answer for an address that keeps failing is slowed down
   (core/throttle.py), success or not, so timing tells an attacker nothing.
 - Refusals: bad credentials, unknown device, an expired token, or a token
   naming another device than the client id does → "bad user name or

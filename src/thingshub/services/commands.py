@@ -124,7 +124,7 @@ class CommandService:
         self._attribute_waits.setdefault(key, []).append(wait)
         try:
             if not self.link.send(_ref(device), AttributesGet(keys)):
-                raise _not_subscribed("devices/attributes/get")
+                raise _not_subscribed("the topic of attribute requests")
             return await asyncio.wait_for(asyncio.shield(wait.future), seconds)
         except TimeoutError:
             raise CommandTimeout(
@@ -143,7 +143,7 @@ class CommandService:
             raise InvalidRequest("the control values must be a non-empty JSON object")
         device = await self._online_device(product_id, name)
         if not self.link.send(_ref(device), Control(values)):
-            raise _not_subscribed("devices/telemetry/control")
+            raise _not_subscribed("the topic of control values")
 
     async def _call(self, device: Device, request: rules.CallRequest, seconds: int) -> CallResult:
         """Record, send, and wait. Ids of the CLOCK style repeat over time, so their
