@@ -1,8 +1,8 @@
 """A lean asyncio MQTT 3.1.1 load client on ThingsHub's codec, and the load shapes of the
 broker benchmarks.
 
-Why a client of our own: the research (shared/research/mqtt-servers.md) found that
-mosquitto_pub/sub spend more CPU per message than the broker they load, so they measure
+Why a client of our own: mosquitto_pub/sub spend more CPU per message than the broker
+they load (libmosquitto makes several read() calls per packet), so they measure
 themselves. This client keeps its own cost per message small and visible:
 - every PUBLISH is encoded before the clock starts (`encode_publish`), and the control
   packets once (`encode`);
