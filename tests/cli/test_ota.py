@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_serve import Server, start_server, stop
+from tests.cli.test_serve import Server, start_server, stop
 
 
 @pytest.fixture

@@ -1,10 +1,11 @@
-"""The `thingshub` command.
+"""`thingshub serve` and `thingshub broker`: the long-running commands.
 
 Rules:
 - Long-running commands (`broker`, `serve`) print one line when ready,
   stop cleanly on SIGINT/SIGTERM and exit 0; a port that cannot be bound is
   a one-line error and exit code 1, never a traceback.
 - This module and `app.py` are the only readers of settings.
+- `register` adds the commands to the root app (cli/__init__.py).
 """
 
 from __future__ import annotations
@@ -24,29 +25,6 @@ from thingshub.config import Settings, SettingsError
 from thingshub.config import load as load_settings
 from thingshub.mqtt.hooks import OpenHooks
 from thingshub.mqtt.server import Broker, BrokerConfig
-
-app = typer.Typer(
-    name="thingshub",
-    help="ThingsHub: a self-hosted IoT device-access platform.",
-    no_args_is_help=True,
-    add_completion=False,
-)
-
-
-@app.callback(invoke_without_command=True)
-def _root(
-    ctx: typer.Context,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
-) -> None:
-    """ThingsHub: a self-hosted IoT device-access platform."""
-    if version:
-        from thingshub import __version__
-
-        typer.echo(__version__)
-        raise typer.Exit()
-    if ctx.invoked_subcommand is None:  # options but no command: say what there is
-        typer.echo(ctx.get_help())
-        raise typer.Exit(2)
 
 
 def run_async(main: Coroutine[Any, Any, int]) -> int:
@@ -121,7 +99,6 @@ async def _broker(host: str, port: int, config: BrokerConfig, deny: list[str]) -
     return 0
 
 
-@app.command()
 def broker(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port; 0 picks a free one.")] = 1883,
@@ -188,7 +165,6 @@ async def _serve(settings: Settings) -> int:
     return 0
 
 
-@app.command()
 def serve(
     data_dir: Annotated[
         Path | None, typer.Option(help="Data directory [env THINGSHUB_DATA_DIR; ./thingshub-data]")
@@ -253,14 +229,6 @@ def serve(
     raise typer.Exit(run_async(_serve(settings)))
 
 
-def main() -> None:
-    from thingshub.cli_client import register
-    from thingshub.cli_ota import register as register_ota
-
-    register(app)
-    register_ota(app)
-    app(prog_name="thingshub")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
+def register(app: typer.Typer) -> None:
+    app.command()(broker)
+    app.command()(serve)

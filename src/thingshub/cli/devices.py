@@ -1,128 +1,23 @@
 """`thingshub product ...` and `thingshub device ...`: the daily work, over the HTTP API.
 
 Rules:
-- These commands are HTTP clients of a running server; they never open the
-  database.
-- Where the server is: `--url`, else `THINGSHUB_URL`, else the `ports.json`
-  of the data dir (`--data-dir` / `THINGSHUB_DATA_DIR`, default
-  ./thingshub-data), else http://127.0.0.1:8080. The API key: `--api-key`,
-  else `THINGSHUB_API_KEY`, else the data dir's `api-key` file.
-- Output is a Rich table, or the API's JSON with `--json`. An API error is
-  printed as its sentence and exits with status 1.
+- These commands are HTTP clients of a running server (client.py says how
+  they find it and print); they never open the database.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-if TYPE_CHECKING:
-    import httpx
-
-console = Console()
-err_console = Console(stderr=True)
+from thingshub.cli.client import Api, console, die, pages, show
+from thingshub.cli.options import DirOpt, JsonOpt, KeyOpt, UrlOpt
 
 product_app = typer.Typer(help="Create, list, show and delete products.", no_args_is_help=True)
 device_app = typer.Typer(help="Create, list, show and delete devices.", no_args_is_help=True)
-
-UrlOpt = Annotated[str | None, typer.Option("--url", help="Server URL [env THINGSHUB_URL].")]
-KeyOpt = Annotated[str | None, typer.Option("--api-key", help="API key [env THINGSHUB_API_KEY].")]
-DirOpt = Annotated[
-    Path | None, typer.Option("--data-dir", help="Where to find ports.json and api-key.")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the API's JSON.")]
-
-
-class Api:
-    def __init__(self, url: str | None, api_key: str | None, data_dir: Path | None) -> None:
-        directory = data_dir or Path(os.environ.get("THINGSHUB_DATA_DIR", "./thingshub-data"))
-        self.base = url or os.environ.get("THINGSHUB_URL") or self._from_ports(directory)
-        key = api_key or os.environ.get("THINGSHUB_API_KEY") or self._from_file(directory)
-        if not key:
-            _die("no API key: pass --api-key, set THINGSHUB_API_KEY, or run in the data dir")
-        # Imported here, not with the module: `serve` and `broker` load this module
-        # to register the commands and would carry httpx (0.24 s, 9 MiB) for nothing.
-        import httpx
-
-        self.client: httpx.Client = httpx.Client(
-            base_url=self.base, headers={"Authorization": f"Bearer {key}"}, timeout=30
-        )
-
-    @staticmethod
-    def _from_ports(directory: Path) -> str:
-        try:
-            ports = json.loads((directory / "ports.json").read_text())
-            return f"http://127.0.0.1:{int(ports['http'])}"
-        except (OSError, ValueError, KeyError, TypeError):
-            return "http://127.0.0.1:8080"
-
-    @staticmethod
-    def _from_file(directory: Path) -> str | None:
-        try:
-            return (directory / "api-key").read_text().strip() or None
-        except OSError:
-            return None
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        import httpx
-
-        try:
-            response = self.client.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            _die(f"cannot reach ThingsHub at {self.base}: {exc}")
-        if response.status_code >= 400:
-            try:
-                message = response.json().get("error") or response.text
-            except ValueError:
-                message = response.text
-            _die(f"{message} (HTTP {response.status_code})")
-        if response.status_code == 204 or not response.content:
-            return None
-        return response.json()
-
-
-def _die(message: str) -> None:
-    err_console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(1)
-
-
-def _show(data: Any, as_json: bool, columns: list[str], title: str | None = None) -> None:
-    if as_json:
-        console.print_json(json.dumps(data))
-        return
-    rows = data if isinstance(data, list) else [data]
-    table = Table(title=title)
-    for col in columns:
-        table.add_column(col)
-    for row in rows:
-        table.add_row(*[_cell(row.get(col)) for col in columns])
-    console.print(table)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
-    return str(value)
-
-
-def _pages(api: Api, path: str, params: dict[str, Any], everything: bool) -> list[Any]:
-    items: list[Any] = []
-    while True:
-        page = api.call("GET", path, params=params)
-        items.extend(page["items"])
-        if not everything or not page["next"]:
-            return items
-        params = {**params, "cursor": page["next"]}
-
 
 # ---------------------------------------------------------------- products
 
@@ -140,7 +35,7 @@ def product_create(
 ) -> None:
     """Create a product."""
     body = {"name": name, **({"id": id} if id else {})}
-    _show(
+    show(
         Api(url, api_key, data_dir).call("POST", "/api/v1/products", json=body),
         as_json,
         PRODUCT_COLUMNS,
@@ -152,12 +47,12 @@ def product_list(
     url: UrlOpt = None, api_key: KeyOpt = None, data_dir: DirOpt = None, as_json: JsonOpt = False
 ) -> None:
     """List every product."""
-    items = _pages(Api(url, api_key, data_dir), "/api/v1/products", {"limit": 1000}, True)
-    _show(items, as_json, PRODUCT_COLUMNS, title="Products")
+    items = pages(Api(url, api_key, data_dir), "/api/v1/products", {"limit": 1000}, True)
+    show(items, as_json, PRODUCT_COLUMNS, title="Products")
 
 
 @product_app.command("show")
-def product_show(
+def productshow(
     pid: str,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
@@ -165,7 +60,7 @@ def product_show(
     as_json: JsonOpt = False,
 ) -> None:
     """Show one product."""
-    _show(
+    show(
         Api(url, api_key, data_dir).call("GET", f"/api/v1/products/{pid}"), as_json, PRODUCT_COLUMNS
     )
 
@@ -198,7 +93,7 @@ def _tags(values: list[str] | None) -> dict[str, str] | None:
     for item in values:
         key, sep, value = item.partition("=")
         if not sep:
-            _die(f"--tag {item!r} is not key=value")
+            die(f"--tag {item!r} is not key=value")
         tags[key] = value
     return tags
 
@@ -222,9 +117,9 @@ def device_create(
         body["tags"] = tags
     created = Api(url, api_key, data_dir).call("POST", f"/api/v1/products/{pid}/devices", json=body)
     if as_json:
-        _show(created, True, [])
+        show(created, True, [])
         return
-    _show(
+    show(
         created,
         False,
         ["name", "device_number", "username", "password", "key"],
@@ -245,14 +140,12 @@ def device_list(
 ) -> None:
     """List a product's devices with their connection state."""
     params: dict[str, Any] = {"limit": limit, **({"search": search} if search else {})}
-    items = _pages(
-        Api(url, api_key, data_dir), f"/api/v1/products/{pid}/devices", params, all_pages
-    )
-    _show(items, as_json, DEVICE_COLUMNS, title=f"Devices of {pid}")
+    items = pages(Api(url, api_key, data_dir), f"/api/v1/products/{pid}/devices", params, all_pages)
+    show(items, as_json, DEVICE_COLUMNS, title=f"Devices of {pid}")
 
 
 @device_app.command("show")
-def device_show(
+def deviceshow(
     pid: str,
     name: str,
     url: UrlOpt = None,
@@ -262,7 +155,7 @@ def device_show(
 ) -> None:
     """Show one device."""
     device = Api(url, api_key, data_dir).call("GET", f"/api/v1/products/{pid}/devices/{name}")
-    _show(device, as_json, ["product_id", *DEVICE_COLUMNS, "created_at"])
+    show(device, as_json, ["product_id", *DEVICE_COLUMNS, "created_at"])
 
 
 @device_app.command("delete")
@@ -306,7 +199,7 @@ def device_connect(
         "device_number": device["device_number"],
     }
     if as_json:
-        _show(details, True, [])
+        show(details, True, [])
         return
     table = Table(title=f"Connecting {name} of {pid}", show_header=False)
     table.add_column("what")

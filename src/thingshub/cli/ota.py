@@ -1,5 +1,5 @@
 """`thingshub firmware ...` and `thingshub ota ...`: firmware packages and OTA tasks,
-over the HTTP API (finding the server and its key as cli_client.py does).
+over the HTTP API (finding the server and its key as client.py says).
 
 Rules:
 - `firmware upload` streams the file (never read whole into memory) as a
@@ -32,18 +32,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from thingshub.cli_client import (
-    Api,
-    DirOpt,
-    JsonOpt,
-    KeyOpt,
-    UrlOpt,
-    _die,
-    _pages,
-    _show,
-    console,
-    err_console,
-)
+from thingshub.cli.client import Api, console, die, err_console, pages, show
+from thingshub.cli.options import DirOpt, JsonOpt, KeyOpt, UrlOpt
 
 firmware_app = typer.Typer(help="Upload, list and delete firmware packages.", no_args_is_help=True)
 ota_app = typer.Typer(help="Start, follow and cancel OTA upgrade tasks.", no_args_is_help=True)
@@ -120,9 +110,9 @@ def firmware_upload(
     try:
         size = file.stat().st_size
     except OSError as exc:
-        _die(f"cannot read {file}: {exc.strerror or exc}")
+        die(f"cannot read {file}: {exc.strerror or exc}")
     if not file.is_file():
-        _die(f"{file} is not a file")
+        die(f"{file} is not a file")
     fields = {"version": version, "module": module}
     if name:
         fields["name"] = name
@@ -132,12 +122,12 @@ def firmware_upload(
         except ValueError:
             parsed = None
         if not isinstance(parsed, dict):
-            _die("--ext-data must be a JSON object, e.g. '{\"force\": true}'")
+            die("--ext-data must be a JSON object, e.g. '{\"force\": true}'")
         fields["ext_data"] = ext_data
     api = Api(url, api_key, data_dir)
     limit = api.call("GET", "/api/v1/server").get("firmware_max_size")
     if isinstance(limit, int) and size > limit:
-        _die(f"{file} has {size} bytes; this server accepts firmware of at most {limit} bytes")
+        die(f"{file} has {size} bytes; this server accepts firmware of at most {limit} bytes")
     boundary = secrets.token_hex(16)
     with Progress(
         "[progress.description]{task.description}",
@@ -160,7 +150,7 @@ def firmware_upload(
             },
         )
     if as_json:
-        _show(created, True, [])
+        show(created, True, [])
         return
     table = Table(title=f"Firmware {created['id']} of {pid}", show_header=False)
     table.add_column("what")
@@ -180,11 +170,11 @@ def firmware_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List a product's firmware packages."""
-    items = _pages(
+    items = pages(
         Api(url, api_key, data_dir), f"/api/v1/products/{pid}/firmware", {"limit": 1000}, True
     )
     if as_json:
-        _show(items, True, [])
+        show(items, True, [])
         return
     table = Table(title=f"Firmware of {pid}")
     table.add_column("id", no_wrap=True)
@@ -257,7 +247,7 @@ def ota_create(
 ) -> None:
     """Start an OTA task: give --device NAME (repeatable) or --all."""
     if bool(device) == everything:
-        _die("say which devices: --device NAME (repeatable) or --all")
+        die("say which devices: --device NAME (repeatable) or --all")
     body: dict[str, Any] = {"firmware_id": firmware_id}
     if everything:
         body["all"] = True
@@ -272,7 +262,7 @@ def ota_create(
             body[key] = value
     task = Api(url, api_key, data_dir).call("POST", f"/api/v1/products/{pid}/ota-tasks", json=body)
     if as_json:
-        _show(task, True, [])
+        show(task, True, [])
         return
     console.print(task_tables(task))
 
@@ -286,17 +276,17 @@ def ota_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List a product's OTA tasks, oldest first."""
-    items = _pages(
+    items = pages(
         Api(url, api_key, data_dir), f"/api/v1/products/{pid}/ota-tasks", {"limit": 1000}, True
     )
     if not as_json:
         for item in items:
             item["devices"] = _counts(item)
-    _show(items, as_json, [*TASK_COLUMNS, "devices"], title=f"OTA tasks of {pid}")
+    show(items, as_json, [*TASK_COLUMNS, "devices"], title=f"OTA tasks of {pid}")
 
 
 @ota_app.command("show")
-def ota_show(
+def otashow(
     pid: str,
     task_id: str,
     url: UrlOpt = None,
@@ -307,7 +297,7 @@ def ota_show(
     """Show a task and where each of its devices stands."""
     task = Api(url, api_key, data_dir).call("GET", f"/api/v1/products/{pid}/ota-tasks/{task_id}")
     if as_json:
-        _show(task, True, [])
+        show(task, True, [])
         return
     console.print(task_tables(task))
 
@@ -351,7 +341,7 @@ def ota_cancel(
         "POST", f"/api/v1/products/{pid}/ota-tasks/{task_id}/cancel"
     )
     if as_json:
-        _show(task, True, [])
+        show(task, True, [])
         return
     console.print(task_tables(task))
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.test_serve import start_server, stop
+from tests.cli.test_serve import start_server, stop
 from thingshub.mqtt.codec import Connack, Connect, PubAck, Publish, Reader, encode
 
 

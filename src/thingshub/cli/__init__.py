@@ -1,0 +1,50 @@
+"""The `thingshub` command: one Typer app, its subcommands in the modules beside.
+
+Rules:
+- `serve.py` runs servers (`serve`, `broker`); `devices.py` (`product`,
+  `device`) and `ota.py` (`firmware`, `ota`) are HTTP clients of a running
+  server and never open the database; `client.py` is how they reach it,
+  `options.py` the options they share.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="thingshub",
+    help="ThingsHub: a self-hosted IoT device-access platform.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    ctx: typer.Context,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    """ThingsHub: a self-hosted IoT device-access platform."""
+    if version:
+        from thingshub import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
+    if ctx.invoked_subcommand is None:  # options but no command: say what there is
+        typer.echo(ctx.get_help())
+        raise typer.Exit(2)
+
+
+def main() -> None:
+    from thingshub.cli import devices, ota, serve
+
+    serve.register(app)
+    devices.register(app)
+    ota.register(app)
+    app(prog_name="thingshub")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
