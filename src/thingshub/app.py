@@ -18,15 +18,14 @@ import contextlib
 import logging
 import secrets
 import socket
-from collections.abc import Generator, Iterable
+from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import uvicorn
 from fastapi import FastAPI
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from thingshub import datadir
+from thingshub import datadir, metrics
 from thingshub.api.app import create_api
 from thingshub.api.context import ApiContext
 from thingshub.api.stream import StreamLimits
@@ -186,7 +185,7 @@ class Platform:
             api_key=self.api_key,
             tokens=make_token,
             mqtt_port=self.mqtt_port,
-            collectors=[self._collect_metrics],
+            collectors=[lambda: metrics.collect(self)],
             is_ready=lambda: self._ready,
             stream_limits=StreamLimits(s.stream_max_backlog, s.stream_stall_timeout),
         )
@@ -290,72 +289,6 @@ class Platform:
         if self.storage is not None:
             await self.storage.close()
 
-    # ------------------------------------------------------------ metrics
-
-    def _collect_metrics(self) -> Iterable[Metric]:
-        broker, gateway = self.broker, self.gateway
-        if broker is None or gateway is None:
-            return []
-        st = broker.stats
-        conns = GaugeMetricFamily("thingshub_mqtt_connections", "Open MQTT connections.")
-        conns.add_metric([], st.connections)
-        logins = CounterMetricFamily("thingshub_device_logins", "Device logins.", labels=["result"])
-        logins.add_metric(["ok"], gateway.logins_ok)
-        for reason, n in gateway.logins_failed.items():
-            logins.add_metric([f"failed_{reason}"], n)
-        msg_in = CounterMetricFamily(
-            "thingshub_messages_in", "Messages from devices.", labels=["family"]
-        )
-        for fam, n in gateway.messages_in.items():
-            msg_in.add_metric([fam], n)
-        msg_out = CounterMetricFamily(
-            "thingshub_messages_out", "Messages to devices.", labels=["family"]
-        )
-        for fam, n in gateway.messages_out.items():
-            msg_out.add_metric([fam], n)
-        mqtt = CounterMetricFamily(
-            "thingshub_mqtt_events", "MQTT server counters.", labels=["event"]
-        )
-        for name in (
-            "connections_total",
-            "connects_refused",
-            "protocol_errors",
-            "messages_in",
-            "messages_out",
-            "bytes_in",
-            "bytes_out",
-            "denied_publish",
-            "denied_subscribe",
-            "dropped_offline_qos0",
-            "dropped_slow_consumer",
-            "dropped_queue_full",
-            "dropped_too_large",
-            "dropped_expired",
-            "hook_errors",
-        ):
-            mqtt.add_metric([name], getattr(st, name))
-        families: list[Metric] = [conns, logins, msg_in, msg_out, mqtt]
-        if self.bus is not None:
-            handlers = GaugeMetricFamily("thingshub_bus_handlers", "Event bus subscriptions.")
-            handlers.add_metric([], self.bus.handler_count())
-            families.append(handlers)
-        if self.ingest is not None:
-            refused = CounterMetricFamily(
-                "thingshub_reports_refused",
-                "Device reports refused as malformed.",
-                labels=["kind", "errcode"],
-            )
-            for (kind, errcode), n in self.ingest.refused.items():
-                refused.add_metric([kind, errcode], n)
-            points = CounterMetricFamily(
-                "thingshub_points_stored", "Telemetry points durably stored."
-            )
-            points.add_metric([], self.ingest.stored_points)
-            families += [refused, points]
-        if self.ota is not None:
-            families += _ota_metrics(self.ota)
-        return families
-
     async def _start_ota(self, data_dir: Path, clock: SystemClock, bus: LocalBus) -> None:
         """Firmware packages and OTA tasks (running tasks resume here)."""
         assert self.storage is not None and self.devices is not None and self.gateway is not None
@@ -401,27 +334,3 @@ def _public_url(configured: str | None, host: str, port: int) -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{port}"
-
-
-def _ota_metrics(ota: OtaService) -> list[Metric]:
-    ignored = CounterMetricFamily(
-        "thingshub_ota_progress_ignored",
-        "OTA progress reports that changed nothing, by reason.",
-        labels=["reason"],
-    )
-    for reason, n in ota.ignored.items():
-        ignored.add_metric([reason], n)
-    accepted = CounterMetricFamily(
-        "thingshub_ota_progress_accepted", "OTA progress reports that moved a task along."
-    )
-    accepted.add_metric([], ota.accepted)
-    informs = CounterMetricFamily("thingshub_ota_informs", "OTA informs sent to devices.")
-    informs.add_metric([], ota.informs)
-    downloads = CounterMetricFamily(
-        "thingshub_ota_downloads", "Firmware download requests, by result.", labels=["result"]
-    )
-    for result, n in ota.downloads.items():
-        downloads.add_metric([result], n)
-    running = GaugeMetricFamily("thingshub_ota_running_tasks", "OTA tasks running.")
-    running.add_metric([], ota.running_count)
-    return [ignored, accepted, informs, downloads, running]

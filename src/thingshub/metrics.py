@@ -1,0 +1,105 @@
+"""The platform's own metrics: counters the parts keep, read when `/metrics` is scraped.
+
+Rules:
+- Nothing is counted here: the MQTT server, the gateway, ingest, OTA and the
+  bus keep their own counters (plain integers on their hot paths); this
+  module only turns them into Prometheus families, once per scrape.
+- HTTP's own metrics (requests by route and status) are api/metrics.py's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+if TYPE_CHECKING:
+    from thingshub.app import Platform
+    from thingshub.services.ota import OtaService
+
+
+def collect(platform: Platform) -> Iterable[Metric]:
+    """Every family of the platform's parts, read when /metrics is scraped."""
+    broker, gateway = platform.broker, platform.gateway
+    if broker is None or gateway is None:
+        return []
+    st = broker.stats
+    conns = GaugeMetricFamily("thingshub_mqtt_connections", "Open MQTT connections.")
+    conns.add_metric([], st.connections)
+    logins = CounterMetricFamily("thingshub_device_logins", "Device logins.", labels=["result"])
+    logins.add_metric(["ok"], gateway.logins_ok)
+    for reason, n in gateway.logins_failed.items():
+        logins.add_metric([f"failed_{reason}"], n)
+    msg_in = CounterMetricFamily(
+        "thingshub_messages_in", "Messages from devices.", labels=["family"]
+    )
+    for fam, n in gateway.messages_in.items():
+        msg_in.add_metric([fam], n)
+    msg_out = CounterMetricFamily(
+        "thingshub_messages_out", "Messages to devices.", labels=["family"]
+    )
+    for fam, n in gateway.messages_out.items():
+        msg_out.add_metric([fam], n)
+    mqtt = CounterMetricFamily("thingshub_mqtt_events", "MQTT server counters.", labels=["event"])
+    for name in (
+        "connections_total",
+        "connects_refused",
+        "protocol_errors",
+        "messages_in",
+        "messages_out",
+        "bytes_in",
+        "bytes_out",
+        "denied_publish",
+        "denied_subscribe",
+        "dropped_offline_qos0",
+        "dropped_slow_consumer",
+        "dropped_queue_full",
+        "dropped_too_large",
+        "dropped_expired",
+        "hook_errors",
+    ):
+        mqtt.add_metric([name], getattr(st, name))
+    families: list[Metric] = [conns, logins, msg_in, msg_out, mqtt]
+    if platform.bus is not None:
+        handlers = GaugeMetricFamily("thingshub_bus_handlers", "Event bus subscriptions.")
+        handlers.add_metric([], platform.bus.handler_count())
+        families.append(handlers)
+    if platform.ingest is not None:
+        refused = CounterMetricFamily(
+            "thingshub_reports_refused",
+            "Device reports refused as malformed.",
+            labels=["kind", "errcode"],
+        )
+        for (kind, errcode), n in platform.ingest.refused.items():
+            refused.add_metric([kind, errcode], n)
+        points = CounterMetricFamily("thingshub_points_stored", "Telemetry points durably stored.")
+        points.add_metric([], platform.ingest.stored_points)
+        families += [refused, points]
+    if platform.ota is not None:
+        families += _ota_metrics(platform.ota)
+    return families
+
+
+def _ota_metrics(ota: OtaService) -> list[Metric]:
+    ignored = CounterMetricFamily(
+        "thingshub_ota_progress_ignored",
+        "OTA progress reports that changed nothing, by reason.",
+        labels=["reason"],
+    )
+    for reason, n in ota.ignored.items():
+        ignored.add_metric([reason], n)
+    accepted = CounterMetricFamily(
+        "thingshub_ota_progress_accepted", "OTA progress reports that moved a task along."
+    )
+    accepted.add_metric([], ota.accepted)
+    informs = CounterMetricFamily("thingshub_ota_informs", "OTA informs sent to devices.")
+    informs.add_metric([], ota.informs)
+    downloads = CounterMetricFamily(
+        "thingshub_ota_downloads", "Firmware download requests, by result.", labels=["result"]
+    )
+    for result, n in ota.downloads.items():
+        downloads.add_metric([result], n)
+    running = GaugeMetricFamily("thingshub_ota_running_tasks", "OTA tasks running.")
+    running.add_metric([], ota.running_count)
+    return [ignored, accepted, informs, downloads, running]
