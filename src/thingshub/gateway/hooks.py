@@ -238,8 +238,9 @@ class DeviceGateway:
         dialect, wire = self.dialects.encode(ref, message)
         received = not wire
         for topic, payload in wire:
-            self.messages_out[dialect.name] += 1
-            received = self.broker.publish(topic, payload) > 0 or received
+            if self.broker.publish(topic, payload) > 0:
+                self.messages_out[dialect.name] += 1  # only what reached a device
+                received = True
         return received
 
     def listens(self, ref: DeviceRef, filters: list[str], kind: type) -> bool:
