@@ -1,5 +1,6 @@
 """Device login over real MQTT: OneNET tokens and ThingsPanel user name/password,
-the refusal codes of both protocol versions, and the slow-down of repeated failures."""
+the refusal codes of both protocol versions, the slow-down of repeated failures,
+and a malformed will."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from tests.conftest import Registered, RunningPlatform
 from tests.mqtt.clients import PahoClient, RawClient
 from thingshub.dialects import onenet
+from thingshub.mqtt.codec import Connack, Connect, Will
 
 NOW = int(time.time())
 
@@ -160,3 +162,17 @@ def test_same_client_id_of_two_devices_do_not_take_each_other_over(
     ca2 = PahoClient(platform.mqtt_port, "shared-id", username=a.username, password=a.password)
     assert ca.wait_disconnected() == 0x8E
     ca2.fence()
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_a_will_topic_with_a_wildcard_is_a_protocol_error(
+    platform: RunningPlatform, register, version: int
+) -> None:
+    """Even with good credentials: 3.1.1 is closed without CONNACK (it has no code
+    for a CONNECT that breaks the protocol), 5.0 gets CONNACK 0x82."""
+    dev = register()
+    raw = RawClient(platform.mqtt_port, version)
+    raw.send(
+        Connect("c", version, True, 0, dev.username, dev.password.encode(), Will("devices/#", b"x"))
+    )
+    assert raw.wait_closed() == ([Connack(0x82)] if version == 5 else [])

@@ -5,6 +5,8 @@ Rules:
   that loop; nothing here blocks it.
 - A client id has at most one connection: a new CONNECT takes the session over
   and the old connection is closed (0x8E for 5.0 clients).
+- A will topic that is no topic name closes a 3.1.1 connection without
+  CONNACK [MQTT-3.1.4-1]; 5.0 first gets CONNACK 0x82 (protocol error).
 - Sessions: a clean start discards what was there; otherwise the session
   resumes with its subscriptions, its in-flight messages (resent with DUP)
   and its queue. A session ends `expiry_interval` seconds after its
@@ -240,7 +242,8 @@ class Broker:
             conn.refuse(ReasonCode.BAD_AUTHENTICATION_METHOD, "enhanced authentication")
             return
         if packet.will is not None and not valid_topic_name(packet.will.topic):
-            conn.refuse(ReasonCode.TOPIC_NAME_INVALID, "invalid will topic")
+            # No topic name at all [MQTT-4.7.1-1]: not 0x90 ("valid, not accepted").
+            conn.refuse(ReasonCode.PROTOCOL_ERROR, "invalid will topic", connack=v5)
             return
         request = ConnectRequest(
             client_id,

@@ -398,18 +398,18 @@ class Connection(asyncio.Protocol):
         self._paused = True
         self.transport.pause_reading()
 
-    def refuse(self, code: int, detail: str = "") -> None:
-        """Answer CONNECT with a refusing CONNACK and close."""
+    def refuse(self, code: int, detail: str = "", *, connack: bool = True) -> None:
+        """Answer CONNECT with a refusing CONNACK and close (without CONNACK if not `connack`)."""
         self.broker.stats.connects_refused += 1
         if detail:
             log.info("refused %s: %s", self.address, detail)
         if self.transport is None or self.state == CLOSED:
             return
         self.state = CLOSED
-        if self.version == MQTT_5:
-            self.transport.write(encode(Connack(code), MQTT_5))
-        else:
-            self.transport.write(encode(Connack(connack_code_v3(code)), self.version))
+        if connack:
+            v5 = self.version == MQTT_5
+            reply = Connack(code if v5 else connack_code_v3(code))
+            self.transport.write(encode(reply, self.version))
         self.transport.close()
 
     def activate(self) -> None:
