@@ -1,9 +1,10 @@
 """Device login over real MQTT: OneNET tokens and ThingsPanel user name/password,
 the refusal codes of both protocol versions, the slow-down of repeated failures,
-and a malformed will."""
+escaped log lines, and a malformed will."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -162,6 +163,20 @@ def test_same_client_id_of_two_devices_do_not_take_each_other_over(
     ca2 = PahoClient(platform.mqtt_port, "shared-id", username=a.username, password=a.password)
     assert ca.wait_disconnected() == 0x8E
     ca2.fence()
+
+
+def test_a_client_id_cannot_forge_a_log_line(
+    platform: RunningPlatform, register, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The refusal is logged with the client id, escaped: no raw control character
+    (a newline would start a forged line) reaches the log."""
+    dev = register()
+    caplog.set_level(logging.INFO, logger="thingshub")
+    forged = "x\n2026-01-01 00:00:00,000 ERROR thingshub.gateway: forged\r\x1b[2K"
+    assert refused(platform.mqtt_port, 4, forged, dev.username, "wrong") == 4
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("thingshub")]
+    assert any("forged" in line for line in lines), lines
+    assert all(line.isprintable() for line in lines), lines
 
 
 @pytest.mark.parametrize("version", [4, 5])

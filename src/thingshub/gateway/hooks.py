@@ -15,13 +15,13 @@ Rules:
 - Presence: online on CONNECT, offline when its last connection closes;
   activity is sampled from the server once a second.
 - A deleted device's connections are closed at once.
+- Client-chosen strings reach the log escaped (mqtt/logs.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -44,11 +44,12 @@ from thingshub.mqtt.hooks import (
     PublishOutcome,
     Refuse,
 )
+from thingshub.mqtt.logs import logger
 from thingshub.mqtt.server import Broker
 from thingshub.services.devices import DeviceLookup, DeviceService
 from thingshub.services.presence import PresenceService
 
-log = logging.getLogger("thingshub.gateway")
+log = logger("thingshub.gateway")
 
 
 #: Handles one kind of message from a device; its result is the QoS 1

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 
@@ -58,6 +57,7 @@ from thingshub.mqtt.hooks import (
     PublishOutcome,
     Refuse,
 )
+from thingshub.mqtt.logs import logger
 from thingshub.mqtt.server.config import NEVER, BrokerConfig
 from thingshub.mqtt.server.connection import ACTIVE, AUTHENTICATING, NEW, Connection
 from thingshub.mqtt.server.delivery import BrokerStats, Delivery, _plain_filter
@@ -65,7 +65,7 @@ from thingshub.mqtt.server.router import Subscription
 from thingshub.mqtt.server.session import Session
 from thingshub.mqtt.topics import split_shared, valid_topic_filter, valid_topic_name
 
-log = logging.getLogger("thingshub.mqtt")
+log = logger("thingshub.mqtt")
 
 #: The 3.1.1 CONNACKs of an accepted connection, without and with a session present.
 _CONNACK_V3 = {False: b"\x20\x02\x00\x00", True: b"\x20\x02\x01\x00"}

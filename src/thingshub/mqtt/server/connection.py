@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -46,6 +45,7 @@ from thingshub.mqtt.codec.properties import EMPTY, Properties, encode_properties
 from thingshub.mqtt.codec.reasons import ReasonCode, connack_code_v3
 from thingshub.mqtt.codec.writer import PINGRESP_BYTES, encode, encode_publish
 from thingshub.mqtt.hooks import ClientInfo, CloseReason, Message
+from thingshub.mqtt.logs import logger
 from thingshub.mqtt.topics import valid_topic_name
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from thingshub.mqtt.server.retained import RetainedMessage
     from thingshub.mqtt.server.session import OutMessage, Session
 
-log = logging.getLogger("thingshub.mqtt")
+log = logger("thingshub.mqtt")
 
 NEW, AUTHENTICATING, ACTIVE, CLOSED = range(4)
 
