@@ -2,7 +2,9 @@
 
 Rules:
 - The first packet must be CONNECT, within `connect_timeout`; anything else
-  closes the connection. While the application authenticates, reading pauses.
+  closes the connection. While the application authenticates, reading
+  pauses; closing the connection meanwhile (the connect timeout) cancels
+  its authentication.
 - Output is coalesced: everything written during one turn of the event loop
   leaves in one `transport.write`, which is what makes small packets cheap.
 - A malformed or forbidden packet closes only this connection: a 5.0 client
@@ -78,6 +80,7 @@ class Connection(asyncio.Protocol):
         "_wbuf",
         "_wbytes",
         "alias_max_out",
+        "authenticating",
         "broker",
         "client",
         "created",
@@ -86,6 +89,7 @@ class Connection(asyncio.Protocol):
         "last_rx",
         "max_packet_out",
         "reader",
+        "seq",
         "session",
         "state",
         "stuck",
@@ -105,6 +109,8 @@ class Connection(asyncio.Protocol):
         self.client: ClientInfo | None = None
         self.will: Connect | None = None
         self.keepalive = 0
+        self.seq = 0  # numbers CONNECTs as they arrive (takeover.py)
+        self.authenticating: asyncio.Task[None] | None = None
         self.enlisted = False  # in broker.active since the last activity() call
         self._address: str | None = None
         self.created = self.last_rx = 0.0
@@ -163,6 +169,8 @@ class Connection(asyncio.Protocol):
         return None  # close the transport; connection_lost does the rest
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.authenticating is not None:
+            self.authenticating.cancel()  # nobody is left to answer
         self.teardown(CloseReason.CONNECTION_LOST)
         self.broker._unregister(self)
 
@@ -390,6 +398,7 @@ class Connection(asyncio.Protocol):
     def _on_connect(self, packet: Connect) -> None:
         self.state = AUTHENTICATING
         self.version = packet.protocol_level
+        self.seq = next(self.broker.takeover.seqs)
         self.broker._connect(self, packet)
 
     def wait_for_authentication(self) -> None:
