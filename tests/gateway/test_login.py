@@ -133,18 +133,25 @@ def test_repeated_failures_from_one_address_are_slowed_down(
     assert time.monotonic() - started >= throttle.base_delay
 
 
+@pytest.mark.parametrize("login", ["v5-token", "v3-password"])
 def test_deleted_device_is_disconnected_and_cannot_log_in(
-    platform: RunningPlatform, register
+    platform: RunningPlatform, register, login: str
 ) -> None:
+    # One login at a time: a device holds one connection (test_takeover.py).
     dev = register()
-    v5 = PahoClient(platform.mqtt_port, dev.name, username=dev.product_id, password=token_for(dev))
-    v3 = PahoClient(
-        platform.mqtt_port, "tp", version=4, username=dev.username, password=dev.password
-    )
+    if login == "v5-token":
+        client = PahoClient(
+            platform.mqtt_port, dev.name, username=dev.product_id, password=token_for(dev)
+        )
+    else:
+        client = PahoClient(
+            platform.mqtt_port, "tp", version=4, username=dev.username, password=dev.password
+        )
     api = platform.http()
     assert api.delete(f"/api/v1/products/{dev.product_id}/devices/{dev.name}").status_code == 204
-    assert v5.wait_disconnected() == 0x98  # administrative action
-    v3.wait_disconnected()
+    code = client.wait_disconnected()
+    if login == "v5-token":
+        assert code == 0x98  # administrative action
     assert refused(platform.mqtt_port, 5, "tp", dev.username, dev.password) == 0x86
     assert refused(platform.mqtt_port, 5, dev.name, dev.product_id, token_for(dev)) == 0x86
 

@@ -10,10 +10,14 @@ Rules:
   password" (0x86; 3.1.1: 4); a disabled device → "not authorized" (0x87;
   3.1.1: 5).
 - A device's MQTT session is keyed by (device, client id), so one device can
-  never take over another's session by reusing its client id.
+  never take over another's session by reusing its client id; and the device
+  is the connection's identity, so it holds one connection and one session
+  whatever client ids it uses: its newest login takes over the older one.
 - Topic rights come from the dialects: a device reaches only its own topics.
-- Presence: online on CONNECT, offline when its last connection closes;
-  activity is sampled from the server once a second.
+- Presence: online on CONNECT, offline when its connection closes, ordered
+  by the connections' sequence; a connection taken over by a newer login of
+  the device does not make it offline (the newer one holds it). Activity is
+  sampled from the server once a second.
 - A deleted device's connections are closed at once.
 - Client-chosen strings reach the log escaped (mqtt/logs.py).
 """
@@ -160,7 +164,9 @@ class DeviceGateway:
         self.logins_ok += 1
         principal = DeviceRef(device.product_id, device.name, device.device_number)
         return Accept(
-            principal, session_key=f"{device.product_id}/{device.name}/{request.client_id}"
+            principal,
+            session_key=f"{device.product_id}/{device.name}/{request.client_id}",
+            identity=f"{device.product_id}/{device.name}",
         )
 
     def _refuse(self, request: ConnectRequest, host: str, exc: ThingsHubError) -> Refuse:
@@ -210,12 +216,14 @@ class DeviceGateway:
     def on_connect(self, client: ClientInfo) -> None:
         p = client.principal
         if isinstance(p, DeviceRef):
-            self.presence.connected(p.product_id, p.name)
+            self.presence.connected(p.product_id, p.name, client.seq)
 
     def on_disconnect(self, client: ClientInfo, reason: CloseReason) -> None:
         p = client.principal
-        if isinstance(p, DeviceRef):
-            self.presence.disconnected(p.product_id, p.name)
+        # Taken over: a newer connection of the same device is being accepted
+        # right now and keeps it online; going offline in between would flap.
+        if isinstance(p, DeviceRef) and reason is not CloseReason.TAKEN_OVER:
+            self.presence.disconnected(p.product_id, p.name, client.seq)
 
     def on_publish(self, client: ClientInfo, message: Message) -> PublishOutcome:
         self.messages_in[family(message.topic)] += 1
