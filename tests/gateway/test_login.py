@@ -1,6 +1,6 @@
 """Device login over real MQTT: OneNET tokens and ThingsPanel user name/password,
-the refusal codes of both protocol versions, the slow-down of repeated failures,
-escaped log lines, and a malformed will."""
+the refusal codes of both protocol versions, the slow-down of repeated failures
+(more in test_login_throttle.py), escaped log lines, and a malformed will."""
 
 from __future__ import annotations
 

@@ -3,8 +3,11 @@
 Rules:
 - Every CONNECT must name a registered device, by a OneNET token (user name =
   product id, client id = device name) or by its ThingsPanel user name and
-  password. The answer for an address that keeps failing is slowed down
-  (core/throttle.py), success or not, so timing tells an attacker nothing.
+  password. Failed logins are throttled per (address, identity) and per
+  identity, attempts in flight are bounded per pair, identity and address
+  (core/throttle.py, waited out in admission.py); a penalty applies to an
+  attempt whatever its outcome, so timing tells an attacker nothing, and
+  never to another identity's attempts from the same address.
 - Refusals: bad credentials, unknown device, an expired token, or a token
   naming another device than the client id does → "bad user name or
   password" (0x86; 3.1.1: 4); a disabled device → "not authorized" (0x87;
@@ -36,8 +39,9 @@ from thingshub.core.events import DeviceDeleted, Event
 from thingshub.core.messages import DeviceRef, Outbound
 from thingshub.core.model import Device
 from thingshub.core.ports import Clock, EventBus
-from thingshub.core.throttle import FailureThrottle
+from thingshub.core.throttle import LoginThrottle
 from thingshub.dialects import onenet, thingspanel
+from thingshub.gateway.admission import Admission
 from thingshub.mqtt.codec.reasons import ReasonCode
 from thingshub.mqtt.hooks import (
     Accept,
@@ -80,13 +84,13 @@ class DeviceGateway:
         presence: PresenceService,
         clock: Clock,
         bus: EventBus,
-        throttle: FailureThrottle | None = None,
+        throttle: LoginThrottle | None = None,
         activity_interval: float = 1.0,
     ) -> None:
         self.devices = devices
         self.presence = presence
         self.clock = clock
-        self.throttle = throttle or FailureThrottle()
+        self.admission = Admission(throttle or LoginThrottle(), clock)
         self.activity_interval = activity_interval
         self.logins_ok = 0
         self.logins_failed: Counter[str] = Counter()
@@ -106,6 +110,14 @@ class DeviceGateway:
     def on_device_subscribe(self, listener: Callable[[DeviceRef, list[str]], None]) -> None:
         """Be told of the filters a device was granted, right after its SUBACK."""
         self._subscribe_listeners.append(listener)
+
+    @property
+    def throttle(self) -> LoginThrottle:
+        return self.admission.throttle
+
+    @throttle.setter
+    def throttle(self, throttle: LoginThrottle) -> None:
+        self.admission.throttle = throttle
 
     @property
     def broker(self) -> Broker:
@@ -129,39 +141,41 @@ class DeviceGateway:
     # ------------------------------------------------------------ login
 
     def authenticate(self, request: ConnectRequest) -> Accept | Refuse | Awaitable[Accept | Refuse]:
-        """At once when the device is cached and the address is not being slowed
-        down (the common reconnect); otherwise after a lookup, in a coroutine."""
+        """At once when the device is cached and the throttle lets the attempt
+        through without waiting (the common reconnect); otherwise in a
+        coroutine, after its lanes and penalties and a lookup."""
         host = request.address.rsplit(":", 1)[0]
-        delay = self.throttle.delay(host, self.clock.now_ms())
         login: _Login | ThingsHubError
         try:
             login = _credentials(request)
         except ThingsHubError as exc:
             login = exc
-        if not delay and isinstance(login, _Login):
+        who = _identity(request, login)
+        if isinstance(login, _Login) and self.admission.at_once(host, who):
             device = self.devices.cached(login.lookup)
             if device is not None:
-                return self._decide(request, host, login, device)
-        return self._authenticate_later(request, host, login, delay)
+                return self._decide(request, host, who, login, device)
+        return self._authenticate_later(request, host, who, login)
 
     async def _authenticate_later(
-        self, request: ConnectRequest, host: str, login: _Login | ThingsHubError, delay: float
+        self, request: ConnectRequest, host: str, who: str, login: _Login | ThingsHubError
     ) -> Accept | Refuse:
-        if delay:
-            await asyncio.sleep(delay)
-        if isinstance(login, ThingsHubError):
-            return self._refuse(request, host, login)
-        return self._decide(request, host, login, await self.devices.lookup(login.lookup))
+        async with self.admission.admitted(host, who):
+            if isinstance(login, ThingsHubError):
+                return self._refuse(request, host, who, login)
+            device = await self.devices.lookup(login.lookup)
+            return self._decide(request, host, who, login, device)
 
     def _decide(
-        self, request: ConnectRequest, host: str, login: _Login, device: Device | None
+        self, request: ConnectRequest, host: str, who: str, login: _Login, device: Device | None
     ) -> Accept | Refuse:
         try:
             self._verify(login, device)
         except ThingsHubError as exc:
-            return self._refuse(request, host, exc)
+            return self._refuse(request, host, who, exc)
         assert device is not None
         self.logins_ok += 1
+        self.throttle.succeeded(host, who, self.clock.now_ms())
         principal = DeviceRef(device.product_id, device.name, device.device_number)
         return Accept(
             principal,
@@ -169,8 +183,8 @@ class DeviceGateway:
             identity=f"{device.product_id}/{device.name}",
         )
 
-    def _refuse(self, request: ConnectRequest, host: str, exc: ThingsHubError) -> Refuse:
-        self.throttle.failed(host, self.clock.now_ms())
+    def _refuse(self, request: ConnectRequest, host: str, who: str, exc: ThingsHubError) -> Refuse:
+        self.throttle.failed(host, who, self.clock.now_ms())
         self.logins_failed[type(exc).__name__] += 1
         log.info(
             "login refused for %s from %s: %s", request.client_id, request.address, exc.message
@@ -302,6 +316,13 @@ class _Login:
     lookup: DeviceLookup
     token: onenet.Token | None
     password: str
+
+
+def _identity(request: ConnectRequest, login: _Login | ThingsHubError) -> str:
+    """Who a CONNECT claims to be, for the throttle (before anything is checked)."""
+    if isinstance(login, _Login):
+        return "/".join(login.lookup)
+    return f"u/{request.username or ''}"
 
 
 def _credentials(request: ConnectRequest) -> _Login:
