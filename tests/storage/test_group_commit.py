@@ -22,10 +22,11 @@ import pytest
 from tests.storage.support import Backend, command, device, image, pg_fetch, product
 from thingshub.core.errors import AlreadyExists, NotFound, Unavailable, VersionConflict
 from thingshub.core.ports import Storage
-from thingshub.storage import postgres_writes, sqlite_writes
 from thingshub.storage.batch import GroupCommit, Write, plan
 from thingshub.storage.postgres import PostgresStorage
+from thingshub.storage.postgres import writes as postgres_writes
 from thingshub.storage.sqlite import SqliteStorage
+from thingshub.storage.sqlite import writes as sqlite_writes
 
 # ------------------------------------------------------------------ plan
 

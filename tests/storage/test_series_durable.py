@@ -18,10 +18,14 @@ from tests.storage.support import Backend, device, pg_fetch, product
 from thingshub.core.errors import NotFound, Unavailable
 from thingshub.core.model import DeviceEvent, Point
 from thingshub.core.ports import Storage
-from thingshub.storage import common, postgres_series, postgres_writes, sqlite_series, sqlite_writes
+from thingshub.storage import common
 from thingshub.storage.batch import GroupCommit, Write
 from thingshub.storage.postgres import PostgresStorage
+from thingshub.storage.postgres import series as postgres_series
+from thingshub.storage.postgres import writes as postgres_writes
 from thingshub.storage.sqlite import SqliteStorage
+from thingshub.storage.sqlite import series as sqlite_series
+from thingshub.storage.sqlite import writes as sqlite_writes
 
 T0 = 1_700_000_000_000
 

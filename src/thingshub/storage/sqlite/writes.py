@@ -13,7 +13,7 @@ Rules:
   nothing asks one more query to word its error. An SQL error is therefore
   a real failure, and fails the batch.
 - `WRITE_HANDLERS` maps each kind of common.py to its handler; a new kind
-  is a handler (here, or in a module of its own such as sqlite_series.py
+  is a handler (here, or in a module of its own such as sqlite/series.py
   for telemetry, attributes and events), its twin for PostgreSQL, and a
   repository method that submits `Write`s of that kind.
 """
@@ -27,9 +27,10 @@ from functools import partial
 from typing import Any
 
 from thingshub.core.model import CommandRecord, StoredImage
-from thingshub.storage import common, sqlite_ota, sqlite_series
+from thingshub.storage import common
 from thingshub.storage.batch import GroupCommit, Write, plan
-from thingshub.storage.sqlite_db import Db, in_transaction
+from thingshub.storage.sqlite import ota, series
+from thingshub.storage.sqlite.thread import Db, in_transaction
 
 Rows = list[tuple[Any, ...]]
 Handler = Callable[[sqlite3.Connection, Rows], list[object]]
@@ -121,8 +122,8 @@ WRITE_HANDLERS: dict[str, Handler] = {
     common.IMAGE_UPDATE: _image_update,
     common.COMMAND_ADD: _command_add,
     common.COMMAND_FINISH: _command_finish,
-    **sqlite_series.WRITE_HANDLERS,
-    **sqlite_ota.WRITE_HANDLERS,
+    **series.WRITE_HANDLERS,
+    **ota.WRITE_HANDLERS,
 }
 
 

@@ -1,5 +1,5 @@
 """SQLite OTA storage: firmware packages (straight to the connection's thread)
-and tasks (writes group-committed, see sqlite_writes.py; rules in ota_common.py)."""
+and tasks (writes group-committed, see sqlite/writes.py; rules in ota_common.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 from thingshub.core.model import Firmware, OtaDevice, OtaTask
 from thingshub.storage import common, ota_common
 from thingshub.storage.batch import GroupCommit
-from thingshub.storage.sqlite_db import Db
+from thingshub.storage.sqlite.thread import Db
 
 Rows = list[tuple[Any, ...]]
 

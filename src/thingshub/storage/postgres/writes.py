@@ -19,7 +19,7 @@ Rules:
   failing the foreign key. An SQL error is therefore a real failure and
   fails the batch (a deadlock with another process's batch included).
 - `WRITE_HANDLERS` maps each kind of common.py to its handler; a new kind is
-  a handler here (or in a module of its own such as postgres_series.py),
+  a handler here (or in a module of its own such as postgres/series.py),
   its twin for SQLite, and a repository method.
 """
 
@@ -32,8 +32,9 @@ from typing import Any
 import asyncpg
 
 from thingshub.core.model import CommandRecord, StoredImage
-from thingshub.storage import common, postgres_ota, postgres_series
+from thingshub.storage import common
 from thingshub.storage.batch import GroupCommit, Write, plan
+from thingshub.storage.postgres import ota, series
 
 Rows = list[tuple[Any, ...]]
 Handler = Callable[[Any, Rows], Awaitable[list[object]]]
@@ -156,8 +157,8 @@ WRITE_HANDLERS: dict[str, Handler] = {
     common.IMAGE_UPDATE: _image_update,
     common.COMMAND_ADD: _command_add,
     common.COMMAND_FINISH: _command_finish,
-    **postgres_series.WRITE_HANDLERS,
-    **postgres_ota.WRITE_HANDLERS,
+    **series.WRITE_HANDLERS,
+    **ota.WRITE_HANDLERS,
 }
 
 

@@ -13,12 +13,12 @@ Rules:
   dropped, one started runs to its end (committed or rolled back).
 - Images, command records, telemetry, attributes and events are written
   through the group-commit writer (batch.py; the handlers are in
-  sqlite_writes.py and sqlite_series.py): a batch is one function on the
+  sqlite/writes.py and sqlite/series.py): a batch is one function on the
   thread, so it is one transaction and one fsync for up to 500 writes (batch.py).
   The other writes (products, devices, presence, settings) are rare and go
   straight to the thread, which serializes them with the batches.
 - Telemetry, attribute and event reads go to a second connection, read-only
-  and on a thread of its own (see sqlite_series.py), so they never wait for
+  and on a thread of its own (see sqlite/series.py), so they never wait for
   the writer nor hold it up; every other read stays on the first thread.
 - WAL journal, `synchronous=FULL` (a write returns only once it is on disk),
   foreign keys on, and a busy timeout so that another process holding the
@@ -35,7 +35,7 @@ Rules:
   decides, Python only words the message.
 - The database file is created mode 0600 (or has its group and other
   permissions taken away), before SQLite opens it: it holds every device key.
-- `open()` creates or migrates the schema (sqlite_schema.py) in one
+- `open()` creates or migrates the schema (sqlite/schema.py) in one
   transaction; `close()` commits the writes queued, waits for the
   operations in progress, and closes the connection.
 """
@@ -69,14 +69,15 @@ from thingshub.core.ports import (
     SettingsRepo,
     TelemetryRepo,
 )
-from thingshub.storage import common, sqlite_series
+from thingshub.storage import common
 from thingshub.storage.batch import GroupCommit
 from thingshub.storage.purge import Purger
-from thingshub.storage.sqlite_db import Connection, Db, in_transaction
-from thingshub.storage.sqlite_ota import SqliteFirmware, SqliteOta
-from thingshub.storage.sqlite_schema import MIGRATIONS
-from thingshub.storage.sqlite_series import SqliteAttributes, SqliteEvents, SqliteTelemetry
-from thingshub.storage.sqlite_writes import SqliteCommands, SqliteImages, run_batch
+from thingshub.storage.sqlite import series
+from thingshub.storage.sqlite.ota import SqliteFirmware, SqliteOta
+from thingshub.storage.sqlite.schema import MIGRATIONS
+from thingshub.storage.sqlite.series import SqliteAttributes, SqliteEvents, SqliteTelemetry
+from thingshub.storage.sqlite.thread import Connection, Db, in_transaction
+from thingshub.storage.sqlite.writes import SqliteCommands, SqliteImages, run_batch
 
 log = logging.getLogger("thingshub.storage")
 
@@ -169,7 +170,7 @@ def _add_device(device: Device, conn: sqlite3.Connection) -> str | None:
     try:
         conn.execute(
             f"INSERT INTO devices (id, {_DEVICE_COLUMNS})"
-            f" VALUES ({sqlite_series.NEXT_DEVICE_ID}, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f" VALUES ({series.NEXT_DEVICE_ID}, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 device.product_id,
                 device.name,
@@ -250,7 +251,7 @@ class SqliteDevices:
         # Its presence, image and command records go with it (ON DELETE CASCADE),
         # its latest values and attributes at once, its points and events by the purge.
         deleted = await self._db.transaction(
-            partial(sqlite_series.delete_device, product_id, name, common.now_ms())
+            partial(series.delete_device, product_id, name, common.now_ms())
         )
         if deleted:
             self._purger.kick()
@@ -349,7 +350,7 @@ class SqliteStorage:
         self._db = Db()
         self._reader = Db()
         self.writer = GroupCommit(partial(run_batch, self._db), "SQLite")
-        self.purger = Purger(partial(self._db.transaction, sqlite_series.purge_step), "SQLite")
+        self.purger = Purger(partial(self._db.transaction, series.purge_step), "SQLite")
         self.products: ProductRepo = SqliteProducts(self._db)
         self.devices: DeviceRepo = SqliteDevices(self._db, self.purger)
         self.images: ImageRepo = SqliteImages(self._db, self.writer)

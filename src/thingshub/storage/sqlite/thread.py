@@ -1,4 +1,4 @@
-"""The SQLite connection and the one thread it lives on (see sqlite.py's rules).
+"""The SQLite connection and the one thread it lives on (see sqlite/storage.py's rules).
 
 Rules:
 - `Db.call(fn)` runs `fn(conn)` on the connection's thread; the thread runs
@@ -8,7 +8,7 @@ Rules:
   rolled back if anything raises.
 - `Connection` is the writer's connection: it carries the cache of device
   ids ((product_id, name) -> devices.id) that the telemetry writes use,
-  touched only on the connection's thread (sqlite_series.py).
+  touched only on the connection's thread (sqlite/series.py).
 """
 
 from __future__ import annotations

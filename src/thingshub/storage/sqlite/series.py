@@ -7,7 +7,7 @@ Rules:
   executemany per table. A call is atomic: its rows all land with its
   batch, or none do (NotFound when the device is missing).
 - Devices are found by id through the writer connection's cache
-  ((product_id, name) -> id, sqlite_db.Connection), checked inside the
+  ((product_id, name) -> id, sqlite/thread.py's Connection), checked inside the
   batch's transaction: a device deleted through this connection leaves the
   cache at once, and `PRAGMA data_version` empties the cache whenever
   another connection (another process) committed anything since.
@@ -46,7 +46,7 @@ from typing import Any
 from thingshub.core.model import DeviceEvent, Point
 from thingshub.storage import common
 from thingshub.storage.batch import GroupCommit
-from thingshub.storage.sqlite_db import Connection, Db
+from thingshub.storage.sqlite.thread import Connection, Db
 
 Rows = list[tuple[Any, ...]]
 _IDS_PER_QUERY = 500

@@ -3,9 +3,9 @@
 Rules:
 - Append only: a released migration is never edited or reordered; a change
   is a new `Migration(N + 1, ...)` at the end of `MIGRATIONS`, with its
-  SQLite twin in sqlite_schema.py under the same number.
+  SQLite twin in sqlite/schema.py under the same number.
 - Each statement is one SQL statement; all pending migrations run in one
-  transaction, under the advisory lock of postgres.py, in the schema first
+  transaction, under the advisory lock of postgres/storage.py, in the schema first
   on the connection's `search_path` (names are never schema-qualified).
 - Keys (ids, names, device numbers, user names) are `text COLLATE "C"`:
   byte order, like SQLite and Python, whatever the database's locale, so
@@ -29,9 +29,9 @@ Rules:
   and deleting a device deletes its `latest` and `attributes` rows at once
   and queues its points and events in `device_purges` (a row per deleted
   device; `purged_at` is set once they are gone), deleted afterwards in
-  short chunks (postgres_series.py). `latest` and `attributes` leave room
+  short chunks (postgres/series.py). `latest` and `attributes` leave room
   in their pages (fillfactor) for HOT updates.
-- OTA (migration 4): the twin of SQLite's; see sqlite_schema.py and
+- OTA (migration 4): the twin of SQLite's; see sqlite/schema.py and
   ota_common.py.
 """
 

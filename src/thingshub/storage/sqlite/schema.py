@@ -3,7 +3,7 @@
 Rules:
 - Append only: a released migration is never edited or reordered; a change
   is a new `Migration(N + 1, ...)` at the end of `MIGRATIONS`, and its
-  PostgreSQL twin goes into postgres_schema.py with the same number.
+  PostgreSQL twin goes into postgres/schema.py with the same number.
 - Each statement is one SQL statement (no script splitting); all pending
   migrations run in one `BEGIN IMMEDIATE` transaction with foreign keys on,
   so a table rebuild must follow SQLite's "12 steps" without `PRAGMA`s.
@@ -27,7 +27,7 @@ Rules:
   than the insert): the writer checks the device inside its transaction,
   and deleting a device deletes its `latest` and `attributes` rows at once
   and queues its points and events in `device_purges`, deleted afterwards
-  in short chunks (sqlite_series.py).
+  in short chunks (sqlite/series.py).
 - OTA (migration 4): firmware packages and tasks belong to their product
   (ON DELETE CASCADE; a product is deleted only without devices), the
   devices of a task to the task. Task devices name their device without a

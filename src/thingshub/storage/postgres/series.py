@@ -25,7 +25,7 @@ Rules:
   first, then latest and attributes: each statement sees what the writer
   committed while the first waited for its lock); its points and events
   are purged afterwards in chunks (purge.py).
-- Aggregates are the SQL of sqlite_series.py: the same integer bucket
+- Aggregates are the SQL of sqlite/series.py: the same integer bucket
   arithmetic, HAVING count(num) > 0 for the numeric functions, and
   row_number() over (ts DESC, seq DESC) for last.
 """

@@ -1,5 +1,5 @@
 """PostgreSQL OTA storage: firmware packages (on the pool) and tasks (writes
-group-committed on the writer's connection, see postgres_writes.py; rules in
+group-committed on the writer's connection, see postgres/writes.py; rules in
 ota_common.py). Device rows move in bulk, through `unnest` arrays."""
 
 from __future__ import annotations

@@ -5,10 +5,10 @@ Rules:
   (autocommit) or one transaction on one pooled connection, except images,
   command records, telemetry, attributes and events, whose writes are
   group-committed (batch.py) on one connection the writer keeps for itself
-  (postgres_writes.py, postgres_series.py).
+  (postgres/writes.py, postgres/series.py).
 - Deleting a device deletes its rows of every table but points and events
   at once; those are purged afterwards in chunks (purge.py).
-- `open()` migrates (postgres_schema.py) in one transaction under a
+- `open()` migrates (postgres/schema.py) in one transaction under a
   transaction-level advisory lock, so processes starting together apply each
   migration exactly once; a schema newer than the code is refused.
 - Constraint violations become the errors of common.py: the database
@@ -47,16 +47,17 @@ from thingshub.core.ports import (
     SettingsRepo,
     TelemetryRepo,
 )
-from thingshub.storage import common, postgres_series
+from thingshub.storage import common
 from thingshub.storage.batch import GroupCommit
-from thingshub.storage.postgres_ota import PostgresFirmware, PostgresOta
-from thingshub.storage.postgres_schema import MIGRATIONS
-from thingshub.storage.postgres_series import (
+from thingshub.storage.postgres import series
+from thingshub.storage.postgres.ota import PostgresFirmware, PostgresOta
+from thingshub.storage.postgres.schema import MIGRATIONS
+from thingshub.storage.postgres.series import (
     PostgresAttributes,
     PostgresEvents,
     PostgresTelemetry,
 )
-from thingshub.storage.postgres_writes import BatchRunner, PostgresCommands, PostgresImages
+from thingshub.storage.postgres.writes import BatchRunner, PostgresCommands, PostgresImages
 from thingshub.storage.purge import Purger
 
 log = logging.getLogger("thingshub.storage")
@@ -228,7 +229,7 @@ class PostgresDevices:
     async def delete(self, product_id: str, name: str) -> bool:
         # Its presence, image and command records go with it (ON DELETE CASCADE),
         # its latest values and attributes at once, its points and events by the purge.
-        deleted = await postgres_series.delete_device(self._pool, product_id, name, common.now_ms())
+        deleted = await series.delete_device(self._pool, product_id, name, common.now_ms())
         if deleted:
             self._purger.kick()
         return deleted
@@ -340,7 +341,7 @@ class PostgresStorage:
         self._pool = _Pool()
         self._runner = BatchRunner(self._pool)
         self.writer = GroupCommit(self._runner, "PostgreSQL")
-        self.purger = Purger(lambda: postgres_series.purge_step(self._pool), "PostgreSQL")
+        self.purger = Purger(lambda: series.purge_step(self._pool), "PostgreSQL")
         self.products: ProductRepo = PostgresProducts(self._pool)
         self.devices: DeviceRepo = PostgresDevices(self._pool, self.purger)
         self.images: ImageRepo = PostgresImages(self._pool, self.writer)

@@ -11,7 +11,7 @@ Rules:
 - Aggregates are computed as the databases do: doubles, numbers added in
   (ts, seq) order, buckets by integer division of (ts - start).
 - A device's `Series` is made on its first report and dropped with the
-  device (memory.py).
+  device (memory/storage.py).
 """
 
 from __future__ import annotations
