@@ -18,9 +18,9 @@ from tests.storage.support import Backend, command, device, image, pg_fetch, pro
 from thingshub.core.errors import Unavailable
 from thingshub.core.model import Point, Presence, PresenceUpdate, StoredImage
 from thingshub.core.ports import Storage
-from thingshub.storage.common import Migration, check_migrations
 from thingshub.storage.postgres import PostgresStorage
 from thingshub.storage.postgres import schema as postgres_schema
+from thingshub.storage.sql.migrations import Migration, check_migrations
 from thingshub.storage.sqlite import SqliteStorage
 from thingshub.storage.sqlite import schema as sqlite_schema
 

@@ -21,10 +21,9 @@ from thingshub.core.ports import Storage
 from thingshub.storage import common
 from thingshub.storage.batch import GroupCommit, Write
 from thingshub.storage.postgres import PostgresStorage
-from thingshub.storage.postgres import series as postgres_series
 from thingshub.storage.postgres import writes as postgres_writes
+from thingshub.storage.sql import series as sql_series
 from thingshub.storage.sqlite import SqliteStorage
-from thingshub.storage.sqlite import series as sqlite_series
 from thingshub.storage.sqlite import writes as sqlite_writes
 
 T0 = 1_700_000_000_000
@@ -209,11 +208,7 @@ def test_a_failed_batch_stores_none_of_its_rows(
     durable_backend.run(scenario)
 
 
-def _no_purge(conn: Any) -> bool:
-    return False
-
-
-async def _no_purge_async(pool: Any) -> bool:
+async def _no_purge(dialect: Any, conn: Any) -> bool:
     return False
 
 
@@ -252,8 +247,7 @@ def test_deleted_devices_are_purged_in_chunks_even_after_a_restart(
 
     # The purge is stopped before it starts; the next start resumes it.
     with monkeypatch.context() as patch:
-        patch.setattr(sqlite_series, "purge_step", _no_purge)
-        patch.setattr(postgres_series, "purge_step", _no_purge_async)
+        patch.setattr(sql_series, "purge_step", _no_purge)
         old = durable_backend.run(write)
 
     async def restart(s: Storage) -> None:

@@ -261,7 +261,10 @@ class MemoryCommands:
         key = (record.product_id, record.name)
         if key not in data.devices:
             raise common.device_missing(record.product_id, record.name)
-        data.commands[record.cmd_id] = common.command_record(common.command_row(record))
+        response = bytes(record.response) if record.response is not None else None
+        data.commands[record.cmd_id] = replace(
+            record, request=bytes(record.request), response=response
+        )
         data.commands_of.setdefault(key, set()).add(record.cmd_id)
 
     async def finish(

@@ -1,10 +1,10 @@
-"""PostgreSQL images and command records: reads on the pool, writes
-group-committed (batch.py) on one connection of the writer's own.
+"""The PostgreSQL group-commit writer: the handler of each kind of write
+(sql/writes.py), on one connection of the writer's own.
 
 Rules:
 - The writer holds one pooled connection for its whole life (taken at
   `open()`, given back at `close()`; a broken one is replaced before the
-  next batch). A batch is one transaction on it.
+  next batch). A batch is one transaction on it; reads never use it.
 - Each group of `batch.plan` (one kind, no key twice) is ONE statement over
   `unnest($1::text[], ...)` arrays, with `RETURNING` the keys it changed:
   a round trip per group instead of per write (~25 us a write instead of
@@ -18,30 +18,45 @@ Rules:
   meanwhile by another connection makes the insert skip the row instead of
   failing the foreign key. An SQL error is therefore a real failure and
   fails the batch (a deadlock with another process's batch included).
-- `WRITE_HANDLERS` maps each kind of common.py to its handler; a new kind is
-  a handler here (or in a module of its own such as postgres/series.py),
-  its twin for SQLite, and a repository method.
+- Telemetry, attributes and events (keyless writes: a batch holds one group
+  per kind with every device's writes in submission order) are a few
+  statements a group whatever its size: one that finds and locks the
+  group's devices (`FOR KEY SHARE`, by (product_id, name); a device deleted
+  by another connection meanwhile waits for our commit, and its delete then
+  sees our rows), then ONE statement over `unnest` arrays.
+- Telemetry is one statement: the points are inserted in arrival order
+  (`WITH ORDINALITY ... ORDER BY`, so `seq`, an identity, follows arrival)
+  and the newest point of each (device, key) of the batch (DISTINCT ON, by
+  ts then seq) is upserted into `latest` with `ON CONFLICT ... WHERE
+  excluded.ts >= latest.ts`. Measured against `copy_records_to_table` (plus
+  a statement to take the seqs and one for `latest`): for batches of 50 to
+  3,000 points this single statement was as fast or faster (bench/
+  storage_ingest.py), and it needs one round trip.
 """
 
 from __future__ import annotations
 
-import builtins
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
 
-from thingshub.core.model import CommandRecord, StoredImage
-from thingshub.storage import common
-from thingshub.storage.batch import GroupCommit, Write, plan
-from thingshub.storage.postgres import ota, series
+from thingshub.storage import common, ota_common
+from thingshub.storage.batch import Write, plan
+from thingshub.storage.postgres.pool import Pool
+from thingshub.storage.sql import writes
+from thingshub.storage.sql.rows import COMMAND_COLUMNS, OTA_DEVICE_COLUMNS, TASK_COLUMNS
 
 Rows = list[tuple[Any, ...]]
 Handler = Callable[[Any, Rows], Awaitable[list[object]]]
-Pool = Callable[[], Any]  # the open pool, or Unavailable
+
+WRITE_HANDLERS: dict[str, Handler] = {}
+handles = writes.registry(WRITE_HANDLERS)
+
+# ------------------------------------------------------------------ images, commands
 
 
-def _columns(rows: Rows, width: int) -> list[list[Any]]:
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     """`rows` as `width` columns, for unnest()."""
     return [[row[i] for row in rows] for i in range(width)]
 
@@ -76,6 +91,7 @@ async def _image_failures(
     return out
 
 
+@handles(writes.IMAGE_CREATE)
 async def _image_create(conn: Any, rows: Rows) -> list[object]:
     returned = await conn.fetch(
         "INSERT INTO images (product_id, name, version, document, updated_at)"
@@ -91,6 +107,7 @@ async def _image_create(conn: Any, rows: Rows) -> list[object]:
     return await _image_failures(conn, rows, {(r[0], r[1]) for r in returned}, None)
 
 
+@handles(writes.IMAGE_UPDATE)
 async def _image_update(conn: Any, rows: Rows) -> list[object]:
     returned = await conn.fetch(
         "UPDATE images AS i"
@@ -104,9 +121,10 @@ async def _image_update(conn: Any, rows: Rows) -> list[object]:
     return await _image_failures(conn, rows, {(r[0], r[1]) for r in returned}, 2)
 
 
+@handles(writes.COMMAND_ADD)
 async def _command_add(conn: Any, rows: Rows) -> list[object]:
     returned = await conn.fetch(
-        f"INSERT INTO commands ({common.COMMAND_COLUMNS})"
+        f"INSERT INTO commands ({COMMAND_COLUMNS})"
         " SELECT u.cmd_id, u.product_id, u.name, u.family, u.kind, u.request, u.status,"
         " u.created_at, u.sent_at, u.answered_at, u.response, u.detail"
         " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
@@ -138,6 +156,7 @@ async def _command_add(conn: Any, rows: Rows) -> list[object]:
     return out
 
 
+@handles(writes.COMMAND_FINISH)
 async def _command_finish(conn: Any, rows: Rows) -> list[object]:
     returned = await conn.fetch(
         "UPDATE commands AS c SET status = u.status, answered_at = u.answered_at,"
@@ -152,14 +171,172 @@ async def _command_finish(conn: Any, rows: Rows) -> list[object]:
     return [row[0] in done for row in rows]
 
 
-WRITE_HANDLERS: dict[str, Handler] = {
-    common.IMAGE_CREATE: _image_create,
-    common.IMAGE_UPDATE: _image_update,
-    common.COMMAND_ADD: _command_add,
-    common.COMMAND_FINISH: _command_finish,
-    **series.WRITE_HANDLERS,
-    **ota.WRITE_HANDLERS,
-}
+# ------------------------------------------------------------------ telemetry, attributes, events
+
+
+async def _lock_devices(conn: Any, rows: Rows) -> dict[tuple[str, str], int]:
+    """The ids of the devices named by `rows` (product_id, name, ...) that exist,
+    locked against deletion until the batch commits."""
+    keys = list({(r[0], r[1]) for r in rows})
+    found = await conn.fetch(
+        "SELECT d.product_id, d.name, d.id FROM devices d"
+        " JOIN unnest($1::text[], $2::text[]) AS k(product_id, name)"
+        " ON d.product_id = k.product_id AND d.name = k.name"
+        " FOR KEY SHARE OF d",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+    )
+    return {(r[0], r[1]): r[2] for r in found}
+
+
+_APPEND_POINTS = """
+WITH added AS (
+    INSERT INTO points (device_id, key, ts, num, value)
+    SELECT u.device_id, u.key, u.ts, u.num, u.value
+    FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::float8[], $5::text[])
+        WITH ORDINALITY AS u(device_id, key, ts, num, value, n)
+    ORDER BY u.n
+    RETURNING device_id, key, ts, seq, value
+)
+INSERT INTO latest AS l (device_id, key, ts, seq, value)
+SELECT DISTINCT ON (device_id, key) device_id, key, ts, seq, value FROM added
+ORDER BY device_id, key, ts DESC, seq DESC
+ON CONFLICT (device_id, key) DO UPDATE
+    SET ts = excluded.ts, seq = excluded.seq, value = excluded.value
+    WHERE excluded.ts >= l.ts
+"""
+
+
+@handles(writes.TELEMETRY_APPEND)
+async def _telemetry_append(conn: Any, rows: Rows) -> list[object]:
+    out, found = writes.of_devices(rows, await _lock_devices(conn, rows))
+    columns: tuple[list[Any], ...] = ([], [], [], [], [])
+    device_ids, keys, times, nums, values = columns
+    for device_id, (_, _, points) in found:
+        for key, ts, num, value in points:
+            device_ids.append(device_id)
+            keys.append(key)
+            times.append(ts)
+            nums.append(num)
+            values.append(value)
+    if device_ids:
+        await conn.execute(_APPEND_POINTS, *columns)
+    return out
+
+
+@handles(writes.ATTRIBUTES_UPSERT)
+async def _attributes_upsert(conn: Any, rows: Rows) -> list[object]:
+    out, found = writes.of_devices(rows, await _lock_devices(conn, rows))
+    merged = {  # one row per key: the last wins
+        (device_id, key): (value, ts)
+        for device_id, (_, _, pairs, ts) in found
+        for key, value in pairs
+    }
+    if merged:
+        await conn.execute(
+            "INSERT INTO attributes (device_id, key, value, ts)"
+            " SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[])"
+            " ON CONFLICT (device_id, key) DO UPDATE SET value = excluded.value, ts = excluded.ts",
+            *_columns([(*key, *value) for key, value in merged.items()], 4),
+        )
+    return out
+
+
+@handles(writes.EVENTS_APPEND)
+async def _events_append(conn: Any, rows: Rows) -> list[object]:
+    out, found = writes.of_devices(rows, await _lock_devices(conn, rows))
+    events = [(device_id, *event) for device_id, (_, _, items) in found for event in items]
+    if events:
+        await conn.execute(
+            "INSERT INTO events (device_id, ts, method, params)"
+            " SELECT u.device_id, u.ts, u.method, u.params"
+            " FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[])"
+            " WITH ORDINALITY AS u(device_id, ts, method, params, n) ORDER BY u.n",
+            *_columns(events, 4),
+        )
+    return out
+
+
+# ------------------------------------------------------------------ OTA
+
+_DEVICE_TYPES = (
+    "$1::text[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::text[],"
+    " $7::bigint[], $8::bigint[], $9::bigint[]"
+)
+
+
+async def _update_devices(conn: Any, rows: Sequence[Sequence[Any]]) -> set[tuple[str, str]]:
+    """Apply device rows (distinct keys) that are not final; the keys changed."""
+    if not rows:
+        return set()
+    returned = await conn.fetch(
+        "UPDATE ota_task_devices AS d SET state = u.state, step = u.step,"
+        " description = u.description, detail = u.detail, informed_at = u.informed_at,"
+        " updated_at = u.updated_at, finished_at = u.finished_at"
+        f" FROM unnest({_DEVICE_TYPES}) AS u(task_id, name, state, step, description, detail,"
+        " informed_at, updated_at, finished_at)"
+        " WHERE d.task_id = u.task_id AND d.name = u.name"
+        f" AND d.state NOT IN ({writes.FINAL_STATES})"
+        " RETURNING d.task_id, d.name",
+        *_columns(rows, 9),
+    )
+    return {(r[0], r[1]) for r in returned}
+
+
+@handles(writes.OTA_TASK_ADD)
+async def _task_add(conn: Any, rows: Rows) -> list[object]:
+    out: list[object] = []
+    for task, devices in rows:
+        added = await conn.fetchval(
+            f"INSERT INTO ota_tasks ({TASK_COLUMNS})"
+            " SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text,"
+            " $7::integer, $8::integer, $9::text, $10::bigint, $11::bigint"
+            " WHERE EXISTS (SELECT 1 FROM firmware"
+            " WHERE id = $3 AND product_id = $2 FOR KEY SHARE)"
+            " ON CONFLICT (id) DO NOTHING RETURNING id",
+            *task,
+        )
+        if added is not None:
+            if devices:
+                await conn.execute(
+                    f"INSERT INTO ota_task_devices (position, {OTA_DEVICE_COLUMNS})"
+                    " SELECT * FROM unnest($1::integer[], $2::text[], $3::text[], $4::text[],"
+                    " $5::integer[], $6::text[], $7::text[], $8::bigint[], $9::bigint[],"
+                    " $10::bigint[])",
+                    *_columns(devices, 10),
+                )
+            out.append(None)
+        elif await conn.fetchval("SELECT 1 FROM ota_tasks WHERE id = $1", task[0]):
+            out.append(ota_common.task_exists(task[0]))
+        else:
+            out.append(ota_common.firmware_missing(task[1], task[2]))
+    return out
+
+
+@handles(writes.OTA_DEVICE_SAVE)
+async def _device_save(conn: Any, rows: Rows) -> list[object]:
+    changed = await _update_devices(conn, rows)
+    return [(row[0], row[1]) in changed for row in rows]
+
+
+@handles(writes.OTA_TASK_FINISH)
+async def _task_finish(conn: Any, rows: Rows) -> list[object]:
+    out: list[object] = []
+    for task_id, status, finished_at, devices in rows:
+        done = await conn.fetchval(
+            "UPDATE ota_tasks SET status = $2, finished_at = $3"
+            " WHERE id = $1 AND status = 'RUNNING' RETURNING id",
+            task_id,
+            status,
+            finished_at,
+        )
+        if done is not None:
+            await _update_devices(conn, devices)
+        out.append(done is not None)
+    return out
+
+
+# ------------------------------------------------------------------ the batch
 
 
 def _usable(conn: Any) -> bool:
@@ -181,88 +358,20 @@ class BatchRunner:
         if self.conn is not None and not _usable(self.conn):
             await self.release()  # a no-op for a connection the pool took back
         if self.conn is None:
-            self.conn = await self._pool().acquire()
+            self.conn = await self._pool.raw().acquire()
 
     async def release(self) -> None:
         conn, self.conn = self.conn, None
         if conn is not None:
-            await self._pool().release(conn)
+            await self._pool.raw().release(conn)
 
-    async def __call__(self, writes: list[Write]) -> list[object]:
+    async def __call__(self, batch: list[Write]) -> list[object]:
         await self.connect()
         conn = self.conn
-        outcomes: list[object] = [None] * len(writes)
+        outcomes: list[object] = [None] * len(batch)
         async with conn.transaction():
-            for kind, indexes in plan(writes):
-                results = await WRITE_HANDLERS[kind](conn, [writes[i].args for i in indexes])
+            for kind, indexes in plan(batch):
+                results = await WRITE_HANDLERS[kind](conn, [batch[i].args for i in indexes])
                 for index, outcome in zip(indexes, results, strict=True):
                     outcomes[index] = outcome
         return outcomes
-
-
-class PostgresImages:
-    def __init__(self, pool: Pool, writer: GroupCommit) -> None:
-        self._pool = pool
-        self._writer = writer
-
-    async def get(self, product_id: str, name: str) -> StoredImage | None:
-        row = await self._pool().fetchrow(
-            "SELECT document, version FROM images WHERE product_id = $1 AND name = $2",
-            product_id,
-            name,
-        )
-        return StoredImage(common.load_document(row[0]), row[1]) if row is not None else None
-
-    async def save(
-        self, product_id: str, name: str, image: StoredImage, expected_version: int
-    ) -> None:
-        await self._writer.submit(common.image_write(product_id, name, image, expected_version))
-
-
-class PostgresCommands:
-    def __init__(self, pool: Pool, writer: GroupCommit) -> None:
-        self._pool = pool
-        self._writer = writer
-
-    async def add(self, record: CommandRecord) -> None:
-        await self._writer.submit(common.command_add_write(record))
-
-    async def finish(
-        self,
-        cmd_id: str,
-        status: str,
-        answered_at: int | None,
-        response: bytes | None,
-        detail: str | None = None,
-    ) -> bool:
-        write = common.command_finish_write(cmd_id, status, answered_at, response, detail)
-        return bool(await self._writer.submit(write))
-
-    async def get(self, cmd_id: str) -> CommandRecord | None:
-        row = await self._pool().fetchrow(
-            f"SELECT {common.COMMAND_COLUMNS} FROM commands WHERE cmd_id = $1", cmd_id
-        )
-        return common.command_record(row) if row is not None else None
-
-    async def list(
-        self, product_id: str, name: str, limit: int, before: tuple[int, str] | None = None
-    ) -> builtins.list[CommandRecord]:
-        if limit <= 0:
-            return []
-        sql = f"SELECT {common.COMMAND_COLUMNS} FROM commands WHERE product_id = $1 AND name = $2"
-        params: builtins.list[Any] = [product_id, name]
-        if before is not None:
-            sql += " AND (created_at, cmd_id) < ($3::bigint, $4::text)"
-            params += [before[0], before[1]]
-        params.append(limit)
-        sql += f" ORDER BY created_at DESC, cmd_id DESC LIMIT ${len(params)}"
-        return [common.command_record(r) for r in await self._pool().fetch(sql, *params)]
-
-    async def fail_unfinished(self, now_ms: int) -> int:
-        status = await self._pool().execute(
-            "UPDATE commands SET status = 'failed', answered_at = $1, detail = $2"
-            " WHERE status = 'sent'",
-            now_ms,
-            common.SERVER_RESTARTED,
-        )
-        return int(status.rsplit(" ", 1)[-1])
