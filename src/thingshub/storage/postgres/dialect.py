@@ -1,11 +1,10 @@
 """What PostgreSQL does its own way, for the shared repositories (sql/dialect.py).
 
 Rules:
-- A device's id is an identity column: never given twice.
-- Many keys go in one query, as arrays (`unnest`, `= ANY`): one round trip
-  and one prepared statement whatever their number.
-- Chunks of points and events are deleted by ctid (`= ANY(ARRAY(...))`, a
-  TID scan): their tables have no single-column key.
+- A device's id is an identity column. Many keys go in one query as arrays
+  (`unnest`, `= ANY`): one round trip, one prepared statement. Chunks of
+  points and events are deleted by ctid (a TID scan): their tables have no
+  single-column key.
 """
 
 from __future__ import annotations
@@ -25,9 +24,9 @@ device_search = devices.search_queries("strpos({0}, {1}) > 0")
 purge, retention = series.chunk_deletes("ctid", "ctid = ANY(ARRAY({0}))")
 
 _PRESENCE_MANY = sql(
-    devices.presence_of_keys("unnest($1::text[], $2::text[]) AS k(product_id, name)")
+    devices.PRESENCE_OF_KEYS.format("unnest($1::text[], $2::text[]) AS k(product_id, name)")
 )
-_TASK_COUNTS = sql(ota.counts_query("= ANY($1::text[])"))
+_TASK_COUNTS = sql(ota.TASK_COUNTS.format("= ANY($1::text[])"))
 
 
 async def presence_many(db: Connection, keys: Keys) -> list[Row]:

@@ -3,29 +3,23 @@
 Rules:
 - `Pool` runs each statement on a connection of the pool (autocommitted)
   and `transaction(body)` on one connection taken for it, inside
-  `conn.transaction()`: committed when `body` returns, rolled back when it
-  raises or is cancelled.
-- Until `open()` sets it (and after `close()`), every use is `Unavailable`.
+  `conn.transaction()`: rolled back if `body` raises or is cancelled.
+  Until `open()` sets it (and after `close()`), every use is `Unavailable`.
+- A bulk statement is one round trip: its rows go as one array a column.
 - The row count of `execute` is read from the command status ("UPDATE 3").
-- asyncpg's unique and foreign-key violations are raised as sql.connection's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import asyncpg
 
 from thingshub.core.errors import Unavailable
-from thingshub.storage.sql.connection import (
-    Body,
-    ForeignKeyViolation,
-    Query,
-    Row,
-    UniqueViolation,
-)
+from thingshub.storage.sql import connection
+from thingshub.storage.sql.connection import Body, Bulk, Query, Row, Rows
 
 T = TypeVar("T")
 
@@ -37,18 +31,23 @@ def rowcount(status: str) -> int:
     return int(count) if count.isdigit() else 0
 
 
+def columns(rows: Rows, width: int) -> list[list[Any]]:
+    """`rows` as `width` columns, for unnest()."""
+    return [[row[i] for row in rows] for i in range(width)]
+
+
 @contextmanager
 def _violations() -> Iterator[None]:
     try:
         yield
     except asyncpg.UniqueViolationError as exc:
-        raise UniqueViolation(str(exc.constraint_name)) from exc
+        raise connection.UniqueViolation(str(exc.constraint_name)) from exc
     except asyncpg.ForeignKeyViolationError as exc:
-        raise ForeignKeyViolation(str(exc.constraint_name)) from exc
+        raise connection.ForeignKeyViolation(str(exc.constraint_name)) from exc
 
 
 class PgConnection:
-    """Statements on one asyncpg connection (or pool: see `Pool`)."""
+    """Statements on one asyncpg connection (or on the pool: see `Pool`)."""
 
     def __init__(self, conn: Any = None) -> None:
         self.conn = conn
@@ -62,19 +61,25 @@ class PgConnection:
         with _violations():
             return rowcount(await self.raw().execute(query.postgres, *args))
 
-    async def executemany(self, query: Query, rows: Iterable[Sequence[Any]]) -> None:
+    async def executemany(self, query: Query | Bulk, rows: Rows) -> None:
         with _violations():
-            await self.raw().executemany(query.postgres, rows)
+            if isinstance(query, Bulk):
+                await self.raw().execute(query.postgres, *columns(rows, query.width))
+            else:
+                await self.raw().executemany(query.postgres, rows)
 
     async def fetch(self, query: Query, *args: Any) -> list[Row]:
         with _violations():
-            rows: list[Row] = await self.raw().fetch(query.postgres, *args)
-        return rows
+            return cast(list[Row], await self.raw().fetch(query.postgres, *args))
 
     async def fetchone(self, query: Query, *args: Any) -> Row | None:
         with _violations():
-            row: Row | None = await self.raw().fetchrow(query.postgres, *args)
-        return row
+            return cast(Row | None, await self.raw().fetchrow(query.postgres, *args))
+
+    async def bulk(self, query: Bulk, rows: Rows) -> list[Row]:
+        with _violations():
+            found = await self.raw().fetch(query.postgres, *columns(rows, query.width))
+        return cast(list[Row], found)
 
 
 class Pool(PgConnection):

@@ -1,16 +1,11 @@
 """PostgreSQL storage, through an asyncpg connection pool.
 
 Rules:
-- A pool of 1 to `max_size` (10) connections (pool.py); each method is one
-  statement (autocommit) or one transaction on one pooled connection,
-  except images, command records, telemetry, attributes, events and OTA
-  states, whose writes are group-committed (batch.py) on one connection the
-  writer keeps for itself (writes.py). The repositories are the shared ones
-  (sql/); what PostgreSQL does its own way is in dialect.py.
-- `open()` migrates (schema.py) in one transaction under a
-  transaction-level advisory lock, so processes starting together apply each
-  migration exactly once; a schema newer than the code is refused.
-- `close()` commits the writes queued before it closes the pool.
+- A pool of 1 to `max_size` (10) connections (pool.py); the group-commit
+  writer keeps one for itself (writes.py). The repositories are the shared
+  ones (sql/); PostgreSQL's own ways are in dialect.py.
+- `open()` migrates in one transaction under a transaction-level advisory
+  lock, so processes starting together apply each migration exactly once.
 - A write is durable on return as far as the server's `synchronous_commit`
   (on by default) makes it.
 - The URL goes to asyncpg as given: query parameters that are not

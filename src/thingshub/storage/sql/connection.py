@@ -1,48 +1,53 @@
 """Queries written once for SQLite and PostgreSQL, and the one protocol both run on.
 
 Rules:
-- A query is written once, in PostgreSQL's style: `$1, $2...` placeholders
-  (a number may repeat), `::type` casts where PostgreSQL needs to be told a
-  type, row locks (`FOR UPDATE`, `FOR KEY SHARE`) and `true`/`false`.
-  `sql()` makes SQLite's text from it once, when the module that defines the
-  query is imported, never per call: `?1, ?2...` (SQLite binds numbered
-  parameters by position too), no casts (SQLite's column types are
-  affinities), no row locks (`BEGIN IMMEDIATE` locks the whole database),
-  1 and 0 for `true` and `false` (SQLite has no boolean; a partial index
-  `WHERE online = 1` is used only by that very text). Quoted strings are
-  left as they are.
-- `Connection` is what a query runs on: `execute` (answers the row count),
-  `executemany`, `fetch` (every row), `fetchone` (the first row, or None).
-  Rows are read by position. `Database` adds `transaction(body)`: `body`
-  runs with one connection, in one transaction, committed when it returns
-  and rolled back when it raises; nothing else runs on that connection
-  meanwhile.
-- A transaction body awaits its connection only, nothing else (no sleep, no
-  lock, no other I/O): SQLite runs it from start to end on its own thread,
-  without an event loop (sqlite/thread.py).
-- A write the database refuses for a unique or a foreign-key constraint
-  raises `UniqueViolation` or `ForeignKeyViolation`, whichever the driver;
-  `detail` is the constraint's name (PostgreSQL) or the driver's message
-  (SQLite). Every other database error goes through as the driver raised it.
+- A query is written in PostgreSQL's style: `$1, $2...`, `::type` casts, row
+  locks (`FOR UPDATE`, `FOR KEY SHARE`), `true`/`false`. `sql()` derives
+  SQLite's text once, when the module defining the query is imported:
+  `?1, ?2...`, no casts (SQLite's types are affinities), no row locks
+  (`BEGIN IMMEDIATE` locks the database), 1/0 for true/false (SQLite's
+  partial index `WHERE online = 1` serves only that very text). Quoted
+  strings are left alone.
+- A `Bulk` statement applies to many rows: PostgreSQL runs it once, a
+  column an array (`unnest`); SQLite runs its own text (written beside it)
+  once a row, on its thread, where a statement costs microseconds.
+- `execute` answers the row count; rows are read by position. `bulk`
+  answers the rows a bulk SELECT finds, or those a bulk write changed, keys
+  first (PostgreSQL: what it RETURNs; SQLite: the rows given whose row
+  count was not 0, as RETURNING would buffer). `Database.transaction(body)`
+  runs `body(conn)` in one transaction on one connection, rolled back if it
+  raises; a body awaits its connection only (SQLite runs it on its thread).
+- Keyset pages are pairs of queries (`pages`): the first page, and the page
+  after a cursor, whose value(s) are the last parameters.
+- A unique or foreign-key violation raises `UniqueViolation` or
+  `ForeignKeyViolation`, whose message is the constraint's name
+  (PostgreSQL) or the driver's message (SQLite).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 Row = Sequence[Any]
+Rows = Sequence[Sequence[Any]]
 
 
 @dataclass(frozen=True, slots=True)
 class Query:
-    """One statement, in the text each database reads."""
-
     postgres: str
     sqlite: str
+
+
+@dataclass(frozen=True, slots=True)
+class Bulk:
+    postgres: str  # over arrays $1::type[], ..., one a column
+    sqlite: str  # over one row: ?1, ?2...
+    width: int  # the columns of a row
+    reads: bool  # a SELECT (else a write)
 
 
 _POSTGRES_ONLY = re.compile(
@@ -65,34 +70,53 @@ def sql(text: str) -> Query:
     return Query(text, _POSTGRES_ONLY.sub(_for_sqlite, text))
 
 
-class ConstraintViolation(Exception):
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
+def pages(select: str, cursor: str, order: str) -> tuple[Query, Query]:
+    """The queries of a first page (`select order`) and of a page after a cursor."""
+    return sql(f"{select} {order}"), sql(f"{select} AND {cursor} {order}")
 
 
-class UniqueViolation(ConstraintViolation):
-    pass
+def bulk(postgres: str, sqlite: str) -> Bulk:
+    """A bulk statement: PostgreSQL's over arrays, SQLite's (in the style of `sql`) over a row."""
+    width = max(int(n) for n in re.findall(r"\$(\d+)", postgres))
+    return Bulk(postgres, sql(sqlite).sqlite, width, sqlite.lstrip().startswith("SELECT"))
 
 
-class ForeignKeyViolation(ConstraintViolation):
-    pass
+class UniqueViolation(Exception):
+    """A unique constraint refused a write (see the module rules for its message)."""
+
+
+class ForeignKeyViolation(Exception):
+    """A foreign key refused a write."""
 
 
 class Connection(Protocol):
-    async def execute(self, query: Query, *args: Any) -> int:
-        """Run one statement; how many rows it changed."""
+    async def execute(self, query: Query, *args: Any) -> int: ...
 
-    async def executemany(self, query: Query, rows: Iterable[Sequence[Any]]) -> None: ...
+    async def executemany(self, query: Query | Bulk, rows: Rows) -> None: ...
 
     async def fetch(self, query: Query, *args: Any) -> list[Row]: ...
 
     async def fetchone(self, query: Query, *args: Any) -> Row | None: ...
+
+    async def bulk(self, query: Bulk, rows: Rows) -> list[Row]: ...
 
 
 Body = Callable[[Connection], Coroutine[Any, Any, T]]
 
 
 class Database(Connection, Protocol):
-    async def transaction(self, body: Body[T]) -> T:
-        """`body(conn)` in one transaction on one connection (see the module rules)."""
+    async def transaction(self, body: Body[T]) -> T: ...
+
+
+async def one(db: Connection, make: Callable[[Row], T], query: Query, *args: Any) -> T | None:
+    """`make` of the first row of `query`, or None if it finds none."""
+    row = await db.fetchone(query, *args)
+    return make(row) if row is not None else None
+
+
+async def page(db: Connection, queries: tuple[Query, Query], after: Any, *args: Any) -> list[Row]:
+    """A page of `queries` (`pages`): the first if `after` is None, else the one after
+    it (a value, or a tuple of values)."""
+    if after is None:
+        return await db.fetch(queries[0], *args)
+    return await db.fetch(queries[1], *args, *(after if isinstance(after, tuple) else (after,)))

@@ -1,22 +1,20 @@
-"""Products, devices, presence and settings in SQL, for SQLite and PostgreSQL alike.
+"""Products, devices, presence and settings in SQL.
 
 Rules:
 - Each method is one statement (autocommitted) or one transaction.
 - Constraint violations become the errors of common.py: the database
-  decides, Python only words the message. A device clash asks which fields
-  clashed only after the insert failed; should the other row be gone by
-  then, the violated constraint names the field.
-- `set_presence` is one transaction (executemany), its rows sorted by key,
-  so concurrent batches lock rows in the same order and cannot deadlock;
-  devices that do not exist are skipped.
-- Search is a plain substring (`Dialect.device_search`: `instr`/`strpos`,
-  never LIKE, so '%' and '_' are characters) of the ASCII-folded name or
-  device number (common.fold).
+  decides, Python only words the message. Which fields of a device clashed
+  is asked after the insert failed; if the other row is gone by then, the
+  violated constraint names the field.
+- `set_presence` is one transaction, its rows sorted by key, so concurrent
+  batches lock rows in the same order and cannot deadlock.
+- Search is a plain substring (`instr`/`strpos`, never LIKE: '%' and '_'
+  are characters) of the ASCII-folded name or device number.
 - Deleting a device is one transaction of separate statements: the device
-  (its presence, image and command records go by cascade), then its latest
+  (presence, image and command records go by cascade), then its latest
   values and attributes (each statement sees what a writer committed while
   the first waited for its lock); its points and events are queued in
-  `device_purges` and purged afterwards in chunks (series.py, purge.py).
+  `device_purges` for the purge (series.py).
 """
 
 from __future__ import annotations
@@ -35,6 +33,9 @@ from thingshub.storage.sql.connection import (
     ForeignKeyViolation,
     Query,
     UniqueViolation,
+    one,
+    page,
+    pages,
     sql,
 )
 from thingshub.storage.sql.dialect import Dialect
@@ -42,8 +43,10 @@ from thingshub.storage.sql.dialect import Dialect
 _PRODUCTS = f"SELECT {rows.PRODUCT_COLUMNS} FROM products"
 ADD_PRODUCT = sql("INSERT INTO products (id, name, created_at) VALUES ($1, $2, $3)")
 GET_PRODUCT = sql(f"{_PRODUCTS} WHERE id = $1")
-LIST_PRODUCTS = sql(f"{_PRODUCTS} ORDER BY id LIMIT $1")
-LIST_PRODUCTS_AFTER = sql(f"{_PRODUCTS} WHERE id > $2 ORDER BY id LIMIT $1")
+LIST_PRODUCTS = (
+    sql(f"{_PRODUCTS} ORDER BY id LIMIT $1"),
+    sql(f"{_PRODUCTS} WHERE id > $2 ORDER BY id LIMIT $1"),
+)
 DELETE_PRODUCT = sql("DELETE FROM products WHERE id = $1")
 SET_RETENTION = sql("UPDATE products SET retention_days = $2 WHERE id = $1")
 
@@ -56,8 +59,7 @@ GET_DEVICE = sql(f"{_DEVICES} WHERE product_id = $1 AND name = $2")
 DEVICE_BY_NUMBER = sql(f"{_DEVICES} WHERE device_number = $1")
 DEVICE_BY_USERNAME = sql(f"{_DEVICES} WHERE username = $1")
 COUNT_DEVICES = sql("SELECT count(*) FROM devices WHERE product_id = $1")
-LIST_DEVICES = sql(f"{_DEVICES} WHERE product_id = $1 ORDER BY name LIMIT $2")
-LIST_DEVICES_AFTER = sql(f"{_DEVICES} WHERE product_id = $1 AND name > $3 ORDER BY name LIMIT $2")
+LIST_DEVICES = pages(f"{_DEVICES} WHERE product_id = $1", "name > $3", "ORDER BY name LIMIT $2")
 SET_TAGS = sql("UPDATE devices SET tags = $3::jsonb WHERE product_id = $1 AND name = $2")
 DELETE_DEVICE = sql("DELETE FROM devices WHERE product_id = $1 AND name = $2 RETURNING id")
 DELETE_LATEST = sql("DELETE FROM latest WHERE device_id = $1")
@@ -74,7 +76,9 @@ SET_PRESENCE = sql(
     " ON CONFLICT (product_id, name) DO UPDATE SET online = excluded.online,"
     " last_activity = excluded.last_activity, changed_at = excluded.changed_at"
 )
-_WITH_PRESENCE = (
+#: The query of `Dialect.presence_many`, given the relation k(product_id, name) of keys.
+PRESENCE_OF_KEYS = (
+    f"SELECT d.product_id, d.name, {rows.PRESENCE_COLUMNS} FROM {{}}"
     " JOIN devices d ON d.product_id = k.product_id AND d.name = k.name"
     " LEFT JOIN device_presence p ON p.product_id = d.product_id AND p.name = d.name"
 )
@@ -91,18 +95,11 @@ GET_SETTING = sql("SELECT value FROM settings WHERE key = $1")
 ADD_SETTING = sql("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
 
 
-def presence_of_keys(keys: str) -> str:
-    """The query of `Dialect.presence_many`, given the relation k(product_id, name) of keys."""
-    return f"SELECT d.product_id, d.name, {rows.PRESENCE_COLUMNS} FROM {keys}" + _WITH_PRESENCE
-
-
 def search_queries(contains: str) -> tuple[Query, Query]:
     """`Dialect.device_search`, given the SQL of "{0} contains {1}"."""
     found = " OR ".join(contains.format(f"lower({c})", "$3") for c in ("name", "device_number"))
     where = f"{_DEVICES} WHERE product_id = $1 AND ({found})"
-    return sql(f"{where} ORDER BY name LIMIT $2"), sql(
-        f"{where} AND name > $4 ORDER BY name LIMIT $2"
-    )
+    return pages(where, "name > $4", "ORDER BY name LIMIT $2")
 
 
 class SqlProducts:
@@ -116,17 +113,12 @@ class SqlProducts:
             raise common.product_exists(product.id) from None
 
     async def get(self, product_id: str) -> Product | None:
-        row = await self._db.fetchone(GET_PRODUCT, product_id)
-        return rows.product(row) if row is not None else None
+        return await one(self._db, rows.product, GET_PRODUCT, product_id)
 
     async def list(self, limit: int, after: str | None = None) -> builtins.list[Product]:
         if limit <= 0:
             return []
-        if after is None:
-            found = await self._db.fetch(LIST_PRODUCTS, limit)
-        else:
-            found = await self._db.fetch(LIST_PRODUCTS_AFTER, limit, after)
-        return [rows.product(r) for r in found]
+        return [rows.product(r) for r in await page(self._db, LIST_PRODUCTS, after, limit)]
 
     async def delete(self, product_id: str) -> bool:
         try:
@@ -151,10 +143,6 @@ async def _delete_device(
     return True
 
 
-async def _set_presence(updates: Sequence[tuple[object, ...]], conn: Connection) -> None:
-    await conn.executemany(SET_PRESENCE, updates)
-
-
 class SqlDevices:
     def __init__(self, db: Database, dialect: Dialect, purger: Purger) -> None:
         self._db = db
@@ -171,24 +159,20 @@ class SqlDevices:
             field = common.first_clash(device, await self._db.fetch(DEVICE_CLASHES, *keys))
             if field is None:  # the other row is gone already: trust the constraint
                 fields = ("device_number", "username")
-                field = next((f for f in fields if f in exc.detail), "name")
+                field = next((f for f in fields if f in str(exc)), "name")
             raise common.device_clash(device, field) from None
 
     async def get(self, product_id: str, name: str) -> Device | None:
-        row = await self._db.fetchone(GET_DEVICE, product_id, name)
-        return rows.device(row) if row is not None else None
+        return await one(self._db, rows.device, GET_DEVICE, product_id, name)
 
     async def by_number(self, device_number: str) -> Device | None:
-        row = await self._db.fetchone(DEVICE_BY_NUMBER, device_number)
-        return rows.device(row) if row is not None else None
+        return await one(self._db, rows.device, DEVICE_BY_NUMBER, device_number)
 
     async def by_username(self, username: str) -> Device | None:
-        row = await self._db.fetchone(DEVICE_BY_USERNAME, username)
-        return rows.device(row) if row is not None else None
+        return await one(self._db, rows.device, DEVICE_BY_USERNAME, username)
 
     async def count(self, product_id: str) -> int:
-        row = await self._db.fetchone(COUNT_DEVICES, product_id)
-        return int(row[0]) if row is not None else 0
+        return int((await self._db.fetch(COUNT_DEVICES, product_id))[0][0])
 
     async def delete(self, product_id: str, name: str) -> bool:
         body = partial(_delete_device, self._dialect, product_id, name, common.now_ms())
@@ -207,11 +191,10 @@ class SqlDevices:
             ((u.product_id, u.name, u.online, u.last_activity, u.changed_at) for u in updates),
             key=lambda r: (r[0], r[1]),  # stable: the last update of a device still wins
         )
-        await self._db.transaction(partial(_set_presence, presence))
+        await self._db.transaction(lambda conn: conn.executemany(SET_PRESENCE, presence))
 
     async def presence(self, product_id: str, name: str) -> Presence | None:
-        row = await self._db.fetchone(PRESENCE, product_id, name)
-        return rows.presence(row) if row is not None else None
+        return await one(self._db, rows.presence, PRESENCE, product_id, name)
 
     async def presence_many(
         self, keys: Sequence[tuple[str, str]]
@@ -230,16 +213,10 @@ class SqlDevices:
         if limit <= 0:
             return []
         if search:
-            plain, paged = self._dialect.device_search
-            needle = common.fold(search)
-            if after is None:
-                found = await self._db.fetch(plain, product_id, limit, needle)
-            else:
-                found = await self._db.fetch(paged, product_id, limit, needle, after)
-        elif after is None:
-            found = await self._db.fetch(LIST_DEVICES, product_id, limit)
+            args = (product_id, limit, common.fold(search))
+            found = await page(self._db, self._dialect.device_search, after, *args)
         else:
-            found = await self._db.fetch(LIST_DEVICES_AFTER, product_id, limit, after)
+            found = await page(self._db, LIST_DEVICES, after, product_id, limit)
         return [rows.device(r) for r in found]
 
 
@@ -255,8 +232,7 @@ class SqlSettings:
         self._db = db
 
     async def get(self, key: str) -> str | None:
-        row = await self._db.fetchone(GET_SETTING, key)
-        return str(row[0]) if row is not None else None
+        return await one(self._db, lambda row: str(row[0]), GET_SETTING, key)
 
     async def set_if_absent(self, key: str, value: str) -> str:
         return await self._db.transaction(partial(_set_if_absent, key, value))

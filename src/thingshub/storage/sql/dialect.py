@@ -1,19 +1,17 @@
 """What SQLite and PostgreSQL cannot share, as the protocol the shared repositories use.
 
 Rules:
-- Only what the two databases genuinely do differently is here: how a new
-  device gets its id, the substring function of searches, how many keys go
-  in one query (SQLite: VALUES or IN lists per chunk; PostgreSQL: arrays),
-  how a chunk of rows is deleted (SQLite by rowid, PostgreSQL by ctid), and
-  the writer's cache SQLite keeps per device.
-- Each database's dialect is a module satisfying `Dialect` (sqlite/dialect.py,
-  postgres/dialect.py); its queries are made by `sql()` when it is
-  imported, from the shared templates (devices.py, ota.py, series.py).
+- Only what the databases genuinely do differently: how a device gets its
+  id, the substring function, how many keys go in one query, how a chunk
+  of rows is deleted (by rowid or ctid), SQLite's cache of device ids.
+- Each database's dialect is a module (sqlite/dialect.py,
+  postgres/dialect.py); its queries are made when it is imported, by
+  `sql()`, from the templates of devices.py, ota.py and series.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 from thingshub.storage.sql.connection import Connection, Query, Row
@@ -22,25 +20,11 @@ Keys = Sequence[tuple[str, str]]
 
 
 class Dialect(Protocol):
-    @property
-    def name(self) -> str:
-        """ "SQLite", "PostgreSQL": for messages."""
-
-    @property
-    def insert_device(self) -> Query:
-        """Insert a device from rows.device_values."""
-
-    @property
-    def device_search(self) -> tuple[Query, Query]:
-        """devices.search_queries: without and after a cursor."""
-
-    @property
-    def purge(self) -> Mapping[str, Query]:
-        """Table (points, events) -> delete at most $2 rows of device $1."""
-
-    @property
-    def retention(self) -> Mapping[str, Query]:
-        """Table (points, events) -> delete at most $3 rows of product $1 older than $2."""
+    name: str  # "SQLite", "PostgreSQL": for messages
+    insert_device: Query  # of rows.device_values
+    device_search: tuple[Query, Query]  # devices.search_queries
+    purge: dict[str, Query]  # series.chunk_deletes
+    retention: dict[str, Query]  # series.chunk_deletes
 
     async def presence_many(self, db: Connection, keys: Keys) -> list[Row]:
         """(product_id, name, online, last_activity, changed_at) of the devices among `keys`."""

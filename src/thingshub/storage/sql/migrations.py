@@ -1,12 +1,10 @@
 """The steps of an SQL schema, which of them a database still needs, and applying them.
 
 Rules:
-- Migrations are numbered 1, 2, 3... without gaps (schema.py makes the same
-  steps for both databases). A database that has a version newer than the
-  code knows is refused, never downgraded.
-- `migrate` applies every missing step, and records each in
-  `schema_migrations`, inside the caller's transaction (which first makes
-  that table if needed): all of them land, or none.
+- Migrations are numbered 1, 2, 3... without gaps; a database with a
+  version newer than the code knows is refused, never downgraded.
+- `migrate` applies every missing step and records it in
+  `schema_migrations`, in the caller's transaction: all land, or none.
 """
 
 from __future__ import annotations

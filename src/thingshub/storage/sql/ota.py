@@ -1,14 +1,11 @@
-"""Firmware packages and OTA tasks in SQL, for SQLite and PostgreSQL alike
-(rules of the data in ota_common.py).
+"""Firmware packages and OTA tasks in SQL (rules of the data in ota_common.py).
 
 Rules:
 - Packages are written straight to the database: an insert whose
   constraints decide (a missing product, a taken id or version), and a
-  delete that checks, in its own transaction and under a lock on the
-  package, that no RUNNING task uses it.
-- Tasks and the states of their devices are written through the
-  group-commit writer (batch.py; each database's handlers in its writes.py).
-- Pages are by id (ids sort by time of upload or creation).
+  delete that checks, in its transaction and under a lock on the package,
+  that no RUNNING task uses it. Tasks and their devices' states are
+  group-committed (handlers.py). Pages are by id.
 """
 
 from __future__ import annotations
@@ -26,6 +23,7 @@ from thingshub.storage.sql.connection import (
     Database,
     ForeignKeyViolation,
     UniqueViolation,
+    one,
     sql,
 )
 from thingshub.storage.sql.dialect import Dialect
@@ -47,17 +45,13 @@ _TASKS = f"SELECT {rows.TASK_COLUMNS} FROM ota_tasks"
 GET_TASK = sql(f"{_TASKS} WHERE product_id = $1 AND id = $2")
 LIST_TASKS = sql(f"{_TASKS} WHERE product_id = $1 AND id > $2 ORDER BY id LIMIT $3")
 RUNNING_TASKS = sql(f"{_TASKS} WHERE status = 'RUNNING' ORDER BY id")
+#: The query of `Dialect.task_counts`, given the condition on `task_id`.
+TASK_COUNTS = (
+    "SELECT task_id, state, count(*) FROM ota_task_devices WHERE task_id {} GROUP BY task_id, state"
+)
 TASK_DEVICES = sql(
     f"SELECT {rows.OTA_DEVICE_COLUMNS} FROM ota_task_devices WHERE task_id = $1 ORDER BY position"
 )
-
-
-def counts_query(task_ids: str) -> str:
-    """The query of `Dialect.task_counts`, given the condition on `task_id`."""
-    return (
-        "SELECT task_id, state, count(*) FROM ota_task_devices"
-        f" WHERE task_id {task_ids} GROUP BY task_id, state"
-    )
 
 
 async def _delete_firmware(product_id: str, firmware_id: str, conn: Connection) -> bool:
@@ -83,8 +77,7 @@ class SqlFirmware:
             raise ota_common.firmware_clash(firmware, "id" if taken else "version") from None
 
     async def get(self, product_id: str, firmware_id: str) -> Firmware | None:
-        row = await self._db.fetchone(GET_FIRMWARE, product_id, firmware_id)
-        return rows.firmware(row) if row is not None else None
+        return await one(self._db, rows.firmware, GET_FIRMWARE, product_id, firmware_id)
 
     async def list(
         self, product_id: str, limit: int, after: str | None = None
@@ -111,8 +104,7 @@ class SqlOta:
         await self._writer.submit(writes.task_add(task, devices))
 
     async def get_task(self, product_id: str, task_id: str) -> OtaTask | None:
-        row = await self._db.fetchone(GET_TASK, product_id, task_id)
-        return rows.task(row) if row is not None else None
+        return await one(self._db, rows.task, GET_TASK, product_id, task_id)
 
     async def list_tasks(
         self, product_id: str, limit: int, after: str | None = None

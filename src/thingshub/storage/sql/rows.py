@@ -1,13 +1,10 @@
-"""Rows and the core's values: one function per row type, both databases alike.
+"""Rows and the core's values: one function per row type, for both databases.
 
 Rules:
-- Each `*_COLUMNS` names the columns a row of that type is selected (or
-  inserted) with: the fields of its core model, in their order. The
-  function named for the type maps such a row to the model, `*_values` a
-  model to the values inserted (tags and JSON as text, bodies as bytes).
-- A row is read by position: an asyncpg Record and an sqlite3 tuple read
-  alike. Bodies come back as `bytes`, JSON text as fresh objects, and a
-  missing presence row as "offline, never seen".
+- `*_COLUMNS` are the fields of a core model, in their order. `x(row)` maps
+  such a row (read by position: an asyncpg Record or an sqlite3 tuple) to
+  the model, `x_values(model)` a model to the values inserted: tags and
+  JSON as text, bodies as bytes. No presence row is "offline, never seen".
 """
 
 from __future__ import annotations

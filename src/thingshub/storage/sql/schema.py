@@ -2,35 +2,26 @@
 
 Rules:
 - Append only: a released migration is never edited or reordered; a change
-  is a new `Migration(N + 1, ...)` at the end of `migrations()`, for both
-  databases (sqlite/schema.py and postgres/schema.py give their types, and
-  the tables they lay out their own way).
-- Each statement is one SQL statement; all pending migrations run in one
-  transaction (migrations.py), in the schema first on PostgreSQL's
-  `search_path` (names are never schema-qualified).
-- Types are placeholders: {key} for ids, names, device numbers and user
-  names (they compare byte by byte on both: SQLite's BINARY collation,
-  PostgreSQL's "C" whatever the database's locale, so keyset paging agrees
-  across backends and `lower()` folds ASCII only), {int64} for Unix ms
-  times, {jsonb} for tags, {json} for image documents (PostgreSQL's `json`,
-  not `jsonb`, keeps the text as written, key order included, so a document
-  reads back byte-identical to what was saved), {bytes} for request and
-  response bodies, {bool} for presence (SQLite: 0 and 1, {online} the test
-  of it that its partial index names).
+  is a new `Migration(N + 1, ...)` at the end of `migrations()`.
+- One SQL statement per string; names are never schema-qualified (on
+  PostgreSQL the tables go to the first schema of the `search_path`).
+- Types are each database's (its schema.py): {key} for ids and names,
+  which compare byte by byte on both (SQLite's BINARY collation,
+  PostgreSQL's "C" whatever the locale), so keyset pages agree and
+  `lower()` folds ASCII only; {int64} for Unix ms; {jsonb} for tags; {json}
+  for image documents (PostgreSQL's `json` keeps the text as written, key
+  order included, so a document reads back byte-identical); {bytes} for
+  bodies; {bool} for presence ({online}: the test of it its index names).
 - Telemetry, attributes and events (migration 3) are keyed by the device's
-  integer `id`, not by (product_id, name), and have no foreign key (a check
-  on every point would cost more than the insert): the writer checks or
-  locks the device inside its transaction, and deleting a device deletes
-  its `latest` and `attributes` rows at once and queues its points and
-  events in `device_purges` (a row per deleted device; `purged_at` is set
-  once they are gone), deleted afterwards in short chunks (series.py). How
-  a device gets its id and how those tables are laid out is each
-  database's own (`series` of `migrations()`).
-- OTA (migration 4): firmware packages and tasks belong to their product
-  (ON DELETE CASCADE; a product is deleted only without devices), the
-  devices of a task to the task. Task devices name their device without a
-  foreign key, so a task keeps its history when a device is deleted (the
-  OTA service cancels its part first). See ota_common.py.
+  integer `id` and have no foreign key (a check on every point would cost
+  more than the insert): the writer checks or locks the device in its
+  transaction, and deleting a device deletes its `latest` and `attributes`
+  rows at once and queues its points and events in `device_purges` (a row
+  per deleted device, `purged_at` set once they are gone). How a device
+  gets its id and how those tables are laid out is each database's own.
+- OTA (migration 4): packages and tasks go with their product, the devices
+  of a task with the task; they name their device without a foreign key,
+  so a task keeps its history when a device is deleted (ota_common.py).
 """
 
 from __future__ import annotations
@@ -40,16 +31,13 @@ from collections.abc import Mapping, Sequence
 from thingshub.storage.sql.migrations import Migration, check_migrations
 
 _PRODUCTS_DEVICES = (
-    """
-    CREATE TABLE products (
+    """CREATE TABLE products (
         id          {key}   NOT NULL,
         name        {text}  NOT NULL,
         created_at  {int64} NOT NULL,
         CONSTRAINT products_pkey PRIMARY KEY (id)
-    )
-    """,
-    """
-    CREATE TABLE devices (
+    )""",
+    """CREATE TABLE devices (
         product_id     {key}   NOT NULL,
         name           {key}   NOT NULL,
         device_number  {key}   NOT NULL,
@@ -63,10 +51,8 @@ _PRODUCTS_DEVICES = (
         CONSTRAINT devices_device_number_key UNIQUE (device_number),
         CONSTRAINT devices_username_key UNIQUE (username),
         CONSTRAINT devices_product_fkey FOREIGN KEY (product_id) REFERENCES products (id)
-    )
-    """,
-    """
-    CREATE TABLE device_presence (
+    )""",
+    """CREATE TABLE device_presence (
         product_id     {key}   NOT NULL,
         name           {key}   NOT NULL,
         online         {bool}  NOT NULL,
@@ -76,21 +62,17 @@ _PRODUCTS_DEVICES = (
         CONSTRAINT device_presence_device_fkey
             FOREIGN KEY (product_id, name) REFERENCES devices (product_id, name)
             ON DELETE CASCADE
-    )
-    """,
+    )""",
     "CREATE INDEX device_presence_online ON device_presence (product_id, name) WHERE {online}",
-    """
-    CREATE TABLE settings (
+    """CREATE TABLE settings (
         key    {text} NOT NULL,
         value  {text} NOT NULL,
         CONSTRAINT settings_pkey PRIMARY KEY (key)
-    )
-    """,
+    )""",
 )
 
 _IMAGES_COMMANDS = (
-    """
-    CREATE TABLE images (
+    """CREATE TABLE images (
         product_id  {key}   NOT NULL,
         name        {key}   NOT NULL,
         version     {int64} NOT NULL,
@@ -100,10 +82,8 @@ _IMAGES_COMMANDS = (
         CONSTRAINT images_device_fkey
             FOREIGN KEY (product_id, name) REFERENCES devices (product_id, name)
             ON DELETE CASCADE
-    )
-    """,
-    """
-    CREATE TABLE commands (
+    )""",
+    """CREATE TABLE commands (
         cmd_id       {key}   NOT NULL,
         product_id   {key}   NOT NULL,
         name         {key}   NOT NULL,
@@ -120,28 +100,24 @@ _IMAGES_COMMANDS = (
         CONSTRAINT commands_device_fkey
             FOREIGN KEY (product_id, name) REFERENCES devices (product_id, name)
             ON DELETE CASCADE
-    )
-    """,
+    )""",
     "CREATE INDEX commands_device_newest"
     " ON commands (product_id, name, created_at DESC, cmd_id DESC)",
     "CREATE INDEX commands_sent ON commands (cmd_id) WHERE status = 'sent'",
 )
 
 _PURGES = (
-    """
-    CREATE TABLE device_purges (
+    """CREATE TABLE device_purges (
         device_id   {int64} NOT NULL,
         deleted_at  {int64} NOT NULL,
         purged_at   {int64},
         CONSTRAINT device_purges_pkey PRIMARY KEY (device_id)
-    )
-    """,
+    )""",
     "CREATE INDEX device_purges_pending ON device_purges (device_id) WHERE purged_at IS NULL",
 )
 
 _OTA = (
-    """
-    CREATE TABLE firmware (
+    """CREATE TABLE firmware (
         id          {key}   NOT NULL,
         product_id  {key}   NOT NULL,
         name        {text}  NOT NULL,
@@ -156,11 +132,9 @@ _OTA = (
         CONSTRAINT firmware_version_key UNIQUE (product_id, module, version),
         CONSTRAINT firmware_product_fkey
             FOREIGN KEY (product_id) REFERENCES products (id) ON DELETE CASCADE
-    )
-    """,
+    )""",
     "CREATE INDEX firmware_product ON firmware (product_id, id)",
-    """
-    CREATE TABLE ota_tasks (
+    """CREATE TABLE ota_tasks (
         id                  {key}   NOT NULL,
         product_id          {key}   NOT NULL,
         firmware_id         {key}   NOT NULL,
@@ -175,12 +149,10 @@ _OTA = (
         CONSTRAINT ota_tasks_pkey PRIMARY KEY (id),
         CONSTRAINT ota_tasks_product_fkey
             FOREIGN KEY (product_id) REFERENCES products (id) ON DELETE CASCADE
-    )
-    """,
+    )""",
     "CREATE INDEX ota_tasks_product ON ota_tasks (product_id, id)",
     "CREATE INDEX ota_tasks_running ON ota_tasks (firmware_id) WHERE status = 'RUNNING'",
-    """
-    CREATE TABLE ota_task_devices (
+    """CREATE TABLE ota_task_devices (
         task_id      {key}   NOT NULL,
         name         {key}   NOT NULL,
         position     {int32} NOT NULL,
@@ -194,8 +166,7 @@ _OTA = (
         CONSTRAINT ota_task_devices_pkey PRIMARY KEY (task_id, name),
         CONSTRAINT ota_task_devices_task_fkey
             FOREIGN KEY (task_id) REFERENCES ota_tasks (id) ON DELETE CASCADE
-    )
-    """,
+    )""",
     "CREATE INDEX ota_task_devices_order ON ota_task_devices (task_id, position)",
 )
 

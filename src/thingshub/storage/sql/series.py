@@ -1,33 +1,21 @@
-"""Telemetry, attributes and events in SQL: reads, retention and the purge of
-deleted devices, for SQLite and PostgreSQL alike (their writes are each
-database's group-commit handlers, in its writes.py).
+"""Telemetry, attributes and events in SQL: reads, retention, and the purge of
+deleted devices (their writes: handlers.py, and each database's writes.py).
 
 Rules:
-- Appends and attribute upserts are group-committed (batch.py): each call
-  is one `Write` of key None, atomic (its rows all land with its batch, or
-  none do; NotFound when the device is missing) and durable on return.
-- Reads run on the `reader` database (SQLite: a second, read-only
-  connection on a thread of its own; PostgreSQL: the pool), never on the
-  writer's connection, so a long aggregate never delays ingest and reads
-  never wait for a batch. They find the device by (product_id, name) in the
-  same query: rows of a deleted device are never read, even before they
-  are purged.
-- Pages are keyset pages on (ts, seq), one way for history and events: the
-  range starts at the cursor's ts (`ts >= max(start, after.ts)`, one bound
-  the index seeks to) and the row comparison `(ts, seq) > after` drops what
-  the previous page had of that ts.
-- Aggregates: GROUP BY (ts - start) / interval (integer division; ts >=
-  start); avg/min/max/sum over `num` with HAVING count(num) > 0, count(*)
-  for count, and for last a window function (row_number() over each bucket
-  by ts DESC, seq DESC); one statement per function, made at import.
-- Retention (`delete_before`) and the purge of deleted devices delete at
-  most common.DELETE_CHUNK rows a transaction (points first, then events),
-  on the writer's database, so batches of appends queue behind one chunk at
-  most. Retention walks (device, key) pairs through `latest`, so each chunk
-  is a range seek per series of the product, never a scan of recent rows
-  (the statements are the dialect's: SQLite deletes by rowid, PostgreSQL by
-  ctid). A purge is marked done only when a fresh look finds no row of the
-  device left (another process may be deleting the same rows at once).
+- Reads run on the reader, never on the writer's connection (a long
+  aggregate never delays ingest), and find the device by (product_id, name)
+  in the same query: rows of a deleted device are never read, even unpurged.
+- History and events page one way: the range starts at the cursor's ts
+  (`ts >= max(start, after.ts)`, one bound the index seeks to) and
+  `(ts, seq) > after` drops what the previous page had of that ts.
+- Aggregates (rules in common.py) are one statement per function, made at
+  import; `last` is row_number() over each bucket by ts DESC, seq DESC.
+- Retention and the purge of deleted devices delete at most
+  common.DELETE_CHUNK rows a transaction (points, then events) on the
+  writer's database, so batches queue behind one chunk at most. Retention
+  walks (device, key) pairs through `latest`: a range seek per series,
+  never a scan of recent rows. A purge is marked done only when a fresh look
+  finds no row of the device left (another process may be deleting too).
 """
 
 from __future__ import annotations
@@ -40,7 +28,7 @@ from thingshub.core.model import DeviceEvent, Point
 from thingshub.storage import common
 from thingshub.storage.batch import GroupCommit
 from thingshub.storage.sql import writes
-from thingshub.storage.sql.connection import Connection, Database, Query, sql
+from thingshub.storage.sql.connection import Connection, Database, Query, page, pages, sql
 from thingshub.storage.sql.dialect import Dialect
 
 _OF_DEVICE = "JOIN devices d ON d.id = {0}.device_id AND d.product_id = $1 AND d.name = $2"
@@ -49,21 +37,19 @@ ATTRIBUTES = sql(f"SELECT a.key, a.value FROM attributes a {_OF_DEVICE.format('a
 
 
 def _pages(select: str, t: str, first: int) -> tuple[Query, Query]:
-    """The query of a page of `select ... WHERE` over table alias `t` (start ${first},
-    end ${first + 1}, limit ${first + 2}), and of a page after a cursor (ts, seq)
-    (${first + 3}, ${first + 4})."""
-    where = f"{select} {t}.ts >= ${first} AND {t}.ts < ${first + 1}"
-    order = f"ORDER BY {t}.ts, {t}.seq LIMIT ${first + 2}"
+    """`pages` of `select ... WHERE` over the table aliased `t`: start ${first},
+    end ${first + 1}, limit ${first + 2}; a cursor (ts, seq) after them."""
     cursor = f"({t}.ts, {t}.seq) > (${first + 3}::bigint, ${first + 4}::bigint)"
-    return sql(f"{where} {order}"), sql(f"{where} AND {cursor} {order}")
+    order = f"ORDER BY {t}.ts, {t}.seq LIMIT ${first + 2}"
+    return pages(f"{select} {t}.ts >= ${first} AND {t}.ts < ${first + 1}", cursor, order)
 
 
-HISTORY, HISTORY_AFTER = _pages(
+HISTORY = _pages(
     f"SELECT p.ts, p.seq, p.value FROM points p {_OF_DEVICE.format('p')} WHERE p.key = $3 AND",
     "p",
     4,
 )
-EVENTS, EVENTS_AFTER = _pages(
+EVENTS = _pages(
     f"SELECT e.ts, e.seq, e.method, e.params FROM events e {_OF_DEVICE.format('e')} WHERE", "e", 3
 )
 
@@ -169,12 +155,8 @@ class SqlTelemetry:
     ) -> builtins.list[tuple[int, int, object]]:
         if limit <= 0:
             return []
-        args = (product_id, name, key)
-        if after is None:
-            found = await self._reader.fetch(HISTORY, *args, start, end, limit)
-        else:
-            first = max(start, after[0])
-            found = await self._reader.fetch(HISTORY_AFTER, *args, first, end, limit, *after)
+        first = start if after is None else max(start, after[0])
+        found = await page(self._reader, HISTORY, after, product_id, name, key, first, end, limit)
         return [(r[0], r[1], common.decode_value(r[2])) for r in found]
 
     async def aggregate(
@@ -238,10 +220,6 @@ class SqlEvents:
     ) -> builtins.list[tuple[int, int, DeviceEvent]]:
         if limit <= 0:
             return []
-        if after is None:
-            found = await self._reader.fetch(EVENTS, product_id, name, start, end, limit)
-        else:
-            first = max(start, after[0])
-            args = (product_id, name, first, end, limit, *after)
-            found = await self._reader.fetch(EVENTS_AFTER, *args)
+        first = start if after is None else max(start, after[0])
+        found = await page(self._reader, EVENTS, after, product_id, name, first, end, limit)
         return [(r[0], r[1], DeviceEvent(r[0], r[2], common.decode_value(r[3]))) for r in found]

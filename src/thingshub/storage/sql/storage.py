@@ -2,13 +2,11 @@
 writer and its purge of deleted devices.
 
 Rules:
-- A database gives: `db` (every write and most reads), `reader` (the reads of
-  telemetry, attributes and events; SQLite: a second connection, PostgreSQL:
-  the pool again), its `Dialect`, and `run`, which applies a batch of writes
-  in one transaction (its writes.py). Its subclass opens and closes them:
-  `open()` connects and migrates, then starts the writer and the purger
-  (which resumes the purges a stop interrupted); `close()` stops the
-  purger, commits the writes queued, then disconnects.
+- `db` takes every write and most reads; `reader` the reads of telemetry,
+  attributes and events (SQLite: a second connection; PostgreSQL: the pool).
+- `open()` connects and migrates (the subclass's `_connect`), then starts
+  the writer and the purger, which resumes the purges a stop interrupted;
+  `close()` stops the purger, commits the writes queued, then disconnects.
 """
 
 from __future__ import annotations
@@ -16,18 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from functools import partial
 
-from thingshub.core.ports import (
-    AttributeRepo,
-    CommandRepo,
-    DeviceRepo,
-    EventRepo,
-    FirmwareRepo,
-    ImageRepo,
-    OtaRepo,
-    ProductRepo,
-    SettingsRepo,
-    TelemetryRepo,
-)
+from thingshub.core import ports
 from thingshub.storage.batch import GroupCommit, RunBatch
 from thingshub.storage.purge import Purger
 from thingshub.storage.sql import series
@@ -45,16 +32,16 @@ class SqlStorage(ABC):
         self.purger = Purger(
             partial(db.transaction, partial(series.purge_step, dialect)), dialect.name
         )
-        self.products: ProductRepo = SqlProducts(db)
-        self.devices: DeviceRepo = SqlDevices(db, dialect, self.purger)
-        self.images: ImageRepo = SqlImages(db, self.writer)
-        self.commands: CommandRepo = SqlCommands(db, self.writer)
-        self.telemetry: TelemetryRepo = SqlTelemetry(db, reader, dialect, self.writer)
-        self.attributes: AttributeRepo = SqlAttributes(reader, self.writer)
-        self.events: EventRepo = SqlEvents(reader, self.writer)
-        self.settings: SettingsRepo = SqlSettings(db)
-        self.firmware: FirmwareRepo = SqlFirmware(db)
-        self.ota: OtaRepo = SqlOta(db, dialect, self.writer)
+        self.products: ports.ProductRepo = SqlProducts(db)
+        self.devices: ports.DeviceRepo = SqlDevices(db, dialect, self.purger)
+        self.images: ports.ImageRepo = SqlImages(db, self.writer)
+        self.commands: ports.CommandRepo = SqlCommands(db, self.writer)
+        self.telemetry: ports.TelemetryRepo = SqlTelemetry(db, reader, dialect, self.writer)
+        self.attributes: ports.AttributeRepo = SqlAttributes(reader, self.writer)
+        self.events: ports.EventRepo = SqlEvents(reader, self.writer)
+        self.settings: ports.SettingsRepo = SqlSettings(db)
+        self.firmware: ports.FirmwareRepo = SqlFirmware(db)
+        self.ota: ports.OtaRepo = SqlOta(db, dialect, self.writer)
 
     async def open(self) -> None:
         if await self._connect():

@@ -1,18 +1,16 @@
 """The writes the SQL repositories submit to the group-commit writer (batch.py).
 
 Rules:
-- A write is data: its kind (which handler applies it), its key (what it
-  touches; None: nothing another write reads) and its arguments, checked
-  and encoded here, in the caller, so a bad value fails its caller only.
-- Each kind has one handler per database (sqlite/writes.py,
-  postgres/writes.py): a new kind is a constant and a function here, a
-  handler in each, and a repository method that submits it.
+- A write is data: its kind (the handler that applies it, handlers.py), its
+  key (what it touches; None: nothing another write reads) and its
+  arguments, checked and encoded here, in the caller, so a bad value fails
+  its caller only. A new kind is a constant and a function here, a handler
+  there, and a repository method that submits it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
 
 from thingshub.core import ota
 from thingshub.core.model import CommandRecord, DeviceEvent, OtaDevice, OtaTask, Point, StoredImage
@@ -30,8 +28,6 @@ EVENTS_APPEND = "events.append"  # (product_id, name, [(ts, method, params), ...
 OTA_TASK_ADD = "ota.task_add"  # (task values, [(position, *ota device values), ...])
 OTA_DEVICE_SAVE = "ota.device_save"  # rows.ota_device_values(device)
 OTA_TASK_FINISH = "ota.task_finish"  # (task_id, status, finished_at, [ota device values...])
-
-H = TypeVar("H")
 
 #: The final states of an OTA device as an SQL list, for `state NOT IN (...)`.
 FINAL_STATES = ", ".join(f"'{s}'" for s in sorted(ota.FINAL))
@@ -86,34 +82,3 @@ def task_finish(task_id: str, status: str, finished_at: int, devices: Sequence[O
     ota_common.check_finish(status, devices)
     values = [rows.ota_device_values(d) for d in devices]
     return Write(OTA_TASK_FINISH, ("ota_task", task_id), (task_id, status, finished_at, values))
-
-
-def registry(handlers: dict[str, H]) -> Callable[[str], Callable[[H], H]]:
-    """The decorator `@handles(kind)` that files a database's handler of `kind` in `handlers`."""
-
-    def handles(kind: str) -> Callable[[H], H]:
-        def register(handler: H) -> H:
-            handlers[kind] = handler
-            return handler
-
-        return register
-
-    return handles
-
-
-def of_devices(
-    rows: Sequence[Sequence[Any]], ids: Mapping[tuple[str, str], int]
-) -> tuple[list[object], list[tuple[int, Any]]]:
-    """For writes (product_id, name, ...) of telemetry, attributes or events: the
-    outcome of each (None, or NotFound for a device not among `ids`), and (device
-    id, write) of those whose device is."""
-    outcomes: list[object] = []
-    found: list[tuple[int, Any]] = []
-    for row in rows:
-        device_id = ids.get((row[0], row[1]))
-        if device_id is None:
-            outcomes.append(common.device_missing(row[0], row[1]))
-        else:
-            outcomes.append(None)
-            found.append((device_id, row))
-    return outcomes, found

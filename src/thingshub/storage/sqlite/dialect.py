@@ -2,23 +2,22 @@
 
 Rules:
 - A new device's id is above every id in use and every id ever deleted
-  (`device_purges` keeps those), so an id is never given twice: rows of a
-  deleted device never become another's.
-- Many keys go in VALUES or IN lists of at most KEYS_PER_QUERY keys (well
-  under SQLite's limit of parameters); the query of each length is made
-  once, when first needed.
-- Chunks of points and events are deleted by rowid (`seq`).
-- Deleting a device drops it from the writer's device-id cache, in the
-  deleting transaction, on the writer's thread (writes.py).
+  (`device_purges` keeps those): rows of a deleted device never become
+  another's.
+- Many keys go in VALUES or IN lists of at most KEYS_PER_QUERY keys; the
+  query of each length is made once, when first needed. Chunks of points
+  and events are deleted by rowid (`seq`).
+- Deleting a device drops it from the writer's device-id cache (writes.py),
+  in the deleting transaction, on the writer's thread.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 
 from thingshub.storage.sql import devices, ota, series
-from thingshub.storage.sql.connection import Connection, Query, Row, sql
+from thingshub.storage.sql.connection import Connection, Query, Row, Rows, sql
 from thingshub.storage.sql.dialect import Keys
 from thingshub.storage.sql.rows import DEVICE_COLUMNS
 from thingshub.storage.sqlite import writes
@@ -43,28 +42,32 @@ purge, retention = series.chunk_deletes("seq", "seq IN ({0})")
 @cache
 def _presence_query(count: int) -> Query:
     values = ", ".join(f"(${2 * i + 1}, ${2 * i + 2})" for i in range(count))
-    return sql(f"WITH k(product_id, name) AS (VALUES {values}) " + devices.presence_of_keys("k"))
+    return sql(
+        f"WITH k(product_id, name) AS (VALUES {values}) " + devices.PRESENCE_OF_KEYS.format("k")
+    )
 
 
 @cache
 def _counts_query(count: int) -> Query:
-    return sql(ota.counts_query("IN ({})".format(", ".join(f"${i + 1}" for i in range(count)))))
+    return sql(
+        ota.TASK_COUNTS.format("IN ({})".format(", ".join(f"${i + 1}" for i in range(count))))
+    )
 
 
-async def presence_many(db: Connection, keys: Keys) -> list[Row]:
+async def _chunked(db: Connection, query: Callable[[int], Query], keys: Rows) -> list[Row]:
     found: list[Row] = []
     for start in range(0, len(keys), KEYS_PER_QUERY):
         chunk = keys[start : start + KEYS_PER_QUERY]
-        found += await db.fetch(_presence_query(len(chunk)), *[part for k in chunk for part in k])
+        found += await db.fetch(query(len(chunk)), *[part for key in chunk for part in key])
     return found
+
+
+async def presence_many(db: Connection, keys: Keys) -> list[Row]:
+    return await _chunked(db, _presence_query, keys)
 
 
 async def task_counts(db: Connection, task_ids: Sequence[str]) -> list[Row]:
-    found: list[Row] = []
-    for start in range(0, len(task_ids), KEYS_PER_QUERY):
-        chunk = task_ids[start : start + KEYS_PER_QUERY]
-        found += await db.fetch(_counts_query(len(chunk)), *chunk)
-    return found
+    return await _chunked(db, _counts_query, [(task_id,) for task_id in task_ids])
 
 
 def forget_device(conn: Connection, product_id: str, name: str) -> None:

@@ -1,40 +1,23 @@
-"""The default storage: one SQLite file, on one thread of its own.
+"""The default storage: one SQLite file, each connection on a thread of its own.
 
 Rules:
-- One `sqlite3` connection, made, used and closed on one worker thread (a
-  single-thread executor), never on the event loop. Every operation is one
-  function run there from start to end: a query, a statement, or a whole
-  `BEGIN IMMEDIATE ... COMMIT` (rolled back if it raises). The thread runs
-  them one after the other, in the order they were asked for, so nothing
-  ever lands inside another's transaction and no read sees an uncommitted
-  write; no lock is needed. One hop per operation also keeps the loop free:
-  a statement costs microseconds there, against ~0.1 ms through aiosqlite.
-- Cancellation cannot halve anything: an operation not yet started is
-  dropped, one started runs to its end (committed or rolled back).
-- The repositories are the shared ones (sql/); what SQLite does its own way
-  is in dialect.py. Images, command records, telemetry, attributes, events
-  and OTA states are written through the group-commit writer (batch.py;
-  the handlers are in writes.py): a batch is one function on the thread,
-  so it is one transaction and one fsync for up to 500 writes (batch.py).
-  The other writes (products, devices, presence, settings) are rare and go
-  straight to the thread, which serializes them with the batches.
-- Telemetry, attribute and event reads go to a second connection, read-only
-  and on a thread of its own, so they never wait for the writer nor hold it
-  up; every other read stays on the first thread.
+- The writer's connection and its thread (thread.py) run every write and
+  most reads, one after the other: nothing lands inside another's
+  transaction and no lock is needed, and the loop stays free (a statement
+  costs microseconds there, against ~0.1 ms through aiosqlite). Telemetry,
+  attribute and event reads go to a second, read-only connection on a
+  thread of its own: they never wait for the writer nor hold it up.
 - WAL journal, `synchronous=FULL` (a write returns only once it is on disk),
   foreign keys on, and a busy timeout so that another process holding the
-  write lock is waited for (on the worker thread) rather than failed. The
-  page cache (CACHE_KIB) holds the index pages appends touch: the last
-  leaf of every (device, key) series; the WAL is checkpointed every
+  write lock is waited for (on the thread) rather than failed. The page
+  cache (CACHE_KIB) holds the index pages appends touch: the last leaf of
+  every (device, key) series; the WAL is checkpointed every
   WAL_CHECKPOINT_PAGES pages rather than every 1,000. Opening takes an
   exclusive lock on `<db>.lock` around the switch to WAL and the migrations:
   that switch fails at once, without the busy timeout, when another process
   opens the file at the same moment.
 - The database file is created mode 0600 (or has its group and other
   permissions taken away), before SQLite opens it: it holds every device key.
-- `open()` creates or migrates the schema (schema.py) in one transaction;
-  `close()` commits the writes queued, waits for the operations in
-  progress, and closes the connections.
 """
 
 from __future__ import annotations
@@ -99,11 +82,8 @@ class SqliteStorage(SqlStorage):
 
     async def pragmas(self) -> dict[str, object]:
         """The connection's settings that matter for durability (for tests and diagnostics)."""
-        out: dict[str, object] = {}
-        for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout"):
-            row = await self._db.fetchone(sql(f"PRAGMA {name}"))
-            out[name] = row[0] if row is not None else None
-        return out
+        names = ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
+        return {name: (await self._db.fetch(sql(f"PRAGMA {name}")))[0][0] for name in names}
 
 
 def _connect_reader(path: Path, opened: list[sqlite3.Connection]) -> None:

@@ -1,44 +1,39 @@
 """An SQLite connection and the one thread it lives on, as an `sql.Database`.
 
 Rules:
-- `Db.call(fn)` runs `fn(conn)` on the connection's thread; the thread runs
-  calls one at a time, in the order they were made, so each call is atomic
-  with respect to the others. Every method of `Db` is one call.
-- `Db.transaction(body)` is one call too: `BEGIN IMMEDIATE`, `body` run to
-  its end there, `COMMIT` (`ROLLBACK` if anything raises). The body gets a
-  `ThreadConnection`, whose methods finish without ever suspending, so
-  `drive` runs the whole coroutine in one go on the thread: a transaction
-  never interleaves with anything, and a cancelled caller cannot halve it.
-- A unique or foreign-key violation is raised as sql.connection's.
-- `Connection` is the writer's connection: it carries the cache of device
-  ids ((product_id, name) -> devices.id) that the telemetry writes use,
-  touched only on the connection's thread (sqlite/writes.py).
+- The connection is made, used and closed on its own thread (a
+  single-thread executor), never on the event loop. `Db.call(fn)` runs
+  `fn(conn)` there, one call after the other in the order they were made:
+  each is atomic with respect to the others, and a call whose caller is
+  cancelled is dropped if not started, else runs to its end.
+- `Db.transaction(body)` is one call: `BEGIN IMMEDIATE`, `body`, `COMMIT`
+  (`ROLLBACK` if anything raises). The body gets a `ThreadConnection`,
+  whose methods never suspend, so `drive` runs it at once: nothing lands
+  inside another's transaction, and no lock is needed.
+- `Connection` is the writer's: it carries the cache of device ids of the
+  telemetry writes, touched only on its thread (writes.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from thingshub.core.errors import Unavailable
-from thingshub.storage.sql.connection import (
-    Body,
-    ForeignKeyViolation,
-    Query,
-    Row,
-    UniqueViolation,
-)
+from thingshub.storage.sql import connection
+from thingshub.storage.sql.connection import Body, Bulk, Query, Row, Rows
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 _VIOLATIONS = {
-    "SQLITE_CONSTRAINT_FOREIGNKEY": ForeignKeyViolation,
-    "SQLITE_CONSTRAINT_PRIMARYKEY": UniqueViolation,
-    "SQLITE_CONSTRAINT_UNIQUE": UniqueViolation,
+    "SQLITE_CONSTRAINT_FOREIGNKEY": connection.ForeignKeyViolation,
+    "SQLITE_CONSTRAINT_PRIMARYKEY": connection.UniqueViolation,
+    "SQLITE_CONSTRAINT_UNIQUE": connection.UniqueViolation,
 }
 
 
@@ -51,32 +46,14 @@ class Connection(sqlite3.Connection):
         self.data_version: int | None = None  # PRAGMA data_version when the cache was checked
 
 
-def _reraise(exc: sqlite3.IntegrityError) -> NoReturn:
-    violation = _VIOLATIONS.get(exc.sqlite_errorname)
-    if violation is None:
-        raise exc
-    raise violation(str(exc)) from exc
-
-
-def _cursor(conn: sqlite3.Connection, query: Query, args: Sequence[Any]) -> sqlite3.Cursor:
+def _run(call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     try:
-        return conn.execute(query.sqlite, args)
+        return call(*args, **kwargs)
     except sqlite3.IntegrityError as exc:
-        _reraise(exc)
-
-
-def _executemany(conn: sqlite3.Connection, query: Query, rows: Iterable[Sequence[Any]]) -> None:
-    try:
-        conn.executemany(query.sqlite, rows)
-    except sqlite3.IntegrityError as exc:
-        _reraise(exc)
-
-
-def _fetchone(conn: sqlite3.Connection, query: Query, args: Sequence[Any]) -> Row | None:
-    cursor = _cursor(conn, query, args)
-    row: Row | None = cursor.fetchone()
-    cursor.close()  # a statement with RETURNING is done once reset
-    return row
+        violation = _VIOLATIONS.get(exc.sqlite_errorname)
+        if violation is None:
+            raise
+        raise violation(str(exc)) from exc
 
 
 class ThreadConnection:
@@ -86,16 +63,25 @@ class ThreadConnection:
         self.raw = conn
 
     async def execute(self, query: Query, *args: Any) -> int:
-        return _cursor(self.raw, query, args).rowcount
+        return _run(self.raw.execute, query.sqlite, args).rowcount
 
-    async def executemany(self, query: Query, rows: Iterable[Sequence[Any]]) -> None:
-        _executemany(self.raw, query, rows)
+    async def executemany(self, query: Query | Bulk, rows: Rows) -> None:
+        _run(self.raw.executemany, query.sqlite, rows)
 
     async def fetch(self, query: Query, *args: Any) -> list[Row]:
-        return _cursor(self.raw, query, args).fetchall()
+        return _run(self.raw.execute, query.sqlite, args).fetchall()
 
     async def fetchone(self, query: Query, *args: Any) -> Row | None:
-        return _fetchone(self.raw, query, args)
+        cursor = _run(self.raw.execute, query.sqlite, args)
+        row: Row | None = cursor.fetchone()
+        cursor.close()  # a statement with RETURNING is done once reset
+        return row
+
+    async def bulk(self, query: Bulk, rows: Rows) -> list[Row]:
+        text, execute = query.sqlite, self.raw.execute
+        if query.reads:
+            return [found for row in rows for found in _run(execute, text, row).fetchall()]
+        return [row for row in rows if _run(execute, text, row).rowcount > 0]
 
 
 def drive(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -109,16 +95,11 @@ def drive(coroutine: Coroutine[Any, Any, T]) -> T:
     raise RuntimeError("a body run on the SQLite thread awaited something else than its connection")
 
 
-def _close_all(conns: list[sqlite3.Connection]) -> None:
-    for conn in conns:
-        conn.close()
-
-
-def in_transaction(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
-    """`fn(conn)` inside BEGIN IMMEDIATE ... COMMIT, rolled back if anything raises."""
+def run_body(body: Body[T], conn: sqlite3.Connection) -> T:
+    """`body` inside BEGIN IMMEDIATE ... COMMIT, rolled back if anything raises."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        result = fn(conn)
+        result = drive(body(ThreadConnection(conn)))
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -127,9 +108,20 @@ def in_transaction(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connecti
     return result
 
 
-def run_body(body: Body[T], conn: sqlite3.Connection) -> T:
-    """`body` in a transaction, on the connection's thread."""
-    return in_transaction(lambda c: drive(body(ThreadConnection(c))), conn)
+def _on_thread(
+    method: Callable[Concatenate[ThreadConnection, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[Db, P], Coroutine[Any, Any, T]]:
+    """A method of `Db`: `method` of the ThreadConnection, run on the thread (autocommit)."""
+
+    async def on_thread(db: Db, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await db.call(lambda conn: drive(method(ThreadConnection(conn), *args, **kwargs)))
+
+    return on_thread
+
+
+def _close_all(conns: list[sqlite3.Connection]) -> None:
+    for conn in conns:
+        conn.close()
 
 
 class Db:
@@ -145,6 +137,15 @@ class Db:
         if conn is None or thread is None:
             raise Unavailable("the SQLite storage is not open")
         return await asyncio.get_running_loop().run_in_executor(thread, fn, conn)
+
+    execute = _on_thread(ThreadConnection.execute)
+    executemany = _on_thread(ThreadConnection.executemany)
+    fetch = _on_thread(ThreadConnection.fetch)
+    fetchone = _on_thread(ThreadConnection.fetchone)
+    bulk = _on_thread(ThreadConnection.bulk)
+
+    async def transaction(self, body: Body[T]) -> T:
+        return await self.call(partial(run_body, body))
 
     async def open(self, connect: Callable[[list[sqlite3.Connection]], None], name: str) -> None:
         """Make the thread and run `connect` there, which puts the connection in a list."""
@@ -169,19 +170,3 @@ class Db:
             await asyncio.get_running_loop().run_in_executor(thread, conn.close)
         finally:
             thread.shutdown(wait=False)
-
-    async def execute(self, query: Query, *args: Any) -> int:
-        """One statement, autocommitted; its row count."""
-        return await self.call(lambda c: _cursor(c, query, args).rowcount)
-
-    async def executemany(self, query: Query, rows: Iterable[Sequence[Any]]) -> None:
-        await self.call(lambda c: _executemany(c, query, rows))
-
-    async def fetch(self, query: Query, *args: Any) -> list[Row]:
-        return await self.call(lambda c: _cursor(c, query, args).fetchall())
-
-    async def fetchone(self, query: Query, *args: Any) -> Row | None:
-        return await self.call(lambda c: _fetchone(c, query, args))
-
-    async def transaction(self, body: Body[T]) -> T:
-        return await self.call(partial(run_body, body))
