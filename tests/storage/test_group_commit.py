@@ -21,9 +21,9 @@ import pytest
 from tests.storage.support import Backend, command, device, image, pg_fetch, product
 from thingshub.core.errors import AlreadyExists, NotFound, Unavailable, VersionConflict
 from thingshub.core.ports import Storage
-from thingshub.storage.batch import GroupCommit, Write, plan
 from thingshub.storage.postgres import PostgresStorage
 from thingshub.storage.postgres import writes as postgres_writes
+from thingshub.storage.sql.batch import GroupCommit, Write, plan
 from thingshub.storage.sql.connection import sql
 from thingshub.storage.sqlite import SqliteStorage
 from thingshub.storage.sqlite import writes as sqlite_writes

@@ -19,10 +19,10 @@ from thingshub.core.errors import NotFound, Unavailable
 from thingshub.core.model import DeviceEvent, Point
 from thingshub.core.ports import Storage
 from thingshub.storage import common
-from thingshub.storage.batch import GroupCommit, Write
 from thingshub.storage.postgres import PostgresStorage
 from thingshub.storage.postgres import writes as postgres_writes
 from thingshub.storage.sql import series as sql_series
+from thingshub.storage.sql.batch import GroupCommit, Write
 from thingshub.storage.sql.connection import sql
 from thingshub.storage.sqlite import SqliteStorage
 from thingshub.storage.sqlite import writes as sqlite_writes

@@ -25,9 +25,9 @@ from typing import Any
 
 import asyncpg
 
-from thingshub.storage.batch import Write
 from thingshub.storage.postgres.pool import PgConnection, Pool
 from thingshub.storage.sql import handlers
+from thingshub.storage.sql.batch import Write
 from thingshub.storage.sql.connection import Connection, Rows, sql
 
 _LOCK_DEVICES = sql(

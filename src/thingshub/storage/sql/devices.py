@@ -25,7 +25,6 @@ from functools import partial
 
 from thingshub.core.model import Device, Presence, PresenceUpdate, Product
 from thingshub.storage import common
-from thingshub.storage.purge import Purger
 from thingshub.storage.sql import rows
 from thingshub.storage.sql.connection import (
     Connection,
@@ -39,6 +38,7 @@ from thingshub.storage.sql.connection import (
     sql,
 )
 from thingshub.storage.sql.dialect import Dialect
+from thingshub.storage.sql.purge import Purger
 
 _PRODUCTS = f"SELECT {rows.PRODUCT_COLUMNS} FROM products"
 ADD_PRODUCT = sql("INSERT INTO products (id, name, created_at) VALUES ($1, $2, $3)")

@@ -22,8 +22,8 @@ from functools import partial
 from typing import Any
 
 from thingshub.storage import common, ota_common
-from thingshub.storage.batch import Write, plan
 from thingshub.storage.sql import writes
+from thingshub.storage.sql.batch import Write, plan
 from thingshub.storage.sql.connection import Connection, Rows, bulk, sql
 from thingshub.storage.sql.rows import COMMAND_COLUMNS, OTA_DEVICE_COLUMNS, TASK_COLUMNS
 

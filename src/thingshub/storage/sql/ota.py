@@ -16,8 +16,8 @@ from functools import partial
 
 from thingshub.core.model import Firmware, OtaDevice, OtaTask
 from thingshub.storage import common, ota_common
-from thingshub.storage.batch import GroupCommit
 from thingshub.storage.sql import rows, writes
+from thingshub.storage.sql.batch import GroupCommit
 from thingshub.storage.sql.connection import (
     Connection,
     Database,

@@ -14,8 +14,8 @@ import builtins
 
 from thingshub.core.model import CommandRecord, StoredImage
 from thingshub.storage import common
-from thingshub.storage.batch import GroupCommit
 from thingshub.storage.sql import rows, writes
+from thingshub.storage.sql.batch import GroupCommit
 from thingshub.storage.sql.connection import Database, one, page, pages, sql
 
 GET_IMAGE = sql(f"SELECT {rows.IMAGE_COLUMNS} FROM images WHERE product_id = $1 AND name = $2")

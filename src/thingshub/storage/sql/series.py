@@ -26,8 +26,8 @@ from functools import partial
 
 from thingshub.core.model import DeviceEvent, Point
 from thingshub.storage import common
-from thingshub.storage.batch import GroupCommit
 from thingshub.storage.sql import writes
+from thingshub.storage.sql.batch import GroupCommit
 from thingshub.storage.sql.connection import Connection, Database, Query, page, pages, sql
 from thingshub.storage.sql.dialect import Dialect
 

@@ -15,13 +15,13 @@ from abc import ABC, abstractmethod
 from functools import partial
 
 from thingshub.core import ports
-from thingshub.storage.batch import GroupCommit, RunBatch
-from thingshub.storage.purge import Purger
 from thingshub.storage.sql import series
+from thingshub.storage.sql.batch import GroupCommit, RunBatch
 from thingshub.storage.sql.connection import Database
 from thingshub.storage.sql.devices import SqlDevices, SqlProducts, SqlSettings
 from thingshub.storage.sql.dialect import Dialect
 from thingshub.storage.sql.ota import SqlFirmware, SqlOta
+from thingshub.storage.sql.purge import Purger
 from thingshub.storage.sql.records import SqlCommands, SqlImages
 from thingshub.storage.sql.series import SqlAttributes, SqlEvents, SqlTelemetry
 

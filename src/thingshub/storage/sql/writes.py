@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from thingshub.core import ota
 from thingshub.core.model import CommandRecord, DeviceEvent, OtaDevice, OtaTask, Point, StoredImage
 from thingshub.storage import common, ota_common
-from thingshub.storage.batch import Write
 from thingshub.storage.sql import rows
+from thingshub.storage.sql.batch import Write
 
 IMAGE_CREATE = "image.create"  # (product_id, name, version, document, updated_at)
 IMAGE_UPDATE = "image.update"  # (product_id, name, expected, version, document, updated_at)

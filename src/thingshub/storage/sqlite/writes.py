@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from thingshub.storage.batch import Write
 from thingshub.storage.sql import handlers
+from thingshub.storage.sql.batch import Write
 from thingshub.storage.sql.connection import Connection, Rows
 from thingshub.storage.sqlite.thread import Connection as Writer
 from thingshub.storage.sqlite.thread import Db, ThreadConnection
