@@ -1,4 +1,4 @@
-"""The group-commit writer (storage/batch.py): alone with a scripted `run`, then
+"""The group-commit writer (storage/sql/batch.py): alone with a scripted `run`, then
 as the writer of the SQLite and PostgreSQL storages.
 
 What is checked: a lone write goes at once; writes queued together share one
