@@ -29,6 +29,7 @@ from fastapi import FastAPI
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from thingshub.api.app import create_api
+from thingshub.api.connections import uvicorn_limits
 from thingshub.api.context import ApiContext
 from thingshub.bus.local import LocalBus
 from thingshub.config import Settings
@@ -191,6 +192,7 @@ class Platform:
             access_log=False,
             log_level="warning",
             server_header=False,
+            **uvicorn_limits(s.max_http_connections, s.http_head_timeout),
         )
         self._http = _Uvicorn(config)
         self._http_task = asyncio.get_running_loop().create_task(self._http.serve([sock]))

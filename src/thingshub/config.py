@@ -44,6 +44,10 @@ class Settings:
     ota_tick: float = 1.0
     #: Serve the web console at /console (NiceGUI keeps process-wide state: one a process).
     console: bool = True
+    #: HTTP connections open at once, at most (HTTP and MQTT share the file descriptors).
+    max_http_connections: int = 2000
+    #: Seconds an HTTP connection has to send a complete request head.
+    http_head_timeout: float = 15.0
 
 
 _TYPES: dict[str, type] = {
@@ -62,6 +66,8 @@ _TYPES: dict[str, type] = {
     "firmware_max_size": int,
     "ota_tick": float,
     "console": bool,
+    "max_http_connections": int,
+    "http_head_timeout": float,
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -98,6 +104,10 @@ def _convert(name: str, value: Any) -> Any:
         raise SettingsError(f"setting public_url: {out!r} is not an http:// or https:// URL")
     if name == "ota_tick" and not 0 < out <= 60:
         raise SettingsError(f"setting ota_tick: {out} is not between 0 and 60 seconds")
+    if name == "max_http_connections" and out < 1:
+        raise SettingsError(f"setting max_http_connections: {out} is not a positive number")
+    if name == "http_head_timeout" and not 0 < out <= 3600:
+        raise SettingsError(f"setting http_head_timeout: {out} is not between 0 and 3600 seconds")
     if name == "firmware_max_size" and out < 1:
         raise SettingsError(f"setting firmware_max_size: {out} is not a positive number of bytes")
     return out
