@@ -22,6 +22,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
+from thingshub.api.guard import allow_body
 from thingshub.api.schemas import ERRORS, ErrorOut
 from thingshub.core.errors import InvalidRequest, TooLarge, Unavailable
 from thingshub.core.model import Firmware
@@ -177,6 +178,7 @@ def _check_length(request: Request, max_size: int) -> None:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_size + MAX_FIELDS:
         raise TooLarge(f"the firmware file is larger than the limit of {max_size} bytes")
+    allow_body(request.scope, max_size + MAX_FIELDS)
 
 
 UPLOAD_BODY = {
