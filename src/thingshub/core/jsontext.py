@@ -7,12 +7,24 @@ Rules:
   4,300-digit limit cannot turn a long number into "not JSON"; a document
   nested deeper than the interpreter's stack is read without recursion, with
   the same grammar and values. Every failure is a `JsonError` (a ValueError).
+- Text is valid Unicode: a lone surrogate (`"\ud800"`, which JSON's escapes
+  can spell but UTF-8 cannot carry) is refused, so no string read here can
+  fail later when it is stored or sent.
+- `loads(..., int64=True)` also refuses integers outside the signed 64-bit
+  range, for documents whose numbers go to storage as they are (the HTTP API).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+#: Where a lone surrogate may hide: an escape of one, or one in the text itself.
+_MAYBE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 class JsonError(ValueError):
@@ -33,11 +45,35 @@ def _parse_int(digits: str) -> int:
     return -(10**33) if digits.startswith("-") else 10**33
 
 
+def _parse_int64(digits: str) -> int:
+    value = _parse_int(digits)
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise JsonError(f"the integer {digits[:24]} is outside the signed 64-bit range")
+    return value
+
+
 DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_int=_parse_int)
+DECODER_INT64 = json.JSONDecoder(parse_constant=_reject_constant, parse_int=_parse_int64)
 WHITESPACE = " \t\n\r"
 
 
-def loads(data: bytes | str) -> Any:
+def has_lone_surrogate(value: Any) -> bool:
+    """Whether a string anywhere in `value` (keys too) holds a lone surrogate."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def loads(data: bytes | str, *, int64: bool = False) -> Any:
     """Parse strict JSON (bytes must be UTF-8); raises JsonError."""
     if isinstance(data, bytes | bytearray | memoryview):
         try:
@@ -48,17 +84,21 @@ def loads(data: bytes | str) -> Any:
             ) from None
     else:
         text = data
+    decoder = DECODER_INT64 if int64 else DECODER
     try:
         try:
-            return DECODER.decode(text)
+            value = decoder.decode(text)
         except RecursionError:
-            return _loads_iterative(text)
+            value = _loads_iterative(text, decoder)
     except json.JSONDecodeError as exc:
         raise JsonError(f"{exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except JsonError:
         raise
     except ValueError as exc:
         raise JsonError(str(exc)) from None
+    if _MAYBE_SURROGATE.search(text) and has_lone_surrogate(value):
+        raise JsonError("a string holds a lone surrogate (not valid Unicode)")
+    return value
 
 
 def _skip_ws(text: str, i: int) -> int:
@@ -68,7 +108,7 @@ def _skip_ws(text: str, i: int) -> int:
     return i
 
 
-def _loads_iterative(text: str) -> Any:
+def _loads_iterative(text: str, decoder: json.JSONDecoder) -> Any:
     """json.loads without recursion, for documents nested past the interpreter's stack.
 
     Same grammar and values as `DECODER.decode`: scalars are read by the
@@ -81,7 +121,7 @@ def _loads_iterative(text: str) -> Any:
     def key_at(j: int) -> tuple[str, int]:
         if j >= n or text[j] != '"':
             raise JsonError("expecting a property name")
-        key, j = DECODER.raw_decode(text, j)
+        key, j = decoder.raw_decode(text, j)
         j = _skip_ws(text, j)
         if j >= n or text[j] != ":":
             raise JsonError("expecting ':'")
@@ -106,7 +146,7 @@ def _loads_iterative(text: str) -> Any:
                 stack.append(([], ""))
                 continue
         else:
-            value, i = DECODER.raw_decode(text, i)  # a scalar: no recursion
+            value, i = decoder.raw_decode(text, i)  # a scalar: no recursion
         while True:  # attach the finished value, closing containers as they end
             if not stack:
                 if _skip_ws(text, i) != n:
