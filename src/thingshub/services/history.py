@@ -2,7 +2,7 @@
 
 Rules (interfaces.md):
 - Times are Unix ms; `start` is inclusive, `end` exclusive; results ascending.
-- History pages with an opaque cursor (the last point's (ts, seq)); at most
+- History pages with a cursor (the last point's (ts, seq), core/cursors.py); at most
   `limit` points a page (default 1,000, at most 10,000).
 - Aggregates are computed in the database: bucket k covers
   [start + k*interval, start + (k+1)*interval), is stamped with its start, and
@@ -13,9 +13,9 @@ Rules (interfaces.md):
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
+from thingshub.core import cursors
 from thingshub.core.errors import InvalidRequest
 from thingshub.core.model import DeviceEvent
 from thingshub.core.ports import AttributeRepo, EventRepo, TelemetryRepo
@@ -28,18 +28,11 @@ MAX_BUCKETS = 10_000
 
 
 def _cursor(ts: int, seq: int) -> str:
-    return base64.urlsafe_b64encode(f"{ts}:{seq}".encode()).decode().rstrip("=")
+    return cursors.point(ts, seq)
 
 
 def _after(cursor: str | None) -> tuple[int, int] | None:
-    if not cursor:
-        return None
-    try:
-        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
-        ts, seq = raw.decode().split(":")
-        return int(ts), int(seq)
-    except ValueError:
-        raise InvalidRequest("cursor is not one this server issued") from None
+    return cursors.after_point(cursor)
 
 
 def _range(start: int | None, end: int | None) -> tuple[int, int]:
