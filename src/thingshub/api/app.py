@@ -22,6 +22,8 @@ from thingshub.api import ota as ota_api
 from thingshub.api.context import ApiContext
 from thingshub.api.guard import RequestGuard
 from thingshub.api.metrics import FunctionCollector, HttpMetrics, MetricsMiddleware
+from thingshub.api.params import ApiRoute
+from thingshub.api.schemas import ERRORS, ErrorOut
 from thingshub.api.security import require_api_key
 
 DESCRIPTION = """\
@@ -73,6 +75,7 @@ def create_api(ctx: ApiContext) -> FastAPI:
             {"name": "operations", "description": "Health and metrics."},
         ],
     )
+    app.router.route_class = ApiRoute
     app.state.ctx = ctx
     app.state.api_key = ctx.api_key
     registry = CollectorRegistry()
@@ -89,7 +92,12 @@ def create_api(ctx: ApiContext) -> FastAPI:
     app.state.stream = stream.StreamHub(ctx.bus, stream.EVENT_TYPES)
     app.include_router(stream.router)  # checks the key itself, at the handshake
 
-    @app.get("/api/v1/server", tags=["operations"], dependencies=secured)
+    @app.get(
+        "/api/v1/server",
+        tags=["operations"],
+        dependencies=secured,
+        responses={401: ERRORS[401]},
+    )
     async def server_info() -> dict[str, object]:
         """What a client needs to know about this server (e.g. where devices connect)."""
         return {
@@ -98,7 +106,11 @@ def create_api(ctx: ApiContext) -> FastAPI:
             "firmware_max_size": ctx.firmware.max_size if ctx.firmware is not None else None,
         }
 
-    @app.get("/healthz", tags=["operations"])
+    @app.get(
+        "/healthz",
+        tags=["operations"],
+        responses={503: {"model": ErrorOut, "description": "Still starting"}},
+    )
     async def healthz(request: Request) -> JSONResponse:
         if not ctx.is_ready():
             return JSONResponse({"status": "starting"}, status_code=503)

@@ -14,16 +14,17 @@ Rules:
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
 from thingshub.api.guard import allow_body
-from thingshub.api.schemas import ERRORS, ErrorOut
+from thingshub.api.params import ApiRoute, FirmwareId, KeyCursor, Limit, ProductId
+from thingshub.api.schemas import ERRORS, OPTIONAL_ERRORS, ErrorOut
 from thingshub.core.errors import InvalidRequest, TooLarge, Unavailable
 from thingshub.core.model import Firmware
 from thingshub.services.firmware import FirmwareService
@@ -31,7 +32,8 @@ from thingshub.services.firmware import FirmwareService
 router = APIRouter(
     prefix="/api/v1/products/{pid}/firmware",
     tags=["ota"],
-    responses=ERRORS,
+    responses=ERRORS | OPTIONAL_ERRORS,
+    route_class=ApiRoute,
 )
 
 FIELDS = ("version", "module", "name", "ext_data")
@@ -212,7 +214,7 @@ UPLOAD_BODY = {
     openapi_extra=UPLOAD_BODY,
     responses={413: {"model": ErrorOut, "description": "The file is over the size limit"}},
 )
-async def upload_firmware(pid: str, request: Request) -> JSONResponse:
+async def upload_firmware(pid: ProductId, request: Request) -> JSONResponse:
     """Upload a firmware package. The answer carries its id, size, and its MD5 and
     SHA-256 digests (lowercase hex) computed while it was received."""
     service = _service(request)
@@ -260,10 +262,10 @@ async def upload_firmware(pid: str, request: Request) -> JSONResponse:
 
 @router.get("")
 async def list_firmware(
-    pid: str,
+    pid: ProductId,
     request: Request,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: str | None = None,
+    limit: Limit = 100,
+    cursor: KeyCursor = None,
 ) -> dict[str, Any]:
     """The product's packages, oldest first."""
     page = await _service(request).list(pid, limit, cursor)
@@ -271,12 +273,12 @@ async def list_firmware(
 
 
 @router.get("/{firmware_id}")
-async def get_firmware(pid: str, firmware_id: str, request: Request) -> dict[str, Any]:
+async def get_firmware(pid: ProductId, firmware_id: FirmwareId, request: Request) -> dict[str, Any]:
     return firmware_out(await _service(request).get(pid, firmware_id))
 
 
 @router.delete("/{firmware_id}", status_code=204)
-async def delete_firmware(pid: str, firmware_id: str, request: Request) -> Response:
+async def delete_firmware(pid: ProductId, firmware_id: FirmwareId, request: Request) -> Response:
     """Delete a package and its file; 409 while a running OTA task uses it."""
     await _service(request).delete(pid, firmware_id)
     return Response(status_code=204)
