@@ -49,13 +49,11 @@ def test_integers_past_64_bits_in_queries_are_400(api: httpx.Client, register) -
 def test_integers_past_64_bits_in_bodies_are_400(api: httpx.Client, register) -> None:
     register("p1", "d1")
     base = "/api/v1/products/p1/devices/d1"
+    assert api.post(f"{base}/image").status_code == 201
     for method, path, body in (
         ("PATCH", "/api/v1/products/p1", f'{{"retention_days": {HUGE}}}'),
-        ("POST", f"{base}/image", ""),
         ("PATCH", f"{base}/image", f'{{"desired": {{"a": 1}}, "version": {HUGE}}}'),
-        ("PATCH", f"{base}/image", f'{{"desired": {{"a": {HUGE}}}}}'),
-        ("PUT", f"{base}/attributes", f'{{"a": {HUGE}}}'),
-        ("POST", f"{base}/control", f'{{"a": [1, {{"b": -{HUGE}}}]}}'),
+        ("POST", f"{base}/token", f'{{"expires_in": {HUGE}}}'),
         (
             "POST",
             "/api/v1/products/p1/ota-tasks",
@@ -63,11 +61,17 @@ def test_integers_past_64_bits_in_bodies_are_400(api: httpx.Client, register) ->
         ),
     ):
         r = api.request(method, path, content=body, headers=JSON)
-        if not body:
-            assert r.status_code == 201, r.text  # the image the next lines change
-            continue
         assert r.status_code == 400, (path, body, r.text)
         assert r.json()["error"]
+    # Free-form values go to the device as JSON: large numbers are the device's affair,
+    # never a failure here.
+    for method, path, body in (
+        ("PATCH", f"{base}/image", f'{{"desired": {{"a": {HUGE}}}}}'),
+        ("PUT", f"{base}/attributes", f'{{"a": {HUGE}}}'),
+        ("POST", f"{base}/control", f'{{"a": [1, {{"b": -{HUGE}}}]}}'),
+    ):
+        r = api.request(method, path, content=body, headers=JSON)
+        assert r.status_code < 500, (path, body, r.text)
 
 
 def test_lone_surrogates_are_400(api: httpx.Client, register, platform: RunningPlatform) -> None:

@@ -2,13 +2,14 @@
 so that validation and the OpenAPI description are one and the same.
 
 Rules (interfaces.md, "Limits against hostile input"):
-- Integers in paths, queries and JSON bodies are within the signed 64-bit
-  range (every integer parameter is one of the types below; a test checks
-  the OpenAPI description for any that is not); outside it is 400, never a
-  failure deeper down.
-- JSON bodies are read by `core.jsontext` (strict: no NaN, no lone surrogate,
-  no integer past 64 bits), through `ApiRoute`, the route class of every
-  router: a body that breaks a rule is 400 with a sentence saying which.
+- Integers in paths and queries, and the integer fields of JSON bodies, are
+  within the signed 64-bit range (every one has bounds; a test checks the
+  OpenAPI description for any that has not): outside it is 400, never a
+  failure deeper down. Free-form JSON values (desired state, attributes,
+  params) go to devices as JSON, under the device protocols' own rules.
+- JSON bodies are read by `core.jsontext` (strict: no NaN, no lone
+  surrogate), through `ApiRoute`, the route class of every router: a body
+  that breaks a rule is 400 with a sentence saying which.
 - Identifiers in paths are 1-64 of `[A-Za-z0-9_.-]` (core/names.py); a path
   naming something that cannot exist is 400.
 - Cursors have the formats of core/cursors.py; any well-formed one is valid.
@@ -36,7 +37,7 @@ class ApiRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             try:
-                self._json = loads(await self.body(), int64=True)
+                self._json = loads(await self.body())
             except JsonError as exc:
                 raise HTTPException(400, f"the body is not valid JSON: {exc}") from None
         return self._json

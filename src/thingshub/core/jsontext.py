@@ -10,8 +10,6 @@ Rules:
 - Text is valid Unicode: a lone surrogate (`"\ud800"`, which JSON's escapes
   can spell but UTF-8 cannot carry) is refused, so no string read here can
   fail later when it is stored or sent.
-- `loads(..., int64=True)` also refuses integers outside the signed 64-bit
-  range, for documents whose numbers go to storage as they are (the HTTP API).
 """
 
 from __future__ import annotations
@@ -45,15 +43,7 @@ def _parse_int(digits: str) -> int:
     return -(10**33) if digits.startswith("-") else 10**33
 
 
-def _parse_int64(digits: str) -> int:
-    value = _parse_int(digits)
-    if not INT64_MIN <= value <= INT64_MAX:
-        raise JsonError(f"the integer {digits[:24]} is outside the signed 64-bit range")
-    return value
-
-
 DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_int=_parse_int)
-DECODER_INT64 = json.JSONDecoder(parse_constant=_reject_constant, parse_int=_parse_int64)
 WHITESPACE = " \t\n\r"
 
 
@@ -73,7 +63,7 @@ def has_lone_surrogate(value: Any) -> bool:
     return False
 
 
-def loads(data: bytes | str, *, int64: bool = False) -> Any:
+def loads(data: bytes | str) -> Any:
     """Parse strict JSON (bytes must be UTF-8); raises JsonError."""
     if isinstance(data, bytes | bytearray | memoryview):
         try:
@@ -84,12 +74,11 @@ def loads(data: bytes | str, *, int64: bool = False) -> Any:
             ) from None
     else:
         text = data
-    decoder = DECODER_INT64 if int64 else DECODER
     try:
         try:
-            value = decoder.decode(text)
+            value = DECODER.decode(text)
         except RecursionError:
-            value = _loads_iterative(text, decoder)
+            value = _loads_iterative(text)
     except json.JSONDecodeError as exc:
         raise JsonError(f"{exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except JsonError:
@@ -108,7 +97,7 @@ def _skip_ws(text: str, i: int) -> int:
     return i
 
 
-def _loads_iterative(text: str, decoder: json.JSONDecoder) -> Any:
+def _loads_iterative(text: str) -> Any:
     """json.loads without recursion, for documents nested past the interpreter's stack.
 
     Same grammar and values as `DECODER.decode`: scalars are read by the
@@ -121,7 +110,7 @@ def _loads_iterative(text: str, decoder: json.JSONDecoder) -> Any:
     def key_at(j: int) -> tuple[str, int]:
         if j >= n or text[j] != '"':
             raise JsonError("expecting a property name")
-        key, j = decoder.raw_decode(text, j)
+        key, j = DECODER.raw_decode(text, j)
         j = _skip_ws(text, j)
         if j >= n or text[j] != ":":
             raise JsonError("expecting ':'")
@@ -146,7 +135,7 @@ def _loads_iterative(text: str, decoder: json.JSONDecoder) -> Any:
                 stack.append(([], ""))
                 continue
         else:
-            value, i = decoder.raw_decode(text, i)  # a scalar: no recursion
+            value, i = DECODER.raw_decode(text, i)  # a scalar: no recursion
         while True:  # attach the finished value, closing containers as they end
             if not stack:
                 if _skip_ws(text, i) != n:
