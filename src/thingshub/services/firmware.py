@@ -272,7 +272,7 @@ def _base_name(filename: str | None) -> str | None:
 
 
 def _ext_data(text: str | None) -> dict[str, object]:
-    if text is None or not text.strip():
+    if text is None:
         return {}
     try:
         value = loads(text)
