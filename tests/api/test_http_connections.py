@@ -9,10 +9,6 @@ tests set it short instead of sleeping through 15 s.
 from __future__ import annotations
 
 import contextlib
-import os
-import re
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,10 +17,9 @@ import httpx
 import pytest
 
 from tests.api import rawhttp
+from tests.api.served import serving
 from tests.conftest import RunningPlatform
 from tests.mqtt.clients import PahoClient
-
-READY = re.compile(r"ThingsHub ready: MQTT on [\d.]+:(\d+), HTTP on http://[\d.]+:(\d+)")
 
 
 def test_a_request_head_that_stalls_is_closed(
@@ -98,50 +93,8 @@ FD_LIMIT = 256
 def small_server(tmp_path: Path) -> Iterator[tuple[int, int, str]]:
     """`thingshub serve` in a process allowed FD_LIMIT open files, capped at 64 HTTP
     connections: (mqtt port, http port, api key)."""
-    config = tmp_path / "thingshub.toml"
-    config.write_text("max_http_connections = 64\n")
-
-    launch = (
-        "import resource, runpy, sys;"
-        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({FD_LIMIT}, {FD_LIMIT}));"
-        "sys.argv[0] = 'thingshub';"
-        "runpy.run_module('thingshub', run_name='__main__')"
-    )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            launch,
-            "serve",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--mqtt-port",
-            "0",
-            "--http-port",
-            "0",
-            "--no-console",
-            "--config",
-            str(config),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "THINGSHUB_API_KEY": "k"},
-    )
-    assert proc.stdout is not None
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if ready := READY.search(line):
-            break
-    else:
-        proc.wait(10)
-        pytest.fail("serve did not start:\n" + "".join(lines))
-    try:
-        yield int(ready.group(1)), int(ready.group(2)), "k"
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=30)
+    with serving(tmp_path, config="max_http_connections = 64\n", fd_limit=FD_LIMIT) as s:
+        yield s.mqtt_port, s.http_port, s.api_key
 
 
 def test_an_http_flood_leaves_mqtt_reachable(small_server: tuple[int, int, str]) -> None:

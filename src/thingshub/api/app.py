@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from thingshub import __version__
-from thingshub.api import commands, devices, errors, images, products, stream, telemetry
+from thingshub.api import commands, devices, errors, images, openapi, products, stream, telemetry
 from thingshub.api import firmware as firmware_api
 from thingshub.api import ota as ota_api
 from thingshub.api.context import ApiContext
@@ -80,6 +80,7 @@ def create_api(ctx: ApiContext) -> FastAPI:
     app.state.api_key = ctx.api_key
     registry = CollectorRegistry()
     errors.install(app)
+    openapi.install(app)
     app.add_middleware(RequestGuard, api_key=ctx.api_key)
     app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(registry))  # the outermost
     for collect in ctx.collectors:

@@ -23,8 +23,9 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
 from thingshub.api.guard import allow_body
-from thingshub.api.params import ApiRoute, FirmwareId, KeyCursor, Limit, ProductId
+from thingshub.api.params import ID_PATTERN, ApiRoute, FirmwareId, KeyCursor, Limit, ProductId
 from thingshub.api.schemas import ERRORS, OPTIONAL_ERRORS, ErrorOut
+from thingshub.core import ota
 from thingshub.core.errors import InvalidRequest, TooLarge, Unavailable
 from thingshub.core.model import Firmware
 from thingshub.services.firmware import FirmwareService
@@ -191,17 +192,34 @@ UPLOAD_BODY = {
                 "schema": {
                     "type": "object",
                     "required": ["file", "version", "module"],
+                    "additionalProperties": False,
                     "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "version": {"type": "string", "description": "e.g. 1.2.0"},
-                        "module": {"type": "string", "description": "e.g. MCU"},
-                        "name": {"type": "string"},
-                        "ext_data": {
+                        "file": {"type": "string", "format": "binary", "minLength": 1},
+                        "version": {
                             "type": "string",
-                            "description": "A JSON object, sent to devices as extData.",
+                            "pattern": "^[!-~]{1,64}$",
+                            "description": "e.g. 1.2.0: 1-64 printable ASCII, no spaces.",
+                        },
+                        "module": {
+                            "type": "string",
+                            "pattern": ID_PATTERN,
+                            "description": "e.g. MCU: 1-64 of [A-Za-z0-9_.-].",
+                        },
+                        "name": {
+                            "type": "string",
+                            "maxLength": ota.MAX_FIRMWARE_NAME,
+                            "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*$",
+                            "description": "A name (default: the file's).",
+                        },
+                        "ext_data": {
+                            "type": "object",
+                            "additionalProperties": {"$ref": "#/components/schemas/SafeJson"},
+                            "description": "A JSON object of at most 8 KiB, its numbers"
+                            " within ±(2^53 - 1), sent to devices as extData.",
                         },
                     },
-                }
+                },
+                "encoding": {"ext_data": {"contentType": "application/json"}},
             }
         },
     }

@@ -15,8 +15,9 @@ import asyncio
 import os
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import APIKeyQuery
 from pydantic import ConfigDict, Field, StringConstraints
 
 from thingshub.api.params import (
@@ -42,6 +43,13 @@ router = APIRouter(
 download_router = APIRouter(tags=["ota"], route_class=ApiRoute)
 DOWNLOAD_PATH = "/ota/download/{task_id}/{device}"
 SIGN_METHOD = r"^([Mm][Dd]5|[Ss][Hh][Aa]256)$"
+#: What admits a device to a download: the token of its inform's url.
+DOWNLOAD_TOKEN = APIKeyQuery(
+    name="token",
+    auto_error=False,
+    scheme_name="downloadToken",
+    description="The token of the url in the OTA inform (a wrong or missing one: 403).",
+)
 
 
 def _service(request: Request) -> OtaService:
@@ -184,9 +192,7 @@ async def download(
     task_id: TaskId,
     device: DeviceName,
     request: Request,
-    token: Annotated[
-        str | None, Query(description="The token of the inform's url (without it: 403).")
-    ] = None,
+    token: Annotated[str | None, Depends(DOWNLOAD_TOKEN)],
 ) -> FileResponse:
     """The firmware file of a task, for the device the link was made for (no API key:
     the link's token admits it). Supports `Range` for resumed downloads."""

@@ -145,7 +145,7 @@ class ImagePatch(Strict):
         None, description="Tags to set; null removes a tag."
     )
     version: int | None = Field(
-        None, ge=0, le=2**63 - 1, description="Apply only to this version of the image."
+        None, ge=0, le=2**53 - 1, description="Apply only to this version of the image."
     )
 
 

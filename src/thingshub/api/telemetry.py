@@ -50,18 +50,21 @@ async def telemetry(
     start: Start,
     end: End,
     interval: Annotated[
-        int | None, Query(ge=1, le=INT64_MAX, description="Bucket width in ms (with agg).")
+        int | None,
+        Query(ge=1, le=INT64_MAX, description="Bucket width in ms (default: the whole range)."),
     ] = None,
     agg: Annotated[
         Literal["avg", "min", "max", "sum", "count", "last"] | None,
-        Query(description="The aggregate (with interval)."),
+        Query(description="The aggregate of each bucket (default avg, with interval)."),
     ] = None,
     limit: HistoryLimit = None,
     cursor: PointCursor = None,
 ) -> dict[str, Any]:
     """`{"key", "points": [[ts, value], ...], "next"}`: the raw points of `key` in
-    [start, end), paged; or, with `interval` and `agg`, one point per non-empty
-    bucket [start + k*interval, start + (k+1)*interval), stamped with its start."""
+    [start, end), paged; or, with `interval` and/or `agg`, one point per non-empty
+    bucket [start + k*interval, start + (k+1)*interval), stamped with its start.
+    At most 10,000 buckets: (end - start) / interval over that is 400, a rule
+    between parameters that OpenAPI cannot state."""
     return await _history(request).telemetry(
         pid, name, key, start, end, limit=limit, cursor=cursor, interval=interval, agg=agg
     )
