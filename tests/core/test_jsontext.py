@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from thingshub.core.jsontext import JsonError, loads
+from thingshub.core.jsontext import JsonError, loads, loads_unicode
 
 
 @pytest.mark.parametrize(
@@ -20,11 +20,12 @@ from thingshub.core.jsontext import JsonError, loads
 )
 def test_lone_surrogates_are_refused(text: str) -> None:
     with pytest.raises(JsonError, match="surrogate"):
-        loads(text)
+        loads_unicode(text)
     with pytest.raises(JsonError):
-        loads(text.encode())
+        loads_unicode(text.encode())
+    loads(text)  # the device protocols answer such strings with their own codes
 
 
 def test_surrogate_pairs_and_escaped_backslashes_are_fine() -> None:
-    assert loads('"\\ud83d\\ude00"') == "\U0001f600"
-    assert loads('"\\\\ud800"') == "\\ud800"  # a backslash, then text
+    assert loads_unicode('"\\ud83d\\ude00"') == "\U0001f600"
+    assert loads_unicode('"\\\\ud800"') == "\\ud800"  # a backslash, then text

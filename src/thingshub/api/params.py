@@ -26,7 +26,7 @@ from pydantic import Field
 from starlette.exceptions import HTTPException
 
 from thingshub.core import cursors
-from thingshub.core.jsontext import INT64_MAX, INT64_MIN, JsonError, loads
+from thingshub.core.jsontext import INT64_MAX, INT64_MIN, JsonError, loads_unicode
 
 ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 
@@ -37,7 +37,7 @@ class ApiRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             try:
-                self._json = loads(await self.body())
+                self._json = loads_unicode(await self.body())
             except JsonError as exc:
                 raise HTTPException(400, f"the body is not valid JSON: {exc}") from None
         return self._json

@@ -7,9 +7,10 @@ Rules:
   4,300-digit limit cannot turn a long number into "not JSON"; a document
   nested deeper than the interpreter's stack is read without recursion, with
   the same grammar and values. Every failure is a `JsonError` (a ValueError).
-- Text is valid Unicode: a lone surrogate (`"\ud800"`, which JSON's escapes
-  can spell but UTF-8 cannot carry) is refused, so no string read here can
-  fail later when it is stored or sent.
+- `loads_unicode` also refuses a lone surrogate (`"\ud800"`, which JSON's
+  escapes can spell but UTF-8 cannot carry), for documents stored or shown as
+  they are (the HTTP API): no string it returns can fail later. The device
+  protocols keep `loads` and their own error codes for such strings.
 """
 
 from __future__ import annotations
@@ -63,17 +64,29 @@ def has_lone_surrogate(value: Any) -> bool:
     return False
 
 
-def loads(data: bytes | str) -> Any:
-    """Parse strict JSON (bytes must be UTF-8); raises JsonError."""
+def _text(data: bytes | str) -> str:
     if isinstance(data, bytes | bytearray | memoryview):
         try:
-            text = bytes(data).decode("utf-8")
+            return bytes(data).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise JsonError(
                 f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})"
             ) from None
-    else:
-        text = data
+    return data
+
+
+def loads_unicode(data: bytes | str) -> Any:
+    """`loads`, refusing a lone surrogate in any string (keys too); raises JsonError."""
+    text = _text(data)
+    value = loads(text)
+    if _MAYBE_SURROGATE.search(text) and has_lone_surrogate(value):
+        raise JsonError("a string holds a lone surrogate (not valid Unicode)")
+    return value
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse strict JSON (bytes must be UTF-8); raises JsonError."""
+    text = _text(data)
     try:
         try:
             value = DECODER.decode(text)
@@ -85,8 +98,6 @@ def loads(data: bytes | str) -> Any:
         raise
     except ValueError as exc:
         raise JsonError(str(exc)) from None
-    if _MAYBE_SURROGATE.search(text) and has_lone_surrogate(value):
-        raise JsonError("a string holds a lone surrogate (not valid Unicode)")
     return value
 
 
