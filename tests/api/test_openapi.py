@@ -1,7 +1,8 @@
 """The OpenAPI description says what the routes really enforce (issue 12, row 11).
 
-- Every integer anywhere in the description is bounded within 64 bits, and
-  every route reads JSON the one way (params.ApiRoute).
+- Every integer a request carries is bounded within 64 bits, every route
+  reads JSON the one way (params.ApiRoute), every answer a route can give is
+  documented, and a 405 lists every method of its path.
 - Schemathesis (which we did not write) runs every check it has, in every
   phase (examples, coverage, fuzzing, stateful), against the platform over a
   real socket, and finds nothing. It knows one product and one device, so that
@@ -46,7 +47,7 @@ def _request_schemas(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
             stack.extend(item)
 
 
-def test_every_integer_is_64_bits_at_most(platform_factory: Callable[..., RunningPlatform]) -> None:
+def test_the_description_states_the_rules(platform_factory: Callable[..., RunningPlatform]) -> None:
     p = platform_factory()
     spec = p.http(authorized=False).get("/openapi.json").json()
     integers = [s for s in _request_schemas(spec) if s.get("type") == "integer"]
@@ -58,8 +59,39 @@ def test_every_integer_is_64_bits_at_most(platform_factory: Callable[..., Runnin
 
     from thingshub.api.params import ApiRoute
 
-    routes = [r for r in p.platform._http.config.app.routes if isinstance(r, APIRoute)]
-    assert routes and all(isinstance(r, ApiRoute) for r in routes)
+    routes, stack = [], list(p.platform._http.config.app.routes)
+    while stack:  # included routers hold their routes
+        route = stack.pop()
+        stack += getattr(getattr(route, "original_router", None), "routes", [])
+        if isinstance(route, APIRoute):
+            routes.append(route)
+    assert len(routes) > 30 and all(isinstance(r, ApiRoute) for r in routes)
+    # Every answer a route can give is documented: the key's 401 on every /api
+    # route, 400 wherever something is validated, 413 wherever a body is read.
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            documented = set(operation["responses"])
+            assert "422" not in documented, (method, path)
+            if path.startswith("/api/"):
+                assert "401" in documented, (method, path, documented)
+            if operation.get("parameters") or "requestBody" in operation:
+                assert "400" in documented, (method, path, documented)
+            if "requestBody" in operation:
+                assert "413" in documented, (method, path, documented)
+
+
+def test_a_405_lists_every_method_of_the_path(
+    platform_factory: Callable[..., RunningPlatform],
+) -> None:
+    api = platform_factory().http()
+    for path, methods in (
+        ("/api/v1/products", {"GET", "POST"}),
+        ("/api/v1/products/p1", {"GET", "PATCH", "DELETE"}),
+        ("/api/v1/products/p1/devices/d1/image", {"GET", "POST", "PATCH"}),
+    ):
+        r = api.request("PUT", path)
+        assert r.status_code == 405, (path, r.text)
+        assert set(r.headers["allow"].split(", ")) - {"HEAD"} == methods, r.headers["allow"]
 
 
 CONFIG = """\

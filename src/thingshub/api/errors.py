@@ -10,20 +10,21 @@ Rules:
   middleware would re-raise after answering, and the server would then close
   the connection). Only a failure after the answer has started, when the
   answer cannot be completed, ends the connection.
-- A 405 lists in `Allow` every method the path has, not only those of the
-  first route that matched it.
+- A 405 lists in `Allow` every method the OpenAPI description gives the
+  path (HEAD with GET), not only those of the first route that matched it.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match, Route
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from thingshub.core import errors
@@ -83,7 +84,7 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 405:
-            headers["Allow"] = ", ".join(_allowed_methods(request))
+            headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
         return JSONResponse(
             error_body(str(exc.detail)), status_code=exc.status_code, headers=headers or None
         )
@@ -91,14 +92,23 @@ def install(app: FastAPI) -> None:
     app.add_middleware(UnexpectedErrors)
 
 
-def _allowed_methods(request: Request) -> list[str]:
+def _allowed_methods(request: Request) -> str:
+    """The methods the OpenAPI description gives the request's path ("" if none)."""
+    app: FastAPI = request.app
+    table: list[tuple[re.Pattern[str], set[str]]] | None = getattr(app.state, "allow", None)
+    if table is None:
+        table = [
+            (compile_path(path)[0], {m.upper() for m in operations})
+            for path, operations in app.openapi().get("paths", {}).items()
+        ]
+        app.state.allow = table
     methods: set[str] = set()
-    for route in request.app.router.routes:
-        if isinstance(route, Route) and route.methods:
-            match, _ = route.matches(request.scope)
-            if match != Match.NONE:
-                methods |= route.methods
-    return sorted(methods)
+    for pattern, allowed in table:
+        if pattern.match(request.url.path):
+            methods |= allowed
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
 
 
 class UnexpectedErrors:
