@@ -52,6 +52,7 @@ def test_integers_past_64_bits_in_bodies_are_400(api: httpx.Client, register) ->
     assert api.post(f"{base}/image").status_code == 201
     for method, path, body in (
         ("PATCH", "/api/v1/products/p1", f'{{"retention_days": {HUGE}}}'),
+        ("PATCH", "/api/v1/products/p1", '{"retention_days": true}'),  # not a number
         ("PATCH", f"{base}/image", f'{{"desired": {{"a": 1}}, "version": {HUGE}}}'),
         ("POST", f"{base}/token", f'{{"expires_in": {HUGE}}}'),
         (

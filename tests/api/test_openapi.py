@@ -115,6 +115,16 @@ include-name = "PATCH /api/v1/products/{pid}/devices/{name}/image"
 # desired values past the image's limits) are 400 with their err_code 160-165,
 # as interfaces.md fixes; the version one depends on the image's state.
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404", "409"]
+
+# And one false alarm of schemathesis 4.32: for form fields, its negative "value
+# channel" breaks a pattern by appending "*" without checking the result, and
+# "*" is a valid character of a firmware version and name; its check that a
+# form as sent is valid cannot read the binary file part, so a valid upload
+# accepted is reported as invalid data accepted. The upload's refusals are
+# tested in tests/gateway/test_ota.py and tests/api/test_input_rules.py.
+[[operations]]
+include-name = "POST /api/v1/products/{pid}/firmware"
+checks.negative_data_rejection.enabled = false
 """
 
 

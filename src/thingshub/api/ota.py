@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import APIKeyQuery
-from pydantic import ConfigDict, Field, StringConstraints
+from pydantic import ConfigDict, Field, StrictBool, StringConstraints
 
 from thingshub.api.params import (
     ApiRoute,
@@ -28,7 +28,15 @@ from thingshub.api.params import (
     ProductId,
     TaskId,
 )
-from thingshub.api.schemas import BODY_ERRORS, ERRORS, OPTIONAL_ERRORS, ErrorOut, Identifier, Strict
+from thingshub.api.schemas import (
+    BODY_ERRORS,
+    ERRORS,
+    NUMBER,
+    OPTIONAL_ERRORS,
+    ErrorOut,
+    Identifier,
+    Strict,
+)
 from thingshub.core import ota
 from thingshub.core.errors import NotFound, Unavailable
 from thingshub.core.model import OtaDevice, OtaTask
@@ -83,20 +91,18 @@ class TaskIn(Strict):
         max_length=ota.MAX_TASK_DEVICES,
         description='Device names, in rollout order (or `"all": true`).',
     )
-    all: bool | None = Field(None, description="true: every device of the product.")
+    all: StrictBool | None = Field(None, description="true: every device of the product.")
     sign_method: Annotated[str, StringConstraints(pattern=SIGN_METHOD)] | None = Field(
         None, description="MD5 or SHA256 (default), in any case."
     )
-    rollout_per_minute: int | None = Field(
+    rollout_per_minute: (
+        Annotated[int, Field(ge=1, le=ota.MAX_ROLLOUT_PER_MINUTE), NUMBER] | None
+    ) = Field(None, description="Devices informed per minute at most (default: all at once).")
+    device_timeout_s: (
+        Annotated[int, Field(ge=ota.MIN_DEVICE_TIMEOUT_S, le=ota.MAX_DEVICE_TIMEOUT_S), NUMBER]
+        | None
+    ) = Field(
         None,
-        ge=1,
-        le=ota.MAX_ROLLOUT_PER_MINUTE,
-        description="Devices informed per minute at most (default: all at once).",
-    )
-    device_timeout_s: int | None = Field(
-        None,
-        ge=ota.MIN_DEVICE_TIMEOUT_S,
-        le=ota.MAX_DEVICE_TIMEOUT_S,
         description="Seconds a device has from its inform to report 100 (default 3600).",
     )
 

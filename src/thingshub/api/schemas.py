@@ -4,6 +4,8 @@ Rules:
 - Field names are those of interfaces.md (`device_number`, `connectionState`,
   `lastActivityTime`, ...); times are Unix milliseconds.
 - Request bodies forbid unknown fields, so a typo is a 400, not silently ignored.
+- Integers are JSON Schema's: a number without a fraction (`5` or `5.0`), never
+  `true` nor `"5"` (`NUMBER`).
 - Each field states the rules the services enforce (lengths, patterns, ranges),
   so that what the OpenAPI description allows is what the server accepts.
 """
@@ -12,7 +14,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+)
 
 from thingshub.api.params import ID_PATTERN
 from thingshub.core.model import Device, Presence, Product
@@ -25,6 +34,17 @@ TagKey = Annotated[str, StringConstraints(min_length=1, max_length=rules.MAX_TAG
 TagValue = Annotated[str, StringConstraints(max_length=rules.MAX_TAG_VALUE)]
 
 T = TypeVar("T")
+
+
+def _number(value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("a number is required")
+    return value
+
+
+#: Makes an `int` one as JSON Schema means it (pydantic then refuses a fraction);
+#: it comes after the field's bounds: `Annotated[int, Field(ge=.., le=..), NUMBER]`.
+NUMBER = BeforeValidator(_number)
 
 
 class Strict(BaseModel):
@@ -57,8 +77,8 @@ class ProductOut(BaseModel):
 
 
 class ProductPatch(Strict):
-    retention_days: int | None = Field(
-        ge=1, le=36500, description="Days to keep telemetry and events; null: forever."
+    retention_days: Annotated[int, Field(ge=1, le=36500), NUMBER] | None = Field(
+        description="Days to keep telemetry and events; null: forever."
     )
 
 
@@ -110,7 +130,9 @@ class DeviceCreated(DeviceOut):
 
 
 class TokenIn(Strict):
-    expires_in: int = Field(3600, ge=60, le=10 * 365 * 86400, description="Seconds from now.")
+    expires_in: Annotated[int, Field(ge=60, le=10 * 365 * 86400), NUMBER] = Field(
+        3600, description="Seconds from now."
+    )
     method: Literal["md5", "sha1", "sha256"] = "sha256"
 
 
@@ -144,8 +166,8 @@ class ImagePatch(Strict):
     tags: dict[TagKey, TagValue | None] | None = Field(
         None, description="Tags to set; null removes a tag."
     )
-    version: int | None = Field(
-        None, ge=0, le=2**53 - 1, description="Apply only to this version of the image."
+    version: Annotated[int, Field(ge=0, le=2**53 - 1), NUMBER] | None = Field(
+        None, description="Apply only to this version of the image."
     )
 
 
