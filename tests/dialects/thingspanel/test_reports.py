@@ -1,6 +1,5 @@
 """ThingsPanel device reports (dialects/thingspanel/reports.py): the protocol's published
-examples, and
-every refusal with its errcode and a message naming what is wrong."""
+examples, and every refusal with its errcode and a message naming what is wrong."""
 
 from __future__ import annotations
 
