@@ -24,6 +24,7 @@ from thingshub.dialects.port import Dialect, Login, Wire
 class Registry:
     def __init__(self, dialects: Iterable[Dialect] = ()) -> None:
         self._dialects: list[Dialect] = []
+        self._all: tuple[Dialect, ...] = ()
         for dialect in dialects:
             self._add(dialect, len(self._dialects))
 
