@@ -393,22 +393,20 @@ class Rollout:
         self._tokens = 1.0
         self._at = now_ms
 
-    def _refill(self, now_ms: int) -> None:
-        if self.per_minute is None:
-            return
+    def _refill(self, per_minute: int, now_ms: int) -> None:
         if now_ms > self._at:
-            gained = (now_ms - self._at) * self.per_minute / 60_000
+            gained = (now_ms - self._at) * per_minute / 60_000
             self._tokens = min(self.capacity, self._tokens + gained)
             self._at = now_ms
 
     def available(self, now_ms: int) -> bool:
         if self.per_minute is None:
             return True
-        self._refill(now_ms)
+        self._refill(self.per_minute, now_ms)
         return self._tokens >= 1 - 1e-9
 
     def take(self, now_ms: int) -> None:
         if self.per_minute is None:
             return
-        self._refill(now_ms)
+        self._refill(self.per_minute, now_ms)
         self._tokens = max(0.0, self._tokens - 1)
