@@ -392,8 +392,7 @@ def update_from_patch(desired: object = MISSING, version: object = None) -> Upda
         checked_version = version
     else:
         raise ImageError(165, "version must be a positive integer")
-    if not (desired is None or isinstance(desired, dict)):  # already refused by _check_parts
-        raise ImageError(165, "desired must be an object or null")
+    assert desired is None or isinstance(desired, dict)  # anything else: 165 in check_parts
     size = len(_compact(desired))
     if size > MAX_PAYLOAD:
         raise ImageError(161, f"desired is {size} bytes as JSON, more than {MAX_PAYLOAD}")
