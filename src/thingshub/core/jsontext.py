@@ -94,10 +94,6 @@ def loads(data: bytes | str) -> Any:
             value = _loads_iterative(text)
     except json.JSONDecodeError as exc:
         raise JsonError(f"{exc.msg} (line {exc.lineno}, column {exc.colno})") from None
-    except JsonError:
-        raise
-    except ValueError as exc:
-        raise JsonError(str(exc)) from None
     return value
 
 
