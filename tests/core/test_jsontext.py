@@ -1,10 +1,148 @@
-"""core/jsontext: text that is not valid Unicode is refused."""
+"""JSON as the device protocols carry it (core/jsontext.py): compact UTF-8 out;
+strict JSON in, numbers too long for any range kept out of Python's digit
+limit, documents nested past the interpreter's stack read without recursion,
+every failure a JsonError saying what is wrong; and text that is not valid
+Unicode (a lone surrogate) refused by `loads_unicode`."""
 
 from __future__ import annotations
 
-import pytest
+import contextlib
+import sys
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from thingshub.core import jsontext
 from thingshub.core.jsontext import JsonError, loads, loads_unicode
+
+DEEP = sys.getrecursionlimit() * 4  # far past what the recursive decoder can read
+
+
+def depth_of(value: object) -> int:
+    """How many containers are nested in `value`, counted without recursion."""
+    depth = 0
+    while isinstance(value, list | dict):
+        depth += 1
+        if isinstance(value, list):
+            value = value[0] if value else None
+        else:
+            value = next(iter(value.values()), None)
+    return depth
+
+
+def test_dumps_is_compact_utf8_without_escapes() -> None:
+    assert jsontext.dumps({"a": [1, 2.5], "é": "ü"}) == '{"a":[1,2.5],"é":"ü"}'.encode()
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_dumps_refuses_what_json_does_not_have(value: float) -> None:
+    with pytest.raises(ValueError):
+        jsontext.dumps({"x": value})
+
+
+def test_loads_reads_text_and_utf8_bytes_alike() -> None:
+    assert jsontext.loads('{"t":"é"}') == {"t": "é"}
+    assert jsontext.loads('{"t":"é"}'.encode()) == {"t": "é"}
+    assert jsontext.loads(bytearray(b"[1]")) == [1]
+    assert jsontext.loads(memoryview(b"[2]")) == [2]
+
+
+def test_bytes_that_are_not_utf8_say_where() -> None:
+    with pytest.raises(JsonError, match=r"not UTF-8 text \(byte 0xff at offset 6\)"):
+        jsontext.loads(b'{"t":"\xff"}')
+
+
+@pytest.mark.parametrize("text", ["NaN", "[Infinity]", '{"a":-Infinity}'])
+def test_nan_and_infinity_are_not_json_numbers(text: str) -> None:
+    with pytest.raises(JsonError, match="is not a JSON number"):
+        jsontext.loads(text)
+
+
+def test_an_integer_of_more_than_32_digits_is_out_of_every_range_its_sign_kept() -> None:
+    assert jsontext.loads("1" * 32) == int("1" * 32)
+    assert jsontext.loads("9" * 33) == 10**33
+    assert jsontext.loads("-" + "9" * 5000) == -(10**33)  # past Python's 4300-digit limit
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [("{", "line 1, column 2"), ('{"a":1,}', "line 1, column 8"), ("[1]\n[2]", "line 2")],
+)
+def test_a_syntax_error_says_where(text: str, where: str) -> None:
+    with pytest.raises(JsonError, match=where):
+        jsontext.loads(text)
+
+
+def test_a_failure_is_a_value_error() -> None:
+    assert issubclass(JsonError, ValueError)
+
+
+JSONISH = st.text(alphabet='{}[]",: \\u0123456789.eE+-truefalsnNIiy\x00\xff', max_size=40)
+
+
+@given(JSONISH | st.binary(max_size=40))
+def test_any_input_is_json_or_a_json_error(data: str | bytes) -> None:
+    """Never another exception: callers catch JsonError alone."""
+    with contextlib.suppress(JsonError):
+        jsontext.loads(data)
+
+
+# ---------------------------------------------------------------- past the stack
+
+
+def test_a_deep_array_is_read_without_recursion() -> None:
+    assert depth_of(jsontext.loads("[" * DEEP + "]" * DEEP)) == DEEP
+
+
+def test_a_deep_object_is_read_with_its_keys_and_values() -> None:
+    value = jsontext.loads('{"k": ' * DEEP + '"leaf"' + "}" * DEEP)
+    assert depth_of(value) == DEEP
+    for _ in range(DEEP):
+        assert isinstance(value, dict) and list(value) == ["k"]
+        value = value["k"]
+    assert value == "leaf"
+
+
+def test_a_deep_document_keeps_every_member() -> None:
+    text = '[{"a": [1, 2], "b": {}, "c": []}, ' * DEEP + "null" + "]" * DEEP
+    value = jsontext.loads(text)
+    for _ in range(DEEP):
+        assert isinstance(value, list) and len(value) == 2
+        assert value[0] == {"a": [1, 2], "b": {}, "c": []}
+        value = value[1]
+    assert value is None
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("[" * DEEP + "]" * (DEEP - 1), "expecting ',' or the end of a container"),
+        ("[" * DEEP + "]" * DEEP + "]", "extra data"),
+        ('{"k": ' * DEEP + "1" + "}" * (DEEP - 1) + "]", "expecting ',' or the end"),
+        ('{"k": ' * DEEP + '{"x" 1}' + "}" * DEEP, "expecting ':'"),
+        ('{"k": ' * DEEP + "{1: 2}" + "}" * DEEP, "expecting a property name"),
+        ('{"k": ' * DEEP + '{"a": 1, }' + "}" * DEEP, "expecting a property name"),
+        ("[" * DEEP + "NaN" + "]" * DEEP, "NaN is not a JSON number"),
+        ("[" * DEEP + "tru" + "]" * DEEP, "Expecting value"),
+    ],
+    ids=[
+        "unclosed",
+        "closed once too often",
+        "closed by the wrong bracket",
+        "no colon",
+        "a key that is not a string",
+        "a trailing comma in an object",
+        "NaN",
+        "a misspelled literal",
+    ],
+)
+def test_a_broken_deep_document_is_a_json_error(text: str, problem: str) -> None:
+    with pytest.raises(JsonError, match=problem):
+        jsontext.loads(text)
+
+
+# ---------------------------------------------------------------- lone surrogates
 
 
 @pytest.mark.parametrize(
