@@ -325,7 +325,7 @@ def check_device_timeout(value: object) -> int:
 
 def check_targets(devices: object, everything: object) -> list[str] | None:
     """The device names a task targets, in order and without repeats; None for all."""
-    if everything not in (None, False, True):
+    if everything is not None and not isinstance(everything, bool):
         raise InvalidRequest("all must be true or false")
     if everything is True:
         if devices is not None:
