@@ -307,6 +307,51 @@ def test_checks_of_what_applications_send() -> None:
             bad()
 
 
+def test_what_applications_send_comes_back_checked() -> None:
+    assert ota.check_version("2.0.1") == "2.0.1"
+    assert ota.check_version("v" * 64) == "v" * 64
+    assert ota.check_module("MCU") == "MCU"
+    assert ota.check_firmware_name(None) is None
+    assert ota.check_firmware_name("") is None  # no name: the service makes one
+    assert ota.check_firmware_name("MCU firmware 2.0.1") == "MCU firmware 2.0.1"
+    assert ota.check_ext_data({"mandatory": True}, 18) == {"mandatory": True}
+    assert ota.check_ext_data({}, ota.MAX_EXT_DATA) == {}
+    assert ota.check_device_timeout(1) == 1
+    assert ota.check_device_timeout(7 * 86_400) == 7 * 86_400
+    assert ota.check_rollout(ota.MAX_ROLLOUT_PER_MINUTE) == ota.MAX_ROLLOUT_PER_MINUTE
+    assert ota.check_targets(["a"], False) == ["a"]
+    many = [f"d{i}" for i in range(ota.MAX_TASK_DEVICES)]
+    assert ota.check_targets(many, None) == many
+
+
+@pytest.mark.parametrize(
+    ("devices", "everything", "words"),
+    [
+        (None, "yes", "all must be true or false"),
+        (["a"], 1, "all must be true or false"),  # 1 == True, but 1 is not true in JSON
+        (None, 1.0, "all must be true or false"),
+        (["a"], 0, "all must be true or false"),
+        ([f"d{i}" for i in range(ota.MAX_TASK_DEVICES + 1)], None, "at most 100000 devices"),
+        (["a"], True, "not both"),
+        (None, False, "say which devices"),
+    ],
+)
+def test_a_tasks_targets_are_devices_or_all(
+    devices: object, everything: object, words: str
+) -> None:
+    with pytest.raises(InvalidRequest, match=words):
+        ota.check_targets(devices, everything)
+
+
+def test_a_rollout_bucket_never_goes_back_in_time() -> None:
+    """A clock read out of order (an earlier time) neither refills nor moves the bucket."""
+    r = ota.Rollout(60, T0)  # one a second
+    r.take(T0)
+    assert not r.available(T0 - 5_000)
+    assert not r.available(T0 + 999)
+    assert r.available(T0 + 1_000)
+
+
 def test_ids_sort_by_creation() -> None:
     ids = ota.IdClock()
     made = [ota.new_id(ids.next(T0)) for _ in range(50)]

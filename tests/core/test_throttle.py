@@ -140,6 +140,15 @@ def test_oldest_live_window_goes_when_none_has_expired() -> None:
     assert set(throttle._failures) == {"b", "c"}
 
 
+def test_a_table_of_no_keys_remembers_nothing_and_never_slows_anyone() -> None:
+    """The bound holds at its extreme: every key is dropped, the one just failed too."""
+    throttle = FailureThrottle(free=0, max_keys=0, window_ms=WINDOW)
+    for now in range(5):
+        throttle.failed("a", now)
+        assert len(throttle._failures) == 0
+        assert throttle.delay("a", now) == 0.0
+
+
 def test_restarted_window_counts_as_young() -> None:
     """A key whose window restarted is as young as its new window, not its first failure.
 
