@@ -1,0 +1,133 @@
+"""PresenceService: who is online and when each device was last heard from.
+
+Online while at least one connection is open; each transition announced
+once; activity only moves forward; changes are kept in memory (reads are
+never behind) and recorded in batches by `flush`; a start marks everyone
+recorded online offline. The clock is fake, so every time is exact.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.services.conftest import World, build_world
+from thingshub.core.events import PresenceChanged
+from thingshub.core.model import Presence
+
+T0 = 1_700_000_000_000
+
+
+async def test_a_connection_makes_a_device_online_and_its_close_offline(world: World) -> None:
+    await world.device(online=False)
+    changes = world.watch(PresenceChanged)
+    world.presence.connected("p1", "d1", 7)
+    world.clock.advance(30)
+    world.presence.disconnected("p1", "d1", 7)
+    assert not world.presence.is_online("p1", "d1")
+    assert changes == [
+        PresenceChanged("p1", "d1", True, T0),
+        PresenceChanged("p1", "d1", False, T0 + 30),
+    ]
+    assert await world.presence.get("p1", "d1") == Presence(False, T0, T0 + 30)
+
+
+async def test_the_newest_connection_holds_the_device(world: World) -> None:
+    """A takeover: the new connection logs in before the old one's close arrives;
+    that late close must not make the device offline."""
+    await world.device(online=False)
+    changes = world.watch(PresenceChanged)
+    world.presence.connected("p1", "d1", 1)
+    world.presence.connected("p1", "d1", 2)  # the same device again: no new transition
+    world.presence.disconnected("p1", "d1", 1)  # the older one's late close
+    assert world.presence.is_online("p1", "d1")
+    world.presence.connected("p1", "d1", 1)  # an accept older than the holder changes nothing
+    world.presence.disconnected("p1", "d1", 1)
+    assert world.presence.is_online("p1", "d1")
+    world.presence.disconnected("p1", "d1", 2)
+    assert not world.presence.is_online("p1", "d1")
+    world.presence.disconnected("p1", "d1", 2)  # a repeated close changes nothing
+    assert [c.online for c in changes] == [True, False]
+
+
+async def test_activity_moves_forward_only_and_only_while_connected(world: World) -> None:
+    await world.device()
+    world.presence.touch("p1", "d1", T0 + 500)
+    world.presence.touch("p1", "d1", T0 + 200)  # an older sample changes nothing
+    assert await world.presence.get("p1", "d1") == Presence(True, T0 + 500, T0)
+    world.disconnect("d1")
+    world.presence.touch("p1", "d1", T0 + 900)  # a late sample of a closed connection
+    assert await world.presence.get("p1", "d1") == Presence(False, T0 + 500, T0)
+
+
+async def test_changes_are_recorded_in_one_batch_by_flush(world: World) -> None:
+    await world.device("d1")
+    await world.device("d2")
+    world.presence.touch("p1", "d2", T0 + 7)
+    assert await world.storage.devices.presence("p1", "d1") == Presence(False)
+    await world.presence.flush()
+    assert await world.storage.devices.presence("p1", "d1") == Presence(True, T0, T0)
+    assert await world.storage.devices.presence("p1", "d2") == Presence(True, T0 + 7, T0)
+    await world.presence.flush()  # nothing pending: nothing to do
+
+
+async def test_reads_prefer_memory_then_the_store(world: World, tmp_path: Path) -> None:
+    await world.device("d1")
+    await world.device("d2", online=False)
+    world.disconnect("d1")
+    await world.presence.flush()
+    # Recorded and offline: no longer kept in memory, read from the store.
+    other = build_world(tmp_path / "other", storage=world.storage, clock=world.clock)
+    assert await other.presence.get("p1", "d1") == Presence(False, T0, T0)
+    assert await other.presence.get("p1", "d2") == Presence(False)
+    assert await other.presence.get("p1", "nobody") == Presence(False)
+    world.connect("d2")
+    assert await world.presence.get_many([("p1", "d1"), ("p1", "d2"), ("p1", "x")]) == {
+        ("p1", "d1"): Presence(False, T0, T0),
+        ("p1", "d2"): Presence(True, T0, T0),
+        ("p1", "x"): Presence(False),
+    }
+    assert await world.presence.get_many([("p1", "d2")]) == {("p1", "d2"): Presence(True, T0, T0)}
+
+
+async def test_online_devices_are_counted_per_product(world: World) -> None:
+    await world.device("d1", "p1")
+    await world.device("d2", "p1")
+    await world.device("d1", "p2")
+    await world.device("d3", "p2", online=False)
+    assert world.presence.online_count() == 3
+    assert world.presence.online_count("p1") == 2
+    assert world.presence.online_count("p2") == 1
+    assert world.presence.online_count("p3") == 0
+
+
+async def test_a_deleted_device_is_forgotten_without_a_record(world: World) -> None:
+    await world.device()
+    changes = world.watch(PresenceChanged)
+    world.presence.forget("p1", "d1")
+    await world.presence.flush()
+    assert not world.presence.is_online("p1", "d1")
+    assert changes == []
+    assert await world.storage.devices.presence("p1", "d1") == Presence(False)
+
+
+async def test_a_start_marks_every_device_recorded_online_offline(
+    world: World, tmp_path: Path
+) -> None:
+    """The previous run stopped without recording its disconnections."""
+    await world.device()
+    await world.presence.flush()
+    restarted = build_world(tmp_path / "next", storage=world.storage, clock=world.clock)
+    world.clock.advance(60_000)
+    await restarted.presence.start()
+    try:
+        assert await restarted.presence.get("p1", "d1") == Presence(False, T0, T0 + 60_000)
+    finally:
+        await restarted.presence.stop()
+
+
+async def test_stop_records_what_is_pending(world: World) -> None:
+    await world.presence.start()
+    await world.device()
+    await world.presence.stop()
+    assert await world.storage.devices.presence("p1", "d1") == Presence(True, T0, T0)
+    await world.presence.stop()  # stopping twice is harmless
