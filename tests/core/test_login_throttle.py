@@ -121,3 +121,25 @@ def test_nobody_jumps_the_queue() -> None:
     lanes.wait("k", "waiter")
     assert lanes.leave("k") == "waiter"  # the place is handed over, not freed
     assert not lanes.try_enter("k", 1)
+
+
+def test_withdrawing_a_waiter_that_is_not_waiting_changes_nothing() -> None:
+    """Its turn came already (it holds the place), or the lane is gone."""
+    lanes: Lanes[str] = Lanes()
+    lanes.withdraw("nobody", "w")
+    assert len(lanes) == 0
+    assert lanes.try_enter("k", 1)
+    lanes.wait("k", "w")
+    assert lanes.leave("k") == "w"
+    lanes.withdraw("k", "w")  # too late: it holds the place now
+    assert not lanes.free("k", 1)
+    assert lanes.leave("k") is None
+    assert len(lanes) == 0
+
+
+def test_a_trust_table_of_no_keys_trusts_nobody() -> None:
+    """The bound holds at its extreme: the pair just trusted is dropped too."""
+    throttle = LoginThrottle(max_keys=0)
+    throttle.succeeded(NAT, "u/x", 0)
+    assert not throttle.trusted(NAT, "u/x", 0)
+    assert kinds(throttle, NAT, "u/x") == ["pair", "identity", "check"]
