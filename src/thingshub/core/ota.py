@@ -280,7 +280,8 @@ def _safe_numbers(value: object) -> bool:
                 return False
         elif isinstance(item, dict):
             stack.extend(item.values())
-        elif isinstance(item, list):
+        else:
+            assert isinstance(item, list)  # nothing else is JSON
             stack.extend(item)
     return True
 
