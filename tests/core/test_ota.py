@@ -343,6 +343,14 @@ def test_a_tasks_targets_are_devices_or_all(
         ota.check_targets(devices, everything)
 
 
+def test_ext_data_numbers_stay_within_what_every_reader_keeps_exact() -> None:
+    safe = {"a": [2**53 - 1, -(2**53 - 1), 1.5, True, None, "x" * 10, {"b": [0]}]}
+    assert ota.check_ext_data(safe, 100) == safe
+    for unsafe in ({"a": 2**53}, {"a": [{"b": -(2**53)}]}, {"a": 1e300}):
+        with pytest.raises(InvalidRequest, match="ext_data numbers must be within"):
+            ota.check_ext_data(unsafe, 20)
+
+
 def test_a_rollout_bucket_never_goes_back_in_time() -> None:
     """A clock read out of order (an earlier time) neither refills nor moves the bucket."""
     r = ota.Rollout(60, T0)  # one a second
