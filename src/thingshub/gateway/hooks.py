@@ -3,8 +3,9 @@
 Rules:
 - Every CONNECT must name a registered device, in the credential form of
   one of the dialects (a OneNET token, a ThingsPanel user name and
-  password, ...), which then verifies them. The answer for an address that keeps failing is slowed down
-  (core/throttle.py), success or not, so timing tells an attacker nothing.
+  password, ...), which then verifies them. The answer for an address that
+  keeps failing is slowed down (core/throttle.py), success or not, so
+  timing tells an attacker nothing.
 - Refusals: bad credentials, unknown device, an expired token, or a token
   naming another device than the client id does → "bad user name or
   password" (0x86; 3.1.1: 4); a disabled device → "not authorized" (0x87;
