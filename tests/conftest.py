@@ -13,6 +13,8 @@
 - `broker_factory`: a real `Broker` listening on a loopback port, running on
   its own event loop in a background thread, so blocking clients (paho-mqtt,
   raw sockets) can talk to it from the test's thread.
+- Hypothesis runs without deadlines: a deadline is a timing assertion, which
+  fails on a loaded machine for no fault of the code (speed is bench/'s).
 """
 
 from __future__ import annotations
@@ -30,11 +32,15 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
+from hypothesis import HealthCheck, settings
 
 from thingshub.mqtt.hooks import Hooks
 from thingshub.mqtt.server import Broker, BrokerConfig
 
 T = TypeVar("T")
+
+settings.register_profile("thingshub", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("thingshub")
 
 
 class _ErrorCollector(logging.Handler):

@@ -10,16 +10,28 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-if TYPE_CHECKING:
-    from thingshub.app import Platform
-    from thingshub.services.ota import OtaService
+from thingshub.bus.local import LocalBus
+from thingshub.gateway.hooks import DeviceGateway
+from thingshub.mqtt.server import Broker
+from thingshub.services.ingest import IngestService
+from thingshub.services.ota import OtaService
 
 
-def collect(platform: Platform) -> Iterable[Metric]:
+class Parts(Protocol):
+    """The parts whose counters are read (the platform has them, once started)."""
+
+    broker: Broker | None
+    gateway: DeviceGateway | None
+    bus: LocalBus | None
+    ingest: IngestService | None
+    ota: OtaService | None
+
+
+def collect(platform: Parts) -> Iterable[Metric]:
     """Every family of the platform's parts, read when /metrics is scraped."""
     broker, gateway = platform.broker, platform.gateway
     if broker is None or gateway is None:

@@ -1,4 +1,5 @@
-"""FailureThrottle: how failed logins from one address slow its next answers.
+"""FailureThrottle: how failed logins under one key (an address and identity, or an
+identity: see test_login_throttle.py) slow its next answers.
 
 Time is an argument, so every case runs on a made-up millisecond clock.
 The memory bound matters as much as the delays: the throttle sits in front

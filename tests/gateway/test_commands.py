@@ -289,6 +289,9 @@ def test_not_subscribed_device_fails_at_once(platform: RunningPlatform, register
     )
     assert r.status_code == 409 and "subscribed" in r.json()["error"]
     assert time.monotonic() - started < 2
+    # Nothing reached the device, so nothing is counted as sent to it.
+    metrics = api.get("/metrics").text
+    assert 'thingshub_messages_out_total{family="thingspanel"}' not in metrics
 
 
 def test_records_survive_a_restart(platform_factory, database_url) -> None:

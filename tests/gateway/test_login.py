@@ -1,8 +1,10 @@
 """Device login over real MQTT: OneNET tokens and ThingsPanel user name/password,
-the refusal codes of both protocol versions, and the slow-down of repeated failures."""
+the refusal codes of both protocol versions, the slow-down of repeated failures
+(more in test_login_throttle.py), escaped log lines, and a malformed will."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from tests.conftest import Registered, RunningPlatform
 from tests.mqtt.clients import PahoClient, RawClient
 from thingshub.dialects.onenet import token as onenet
+from thingshub.mqtt.codec import Connack, Connect, Will
 
 NOW = int(time.time())
 
@@ -130,18 +133,25 @@ def test_repeated_failures_from_one_address_are_slowed_down(
     assert time.monotonic() - started >= throttle.base_delay
 
 
+@pytest.mark.parametrize("login", ["v5-token", "v3-password"])
 def test_deleted_device_is_disconnected_and_cannot_log_in(
-    platform: RunningPlatform, register
+    platform: RunningPlatform, register, login: str
 ) -> None:
+    # One login at a time: a device holds one connection (test_takeover.py).
     dev = register()
-    v5 = PahoClient(platform.mqtt_port, dev.name, username=dev.product_id, password=token_for(dev))
-    v3 = PahoClient(
-        platform.mqtt_port, "tp", version=4, username=dev.username, password=dev.password
-    )
+    if login == "v5-token":
+        client = PahoClient(
+            platform.mqtt_port, dev.name, username=dev.product_id, password=token_for(dev)
+        )
+    else:
+        client = PahoClient(
+            platform.mqtt_port, "tp", version=4, username=dev.username, password=dev.password
+        )
     api = platform.http()
     assert api.delete(f"/api/v1/products/{dev.product_id}/devices/{dev.name}").status_code == 204
-    assert v5.wait_disconnected() == 0x98  # administrative action
-    v3.wait_disconnected()
+    code = client.wait_disconnected()
+    if login == "v5-token":
+        assert code == 0x98  # administrative action
     assert refused(platform.mqtt_port, 5, "tp", dev.username, dev.password) == 0x86
     assert refused(platform.mqtt_port, 5, dev.name, dev.product_id, token_for(dev)) == 0x86
 
@@ -160,3 +170,31 @@ def test_same_client_id_of_two_devices_do_not_take_each_other_over(
     ca2 = PahoClient(platform.mqtt_port, "shared-id", username=a.username, password=a.password)
     assert ca.wait_disconnected() == 0x8E
     ca2.fence()
+
+
+def test_a_client_id_cannot_forge_a_log_line(
+    platform: RunningPlatform, register, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The refusal is logged with the client id, escaped: no raw control character
+    (a newline would start a forged line) reaches the log."""
+    dev = register()
+    caplog.set_level(logging.INFO, logger="thingshub")
+    forged = "x\n2026-01-01 00:00:00,000 ERROR thingshub.gateway: forged\r\x1b[2K"
+    assert refused(platform.mqtt_port, 4, forged, dev.username, "wrong") == 4
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("thingshub")]
+    assert any("forged" in line for line in lines), lines
+    assert all(line.isprintable() for line in lines), lines
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_a_will_topic_with_a_wildcard_is_a_protocol_error(
+    platform: RunningPlatform, register, version: int
+) -> None:
+    """Even with good credentials: 3.1.1 is closed without CONNACK (it has no code
+    for a CONNECT that breaks the protocol), 5.0 gets CONNACK 0x82."""
+    dev = register()
+    raw = RawClient(platform.mqtt_port, version)
+    raw.send(
+        Connect("c", version, True, 0, dev.username, dev.password.encode(), Will("devices/#", b"x"))
+    )
+    assert raw.wait_closed() == ([Connack(0x82)] if version == 5 else [])

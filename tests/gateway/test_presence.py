@@ -1,6 +1,7 @@
 """Presence over real MQTT and HTTP: online on CONNECT; offline on DISCONNECT, on a lost
-connection, on keepalive expiry; a device with two connections stays online until both
-are gone; lastActivityTime moves with traffic."""
+connection, on keepalive expiry; a device logging in again (another client id) stays
+online, its older connection closed (test_takeover.py); lastActivityTime moves with
+traffic."""
 
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ def test_keepalive_expiry_makes_a_device_offline(platform: RunningPlatform, regi
 
 
 def test_two_connections_of_one_device(platform: RunningPlatform, register) -> None:
+    # b takes over from a (one device, one connection): a's end leaves it online.
     dev = register()
     api = platform.http()
     a = PahoClient(platform.mqtt_port, "a", username=dev.username, password=dev.password)

@@ -382,14 +382,19 @@ class RawClient:
     """A TCP connection to the server that sends and reads packets through our codec.
 
     `version` is the protocol level the replies are parsed with; `connect`
-    sends a CONNECT at that level.
+    sends a CONNECT at that level. `source` is the local address to connect
+    from (another loopback address, e.g. 127.0.0.2, is another client host).
     """
 
-    def __init__(self, port: int, version: int = 5, *, rcvbuf: int | None = None) -> None:
+    def __init__(
+        self, port: int, version: int = 5, *, rcvbuf: int | None = None, source: str | None = None
+    ) -> None:
         self.version = version
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if source is not None:
+            sock.bind((source, 0))
         sock.settimeout(TIMEOUT)
         sock.connect((HOST, port))
         self.sock = sock

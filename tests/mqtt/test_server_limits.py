@@ -23,6 +23,7 @@ from thingshub.mqtt.codec import (
     ReasonCode,
     Subscribe,
     SubscriptionRequest,
+    Will,
     encode,
 )
 from thingshub.mqtt.server import BrokerConfig
@@ -126,6 +127,22 @@ def test_unknown_protocol_name_is_closed(broker: RunningBroker) -> None:
     raw = RawClient(broker.port, 4)
     raw.send_bytes(_connect_bytes(b"HTTP", 4))
     assert raw.wait_closed() == []
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("topic", ["devices/#", "a/+/b", ""])
+def test_a_will_topic_that_is_no_topic_name_is_a_protocol_error(
+    broker: RunningBroker, version: int, topic: str
+) -> None:
+    """Wildcards, or nothing, are no topic name [MQTT-4.7.1-1, MQTT-4.7.3-1].
+    3.1.1 has no CONNACK code for a CONNECT that breaks the protocol: close
+    without one [MQTT-3.1.4-1] (not CONNACK 3, "server unavailable"). 5.0 may
+    say why first: 0x82, data that does not conform (not 0x90, which is for a
+    well-formed will topic the server does not accept)."""
+    raw = RawClient(broker.port, version)
+    raw.send(Connect("willful", version, True, 0, will=Will(topic, b"x")))
+    assert raw.wait_closed() == ([Connack(0x82)] if version == 5 else [])
+    assert PahoClient(broker.port, "next", version=version).connack_code == 0
 
 
 # ------------------------------------------------------------ malformed packets

@@ -12,16 +12,17 @@ from typing import Any
 
 import pytest
 
-import thingshub.storage.postgres
-import thingshub.storage.sqlite
+import thingshub.storage.postgres.storage
+import thingshub.storage.sqlite.storage
 from tests.storage.support import Backend, command, device, image, pg_fetch, product
 from thingshub.core.errors import Unavailable
 from thingshub.core.model import Point, Presence, PresenceUpdate, StoredImage
 from thingshub.core.ports import Storage
-from thingshub.storage import postgres_schema, sqlite_schema
-from thingshub.storage.common import Migration, check_migrations
 from thingshub.storage.postgres import PostgresStorage
+from thingshub.storage.postgres import schema as postgres_schema
+from thingshub.storage.sql.migrations import Migration, check_migrations
 from thingshub.storage.sqlite import SqliteStorage
+from thingshub.storage.sqlite import schema as sqlite_schema
 
 
 def migrations_table(backend: Backend) -> list[tuple[Any, ...]]:
@@ -166,9 +167,9 @@ def test_later_migrations_keep_the_data_of_version_1(
     durable_backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     module: Any = (
-        thingshub.storage.postgres
+        thingshub.storage.postgres.storage
         if durable_backend.kind == "postgres"
-        else thingshub.storage.sqlite
+        else thingshub.storage.sqlite.storage
     )
     with monkeypatch.context() as patch:
         patch.setattr(module, "MIGRATIONS", module.MIGRATIONS[:1])
@@ -283,9 +284,9 @@ def test_failed_migration_changes_nothing(
 
     durable_backend.run(nothing)
     module: Any = (
-        thingshub.storage.postgres
+        thingshub.storage.postgres.storage
         if durable_backend.kind == "postgres"
-        else thingshub.storage.sqlite
+        else thingshub.storage.sqlite.storage
     )
     broken = Migration(
         latest(durable_backend) + 1,
@@ -335,7 +336,7 @@ def test_sqlite_connection_settings(tmp_path: Path) -> None:
         "journal_mode": "wal",
         "synchronous": 2,  # FULL
         "foreign_keys": 1,
-        "busy_timeout": thingshub.storage.sqlite.BUSY_TIMEOUT_MS,
+        "busy_timeout": thingshub.storage.sqlite.storage.BUSY_TIMEOUT_MS,
     }
     assert path.exists()
 

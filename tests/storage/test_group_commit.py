@@ -1,4 +1,4 @@
-"""The group-commit writer (storage/batch.py): alone with a scripted `run`, then
+"""The group-commit writer (storage/sql/batch.py): alone with a scripted `run`, then
 as the writer of the SQLite and PostgreSQL storages.
 
 What is checked: a lone write goes at once; writes queued together share one
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -22,10 +21,12 @@ import pytest
 from tests.storage.support import Backend, command, device, image, pg_fetch, product
 from thingshub.core.errors import AlreadyExists, NotFound, Unavailable, VersionConflict
 from thingshub.core.ports import Storage
-from thingshub.storage import postgres_writes, sqlite_writes
-from thingshub.storage.batch import GroupCommit, Write, plan
 from thingshub.storage.postgres import PostgresStorage
+from thingshub.storage.postgres import writes as postgres_writes
+from thingshub.storage.sql.batch import GroupCommit, Write, plan
+from thingshub.storage.sql.connection import sql
 from thingshub.storage.sqlite import SqliteStorage
+from thingshub.storage.sqlite import writes as sqlite_writes
 
 # ------------------------------------------------------------------ plan
 
@@ -304,7 +305,7 @@ def _install(
     backend: Backend,
     monkeypatch: pytest.MonkeyPatch,
     kind: str,
-    on_sqlite: Callable[[sqlite3.Connection, Any], list[object]],
+    on_sqlite: Callable[[Any, Any], Awaitable[list[object]]],
     on_postgres: Callable[[Any, Any], Awaitable[list[object]]],
 ) -> None:
     if backend.kind == "sqlite":
@@ -319,13 +320,8 @@ _ORPHAN = (
 )
 
 
-def _orphan_sqlite(conn: sqlite3.Connection, rows: Any) -> list[object]:
-    conn.execute(_ORPHAN)  # a foreign key violation: a genuine database error
-    return [None] * len(rows)
-
-
-async def _orphan_postgres(conn: Any, rows: Any) -> list[object]:
-    await conn.execute(_ORPHAN)
+async def _orphan(conn: Any, rows: Any) -> list[object]:
+    await conn.execute(sql(_ORPHAN))  # a foreign key violation: a genuine database error
     return [None] * len(rows)
 
 
@@ -333,7 +329,7 @@ async def _orphan_postgres(conn: Any, rows: Any) -> list[object]:
 def test_a_database_error_fails_its_batch_only(
     durable_backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _install(durable_backend, monkeypatch, "test.orphan", _orphan_sqlite, _orphan_postgres)
+    _install(durable_backend, monkeypatch, "test.orphan", _orphan, _orphan)
 
     async def scenario(s: Storage) -> None:
         await add_devices(s, 3)
@@ -372,9 +368,9 @@ def test_cancelled_waiters_do_not_break_a_batch(
 ) -> None:
     inside, release = threading.Event(), threading.Event()
 
-    def hold_sqlite(conn: sqlite3.Connection, rows: Any) -> list[object]:
+    async def hold_sqlite(conn: Any, rows: Any) -> list[object]:
         inside.set()
-        release.wait(10)
+        release.wait(10)  # on the writer's thread
         return [None] * len(rows)
 
     async def hold_postgres(conn: Any, rows: Any) -> list[object]:

@@ -18,10 +18,14 @@ from tests.storage.support import Backend, device, pg_fetch, product
 from thingshub.core.errors import NotFound, Unavailable
 from thingshub.core.model import DeviceEvent, Point
 from thingshub.core.ports import Storage
-from thingshub.storage import common, postgres_series, postgres_writes, sqlite_series, sqlite_writes
-from thingshub.storage.batch import GroupCommit, Write
+from thingshub.storage import common
 from thingshub.storage.postgres import PostgresStorage
+from thingshub.storage.postgres import writes as postgres_writes
+from thingshub.storage.sql import series as sql_series
+from thingshub.storage.sql.batch import GroupCommit, Write
+from thingshub.storage.sql.connection import sql
 from thingshub.storage.sqlite import SqliteStorage
+from thingshub.storage.sqlite import writes as sqlite_writes
 
 T0 = 1_700_000_000_000
 
@@ -159,13 +163,8 @@ _ORPHAN = (
 )
 
 
-def _orphan_sqlite(conn: sqlite3.Connection, rows: Any) -> list[object]:
-    conn.execute(_ORPHAN)  # a foreign key violation: a genuine database error
-    return [None] * len(rows)
-
-
-async def _orphan_postgres(conn: Any, rows: Any) -> list[object]:
-    await conn.execute(_ORPHAN)
+async def _orphan(conn: Any, rows: Any) -> list[object]:
+    await conn.execute(sql(_ORPHAN))  # a foreign key violation: a genuine database error
     return [None] * len(rows)
 
 
@@ -180,7 +179,7 @@ def _install(backend: Backend, monkeypatch: pytest.MonkeyPatch, kind: str, *hand
 def test_a_failed_batch_stores_none_of_its_rows(
     durable_backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _install(durable_backend, monkeypatch, "test.orphan", _orphan_sqlite, _orphan_postgres)
+    _install(durable_backend, monkeypatch, "test.orphan", _orphan, _orphan)
 
     async def scenario(s: Storage) -> None:
         await setup(s, "d1", "d2")
@@ -205,11 +204,7 @@ def test_a_failed_batch_stores_none_of_its_rows(
     durable_backend.run(scenario)
 
 
-def _no_purge(conn: Any) -> bool:
-    return False
-
-
-async def _no_purge_async(pool: Any) -> bool:
+async def _no_purge(dialect: Any, conn: Any) -> bool:
     return False
 
 
@@ -248,8 +243,7 @@ def test_deleted_devices_are_purged_in_chunks_even_after_a_restart(
 
     # The purge is stopped before it starts; the next start resumes it.
     with monkeypatch.context() as patch:
-        patch.setattr(sqlite_series, "purge_step", _no_purge)
-        patch.setattr(postgres_series, "purge_step", _no_purge_async)
+        patch.setattr(sql_series, "purge_step", _no_purge)
         old = durable_backend.run(write)
 
     async def restart(s: Storage) -> None:
@@ -320,9 +314,9 @@ def test_reads_do_not_wait_for_the_writer(
 ) -> None:
     inside, release = threading.Event(), threading.Event()
 
-    def hold_sqlite(conn: sqlite3.Connection, rows: Any) -> list[object]:
+    async def hold_sqlite(conn: Any, rows: Any) -> list[object]:
         inside.set()
-        release.wait(10)
+        release.wait(10)  # on the writer's thread
         return [None] * len(rows)
 
     async def hold_postgres(conn: Any, rows: Any) -> list[object]:

@@ -1,20 +1,52 @@
-"""Slowing down repeated failures from one source (failed logins per address).
+"""Slowing down failed logins: penalties from past failures, lanes for attempts in flight.
 
 Rules:
-- Each key has a count of failures in a fixed window of `window_ms` starting
-  at its first failure; the window restarts when it has passed.
-- The first `free` failures cost nothing; after that each answer to that key
-  is delayed by `base_delay * 2**(n - free)` seconds, at most `max_delay`.
-- Memory is bounded: beyond `max_keys` keys, expired windows are dropped
-  first, then the oldest. Keys are kept in the order their windows started
-  (a restarted window moves its key to the end), so both are found at the
-  front of the table, in time independent of its size.
-- Time is passed in; nothing here sleeps.
+- `FailureThrottle` counts failures per key in a fixed window of `window_ms`
+  starting at the key's first failure; the window restarts when it has
+  passed. The first `free` failures cost nothing; after that each attempt on
+  that key waits `base_delay * 2**(n - free)` seconds, at most `max_delay`.
+- A login attempt names an address (where it comes from) and an identity
+  (who it claims to be: a user name, or a product id and device name).
+  `LoginThrottle` counts failures per (address, identity) pair and per
+  identity, never per address alone: devices behind one NAT share an
+  address, and one device's attacker must not slow the others down. (Many
+  identities tried from one address are bounded by `per_address`, not
+  penalized: issued passwords and 256-bit device keys are not guessed by
+  spraying, and an address-wide penalty is what would hit the neighbours.)
+- Lanes bound the attempts in flight. An attempt enters, in order, the lane
+  of its pair (one at a time), of its identity (`per_identity` at a time)
+  and of its address (`per_address` at a time). It waits out its pair's
+  penalty holding the pair's lane, the identity's penalty (what exceeds the
+  pair's) holding the identity's lane, and holds the address's lane only
+  while it is checked. So parallel attempts at one identity are answered one
+  penalty after another, at the pace of one, however many are sent; and an
+  attempt at another identity from the same address waits at most for a
+  place among `per_address` checks, never for anyone's penalty.
+- Trust: an identity that logged in from an address within `trust_ms` skips
+  its identity's lane and penalty, and the address's lane, from there (its
+  pair's lane and penalty still apply). Who knows a device's name (it is in
+  its topics) can slow down its logins from elsewhere, but never lock it out
+  of the addresses it uses.
+- Timing tells nothing: every penalty is decided by past failures and
+  successes, before the attempt is checked, so a correct password waits
+  exactly as long as a wrong one would in its place (a penalty paid only by
+  failures would let an attacker stop waiting once it is due, and know).
+  Failures are not forgiven by a success.
+- Memory is bounded: failure windows and trusted pairs are tables of at most
+  `max_keys` keys, kept in the order of their time, so expired and oldest
+  keys are dropped from the front, in time independent of their size;
+  identities are cut to `MAX_IDENTITY` characters; a lane exists only while
+  attempts hold or wait for it.
+- Time is passed in; nothing here sleeps or waits (gateway/admission.py does).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+W = TypeVar("W")
 
 
 class FailureThrottle:
@@ -66,3 +98,163 @@ class FailureThrottle:
             if now_ms - start < self.window_ms and len(failures) <= self.max_keys:
                 break
             del failures[oldest]
+
+
+# ---------------------------------------------------------------- logins
+
+
+#: Identities longer than this are cut (a valid one is far shorter): an
+#: attacker's 64 KiB user names must not make the tables big.
+MAX_IDENTITY = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Lane:
+    """One limit an attempt passes: at most `limit` attempts hold `key` at once."""
+
+    key: str
+    limit: int
+    #: What holding it costs: "pair" (its failures' penalty), "identity" (the
+    #: identity's penalty beyond the pair's) or "check" (nothing but the check).
+    kind: str
+
+
+class _Lane(Generic[W]):
+    __slots__ = ("held", "waiting")
+
+    def __init__(self) -> None:
+        self.held = 0
+        self.waiting: deque[W] = deque()
+
+
+class Lanes(Generic[W]):
+    """Per key, at most `limit` holders; the others wait in arrival order.
+
+    Pure bookkeeping: a waiter is whatever the caller waits on; `leave` says
+    which waiter holds the place now. A key exists only while someone holds
+    or waits for it.
+    """
+
+    def __init__(self) -> None:
+        self._lanes: dict[str, _Lane[W]] = {}
+
+    def free(self, key: str, limit: int) -> bool:
+        """Whether an attempt would enter at once (a free place, nobody waiting)."""
+        lane = self._lanes.get(key)
+        return lane is None or (lane.held < limit and not lane.waiting)
+
+    def try_enter(self, key: str, limit: int) -> bool:
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _Lane()
+        elif lane.held >= limit or lane.waiting:
+            return False
+        lane.held += 1
+        return True
+
+    def wait(self, key: str, waiter: W) -> None:
+        """Queue `waiter` for `key` (after `try_enter` said no)."""
+        self._lanes[key].waiting.append(waiter)
+
+    def leave(self, key: str) -> W | None:
+        """A holder leaves; the waiter that holds its place now, if any."""
+        lane = self._lanes[key]
+        if lane.waiting:
+            return lane.waiting.popleft()
+        lane.held -= 1
+        if not lane.held:
+            del self._lanes[key]
+        return None
+
+    def withdraw(self, key: str, waiter: W) -> None:
+        """A waiter gives up before its turn (nothing happens if it had it)."""
+        lane = self._lanes.get(key)
+        if lane is not None and waiter in lane.waiting:
+            lane.waiting.remove(waiter)
+
+    def __len__(self) -> int:
+        return len(self._lanes)
+
+
+class LoginThrottle:
+    """The rules for logins (module docstring); gateway/admission.py waits them out."""
+
+    def __init__(
+        self,
+        free: int = 5,
+        window_ms: int = 60_000,
+        base_delay: float = 0.25,
+        max_delay: float = 5.0,
+        max_keys: int = 100_000,
+        per_identity: int = 1,
+        per_address: int = 8,
+        trust_ms: int = 7 * 86_400_000,
+    ) -> None:
+        self.free = free
+        self.window_ms = window_ms
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.per_identity = per_identity
+        self.per_address = per_address
+        self.trust_ms = trust_ms
+        self.max_keys = max_keys
+        self.pairs = FailureThrottle(free, window_ms, base_delay, max_delay, max_keys)
+        self.identities = FailureThrottle(free, window_ms, base_delay, max_delay, max_keys)
+        self.lanes: Lanes[Any] = Lanes()
+        # pair -> time of its last login, oldest first
+        self._trusted: OrderedDict[str, int] = OrderedDict()
+
+    @staticmethod
+    def pair(address: str, identity: str) -> str:
+        return f"{address} {identity[:MAX_IDENTITY]}"
+
+    def trusted(self, address: str, identity: str, now_ms: int) -> bool:
+        """Whether `identity` logged in from `address` within `trust_ms`."""
+        at = self._trusted.get(self.pair(address, identity))
+        return at is not None and now_ms - at < self.trust_ms
+
+    def plan(self, address: str, identity: str, now_ms: int) -> list[Lane]:
+        """The lanes an attempt passes, in the order it must enter them."""
+        lanes = [Lane(self.pair(address, identity), 1, "pair")]
+        if not self.trusted(address, identity, now_ms):
+            lanes.append(Lane("i " + identity[:MAX_IDENTITY], self.per_identity, "identity"))
+            lanes.append(Lane("a " + address, self.per_address, "check"))
+        return lanes
+
+    def penalty(self, lane: Lane, address: str, identity: str, served: float, now_ms: int) -> float:
+        """Seconds to wait holding `lane`, given what the attempt has already waited
+        (`served`) for penalties; decided by past failures only, never by this
+        attempt's outcome."""
+        if lane.kind == "pair":
+            return self.pairs.delay(lane.key, now_ms)
+        if lane.kind == "identity":
+            return max(0.0, self.identities.delay(lane.key, now_ms) - served)
+        return 0.0
+
+    def at_once(self, address: str, identity: str, now_ms: int) -> bool:
+        """Whether an attempt may be judged now, without waiting or holding lanes:
+        no penalty and every lane free."""
+        return all(
+            self.lanes.free(lane.key, lane.limit)
+            and not self.penalty(lane, address, identity, 0.0, now_ms)
+            for lane in self.plan(address, identity, now_ms)
+        )
+
+    def failed(self, address: str, identity: str, now_ms: int) -> None:
+        self.pairs.failed(self.pair(address, identity), now_ms)
+        self.identities.failed("i " + identity[:MAX_IDENTITY], now_ms)
+
+    def succeeded(self, address: str, identity: str, now_ms: int) -> None:
+        """A login went through: the pair is trusted from now on (failures are
+        not forgiven: an attacker at a device's address gains nothing from the
+        device's own logins)."""
+        key = self.pair(address, identity)
+        trusted = self._trusted
+        trusted.pop(key, None)
+        trusted[key] = now_ms
+        # Oldest first: drop beyond the bound, and what has expired at the front.
+        while trusted:
+            oldest, at = next(iter(trusted.items()))
+            if len(trusted) <= self.max_keys and now_ms - at < self.trust_ms:
+                break
+            del trusted[oldest]

@@ -3,27 +3,34 @@
 Rules:
 - Every CONNECT must name a registered device, in the credential form of
   one of the dialects (a OneNET token, a ThingsPanel user name and
-  password, ...), which then verifies them. The answer for an address that
-  keeps failing is slowed down (core/throttle.py), success or not, so
-  timing tells an attacker nothing.
+  password, ...), which then verifies them. Failed logins are throttled per
+  (address, identity) and per identity, attempts in flight are bounded per
+  pair, identity and address (core/throttle.py, waited out in
+  admission.py); a penalty applies to an attempt whatever its outcome, so
+  timing tells an attacker nothing, and never to another identity's
+  attempts from the same address.
 - Refusals: bad credentials, unknown device, an expired token, or a token
   naming another device than the client id does → "bad user name or
   password" (0x86; 3.1.1: 4); a disabled device → "not authorized" (0x87;
   3.1.1: 5).
 - A device's MQTT session is keyed by (device, client id), so one device can
-  never take over another's session by reusing its client id.
+  never take over another's session by reusing its client id; and the device
+  is the connection's identity, so it holds one connection and one session
+  whatever client ids it uses: its newest login takes over the older one.
 - Topic rights, logins, decoding and encoding come from the dialects, asked
   through their registry: nothing here knows a topic or a credential form.
-- Presence: online on CONNECT, offline when its last connection closes;
-  activity is sampled from the server once a second.
+- Presence: online on CONNECT, offline when its connection closes, ordered
+  by the connections' sequence; a connection taken over by a newer login of
+  the device does not make it offline (the newer one holds it). Activity is
+  sampled from the server once a second.
 - A deleted device's connections are closed at once.
+- Client-chosen strings reach the log escaped (mqtt/logs.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -33,9 +40,10 @@ from thingshub.core.events import DeviceDeleted, Event
 from thingshub.core.messages import DeviceRef, Outbound
 from thingshub.core.model import Device
 from thingshub.core.ports import Clock, EventBus
-from thingshub.core.throttle import FailureThrottle
+from thingshub.core.throttle import LoginThrottle
 from thingshub.dialects.port import Login
 from thingshub.dialects.registry import Registry
+from thingshub.gateway.admission import Admission
 from thingshub.mqtt.codec.reasons import ReasonCode
 from thingshub.mqtt.hooks import (
     Accept,
@@ -46,11 +54,12 @@ from thingshub.mqtt.hooks import (
     PublishOutcome,
     Refuse,
 )
+from thingshub.mqtt.logs import logger
 from thingshub.mqtt.server import Broker
 from thingshub.services.devices import DeviceService
 from thingshub.services.presence import PresenceService
 
-log = logging.getLogger("thingshub.gateway")
+log = logger("thingshub.gateway")
 
 
 #: Handles one kind of message from a device; its result is the QoS 1
@@ -66,14 +75,14 @@ class DeviceGateway:
         clock: Clock,
         bus: EventBus,
         dialects: Registry,
-        throttle: FailureThrottle | None = None,
+        throttle: LoginThrottle | None = None,
         activity_interval: float = 1.0,
     ) -> None:
         self.dialects = dialects
         self.devices = devices
         self.presence = presence
         self.clock = clock
-        self.throttle = throttle or FailureThrottle()
+        self.admission = Admission(throttle or LoginThrottle(), clock)
         self.activity_interval = activity_interval
         self.logins_ok = 0
         self.logins_failed: Counter[str] = Counter()
@@ -93,6 +102,14 @@ class DeviceGateway:
     def on_device_subscribe(self, listener: Callable[[DeviceRef, list[str]], None]) -> None:
         """Be told of the filters a device was granted, right after its SUBACK."""
         self._subscribe_listeners.append(listener)
+
+    @property
+    def throttle(self) -> LoginThrottle:
+        return self.admission.throttle
+
+    @throttle.setter
+    def throttle(self, throttle: LoginThrottle) -> None:
+        self.admission.throttle = throttle
 
     @property
     def broker(self) -> Broker:
@@ -116,46 +133,50 @@ class DeviceGateway:
     # ------------------------------------------------------------ login
 
     def authenticate(self, request: ConnectRequest) -> Accept | Refuse | Awaitable[Accept | Refuse]:
-        """At once when the device is cached and the address is not being slowed
-        down (the common reconnect); otherwise after a lookup, in a coroutine."""
+        """At once when the device is cached and the throttle lets the attempt
+        through without waiting (the common reconnect); otherwise in a
+        coroutine, after its lanes and penalties and a lookup."""
         host = request.address.rsplit(":", 1)[0]
-        delay = self.throttle.delay(host, self.clock.now_ms())
         login: Login | ThingsHubError
         try:
             login = self._credentials(request)
         except ThingsHubError as exc:
             login = exc
-        if not delay and isinstance(login, Login):
+        who = _identity(request, login)
+        if isinstance(login, Login) and self.admission.at_once(host, who):
             device = self.devices.cached(login.lookup)
             if device is not None:
-                return self._decide(request, host, login, device)
-        return self._authenticate_later(request, host, login, delay)
+                return self._decide(request, host, who, login, device)
+        return self._authenticate_later(request, host, who, login)
 
     async def _authenticate_later(
-        self, request: ConnectRequest, host: str, login: Login | ThingsHubError, delay: float
+        self, request: ConnectRequest, host: str, who: str, login: Login | ThingsHubError
     ) -> Accept | Refuse:
-        if delay:
-            await asyncio.sleep(delay)
-        if isinstance(login, ThingsHubError):
-            return self._refuse(request, host, login)
-        return self._decide(request, host, login, await self.devices.lookup(login.lookup))
+        async with self.admission.admitted(host, who):
+            if isinstance(login, ThingsHubError):
+                return self._refuse(request, host, who, login)
+            device = await self.devices.lookup(login.lookup)
+            return self._decide(request, host, who, login, device)
 
     def _decide(
-        self, request: ConnectRequest, host: str, login: Login, device: Device | None
+        self, request: ConnectRequest, host: str, who: str, login: Login, device: Device | None
     ) -> Accept | Refuse:
         try:
             self._verify(login, device)
         except ThingsHubError as exc:
-            return self._refuse(request, host, exc)
+            return self._refuse(request, host, who, exc)
         assert device is not None
         self.logins_ok += 1
+        self.throttle.succeeded(host, who, self.clock.now_ms())
         principal = DeviceRef(device.product_id, device.name, device.device_number)
         return Accept(
-            principal, session_key=f"{device.product_id}/{device.name}/{request.client_id}"
+            principal,
+            session_key=f"{device.product_id}/{device.name}/{request.client_id}",
+            identity=f"{device.product_id}/{device.name}",
         )
 
-    def _refuse(self, request: ConnectRequest, host: str, exc: ThingsHubError) -> Refuse:
-        self.throttle.failed(host, self.clock.now_ms())
+    def _refuse(self, request: ConnectRequest, host: str, who: str, exc: ThingsHubError) -> Refuse:
+        self.throttle.failed(host, who, self.clock.now_ms())
         self.logins_failed[type(exc).__name__] += 1
         log.info(
             "login refused for %s from %s: %s", request.client_id, request.address, exc.message
@@ -197,12 +218,14 @@ class DeviceGateway:
     def on_connect(self, client: ClientInfo) -> None:
         p = client.principal
         if isinstance(p, DeviceRef):
-            self.presence.connected(p.product_id, p.name)
+            self.presence.connected(p.product_id, p.name, client.seq)
 
     def on_disconnect(self, client: ClientInfo, reason: CloseReason) -> None:
         p = client.principal
-        if isinstance(p, DeviceRef):
-            self.presence.disconnected(p.product_id, p.name)
+        # Taken over: a newer connection of the same device is being accepted
+        # right now and keeps it online; going offline in between would flap.
+        if isinstance(p, DeviceRef) and reason is not CloseReason.TAKEN_OVER:
+            self.presence.disconnected(p.product_id, p.name, client.seq)
 
     def on_publish(self, client: ClientInfo, message: Message) -> PublishOutcome:
         ref = client.principal
@@ -238,8 +261,9 @@ class DeviceGateway:
         dialect, wire = self.dialects.encode(ref, message)
         received = not wire
         for topic, payload in wire:
-            self.messages_out[dialect.name] += 1
-            received = self.broker.publish(topic, payload) > 0 or received
+            if self.broker.publish(topic, payload) > 0:
+                self.messages_out[dialect.name] += 1  # only what reached a device
+                received = True
         return received
 
     def listens(self, ref: DeviceRef, filters: list[str], kind: type) -> bool:
@@ -277,6 +301,13 @@ class DeviceGateway:
                 p = client.principal
                 if isinstance(p, DeviceRef):
                     self.presence.touch(p.product_id, p.name, now - int(idle * 1000))
+
+
+def _identity(request: ConnectRequest, login: Login | ThingsHubError) -> str:
+    """Who a CONNECT claims to be, for the throttle (before anything is checked)."""
+    if isinstance(login, Login):
+        return "/".join(login.lookup)
+    return f"u/{request.username or ''}"
 
 
 async def _run(handler: Handler, ref: DeviceRef, inbound: object) -> int:

@@ -103,10 +103,17 @@ class Accept:
     `session_key` names the session instead of the client id, so the
     application can scope client ids (two tenants may use the same one without
     taking over each other's session). None keeps the MQTT rule: the client id.
+
+    `identity` makes connections exclusive beyond their client ids: at most one
+    connection and one session per identity. Accepting a connection takes the
+    identity over from whichever connection held it (closed, 0x8E for 5.0),
+    and ends the session it held if that had another key (its will goes out as
+    when any session ends). None: no such limit.
     """
 
     principal: Any = None
     session_key: str | None = None
+    identity: str | None = None
 
 
 #: Accept() as an open broker gives it to everyone (frozen: one serves all).
@@ -125,7 +132,8 @@ class ClientInfo(_Addressed):
     """A connected client as the hooks see it. One object per connection.
 
     `session_key` is the key of its session: the client id unless
-    `Accept.session_key` said otherwise.
+    `Accept.session_key` said otherwise. `seq` numbers connections in the
+    order their CONNECTs arrived: of two, the higher is the newer login.
     """
 
     __slots__ = (
@@ -133,6 +141,7 @@ class ClientInfo(_Addressed):
         "connected_at",
         "principal",
         "protocol_level",
+        "seq",
         "session_key",
         "username",
     )
@@ -146,6 +155,7 @@ class ClientInfo(_Addressed):
         principal: Any = None,
         connected_at: float = 0.0,
         session_key: str = "",
+        seq: int = 0,
     ) -> None:
         self.client_id = client_id
         self.username = username
@@ -153,6 +163,7 @@ class ClientInfo(_Addressed):
         self.principal = principal
         self.connected_at = connected_at
         self.session_key = session_key
+        self.seq = seq
         super().__init__(address)
 
     def __repr__(self) -> str:

@@ -1,9 +1,12 @@
 """Who is online, and when each device was last heard from.
 
 Rules:
-- A device is online while it has at least one connection (a device may hold
-  two, with different client ids); the first connection makes it online, the
-  last one closing makes it offline. Each transition is announced as
+- A device is online while it has a connection. It holds one at a time
+  (the MQTT server closes the older one when it logs in again), and
+  connections are ordered by their sequence number: a connection makes the
+  device online and becomes its holder unless a newer one already is; only
+  the holder's close makes it offline, so a late close of an older
+  connection never hides a newer one. Each transition is announced as
   `PresenceChanged` and recorded.
 - Activity is reported coarsely by the gateway (about once a second per
   device at most), never per packet.
@@ -35,25 +38,28 @@ class PresenceService:
         self.clock = clock
         self.bus = bus
         self.flush_interval = flush_interval
+        #: device -> sequence number of the connection holding it
         self._connections: dict[Key, int] = {}
         self._state: dict[Key, Presence] = {}
         self._pending: dict[Key, PresenceUpdate] = {}
         self._task: asyncio.Task[None] | None = None
 
-    def connected(self, product_id: str, name: str) -> None:
+    def connected(self, product_id: str, name: str, seq: int) -> None:
+        """The device's connection number `seq` was accepted."""
         key = (product_id, name)
-        count = self._connections.get(key, 0) + 1
-        self._connections[key] = count
-        if count == 1:
+        holder = self._connections.get(key)
+        if holder is not None and holder > seq:
+            return  # a newer connection holds it already
+        self._connections[key] = seq
+        if holder is None:
             self._set(key, online=True, activity=self.clock.now_ms(), transition=True)
 
-    def disconnected(self, product_id: str, name: str) -> None:
+    def disconnected(self, product_id: str, name: str, seq: int) -> None:
+        """The device's connection number `seq` closed."""
         key = (product_id, name)
-        count = self._connections.get(key, 0) - 1
-        if count > 0:
-            self._connections[key] = count
-            return
-        self._connections.pop(key, None)
+        if self._connections.get(key) != seq:
+            return  # not the holder: a newer connection holds the device, or none
+        del self._connections[key]
         self._set(key, online=False, activity=None, transition=True)
 
     def touch(self, product_id: str, name: str, when_ms: int) -> None:

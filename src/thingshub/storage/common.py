@@ -1,5 +1,5 @@
-"""What the storage backends share: error messages, search, tags, documents,
-command rows, telemetry/attribute/event values, migrations.
+"""What the three storage backends share: error messages, search, tags, documents,
+telemetry/attribute/event values and their checks, aggregates.
 
 Rules:
 - The three backends behave identically; everything a backend could decide
@@ -36,8 +36,9 @@ Rules:
   as an int (`aggregate_number`), so the backends answer alike. (Sums of
   numbers a double cannot add exactly may differ in their last bits between
   backends, which add in their own order; SQLite 3.43+ also compensates.)
-- Migrations are numbered 1, 2, 3... without gaps; a database that has a
-  version newer than the code knows is refused, never downgraded.
+- Values are checked and encoded in the caller (`point_rows`,
+  `attribute_rows`, `event_rows`), before anything is written, so a bad
+  value fails its caller only.
 """
 
 from __future__ import annotations
@@ -46,15 +47,13 @@ import json
 import math
 import string
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
 
-from thingshub.core.errors import AlreadyExists, Conflict, NotFound, Unavailable, VersionConflict
-from thingshub.core.model import CommandRecord, Device, DeviceEvent, Point, StoredImage
-from thingshub.storage.batch import Write
+from thingshub.core.errors import AlreadyExists, Conflict, NotFound, VersionConflict
+from thingshub.core.model import Device, DeviceEvent, Point, StoredImage
 
 # ------------------------------------------------------------------ errors
 
@@ -156,91 +155,13 @@ def now_ms() -> int:
 
 # ------------------------------------------------------------------ commands
 
-COMMAND_COLUMNS = (
-    "cmd_id, product_id, name, family, kind, request, status,"
-    " created_at, sent_at, answered_at, response, detail"
-)
-
 # `fail_unfinished(now_ms)` marks `sent` records `failed` with this detail and
 # `answered_at = now_ms` (the time the record was closed; a `sent` record has
 # no answer time yet).
 SERVER_RESTARTED = "server restarted"
 
 
-def command_row(r: CommandRecord) -> tuple[Any, ...]:
-    """The values of COMMAND_COLUMNS, in order."""
-    return (
-        r.cmd_id,
-        r.product_id,
-        r.name,
-        r.family,
-        r.kind,
-        bytes(r.request),
-        r.status,
-        r.created_at,
-        r.sent_at,
-        r.answered_at,
-        bytes(r.response) if r.response is not None else None,
-        r.detail,
-    )
-
-
-def command_record(row: Sequence[Any]) -> CommandRecord:
-    """A CommandRecord from a row of COMMAND_COLUMNS."""
-    return CommandRecord(
-        cmd_id=row[0],
-        product_id=row[1],
-        name=row[2],
-        family=row[3],
-        kind=row[4],
-        request=bytes(row[5]),
-        status=row[6],
-        created_at=row[7],
-        sent_at=row[8],
-        answered_at=row[9],
-        response=bytes(row[10]) if row[10] is not None else None,
-        detail=row[11],
-    )
-
-
-# ------------------------------------------------------------------ group-committed writes
-# The writes the repositories submit to the group-commit writer (batch.py);
-# each SQL backend has a handler per kind. Arguments are checked and
-# encoded here, in the caller, so a bad value fails its caller only.
-
-IMAGE_CREATE = "image.create"  # (product_id, name, version, document, updated_at)
-IMAGE_UPDATE = "image.update"  # (product_id, name, expected, version, document, updated_at)
-COMMAND_ADD = "command.add"  # command_row(record)
-COMMAND_FINISH = "command.finish"  # (cmd_id, status, answered_at, response, detail)
-
-
-def image_write(product_id: str, name: str, image: StoredImage, expected_version: int) -> Write:
-    check_save(image, expected_version)
-    text = dump_document(image.document)
-    key = ("image", product_id, name)
-    if expected_version == 0:
-        return Write(IMAGE_CREATE, key, (product_id, name, image.version, text, now_ms()))
-    return Write(
-        IMAGE_UPDATE, key, (product_id, name, expected_version, image.version, text, now_ms())
-    )
-
-
-def command_add_write(record: CommandRecord) -> Write:
-    return Write(COMMAND_ADD, ("command", record.cmd_id), command_row(record))
-
-
-def command_finish_write(
-    cmd_id: str, status: str, answered_at: int | None, response: bytes | None, detail: str | None
-) -> Write:
-    body = bytes(response) if response is not None else None
-    return Write(COMMAND_FINISH, ("command", cmd_id), (cmd_id, status, answered_at, body, detail))
-
-
 # ------------------------------------------------------------------ telemetry, attributes, events
-
-TELEMETRY_APPEND = "telemetry.append"  # (product_id, name, [(key, ts, num, value), ...])
-ATTRIBUTES_UPSERT = "attributes.upsert"  # (product_id, name, [(key, value), ...], ts)
-EVENTS_APPEND = "events.append"  # (product_id, name, [(ts, method, params), ...])
 
 AGGREGATES = ("avg", "min", "max", "sum", "count", "last")
 NUMERIC_AGGREGATES = ("avg", "min", "max", "sum")  # over `num`; buckets without a number omitted
@@ -291,7 +212,7 @@ def _check_name(what: str, value: object) -> str:
     return value
 
 
-def _check_ts(value: object) -> int:
+def check_ts(value: object) -> int:
     if type(value) is not int:
         raise TypeError(f"a timestamp must be an int (Unix ms), not {type(value).__name__}")
     if not MIN_INT64 <= value <= MAX_INT64:
@@ -299,26 +220,25 @@ def _check_ts(value: object) -> int:
     return value
 
 
-def telemetry_write(product_id: str, name: str, points: Sequence[Point]) -> Write:
-    """The append of one message's points (checked and encoded here, in the caller)."""
+def point_rows(points: Sequence[Point]) -> list[tuple[str, int, float | None, str]]:
+    """(key, ts, num, JSON text) of each point, checked and encoded (in the caller)."""
     rows = []
     for p in points:
         num, text = encode_value(p.value)
-        rows.append((_check_name("telemetry key", p.key), _check_ts(p.ts), num, text))
-    return Write(TELEMETRY_APPEND, None, (product_id, name, rows))
+        rows.append((_check_name("telemetry key", p.key), check_ts(p.ts), num, text))
+    return rows
 
 
-def attributes_write(product_id: str, name: str, values: Mapping[str, object], ts: int) -> Write:
-    rows = [(_check_name("attribute name", k), dump_json(v)) for k, v in values.items()]
-    return Write(ATTRIBUTES_UPSERT, None, (product_id, name, rows, _check_ts(ts)))
+def attribute_rows(values: Mapping[str, object]) -> list[tuple[str, str]]:
+    """(name, JSON text) of each attribute, checked and encoded."""
+    return [(_check_name("attribute name", k), dump_json(v)) for k, v in values.items()]
 
 
-def events_write(product_id: str, name: str, events: Sequence[DeviceEvent]) -> Write:
-    rows = [
-        (_check_ts(e.ts), _check_name("event method", e.method), dump_json(e.params))
-        for e in events
+def event_rows(events: Sequence[DeviceEvent]) -> list[tuple[int, str, str]]:
+    """(ts, method, JSON text of the params) of each event, checked and encoded."""
+    return [
+        (check_ts(e.ts), _check_name("event method", e.method), dump_json(e.params)) for e in events
     ]
-    return Write(EVENTS_APPEND, None, (product_id, name, rows))
 
 
 def check_aggregate(start: int, end: int, interval: int, function: str) -> None:
@@ -384,42 +304,3 @@ def load_tags(text: str | None) -> dict[str, str]:
         return {}
     value = json.loads(text)
     return {str(k): str(v) for k, v in value.items()}
-
-
-# ------------------------------------------------------------------ migrations
-
-
-@dataclass(frozen=True, slots=True)
-class Migration:
-    """One step of a backend's schema: statements run in order, in one transaction."""
-
-    version: int
-    description: str
-    statements: tuple[str, ...]
-
-
-def check_migrations(migrations: Sequence[Migration]) -> Sequence[Migration]:
-    """Return `migrations` if numbered 1..N in order, else raise ValueError."""
-    for index, migration in enumerate(migrations, start=1):
-        if migration.version != index:
-            raise ValueError(
-                f"migration {migration.description!r} has version {migration.version}, "
-                f"expected {index}: versions run 1, 2, 3... without gaps"
-            )
-        if not migration.statements:
-            raise ValueError(f"migration {index} has no statements")
-    return migrations
-
-
-def pending(
-    migrations: Sequence[Migration], applied: Collection[int], backend: str
-) -> list[Migration]:
-    """The migrations still to apply, in order; refuses a schema newer than the code."""
-    known = migrations[-1].version if migrations else 0
-    newest = max(applied, default=0)
-    if newest > known:
-        raise Unavailable(
-            f"the {backend} database has schema version {newest}, but this ThingsHub "
-            f"knows versions up to {known}; upgrade ThingsHub to use this database"
-        )
-    return [m for m in migrations if m.version not in applied]

@@ -3,8 +3,10 @@
 Rules:
 - One `Broker` per process, on one event loop. Every state change happens on
   that loop; nothing here blocks it.
-- A client id has at most one connection: a new CONNECT takes the session over
-  and the old connection is closed (0x8E for 5.0 clients).
+- A session, and an identity the application gives, has at most one
+  connection: the newest CONNECT takes over (takeover.py).
+- A will topic that is no topic name closes a 3.1.1 connection without
+  CONNACK [MQTT-3.1.4-1]; 5.0 first gets CONNACK 0x82 (protocol error).
 - Sessions: a clean start discards what was there; otherwise the session
   resumes with its subscriptions, its in-flight messages (resent with DUP)
   and its queue. A session ends `expiry_interval` seconds after its
@@ -26,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 
@@ -56,14 +57,16 @@ from thingshub.mqtt.hooks import (
     PublishOutcome,
     Refuse,
 )
+from thingshub.mqtt.logs import logger
 from thingshub.mqtt.server.config import NEVER, BrokerConfig
 from thingshub.mqtt.server.connection import ACTIVE, AUTHENTICATING, NEW, Connection
 from thingshub.mqtt.server.delivery import BrokerStats, Delivery, _plain_filter
 from thingshub.mqtt.server.router import Subscription
 from thingshub.mqtt.server.session import Session
+from thingshub.mqtt.server.takeover import Takeover
 from thingshub.mqtt.topics import split_shared, valid_topic_filter, valid_topic_name
 
-log = logging.getLogger("thingshub.mqtt")
+log = logger("thingshub.mqtt")
 
 #: The 3.1.1 CONNACKs of an accepted connection, without and with a session present.
 _CONNACK_V3 = {False: b"\x20\x02\x00\x00", True: b"\x20\x02\x01\x00"}
@@ -75,6 +78,7 @@ class Broker:
         self.config = config or BrokerConfig()
         self.stats = BrokerStats()
         self.sessions: dict[str, Session] = {}
+        self.takeover = Takeover(self)
         self._connections: set[Connection] = set()
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -240,7 +244,8 @@ class Broker:
             conn.refuse(ReasonCode.BAD_AUTHENTICATION_METHOD, "enhanced authentication")
             return
         if packet.will is not None and not valid_topic_name(packet.will.topic):
-            conn.refuse(ReasonCode.TOPIC_NAME_INVALID, "invalid will topic")
+            # No topic name at all [MQTT-4.7.1-1]: not 0x90 ("valid, not accepted").
+            conn.refuse(ReasonCode.PROTOCOL_ERROR, "invalid will topic", connack=v5)
             return
         request = ConnectRequest(
             client_id,
@@ -261,9 +266,9 @@ class Broker:
             self._decided(conn, packet, client_id, assigned, decision)
             return
         conn.wait_for_authentication()
-        self._track(
-            self.loop.create_task(self._await_decision(conn, packet, client_id, assigned, decision))
-        )
+        waiting = self._await_decision(conn, packet, client_id, assigned, decision)
+        self._track(task := self.loop.create_task(waiting))
+        conn.authenticating = task
 
     async def _await_decision(
         self,
@@ -278,6 +283,8 @@ class Broker:
         except Exception:
             self._authenticate_failed(conn)
             return
+        finally:
+            conn.authenticating = None
         if conn.state == AUTHENTICATING:  # else the socket went away while we waited
             self._decided(conn, packet, client_id, assigned, decision)
 
@@ -326,11 +333,9 @@ class Broker:
         capped_expiry = min(expiry, config.max_session_expiry)
 
         key = decision.session_key or client_id
-        existing = self.sessions.get(key)
-        if existing is not None and existing.connection is not None:
-            existing.connection.close(
-                CloseReason.TAKEN_OVER, ReasonCode.SESSION_TAKEN_OVER, send_will=True
-            )
+        if not self.takeover.claim(conn, key, decision.identity):
+            conn.refuse(ReasonCode.SESSION_TAKEN_OVER, "a newer login came first", connack=False)
+            return
         existing = self.sessions.get(key)
         session_present = False
         if existing is not None and packet.clean_start:
@@ -351,6 +356,7 @@ class Broker:
                 config.max_queued_bytes,
             )
             self.sessions[key] = session
+        self.takeover.bind(session, decision.identity)
         session.expiry_interval = capped_expiry
         receive_max = props.receive_maximum if v5 and props.receive_maximum else 65535
         session.max_inflight = min(config.max_inflight, receive_max)
@@ -367,6 +373,7 @@ class Broker:
             decision.principal,
             now,
             key,
+            conn.seq,
         )
         session.connection = conn
 
@@ -382,12 +389,12 @@ class Broker:
                 maximum_packet_size=config.max_packet_size,
             )
             conn.write(encode(Connack(0, session_present, ack_props), MQTT_5))
-        conn.activate()
-        try:
+        try:  # before activate(), which may handle packets sent after CONNECT (a DISCONNECT)
             self.hooks.on_connect(conn.client)
         except Exception:
             self.stats.hook_errors += 1
             log.exception("on_connect hook failed for %s", client_id)
+        conn.activate()
         if session_present and session.connection is conn:
             self.delivery.resend(session)
         # Out now, not with the loop's next flush: a burst of connects would
@@ -472,6 +479,7 @@ class Broker:
         session.clear_queue()
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
+        self.takeover.release(session)
 
     # ------------------------------------------------------------ PUBLISH
 

@@ -2,7 +2,9 @@
 
 Rules:
 - The first packet must be CONNECT, within `connect_timeout`; anything else
-  closes the connection. While the application authenticates, reading pauses.
+  closes the connection. While the application authenticates, reading
+  pauses; closing the connection meanwhile (the connect timeout) cancels
+  its authentication.
 - Output is coalesced: everything written during one turn of the event loop
   leaves in one `transport.write`, which is what makes small packets cheap.
 - A malformed or forbidden packet closes only this connection: a 5.0 client
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -46,6 +47,7 @@ from thingshub.mqtt.codec.properties import EMPTY, Properties, encode_properties
 from thingshub.mqtt.codec.reasons import ReasonCode, connack_code_v3
 from thingshub.mqtt.codec.writer import PINGRESP_BYTES, encode, encode_publish
 from thingshub.mqtt.hooks import ClientInfo, CloseReason, Message
+from thingshub.mqtt.logs import logger
 from thingshub.mqtt.topics import valid_topic_name
 
 if TYPE_CHECKING:
@@ -53,7 +55,7 @@ if TYPE_CHECKING:
     from thingshub.mqtt.server.retained import RetainedMessage
     from thingshub.mqtt.server.session import OutMessage, Session
 
-log = logging.getLogger("thingshub.mqtt")
+log = logger("thingshub.mqtt")
 
 NEW, AUTHENTICATING, ACTIVE, CLOSED = range(4)
 
@@ -78,6 +80,7 @@ class Connection(asyncio.Protocol):
         "_wbuf",
         "_wbytes",
         "alias_max_out",
+        "authenticating",
         "broker",
         "client",
         "created",
@@ -86,6 +89,7 @@ class Connection(asyncio.Protocol):
         "last_rx",
         "max_packet_out",
         "reader",
+        "seq",
         "session",
         "state",
         "stuck",
@@ -105,6 +109,8 @@ class Connection(asyncio.Protocol):
         self.client: ClientInfo | None = None
         self.will: Connect | None = None
         self.keepalive = 0
+        self.seq = 0  # numbers CONNECTs as they arrive (takeover.py)
+        self.authenticating: asyncio.Task[None] | None = None
         self.enlisted = False  # in broker.active since the last activity() call
         self._address: str | None = None
         self.created = self.last_rx = 0.0
@@ -163,6 +169,8 @@ class Connection(asyncio.Protocol):
         return None  # close the transport; connection_lost does the rest
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.authenticating is not None:
+            self.authenticating.cancel()  # nobody is left to answer
         self.teardown(CloseReason.CONNECTION_LOST)
         self.broker._unregister(self)
 
@@ -390,6 +398,7 @@ class Connection(asyncio.Protocol):
     def _on_connect(self, packet: Connect) -> None:
         self.state = AUTHENTICATING
         self.version = packet.protocol_level
+        self.seq = next(self.broker.takeover.seqs)
         self.broker._connect(self, packet)
 
     def wait_for_authentication(self) -> None:
@@ -398,18 +407,18 @@ class Connection(asyncio.Protocol):
         self._paused = True
         self.transport.pause_reading()
 
-    def refuse(self, code: int, detail: str = "") -> None:
-        """Answer CONNECT with a refusing CONNACK and close."""
+    def refuse(self, code: int, detail: str = "", *, connack: bool = True) -> None:
+        """Answer CONNECT with a refusing CONNACK and close (without CONNACK if not `connack`)."""
         self.broker.stats.connects_refused += 1
         if detail:
             log.info("refused %s: %s", self.address, detail)
         if self.transport is None or self.state == CLOSED:
             return
         self.state = CLOSED
-        if self.version == MQTT_5:
-            self.transport.write(encode(Connack(code), MQTT_5))
-        else:
-            self.transport.write(encode(Connack(connack_code_v3(code)), self.version))
+        if connack:
+            v5 = self.version == MQTT_5
+            reply = Connack(code if v5 else connack_code_v3(code))
+            self.transport.write(encode(reply, self.version))
         self.transport.close()
 
     def activate(self) -> None:

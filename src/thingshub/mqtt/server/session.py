@@ -51,6 +51,7 @@ class Session:
         "connection",
         "expiry_handle",
         "expiry_interval",
+        "identity",
         "inbound_qos2",
         "inflight",
         "max_inflight",
@@ -88,6 +89,8 @@ class Session:
         self.pending_will: tuple[Will, ClientInfo] | None = None
         self.will_handle: asyncio.TimerHandle | None = None
         self.expiry_handle: asyncio.TimerHandle | None = None
+        #: The identity (`Accept.identity`) that holds this session, if any.
+        self.identity: str | None = None
         self._next_id = 0
 
     def next_packet_id(self) -> int:

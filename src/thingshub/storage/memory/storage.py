@@ -7,7 +7,7 @@ Rules:
   deleting a device deletes its presence, its image, its command records,
   its telemetry (history and latest values), attributes and events.
 - What devices report (telemetry, attributes, events) lives in
-  memory_series.py, one `Series` per device, gone with the device.
+  memory/series.py, one `Series` per device, gone with the device.
 - Image documents are kept as the JSON text the SQL backends store, so what
   comes back is a fresh object and JSON-ability is checked alike.
 - Nothing here awaits between reading and writing, so each method is atomic
@@ -45,8 +45,8 @@ from thingshub.core.ports import (
     TelemetryRepo,
 )
 from thingshub.storage import common
-from thingshub.storage.memory_ota import MemoryFirmware, MemoryOta, OtaData
-from thingshub.storage.memory_series import (
+from thingshub.storage.memory.ota import MemoryFirmware, MemoryOta, OtaData
+from thingshub.storage.memory.series import (
     MemoryAttributes,
     MemoryEvents,
     MemoryTelemetry,
@@ -69,7 +69,7 @@ class _Data:
     commands_of: dict[Key, set[str]] = field(default_factory=dict)  # device -> its cmd_ids
     settings: dict[str, str] = field(default_factory=dict)
     series: dict[Key, Series] = field(default_factory=dict)  # what devices reported
-    ota: OtaData = field(init=False)  # firmware packages and OTA tasks (memory_ota.py)
+    ota: OtaData = field(init=False)  # firmware packages and OTA tasks (memory/ota.py)
 
     def __post_init__(self) -> None:
         self.ota = OtaData(self.products)
@@ -261,7 +261,10 @@ class MemoryCommands:
         key = (record.product_id, record.name)
         if key not in data.devices:
             raise common.device_missing(record.product_id, record.name)
-        data.commands[record.cmd_id] = common.command_record(common.command_row(record))
+        response = bytes(record.response) if record.response is not None else None
+        data.commands[record.cmd_id] = replace(
+            record, request=bytes(record.request), response=response
+        )
         data.commands_of.setdefault(key, set()).add(record.cmd_id)
 
     async def finish(

@@ -93,7 +93,7 @@ class MemoryOta:
         self._data = data
 
     async def add_task(self, task: OtaTask, devices: Sequence[OtaDevice]) -> None:
-        ota_common.task_add_write(task, devices)  # the same checks as the SQL backends
+        ota_common.check_task(task, devices)  # the same checks as the SQL backends
         data = self._data
         if task.id in data.tasks:
             raise ota_common.task_exists(task.id)
@@ -143,13 +143,13 @@ class MemoryOta:
         return True
 
     async def save_device(self, device: OtaDevice) -> bool:
-        ota_common.device_save_write(device)
+        ota_common.check_device(device)
         return self._save(device)
 
     async def finish_task(
         self, task_id: str, status: str, finished_at: int, devices: Sequence[OtaDevice]
     ) -> bool:
-        ota_common.task_finish_write(task_id, status, finished_at, devices)
+        ota_common.check_finish(status, devices)
         task = self._data.tasks.get(task_id)
         if task is None or task.status != ota.RUNNING:
             return False

@@ -11,7 +11,7 @@ Rules:
 - Aggregates are computed as the databases do: doubles, numbers added in
   (ts, seq) order, buckets by integer division of (ts - start).
 - A device's `Series` is made on its first report and dropped with the
-  device (memory.py).
+  device (memory/storage.py).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class MemoryTelemetry:
         self._data = data
 
     async def append(self, product_id: str, name: str, points: Sequence[Point]) -> None:
-        rows = common.telemetry_write(product_id, name, points).args[2]
+        rows = common.point_rows(points)
         series = _series(self._data, product_id, name)
         stored = []
         for key, ts, num, text in rows:
@@ -175,7 +175,8 @@ class MemoryAttributes:
     async def upsert(
         self, product_id: str, name: str, values: Mapping[str, object], ts: int
     ) -> None:
-        rows = common.attributes_write(product_id, name, values, ts).args[2]
+        rows = common.attribute_rows(values)
+        common.check_ts(ts)
         _series(self._data, product_id, name).attributes.update(rows)
 
     async def get(self, product_id: str, name: str) -> dict[str, object]:
@@ -190,7 +191,7 @@ class MemoryEvents:
         self._data = data
 
     async def append(self, product_id: str, name: str, events: Sequence[DeviceEvent]) -> None:
-        rows = common.events_write(product_id, name, events).args[2]
+        rows = common.event_rows(events)
         series = _series(self._data, product_id, name)
         for ts, method, params in rows:
             self._data.seq += 1

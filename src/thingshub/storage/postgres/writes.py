@@ -1,0 +1,112 @@
+"""The PostgreSQL group-commit writer: a batch is one transaction on a connection
+of the writer's own, with PostgreSQL's own telemetry appends and device
+lookups (the other handlers: sql/handlers.py).
+
+Rules:
+- The writer holds one pooled connection for its whole life (taken at
+  `open()`, given back at `close()`; a broken one is replaced before the
+  next batch). Reads never use it.
+- The devices of a group are found and locked by one statement (`FOR KEY
+  SHARE`): a device deleted by another connection meanwhile waits for our
+  commit, and its delete then sees our rows.
+- Telemetry is one statement: the points are inserted in arrival order
+  (`WITH ORDINALITY ... ORDER BY`, so `seq`, an identity, follows arrival)
+  and the newest point of each (device, key) of the batch (DISTINCT ON, by
+  ts then seq) is upserted into `latest` `WHERE excluded.ts >= l.ts`.
+  Measured against `copy_records_to_table` (plus a statement to take the
+  seqs and one for `latest`): for batches of 50 to 3,000 points this
+  single statement was as fast or faster (bench/storage_ingest.py), and it
+  needs one round trip.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from thingshub.storage.postgres.pool import PgConnection, Pool
+from thingshub.storage.sql import handlers
+from thingshub.storage.sql.batch import Write
+from thingshub.storage.sql.connection import Connection, Rows, sql
+
+_LOCK_DEVICES = sql(
+    "SELECT d.product_id, d.name, d.id FROM devices d"
+    " JOIN unnest($1::text[], $2::text[]) AS k(product_id, name)"
+    " ON d.product_id = k.product_id AND d.name = k.name FOR KEY SHARE OF d"
+)
+_APPEND_POINTS = """WITH added AS (
+    INSERT INTO points (device_id, key, ts, num, value)
+    SELECT u.device_id, u.key, u.ts, u.num, u.value
+    FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::float8[], $5::text[])
+        WITH ORDINALITY AS u(device_id, key, ts, num, value, n)
+    ORDER BY u.n
+    RETURNING device_id, key, ts, seq, value
+)
+INSERT INTO latest AS l (device_id, key, ts, seq, value)
+SELECT DISTINCT ON (device_id, key) device_id, key, ts, seq, value FROM added
+ORDER BY device_id, key, ts DESC, seq DESC
+ON CONFLICT (device_id, key) DO UPDATE
+    SET ts = excluded.ts, seq = excluded.seq, value = excluded.value
+    WHERE excluded.ts >= l.ts
+"""
+
+
+async def _lock_devices(conn: Connection, rows: Rows) -> dict[tuple[str, str], int]:
+    """The ids of the devices of `rows` (product_id, name, ...) that exist, locked
+    against deletion until the batch commits."""
+    keys = list({(r[0], r[1]) for r in rows})
+    found = await conn.fetch(_LOCK_DEVICES, [k[0] for k in keys], [k[1] for k in keys])
+    return {(r[0], r[1]): r[2] for r in found}
+
+
+async def _telemetry_append(conn: Connection, rows: Rows) -> list[object]:
+    out, found = handlers.of_devices(rows, await _lock_devices(conn, rows))
+    columns: tuple[list[Any], ...] = ([], [], [], [], [])
+    device_ids, keys, times, nums, values = columns
+    for device_id, (_, _, points) in found:
+        for key, ts, num, value in points:
+            device_ids.append(device_id)
+            keys.append(key)
+            times.append(ts)
+            nums.append(num)
+            values.append(value)
+    if device_ids:
+        assert isinstance(conn, PgConnection), "a batch runs on the writer's connection"
+        await conn.raw().execute(_APPEND_POINTS, *columns)
+    return out
+
+
+WRITE_HANDLERS = handlers.table(_telemetry_append, _lock_devices)
+
+
+def _usable(conn: Any) -> bool:
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:  # the pool took it back when it was lost
+        return False
+
+
+class BatchRunner:
+    """The writer's own connection, and the group-commit writer's `run` on it."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+        self.conn: Any = None
+
+    async def connect(self) -> None:
+        """Take the writer's connection from the pool (again, if it broke)."""
+        if self.conn is not None and not _usable(self.conn):
+            await self.release()  # a no-op for a connection the pool took back
+        if self.conn is None:
+            self.conn = await self._pool.raw().acquire()
+
+    async def release(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            await self._pool.raw().release(conn)
+
+    async def __call__(self, batch: list[Write]) -> list[object]:
+        await self.connect()
+        async with self.conn.transaction():
+            return await handlers.apply(WRITE_HANDLERS, batch, PgConnection(self.conn))
