@@ -287,12 +287,13 @@ class Call:
 @dataclass(frozen=True, slots=True)
 class ThingReply:
     """The answer to a device's thing-model request: `code` (200 or the rule
-    broken), its words, and `data` where the request asks for some."""
+    broken, core/thingmodel.CODES), a `hint` saying what was wrong, and
+    `data` where the request asks for some."""
 
     request: str
     request_id: str
     code: int
-    msg: str | None = None
+    hint: str | None = None
     data: Any = None
 
 

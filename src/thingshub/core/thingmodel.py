@@ -57,10 +57,40 @@ ACCESS_MODES: Final = ("r", "rw")
 EVENT_TYPES: Final = ("info", "alert", "error")
 CALL_TYPES: Final = {"s": "s", "a": "a", "sync": "s", "async": "a"}
 
-#: OneNET's thing-model codes for the rules broken here (the errors' wire hints).
+#: OneNET's thing-model codes (OneJSON replies, and the HTTP API's `err_code`):
+#: the errors' wire hints, and their words.
+SUCCESS: Final = 200
+JSON_FORMAT_ERROR: Final = 301
 DATA_TYPE_ERROR: Final = 302
+INTERNAL_ERROR: Final = 303
+RESP_ERROR: Final = 304
+NO_MODEL: Final = 305
+TIMEOUT: Final = 306
+INVALID_IDENTITY: Final = 307
+DEVICE_NOT_ONLINE: Final = 308
 IDENTIFIER_UNKNOWN: Final = 309
+INVALID_MSG_ID: Final = 312
 BAD_REQUEST: Final = 313
+SUBSCRIPTION_NOT_EXIST: Final = 1022
+CODES: Final[dict[int, str]] = {
+    SUCCESS: "success",
+    JSON_FORMAT_ERROR: "json format error",
+    DATA_TYPE_ERROR: "data type error",
+    INTERNAL_ERROR: "internal error",
+    RESP_ERROR: "resp error",
+    NO_MODEL: "no thing-model",
+    TIMEOUT: "timeout",
+    INVALID_IDENTITY: "invalid pid or devName",
+    DEVICE_NOT_ONLINE: "device not online",
+    IDENTIFIER_UNKNOWN: "identifier not exist",
+    INVALID_MSG_ID: "invalid msg id",
+    BAD_REQUEST: "bad request",
+    SUBSCRIPTION_NOT_EXIST: "subscription not exist",
+    1103: "invalid token",
+    1104: "token expired",
+    1106: "sign not match",
+    1107: "device not found",
+}
 
 _IDENTIFIER = re.compile(r"\$?[A-Za-z0-9_]{1,50}")
 _DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")

@@ -86,21 +86,18 @@ PROPERTY_SET, PROPERTY_GET, SERVICE, DESIRED_PUSH = (
 )
 DEFAULT_TIMEOUT: Final = 5
 
-SUCCESS, DATA_TYPE, INTERNAL, RESP, TIMEOUT, IDENTITY, OFFLINE = 200, 302, 303, 304, 306, 307, 308
-UNKNOWN_ID, BAD_REQUEST, NO_MODEL, NOT_SUBSCRIBED = 309, 313, 305, 1022
-MESSAGES: Final = {
-    SUCCESS: "success",
-    DATA_TYPE: "data type error",
-    INTERNAL: "internal error",
-    RESP: "resp error",
-    TIMEOUT: "timeout",
-    IDENTITY: "invalid pid or devName",
-    OFFLINE: "device not online",
-    UNKNOWN_ID: "identifier not exist",
-    BAD_REQUEST: "bad request",
-    NO_MODEL: "no thing-model",
-    NOT_SUBSCRIBED: "subscription not exist",
-}
+SUCCESS = thingmodel.SUCCESS
+DATA_TYPE = thingmodel.DATA_TYPE_ERROR
+INTERNAL = thingmodel.INTERNAL_ERROR
+RESP = thingmodel.RESP_ERROR
+TIMEOUT = thingmodel.TIMEOUT
+IDENTITY = thingmodel.INVALID_IDENTITY
+OFFLINE = thingmodel.DEVICE_NOT_ONLINE
+UNKNOWN_ID = thingmodel.IDENTIFIER_UNKNOWN
+BAD_REQUEST = thingmodel.BAD_REQUEST
+NO_MODEL = thingmodel.NO_MODEL
+NOT_SUBSCRIBED = thingmodel.SUBSCRIPTION_NOT_EXIST
+MESSAGES = thingmodel.CODES
 
 
 class ThingError(ThingsHubError):
@@ -295,8 +292,7 @@ class ThingService:
 
     def _reply_error(self, ref: DeviceRef, request: str, request_id: str, exc: ThingError) -> None:
         self.refused[exc.code] = self.refused.get(exc.code, 0) + 1
-        msg = f"{MESSAGES.get(exc.code, 'error')}: {exc.message}"
-        self.link.send(ref, ThingReply(request, request_id, exc.code, msg))
+        self.link.send(ref, ThingReply(request, request_id, exc.code, exc.message))
 
     # ------------------------------------------------------------ calls from applications
 

@@ -160,7 +160,7 @@ def test_replies_are_compact_json_on_the_reply_topic() -> None:
         REF, ThingReply("property/desired/get", "4", 200, None, {"t": {"value": 1, "version": 2}})
     )
     assert wire is not None and b'"code":200' in wire[0][1] and b" " not in wire[0][1]
-    refusal = thing.encode(REF, ThingReply("event/post", "8", 302, "data type error: t: 5 > max 4"))
+    refusal = thing.encode(REF, ThingReply("event/post", "8", 302, "t: 5 > max 4"))
     assert refusal == [
         (
             T + "event/post/reply",

@@ -119,7 +119,7 @@ class Thing:
     def encode(self, ref: DeviceRef, message: object) -> Wire | None:
         own = _thing(ref)
         if isinstance(message, ThingReply):
-            body = onejson.reply(message.request_id, message.code, message.msg, message.data)
+            body = onejson.reply(message.request_id, message.code, message.hint, message.data)
             return [(own + message.request + "/reply", body)]
         if isinstance(message, Call) and message.family == NAME:
             body = onejson.request(message.call_id, message.body)

@@ -27,44 +27,18 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
-from thingshub.core import jsontext
+from thingshub.core import jsontext, thingmodel
 from thingshub.core.errors import InvalidRequest
 
 VERSION: Final = "1.0"
 MAX_PAYLOAD: Final = 256 * 1024  # bytes
 
-SUCCESS: Final = 200
-JSON_FORMAT_ERROR: Final = 301
-DATA_TYPE_ERROR: Final = 302
-INTERNAL_ERROR: Final = 303
-RESP_ERROR: Final = 304
-TIMEOUT: Final = 306
-INVALID_IDENTITY: Final = 307
-DEVICE_NOT_ONLINE: Final = 308
-IDENTIFIER_NOT_EXIST: Final = 309
-INVALID_MSG_ID: Final = 312
-BAD_REQUEST: Final = 313
-SUBSCRIPTION_NOT_EXIST: Final = 1022
-
-MESSAGES: Final[dict[int, str]] = {
-    SUCCESS: "success",
-    JSON_FORMAT_ERROR: "json format error",
-    DATA_TYPE_ERROR: "data type error",
-    INTERNAL_ERROR: "internal error",
-    RESP_ERROR: "resp error",
-    TIMEOUT: "timeout",
-    305: "no thing-model",
-    INVALID_IDENTITY: "invalid pid or devName",
-    DEVICE_NOT_ONLINE: "device not online",
-    IDENTIFIER_NOT_EXIST: "identifier not exist",
-    INVALID_MSG_ID: "invalid msg id",
-    BAD_REQUEST: "bad request",
-    SUBSCRIPTION_NOT_EXIST: "subscription not exist",
-    1103: "invalid token",
-    1104: "token expired",
-    1106: "sign not match",
-    1107: "device not found",
-}
+SUCCESS = thingmodel.SUCCESS
+JSON_FORMAT_ERROR = thingmodel.JSON_FORMAT_ERROR
+RESP_ERROR = thingmodel.RESP_ERROR
+INVALID_MSG_ID = thingmodel.INVALID_MSG_ID
+BAD_REQUEST = thingmodel.BAD_REQUEST
+MESSAGES = thingmodel.CODES
 
 _ID = re.compile(r"[0-9]{1,13}")
 _MAX_ID = 9_999_999_999_999
@@ -130,9 +104,12 @@ def _echo(value: object) -> str:
     return ""
 
 
-def reply(request_id: str, code: int, msg: str | None = None, data: Any = None) -> bytes:
-    """A reply, compact; `msg` defaults to the code's text."""
-    body: dict[str, Any] = {"id": request_id, "code": code, "msg": msg or MESSAGES.get(code, "")}
+def reply(request_id: str, code: int, hint: str | None = None, data: Any = None) -> bytes:
+    """A reply, compact: `msg` is the code's words, and ": hint" where there is one."""
+    msg = MESSAGES.get(code, "error")
+    if hint:
+        msg = f"{msg}: {hint}"
+    body: dict[str, Any] = {"id": request_id, "code": code, "msg": msg}
     if data is not None:
         body["data"] = data
     return compact(body)
