@@ -27,6 +27,7 @@ from fastapi import FastAPI
 
 from thingshub import datadir, metrics
 from thingshub.api.app import create_api
+from thingshub.api.connections import uvicorn_limits
 from thingshub.api.context import ApiContext
 from thingshub.api.stream import StreamLimits
 from thingshub.api.websocket import WebSocketProtocol
@@ -228,6 +229,7 @@ class Platform:
             log_level="warning",
             server_header=False,
             ws=WebSocketProtocol,
+            **uvicorn_limits(s.max_http_connections, s.http_head_timeout),
         )
         self._http = _Uvicorn(config)
         self._http_task = asyncio.get_running_loop().create_task(self._http.serve([sock]))

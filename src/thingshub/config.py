@@ -48,6 +48,10 @@ class Settings:
     #: or that has left a message waiting this many seconds (it does not read).
     stream_max_backlog: int = 1 << 20
     stream_stall_timeout: float = 30.0
+    #: HTTP connections open at once, at most (HTTP and MQTT share the file descriptors).
+    max_http_connections: int = 2000
+    #: Seconds an HTTP connection has to send a complete request head.
+    http_head_timeout: float = 15.0
 
 
 _TYPES: dict[str, type] = {
@@ -68,6 +72,8 @@ _TYPES: dict[str, type] = {
     "console": bool,
     "stream_max_backlog": int,
     "stream_stall_timeout": float,
+    "max_http_connections": int,
+    "http_head_timeout": float,
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -108,6 +114,10 @@ def _convert(name: str, value: Any) -> Any:
         raise SettingsError(f"setting stream_max_backlog: {out} is less than 1024 bytes")
     if name == "stream_stall_timeout" and not 0 < out <= 3600:
         raise SettingsError(f"setting stream_stall_timeout: {out} is not between 0 and 3600 s")
+    if name == "max_http_connections" and out < 1:
+        raise SettingsError(f"setting max_http_connections: {out} is not a positive number")
+    if name == "http_head_timeout" and not 0 < out <= 3600:
+        raise SettingsError(f"setting http_head_timeout: {out} is not between 0 and 3600 seconds")
     if name == "firmware_max_size" and out < 1:
         raise SettingsError(f"setting firmware_max_size: {out} is not a positive number of bytes")
     return out

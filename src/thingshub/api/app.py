@@ -1,8 +1,11 @@
 """The FastAPI application: routes, error table, API key, metrics, health.
 
 Rules:
-- Everything under `/api` requires the API key; `/healthz`, `/metrics` and
-  the docs do not.
+- Everything under `/api` requires the API key, checked before the body is
+  read (guard.py); `/healthz`, `/metrics` and the docs do not.
+- A request body under `/api` is at most 1 MiB (413 beyond, counted as it is
+  read, guard.py); a firmware upload at most `firmware_max_size` plus its
+  form fields.
 - The app holds no global state: all it needs arrives in an `ApiContext`.
 """
 
@@ -13,11 +16,14 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from thingshub import __version__
-from thingshub.api import commands, devices, errors, images, products, stream, telemetry
+from thingshub.api import commands, devices, errors, images, openapi, products, stream, telemetry
 from thingshub.api import firmware as firmware_api
 from thingshub.api import ota as ota_api
 from thingshub.api.context import ApiContext
+from thingshub.api.guard import RequestGuard
 from thingshub.api.metrics import FunctionCollector, HttpMetrics, MetricsMiddleware
+from thingshub.api.params import ApiRoute
+from thingshub.api.schemas import ERRORS, ErrorOut
 from thingshub.api.security import require_api_key
 
 DESCRIPTION = """\
@@ -69,28 +75,31 @@ def create_api(ctx: ApiContext) -> FastAPI:
             {"name": "operations", "description": "Health and metrics."},
         ],
     )
+    app.router.route_class = ApiRoute
     app.state.ctx = ctx
     app.state.api_key = ctx.api_key
     registry = CollectorRegistry()
-    app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(registry))
+    errors.install(app)
+    openapi.install(app)
+    app.add_middleware(RequestGuard, api_key=ctx.api_key)
+    app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(registry))  # the outermost
     for collect in ctx.collectors:
         registry.register(FunctionCollector(collect))
-    errors.install(app)
 
     secured = [Depends(require_api_key)]
-    app.include_router(products.router, dependencies=secured)
-    app.include_router(devices.router, dependencies=secured)
-    app.include_router(images.router, dependencies=secured)
-    app.include_router(commands.router, dependencies=secured)
-    app.include_router(telemetry.router, dependencies=secured)
-    app.include_router(firmware_api.router, dependencies=secured)
-    app.include_router(ota_api.router, dependencies=secured)
+    for router in (products, devices, images, commands, telemetry, firmware_api, ota_api):
+        app.include_router(router.router, dependencies=secured)
     app.include_router(ota_api.download_router)  # the token in the URL admits devices
     app.state.stream = hub = stream.StreamHub(ctx.bus, stream.EVENT_TYPES, ctx.stream_limits)
     registry.register(FunctionCollector(hub.metrics))
     app.include_router(stream.router)  # checks the key itself, at the handshake
 
-    @app.get("/api/v1/server", tags=["operations"], dependencies=secured)
+    @app.get(
+        "/api/v1/server",
+        tags=["operations"],
+        dependencies=secured,
+        responses={401: ERRORS[401]},
+    )
     async def server_info() -> dict[str, object]:
         """What a client needs to know about this server (e.g. where devices connect)."""
         return {
@@ -99,7 +108,11 @@ def create_api(ctx: ApiContext) -> FastAPI:
             "firmware_max_size": ctx.firmware.max_size if ctx.firmware is not None else None,
         }
 
-    @app.get("/healthz", tags=["operations"])
+    @app.get(
+        "/healthz",
+        tags=["operations"],
+        responses={503: {"model": ErrorOut, "description": "Still starting"}},
+    )
     async def healthz(request: Request) -> JSONResponse:
         if not ctx.is_ready():
             return JSONResponse({"status": "starting"}, status_code=503)

@@ -11,10 +11,18 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse
 
-from thingshub.api.schemas import ERRORS, ErrorOut
+from thingshub.api.params import (
+    ApiRoute,
+    CommandCursor,
+    DeviceName,
+    Limit,
+    ProductId,
+    Timeout,
+)
+from thingshub.api.schemas import BODY_ERRORS, CALL_ERRORS, ERRORS, AttributesGetIn, CallIn
 from thingshub.core import commands as calls
 from thingshub.core.errors import InvalidRequest
 from thingshub.core.jsontext import loads
@@ -24,12 +32,14 @@ from thingshub.services.commands import CommandService
 router = APIRouter(
     prefix="/api/v1/products/{pid}/devices/{name}",
     tags=["commands"],
-    responses=ERRORS | {504: {"model": ErrorOut, "description": "No answer in time"}},
+    responses=ERRORS,
+    route_class=ApiRoute,
 )
 
 MAX_COMMAND = 64 * 1024
-Timeout = Annotated[str | None, Query(description="Seconds to wait for the answer (1-30).")]
-JsonObject = Annotated[dict[str, Any], Body()]
+#: Values for the device: a JSON object with at least one member.
+Values = Annotated[dict[str, Any], Body(min_length=1)]
+CALL = BODY_ERRORS | CALL_ERRORS
 
 
 def _commands(request: Request) -> CommandService:
@@ -46,15 +56,20 @@ def _text(data: bytes) -> str | None:
 
 @router.post(
     "/commands",
+    responses=CALL,
     openapi_extra={
         "requestBody": {
-            "content": {"application/octet-stream": {}},
-            "description": "The bytes to send, untouched.",
+            "content": {
+                "application/octet-stream": {
+                    "schema": {"type": "string", "format": "binary", "maxLength": MAX_COMMAND}
+                }
+            },
+            "description": f"The bytes to send, untouched (at most {MAX_COMMAND}).",
         }
     },
 )
 async def onenet_command(
-    pid: str, name: str, request: Request, timeout: Timeout = None
+    pid: ProductId, name: DeviceName, request: Request, timeout: Timeout = 10
 ) -> dict[str, Any]:
     """A OneNET synchronous command: the body is published as is on
     `$sys/{pid}/{name}/cmd/request/{cmd_id}`; the answer comes back base64 (and as
@@ -70,22 +85,19 @@ async def onenet_command(
     }
 
 
-@router.post("/calls")
+@router.post("/calls", responses=CALL)
 async def thingspanel_call(
-    pid: str, name: str, request: Request, body: JsonObject, timeout: Timeout = None
+    pid: ProductId, name: DeviceName, request: Request, body: CallIn, timeout: Timeout = 10
 ) -> dict[str, Any]:
     """A ThingsPanel command `{"method", "params"}` on `devices/command/{device_number}/{id}`;
     the device's response object, as it sent it."""
-    unknown = set(body) - {"method", "params"}
-    if unknown:
-        raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
-    call = calls.method_call(body.get("method"), body.get("params"))
+    call = calls.method_call(body.method, body.params)
     return await _answer_object(request, pid, name, call, timeout)
 
 
-@router.put("/attributes")
+@router.put("/attributes", responses=CALL)
 async def set_attributes(
-    pid: str, name: str, request: Request, body: JsonObject, timeout: Timeout = None
+    pid: ProductId, name: DeviceName, request: Request, body: Values, timeout: Timeout = 10
 ) -> dict[str, Any]:
     """Set attributes on the device (`devices/attributes/set/{device_number}/{id}`);
     the device's response object."""
@@ -93,7 +105,7 @@ async def set_attributes(
 
 
 async def _answer_object(
-    request: Request, pid: str, name: str, call: calls.CallRequest, timeout: str | None
+    request: Request, pid: str, name: str, call: calls.CallRequest, timeout: int
 ) -> dict[str, Any]:
     """The device's response object (its dialect read and checked it)."""
     result = await _commands(request).call(pid, name, call, timeout)
@@ -101,20 +113,17 @@ async def _answer_object(
     return result.body
 
 
-@router.post("/attributes/get")
+@router.post("/attributes/get", responses=CALL)
 async def get_attributes(
-    pid: str, name: str, request: Request, body: JsonObject, timeout: Timeout = None
+    pid: ProductId, name: DeviceName, request: Request, body: AttributesGetIn, timeout: Timeout = 10
 ) -> dict[str, Any]:
     """Ask the device for attributes (`{"keys": [...]}`, empty for all) on
     `devices/attributes/get/{device_number}`; the values of its next report."""
-    unknown = set(body) - {"keys"}
-    if unknown:
-        raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
-    return await _commands(request).get_attributes(pid, name, body.get("keys", []), timeout)
+    return await _commands(request).get_attributes(pid, name, body.keys, timeout)
 
 
-@router.post("/control", status_code=202)
-async def control(pid: str, name: str, request: Request, body: JsonObject) -> JSONResponse:
+@router.post("/control", status_code=202, responses=BODY_ERRORS)
+async def control(pid: ProductId, name: DeviceName, request: Request, body: Values) -> JSONResponse:
     """Values for the device on `devices/telemetry/control/{device_number}`; nothing waits."""
     await _commands(request).control(pid, name, body)
     return JSONResponse({"status": "sent"}, status_code=202)
@@ -122,11 +131,11 @@ async def control(pid: str, name: str, request: Request, body: JsonObject) -> JS
 
 @router.get("/commands")
 async def list_commands(
-    pid: str,
-    name: str,
+    pid: ProductId,
+    name: DeviceName,
     request: Request,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: str | None = None,
+    limit: Limit = 100,
+    cursor: CommandCursor = None,
 ) -> dict[str, Any]:
     """The recorded calls of both families, newest first. OneNET bodies are base64;
     ThingsPanel bodies are the JSON objects sent and received."""

@@ -7,7 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from thingshub.api.context import ApiContext
+from thingshub.api.params import ApiRoute, DeviceName, KeyCursor, Limit, ProductId
 from thingshub.api.schemas import (
+    BODY_ERRORS,
     ERRORS,
     DeviceCreated,
     DeviceIn,
@@ -18,7 +20,12 @@ from thingshub.api.schemas import (
 )
 from thingshub.core.model import Presence
 
-router = APIRouter(prefix="/api/v1/products/{pid}/devices", tags=["devices"], responses=ERRORS)
+router = APIRouter(
+    prefix="/api/v1/products/{pid}/devices",
+    tags=["devices"],
+    responses=ERRORS,
+    route_class=ApiRoute,
+)
 
 
 def _ctx(request: Request) -> ApiContext:
@@ -26,8 +33,8 @@ def _ctx(request: Request) -> ApiContext:
     return ctx
 
 
-@router.post("", status_code=201)
-async def create_device(pid: str, body: DeviceIn, request: Request) -> DeviceCreated:
+@router.post("", status_code=201, responses=BODY_ERRORS)
+async def create_device(pid: ProductId, body: DeviceIn, request: Request) -> DeviceCreated:
     created = await _ctx(request).devices.create_device(
         pid, body.name, body.device_number, body.tags
     )
@@ -37,11 +44,13 @@ async def create_device(pid: str, body: DeviceIn, request: Request) -> DeviceCre
 
 @router.get("")
 async def list_devices(
-    pid: str,
+    pid: ProductId,
     request: Request,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: str | None = None,
-    search: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Limit = 100,
+    cursor: KeyCursor = None,
+    search: Annotated[
+        str | None, Query(max_length=64, description="Names containing this text.")
+    ] = None,
 ) -> PageOut[DeviceOut]:
     ctx = _ctx(request)
     page = await ctx.devices.list_devices(pid, limit, cursor, search)
@@ -51,14 +60,14 @@ async def list_devices(
 
 
 @router.get("/{name}")
-async def get_device(pid: str, name: str, request: Request) -> DeviceOut:
+async def get_device(pid: ProductId, name: DeviceName, request: Request) -> DeviceOut:
     ctx = _ctx(request)
     device = await ctx.devices.get_device(pid, name)
     return DeviceOut.of(device, await ctx.presence.get(pid, name))
 
 
-@router.post("/{name}/token")
-async def mint_token(pid: str, name: str, body: TokenIn, request: Request) -> TokenOut:
+@router.post("/{name}/token", responses=BODY_ERRORS)
+async def mint_token(pid: ProductId, name: DeviceName, body: TokenIn, request: Request) -> TokenOut:
     """A fresh OneNET login token for the device (the key never leaves the server)."""
     ctx = _ctx(request)
     device = await ctx.devices.get_device(pid, name)
@@ -68,6 +77,6 @@ async def mint_token(pid: str, name: str, body: TokenIn, request: Request) -> To
 
 
 @router.delete("/{name}", status_code=204)
-async def delete_device(pid: str, name: str, request: Request) -> Response:
+async def delete_device(pid: ProductId, name: DeviceName, request: Request) -> Response:
     await _ctx(request).devices.delete_device(pid, name)
     return Response(status_code=204)

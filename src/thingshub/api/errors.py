@@ -5,18 +5,27 @@ Rules:
   errors carrying a protocol code add `err_code` and `err_msg`.
 - Malformed parameters and bodies are 400 (not FastAPI's 422).
 - Anything unexpected is a 500 with a generic sentence; the details go to the
-  log, never to the client.
+  log, never to the client. The 500 is an ordinary answer: the connection
+  stays open for the client's next request (Starlette's outermost error
+  middleware would re-raise after answering, and the server would then close
+  the connection). Only a failure after the answer has started, when the
+  answer cannot be completed, ends the connection.
+- A 405 lists in `Allow` every method the OpenAPI description gives the
+  path (HEAD with GET), not only those of the first route that matched it.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from thingshub.core import errors
 
@@ -73,13 +82,60 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
         return JSONResponse(
-            error_body(str(exc.detail)),
-            status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
+            error_body(str(exc.detail)), status_code=exc.status_code, headers=headers or None
         )
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-        return JSONResponse(error_body("internal error"), status_code=500)
+    app.add_middleware(UnexpectedErrors)
+
+
+def _allowed_methods(request: Request) -> str:
+    """The methods the OpenAPI description gives the request's path ("" if none)."""
+    app: FastAPI = request.app
+    table: list[tuple[re.Pattern[str], set[str]]] | None = getattr(app.state, "allow", None)
+    if table is None:
+        table = [
+            (compile_path(path)[0], {m.upper() for m in operations})
+            for path, operations in app.openapi().get("paths", {}).items()
+        ]
+        app.state.allow = table
+    methods: set[str] = set()
+    for pattern, allowed in table:
+        if pattern.match(request.url.path):
+            methods |= allowed
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
+
+
+class UnexpectedErrors:
+    """Turns an exception no handler took into a 500 JSON answer, keeping the connection."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracked)
+        except Exception as exc:
+            log.error(
+                "unexpected error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc
+            )
+            if started:
+                raise  # half an answer is out: only closing the connection ends it
+            response = JSONResponse(error_body("internal error"), status_code=500)
+            await response(scope, receive, send)

@@ -14,15 +14,18 @@ Rules:
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
-from thingshub.api.schemas import ERRORS, ErrorOut
+from thingshub.api.guard import allow_body
+from thingshub.api.params import ID_PATTERN, ApiRoute, FirmwareId, KeyCursor, Limit, ProductId
+from thingshub.api.schemas import ERRORS, OPTIONAL_ERRORS, ErrorOut
+from thingshub.core import ota
 from thingshub.core.errors import InvalidRequest, TooLarge, Unavailable
 from thingshub.core.model import Firmware
 from thingshub.services.firmware import FirmwareService
@@ -30,7 +33,8 @@ from thingshub.services.firmware import FirmwareService
 router = APIRouter(
     prefix="/api/v1/products/{pid}/firmware",
     tags=["ota"],
-    responses=ERRORS,
+    responses=ERRORS | OPTIONAL_ERRORS,
+    route_class=ApiRoute,
 )
 
 FIELDS = ("version", "module", "name", "ext_data")
@@ -177,6 +181,7 @@ def _check_length(request: Request, max_size: int) -> None:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_size + MAX_FIELDS:
         raise TooLarge(f"the firmware file is larger than the limit of {max_size} bytes")
+    allow_body(request.scope, max_size + MAX_FIELDS)
 
 
 UPLOAD_BODY = {
@@ -187,17 +192,34 @@ UPLOAD_BODY = {
                 "schema": {
                     "type": "object",
                     "required": ["file", "version", "module"],
+                    "additionalProperties": False,
                     "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "version": {"type": "string", "description": "e.g. 1.2.0"},
-                        "module": {"type": "string", "description": "e.g. MCU"},
-                        "name": {"type": "string"},
-                        "ext_data": {
+                        "file": {"type": "string", "format": "binary", "minLength": 1},
+                        "version": {
                             "type": "string",
-                            "description": "A JSON object, sent to devices as extData.",
+                            "pattern": "^[!-~]{1,64}$",
+                            "description": "e.g. 1.2.0: 1-64 printable ASCII, no spaces.",
+                        },
+                        "module": {
+                            "type": "string",
+                            "pattern": ID_PATTERN,
+                            "description": "e.g. MCU: 1-64 of [A-Za-z0-9_.-].",
+                        },
+                        "name": {
+                            "type": "string",
+                            "maxLength": ota.MAX_FIRMWARE_NAME,
+                            "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*$",
+                            "description": "A name (default: the file's).",
+                        },
+                        "ext_data": {
+                            "type": "object",
+                            "additionalProperties": {"$ref": "#/components/schemas/SafeJson"},
+                            "description": "A JSON object of at most 8 KiB, its numbers"
+                            " within ±(2^53 - 1), sent to devices as extData.",
                         },
                     },
-                }
+                },
+                "encoding": {"ext_data": {"contentType": "application/json"}},
             }
         },
     }
@@ -210,7 +232,7 @@ UPLOAD_BODY = {
     openapi_extra=UPLOAD_BODY,
     responses={413: {"model": ErrorOut, "description": "The file is over the size limit"}},
 )
-async def upload_firmware(pid: str, request: Request) -> JSONResponse:
+async def upload_firmware(pid: ProductId, request: Request) -> JSONResponse:
     """Upload a firmware package. The answer carries its id, size, and its MD5 and
     SHA-256 digests (lowercase hex) computed while it was received."""
     service = _service(request)
@@ -258,10 +280,10 @@ async def upload_firmware(pid: str, request: Request) -> JSONResponse:
 
 @router.get("")
 async def list_firmware(
-    pid: str,
+    pid: ProductId,
     request: Request,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: str | None = None,
+    limit: Limit = 100,
+    cursor: KeyCursor = None,
 ) -> dict[str, Any]:
     """The product's packages, oldest first."""
     page = await _service(request).list(pid, limit, cursor)
@@ -269,12 +291,12 @@ async def list_firmware(
 
 
 @router.get("/{firmware_id}")
-async def get_firmware(pid: str, firmware_id: str, request: Request) -> dict[str, Any]:
+async def get_firmware(pid: ProductId, firmware_id: FirmwareId, request: Request) -> dict[str, Any]:
     return firmware_out(await _service(request).get(pid, firmware_id))
 
 
 @router.delete("/{firmware_id}", status_code=204)
-async def delete_firmware(pid: str, firmware_id: str, request: Request) -> Response:
+async def delete_firmware(pid: ProductId, firmware_id: FirmwareId, request: Request) -> Response:
     """Delete a package and its file; 409 while a running OTA task uses it."""
     await _service(request).delete(pid, firmware_id)
     return Response(status_code=204)

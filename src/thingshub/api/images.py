@@ -12,15 +12,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse
 
-from thingshub.api.schemas import ERRORS
-from thingshub.core.errors import InvalidRequest
+from thingshub.api.params import ApiRoute, DeviceName, ProductId
+from thingshub.api.schemas import BODY_ERRORS, ERRORS, ImagePatch
 from thingshub.services.images import ImageService
 
 router = APIRouter(
-    prefix="/api/v1/products/{pid}/devices/{name}/image", tags=["images"], responses=ERRORS
+    prefix="/api/v1/products/{pid}/devices/{name}/image",
+    tags=["images"],
+    responses=ERRORS,
+    route_class=ApiRoute,
 )
-
-PATCH_FIELDS = {"desired", "tags", "version"}
 
 
 def _images(request: Request) -> ImageService:
@@ -29,25 +30,25 @@ def _images(request: Request) -> ImageService:
 
 
 @router.get("")
-async def get_image(pid: str, name: str, request: Request) -> dict[str, Any]:
+async def get_image(pid: ProductId, name: DeviceName, request: Request) -> dict[str, Any]:
     """The image document: system properties, tags, and the properties (state,
     metadata, version, timestamp; times in Unix seconds)."""
     return await _images(request).document(pid, name)
 
 
 @router.post("", status_code=201)
-async def create_image(pid: str, name: str, request: Request) -> JSONResponse:
+async def create_image(pid: ProductId, name: DeviceName, request: Request) -> JSONResponse:
     """Create an empty image (version 1)."""
     return JSONResponse(await _images(request).create(pid, name), status_code=201)
 
 
-@router.patch("")
+@router.patch("", responses=BODY_ERRORS)
 async def patch_image(
-    pid: str,
-    name: str,
+    pid: ProductId,
+    name: DeviceName,
     request: Request,
     body: Annotated[
-        dict[str, Any],
+        ImagePatch,
         Body(
             examples=[
                 {"desired": {"lights": {"color": "RED"}}, "tags": {"floor": "1"}, "version": 3}
@@ -57,8 +58,6 @@ async def patch_image(
 ) -> dict[str, Any]:
     """Change desired (validated as a device's update; `null` deletes a key) and/or tags
     (`null` removes a tag). With `version`, the change applies only to that version."""
-    unknown = set(body) - PATCH_FIELDS
-    if unknown:
-        raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
-    kwargs: dict[str, Any] = {k: body[k] for k in ("desired", "tags") if k in body}
-    return await _images(request).patch(pid, name, version=body.get("version"), **kwargs)
+    given = body.model_fields_set
+    kwargs: dict[str, Any] = {k: getattr(body, k) for k in ("desired", "tags") if k in given}
+    return await _images(request).patch(pid, name, version=body.version, **kwargs)

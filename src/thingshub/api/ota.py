@@ -15,18 +15,49 @@ import asyncio
 import os
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import Field
+from fastapi.security import APIKeyQuery
+from pydantic import ConfigDict, Field, StrictBool, StringConstraints
 
-from thingshub.api.schemas import ERRORS, ErrorOut, Strict
+from thingshub.api.params import (
+    ApiRoute,
+    DeviceName,
+    KeyCursor,
+    Limit,
+    ProductId,
+    TaskId,
+)
+from thingshub.api.schemas import (
+    BODY_ERRORS,
+    ERRORS,
+    NUMBER,
+    OPTIONAL_ERRORS,
+    ErrorOut,
+    Identifier,
+    Strict,
+)
+from thingshub.core import ota
 from thingshub.core.errors import NotFound, Unavailable
 from thingshub.core.model import OtaDevice, OtaTask
 from thingshub.services.ota import OtaService, TaskView
 
-router = APIRouter(prefix="/api/v1/products/{pid}/ota-tasks", tags=["ota"], responses=ERRORS)
-download_router = APIRouter(tags=["ota"])
+router = APIRouter(
+    prefix="/api/v1/products/{pid}/ota-tasks",
+    tags=["ota"],
+    responses=ERRORS | OPTIONAL_ERRORS,
+    route_class=ApiRoute,
+)
+download_router = APIRouter(tags=["ota"], route_class=ApiRoute)
 DOWNLOAD_PATH = "/ota/download/{task_id}/{device}"
+SIGN_METHOD = r"^([Mm][Dd]5|[Ss][Hh][Aa]256)$"
+#: What admits a device to a download: the token of its inform's url.
+DOWNLOAD_TOKEN = APIKeyQuery(
+    name="token",
+    auto_error=False,
+    scheme_name="downloadToken",
+    description="The token of the url in the OTA inform (a wrong or missing one: 403).",
+)
 
 
 def _service(request: Request) -> OtaService:
@@ -37,15 +68,42 @@ def _service(request: Request) -> OtaService:
 
 
 class TaskIn(Strict):
-    firmware_id: str = Field(description="The package to install (from /firmware).")
-    devices: list[str] | None = Field(None, description="Device names, in rollout order.")
-    all: bool | None = Field(None, description="true: every device of the product.")
-    sign_method: str | None = Field(None, description="MD5 or SHA256 (default).")
-    rollout_per_minute: int | None = Field(
-        None, description="Devices informed per minute at most (default: all at once)."
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": ["devices"],
+                    "properties": {"devices": {"type": "array"}, "all": {"enum": [False, None]}},
+                },
+                {
+                    "required": ["all"],
+                    "properties": {"all": {"const": True}, "devices": {"type": "null"}},
+                },
+            ]
+        },
     )
-    device_timeout_s: int | None = Field(
-        None, description="Seconds a device has from its inform to report 100 (default 3600)."
+
+    firmware_id: Identifier = Field(description="The package to install (from /firmware).")
+    devices: list[Identifier] | None = Field(
+        None,
+        min_length=1,
+        max_length=ota.MAX_TASK_DEVICES,
+        description='Device names, in rollout order (or `"all": true`).',
+    )
+    all: StrictBool | None = Field(None, description="true: every device of the product.")
+    sign_method: Annotated[str, StringConstraints(pattern=SIGN_METHOD)] | None = Field(
+        None, description="MD5 or SHA256 (default), in any case."
+    )
+    rollout_per_minute: (
+        Annotated[int, Field(ge=1, le=ota.MAX_ROLLOUT_PER_MINUTE), NUMBER] | None
+    ) = Field(None, description="Devices informed per minute at most (default: all at once).")
+    device_timeout_s: (
+        Annotated[int, Field(ge=ota.MIN_DEVICE_TIMEOUT_S, le=ota.MAX_DEVICE_TIMEOUT_S), NUMBER]
+        | None
+    ) = Field(
+        None,
+        description="Seconds a device has from its inform to report 100 (default 3600).",
     )
 
 
@@ -83,8 +141,8 @@ def view_out(view: TaskView) -> dict[str, Any]:
     return {**task_out(view.task, view.counts), "devices": [device_out(d) for d in view.devices]}
 
 
-@router.post("", status_code=201)
-async def create_task(pid: str, body: TaskIn, request: Request) -> JSONResponse:
+@router.post("", status_code=201, responses=BODY_ERRORS)
+async def create_task(pid: ProductId, body: TaskIn, request: Request) -> JSONResponse:
     """Start upgrading devices (a list, or `"all": true`) to a package. Devices online
     and subscribed to `ota/devices/inform/{device_number}` are informed at once (at the
     rollout pace), the others when they subscribe."""
@@ -102,10 +160,10 @@ async def create_task(pid: str, body: TaskIn, request: Request) -> JSONResponse:
 
 @router.get("")
 async def list_tasks(
-    pid: str,
+    pid: ProductId,
     request: Request,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: str | None = None,
+    limit: Limit = 100,
+    cursor: KeyCursor = None,
 ) -> dict[str, Any]:
     """The product's tasks, oldest first, with how many devices are in each state."""
     page = await _service(request).list_tasks(pid, limit, cursor)
@@ -113,13 +171,13 @@ async def list_tasks(
 
 
 @router.get("/{task_id}")
-async def get_task(pid: str, task_id: str, request: Request) -> dict[str, Any]:
+async def get_task(pid: ProductId, task_id: TaskId, request: Request) -> dict[str, Any]:
     """A task with the state, step and description of each of its devices."""
     return view_out(await _service(request).get_task(pid, task_id))
 
 
 @router.post("/{task_id}/cancel")
-async def cancel_task(pid: str, task_id: str, request: Request) -> dict[str, Any]:
+async def cancel_task(pid: ProductId, task_id: TaskId, request: Request) -> dict[str, Any]:
     """Cancel a running task: its devices not yet final become CANCELED (409 if the
     task has completed; cancelling a canceled task changes nothing)."""
     return view_out(await _service(request).cancel(pid, task_id))
@@ -129,13 +187,18 @@ async def cancel_task(pid: str, task_id: str, request: Request) -> dict[str, Any
     DOWNLOAD_PATH,
     response_class=FileResponse,
     responses={
+        400: {"model": ErrorOut, "description": "Malformed request"},
+        404: {"model": ErrorOut, "description": "The file is missing on this server"},
         206: {"description": "The range asked for (Content-Range)"},
         403: {"model": ErrorOut, "description": "A forged, expired or spent token"},
         416: {"description": "The range is outside the file"},
     },
 )
 async def download(
-    task_id: str, device: str, request: Request, token: str | None = None
+    task_id: TaskId,
+    device: DeviceName,
+    request: Request,
+    token: Annotated[str | None, Depends(DOWNLOAD_TOKEN)],
 ) -> FileResponse:
     """The firmware file of a task, for the device the link was made for (no API key:
     the link's token admits it). Supports `Range` for resumed downloads."""

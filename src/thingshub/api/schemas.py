@@ -4,17 +4,47 @@ Rules:
 - Field names are those of interfaces.md (`device_number`, `connectionState`,
   `lastActivityTime`, ...); times are Unix milliseconds.
 - Request bodies forbid unknown fields, so a typo is a 400, not silently ignored.
+- Integers are JSON Schema's: a number without a fraction (`5` or `5.0`), never
+  `true` nor `"5"` (`NUMBER`).
+- Each field states the rules the services enforce (lengths, patterns, ranges),
+  so that what the OpenAPI description allows is what the server accepts.
 """
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+)
 
+from thingshub.api.params import ID_PATTERN
 from thingshub.core.model import Device, Presence, Product
+from thingshub.services import devices as rules
+
+#: A string with something else than white space (Python's str.isspace()).
+NOT_BLANK = "[^\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+Identifier = Annotated[str, StringConstraints(pattern=ID_PATTERN, min_length=1, max_length=64)]
+TagKey = Annotated[str, StringConstraints(min_length=1, max_length=rules.MAX_TAG_KEY)]
+TagValue = Annotated[str, StringConstraints(max_length=rules.MAX_TAG_VALUE)]
 
 T = TypeVar("T")
+
+
+def _number(value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("a number is required")
+    return value
+
+
+#: Makes an `int` one as JSON Schema means it (pydantic then refuses a fraction);
+#: it comes after the field's bounds: `Annotated[int, Field(ge=.., le=..), NUMBER]`.
+NUMBER = BeforeValidator(_number)
 
 
 class Strict(BaseModel):
@@ -22,8 +52,15 @@ class Strict(BaseModel):
 
 
 class ProductIn(Strict):
-    id: str | None = Field(None, description="1-64 of [A-Za-z0-9_.-]; generated when absent.")
-    name: str = Field(description="A human name.")
+    id: Identifier | None = Field(
+        None, description="1-64 of [A-Za-z0-9_.-]; generated when absent."
+    )
+    name: str = Field(
+        min_length=1,
+        max_length=rules.MAX_PRODUCT_NAME,
+        pattern=NOT_BLANK,
+        description="A human name, not only white space.",
+    )
 
 
 class ProductOut(BaseModel):
@@ -40,17 +77,25 @@ class ProductOut(BaseModel):
 
 
 class ProductPatch(Strict):
-    retention_days: int | None = Field(
+    retention_days: Annotated[int, Field(ge=1, le=36500), NUMBER] | None = Field(
         description="Days to keep telemetry and events; null: forever."
     )
 
 
+_RESERVED: list[JsonValue] = [*sorted(rules.RESERVED_NUMBERS)]
+
+
 class DeviceIn(Strict):
-    name: str = Field(description="Unique within the product; 1-64 of [A-Za-z0-9_.-].")
-    device_number: str | None = Field(
-        None, description="Globally unique ThingsPanel id; defaults to the name when free."
+    name: Identifier = Field(description="Unique within the product; 1-64 of [A-Za-z0-9_.-].")
+    device_number: Identifier | None = Field(
+        None,
+        description="Globally unique ThingsPanel id; defaults to the name when free."
+        f" Not one of: {', '.join(sorted(rules.RESERVED_NUMBERS))}.",
+        json_schema_extra={"not": {"enum": _RESERVED}},
     )
-    tags: dict[str, str] | None = Field(None, description="Flat string tags.")
+    tags: dict[TagKey, TagValue] | None = Field(
+        None, max_length=rules.MAX_TAGS, description="Flat string tags."
+    )
 
 
 class DeviceOut(BaseModel):
@@ -85,7 +130,9 @@ class DeviceCreated(DeviceOut):
 
 
 class TokenIn(Strict):
-    expires_in: int = Field(3600, ge=60, le=10 * 365 * 86400, description="Seconds from now.")
+    expires_in: Annotated[int, Field(ge=60, le=10 * 365 * 86400), NUMBER] = Field(
+        3600, description="Seconds from now."
+    )
     method: Literal["md5", "sha1", "sha256"] = "sha256"
 
 
@@ -107,9 +154,52 @@ class ErrorOut(BaseModel):
     err_msg: str | None = None
 
 
+class ImagePatch(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"anyOf": [{"required": ["desired"]}, {"required": ["tags"]}]},
+    )
+
+    desired: dict[str, Any] | None = Field(
+        None, description="Desired values, checked as a device's update; null deletes a key."
+    )
+    tags: dict[TagKey, TagValue | None] | None = Field(
+        None, description="Tags to set; null removes a tag."
+    )
+    version: Annotated[int, Field(ge=0, le=2**53 - 1), NUMBER] | None = Field(
+        None, description="Apply only to this version of the image."
+    )
+
+
+class CallIn(Strict):
+    method: str = Field(min_length=1, description="The command's method.")
+    params: Any = Field(None, description="Its params (default {}).")
+
+
+class AttributesGetIn(Strict):
+    keys: list[Annotated[str, StringConstraints(min_length=1)]] = Field(
+        default_factory=list, description="The attribute names wanted ([]: all)."
+    )
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorOut, "description": description}
+
+
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorOut, "description": "Malformed request"},
-    401: {"model": ErrorOut, "description": "Missing or wrong API key"},
-    404: {"model": ErrorOut, "description": "No such resource"},
-    409: {"model": ErrorOut, "description": "Conflict with the current state"},
+    400: _error("Malformed request"),
+    401: _error("Missing or wrong API key"),
+    404: _error("No such resource"),
+    409: _error("Conflict with the current state"),
+}
+#: Routes that read a body.
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {413: _error("The body is larger than 1 MiB")}
+#: Routes that wait for a device's answer.
+CALL_ERRORS: dict[int | str, dict[str, Any]] = {
+    502: _error("The device answered something unusable"),
+    504: _error("The device did not answer in time"),
+}
+#: Routes of a part a server may run without (firmware and OTA).
+OPTIONAL_ERRORS: dict[int | str, dict[str, Any]] = {
+    503: _error("Not available on this server"),
 }

@@ -16,6 +16,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from thingshub.core.errors import Unauthorized
 
+UNAUTHORIZED = "a valid API key is required (Authorization: Bearer <key>)"
+
 bearer = HTTPBearer(auto_error=False, description="The API key printed by `thingshub serve`.")
 
 
@@ -40,4 +42,4 @@ async def require_api_key(
 ) -> None:
     expected: str = request.app.state.api_key
     if not key_matches(expected, credentials.credentials if credentials else None):
-        raise Unauthorized("a valid API key is required (Authorization: Bearer <key>)")
+        raise Unauthorized(UNAUTHORIZED)

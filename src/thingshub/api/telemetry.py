@@ -6,19 +6,28 @@ device with no data answers 200 with empty results.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
+from thingshub.api.params import ApiRoute, DeviceName, Ms, PointCursor, ProductId
 from thingshub.api.schemas import ERRORS
-from thingshub.services.history import HistoryService
+from thingshub.core.jsontext import INT64_MAX
+from thingshub.services.history import MAX_LIMIT, HistoryService
 
 router = APIRouter(
-    prefix="/api/v1/products/{pid}/devices/{name}", tags=["telemetry"], responses=ERRORS
+    prefix="/api/v1/products/{pid}/devices/{name}",
+    tags=["telemetry"],
+    responses=ERRORS,
+    route_class=ApiRoute,
 )
 
-Ms = Annotated[int | None, Query(description="Unix milliseconds.")]
+Start = Annotated[Ms, Query(description="Unix ms, inclusive.")]
+End = Annotated[Ms, Query(description="Unix ms, exclusive; after start.")]
+HistoryLimit = Annotated[
+    int | None, Query(ge=1, le=MAX_LIMIT, description="Items a page (default 1,000).")
+]
 
 
 def _history(request: Request) -> HistoryService:
@@ -27,47 +36,55 @@ def _history(request: Request) -> HistoryService:
 
 
 @router.get("/telemetry/latest")
-async def latest(pid: str, name: str, request: Request) -> dict[str, Any]:
+async def latest(pid: ProductId, name: DeviceName, request: Request) -> dict[str, Any]:
     """`{"key": {"ts": <ms>, "value": v}, ...}`: the newest value of every key."""
     return await _history(request).latest(pid, name)
 
 
 @router.get("/telemetry")
 async def telemetry(
-    pid: str,
-    name: str,
+    pid: ProductId,
+    name: DeviceName,
     request: Request,
-    key: Annotated[str | None, Query(description="The telemetry key.")] = None,
-    start: Ms = None,
-    end: Ms = None,
-    interval: Annotated[int | None, Query(description="Bucket width in ms.")] = None,
-    agg: Annotated[str | None, Query(description="avg, min, max, sum, count or last.")] = None,
-    limit: Annotated[int | None, Query(description="Points a page (raw history).")] = None,
-    cursor: str | None = None,
+    key: Annotated[str, Query(min_length=1, description="The telemetry key.")],
+    start: Start,
+    end: End,
+    interval: Annotated[
+        int | None,
+        Query(ge=1, le=INT64_MAX, description="Bucket width in ms (default: the whole range)."),
+    ] = None,
+    agg: Annotated[
+        Literal["avg", "min", "max", "sum", "count", "last"] | None,
+        Query(description="The aggregate of each bucket (default avg, with interval)."),
+    ] = None,
+    limit: HistoryLimit = None,
+    cursor: PointCursor = None,
 ) -> dict[str, Any]:
     """`{"key", "points": [[ts, value], ...], "next"}`: the raw points of `key` in
-    [start, end), paged; or, with `interval` and `agg`, one point per non-empty
-    bucket [start + k*interval, start + (k+1)*interval), stamped with its start."""
+    [start, end), paged; or, with `interval` and/or `agg`, one point per non-empty
+    bucket [start + k*interval, start + (k+1)*interval), stamped with its start.
+    At most 10,000 buckets: (end - start) / interval over that is 400, a rule
+    between parameters that OpenAPI cannot state."""
     return await _history(request).telemetry(
         pid, name, key, start, end, limit=limit, cursor=cursor, interval=interval, agg=agg
     )
 
 
 @router.get("/attributes")
-async def attributes(pid: str, name: str, request: Request) -> dict[str, Any]:
+async def attributes(pid: ProductId, name: DeviceName, request: Request) -> dict[str, Any]:
     """`{"key": value, ...}` as last reported by the device."""
     return await _history(request).attribute_values(pid, name)
 
 
 @router.get("/events")
 async def events(
-    pid: str,
-    name: str,
+    pid: ProductId,
+    name: DeviceName,
     request: Request,
-    start: Ms = None,
-    end: Ms = None,
-    limit: Annotated[int | None, Query(description="Events at most (default 1,000).")] = None,
-    cursor: str | None = None,
+    start: Start,
+    end: End,
+    limit: HistoryLimit = None,
+    cursor: PointCursor = None,
 ) -> JSONResponse:
     """`[{"ts", "method", "params"}, ...]` ascending. When there are more than `limit`,
     the `X-Next-Cursor` header carries the cursor of the next page."""

@@ -7,12 +7,23 @@ Rules:
   4,300-digit limit cannot turn a long number into "not JSON"; a document
   nested deeper than the interpreter's stack is read without recursion, with
   the same grammar and values. Every failure is a `JsonError` (a ValueError).
+- `loads_unicode` also refuses a lone surrogate (`"\ud800"`, which JSON's
+  escapes can spell but UTF-8 cannot carry), for documents stored or shown as
+  they are (the HTTP API): no string it returns can fail later. The device
+  protocols keep `loads` and their own error codes for such strings.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+#: Where a lone surrogate may hide: an escape of one, or one in the text itself.
+_MAYBE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 class JsonError(ValueError):
@@ -37,28 +48,57 @@ DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_int=_parse_int
 WHITESPACE = " \t\n\r"
 
 
-def loads(data: bytes | str) -> Any:
-    """Parse strict JSON (bytes must be UTF-8); raises JsonError."""
+def has_lone_surrogate(value: Any) -> bool:
+    """Whether a string anywhere in `value` (keys too) holds a lone surrogate."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _text(data: bytes | str) -> str:
     if isinstance(data, bytes | bytearray | memoryview):
         try:
-            text = bytes(data).decode("utf-8")
+            return bytes(data).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise JsonError(
                 f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})"
             ) from None
-    else:
-        text = data
+    return data
+
+
+def loads_unicode(data: bytes | str) -> Any:
+    """`loads`, refusing a lone surrogate in any string (keys too); raises JsonError."""
+    text = _text(data)
+    value = loads(text)
+    if _MAYBE_SURROGATE.search(text) and has_lone_surrogate(value):
+        raise JsonError("a string holds a lone surrogate (not valid Unicode)")
+    return value
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse strict JSON (bytes must be UTF-8); raises JsonError."""
+    text = _text(data)
     try:
         try:
-            return DECODER.decode(text)
+            value = DECODER.decode(text)
         except RecursionError:
-            return _loads_iterative(text)
+            value = _loads_iterative(text)
     except json.JSONDecodeError as exc:
         raise JsonError(f"{exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except JsonError:
         raise
     except ValueError as exc:
         raise JsonError(str(exc)) from None
+    return value
 
 
 def _skip_ws(text: str, i: int) -> int:

@@ -68,6 +68,8 @@ MAX_TASK_DEVICES: Final = 100_000
 MAX_VERSION: Final = 64
 MAX_FIRMWARE_NAME: Final = 128
 MAX_EXT_DATA: Final = 8 * 1024  # bytes of JSON: the inform payload must stay small
+#: The largest number in ext_data (JSON's safe integers: every device reads them alike).
+MAX_SAFE: Final = 2**53 - 1
 
 # Why a progress report changed nothing (metrics labels).
 IGNORED_INVALID: Final = "invalid_report"
@@ -88,6 +90,7 @@ DELETED_DESC: Final = "the device was deleted"
 SUCCEEDED_DESC: Final = "upgrade succeeded"
 
 _VERSION = re.compile(r"[\x21-\x7e]{1,64}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def new_id(now_ms: int) -> str:
@@ -245,8 +248,10 @@ def check_module(value: object) -> str:
 def check_firmware_name(value: object) -> str | None:
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or len(value) > MAX_FIRMWARE_NAME or not value.isprintable():
-        raise InvalidRequest(f"name must be at most {MAX_FIRMWARE_NAME} printable characters")
+    if not isinstance(value, str) or len(value) > MAX_FIRMWARE_NAME or _CONTROL.search(value):
+        raise InvalidRequest(
+            f"name must be at most {MAX_FIRMWARE_NAME} characters, none of them a control"
+        )
     return value
 
 
@@ -258,7 +263,26 @@ def check_ext_data(value: object, size: int) -> dict[str, Any]:
         raise InvalidRequest("ext_data must be a JSON object")
     if size > MAX_EXT_DATA:
         raise InvalidRequest(f"ext_data is larger than {MAX_EXT_DATA} bytes")
+    if not _safe_numbers(value):
+        raise InvalidRequest(f"ext_data numbers must be within -{MAX_SAFE} to {MAX_SAFE}")
     return value
+
+
+def _safe_numbers(value: object) -> bool:
+    """Whether every number in `value` is within ±MAX_SAFE (stored and sent as it is)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, bool | str) or item is None:
+            continue
+        if isinstance(item, int | float):
+            if not -MAX_SAFE <= item <= MAX_SAFE:
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
 
 
 def check_sign_method(value: object) -> str:

@@ -28,13 +28,13 @@ Rules (the requests, ids and verdicts are core/commands.py's):
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from thingshub.core import commands as rules
+from thingshub.core import cursors
 from thingshub.core.errors import (
     AnswerTooLarge,
     BadDeviceAnswer,
@@ -385,17 +385,8 @@ def _not_subscribed(topic: str) -> NotSubscribed:
 
 
 def _encode_cursor(created_at: int, cmd_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{created_at}:{cmd_id}".encode()).decode().rstrip("=")
+    return cursors.command(created_at, cmd_id)
 
 
 def _decode_cursor(cursor: str | None) -> tuple[int, str] | None:
-    if not cursor:
-        return None
-    try:
-        raw = base64.b64decode(
-            cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True
-        ).decode()
-        created, _, cmd_id = raw.partition(":")
-        return int(created), cmd_id
-    except ValueError:
-        raise InvalidRequest("cursor is not one this server issued") from None
+    return cursors.before_command(cursor)

@@ -11,18 +11,16 @@ Rules:
 - Deleting a device announces `DeviceDeleted`, so its connections are closed
   and its credentials stop working at once, here and in other processes.
 - Lookups for logins go through a bounded cache, dropped on deletion.
-- Lists are paged with an opaque cursor: base64url of the last key.
+- Lists are paged with a cursor: the last key (core/cursors.py).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from thingshub.core import names
+from thingshub.core import cursors, names
 from thingshub.core.errors import AlreadyExists, Conflict, InvalidRequest, NotFound
 from thingshub.core.events import DeviceDeleted, Event
 from thingshub.core.model import Device, DeviceLookup, Page, Product
@@ -48,17 +46,11 @@ class CreatedDevice:
 
 
 def encode_cursor(key: str) -> str:
-    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+    return cursors.key(key)
 
 
 def decode_cursor(cursor: str | None) -> str | None:
-    if not cursor:
-        return None
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        return base64.b64decode(padded, altchars=b"-_", validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidRequest("cursor is not one this server issued") from None
+    return cursors.after_key(cursor)
 
 
 def check_limit(limit: int) -> int:

@@ -33,7 +33,7 @@ from typing import BinaryIO
 
 from thingshub.core import ota
 from thingshub.core.errors import InvalidRequest, NotFound, TooLarge, Unavailable
-from thingshub.core.jsontext import loads
+from thingshub.core.jsontext import loads_unicode
 from thingshub.core.model import Firmware, Page
 from thingshub.core.ports import Clock, FirmwareRepo
 from thingshub.services.devices import DeviceService, check_limit, decode_cursor, encode_cursor
@@ -276,10 +276,10 @@ def _base_name(filename: str | None) -> str | None:
 
 
 def _ext_data(text: str | None) -> dict[str, object]:
-    if text is None or not text.strip():
+    if text is None:
         return {}
     try:
-        value = loads(text)
+        value = loads_unicode(text)
     except ValueError:
         raise InvalidRequest("ext_data must be a JSON object") from None
     return ota.check_ext_data(value, len(text.encode()))

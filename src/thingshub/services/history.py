@@ -2,9 +2,11 @@
 
 Rules (interfaces.md):
 - Times are Unix ms; `start` is inclusive, `end` exclusive; results ascending.
-- History pages with an opaque cursor (the last point's (ts, seq)); at most
+- History pages with a cursor (the last point's (ts, seq), core/cursors.py); at most
   `limit` points a page (default 1,000, at most 10,000).
-- Aggregates are computed in the database: bucket k covers
+- `start >= end` is an empty range (empty results, not an error).
+- Aggregates (`interval` and/or `agg`; `agg` defaults to avg, `interval` to
+  the whole range) are computed in the database: bucket k covers
   [start + k*interval, start + (k+1)*interval), is stamped with its start, and
   empty buckets are omitted. At most 10,000 buckets a query.
 - A device with no data answers empty results, never 404 (an unknown device
@@ -13,9 +15,9 @@ Rules (interfaces.md):
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
+from thingshub.core import cursors
 from thingshub.core.errors import InvalidRequest
 from thingshub.core.model import DeviceEvent
 from thingshub.core.ports import AttributeRepo, EventRepo, TelemetryRepo
@@ -28,26 +30,17 @@ MAX_BUCKETS = 10_000
 
 
 def _cursor(ts: int, seq: int) -> str:
-    return base64.urlsafe_b64encode(f"{ts}:{seq}".encode()).decode().rstrip("=")
+    return cursors.point(ts, seq)
 
 
 def _after(cursor: str | None) -> tuple[int, int] | None:
-    if not cursor:
-        return None
-    try:
-        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
-        ts, seq = raw.decode().split(":")
-        return int(ts), int(seq)
-    except ValueError:
-        raise InvalidRequest("cursor is not one this server issued") from None
+    return cursors.after_point(cursor)
 
 
 def _range(start: int | None, end: int | None) -> tuple[int, int]:
     if start is None or end is None:
         raise InvalidRequest("start and end (Unix ms) are required")
-    if start >= end:
-        raise InvalidRequest("start must be before end")
-    return start, end
+    return start, end  # start >= end is an empty range: empty results
 
 
 def _limit(limit: int | None) -> int:
@@ -106,8 +99,10 @@ class HistoryService:
                 "points": [[ts, value] for ts, _, value in rows],
                 "next": next_cursor,
             }
-        if interval is None or agg is None:
-            raise InvalidRequest("interval and agg go together")
+        if agg is None:
+            agg = "avg"
+        if interval is None:
+            interval = max(end - start, 1)  # one bucket: the whole range
         if agg not in AGGREGATES:
             raise InvalidRequest(f"agg must be one of {', '.join(AGGREGATES)}")
         if interval <= 0:

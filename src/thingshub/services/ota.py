@@ -270,7 +270,7 @@ class OtaService:
                     break
                 cursor = page.next
             if not out:
-                raise InvalidRequest(f"product {product_id!r} has no devices")
+                raise Conflict(f"product {product_id!r} has no devices")
             if len(out) > ota.MAX_TASK_DEVICES:
                 raise InvalidRequest(f"a task targets at most {ota.MAX_TASK_DEVICES} devices")
             return out
