@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints, WithJsonSchema
 
 from thingshub.api.deps import Things
 from thingshub.api.params import ApiRoute, DeviceName, ProductId, Timeout
@@ -37,8 +37,12 @@ router = APIRouter(
     route_class=ApiRoute,
 )
 CALL = BODY_ERRORS | CALL_ERRORS
+#: An identifier of the thing model (without a model: any 1-128 characters).
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+#: A value for the device: any JSON value but null (checked by the model, if any).
+Value = Annotated[Any, WithJsonSchema({"type": ["string", "number", "boolean", "object", "array"]})]
 #: Values for the device, by identifier: a JSON object with at least one member.
-Values = Annotated[dict[str, Any], Body(min_length=1)]
+Values = Annotated[dict[Identifier, Value], Body(min_length=1)]
 ServiceId = Annotated[str, StringConstraints(pattern=SERVICE_PATTERN, min_length=1, max_length=51)]
 
 
@@ -125,7 +129,7 @@ async def invoke_service(
     name: DeviceName,
     identifier: ServiceId,
     things: Things,
-    body: Annotated[dict[str, Any], Body(description="The service's input parameters.")],
+    body: Annotated[dict[Identifier, Value], Body(description="The service's input.")],
     timeout: Timeout = 5,
     asynchronous: Annotated[
         bool,
@@ -155,7 +159,9 @@ async def patch_desired(
     pid: ProductId,
     name: DeviceName,
     things: Things,
-    body: Annotated[dict[str, Any], Body(min_length=1, description="Values; null deletes one.")],
+    body: Annotated[
+        dict[Identifier, Any], Body(min_length=1, description="Values; null deletes one.")
+    ],
 ) -> dict[str, Any]:
     """Set or delete desired values (checked like a set); pushed to the device on
     `thing/property/set` when it is online and listens."""

@@ -483,15 +483,16 @@ def _free_value(value: object, where: str) -> object:
 
 
 def _free_values(requested: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """What an application sends without a model: any identifier of 1-128
+    characters and any value but null (it goes to the device as JSON)."""
     out = {}
     for key, value in requested.items():
         name = f"{where}.{key}" if where else key
         if not isinstance(key, str) or not 1 <= len(key) <= 128:
             raise _invalid(BAD_REQUEST, f"{name}: identifiers are 1-128 characters")
-        try:
-            out[key] = _free_value(value, name)
-        except ThingError as exc:
-            raise _invalid(exc.code, exc.message) from None
+        if value is None:
+            raise _invalid(DATA_TYPE, f"{name}: null is not a value")
+        out[key] = value
     return out
 
 
