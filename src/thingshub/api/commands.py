@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse
 
+from thingshub.api.deps import Commands
 from thingshub.api.params import (
     ApiRoute,
     CommandCursor,
@@ -27,7 +28,6 @@ from thingshub.core import commands as calls
 from thingshub.core.errors import InvalidRequest
 from thingshub.core.jsontext import loads
 from thingshub.core.model import CommandRecord
-from thingshub.services.commands import CommandService
 
 router = APIRouter(
     prefix="/api/v1/products/{pid}/devices/{name}",
@@ -40,11 +40,6 @@ MAX_COMMAND = 64 * 1024
 #: Values for the device: a JSON object with at least one member.
 Values = Annotated[dict[str, Any], Body(min_length=1)]
 CALL = BODY_ERRORS | CALL_ERRORS
-
-
-def _commands(request: Request) -> CommandService:
-    service: CommandService = request.app.state.ctx.commands
-    return service
 
 
 def _text(data: bytes) -> str | None:
@@ -69,7 +64,7 @@ def _text(data: bytes) -> str | None:
     },
 )
 async def onenet_command(
-    pid: ProductId, name: DeviceName, request: Request, timeout: Timeout = 10
+    pid: ProductId, name: DeviceName, request: Request, commands: Commands, timeout: Timeout = 10
 ) -> dict[str, Any]:
     """A OneNET synchronous command: the body is published as is on
     `$sys/{pid}/{name}/cmd/request/{cmd_id}`; the answer comes back base64 (and as
@@ -77,7 +72,7 @@ async def onenet_command(
     body = await request.body()
     if len(body) > MAX_COMMAND:
         raise InvalidRequest(f"a command is at most {MAX_COMMAND} bytes")
-    result = await _commands(request).call(pid, name, calls.raw_command(body), timeout)
+    result = await commands.call(pid, name, calls.raw_command(body), timeout)
     return {
         "cmd_id": result.call_id,
         "response": base64.b64encode(result.payload).decode(),
@@ -87,45 +82,51 @@ async def onenet_command(
 
 @router.post("/calls", responses=CALL)
 async def thingspanel_call(
-    pid: ProductId, name: DeviceName, request: Request, body: CallIn, timeout: Timeout = 10
+    pid: ProductId, name: DeviceName, commands: Commands, body: CallIn, timeout: Timeout = 10
 ) -> dict[str, Any]:
     """A ThingsPanel command `{"method", "params"}` on `devices/command/{device_number}/{id}`;
     the device's response object, as it sent it."""
     call = calls.method_call(body.method, body.params)
-    return await _answer_object(request, pid, name, call, timeout)
+    return await _answer_object(commands, pid, name, call, timeout)
 
 
 @router.put("/attributes", responses=CALL)
 async def set_attributes(
-    pid: ProductId, name: DeviceName, request: Request, body: Values, timeout: Timeout = 10
+    pid: ProductId, name: DeviceName, commands: Commands, body: Values, timeout: Timeout = 10
 ) -> dict[str, Any]:
     """Set attributes on the device (`devices/attributes/set/{device_number}/{id}`);
     the device's response object."""
-    return await _answer_object(request, pid, name, calls.attribute_set(body), timeout)
+    return await _answer_object(commands, pid, name, calls.attribute_set(body), timeout)
 
 
 async def _answer_object(
-    request: Request, pid: str, name: str, call: calls.CallRequest, timeout: int
+    commands: Commands, pid: str, name: str, call: calls.CallRequest, timeout: int
 ) -> dict[str, Any]:
     """The device's response object (its dialect read and checked it)."""
-    result = await _commands(request).call(pid, name, call, timeout)
+    result = await commands.call(pid, name, call, timeout)
     assert result.body is not None, "a ThingsPanel answer is always read"
     return result.body
 
 
 @router.post("/attributes/get", responses=CALL)
 async def get_attributes(
-    pid: ProductId, name: DeviceName, request: Request, body: AttributesGetIn, timeout: Timeout = 10
+    pid: ProductId,
+    name: DeviceName,
+    commands: Commands,
+    body: AttributesGetIn,
+    timeout: Timeout = 10,
 ) -> dict[str, Any]:
     """Ask the device for attributes (`{"keys": [...]}`, empty for all) on
     `devices/attributes/get/{device_number}`; the values of its next report."""
-    return await _commands(request).get_attributes(pid, name, body.keys, timeout)
+    return await commands.get_attributes(pid, name, body.keys, timeout)
 
 
 @router.post("/control", status_code=202, responses=BODY_ERRORS)
-async def control(pid: ProductId, name: DeviceName, request: Request, body: Values) -> JSONResponse:
+async def control(
+    pid: ProductId, name: DeviceName, commands: Commands, body: Values
+) -> JSONResponse:
     """Values for the device on `devices/telemetry/control/{device_number}`; nothing waits."""
-    await _commands(request).control(pid, name, body)
+    await commands.control(pid, name, body)
     return JSONResponse({"status": "sent"}, status_code=202)
 
 
@@ -133,13 +134,13 @@ async def control(pid: ProductId, name: DeviceName, request: Request, body: Valu
 async def list_commands(
     pid: ProductId,
     name: DeviceName,
-    request: Request,
+    commands: Commands,
     limit: Limit = 100,
     cursor: CommandCursor = None,
 ) -> dict[str, Any]:
     """The recorded calls of both families, newest first. OneNET bodies are base64;
     ThingsPanel bodies are the JSON objects sent and received."""
-    page = await _commands(request).list_records(pid, name, limit, cursor)
+    page = await commands.list_records(pid, name, limit, cursor)
     return {"items": [_record(r) for r in page.items], "next": page.next}
 
 

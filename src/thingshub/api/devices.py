@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 
-from thingshub.api.context import ApiContext
+from thingshub.api.deps import Context
 from thingshub.api.params import ApiRoute, DeviceName, KeyCursor, Limit, ProductId
 from thingshub.api.schemas import (
     BODY_ERRORS,
@@ -28,16 +28,9 @@ router = APIRouter(
 )
 
 
-def _ctx(request: Request) -> ApiContext:
-    ctx: ApiContext = request.app.state.ctx
-    return ctx
-
-
 @router.post("", status_code=201, responses=BODY_ERRORS)
-async def create_device(pid: ProductId, body: DeviceIn, request: Request) -> DeviceCreated:
-    created = await _ctx(request).devices.create_device(
-        pid, body.name, body.device_number, body.tags
-    )
+async def create_device(pid: ProductId, body: DeviceIn, ctx: Context) -> DeviceCreated:
+    created = await ctx.devices.create_device(pid, body.name, body.device_number, body.tags)
     out = DeviceOut.of(created.device, Presence(False))
     return DeviceCreated(**out.model_dump(), key=created.device.key, password=created.password)
 
@@ -45,14 +38,13 @@ async def create_device(pid: ProductId, body: DeviceIn, request: Request) -> Dev
 @router.get("")
 async def list_devices(
     pid: ProductId,
-    request: Request,
+    ctx: Context,
     limit: Limit = 100,
     cursor: KeyCursor = None,
     search: Annotated[
         str | None, Query(max_length=64, description="Names containing this text.")
     ] = None,
 ) -> PageOut[DeviceOut]:
-    ctx = _ctx(request)
     page = await ctx.devices.list_devices(pid, limit, cursor, search)
     presence = await ctx.presence.get_many([(d.product_id, d.name) for d in page.items])
     items = [DeviceOut.of(d, presence[(d.product_id, d.name)]) for d in page.items]
@@ -60,16 +52,14 @@ async def list_devices(
 
 
 @router.get("/{name}")
-async def get_device(pid: ProductId, name: DeviceName, request: Request) -> DeviceOut:
-    ctx = _ctx(request)
+async def get_device(pid: ProductId, name: DeviceName, ctx: Context) -> DeviceOut:
     device = await ctx.devices.get_device(pid, name)
     return DeviceOut.of(device, await ctx.presence.get(pid, name))
 
 
 @router.post("/{name}/token", responses=BODY_ERRORS)
-async def mint_token(pid: ProductId, name: DeviceName, body: TokenIn, request: Request) -> TokenOut:
+async def mint_token(pid: ProductId, name: DeviceName, body: TokenIn, ctx: Context) -> TokenOut:
     """A fresh OneNET login token for the device (the key never leaves the server)."""
-    ctx = _ctx(request)
     device = await ctx.devices.get_device(pid, name)
     expires_at = ctx.devices.clock.now_ms() // 1000 + body.expires_in
     token = ctx.tokens(device.key, pid, name, expires_at, body.method)
@@ -77,6 +67,6 @@ async def mint_token(pid: ProductId, name: DeviceName, body: TokenIn, request: R
 
 
 @router.delete("/{name}", status_code=204)
-async def delete_device(pid: ProductId, name: DeviceName, request: Request) -> Response:
-    await _ctx(request).devices.delete_device(pid, name)
+async def delete_device(pid: ProductId, name: DeviceName, ctx: Context) -> Response:
+    await ctx.devices.delete_device(pid, name)
     return Response(status_code=204)

@@ -22,13 +22,13 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
+from thingshub.api import deps
 from thingshub.api.guard import allow_body
 from thingshub.api.params import ID_PATTERN, ApiRoute, FirmwareId, KeyCursor, Limit, ProductId
 from thingshub.api.schemas import ERRORS, OPTIONAL_ERRORS, ErrorOut
 from thingshub.core import ota
-from thingshub.core.errors import InvalidRequest, TooLarge, Unavailable
+from thingshub.core.errors import InvalidRequest, TooLarge
 from thingshub.core.model import Firmware
-from thingshub.services.firmware import FirmwareService
 
 router = APIRouter(
     prefix="/api/v1/products/{pid}/firmware",
@@ -39,13 +39,6 @@ router = APIRouter(
 
 FIELDS = ("version", "module", "name", "ext_data")
 MAX_FIELDS = 64 * 1024  # bytes of all the parts but the file
-
-
-def _service(request: Request) -> FirmwareService:
-    service: FirmwareService | None = request.app.state.ctx.firmware
-    if service is None:
-        raise Unavailable("firmware packages are not available on this server")
-    return service
 
 
 def firmware_out(f: Firmware) -> dict[str, Any]:
@@ -232,10 +225,9 @@ UPLOAD_BODY = {
     openapi_extra=UPLOAD_BODY,
     responses={413: {"model": ErrorOut, "description": "The file is over the size limit"}},
 )
-async def upload_firmware(pid: ProductId, request: Request) -> JSONResponse:
+async def upload_firmware(pid: ProductId, request: Request, service: deps.Firmware) -> JSONResponse:
     """Upload a firmware package. The answer carries its id, size, and its MD5 and
     SHA-256 digests (lowercase hex) computed while it was received."""
-    service = _service(request)
     boundary = _boundary(request)
     _check_length(request, service.max_size)
     upload = await service.begin(pid)
@@ -281,22 +273,26 @@ async def upload_firmware(pid: ProductId, request: Request) -> JSONResponse:
 @router.get("")
 async def list_firmware(
     pid: ProductId,
-    request: Request,
+    firmware: deps.Firmware,
     limit: Limit = 100,
     cursor: KeyCursor = None,
 ) -> dict[str, Any]:
     """The product's packages, oldest first."""
-    page = await _service(request).list(pid, limit, cursor)
+    page = await firmware.list(pid, limit, cursor)
     return {"items": [firmware_out(f) for f in page.items], "next": page.next}
 
 
 @router.get("/{firmware_id}")
-async def get_firmware(pid: ProductId, firmware_id: FirmwareId, request: Request) -> dict[str, Any]:
-    return firmware_out(await _service(request).get(pid, firmware_id))
+async def get_firmware(
+    pid: ProductId, firmware_id: FirmwareId, firmware: deps.Firmware
+) -> dict[str, Any]:
+    return firmware_out(await firmware.get(pid, firmware_id))
 
 
 @router.delete("/{firmware_id}", status_code=204)
-async def delete_firmware(pid: ProductId, firmware_id: FirmwareId, request: Request) -> Response:
+async def delete_firmware(
+    pid: ProductId, firmware_id: FirmwareId, firmware: deps.Firmware
+) -> Response:
     """Delete a package and its file; 409 while a running OTA task uses it."""
-    await _service(request).delete(pid, firmware_id)
+    await firmware.delete(pid, firmware_id)
     return Response(status_code=204)

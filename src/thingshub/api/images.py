@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse
 
+from thingshub.api.deps import Images
 from thingshub.api.params import ApiRoute, DeviceName, ProductId
 from thingshub.api.schemas import BODY_ERRORS, ERRORS, ImagePatch
-from thingshub.services.images import ImageService
 
 router = APIRouter(
     prefix="/api/v1/products/{pid}/devices/{name}/image",
@@ -24,29 +24,24 @@ router = APIRouter(
 )
 
 
-def _images(request: Request) -> ImageService:
-    service: ImageService = request.app.state.ctx.images
-    return service
-
-
 @router.get("")
-async def get_image(pid: ProductId, name: DeviceName, request: Request) -> dict[str, Any]:
+async def get_image(pid: ProductId, name: DeviceName, images: Images) -> dict[str, Any]:
     """The image document: system properties, tags, and the properties (state,
     metadata, version, timestamp; times in Unix seconds)."""
-    return await _images(request).document(pid, name)
+    return await images.document(pid, name)
 
 
 @router.post("", status_code=201)
-async def create_image(pid: ProductId, name: DeviceName, request: Request) -> JSONResponse:
+async def create_image(pid: ProductId, name: DeviceName, images: Images) -> JSONResponse:
     """Create an empty image (version 1)."""
-    return JSONResponse(await _images(request).create(pid, name), status_code=201)
+    return JSONResponse(await images.create(pid, name), status_code=201)
 
 
 @router.patch("", responses=BODY_ERRORS)
 async def patch_image(
     pid: ProductId,
     name: DeviceName,
-    request: Request,
+    images: Images,
     body: Annotated[
         ImagePatch,
         Body(
@@ -60,4 +55,4 @@ async def patch_image(
     (`null` removes a tag). With `version`, the change applies only to that version."""
     given = body.model_fields_set
     kwargs: dict[str, Any] = {k: getattr(body, k) for k in ("desired", "tags") if k in given}
-    return await _images(request).patch(pid, name, version=body.version, **kwargs)
+    return await images.patch(pid, name, version=body.version, **kwargs)

@@ -15,11 +15,12 @@ import asyncio
 import os
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import APIKeyQuery
 from pydantic import ConfigDict, Field, StrictBool, StringConstraints
 
+from thingshub.api.deps import Ota
 from thingshub.api.params import (
     ApiRoute,
     DeviceName,
@@ -38,9 +39,9 @@ from thingshub.api.schemas import (
     Strict,
 )
 from thingshub.core import ota
-from thingshub.core.errors import NotFound, Unavailable
+from thingshub.core.errors import NotFound
 from thingshub.core.model import OtaDevice, OtaTask
-from thingshub.services.ota import OtaService, TaskView
+from thingshub.services.ota_tasks import TaskView
 
 router = APIRouter(
     prefix="/api/v1/products/{pid}/ota-tasks",
@@ -58,13 +59,6 @@ DOWNLOAD_TOKEN = APIKeyQuery(
     scheme_name="downloadToken",
     description="The token of the url in the OTA inform (a wrong or missing one: 403).",
 )
-
-
-def _service(request: Request) -> OtaService:
-    service: OtaService | None = request.app.state.ctx.ota
-    if service is None:
-        raise Unavailable("OTA is not available on this server")
-    return service
 
 
 class TaskIn(Strict):
@@ -142,11 +136,11 @@ def view_out(view: TaskView) -> dict[str, Any]:
 
 
 @router.post("", status_code=201, responses=BODY_ERRORS)
-async def create_task(pid: ProductId, body: TaskIn, request: Request) -> JSONResponse:
+async def create_task(pid: ProductId, body: TaskIn, ota: Ota) -> JSONResponse:
     """Start upgrading devices (a list, or `"all": true`) to a package. Devices online
     and subscribed to `ota/devices/inform/{device_number}` are informed at once (at the
     rollout pace), the others when they subscribe."""
-    view = await _service(request).create_task(
+    view = await ota.create_task(
         pid,
         body.firmware_id,
         body.devices,
@@ -161,26 +155,26 @@ async def create_task(pid: ProductId, body: TaskIn, request: Request) -> JSONRes
 @router.get("")
 async def list_tasks(
     pid: ProductId,
-    request: Request,
+    ota: Ota,
     limit: Limit = 100,
     cursor: KeyCursor = None,
 ) -> dict[str, Any]:
     """The product's tasks, oldest first, with how many devices are in each state."""
-    page = await _service(request).list_tasks(pid, limit, cursor)
+    page = await ota.list_tasks(pid, limit, cursor)
     return {"items": [task_out(t, c) for t, c in page.items], "next": page.next}
 
 
 @router.get("/{task_id}")
-async def get_task(pid: ProductId, task_id: TaskId, request: Request) -> dict[str, Any]:
+async def get_task(pid: ProductId, task_id: TaskId, ota: Ota) -> dict[str, Any]:
     """A task with the state, step and description of each of its devices."""
-    return view_out(await _service(request).get_task(pid, task_id))
+    return view_out(await ota.get_task(pid, task_id))
 
 
 @router.post("/{task_id}/cancel")
-async def cancel_task(pid: ProductId, task_id: TaskId, request: Request) -> dict[str, Any]:
+async def cancel_task(pid: ProductId, task_id: TaskId, ota: Ota) -> dict[str, Any]:
     """Cancel a running task: its devices not yet final become CANCELED (409 if the
     task has completed; cancelling a canceled task changes nothing)."""
-    return view_out(await _service(request).cancel(pid, task_id))
+    return view_out(await ota.cancel(pid, task_id))
 
 
 @download_router.get(
@@ -197,12 +191,12 @@ async def cancel_task(pid: ProductId, task_id: TaskId, request: Request) -> dict
 async def download(
     task_id: TaskId,
     device: DeviceName,
-    request: Request,
+    ota: Ota,
     token: Annotated[str | None, Depends(DOWNLOAD_TOKEN)],
 ) -> FileResponse:
     """The firmware file of a task, for the device the link was made for (no API key:
     the link's token admits it). Supports `Range` for resumed downloads."""
-    service = _service(request)
+    service = ota
     firmware = service.authorize_download(task_id, device, token)
     path = service.file_of(firmware)
     try:

@@ -2,50 +2,45 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 
+from thingshub.api.deps import Devices
 from thingshub.api.params import ApiRoute, KeyCursor, Limit, ProductId
 from thingshub.api.schemas import BODY_ERRORS, ERRORS, PageOut, ProductIn, ProductOut, ProductPatch
-from thingshub.services.devices import DeviceService
 
 router = APIRouter(
     prefix="/api/v1/products", tags=["products"], responses=ERRORS, route_class=ApiRoute
 )
 
 
-def _devices(request: Request) -> DeviceService:
-    service: DeviceService = request.app.state.ctx.devices
-    return service
-
-
 @router.post("", status_code=201, responses=BODY_ERRORS)
-async def create_product(body: ProductIn, request: Request) -> ProductOut:
-    product = await _devices(request).create_product(body.id, body.name)
+async def create_product(body: ProductIn, devices: Devices) -> ProductOut:
+    product = await devices.create_product(body.id, body.name)
     return ProductOut.of(product)
 
 
 @router.get("")
 async def list_products(
-    request: Request,
+    devices: Devices,
     limit: Limit = 100,
     cursor: KeyCursor = None,
 ) -> PageOut[ProductOut]:
-    page = await _devices(request).list_products(limit, cursor)
+    page = await devices.list_products(limit, cursor)
     return PageOut[ProductOut](items=[ProductOut.of(p) for p in page.items], next=page.next)
 
 
 @router.get("/{pid}")
-async def get_product(pid: ProductId, request: Request) -> ProductOut:
-    return ProductOut.of(await _devices(request).get_product(pid))
+async def get_product(pid: ProductId, devices: Devices) -> ProductOut:
+    return ProductOut.of(await devices.get_product(pid))
 
 
 @router.patch("/{pid}", responses=BODY_ERRORS)
-async def patch_product(pid: ProductId, body: ProductPatch, request: Request) -> ProductOut:
+async def patch_product(pid: ProductId, body: ProductPatch, devices: Devices) -> ProductOut:
     """Set the product's retention (`{"retention_days": N}`, null: keep everything)."""
-    return ProductOut.of(await _devices(request).set_retention(pid, body.retention_days))
+    return ProductOut.of(await devices.set_retention(pid, body.retention_days))
 
 
 @router.delete("/{pid}", status_code=204)
-async def delete_product(pid: ProductId, request: Request) -> Response:
-    await _devices(request).delete_product(pid)
+async def delete_product(pid: ProductId, devices: Devices) -> Response:
+    await devices.delete_product(pid)
     return Response(status_code=204)

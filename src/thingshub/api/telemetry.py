@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
+from thingshub.api.deps import History
 from thingshub.api.params import ApiRoute, DeviceName, Ms, PointCursor, ProductId
 from thingshub.api.schemas import ERRORS
 from thingshub.core.jsontext import INT64_MAX
-from thingshub.services.history import MAX_LIMIT, HistoryService
+from thingshub.services.history import MAX_LIMIT
 
 router = APIRouter(
     prefix="/api/v1/products/{pid}/devices/{name}",
@@ -30,22 +31,17 @@ HistoryLimit = Annotated[
 ]
 
 
-def _history(request: Request) -> HistoryService:
-    service: HistoryService = request.app.state.ctx.history
-    return service
-
-
 @router.get("/telemetry/latest")
-async def latest(pid: ProductId, name: DeviceName, request: Request) -> dict[str, Any]:
+async def latest(pid: ProductId, name: DeviceName, history: History) -> dict[str, Any]:
     """`{"key": {"ts": <ms>, "value": v}, ...}`: the newest value of every key."""
-    return await _history(request).latest(pid, name)
+    return await history.latest(pid, name)
 
 
 @router.get("/telemetry")
 async def telemetry(
     pid: ProductId,
     name: DeviceName,
-    request: Request,
+    history: History,
     key: Annotated[str, Query(min_length=1, description="The telemetry key.")],
     start: Start,
     end: End,
@@ -65,22 +61,22 @@ async def telemetry(
     bucket [start + k*interval, start + (k+1)*interval), stamped with its start.
     At most 10,000 buckets: (end - start) / interval over that is 400, a rule
     between parameters that OpenAPI cannot state."""
-    return await _history(request).telemetry(
+    return await history.telemetry(
         pid, name, key, start, end, limit=limit, cursor=cursor, interval=interval, agg=agg
     )
 
 
 @router.get("/attributes")
-async def attributes(pid: ProductId, name: DeviceName, request: Request) -> dict[str, Any]:
+async def attributes(pid: ProductId, name: DeviceName, history: History) -> dict[str, Any]:
     """`{"key": value, ...}` as last reported by the device."""
-    return await _history(request).attribute_values(pid, name)
+    return await history.attribute_values(pid, name)
 
 
 @router.get("/events")
 async def events(
     pid: ProductId,
     name: DeviceName,
-    request: Request,
+    history: History,
     start: Start,
     end: End,
     limit: HistoryLimit = None,
@@ -88,7 +84,7 @@ async def events(
 ) -> JSONResponse:
     """`[{"ts", "method", "params"}, ...]` ascending. When there are more than `limit`,
     the `X-Next-Cursor` header carries the cursor of the next page."""
-    items, next_cursor = await _history(request).event_list(pid, name, start, end, limit, cursor)
+    items, next_cursor = await history.event_list(pid, name, start, end, limit, cursor)
     headers = {"X-Next-Cursor": next_cursor} if next_cursor else None
     body = [{"ts": e.ts, "method": e.method, "params": e.params} for e in items]
     return JSONResponse(body, headers=headers)

@@ -26,6 +26,7 @@ from thingshub.core.events import DeviceDeleted, Event
 from thingshub.core.model import Device, DeviceLookup, Page, Product
 from thingshub.core.ports import Clock, EventBus, Storage
 from thingshub.services import credentials
+from thingshub.services.ota_tasks import device_names as names_shown
 
 MAX_PAGE = 1000
 MAX_TAGS = 64
@@ -220,6 +221,29 @@ class DeviceService:
             if device is not None:
                 self._cache.put(key, device)
         return device
+
+    async def numbers(self, product_id: str, names: list[str] | None) -> dict[str, str]:
+        """name -> device number of the named devices (None: all the product's);
+        NotFound naming those that do not exist."""
+        out: dict[str, str] = {}
+        if names is None:
+            cursor = None
+            while True:
+                page = await self.list_devices(product_id, 1000, cursor)
+                out.update((d.name, d.device_number) for d in page.items)
+                if page.next is None:
+                    return out
+                cursor = page.next
+        missing = []
+        for name in names:
+            device = await self.find_device(product_id, name)
+            if device is None:
+                missing.append(name)
+            else:
+                out[name] = device.device_number
+        if missing:
+            raise NotFound(f"{names_shown(missing)} not found in product {product_id!r}")
+        return out
 
     async def find_by_username(self, username: str) -> Device | None:
         key = ("u", username)

@@ -22,8 +22,7 @@ Rules (protocols.md section 4; the state machine and tokens are core/ota.py):
 - Progress that changes nothing is counted in `ignored` by reason, never an
   error. Every change of a device is announced as `OtaProgressed`.
 - Downloads: the URL carries a token bound to the task, the device and the
-  file (core/ota.py); it is good while the device's upgrade is under way
-  (INFORMED, IN_PROGRESS) in a running task and until its expiry.
+  file; ota_tasks.py says when it is good.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Coroutine
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,39 +44,20 @@ from thingshub.core.model import Firmware, OtaDevice, OtaTask, Page
 from thingshub.core.ports import Clock, DeviceLink, EventBus, OtaRepo
 from thingshub.services.devices import DeviceService, check_limit, decode_cursor, encode_cursor
 from thingshub.services.firmware import FirmwareService
+from thingshub.services.ota_tasks import (
+    RunningTask,
+    TaskView,
+    authorize,
+    device_names,
+    summary,
+    view,
+)
 
 log = logging.getLogger("thingshub.ota")
 
 Key = tuple[str, str]
 #: Longest life of a download token, whatever the device timeout.
 MAX_TOKEN_LIFETIME_S = 86_400
-
-
-@dataclass
-class _Task:
-    """A RUNNING task in memory."""
-
-    task: OtaTask
-    firmware: Firmware
-    devices: dict[str, OtaDevice]  # rollout order
-    numbers: dict[str, str]  # device name -> device number (non-final devices)
-    rollout: ota.Rollout
-    queued: dict[str, None] = field(default_factory=dict)  # QUEUED names, in order
-    active: set[str] = field(default_factory=set)  # INFORMED and IN_PROGRESS names
-
-    @property
-    def remaining(self) -> int:
-        return len(self.queued) + len(self.active)
-
-
-@dataclass(frozen=True, slots=True)
-class TaskView:
-    task: OtaTask
-    devices: list[OtaDevice]
-
-    @property
-    def counts(self) -> dict[str, int]:
-        return ota.counts(self.devices)
 
 
 class OtaService:
@@ -106,7 +86,7 @@ class OtaService:
         #: Seconds between two rounds of the rollout loop (informs and timeouts).
         self.tick = tick
         self.max_token_lifetime_s = max_token_lifetime_s
-        self._tasks: dict[str, _Task] = {}
+        self._tasks: dict[str, RunningTask] = {}
         self._by_device: dict[Key, dict[str, str]] = {}  # device -> module -> running task
         self._unsubscribed: set[Key] = set()  # online, but not listening when last tried
         self._lock = asyncio.Lock()  # creating and cancelling tasks
@@ -144,7 +124,7 @@ class OtaService:
             await self.repo.finish_task(task.id, ota.CANCELED, now, ended)
             return
         rollout = ota.Rollout(task.rollout_per_minute, now)
-        t = _Task(task, firmware, {d.name: d for d in devices}, {}, rollout)
+        t = RunningTask(task, firmware, {d.name: d for d in devices}, {}, rollout)
         gone = []
         for d in devices:
             if d.state in ota.FINAL:
@@ -213,15 +193,15 @@ class OtaService:
             raise InvalidRequest("firmware_id is required")
         await self.devices.get_product(product_id)
         firmware = await self.firmware.get(product_id, firmware_id)
-        numbers = await self._targets(product_id, targets)
+        numbers = await self._numbers(product_id, targets)
         async with self._lock:
             busy = [
                 n for n in numbers if firmware.module in self._by_device.get((product_id, n), {})
             ]
             if busy:
                 raise Conflict(
-                    f"{_names(busy)} already upgrading module {firmware.module!r} in a running"
-                    " task; cancel that task first"
+                    f"{device_names(busy)} already upgrading module {firmware.module!r} in a"
+                    " running task; cancel that task first"
                 )
             now = self.clock.now_ms()
             task = OtaTask(
@@ -243,7 +223,7 @@ class OtaService:
             # by the first inform, and let the second come early.
             started = self.clock.now_ms()
             rollout = ota.Rollout(rate, started)
-            t = _Task(task, firmware, {d.name: d for d in rows}, numbers, rollout)
+            t = RunningTask(task, firmware, {d.name: d for d in rows}, numbers, rollout)
             for d in rows:
                 self._track(t, d)
             self._tasks[task.id] = t
@@ -256,46 +236,28 @@ class OtaService:
             firmware.version,
         )
         self._rollout(t, started)
-        return _view(t)
+        return view(t)
 
-    async def _targets(self, product_id: str, targets: list[str] | None) -> dict[str, str]:
-        """name -> device number of the devices a task targets (all: every device)."""
-        out: dict[str, str] = {}
-        if targets is None:
-            cursor = None
-            while True:
-                page = await self.devices.list_devices(product_id, 1000, cursor)
-                out.update((d.name, d.device_number) for d in page.items)
-                if page.next is None:
-                    break
-                cursor = page.next
-            if not out:
-                raise Conflict(f"product {product_id!r} has no devices")
-            if len(out) > ota.MAX_TASK_DEVICES:
-                raise InvalidRequest(f"a task targets at most {ota.MAX_TASK_DEVICES} devices")
-            return out
-        missing = []
-        for name in targets:
-            device = await self.devices.find_device(product_id, name)
-            if device is None:
-                missing.append(name)
-            else:
-                out[name] = device.device_number
-        if missing:
-            raise NotFound(f"{_names(missing)} not found in product {product_id!r}")
-        return out
+    async def _numbers(self, product_id: str, targets: list[str] | None) -> dict[str, str]:
+        """name -> device number of the devices a task targets (None: every device)."""
+        numbers = await self.devices.numbers(product_id, targets)
+        if targets is None and not numbers:
+            raise Conflict(f"product {product_id!r} has no devices")
+        if len(numbers) > ota.MAX_TASK_DEVICES:
+            raise InvalidRequest(f"a task targets at most {ota.MAX_TASK_DEVICES} devices")
+        return numbers
 
     async def get_task(self, product_id: str, task_id: str) -> TaskView:
         t = self._tasks.get(task_id)
         if t is not None and t.task.product_id == product_id:
-            return _view(t)
+            return view(t)
         task = await self.repo.get_task(product_id, task_id)
         if task is None:
             await self.devices.get_product(product_id)
             raise NotFound(f"OTA task {task_id!r} does not exist in product {product_id!r}")
         t = self._tasks.get(task_id)  # it may have been loaded meanwhile
         if t is not None:
-            return _view(t)
+            return view(t)
         return TaskView(task, await self.repo.devices(task_id))
 
     async def list_tasks(
@@ -323,10 +285,10 @@ class OtaService:
         async with self._lock:
             t = self._tasks.get(task_id)
             if t is None or t.task.product_id != product_id or t.task.status != ota.RUNNING:
-                view = await self.get_task(product_id, task_id)
-                if view.task.status == ota.CANCELED:
-                    return view
-                raise Conflict(f"OTA task {task_id!r} is {view.task.status} already")
+                shown = await self.get_task(product_id, task_id)
+                if shown.task.status == ota.CANCELED:
+                    return shown
+                raise Conflict(f"OTA task {task_id!r} is {shown.task.status} already")
             now = self.clock.now_ms()
             for name in [*t.queued, *t.active]:  # written below, with the task
                 self._end(t, name, ota.CANCELED, ota.CANCELED_DESC, now, save=False)
@@ -336,7 +298,7 @@ class OtaService:
             finally:
                 self._tasks.pop(task_id, None)
         log.info("OTA task %s canceled", task_id)
-        return _view(t)
+        return view(t)
 
     # ------------------------------------------------------------ from devices
 
@@ -394,36 +356,27 @@ class OtaService:
 
     def authorize_download(self, task_id: str, name: str, token: str | None) -> Firmware:
         """The package a download link may fetch now; Forbidden otherwise."""
+        t = self._tasks.get(task_id)
         try:
-            t = self._tasks.get(task_id)
-            if t is None or t.task.status != ota.RUNNING or name not in t.devices:
-                raise Forbidden("this download link is not valid (its task is not running)")
-            now = self.clock.now_ms()
-            ota.verify_token(self.secret, token, task_id, name, t.task.firmware_id, now)
-            if t.devices[name].state not in ota.ACTIVE:
-                raise Forbidden(
-                    "this download link is not valid now (the upgrade is not under way)"
-                )
+            firmware = authorize(t, name, token, self.secret, self.clock.now_ms())
         except Forbidden:
             self.downloads["refused"] += 1
             raise
         self.downloads["served"] += 1
-        return t.firmware
+        return firmware
 
     def file_of(self, firmware: Firmware) -> Path:
         return self.firmware.path(firmware.id)
 
     def download_url(self, task_id: str, name: str, informed_at: int, timeout_s: int) -> str:
         expires = ota.token_expiry(informed_at, timeout_s, self.max_token_lifetime_s)
-        token = ota.sign_token(self.secret, task_id, name, self._firmware_id(task_id), expires)
+        firmware_id = self._tasks[task_id].task.firmware_id
+        token = ota.sign_token(self.secret, task_id, name, firmware_id, expires)
         return f"{self.public_url}/ota/download/{task_id}/{name}?token={token}"
-
-    def _firmware_id(self, task_id: str) -> str:
-        return self._tasks[task_id].task.firmware_id
 
     # ------------------------------------------------------------ the machinery
 
-    def _track(self, t: _Task, device: OtaDevice) -> None:
+    def _track(self, t: RunningTask, device: OtaDevice) -> None:
         """Index a non-final device of a running task."""
         if device.state in ota.FINAL:
             return
@@ -433,7 +386,7 @@ class OtaService:
         else:
             t.active.add(device.name)
 
-    def _set(self, t: _Task, device: OtaDevice, now: int) -> None:
+    def _set(self, t: RunningTask, device: OtaDevice, now: int) -> None:
         """Record a device's new state in memory, and announce it."""
         name = device.name
         t.devices[name] = device
@@ -455,7 +408,7 @@ class OtaService:
         )
 
     def _end(
-        self, t: _Task, name: str, state: str, desc: str, now: int, *, save: bool = True
+        self, t: RunningTask, name: str, state: str, desc: str, now: int, *, save: bool = True
     ) -> None:
         """CANCELED or TIMED_OUT, unless the device is final already."""
         device = t.devices[name]
@@ -468,7 +421,7 @@ class OtaService:
             if save:
                 self._later(self._save(t.task.id, name))
 
-    def _rollout(self, t: _Task, now: int) -> None:
+    def _rollout(self, t: RunningTask, now: int) -> None:
         """Inform the queued devices that can be, as far as the pace allows."""
         pid = t.task.product_id
         for name in list(t.queued):
@@ -479,7 +432,7 @@ class OtaService:
             if self._inform(t, name, now):
                 t.rollout.take(now)
 
-    def _inform(self, t: _Task, name: str, now: int) -> bool:
+    def _inform(self, t: RunningTask, name: str, now: int) -> bool:
         device = t.devices[name]
         number = t.numbers.get(name)
         if number is None or not self.public_url:  # the URL is known once HTTP listens
@@ -503,7 +456,7 @@ class OtaService:
         if t is not None:
             await self.repo.save_device(t.devices[name])
 
-    async def _complete(self, t: _Task) -> None:
+    async def _complete(self, t: RunningTask) -> None:
         if t.task.status != ota.RUNNING or self._tasks.get(t.task.id) is not t:
             return
         now = self.clock.now_ms()
@@ -512,7 +465,7 @@ class OtaService:
             await self.repo.finish_task(t.task.id, ota.COMPLETED, now, list(t.devices.values()))
         finally:
             self._tasks.pop(t.task.id, None)
-        log.info("OTA task %s completed: %s", t.task.id, _summary(t))
+        log.info("OTA task %s completed: %s", t.task.id, summary(t))
 
     def _later(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -538,18 +491,3 @@ class OtaService:
                 self._end(t, event.name, ota.CANCELED, ota.DELETED_DESC, now)
                 if t.remaining == 0:
                     self._later(self._complete(t))
-
-
-def _view(t: _Task) -> TaskView:
-    return TaskView(t.task, list(t.devices.values()))
-
-
-def _names(names: list[str]) -> str:
-    shown = ", ".join(repr(n) for n in names[:5])
-    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
-    return f"device{'s' if len(names) > 1 else ''} {shown}{more}"
-
-
-def _summary(t: _Task) -> str:
-    counts = ota.counts(t.devices.values())
-    return ", ".join(f"{n} {state}" for state, n in counts.items() if n)
