@@ -170,3 +170,19 @@ def test_desired_values_are_versioned_pushed_and_streamed(
     )
     wait_until(lambda: api.get(f"{DEV}/desired").json() == {}, what="the deletion")
     assert api.patch(f"{DEV}/desired", json={"temp": 24}).json()["temp"]["version"] == 1
+
+
+def test_a_product_can_be_created_with_its_model(platform: RunningPlatform) -> None:
+    api = platform.http()
+    broken = json.loads(json.dumps(MODEL))
+    broken["events"][0]["eventType"] = "fatal"
+    bad = api.post("/api/v1/products", json={"id": "p2", "name": "P2", "thing_model": broken})
+    assert bad.status_code == 400 and bad.json()["path"] == "/events/0/eventType"
+    assert api.get("/api/v1/products/p2").status_code == 404  # nothing made
+    made = api.post("/api/v1/products", json={"id": "p2", "name": "P2", "thing_model": MODEL})
+    assert made.status_code == 201, made.text
+    model = api.get("/api/v1/products/p2/thing-model").json()
+    assert model["revision"] == 1 and [p["identifier"] for p in model["properties"]] == [
+        "temp",
+        "count",
+    ]
