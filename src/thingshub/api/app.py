@@ -51,7 +51,8 @@ is refused at the handshake with 401). It sends JSON messages
 all): `telemetry` (`data`: `{"ts", "values"}`, one message per reported time),
 `attributes` (`{...}`), `event` (`{"method", "params"}`), `presence`
 (`{"connectionState"}`), `image` (`{"version", "state"}`), `command`
-(`{"cmd_id", "status", "family"}`), `ota` (`{"task_id", "state", "step"}`). A client
+(`{"cmd_id", "status", "family"}`), `ota` (`{"task_id", "state", "step"}`), `desired`
+(`{"<id>": {"value", "version"} or null}`). A client
 that reads too slowly loses the oldest messages and is told so with
 `{"kind": "dropped", "count": N}`.
 """
