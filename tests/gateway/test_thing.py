@@ -131,6 +131,8 @@ def test_a_model_checks_what_devices_post(platform: RunningPlatform, device: Pah
     assert too_hot == {"id": "3", "code": 302, "msg": "data type error: temp: 130 > max 125"}
     unknown = post(device, "property/post", {"id": "4", "params": {"hum": {"value": 1}}})
     assert unknown["code"] == 309 and "hum" in unknown["msg"]
+    metrics = api.get("/metrics").text
+    assert 'thingshub_thing_requests_refused_total{code="309"} 1.0' in metrics
     # Refused whole: the valid value in a refused post is not stored.
     post(
         device,

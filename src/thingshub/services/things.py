@@ -98,6 +98,8 @@ BAD_REQUEST = thingmodel.BAD_REQUEST
 NO_MODEL = thingmodel.NO_MODEL
 NOT_SUBSCRIBED = thingmodel.SUBSCRIPTION_NOT_EXIST
 MESSAGES = thingmodel.CODES
+#: The key of refused legacy data points in `refused` (OneNET's one code for them).
+DATA_POINTS_REFUSED = 98
 
 
 class ThingError(ThingsHubError):
@@ -287,7 +289,7 @@ class ThingService:
             )
 
     async def data_points_refused(self, ref: DeviceRef, message: DataPointsRefused) -> None:
-        self.refused[-1] = self.refused.get(-1, 0) + 1
+        self.refused[DATA_POINTS_REFUSED] = self.refused.get(DATA_POINTS_REFUSED, 0) + 1
         self.link.send(ref, DataPointsAck(message.request_id, message.error))
 
     def _reply_error(self, ref: DeviceRef, request: str, request_id: str, exc: ThingError) -> None:
