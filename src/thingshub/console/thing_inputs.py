@@ -57,13 +57,14 @@ class ValueInput:
         elif kind == "string":
             self.widget = ui.input(label)
             if data_type.length:
-                self.widget.props(f"maxlength={data_type.length} counter")
+                self.widget.props["maxlength"] = data_type.length
+                self.widget.props["counter"] = True
         elif kind in ("struct", "array"):
             self.widget = ui.textarea(f"{label} (JSON)").props("autogrow input-class=th-mono")
         else:
             self.widget = self._number(data_type, label)
         if kind not in ("bool", "enum", "struct") and hint not in ("—", "text"):
-            self.widget.props(f'hint="{hint}"')
+            self.widget.props["hint"] = hint  # set, not parsed: a unit may hold quotes
         self.widget.props("outlined dense " + tid(test_id)).classes("min-w-[12rem]")
 
     @staticmethod
@@ -83,7 +84,7 @@ class ValueInput:
             precision=0 if integral else None,
         )
         if data_type.unit:
-            number.props(f'suffix="{data_type.unit}"')
+            number.props["suffix"] = data_type.unit
         return number
 
     def read(self) -> object:
