@@ -2,7 +2,7 @@
 stored, against Mosquitto acknowledging the same load with nothing stored.
 
 Why it is built this way (bench/README.md says what each figure means):
-- A QoS 1 PUBACK from the platform means the message's points are durable (protocols.md
+- A QoS 1 PUBACK from the platform means the message's points are durable (docs/protocols.md
   section 1), so PUBACKs counted in a window are messages stored in it, and points/s is
   3 x msgs/s (each message carries 3 keys). The count is then checked through the API:
   for a sample of devices, the stored history of each key must hold exactly the

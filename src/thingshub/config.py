@@ -3,7 +3,7 @@
 Rules:
 - Precedence: command-line option, then environment variable
   (`THINGSHUB_<NAME>`), then the TOML file (`--config` / `THINGSHUB_CONFIG`),
-  then the default. The names and defaults of interfaces.md are fixed.
+  then the default. The names and defaults in the README are fixed.
 - Only `cli.py` and `app.py` read settings; everything else receives plain
   arguments.
 - A bad value is a `SettingsError` with a sentence naming the setting.

@@ -2,7 +2,7 @@
 
 Rules:
 - Everything in it is private to the user the server runs as: the dir is
-  mode 0700 and every file in it 0600 (interfaces.md, "Limits against
+  mode 0700 and every file in it 0600 (docs/operations.md, "Limits against
   hostile input"). The database holds every device key (they cannot be
   hashed: OneNET tokens are HMACs keyed by them), the password pepper, the
   console's session secret and the OTA download secret, so a copy readable

@@ -111,9 +111,9 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404"]
 
 [[operations]]
 include-name = "PATCH /api/v1/products/{pid}/devices/{name}/image"
-# The image's rules (protocols.md section 2: a version other than the image's,
+# The image's rules (docs/protocols.md section 2: a version other than the image's,
 # desired values past the image's limits) are 400 with their err_code 160-165,
-# as interfaces.md fixes; the version one depends on the image's state.
+# as the published API fixes; the version one depends on the image's state.
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404", "409"]
 
 # And one false alarm of schemathesis 4.32: for form fields, its negative "value

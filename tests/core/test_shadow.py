@@ -1,6 +1,6 @@
-"""The OneNET device image rules, case by case (protocols.md section 2).
+"""The OneNET device image rules, case by case (docs/protocols.md section 2).
 
-Golden cases come from the seeds (the example image, the depth example, the
+Golden cases come from OneNET's documentation (the example image, the depth example, the
 update payload, the error table); the error codes are each reached with a
 minimal payload, and the check ORDER is pinned with payloads that break
 several rules at once, since devices see only the first code.
@@ -39,7 +39,7 @@ from thingshub.dialects.onenet.image import (
 
 T0 = 1469564492
 
-# The `properties` object of the seed's example image (onenet-device-image-document.md).
+# The `properties` object of OneNET's example image.
 SEED_PROPERTIES: dict[str, Any] = {
     "state": {
         "desired": {"lights": {"color": "RED"}, "engine": "ON"},
@@ -96,11 +96,11 @@ def padded(payload: dict[str, Any], size: int) -> bytes:
     return out
 
 
-# ---------------------------------------------------------------- the seeds
+# ---------------------------------------------------------------- OneNET's examples
 
 
-def test_seed_image_round_trips_and_its_delta_is_the_seeds() -> None:
-    """The example image of the seed reads back exactly, delta included."""
+def test_onenets_example_image_round_trips_with_its_delta() -> None:
+    """OneNET's example image reads back exactly, delta included."""
     image = Image.from_stored(SEED_PROPERTIES)
     assert image.properties() == SEED_PROPERTIES
     assert image.delta() == {"lights": {"color": "RED"}}

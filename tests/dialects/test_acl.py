@@ -1,4 +1,4 @@
-"""Topic rights of protocols.md section 1, table by table.
+"""Topic rights of docs/protocols.md section 1, table by table.
 
 A device reaches only the topics that carry its own ids (plus the id-less
 ThingsPanel uplink topics it publishes on). Anything else is refused, and a

@@ -1,4 +1,4 @@
-"""OneNET login tokens (protocols.md section 1): golden values, parsing and refusals.
+"""OneNET login tokens (docs/protocols.md section 1): golden values, parsing and refusals.
 
 The expected signatures are computed here with `hmac`/`hashlib`/`base64` and
 pinned as literals, so a change that breaks both the module and a helper
@@ -48,7 +48,7 @@ B64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/
 
 
 def hand_sign(key_b64: str, et: int, method: str, res: str, version: str = VERSION) -> str:
-    """The signature exactly as protocols.md words it, without the module."""
+    """The signature exactly as docs/protocols.md words it, without the module."""
     digest = {"md5": hashlib.md5, "sha1": hashlib.sha1, "sha256": hashlib.sha256}[method]
     message = f"{et}\n{method}\n{res}\n{version}".encode()
     return base64.b64encode(hmac.new(base64.b64decode(key_b64), message, digest).digest()).decode()

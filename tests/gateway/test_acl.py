@@ -1,4 +1,4 @@
-"""Topic rights over real MQTT (protocols.md section 1): a device reaches only its own
+"""Topic rights over real MQTT (docs/protocols.md section 1): a device reaches only its own
 topics, with the refusal codes of 3.1.1 and 5.0."""
 
 from __future__ import annotations

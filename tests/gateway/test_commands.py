@@ -1,5 +1,5 @@
 """Calls to devices end to end: an application on the HTTP API, paho-mqtt devices that
-answer (or not), for OneNET commands (protocols.md section 3) and ThingsPanel commands,
+answer (or not), for OneNET commands (docs/protocols.md section 3) and ThingsPanel commands,
 attribute set/get and control (section 4)."""
 
 from __future__ import annotations

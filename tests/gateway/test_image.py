@@ -1,5 +1,5 @@
 """The OneNET device image end to end: a paho-mqtt device on `$sys/{pid}/{name}/image/...`
-and an application on the HTTP API, as protocols.md section 2 describes them."""
+and an application on the HTTP API, as docs/protocols.md section 2 describes them."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The ThingsPanel data plane end to end: paho-mqtt devices report telemetry, attributes
-and events (protocols.md section 4); the HTTP API reads them back (interfaces.md)."""
+and events (docs/protocols.md section 4); the HTTP API reads them back (the README's HTTP API)."""
 
 from __future__ import annotations
 

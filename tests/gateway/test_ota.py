@@ -1,4 +1,4 @@
-"""OTA end to end (protocols.md section 4, interfaces.md): packages uploaded over HTTP,
+"""OTA end to end (docs/protocols.md section 4, the README): packages uploaded over HTTP,
 tasks started through the API, paho-mqtt devices that are informed, download the file
 over HTTP without the API key (Range included), check its digest and report progress."""
 

@@ -1,4 +1,4 @@
-"""One device, one connection (interfaces.md, "Limits against hostile input"), over
+"""One device, one connection (docs/operations.md, "Limits against hostile input"), over
 real MQTT, HTTP and the live stream: a new login of a device closes its older
 connection whatever client ids both use (5.0: DISCONNECT 0x8E) and discards the
 older session, persistent or not; presence stays online through the takeover,

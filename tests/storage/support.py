@@ -59,7 +59,7 @@ def device(
 
 
 def image(version: int, **reported: object) -> StoredImage:
-    """An image document in the shape of protocols.md §2, at `version`."""
+    """An image document in the shape of docs/protocols.md §2, at `version`."""
     return StoredImage(
         {
             "state": {"reported": dict(reported)},

@@ -1,6 +1,6 @@
 """The HTTP listener's own limits, enforced per connection before any request exists.
 
-Rules (interfaces.md, "Limits against hostile input"):
+Rules (docs/operations.md, "Limits against hostile input"):
 - A connection must send a complete request head within `head_timeout`
   seconds (15 by default) of being accepted, and a keep-alive connection
   within `head_timeout` of the first byte of its next request (until that

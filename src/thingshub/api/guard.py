@@ -1,6 +1,6 @@
 """What every HTTP request passes before the application sees it (pure ASGI).
 
-Rules (interfaces.md, "Limits against hostile input"):
+Rules (docs/operations.md, "Limits against hostile input"):
 - Under `/api/` the API key is checked first, before one byte of the body is
   read: a missing or wrong key is 401 whatever the body. (The live stream is
   a WebSocket: it checks the key at its handshake. The console, the OTA

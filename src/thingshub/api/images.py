@@ -1,6 +1,6 @@
 """OneNET device images: `/api/v1/products/{pid}/devices/{name}/image`.
 
-Errors carry the protocol's `err_code` and `err_msg` (protocols.md section 2):
+Errors carry the protocol's `err_code` and `err_msg` (docs/protocols.md section 2):
 400 with 160-165 for a rule broken, 404 with 167 when there is no image, 409
 with 166 when creating one that exists.
 """

@@ -1,7 +1,7 @@
 """What every route reads from a request, with the rules it really enforces,
 so that validation and the OpenAPI description are one and the same.
 
-Rules (interfaces.md, "Limits against hostile input"):
+Rules (docs/operations.md, "Limits against hostile input"):
 - Integers in paths and queries, and the integer fields of JSON bodies, are
   within the signed 64-bit range (every one has bounds; a test checks the
   OpenAPI description for any that has not): outside it is 400, never a

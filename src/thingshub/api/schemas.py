@@ -1,7 +1,7 @@
 """Request and response bodies, as documented in the OpenAPI description.
 
 Rules:
-- Field names are those of interfaces.md (`device_number`, `connectionState`,
+- Field names are those of the published API (README) (`device_number`, `connectionState`,
   `lastActivityTime`, ...); times are Unix milliseconds.
 - Request bodies forbid unknown fields, so a typo is a 400, not silently ignored.
 - Integers are JSON Schema's: a number without a fraction (`5` or `5.0`), never

@@ -1,6 +1,6 @@
 """The live stream: `GET /api/v1/stream` (WebSocket), what happens as it happens.
 
-Rules (interfaces.md):
+Rules (the README's HTTP API):
 - The API key comes as `Authorization: Bearer <key>` or `?key=`; a missing or
   wrong key is refused at the handshake with HTTP 401 (a JSON body), never
   after accepting.
@@ -14,7 +14,7 @@ Rules (interfaces.md):
   are dropped and the client gets `{"kind": "dropped", "count": N}` before
   the next message it receives.
 - A client that stops reading is disconnected (close code 1008), so that it
-  holds neither memory nor a file descriptor (interfaces.md, "Limits
+  holds neither memory nor a file descriptor (docs/operations.md, "Limits
   against hostile input"): when its unsent backlog passes `max_backlog`
   bytes (1 MiB; messages are counted by their encoded size, so 64 KB
   telemetry counts as such), or when a message has waited `stall_timeout`

@@ -11,7 +11,7 @@ Rules:
   process and event loop, so a page gets typed values and the services' own
   errors (whose sentences are the HTTP API's) without an HTTP hop and without
   the API key ever reaching the browser. OTA is the exception (ota.py): it
-  uses the HTTP API's fixed contract (interfaces.md), called in-process.
+  uses the HTTP API's fixed contract (the README's HTTP API), called in-process.
 - Live updates come from the event bus, per page, unsubscribed when the
   page's client goes away (live.py); fleet rates are sampled counters
   (meter.py), never database scans.

@@ -1,6 +1,6 @@
 """The HTTP API, called in-process: no socket, the server's own key.
 
-Why: where the console follows the API's published contract (interfaces.md)
+Why: where the console follows the API's published contract (the README's HTTP API)
 instead of a service's Python interface (OTA), it goes through the very
 routes applications use, so it validates, answers and fails as they do. The
 requests run on this event loop through the ASGI app; nothing leaves the

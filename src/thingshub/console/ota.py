@@ -1,7 +1,7 @@
 """OTA: firmware packages, upgrade tasks, and each device's progress.
 
 Rules:
-- Everything goes through the HTTP API's OTA routes (interfaces.md), called
+- Everything goes through the HTTP API's OTA routes (the README's HTTP API), called
   in-process (api_client.py): the API's contract is fixed while the OTA
   service behind it may change, and the console then validates and answers
   exactly as applications see. A server without those routes gets a page

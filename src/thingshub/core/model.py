@@ -3,7 +3,7 @@
 Rules:
 - Values are frozen; a change makes a new value.
 - Times are Unix milliseconds (ints) everywhere except inside the OneNET image
-  document, which keeps the seed's seconds.
+  document, which keeps OneNET's seconds.
 - A device's secrets: `key` (base64 of 32 random bytes) is kept, because the
   platform must verify HMAC tokens with it; the password is never kept, only
   `password_hash`, a keyed hash (see services/credentials.py).

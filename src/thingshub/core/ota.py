@@ -1,6 +1,6 @@
 """OTA firmware upgrades: the per-device state machine, download tokens, rollout pace.
 
-Rules (protocols.md section 4, "OTA steps"):
+Rules (docs/protocols.md section 4, "OTA steps"):
 - A device of a task goes QUEUED (not yet informed) -> INFORMED -> IN_PROGRESS
   (steps 1-99) -> SUCCEEDED (step 100) or FAILED (a negative step; `desc` is
   its meaning, FAILURES below), or CANCELED (its task was

@@ -21,7 +21,7 @@ Rules:
   desired's nested shape. Arrays compare as whole values; numbers compare by
   value (1 == 1.0); a bool never equals a number.
 - Depth: desired/reported themselves are level 0, an object under them level
-  1; the seed's `one.two.three.four.key` (four objects) is the deepest valid
+  1; OneNET's documented `one.two.three.four.key` (four objects) is the deepest valid
   shape. Arrays do not add a level, objects inside arrays do. Independently,
   no path under desired/reported may cross more than MAX_NESTING containers
   (objects + arrays), so nothing here recurses without bound.

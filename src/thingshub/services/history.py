@@ -1,6 +1,6 @@
 """Reading what devices reported: latest values, history, aggregates, attributes, events.
 
-Rules (interfaces.md):
+Rules (the README's HTTP API):
 - Times are Unix ms; `start` is inclusive, `end` exclusive; results ascending.
 - History pages with a cursor (the last point's (ts, seq), core/cursors.py); at most
   `limit` points a page (default 1,000, at most 10,000).

@@ -1,7 +1,7 @@
 """OTA tasks: informing devices at the rollout pace, their progress, timeouts,
 cancellation, and who may download what.
 
-Rules (protocols.md section 4; the state machine and tokens are core/ota.py):
+Rules (docs/protocols.md section 4; the state machine and tokens are core/ota.py):
 - Running tasks live in memory (loaded at start: a stopped server resumes
   its rollouts) and every change is written through storage. A device's
   row is written from its current state at the moment the write is queued,

@@ -1,5 +1,5 @@
-"""ThingsPanel device reports (dialects/thingspanel/reports.py): the seed's examples, and
-every refusal with its errcode and a message naming what is wrong."""
+"""ThingsPanel device reports (dialects/thingspanel/reports.py): the protocol's published
+examples, and every refusal with its errcode and a message naming what is wrong."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def refused(call: Any, *args: Any, **kwargs: Any) -> ReportError:
     return info.value
 
 
-# ---------------------------------------------------------------- the seed's examples
+# ---------------------------------------------------------------- the protocol's published examples
 
 SEED_TELEMETRY = b"""{
   "temperature": 25.5,

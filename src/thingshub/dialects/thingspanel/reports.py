@@ -13,7 +13,7 @@ Rules:
   count passes the limit. JSON nested past the interpreter's stack is judged
   without recursion: INVALID_JSON if broken, else INVALID_PARAM (nesting).
 - Telemetry: a root object is real time, every key a point at `now_ms`
-  (an object holding `ts` and `values` too: the seed recognises the format
+  (an object holding `ts` and `values` too: ThingsPanel's protocol recognises the format
   by the root alone); a root array is historical, records
   {"ts": Unix SECONDS, "values": {...}} whose points get ts * 1000 (a
   fraction of a second is kept, rounded to the millisecond). A record holds
