@@ -36,6 +36,10 @@ from thingshub.config import Settings
 from thingshub.core.messages import (
     AttributesReport,
     CallAnswer,
+    DataPoints,
+    DataPointsRefused,
+    DesiredDelete,
+    DesiredGet,
     EventReport,
     ImageGetRequest,
     ImageUpdateRefused,
@@ -44,6 +48,8 @@ from thingshub.core.messages import (
     OtaProgressRefused,
     ReportRefused,
     TelemetryReport,
+    ThingPost,
+    ThingRefused,
 )
 from thingshub.core.ports import Storage
 from thingshub.dialects.onenet.token import make_token
@@ -61,6 +67,7 @@ from thingshub.services.ingest import IngestService
 from thingshub.services.ota import OtaService
 from thingshub.services.presence import PresenceService
 from thingshub.services.retention import RetentionService
+from thingshub.services.things import ThingService
 from thingshub.storage import open_storage
 
 if TYPE_CHECKING:
@@ -95,6 +102,7 @@ class Platform:
         self.devices: DeviceService | None = None
         self.images: ImageService | None = None
         self.commands: CommandService | None = None
+        self.things: ThingService | None = None
         self.ingest: IngestService | None = None
         self.history: HistoryService | None = None
         self.retention: RetentionService | None = None
@@ -156,6 +164,26 @@ class Platform:
         self.gateway.handle(AttributesReport, self.ingest.attribute_report)
         self.gateway.handle(EventReport, self.ingest.event_report)
         self.gateway.handle(ReportRefused, self.ingest.refused_report)
+        self.things = ThingService(
+            storage.thing_models,
+            storage.desired,
+            storage.telemetry,
+            storage.events,
+            self.devices,
+            self.commands,
+            self.gateway,
+            clock,
+            bus,
+        )
+        for kind, handler in (
+            (ThingPost, self.things.device_post),
+            (ThingRefused, self.things.device_refused),
+            (DesiredGet, self.things.desired_get),
+            (DesiredDelete, self.things.desired_delete),
+            (DataPoints, self.things.data_points),
+            (DataPointsRefused, self.things.data_points_refused),
+        ):
+            self.gateway.handle(kind, handler)
         self.history = HistoryService(
             self.devices, storage.telemetry, storage.attributes, storage.events
         )
@@ -179,6 +207,7 @@ class Platform:
             presence=self.presence,
             images=self.images,
             commands=self.commands,
+            things=self.things,
             history=self.history,
             firmware=self.firmware,
             ota=self.ota,
@@ -282,6 +311,8 @@ class Platform:
             await self.gateway.stop()
         if self.images is not None:
             await self.images.stop()
+        if self.commands is not None:
+            await self.commands.stop()
         if self.ota is not None:
             await self.ota.stop()
         if self.retention is not None:

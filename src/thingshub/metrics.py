@@ -19,6 +19,7 @@ from thingshub.gateway.hooks import DeviceGateway
 from thingshub.mqtt.server import Broker
 from thingshub.services.ingest import IngestService
 from thingshub.services.ota import OtaService
+from thingshub.services.things import ThingService
 
 
 class Parts(Protocol):
@@ -29,6 +30,7 @@ class Parts(Protocol):
     bus: LocalBus | None
     ingest: IngestService | None
     ota: OtaService | None
+    things: ThingService | None
 
 
 def collect(platform: Parts) -> Iterable[Metric]:
@@ -90,6 +92,15 @@ def collect(platform: Parts) -> Iterable[Metric]:
         families += [refused, points]
     if platform.ota is not None:
         families += _ota_metrics(platform.ota)
+    if platform.things is not None:
+        things = CounterMetricFamily(
+            "thingshub_thing_requests_refused",
+            "Thing-model requests and data points refused, by OneNET code (98: data points).",
+            labels=["code"],
+        )
+        for code, n in platform.things.refused.items():
+            things.add_metric([str(code)], n)
+        families.append(things)
     return families
 
 

@@ -217,19 +217,32 @@ def console(browser: Any, session: dict[str, Any]) -> Iterator[Any]:
 
 
 @pytest.fixture
-def shoot(tmp_path: Path) -> Callable[[Any, str], Path]:
-    """shoot(page, name): a full-page screenshot, <name>.png (see the module's rules)."""
+def shoot(tmp_path: Path) -> Callable[..., Path]:
+    """shoot(page, name, *parts): a full-page screenshot, <name>.png (see the module's
+    rules); with parts (locators), only the area holding them, with a margin."""
     target = Path(os.environ.get("THINGSHUB_SCREENSHOTS") or tmp_path / "screenshots")
 
-    def take(page: Any, name: str) -> Path:
+    def take(page: Any, name: str, *parts: Any) -> Path:
         target.mkdir(parents=True, exist_ok=True)
         path = target / f"{name}.png"
         page.wait_for_load_state("networkidle")
         page.mouse.move(0, 0)  # no hover effects or tooltips
         page.evaluate("window.scrollTo(0, 0)")  # the fixed header where it belongs
         page.wait_for_timeout(400)  # charts draw their first frame
-        page.screenshot(path=str(path), full_page=True, animations="disabled")
+        clip = _around([part.bounding_box() for part in parts]) if parts else None
+        page.screenshot(path=str(path), full_page=True, animations="disabled", clip=clip)
         assert path.read_bytes().startswith(b"\x89PNG"), f"{path} is not a PNG"
         return path
 
     return take
+
+
+def _around(boxes: list[dict[str, float] | None], margin: float = 16) -> dict[str, float]:
+    """The rectangle holding every box (page coordinates: the page is scrolled to the top)."""
+    assert all(boxes), "a part to shoot is not on the page"
+    shown = [b for b in boxes if b]
+    left = min(b["x"] for b in shown) - margin
+    top = min(b["y"] for b in shown) - margin
+    right = max(b["x"] + b["width"] for b in shown) + margin
+    bottom = max(b["y"] + b["height"] for b in shown) + margin
+    return {"x": max(left, 0), "y": max(top, 0), "width": right - left, "height": bottom - top}

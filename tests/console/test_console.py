@@ -4,24 +4,22 @@ What the issue asks the console to show: signing in; creating a product and
 a device; a paho-mqtt device's telemetry reaching the chart and the latest
 values without a reload; desired set in the console reaching the device as a
 delta; a command sent from the console and its answer; paging through
-100,000 devices; and no bus handlers left behind by closed pages. The last
-test takes the screenshots the README shows (into docs/screenshots/ only through
-scripts/screenshots).
+100,000 devices; and no bus handlers left behind by closed pages. The thing
+model's pages are test_thing.py's; the screenshots, test_screenshots.py's.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 import secrets
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.console.browser import assert_not_reloaded, device_url, field, mark_page, series
 from tests.console.conftest import FLEET, VIEWPORT, ConsoleServer, fleet_name, sign_in
 from tests.console.sim import (
     answer_onenet,
@@ -49,33 +47,6 @@ def lab_device(console_server: ConsoleServer) -> dict[str, Any]:
         assert r.status_code == 201, r.text
         created: dict[str, Any] = r.json()
     return created
-
-
-def device_url(server: ConsoleServer, product_id: str, name: str) -> str:
-    return f"{server.base_url}/console/products/{product_id}/devices/{name}"
-
-
-def field(page: Page, test_id: str) -> Any:
-    """The <input>/<textarea> inside a NiceGUI input marked with `test_id`."""
-    marked = f'[data-testid="{test_id}"]'
-    return page.locator(f"input{marked}, textarea{marked}, {marked} input, {marked} textarea").first
-
-
-def series(page: Page, test_id: str) -> list[list[Any]]:
-    """The data of the first series of an echart, as the browser holds it."""
-    data: list[list[Any]] = page.get_by_test_id(test_id).evaluate(
-        "el => getElement(el).chart.getOption().series[0].data"
-    )
-    return data
-
-
-def mark_page(page: Page) -> None:
-    """A marker that a reload would wipe out (to show that updates came live)."""
-    page.evaluate("window.__not_reloaded = true")
-
-
-def assert_not_reloaded(page: Page) -> None:
-    assert page.evaluate("window.__not_reloaded === true"), "the page was reloaded"
 
 
 # ---------------------------------------------------------------- signing in
@@ -410,128 +381,3 @@ def test_an_ota_task_shows_each_devices_progress_live(
     expect(row).to_contain_text("succeeded")
     expect(page.get_by_test_id("task-status")).to_have_text("completed")
     assert_not_reloaded(page)
-
-
-# ---------------------------------------------------------------- screenshots
-
-
-def _demo_fleet(server: ConsoleServer) -> list[PahoClient]:
-    """Product `greenhouse`: sensor-1 with an hour of history, attributes, events, an
-    image and calls; sensor-2 and sensor-3 online too; five more offline. Returns the
-    connected devices, sensor-1 first."""
-    with server.api() as api:
-        api.post("/api/v1/products", json={"id": "greenhouse", "name": "Greenhouse"})
-        created = {}
-        for i in range(1, 9):
-            tags = {"row": str(1 + i // 3), "zone": "north" if i % 2 else "south"}
-            r = api.post(
-                "/api/v1/products/greenhouse/devices", json={"name": f"sensor-{i}", "tags": tags}
-            )
-            assert r.status_code == 201, r.text
-            created[f"sensor-{i}"] = r.json()
-    devices = []
-    for name in ("sensor-1", "sensor-2", "sensor-3"):
-        d = onenet_login(server.mqtt_port, "greenhouse", name, created[name]["key"])
-        d.subscribe(f"ota/devices/inform/{created[name]['device_number']}", qos=1)
-        devices.append(d)
-    device = devices[0]
-    device.subscribe("$sys/greenhouse/sensor-1/image/#", qos=1)
-    answer_onenet(device, "greenhouse", "sensor-1")
-    answer_thingspanel(device, created["sensor-1"]["device_number"])
-    now = int(time.time())
-    history = [
-        {
-            "ts": now - 3600 + k * 15,
-            "values": {
-                "temperature": round(21 + 2 * math.sin(k / 25) + (k % 4) * 0.05, 2),
-                "humidity": round(55 + 6 * math.cos(k / 40), 1),
-            },
-        }
-        for k in range(240)
-    ]
-    for start in range(0, len(history), 80):  # a message carries at most 200 points
-        telemetry(device, history[start : start + 80])
-    telemetry(device, {"temperature": 21.4, "humidity": 57.5, "mode": "auto"})
-    device.publish(
-        "devices/attributes/1", json.dumps({"firmware": "1.4.2", "ip": "10.0.3.17"}).encode(), 1
-    )
-    for method, params in (("door_open", {"door": 2}), ("door_closed", {"door": 2})):
-        body = json.dumps({"method": method, "params": params}).encode()
-        device.publish("devices/event/1", body, 1)
-    report(device, "greenhouse", "sensor-1", {"target": 21, "fan": "auto"})
-    for d in devices[1:]:
-        telemetry(d, {"temperature": 20.5, "humidity": 61})
-    return devices
-
-
-def _demo_ota(server: ConsoleServer, devices: list[PahoClient]) -> str:
-    """A task upgrading sensor-1..4: one done, one halfway, the rest waiting."""
-    with server.api() as api:
-        fw = api.post(
-            "/api/v1/products/greenhouse/firmware",
-            files={"file": ("greenhouse-1.5.0.bin", b"\x00" * 180_000)},
-            data={"version": "1.5.0", "module": "MCU", "name": "Greenhouse sensor firmware"},
-        ).json()
-        task = api.post(
-            "/api/v1/products/greenhouse/ota-tasks",
-            json={"firmware_id": fw["id"], "devices": [f"sensor-{i}" for i in range(1, 5)]},
-        ).json()
-        for d in devices[:2]:
-            wait_until(lambda d=d: any("inform" in m.topic for m in d.messages), what="informs")
-    for d, step, desc in ((devices[0], "100", "done"), (devices[1], "60", "downloading")):
-        body = {"step": step, "desc": desc, "module": "MCU"}
-        d.publish("ota/devices/progress", json.dumps(body).encode(), qos=1)
-    task_id: str = task["id"]
-    return task_id
-
-
-def test_screenshots_of_each_page(
-    console: Page, console_server: ConsoleServer, shoot: Callable[[Any, str], Any]
-) -> None:
-    page, base = console, console_server.base_url
-    devices = _demo_fleet(console_server)
-    with console_server.api() as api:
-        api.patch(
-            "/api/v1/products/greenhouse/devices/sensor-1/image", json={"desired": {"target": 23}}
-        )
-        api.post(
-            "/api/v1/products/greenhouse/devices/sensor-1/commands",
-            params={"timeout": 5},
-            content=b"status",
-        )
-        api.post(
-            "/api/v1/products/greenhouse/devices/sensor-1/calls",
-            params={"timeout": 5},
-            json={"method": "set_fan", "params": {"speed": 2}},
-        )
-    task_id = _demo_ota(console_server, devices)
-
-    page.goto(f"{base}/console/products/greenhouse/devices/sensor-1")
-    expect(page.get_by_test_id("chart-temperature")).to_be_visible()
-    wait_until(lambda: len(series(page, "chart-temperature")) > 100, what="an hour of history")
-    expect(page.get_by_test_id("image-delta")).to_contain_text('"target": 23')
-    field(page, "onenet-payload").fill("status")
-    page.get_by_test_id("send-onenet").click()
-    expect(page.get_by_test_id("answer")).to_contain_text("done:status")
-    shoot(page, "device")
-
-    page.goto(f"{base}/console/devices?product=greenhouse")
-    expect(page.get_by_test_id("devices").get_by_role("row")).to_have_count(9)
-    shoot(page, "devices")
-
-    page.goto(f"{base}/console/products")
-    expect(page.get_by_test_id("products")).to_contain_text("Greenhouse")
-    shoot(page, "products")
-
-    page.goto(f"{base}/console/")
-    expect(page.get_by_test_id("ingest-chart")).to_be_visible()
-    shoot(page, "overview")
-
-    page.goto(f"{base}/console/ota?product=greenhouse&task={task_id}")
-    row = page.get_by_test_id("task-devices").get_by_role("row", name=re.compile("sensor-2"))
-    expect(row).to_contain_text("60 %")
-    shoot(page, "ota")
-
-    page.get_by_test_id("logout").click()
-    expect(page.get_by_label("API key")).to_be_visible()
-    shoot(page, "login")

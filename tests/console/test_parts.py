@@ -1,5 +1,6 @@
 """The console's plain parts, without a browser: the meter, the bucket arithmetic of
-the charts, the tags patch, the sign-in target, and the formatting."""
+the charts, the tags patch, the sign-in target, the formatting, and how thing-model
+types read and typed inputs turn into values."""
 
 from __future__ import annotations
 
@@ -10,8 +11,16 @@ from thingshub.console.auth import safe_target
 from thingshub.console.device_image import tags_patch
 from thingshub.console.device_telemetry import BUCKETS, RANGES, interval_for, window
 from thingshub.console.meter import Meter
+from thingshub.console.thing_text import (
+    range_text,
+    read_model_file,
+    read_value,
+    type_text,
+    value_text,
+)
 from thingshub.core.errors import InvalidRequest, NotFound
 from thingshub.core.shadow import ImageError
+from thingshub.core.thingmodel import DataType, parse_model
 
 
 def test_the_meter_totals_per_minute_and_rates_over_recent_samples() -> None:
@@ -87,3 +96,63 @@ def test_formatting() -> None:
         f"version must be a positive integer (err_code 165: {ImageError(165).err_msg})"
     )
     assert fmt.error(NotFound("no such device")) == "no such device"
+
+
+def test_thing_model_types_read_shortly() -> None:
+    model = parse_model(
+        {
+            "properties": [
+                {"identifier": "t", "dataType": {"type": "float",
+                 "specs": {"min": "-40", "max": "125", "unit": "°C"}}},
+                {"identifier": "n", "dataType": {"type": "int32"}},
+                {"identifier": "m", "dataType": {"type": "int64", "specs": {"min": "0"}}},
+                {"identifier": "e", "dataType": {"type": "enum", "specs": {"0": "off", "1": "on"}}},
+                {"identifier": "s", "dataType": {"type": "string", "specs": {"length": "16"}}},
+                {"identifier": "b", "dataType": {"type": "bitMap", "specs": {"length": 4}}},
+                {"identifier": "a", "dataType": {"type": "array",
+                 "specs": {"length": 3, "type": "float", "specs": {"min": 0, "max": 1}}}},
+                {"identifier": "x", "dataType": {"type": "struct", "specs": [
+                    {"identifier": "p", "name": "P", "dataType": {"type": "bool"}}]}},
+            ]
+        }
+    )  # fmt: skip
+    shown = {
+        k: (type_text(p.data_type), range_text(p.data_type)) for k, p in model.properties.items()
+    }
+    assert shown == {
+        "t": ("float", "-40 … 125 °C"),
+        "n": ("int32", "—"),  # the type's own limits are not the model's
+        "m": ("int64", "≥ 0"),
+        "e": ("enum", "0: off, 1: on"),
+        "s": ("string", "≤ 16 chars"),
+        "b": ("bitMap", "4 bits"),
+        "a": ("array<float>", "≤ 3 items; 0 … 1"),
+        "x": ("struct", "{p: bool}"),
+    }
+    assert value_text(model.properties["e"].data_type, 1) == "1 (on)"
+    assert value_text(model.properties["t"].data_type, 21.5) == "21.5 °C"
+    assert value_text(None, True) == "true"
+
+
+def test_typed_inputs_give_the_json_values_the_types_call_for() -> None:
+    int32, real = DataType("int32"), DataType("float")
+    assert read_value(int32, 3.0, "n") == 3 and isinstance(read_value(int32, 3.0, "n"), int)
+    assert read_value(real, 2.5, "t") == 2.5
+    assert read_value(int32, 2.5, "n") == 2.5  # not integral: the service refuses it (302)
+    assert read_value(DataType("bool"), None, "b") is False
+    assert read_value(DataType("string"), None, "s") == ""
+    assert read_value(DataType("struct"), '{"p": true}', "x") == {"p": True}
+    with pytest.raises(InvalidRequest, match="n: a value is needed"):
+        read_value(int32, None, "n")
+    with pytest.raises(InvalidRequest, match="x: not JSON"):
+        read_value(DataType("array"), "[1,", "x")
+
+
+def test_a_tsl_file_is_strict_json() -> None:
+    assert read_model_file(b'\xef\xbb\xbf{"properties": []}') == {"properties": []}
+    with pytest.raises(InvalidRequest, match=r"not JSON: .*\(line 2, column 1\)"):
+        read_model_file(b'{"a": 1,\n}')
+    with pytest.raises(InvalidRequest, match="NaN"):
+        read_model_file(b'{"a": NaN}')
+    with pytest.raises(InvalidRequest, match="not UTF-8"):
+        read_model_file(b'{"a": "\xff"}')

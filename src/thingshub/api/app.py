@@ -16,7 +16,17 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from thingshub import __version__
-from thingshub.api import commands, devices, errors, images, openapi, products, stream, telemetry
+from thingshub.api import (
+    commands,
+    devices,
+    errors,
+    images,
+    openapi,
+    products,
+    stream,
+    telemetry,
+    things,
+)
 from thingshub.api import firmware as firmware_api
 from thingshub.api import ota as ota_api
 from thingshub.api.context import ApiContext
@@ -41,7 +51,8 @@ is refused at the handshake with 401). It sends JSON messages
 all): `telemetry` (`data`: `{"ts", "values"}`, one message per reported time),
 `attributes` (`{...}`), `event` (`{"method", "params"}`), `presence`
 (`{"connectionState"}`), `image` (`{"version", "state"}`), `command`
-(`{"cmd_id", "status", "family"}`), `ota` (`{"task_id", "state", "step"}`). A client
+(`{"cmd_id", "status", "family"}`), `ota` (`{"task_id", "state", "step"}`), `desired`
+(`{"<id>": {"value", "version"} or null}`). A client
 that reads too slowly loses the oldest messages and is told so with
 `{"kind": "dropped", "count": N}`.
 """
@@ -57,6 +68,10 @@ def create_api(ctx: ApiContext) -> FastAPI:
             {"name": "devices", "description": "Registered devices and their credentials."},
             {"name": "images", "description": "OneNET device images (device shadows)."},
             {"name": "commands", "description": "Calls to devices, waiting for the answer."},
+            {
+                "name": "thing model",
+                "description": "OneNET thing models: properties, events, services, desired values.",
+            },
             {"name": "telemetry", "description": "Telemetry, attributes and events reported."},
             {
                 "name": "stream",
@@ -89,6 +104,8 @@ def create_api(ctx: ApiContext) -> FastAPI:
     secured = [Depends(require_api_key)]
     for router in (products, devices, images, commands, telemetry, firmware_api, ota_api):
         app.include_router(router.router, dependencies=secured)
+    app.include_router(things.models, dependencies=secured)
+    app.include_router(things.router, dependencies=secured)
     app.include_router(ota_api.download_router)  # the token in the URL admits devices
     app.state.stream = hub = stream.StreamHub(ctx.bus, stream.EVENT_TYPES, ctx.stream_limits)
     registry.register(FunctionCollector(hub.metrics))

@@ -16,6 +16,7 @@ from thingshub.services.history import HistoryService
 from thingshub.services.images import ImageService
 from thingshub.services.ota import OtaService
 from thingshub.services.presence import PresenceService
+from thingshub.services.things import ThingService
 
 
 @dataclass
@@ -24,6 +25,7 @@ class ApiContext:
     presence: PresenceService
     images: ImageService
     commands: CommandService
+    things: ThingService
     history: HistoryService
     bus: EventBus
     api_key: str

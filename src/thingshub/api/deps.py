@@ -24,6 +24,7 @@ from thingshub.services.firmware import FirmwareService
 from thingshub.services.history import HistoryService
 from thingshub.services.images import ImageService
 from thingshub.services.ota import OtaService
+from thingshub.services.things import ThingService
 
 
 def context(request: Request) -> ApiContext:
@@ -50,6 +51,10 @@ def _history(ctx: Context) -> HistoryService:
     return ctx.history
 
 
+def _things(ctx: Context) -> ThingService:
+    return ctx.things
+
+
 def _firmware(ctx: Context) -> FirmwareService:
     if ctx.firmware is None:
         raise Unavailable("firmware packages are not available on this server")
@@ -66,5 +71,6 @@ Devices = Annotated[DeviceService, Depends(_devices)]
 Images = Annotated[ImageService, Depends(_images)]
 Commands = Annotated[CommandService, Depends(_commands)]
 History = Annotated[HistoryService, Depends(_history)]
+Things = Annotated[ThingService, Depends(_things)]
 Firmware = Annotated[FirmwareService, Depends(_firmware)]
 Ota = Annotated[OtaService, Depends(_ota)]

@@ -28,6 +28,7 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from thingshub.core import errors
+from thingshub.core.thingmodel import ModelError
 
 log = logging.getLogger("thingshub.api")
 
@@ -73,6 +74,8 @@ def install(app: FastAPI) -> None:
         if exc.err_code is not None:
             body["err_code"] = exc.err_code
             body["err_msg"] = getattr(exc, "err_msg", None) or exc.message
+        if isinstance(exc, ModelError):
+            body["path"] = exc.path  # the JSON pointer of the fault in the model
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, errors.Unauthorized) else None
         return JSONResponse(body, status_code=status_for(exc), headers=headers)
 

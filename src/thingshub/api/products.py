@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from thingshub.api.deps import Devices
+from thingshub.api.deps import Devices, Things
 from thingshub.api.params import ApiRoute, KeyCursor, Limit, ProductId
 from thingshub.api.schemas import BODY_ERRORS, ERRORS, PageOut, ProductIn, ProductOut, ProductPatch
+from thingshub.core import thingmodel
 
 router = APIRouter(
     prefix="/api/v1/products", tags=["products"], responses=ERRORS, route_class=ApiRoute
@@ -14,8 +15,14 @@ router = APIRouter(
 
 
 @router.post("", status_code=201, responses=BODY_ERRORS)
-async def create_product(body: ProductIn, devices: Devices) -> ProductOut:
+async def create_product(body: ProductIn, devices: Devices, things: Things) -> ProductOut:
+    """Create a product, with its thing model when `thing_model` is given (the model is
+    checked first: a bad one is 400 with its `path`, and no product is made)."""
+    if body.thing_model is not None:
+        thingmodel.parse_model(body.thing_model, max_points=things.max_points)
     product = await devices.create_product(body.id, body.name)
+    if body.thing_model is not None:
+        await things.set_model(product.id, body.thing_model)
     return ProductOut.of(product)
 
 

@@ -61,6 +61,9 @@ class ProductIn(Strict):
         pattern=NOT_BLANK,
         description="A human name, not only white space.",
     )
+    thing_model: dict[str, Any] | None = Field(
+        None, description="A thing model in OneNET's export shape, set with the product."
+    )
 
 
 class ProductOut(BaseModel):

@@ -5,7 +5,7 @@ Rules (the README's HTTP API):
   wrong key is refused at the handshake with HTTP 401 (a JSON body), never
   after accepting.
 - Filters: `product`, `device` (a device name), `kinds` (comma list of
-  telemetry, attributes, event, presence, image, command, ota); unknown
+  telemetry, attributes, event, presence, image, command, ota, desired); unknown
   kinds are a 400 at the handshake.
 - Each message is `{"kind", "product_id", "device", "ts", "data"}`; telemetry
   is one message per reported time, events one message per event.
@@ -45,6 +45,7 @@ from thingshub.api.security import key_matches, presented_key
 from thingshub.core.events import (
     AttributesReported,
     CommandFinished,
+    DesiredChanged,
     Event,
     EventsReceived,
     ImageChanged,
@@ -85,12 +86,10 @@ def _messages(event: Event) -> Iterable[Message]:
             yield {"kind": "telemetry", **base, "ts": ts, "data": {"ts": ts, "values": values}}
     elif isinstance(event, EventsReceived):
         for e in event.events:
-            yield {
-                "kind": "event",
-                **base,
-                "ts": e.ts,
-                "data": {"method": e.method, "params": e.params},
-            }
+            data: dict[str, object] = {"method": e.method, "params": e.params}
+            if e.type is not None:
+                data["type"] = e.type
+            yield {"kind": "event", **base, "ts": e.ts, "data": data}
     elif isinstance(event, AttributesReported):
         yield {"kind": "attributes", **base, "ts": event.ts, "data": event.values}
     elif isinstance(event, PresenceChanged):
@@ -110,6 +109,8 @@ def _messages(event: Event) -> Iterable[Message]:
             "ts": event.ts,
             "data": {"cmd_id": event.cmd_id, "status": event.status, "family": event.family},
         }
+    elif isinstance(event, DesiredChanged):
+        yield {"kind": "desired", **base, "ts": event.ts, "data": event.values}
     elif isinstance(event, OtaProgressed):
         yield {
             "kind": "ota",
@@ -213,7 +214,7 @@ class StreamHub:
 
 
 #: The kinds a client may ask for.
-KINDS = {"telemetry", "attributes", "event", "presence", "image", "command", "ota"}
+KINDS = {"telemetry", "attributes", "event", "presence", "image", "command", "ota", "desired"}
 #: The platform events that feed them.
 EVENT_TYPES: list[type] = [
     TelemetryReceived,
@@ -223,6 +224,7 @@ EVENT_TYPES: list[type] = [
     ImageChanged,
     CommandFinished,
     OtaProgressed,
+    DesiredChanged,
 ]
 
 

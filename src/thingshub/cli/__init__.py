@@ -2,9 +2,9 @@
 
 Rules:
 - `serve.py` runs servers (`serve`, `broker`); `devices.py` (`product`,
-  `device`) and `ota.py` (`firmware`, `ota`) are HTTP clients of a running
-  server and never open the database; `client.py` is how they reach it,
-  `options.py` the options they share.
+  `device`), `model.py` (`model`) and `ota.py` (`firmware`, `ota`) are HTTP
+  clients of a running server and never open the database; `client.py` is
+  how they reach it, `options.py` the options they share.
 """
 
 from __future__ import annotations
@@ -38,10 +38,11 @@ def _root(
 
 
 def main() -> None:
-    from thingshub.cli import devices, ota, serve
+    from thingshub.cli import devices, model, ota, serve
 
     serve.register(app)
     devices.register(app)
+    model.register(app)
     ota.register(app)
     app(prog_name="thingshub")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -57,25 +57,36 @@ class Api:
         except OSError:
             return None
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The answer, whatever its status; exits when the server cannot be reached."""
         import httpx
 
         try:
-            response = self.client.request(method, path, **kwargs)
+            return self.client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             die(f"cannot reach ThingsHub at {self.base}: {exc}")
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The JSON of a 2xx answer (None when empty); exits with the API's error."""
+        response = self.request(method, path, **kwargs)
         if response.status_code >= 400:
-            try:
-                message = response.json().get("error") or response.text
-            except ValueError:
-                message = response.text
-            die(f"{message} (HTTP {response.status_code})")
+            die(failure(response))
         if response.status_code == 204 or not response.content:
             return None
         return response.json()
 
 
-def die(message: str) -> None:
+def failure(response: httpx.Response) -> str:
+    """An error answer as printed: the API's sentence and the HTTP status."""
+    try:
+        body = response.json()
+        message = (body.get("error") if isinstance(body, dict) else None) or response.text
+    except ValueError:
+        message = response.text
+    return f"{message} (HTTP {response.status_code})"
+
+
+def die(message: str) -> NoReturn:
     err_console.print(f"[red]error:[/red] {message}")
     raise typer.Exit(1)
 

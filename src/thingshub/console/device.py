@@ -1,5 +1,5 @@
-"""The device page: who it is and how it connects, its telemetry, image, calls,
-attributes and events, all live.
+"""The device page: who it is and how it connects, its thing model (properties,
+calls, desired values), telemetry, image, calls, attributes and events, all live.
 
 Rules:
 - One bus subscription for the page (live.py), for this device's events
@@ -10,6 +10,8 @@ Rules:
   registration.
 - A device that does not exist (or was deleted) is a page saying so, not an
   error.
+- The thing model cards appear when the product has a model as the page
+  opens (a model set later shows on the next visit).
 """
 
 from __future__ import annotations
@@ -23,14 +25,17 @@ from thingshub.console.auth import gate
 from thingshub.console.context import ConsoleContext
 from thingshub.console.device_commands import CommandPanel
 from thingshub.console.device_data import AttributesPanel, EventsPanel
+from thingshub.console.device_desired import DesiredPanel
 from thingshub.console.device_image import ImagePanel
 from thingshub.console.device_telemetry import TelemetryPanel
+from thingshub.console.device_thing import ThingPanel
 from thingshub.console.layout import card, empty, frame, presence_chip, set_presence, tid
 from thingshub.console.live import LiveFeed
 from thingshub.core.errors import NotFound
 from thingshub.core.events import (
     AttributesReported,
     CommandFinished,
+    DesiredChanged,
     Event,
     EventsReceived,
     ImageChanged,
@@ -46,6 +51,7 @@ LIVE_KINDS = [
     PresenceChanged,
     ImageChanged,
     CommandFinished,
+    DesiredChanged,
 ]
 TOKEN_LIFETIMES = {"1 hour": 3600, "1 day": 86400, "30 days": 30 * 86400, "1 year": 365 * 86400}
 TICK_S = 5.0
@@ -118,6 +124,7 @@ def register(ctx: ConsoleContext) -> None:
                 ui.link("Back to the devices", f"/devices?product={pid}")
             return None
         state = await ctx.api.presence.get(pid, name)
+        model = await ctx.api.things.model(pid)
         ui.page_title(f"{name} · ThingsHub")
 
         with frame("devices", name, f"Product {pid} · device number {device.device_number}"):
@@ -127,6 +134,9 @@ def register(ctx: ConsoleContext) -> None:
                 ui.link("← all devices", f"/devices?product={pid}").classes(
                     "text-sm text-primary no-underline ml-4"
                 )
+                ui.link(f"product {pid}", f"/products/{pid}").classes(
+                    "text-sm text-primary no-underline"
+                )
             with ui.grid(columns=2).classes("w-full gap-5"):
                 connection_card(ctx, device, _host(ctx, request))
                 with ui.column().classes("gap-5 min-w-0"):
@@ -134,6 +144,8 @@ def register(ctx: ConsoleContext) -> None:
                         pass
                     with card("Attributes", "tune"):
                         attributes = AttributesPanel(ctx, pid, name)
+            thing = ThingPanel(ctx, pid, name, model) if model is not None else None
+            desired = DesiredPanel(ctx, pid, name, model) if model is not None else None
             telemetry = TelemetryPanel(ctx, pid, name, latest_box)
             image = ImagePanel(ctx, pid, name)
             with ui.grid(columns=2).classes("w-full gap-5"):
@@ -149,6 +161,8 @@ def register(ctx: ConsoleContext) -> None:
             set_presence(status, current.online)
             activity.set_text(f"last activity {fmt.ago(current.last_activity)}")
             telemetry.tick()
+            if thing is not None:
+                thing.tick()
 
         async def apply(batch: list[Event]) -> None:
             if any(isinstance(e, PresenceChanged) for e in batch):
@@ -156,6 +170,9 @@ def register(ctx: ConsoleContext) -> None:
             image.apply(batch)
             attributes.apply(batch)
             events.apply(batch)
+            if thing is not None and desired is not None:
+                thing.apply(batch)
+                desired.apply(batch)
             await telemetry.apply(batch)
             await commands.apply(batch)
 
@@ -169,6 +186,9 @@ def register(ctx: ConsoleContext) -> None:
             await commands.load()
             await attributes.load()
             await events.load()
+            if thing is not None and desired is not None:
+                await thing.load()
+                await desired.load()
         except NotFound:
             ui.notify("This device was just deleted.", type="warning")
             return None

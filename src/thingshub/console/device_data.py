@@ -2,7 +2,9 @@
 
 Rules:
 - Attributes are read once and then merged from the bus
-  (`AttributesReported`); events likewise (`EventsReceived`), newest first.
+  (`AttributesReported`); events likewise (`EventsReceived`), newest first,
+  each with its thing-model type (info, alert, error; a colour each) where
+  the model gives one.
 - Events are read from the store ascending (its only order): the page asks for
   the last day, and when that holds more than one page it narrows the window
   until one page does, so it shows the newest events without paging through
@@ -18,6 +20,7 @@ from nicegui import ui
 from thingshub.console import fmt
 from thingshub.console.context import ConsoleContext
 from thingshub.console.layout import empty, tid
+from thingshub.console.thing_text import EVENT_COLORS
 from thingshub.core.events import AttributesReported, Event, EventsReceived
 from thingshub.core.model import DeviceEvent
 
@@ -77,6 +80,7 @@ class EventsPanel:
                 columns=[
                     {"name": "at", "label": "Time", "field": "at", "align": "left"},
                     {"name": "method", "label": "Event", "field": "method", "align": "left"},
+                    {"name": "type", "label": "Type", "field": "type", "align": "left"},
                     {"name": "params", "label": "Params", "field": "params", "align": "left"},
                 ],
                 rows=[],
@@ -84,6 +88,12 @@ class EventsPanel:
             )
             .classes("w-full th-table")
             .props("flat dense hide-pagination :pagination='{rowsPerPage: 0}' " + tid("events"))
+        )
+        self.table.add_slot(
+            "body-cell-type",
+            """<q-td :props="props"><q-badge v-if="props.value" :color="props.row.color"
+                :label="props.value" :data-testid="'event-type-' + props.value" />
+                <span v-else class="text-slate-400">—</span></q-td>""",
         )
         self.table.add_slot(
             "body-cell-params",
@@ -112,7 +122,14 @@ class EventsPanel:
 
     def _show(self) -> None:
         self.table.rows = [
-            {"id": i, "at": fmt.when(e.ts), "method": e.method, "params": fmt.value(e.params)}
+            {
+                "id": i,
+                "at": fmt.when(e.ts),
+                "method": e.method,
+                "type": e.type or "",
+                "color": EVENT_COLORS.get(e.type or "", "grey-6"),
+                "params": fmt.value(e.params),
+            }
             for i, e in enumerate(self.events)
         ]
         self.table.update()

@@ -129,6 +129,9 @@ def register(ctx: ConsoleContext, counts: FleetCounts) -> None:
                     label="Product",
                     on_change=lambda e: ui.navigate.to(f"/devices?product={e.value}"),
                 ).props("outlined dense " + tid("product-select")).classes("min-w-[16rem]")
+                ui.link("product & thing model", f"/products/{pid}").classes(
+                    "text-sm text-primary no-underline"
+                ).props(tid("product-page"))
                 query = (
                     ui.input("Search name or device number", value=search or "")
                     .props("outlined dense clearable debounce=300 " + tid("device-search"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from thingshub.console import auth, device, devices, ota, overview, products
+from thingshub.console import auth, device, devices, ota, overview, product, products
 from thingshub.console.context import ConsoleContext
 
 
@@ -10,6 +10,7 @@ def register(ctx: ConsoleContext) -> None:
     auth.register(ctx)
     counts = overview.register(ctx)
     products.register(ctx, counts)
+    product.register(ctx)
     devices.register(ctx, counts)
     device.register(ctx)
     ota.register(ctx)

@@ -1,4 +1,6 @@
-"""Products: the list (paged with cursors), device counts, and creating one.
+"""Products: the list (paged with cursors), device counts, and creating one. A
+product's name leads to its page (product.py: its thing model), its device count to
+its devices.
 
 Rules:
 - Paged by the service's keyset cursors, PAGE_SIZE at a time; "previous"
@@ -78,8 +80,15 @@ def register(ctx: ConsoleContext, counts: FleetCounts) -> None:
                 table.add_slot(
                     "body-cell-name",
                     f"""<q-td :props="props">
-                        <a :href="'{MOUNT}/devices?product=' + encodeURIComponent(props.row.id)"
+                        <a :href="'{MOUNT}/products/' + encodeURIComponent(props.row.id)"
                            class="text-primary font-medium no-underline">{{{{ props.value }}}}</a>
+                    </q-td>""",
+                )
+                table.add_slot(
+                    "body-cell-devices",
+                    f"""<q-td :props="props">
+                        <a :href="'{MOUNT}/devices?product=' + encodeURIComponent(props.row.id)"
+                           class="text-primary no-underline">{{{{ props.value }}}}</a>
                     </q-td>""",
                 )
                 pager = Pager()

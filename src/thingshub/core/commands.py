@@ -49,12 +49,14 @@ COMMAND, ATTRIBUTES_SET = "command", "attributes_set"
 
 @dataclass(frozen=True, slots=True)
 class CallRequest:
-    """What a call asks of a device, whatever the protocol."""
+    """What a call asks of a device, whatever the protocol (`target`: what the
+    call is for, where its kind needs one, e.g. a service's identifier)."""
 
     family: str
     kind: str
     body: bytes
     id_style: str = RANDOM
+    target: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,10 +95,10 @@ def _json(body: dict[str, Any]) -> bytes:
         raise InvalidRequest("the request is not valid JSON") from None
 
 
-def check_timeout(value: object) -> int:
+def check_timeout(value: object, default: int = DEFAULT_TIMEOUT) -> int:
     """The call's timeout in seconds, from a query parameter (None: the default)."""
     if value is None:
-        return DEFAULT_TIMEOUT
+        return default
     try:
         timeout = int(str(value))
     except ValueError:

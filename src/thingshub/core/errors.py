@@ -9,6 +9,7 @@
     │   ├── AlreadyExists          a unique name is taken
     │   └── VersionConflict        optimistic version check failed
     ├── DeviceOffline              must reach a device that is not connected (409)
+    │   └── NotSubscribed          ... connected, but not listening where it must (409)
     ├── CommandTimeout             the device did not answer in time (504)
     ├── BadDeviceAnswer            the device answered something unusable (502)
     │   └── AnswerTooLarge         ... longer than the protocol allows (400, OneNET 99)
@@ -66,6 +67,10 @@ class VersionConflict(Conflict):
 
 
 class DeviceOffline(ThingsHubError):
+    pass
+
+
+class NotSubscribed(DeviceOffline):
     pass
 
 

@@ -93,6 +93,18 @@ class OtaProgressed:
     ts: int  # ms
 
 
+@dataclass(frozen=True, slots=True)
+class DesiredChanged:
+    """Desired values of a device were set or deleted: each identifier's
+    {"value", "version"}, or None where it was deleted."""
+
+    kind: ClassVar[str] = "desired"
+    product_id: str
+    name: str
+    values: dict[str, dict[str, object] | None]
+    ts: int  # ms
+
+
 Event = (
     DeviceDeleted
     | PresenceChanged
@@ -102,4 +114,5 @@ Event = (
     | TelemetryReceived
     | EventsReceived
     | OtaProgressed
+    | DesiredChanged
 )

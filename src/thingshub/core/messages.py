@@ -121,7 +121,8 @@ class CallAnswer:
     `payload` is kept as sent; `body` is what the dialect read from it for
     the application (None: the payload is the answer); `problem` says why
     the payload is not an answer its protocol allows (the call then fails);
-    `limit` is the protocol's size limit for answers, if it has one."""
+    `limit` is the protocol's size limit for answers, if it has one, and
+    `problem_code` the protocol's code for an unusable answer."""
 
     family: str
     kind: str
@@ -130,6 +131,88 @@ class CallAnswer:
     body: dict[str, Any] | None = None
     problem: str | None = None
     limit: AnswerLimit | None = None
+    problem_code: int | None = None
+
+
+# ---------------------------------------------------------------- the thing model
+
+
+@dataclass(frozen=True, slots=True)
+class ThingValue:
+    """One reported value: a property's value or an event's output, at `ts`
+    (Unix ms; None: when the platform received it)."""
+
+    identifier: str
+    value: Any
+    ts: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ThingData:
+    """What one device reports in a post: its properties and its events.
+
+    `identity` is (product id, device name) when the post names a device
+    (its sender or one of its sub-devices), None for the sender itself."""
+
+    identity: tuple[str, str] | None
+    properties: tuple[ThingValue, ...]
+    events: tuple[ThingValue, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ThingPost:
+    """A post of properties and/or events, answered under `reply_to` once stored.
+
+    `request` names it for the answer ("property/post", "event/post",
+    "pack/post", "history/post")."""
+
+    request: str
+    request_id: str
+    data: tuple[ThingData, ...]
+    received_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredGet:
+    """A device asks for desired values (an empty tuple: all of them)."""
+
+    request_id: str
+    identifiers: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredDelete:
+    """A device deletes desired values: each identifier with the version it saw
+    (None: whatever the version)."""
+
+    request_id: str
+    versions: dict[str, int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class ThingRefused:
+    """A thing-model request its dialect refused; answered with the error's code."""
+
+    request: str
+    request_id: str
+    error: ThingsHubError
+
+
+@dataclass(frozen=True, slots=True)
+class DataPoints:
+    """Data points in the legacy form (OneNET `dp/post/json`), checked."""
+
+    request_id: int
+    points: list[Point]
+    received_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class DataPointsRefused:
+    """Data points its dialect refused (`request_id` -1 when unreadable)."""
+
+    request_id: int
+    error: ThingsHubError
 
 
 Inbound = (
@@ -143,6 +226,12 @@ Inbound = (
     | OtaProgress
     | OtaProgressRefused
     | CallAnswer
+    | ThingPost
+    | DesiredGet
+    | DesiredDelete
+    | ThingRefused
+    | DataPoints
+    | DataPointsRefused
 )
 
 
@@ -183,12 +272,37 @@ class ImageSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """A request that waits for the device's answer (`CallAnswer`) under `call_id`."""
+    """A request that waits for the device's answer (`CallAnswer`) under `call_id`.
+
+    `target` names what the call is for where its kind needs one (a service's
+    identifier)."""
 
     family: str
     kind: str
     call_id: str
     body: bytes
+    target: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ThingReply:
+    """The answer to a device's thing-model request: `code` (200 or the rule
+    broken, core/thingmodel.CODES), a `hint` saying what was wrong, and
+    `data` where the request asks for some."""
+
+    request: str
+    request_id: str
+    code: int
+    hint: str | None = None
+    data: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class DataPointsAck:
+    """The answer to legacy data points: stored (`error` None) or refused."""
+
+    request_id: int
+    error: ThingsHubError | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,4 +364,6 @@ Outbound = (
     | Control
     | ReportAck
     | OtaInform
+    | ThingReply
+    | DataPointsAck
 )

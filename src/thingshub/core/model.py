@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -80,9 +80,11 @@ class StoredImage:
 class CommandRecord:
     """One call from an application to a device, and how it ended.
 
-    `family` is "onenet" or "thingspanel"; `kind` says what was asked:
-    "command" (OneNET cmd or ThingsPanel command), "attributes_set",
-    "attributes_get". `request`/`response` are the bytes on the wire.
+    `family` is "onenet", "thingspanel" or "thing"; `kind` says what was
+    asked: "command" (OneNET cmd or ThingsPanel command), "attributes_set",
+    "attributes_get", and for the thing model "property_set",
+    "property_get", "service" (`target`: the service's identifier) and
+    "desired_push". `request`/`response` are the bytes on the wire.
     `status`: sent, answered, timeout, failed, rejected.
     """
 
@@ -98,6 +100,7 @@ class CommandRecord:
     answered_at: int | None = None
     response: bytes | None = None
     detail: str | None = None  # why it failed or was rejected
+    target: str | None = None  # what the call is for, where its kind needs it
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,9 +115,33 @@ class Point:
 
 @dataclass(frozen=True, slots=True)
 class DeviceEvent:
+    """An event a device reported; `type` is its kind in the thing model
+    (info, alert, error) where the model defines one."""
+
     ts: int  # ms
     method: str
     params: object = None
+    type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredModel:
+    """A product's thing model as stored: its canonical document and revision."""
+
+    product_id: str
+    document: Mapping[str, Any]
+    revision: int
+    updated_at: int  # ms
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredValue:
+    """A desired property value: versions start at 1, +1 per set, and start
+    again at 1 after a deletion."""
+
+    value: object
+    version: int
+    ts: int  # ms
 
 
 @dataclass(frozen=True, slots=True)

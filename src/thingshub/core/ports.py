@@ -13,12 +13,13 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from thingshub.core.events import Event
 from thingshub.core.messages import DeviceRef, Outbound
 from thingshub.core.model import (
     CommandRecord,
+    DesiredValue,
     Device,
     DeviceEvent,
     Firmware,
@@ -29,6 +30,7 @@ from thingshub.core.model import (
     PresenceUpdate,
     Product,
     StoredImage,
+    StoredModel,
 )
 
 
@@ -125,6 +127,37 @@ class ImageRepo(Protocol):
         """Store `image` if the stored version is `expected_version` (0: none stored);
         raise VersionConflict otherwise, so two writers can never both win.
         NotFound if the device does not exist."""
+
+
+class ThingModelRepo(Protocol):
+    """Products' thing models: at most one a product."""
+
+    async def get(self, product_id: str) -> StoredModel | None: ...
+
+    async def put(self, product_id: str, document: Mapping[str, Any], now_ms: int) -> StoredModel:
+        """Set (or replace) a product's model; its revision goes up by one.
+        NotFound if the product does not exist."""
+
+    async def delete(self, product_id: str) -> bool: ...
+
+
+class DesiredRepo(Protocol):
+    """Desired property values, per device and identifier."""
+
+    async def get(self, product_id: str, name: str) -> dict[str, DesiredValue]: ...
+
+    async def change(
+        self, product_id: str, name: str, changes: Mapping[str, object | None], now_ms: int
+    ) -> dict[str, DesiredValue | None]:
+        """Set values (a value) and delete them (None), all in one transaction;
+        each identifier's new value (None: deleted). NotFound if the device
+        does not exist."""
+
+    async def delete_versions(
+        self, product_id: str, name: str, versions: Mapping[str, int | None]
+    ) -> list[str]:
+        """Delete the values whose version is the one given (None: any);
+        the identifiers deleted."""
 
 
 class CommandRepo(Protocol):
@@ -301,6 +334,8 @@ class Storage(Protocol):
     settings: SettingsRepo
     firmware: FirmwareRepo
     ota: OtaRepo
+    thing_models: ThingModelRepo
+    desired: DesiredRepo
 
     async def open(self) -> None:
         """Connect, then create or migrate the schema."""

@@ -96,8 +96,9 @@ class Registry:
 
 
 def default_registry() -> Registry:
-    """OneNET and ThingsPanel, the protocols of the platform's devices."""
+    """OneNET (its thing model first: it owns part of OneNET's topics) and ThingsPanel."""
     from thingshub.dialects.onenet import OneNet
+    from thingshub.dialects.thing import Thing
     from thingshub.dialects.thingspanel import ThingsPanel
 
-    return Registry([OneNet(), ThingsPanel()])
+    return Registry([Thing(), OneNet(), ThingsPanel()])

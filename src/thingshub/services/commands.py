@@ -15,6 +15,10 @@ Rules (the requests, ids and verdicts are core/commands.py's):
 - The caller waits at most its timeout (504 after it). Each pending call is a
   future keyed by the command id; answers resolve it. Calls to one device,
   or to many, never wait for each other.
+- A call sent without waiting (`send`: an asynchronous service, desired
+  values pushed) stays `sent` until the device answers it, whenever that
+  is, or until `async_expiry` (24 h) has passed: then it is `timeout`. It
+  is not failed when the device goes offline: it may answer later.
 - An answer longer than its protocol allows fails the call (400, with the
   protocol's code); one its dialect found unusable fails it too (502);
   unknown, late or repeated ones are counted and change nothing.
@@ -37,6 +41,7 @@ from thingshub.core.errors import (
     CommandTimeout,
     DeviceOffline,
     InvalidRequest,
+    NotSubscribed,
 )
 from thingshub.core.events import AttributesReported, CommandFinished, Event, PresenceChanged
 from thingshub.core.messages import (
@@ -56,18 +61,26 @@ log = logging.getLogger("thingshub.commands")
 
 @dataclass(frozen=True, slots=True)
 class CallResult:
-    """A call's answer: the id it had on the wire, the device's bytes, and what
-    its dialect read from them (None: the bytes are the answer)."""
+    """A call's answer: the id it had on the wire, the device's bytes, what its
+    dialect read from them (None: the bytes are the answer), and the id of
+    its command record."""
 
     call_id: str
     payload: bytes
     body: dict[str, Any] | None
+    record_id: str = ""
+
+
+#: How long a call sent without waiting may be answered.
+ASYNC_EXPIRY_S = 24 * 3600
 
 
 @dataclass
 class _Pending:
     record: CommandRecord
     future: asyncio.Future[CallAnswer]
+    #: For a call nobody waits for: when it expires.
+    expiry: asyncio.TimerHandle | None = None
 
 
 @dataclass
@@ -84,12 +97,16 @@ class CommandService:
         link: DeviceLink,
         clock: Clock,
         bus: EventBus,
+        *,
+        async_expiry: float = ASYNC_EXPIRY_S,
     ) -> None:
         self.repo = repo
         self.devices = devices
         self.link = link
         self.clock = clock
         self.bus = bus
+        self.async_expiry = async_expiry
+        self._tasks: set[asyncio.Task[None]] = set()
         self._pending: dict[tuple[str, str], _Pending] = {}  # by (family, id on the wire)
         self._by_device: dict[tuple[str, str], set[tuple[str, str]]] = {}
         self._attribute_waits: dict[tuple[str, str], list[_AttributeWait]] = {}
@@ -101,15 +118,73 @@ class CommandService:
         if failed:
             log.info("%d command(s) left unanswered by the last run marked failed", failed)
 
+    async def stop(self) -> None:
+        """Calls sent without waiting stay `sent`; the next start marks them failed."""
+        for pending in self._pending.values():
+            if pending.expiry is not None:
+                pending.expiry.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+
     # ------------------------------------------------------------ calls
 
     async def call(
-        self, product_id: str, name: str, request: rules.CallRequest, timeout: object = None
+        self,
+        product_id: str,
+        name: str,
+        request: rules.CallRequest,
+        timeout: object = None,
+        default_timeout: int = rules.DEFAULT_TIMEOUT,
     ) -> CallResult:
         """Send `request` to the device and wait for its answer."""
-        seconds = rules.check_timeout(timeout)
+        seconds = rules.check_timeout(timeout, default_timeout)
         device = await self._online_device(product_id, name)
         return await self._call(device, request, seconds)
+
+    async def send(self, product_id: str, name: str, request: rules.CallRequest) -> str:
+        """Send `request` without waiting; the id of its record, which the
+        device's answer completes later (see the module's rules)."""
+        device = await self._online_device(product_id, name)
+        record, pending_key, message = await self._record(device, request)
+        future: asyncio.Future[CallAnswer] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        pending = _Pending(record, future)
+        self._pending[pending_key] = pending
+        if not self.link.send(_ref(device), message):
+            self._pending.pop(pending_key, None)
+            await self._finish(record, rules.FAILED, None, "the device is not subscribed")
+            raise _not_subscribed("the topic of its requests")
+        pending.expiry = loop.call_later(self.async_expiry, self._expire, pending_key)
+        future.add_done_callback(lambda f: self._later(self._settle(pending_key, f)))
+        return record.cmd_id
+
+    def _expire(self, pending_key: tuple[str, str]) -> None:
+        pending = self._pending.get(pending_key)
+        if pending is not None and not pending.future.done():
+            pending.future.set_exception(CommandTimeout("no answer within the expiry"))
+
+    async def _settle(
+        self, pending_key: tuple[str, str], future: asyncio.Future[CallAnswer]
+    ) -> None:
+        """The end of a call nobody waits for: its record is finished here."""
+        pending = self._pending.pop(pending_key, None)
+        if pending is None:
+            return
+        if pending.expiry is not None:
+            pending.expiry.cancel()
+        exc = future.exception()
+        if exc is None:
+            await self._finish(pending.record, rules.ANSWERED, future.result().payload, None)
+        elif isinstance(exc, CommandTimeout):
+            await self._finish(pending.record, rules.TIMEOUT, None, "no answer within 24 h")
+        else:
+            detail = exc.message if isinstance(exc, BadDeviceAnswer) else str(exc)
+            await self._finish(pending.record, rules.REJECTED, None, detail)
+
+    def _later(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def get_attributes(
         self, product_id: str, name: str, keys: object, timeout: object = None
@@ -145,9 +220,12 @@ class CommandService:
         if not self.link.send(_ref(device), Control(values)):
             raise _not_subscribed("the topic of control values")
 
-    async def _call(self, device: Device, request: rules.CallRequest, seconds: int) -> CallResult:
-        """Record, send, and wait. Ids of the CLOCK style repeat over time, so their
-        records get a unique id of their own."""
+    async def _record(
+        self, device: Device, request: rules.CallRequest
+    ) -> tuple[CommandRecord, tuple[str, str], Call]:
+        """The call's record (stored), the key of its pending entry, its message.
+        Ids of the CLOCK style repeat over time, so their records get a unique
+        id of their own."""
         now = self.clock.now_ms()
         in_use = {wire_id for family, wire_id in self._pending if family == request.family}
         wire_id = rules.new_call_id(request.id_style, now, in_use)
@@ -164,14 +242,20 @@ class CommandService:
             rules.SENT,
             now,
             sent_at=now,
+            target=request.target,
         )
         await self.repo.add(record)
+        message = Call(request.family, request.kind, wire_id, request.body, request.target)
+        return record, (request.family, wire_id), message
+
+    async def _call(self, device: Device, request: rules.CallRequest, seconds: int) -> CallResult:
+        """Record, send, and wait."""
+        record, pending_key, message = await self._record(device, request)
+        wire_id = message.call_id
         key = (device.product_id, device.name)
-        pending_key = (request.family, wire_id)
         future: asyncio.Future[CallAnswer] = asyncio.get_running_loop().create_future()
         self._pending[pending_key] = _Pending(record, future)
         self._by_device.setdefault(key, set()).add(pending_key)
-        message = Call(request.family, request.kind, wire_id, request.body)
         try:
             if not self.link.send(_ref(device), message):
                 await self._finish(record, rules.FAILED, None, "the device is not subscribed")
@@ -188,7 +272,7 @@ class CommandService:
                 await self._finish(record, rules.REJECTED, None, exc.message)
                 raise
             await self._finish(record, rules.ANSWERED, answer.payload, None)
-            return CallResult(wire_id, answer.payload, answer.body)
+            return CallResult(wire_id, answer.payload, answer.body, record.cmd_id)
         finally:
             self._pending.pop(pending_key, None)
             ids = self._by_device.get(key)
@@ -237,7 +321,9 @@ class CommandService:
         if verdict == rules.ACCEPTED:
             assert pending is not None
             if answer.problem is not None:
-                pending.future.set_exception(BadDeviceAnswer(answer.problem))
+                pending.future.set_exception(
+                    BadDeviceAnswer(answer.problem, err_code=answer.problem_code)
+                )
             else:
                 pending.future.set_result(answer)
             return
@@ -294,8 +380,8 @@ def _ref(device: Device) -> DeviceRef:
     return DeviceRef(device.product_id, device.name, device.device_number)
 
 
-def _not_subscribed(topic: str) -> DeviceOffline:
-    return DeviceOffline(f"the device is connected but not subscribed to {topic}")
+def _not_subscribed(topic: str) -> NotSubscribed:
+    return NotSubscribed(f"the device is connected but not subscribed to {topic}")
 
 
 def _encode_cursor(created_at: int, cmd_id: str) -> str:

@@ -234,10 +234,11 @@ def attribute_rows(values: Mapping[str, object]) -> list[tuple[str, str]]:
     return [(_check_name("attribute name", k), dump_json(v)) for k, v in values.items()]
 
 
-def event_rows(events: Sequence[DeviceEvent]) -> list[tuple[int, str, str]]:
-    """(ts, method, JSON text of the params) of each event, checked and encoded."""
+def event_rows(events: Sequence[DeviceEvent]) -> list[tuple[int, str, str, str | None]]:
+    """(ts, method, JSON text of the params, type) of each event, checked and encoded."""
     return [
-        (check_ts(e.ts), _check_name("event method", e.method), dump_json(e.params)) for e in events
+        (check_ts(e.ts), _check_name("event method", e.method), dump_json(e.params), e.type)
+        for e in events
     ]
 
 

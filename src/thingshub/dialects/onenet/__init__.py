@@ -14,6 +14,9 @@ from thingshub.core.messages import (
     AnswerVerdict,
     Call,
     CallAnswer,
+    DataPoints,
+    DataPointsAck,
+    DataPointsRefused,
     DeviceRef,
     ImageAccepted,
     ImageDelta,
@@ -25,7 +28,7 @@ from thingshub.core.messages import (
 )
 from thingshub.core.model import Device
 from thingshub.core.shadow import ImageError
-from thingshub.dialects.onenet import commands, image, topics
+from thingshub.dialects.onenet import commands, datapoints, image, topics
 from thingshub.dialects.onenet import token as tokens
 from thingshub.dialects.port import Login, PasswordCheck, Wire
 
@@ -92,6 +95,12 @@ class OneNet:
                 return ImageUpdateRefused(image.parse_get(payload), exc)
         if rest == "image/get":
             return ImageGetRequest(image.parse_get(payload))
+        if rest == "dp/post/json":
+            try:
+                post_id, points = datapoints.parse(payload, now_ms)
+            except datapoints.PointsError as exc:
+                return DataPointsRefused(exc.id, exc)
+            return DataPoints(post_id, points, now_ms)
         if rest.startswith("cmd/response/"):
             cmd_id = rest[len("cmd/response/") :]
             if cmd_id and "/" not in cmd_id:
@@ -100,6 +109,13 @@ class OneNet:
 
     def encode(self, ref: DeviceRef, message: object) -> Wire | None:
         own = topics.prefix(ref.product_id, ref.name)
+        if isinstance(message, DataPointsAck):
+            if message.error is None:
+                return [
+                    (own + "dp/post/json/accepted", dumps(datapoints.accepted(message.request_id)))
+                ]
+            body = datapoints.rejected(message.request_id, message.error.message)
+            return [(own + "dp/post/json/rejected", dumps(body))]
         if isinstance(message, ImageAccepted):
             return [(own + "image/update/accepted", dumps(image.accepted(message.applied)))]
         if isinstance(message, ImageDelta):

@@ -36,7 +36,8 @@ class Series:
     points: dict[str, list[Stored]] = field(default_factory=dict)  # key -> by (ts, seq)
     latest: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # key -> ts, seq, text
     attributes: dict[str, str] = field(default_factory=dict)  # name -> JSON text
-    events: list[tuple[int, int, str, str]] = field(default_factory=list)  # ts, seq, method, params
+    #: ts, seq, method, params, type
+    events: list[tuple[int, int, str, str, str | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -193,9 +194,9 @@ class MemoryEvents:
     async def append(self, product_id: str, name: str, events: Sequence[DeviceEvent]) -> None:
         rows = common.event_rows(events)
         series = _series(self._data, product_id, name)
-        for ts, method, params in rows:
+        for ts, method, params, kind in rows:
             self._data.seq += 1
-            insort(series.events, (ts, self._data.seq, method, params))
+            insort(series.events, (ts, self._data.seq, method, params, kind))
 
     async def list(
         self,
@@ -211,9 +212,9 @@ class MemoryEvents:
         if series is None or limit <= 0:
             return out
         first = start if after is None else max(start, after[0])
-        for ts, seq, method, params in series.events[bisect_left(series.events, (first,)) :]:
+        for ts, seq, method, params, kind in series.events[bisect_left(series.events, (first,)) :]:
             if ts >= end or len(out) == limit:
                 break
             if after is None or (ts, seq) > after:
-                out.append((ts, seq, DeviceEvent(ts, method, common.decode_value(params))))
+                out.append((ts, seq, DeviceEvent(ts, method, common.decode_value(params), kind)))
         return out

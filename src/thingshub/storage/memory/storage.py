@@ -35,6 +35,7 @@ from thingshub.core.model import (
 from thingshub.core.ports import (
     AttributeRepo,
     CommandRepo,
+    DesiredRepo,
     DeviceRepo,
     EventRepo,
     FirmwareRepo,
@@ -43,6 +44,7 @@ from thingshub.core.ports import (
     ProductRepo,
     SettingsRepo,
     TelemetryRepo,
+    ThingModelRepo,
 )
 from thingshub.storage import common
 from thingshub.storage.memory.ota import MemoryFirmware, MemoryOta, OtaData
@@ -53,6 +55,7 @@ from thingshub.storage.memory.series import (
     Series,
     SeriesStore,
 )
+from thingshub.storage.memory.things import Desired, MemoryDesired, MemoryThingModels, Models
 
 Key = tuple[str, str]
 
@@ -69,6 +72,8 @@ class _Data:
     commands_of: dict[Key, set[str]] = field(default_factory=dict)  # device -> its cmd_ids
     settings: dict[str, str] = field(default_factory=dict)
     series: dict[Key, Series] = field(default_factory=dict)  # what devices reported
+    models: Models = field(default_factory=dict)  # thing models (memory/things.py)
+    desired: Desired = field(default_factory=dict)  # desired values (memory/things.py)
     ota: OtaData = field(init=False)  # firmware packages and OTA tasks (memory/ota.py)
 
     def __post_init__(self) -> None:
@@ -104,6 +109,7 @@ class MemoryProducts:
             raise common.product_has_devices(product_id)
         del self._data.products[product_id]
         self._data.ota.forget_product(product_id)
+        self._data.models.pop(product_id, None)
         return True
 
     async def set_retention(self, product_id: str, days: int | None) -> bool:
@@ -165,6 +171,7 @@ class MemoryDevices:
         for cmd_id in self._data.commands_of.pop(key, set()):
             del self._data.commands[cmd_id]
         self._data.series.pop(key, None)
+        self._data.desired.pop(key, None)
         return True
 
     async def set_tags(self, product_id: str, name: str, tags: Mapping[str, str]) -> bool:
@@ -337,6 +344,8 @@ class MemoryStorage:
         self.settings: SettingsRepo = MemorySettings(data)
         self.firmware: FirmwareRepo = MemoryFirmware(data.ota)
         self.ota: OtaRepo = MemoryOta(data.ota)
+        self.thing_models: ThingModelRepo = MemoryThingModels(data.products, data.models)
+        self.desired: DesiredRepo = MemoryDesired(data.devices, data.desired)
 
     async def open(self) -> None:
         pass

@@ -54,7 +54,8 @@ _DEVICE = "product_id text, name text"
 _IMAGE = "version bigint, document json, updated_at bigint"
 _COMMAND = (
     "cmd_id text, product_id text, name text, family text, kind text, request bytea, status text,"
-    " created_at bigint, sent_at bigint, answered_at bigint, response bytea, detail text"
+    " created_at bigint, sent_at bigint, answered_at bigint, response bytea, detail text,"
+    " target text"
 )
 _OTA_DEVICE = (
     "task_id text, name text, state text, step integer, description text, detail text,"
@@ -88,7 +89,7 @@ IMAGE_VERSIONS = bulk(
 COMMAND_INSERT = bulk(
     f"INSERT INTO commands ({COMMAND_COLUMNS}) SELECT * FROM {_unnest(_COMMAND)}"
     f" WHERE {_IN_ARRAYS} ON CONFLICT (cmd_id) DO NOTHING RETURNING cmd_id",
-    f"INSERT INTO commands ({COMMAND_COLUMNS}) SELECT {_row(12)}"
+    f"INSERT INTO commands ({COMMAND_COLUMNS}) SELECT {_row(13)}"
     f" WHERE {_device_exists('$2', '$3')} ON CONFLICT (cmd_id) DO NOTHING",
 )
 COMMANDS_TAKEN = bulk(
@@ -111,11 +112,11 @@ ATTRIBUTES_UPSERT = bulk(
     " ON CONFLICT (device_id, key) DO UPDATE SET value = excluded.value, ts = excluded.ts",
 )
 EVENTS_INSERT = bulk(  # seq follows arrival: PostgreSQL's identity, SQLite's rowid
-    "INSERT INTO events (device_id, ts, method, params)"
-    " SELECT u.device_id, u.ts, u.method, u.params"
-    " FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[])"
-    " WITH ORDINALITY AS u(device_id, ts, method, params, n) ORDER BY u.n",
-    "INSERT INTO events (device_id, ts, method, params) VALUES ($1, $2, $3, $4)",
+    "INSERT INTO events (device_id, ts, method, params, type)"
+    " SELECT u.device_id, u.ts, u.method, u.params, u.type"
+    " FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[])"
+    " WITH ORDINALITY AS u(device_id, ts, method, params, type, n) ORDER BY u.n",
+    "INSERT INTO events (device_id, ts, method, params, type) VALUES ($1, $2, $3, $4, $5)",
 )
 TASK_INSERT = sql(
     f"INSERT INTO ota_tasks ({TASK_COLUMNS}) SELECT $1::text, $2::text, $3::text, $4::text,"

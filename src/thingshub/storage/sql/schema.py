@@ -22,6 +22,9 @@ Rules:
 - OTA (migration 4): packages and tasks go with their product, the devices
   of a task with the task; they name their device without a foreign key,
   so a task keeps its history when a device is deleted (ota_common.py).
+- The thing model (migration 5): a product's model goes with the product,
+  desired values with their device; events gain their `type` and command
+  records their `target` (a service's identifier), both nullable.
 """
 
 from __future__ import annotations
@@ -171,6 +174,33 @@ _OTA = (
 )
 
 
+_THING_MODEL = (
+    "ALTER TABLE events ADD COLUMN type {text}",
+    "ALTER TABLE commands ADD COLUMN target {text}",
+    """CREATE TABLE thing_models (
+        product_id  {key}   NOT NULL,
+        document    {json}  NOT NULL,
+        revision    {int64} NOT NULL,
+        updated_at  {int64} NOT NULL,
+        CONSTRAINT thing_models_pkey PRIMARY KEY (product_id),
+        CONSTRAINT thing_models_product_fkey
+            FOREIGN KEY (product_id) REFERENCES products (id) ON DELETE CASCADE
+    )""",
+    """CREATE TABLE desired_values (
+        product_id  {key}   NOT NULL,
+        name        {key}   NOT NULL,
+        identifier  {key}   NOT NULL,
+        value       {text}  NOT NULL,
+        version     {int64} NOT NULL,
+        ts          {int64} NOT NULL,
+        CONSTRAINT desired_values_pkey PRIMARY KEY (product_id, name, identifier),
+        CONSTRAINT desired_values_device_fkey
+            FOREIGN KEY (product_id, name) REFERENCES devices (product_id, name)
+            ON DELETE CASCADE
+    )""",
+)
+
+
 def migrations(types: Mapping[str, str], series: Sequence[str]) -> Sequence[Migration]:
     """A database's migrations, given its `types` (see the module rules) and the
     statements of migration 3 that are its own: device ids, points, latest values,
@@ -193,5 +223,10 @@ def migrations(types: Mapping[str, str], series: Sequence[str]) -> Sequence[Migr
                 ),
             ),
             Migration(4, "OTA: firmware packages, tasks, their devices", ddl(*_OTA)),
+            Migration(
+                5,
+                "thing models, desired values, event types, call targets",
+                ddl(*_THING_MODEL),
+            ),
         ]
     )

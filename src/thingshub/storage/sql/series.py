@@ -50,7 +50,9 @@ HISTORY = _pages(
     4,
 )
 EVENTS = _pages(
-    f"SELECT e.ts, e.seq, e.method, e.params FROM events e {_OF_DEVICE.format('e')} WHERE", "e", 3
+    f"SELECT e.ts, e.seq, e.method, e.params, e.type FROM events e {_OF_DEVICE.format('e')} WHERE",
+    "e",
+    3,
 )
 
 _BUCKET = "(p.ts - $1::bigint) / $2::bigint"
@@ -222,4 +224,6 @@ class SqlEvents:
             return []
         first = start if after is None else max(start, after[0])
         found = await page(self._reader, EVENTS, after, product_id, name, first, end, limit)
-        return [(r[0], r[1], DeviceEvent(r[0], r[2], common.decode_value(r[3]))) for r in found]
+        return [
+            (r[0], r[1], DeviceEvent(r[0], r[2], common.decode_value(r[3]), r[4])) for r in found
+        ]

@@ -24,6 +24,7 @@ from thingshub.storage.sql.ota import SqlFirmware, SqlOta
 from thingshub.storage.sql.purge import Purger
 from thingshub.storage.sql.records import SqlCommands, SqlImages
 from thingshub.storage.sql.series import SqlAttributes, SqlEvents, SqlTelemetry
+from thingshub.storage.sql.things import SqlDesired, SqlThingModels
 
 
 class SqlStorage(ABC):
@@ -42,6 +43,8 @@ class SqlStorage(ABC):
         self.settings: ports.SettingsRepo = SqlSettings(db)
         self.firmware: ports.FirmwareRepo = SqlFirmware(db)
         self.ota: ports.OtaRepo = SqlOta(db, dialect, self.writer)
+        self.thing_models: ports.ThingModelRepo = SqlThingModels(db)
+        self.desired: ports.DesiredRepo = SqlDesired(db)
 
     async def open(self) -> None:
         if await self._connect():

@@ -1,0 +1,530 @@
+"""The thing model: products' models, what devices post, calls to them, desired values.
+
+Rules (the value rules are core/thingmodel.py's, the wire the thing dialect's):
+- A product has at most one model; setting it checks the whole document
+  (400 naming the JSON pointer of the fault) and raises its revision;
+  replacing or deleting it never touches stored data. Models are cached per
+  product and dropped from the cache when they change.
+- Posts: every value is checked before anything is written, so a post is
+  stored whole or refused whole. With a model, an identifier it lacks is
+  309 and a value that does not fit is 302; without one, any identifier
+  and any value the platform can store is taken (a null never is: 302).
+  Properties become telemetry points (the latest values follow the usual
+  rule), events become event records (`method` = identifier, `params` =
+  the value, a non-object one as {"value": v}, `type` from the model).
+- A post names the sender or, in `pack`/`history` posts, a device by
+  `identity`: anything but the sender is 307 until gateways exist.
+- The reply (200) leaves once the post is durable; a storage failure is the
+  platform's: 303, and the message is not acknowledged, so the device sends
+  it again.
+- Calls (property set and get, service invoke) go through the command
+  service as family "thing", wait 5 s by default (1-30), and map its
+  errors to OneNET's codes: offline 308, not subscribed 1022, no answer in
+  time 306, an unusable answer 304. With a model, what is sent is checked
+  first (309, 302; a read-only property cannot be set: 313). A service
+  whose model says `callType` "a" (or, without a model, `async`) returns
+  once published; its answer completes the record later.
+- Desired values: set per property by applications (checked like a set),
+  versioned (1, +1 per set, 1 again after a deletion), pushed to the
+  device on `property/set` when it is online and listens (a `desired_push`
+  record, nobody waits), and deleted by the device or an application.
+- Everything stored is announced on the bus for the live stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, Final
+
+from thingshub.core import commands as calls
+from thingshub.core import thingmodel, values
+from thingshub.core.errors import (
+    BadDeviceAnswer,
+    CommandTimeout,
+    DeviceOffline,
+    InvalidRequest,
+    NotFound,
+    NotSubscribed,
+    ThingsHubError,
+)
+from thingshub.core.events import DesiredChanged, EventsReceived, TelemetryReceived
+from thingshub.core.jsontext import dumps
+from thingshub.core.messages import (
+    DataPoints,
+    DataPointsAck,
+    DataPointsRefused,
+    DesiredDelete,
+    DesiredGet,
+    DeviceRef,
+    ThingData,
+    ThingPost,
+    ThingRefused,
+    ThingReply,
+)
+from thingshub.core.model import DesiredValue, DeviceEvent, Point, StoredModel
+from thingshub.core.ports import (
+    Clock,
+    DesiredRepo,
+    DeviceLink,
+    EventBus,
+    EventRepo,
+    TelemetryRepo,
+    ThingModelRepo,
+)
+from thingshub.services.commands import CommandService
+from thingshub.services.devices import DeviceService
+
+log = logging.getLogger("thingshub.things")
+
+FAMILY: Final = "thing"
+PROPERTY_SET, PROPERTY_GET, SERVICE, DESIRED_PUSH = (
+    "property_set",
+    "property_get",
+    "service",
+    "desired_push",
+)
+DEFAULT_TIMEOUT: Final = 5
+
+SUCCESS = thingmodel.SUCCESS
+DATA_TYPE = thingmodel.DATA_TYPE_ERROR
+INTERNAL = thingmodel.INTERNAL_ERROR
+RESP = thingmodel.RESP_ERROR
+TIMEOUT = thingmodel.TIMEOUT
+IDENTITY = thingmodel.INVALID_IDENTITY
+OFFLINE = thingmodel.DEVICE_NOT_ONLINE
+UNKNOWN_ID = thingmodel.IDENTIFIER_UNKNOWN
+BAD_REQUEST = thingmodel.BAD_REQUEST
+NO_MODEL = thingmodel.NO_MODEL
+NOT_SUBSCRIBED = thingmodel.SUBSCRIPTION_NOT_EXIST
+MESSAGES = thingmodel.CODES
+#: The key of refused legacy data points in `refused` (OneNET's one code for them).
+DATA_POINTS_REFUSED = 98
+
+
+class ThingError(ThingsHubError):
+    """A thing-model request refused with OneNET's `code` (also its err_code)."""
+
+    def __init__(self, code: int, hint: str) -> None:
+        super().__init__(hint, err_code=code, err_msg=MESSAGES.get(code))
+        self.code = code
+
+
+class ThingService:
+    def __init__(
+        self,
+        models: ThingModelRepo,
+        desired: DesiredRepo,
+        points: TelemetryRepo,
+        events: EventRepo,
+        devices: DeviceService,
+        commands: CommandService,
+        link: DeviceLink,
+        clock: Clock,
+        bus: EventBus,
+        *,
+        max_points: int = thingmodel.MAX_POINTS,
+    ) -> None:
+        self.models = models
+        self.desired_values = desired
+        self.points = points
+        self.events = events
+        self.devices = devices
+        self.commands = commands
+        self.link = link
+        self.clock = clock
+        self.bus = bus
+        self.max_points = max_points
+        self._models: dict[str, thingmodel.ThingModel | None] = {}
+        #: Requests refused, by code (for metrics).
+        self.refused: dict[int, int] = {}
+
+    # ------------------------------------------------------------ models
+
+    async def model(self, product_id: str) -> thingmodel.ThingModel | None:
+        """The product's checked model (cached), None without one."""
+        if product_id in self._models:
+            return self._models[product_id]
+        stored = await self.models.get(product_id)
+        model = None
+        if stored is not None:
+            try:
+                model = thingmodel.parse_model(stored.document, max_points=1 << 30)
+            except thingmodel.ModelError:
+                log.exception("the stored thing model of %s is not valid", product_id)
+        self._models[product_id] = model
+        return model
+
+    async def get_model(self, product_id: str) -> StoredModel:
+        await self.devices.get_product(product_id)
+        stored = await self.models.get(product_id)
+        if stored is None:
+            raise NotFound(
+                f"product {product_id!r} has no thing model",
+                err_code=NO_MODEL,
+                err_msg=MESSAGES[NO_MODEL],
+            )
+        return stored
+
+    async def set_model(self, product_id: str, document: object) -> StoredModel:
+        await self.devices.get_product(product_id)
+        model = thingmodel.parse_model(document, max_points=self.max_points)
+        stored = await self.models.put(product_id, dict(model.document), self.clock.now_ms())
+        self._models.pop(product_id, None)
+        return stored
+
+    async def delete_model(self, product_id: str) -> None:
+        await self.devices.get_product(product_id)
+        if not await self.models.delete(product_id):
+            raise NotFound(
+                f"product {product_id!r} has no thing model",
+                err_code=NO_MODEL,
+                err_msg=MESSAGES[NO_MODEL],
+            )
+        self._models.pop(product_id, None)
+
+    def forget(self, product_id: str) -> None:
+        """Drop a cached model (another process changed it)."""
+        self._models.pop(product_id, None)
+
+    # ------------------------------------------------------------ from devices
+
+    async def device_post(self, ref: DeviceRef, post: ThingPost) -> None:
+        try:
+            points, events = await self._checked(ref, post)
+        except ThingError as exc:
+            self._reply_error(ref, post.request, post.request_id, exc)
+            return
+        try:
+            if points:
+                await self.points.append(ref.product_id, ref.name, points)
+            if events:
+                await self.events.append(ref.product_id, ref.name, events)
+        except NotFound:
+            self._reply_error(ref, post.request, post.request_id, _internal("device deleted"))
+            return
+        except ThingsHubError:
+            self._reply_error(ref, post.request, post.request_id, _internal("storage failed"))
+            raise
+        self.link.send(ref, ThingReply(post.request, post.request_id, SUCCESS))
+        now = post.received_at
+        if points and self.bus.wants(TelemetryReceived):
+            self.bus.publish(TelemetryReceived(ref.product_id, ref.name, points, now))
+        if events and self.bus.wants(EventsReceived):
+            self.bus.publish(EventsReceived(ref.product_id, ref.name, events, now))
+
+    async def _checked(
+        self, ref: DeviceRef, post: ThingPost
+    ) -> tuple[list[Point], list[DeviceEvent]]:
+        points: list[Point] = []
+        events: list[DeviceEvent] = []
+        for data in post.data:
+            self._check_identity(ref, data)
+            model = await self.model(ref.product_id)
+            at = post.received_at
+            for value in data.properties:
+                checked = _property_value(model, value.identifier, value.value)
+                points.append(Point(value.identifier, value.ts or at, checked))
+            for value in data.events:
+                params, kind = _event_value(model, value.identifier, value.value)
+                events.append(DeviceEvent(value.ts or at, value.identifier, params, kind))
+        return points, events
+
+    def _check_identity(self, ref: DeviceRef, data: ThingData) -> None:
+        if data.identity is not None and data.identity != (ref.product_id, ref.name):
+            product, name = data.identity
+            raise ThingError(IDENTITY, f"{product}/{name} is not this device")
+
+    async def device_refused(self, ref: DeviceRef, message: ThingRefused) -> None:
+        error = message.error
+        code = error.err_code if isinstance(error.err_code, int) else BAD_REQUEST
+        self._reply_error(ref, message.request, message.request_id, ThingError(code, error.message))
+
+    async def desired_get(self, ref: DeviceRef, message: DesiredGet) -> None:
+        request = "property/desired/get"
+        try:
+            model = await self.model(ref.product_id)
+            if model is not None:
+                for identifier in message.identifiers:
+                    _known_property(model, identifier)
+            stored = await self.desired_values.get(ref.product_id, ref.name)
+        except ThingError as exc:
+            self._reply_error(ref, request, message.request_id, exc)
+            return
+        wanted = message.identifiers or tuple(stored)
+        data = {
+            k: {"value": stored[k].value, "version": stored[k].version}
+            for k in wanted
+            if k in stored
+        }
+        self.link.send(ref, ThingReply(request, message.request_id, SUCCESS, None, data))
+
+    async def desired_delete(self, ref: DeviceRef, message: DesiredDelete) -> None:
+        request = "property/desired/delete"
+        try:
+            model = await self.model(ref.product_id)
+            if model is not None:
+                for identifier in message.versions:
+                    _known_property(model, identifier)
+            deleted = await self.desired_values.delete_versions(
+                ref.product_id, ref.name, message.versions
+            )
+        except ThingError as exc:
+            self._reply_error(ref, request, message.request_id, exc)
+            return
+        self.link.send(ref, ThingReply(request, message.request_id, SUCCESS))
+        if deleted:
+            self._desired_changed(ref.product_id, ref.name, dict.fromkeys(deleted))
+
+    async def data_points(self, ref: DeviceRef, message: DataPoints) -> None:
+        """Legacy data points: stored as telemetry, then accepted."""
+        try:
+            await self.points.append(ref.product_id, ref.name, message.points)
+        except NotFound:
+            return
+        self.link.send(ref, DataPointsAck(message.request_id))
+        if self.bus.wants(TelemetryReceived):
+            self.bus.publish(
+                TelemetryReceived(ref.product_id, ref.name, message.points, message.received_at)
+            )
+
+    async def data_points_refused(self, ref: DeviceRef, message: DataPointsRefused) -> None:
+        self.refused[DATA_POINTS_REFUSED] = self.refused.get(DATA_POINTS_REFUSED, 0) + 1
+        self.link.send(ref, DataPointsAck(message.request_id, message.error))
+
+    def _reply_error(self, ref: DeviceRef, request: str, request_id: str, exc: ThingError) -> None:
+        self.refused[exc.code] = self.refused.get(exc.code, 0) + 1
+        self.link.send(ref, ThingReply(request, request_id, exc.code, exc.message))
+
+    # ------------------------------------------------------------ calls from applications
+
+    async def set_properties(
+        self, product_id: str, name: str, values_: object, timeout: object = None
+    ) -> dict[str, Any]:
+        await self.devices.get_device(product_id, name)
+        if not isinstance(values_, dict) or not values_:
+            raise _invalid(BAD_REQUEST, "the properties to set must be a non-empty object")
+        checked = await self._settable(product_id, values_)
+        request = calls.CallRequest(FAMILY, PROPERTY_SET, dumps(checked), calls.CLOCK)
+        return await self._call(product_id, name, request, timeout)
+
+    async def get_properties(
+        self, product_id: str, name: str, identifiers: object, timeout: object = None
+    ) -> dict[str, Any]:
+        await self.devices.get_device(product_id, name)
+        if not isinstance(identifiers, list) or not all(
+            isinstance(i, str) and i for i in identifiers
+        ):
+            raise _invalid(BAD_REQUEST, "identifiers must be a list of property identifiers")
+        model = await self.model(product_id)
+        wanted = list(identifiers)
+        if model is not None:
+            for identifier in wanted:
+                _known_property(model, identifier, api=True)
+            if not wanted:
+                wanted = list(model.properties)
+        request = calls.CallRequest(FAMILY, PROPERTY_GET, dumps(wanted), calls.CLOCK)
+        return await self._call(product_id, name, request, timeout)
+
+    async def invoke(
+        self,
+        product_id: str,
+        name: str,
+        identifier: str,
+        arguments: object,
+        timeout: object = None,
+        asynchronous: bool = False,
+    ) -> dict[str, Any]:
+        """A service call; {"call_id"} only when the service answers later."""
+        await self.devices.get_device(product_id, name)
+        if not isinstance(arguments, dict):
+            raise _invalid(BAD_REQUEST, "a service's input is an object")
+        model = await self.model(product_id)
+        if model is not None:
+            try:
+                service = model.service(identifier)
+                checked = thingmodel.check_params(service.input, arguments, identifier)
+            except thingmodel.ValueRefused as exc:
+                raise _invalid(_code(exc), exc.message) from None
+            asynchronous = service.call_type == "a"
+        else:
+            checked = _free_values(arguments, identifier)
+        request = calls.CallRequest(FAMILY, SERVICE, dumps(checked), calls.CLOCK, identifier)
+        if asynchronous:
+            calls.check_timeout(timeout, DEFAULT_TIMEOUT)
+            try:
+                record_id = await self.commands.send(product_id, name, request)
+            except ThingsHubError as exc:
+                raise _call_error(exc) from None
+            return {"call_id": record_id}
+        return await self._call(product_id, name, request, timeout)
+
+    async def _call(
+        self, product_id: str, name: str, request: calls.CallRequest, timeout: object
+    ) -> dict[str, Any]:
+        try:
+            result = await self.commands.call(product_id, name, request, timeout, DEFAULT_TIMEOUT)
+        except ThingsHubError as exc:
+            raise _call_error(exc) from None
+        body = result.body or {}
+        answer: dict[str, Any] = {
+            "call_id": result.record_id,
+            "id": result.call_id,
+            "code": body.get("code"),
+            "msg": body.get("msg"),
+        }
+        if request.kind != PROPERTY_SET:
+            answer["data"] = body.get("data")
+        return answer
+
+    async def _settable(self, product_id: str, requested: Mapping[str, Any]) -> dict[str, Any]:
+        model = await self.model(product_id)
+        if model is None:
+            return _free_values(requested, "")
+        out: dict[str, Any] = {}
+        for identifier, value in requested.items():
+            prop = _known_property(model, identifier, api=True)
+            if not prop.writable:
+                raise _invalid(BAD_REQUEST, f"{identifier}: the property is read-only")
+            try:
+                out[identifier] = thingmodel.check(prop.data_type, value, identifier)
+            except thingmodel.ValueRefused as exc:
+                raise _invalid(_code(exc), exc.message) from None
+        return out
+
+    # ------------------------------------------------------------ desired values
+
+    async def desired(self, product_id: str, name: str) -> dict[str, dict[str, Any]]:
+        await self.devices.get_device(product_id, name)
+        stored = await self.desired_values.get(product_id, name)
+        return {k: _desired_view(v) for k, v in stored.items()}
+
+    async def patch_desired(
+        self, product_id: str, name: str, changes: object
+    ) -> dict[str, dict[str, Any]]:
+        """Set (a value) or delete (null) desired values; pushed to the device when it listens."""
+        await self.devices.get_device(product_id, name)
+        if not isinstance(changes, dict) or not changes:
+            raise _invalid(BAD_REQUEST, "desired values are a non-empty object")
+        sets = {k: v for k, v in changes.items() if v is not None}
+        checked = await self._settable(product_id, sets) if sets else {}
+        model = await self.model(product_id)
+        for identifier in changes:
+            if model is not None:
+                _known_property(model, identifier, api=True)
+        wanted = {k: checked.get(k) for k in changes}
+        result = await self.desired_values.change(product_id, name, wanted, self.clock.now_ms())
+        self._desired_changed(product_id, name, result)
+        pushed = {k: v.value for k, v in result.items() if v is not None}
+        if pushed and self.link.is_online(product_id, name):
+            request = calls.CallRequest(FAMILY, DESIRED_PUSH, dumps(pushed), calls.CLOCK)
+            try:
+                await self.commands.send(product_id, name, request)
+            except DeviceOffline:  # not listening after all: it asks with desired/get
+                log.debug("desired values of %s/%s not pushed: not subscribed", product_id, name)
+        return await self.desired(product_id, name)
+
+    def _desired_changed(
+        self, product_id: str, name: str, changed: Mapping[str, DesiredValue | None]
+    ) -> None:
+        if self.bus.wants(DesiredChanged):
+            data = {
+                k: (None if v is None else {"value": v.value, "version": v.version})
+                for k, v in changed.items()
+            }
+            self.bus.publish(DesiredChanged(product_id, name, data, self.clock.now_ms()))
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _property_value(model: thingmodel.ThingModel | None, identifier: str, value: object) -> object:
+    if model is None:
+        return _free_value(value, identifier)
+    prop = _known_property(model, identifier)
+    try:
+        return thingmodel.check(prop.data_type, value, identifier)
+    except thingmodel.ValueRefused as exc:
+        raise ThingError(_code(exc), exc.message) from None
+
+
+def _event_value(
+    model: thingmodel.ThingModel | None, identifier: str, value: object
+) -> tuple[object, str | None]:
+    if model is None:
+        checked = _free_value(value, identifier)
+        return (checked if isinstance(checked, dict) else {"value": checked}), None
+    try:
+        event = model.event(identifier)
+        if not isinstance(value, dict):
+            raise thingmodel.ValueRefused(f"{identifier}: an event's value is an object")
+        return thingmodel.check_params(event.output, value, identifier), event.event_type
+    except thingmodel.ValueRefused as exc:
+        raise ThingError(_code(exc), exc.message) from None
+
+
+def _known_property(
+    model: thingmodel.ThingModel, identifier: str, *, api: bool = False
+) -> thingmodel.Property:
+    try:
+        return model.property(identifier)
+    except thingmodel.ValueRefused as exc:
+        if api:
+            raise _invalid(UNKNOWN_ID, exc.message) from None
+        raise ThingError(UNKNOWN_ID, exc.message) from None
+
+
+def _free_value(value: object, where: str) -> object:
+    """Without a model: any value the platform can store (never a null)."""
+    if value is None:
+        raise ThingError(DATA_TYPE, f"{where}: null is not a value")
+    broken = values.json_problem(value, 0, values.MAX_STRING)
+    if broken:
+        raise ThingError(DATA_TYPE, f"{where}: {broken[1]}{values.at(broken[0])}")
+    return value
+
+
+def _free_values(requested: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """What an application sends without a model: any identifier of 1-128
+    characters and any value but null (it goes to the device as JSON)."""
+    out = {}
+    for key, value in requested.items():
+        name = f"{where}.{key}" if where else key
+        if not isinstance(key, str) or not 1 <= len(key) <= 128:
+            raise _invalid(BAD_REQUEST, f"{name}: identifiers are 1-128 characters")
+        if value is None:
+            raise _invalid(DATA_TYPE, f"{name}: null is not a value")
+        out[key] = value
+    return out
+
+
+def _code(exc: thingmodel.ValueRefused) -> int:
+    return exc.err_code if isinstance(exc.err_code, int) else DATA_TYPE
+
+
+def _invalid(code: int, message: str) -> InvalidRequest:
+    return InvalidRequest(message, err_code=code, err_msg=MESSAGES[code])
+
+
+def _internal(hint: str) -> ThingError:
+    return ThingError(INTERNAL, hint)
+
+
+def _call_error(exc: ThingsHubError) -> ThingsHubError:
+    """The command service's error with OneNET's code as its wire hint."""
+    if isinstance(exc, NotSubscribed):
+        code = NOT_SUBSCRIBED
+    elif isinstance(exc, DeviceOffline):
+        code = OFFLINE
+    elif isinstance(exc, CommandTimeout):
+        code = TIMEOUT
+    elif isinstance(exc, BadDeviceAnswer):
+        code = RESP
+    else:
+        return exc
+    exc.err_code, exc.err_msg = code, MESSAGES[code]
+    return exc
+
+
+def _desired_view(value: DesiredValue) -> dict[str, Any]:
+    return {"value": value.value, "version": value.version, "ts": value.ts}
