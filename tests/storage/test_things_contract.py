@@ -87,3 +87,26 @@ def test_event_types_and_call_targets_are_kept(backend: Backend) -> None:
         assert [r.target for r in await s.commands.list("p1", "d1", 10)] == ["add"]
 
     backend.run(scenario)
+
+
+def test_access_tokens_find_their_device_and_never_clash(backend: Backend) -> None:
+    from dataclasses import replace
+
+    from thingshub.core.errors import AlreadyExists
+
+    async def scenario(s: Storage) -> None:
+        await s.products.add(product("p1"))
+        first = replace(device("p1", "d1"), access_token="t-1")
+        await s.devices.add(first)
+        await s.devices.add(device("p1", "d2"))  # none: any number of devices have none
+        await s.devices.add(device("p1", "d3"))
+        found = await s.devices.by_access_token("t-1")
+        assert found is not None and found.name == "d1" and found.access_token == "t-1"
+        assert await s.devices.by_access_token("t-2") is None
+        with pytest.raises(AlreadyExists, match="access_token"):
+            await s.devices.add(replace(device("p1", "d4"), access_token="t-1"))
+        await s.devices.delete("p1", "d1")
+        assert await s.devices.by_access_token("t-1") is None
+        await s.devices.add(replace(device("p1", "d5"), access_token="t-1"))  # free again
+
+    backend.run(scenario)

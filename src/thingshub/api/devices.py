@@ -30,9 +30,17 @@ router = APIRouter(
 
 @router.post("", status_code=201, responses=BODY_ERRORS)
 async def create_device(pid: ProductId, body: DeviceIn, ctx: Context) -> DeviceCreated:
-    created = await ctx.devices.create_device(pid, body.name, body.device_number, body.tags)
-    out = DeviceOut.of(created.device, Presence(False))
-    return DeviceCreated(**out.model_dump(), key=created.device.key, password=created.password)
+    created = await ctx.devices.create_device(
+        pid, body.name, body.device_number, body.tags, body.access_token
+    )
+    device = created.device
+    out = DeviceOut.of(device, Presence(False))
+    return DeviceCreated(
+        **out.model_dump(),
+        key=device.key,
+        password=created.password,
+        access_token=device.access_token,
+    )
 
 
 @router.get("")

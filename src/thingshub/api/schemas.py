@@ -32,6 +32,7 @@ NOT_BLANK = "[^\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f
 Identifier = Annotated[str, StringConstraints(pattern=ID_PATTERN, min_length=1, max_length=64)]
 TagKey = Annotated[str, StringConstraints(min_length=1, max_length=rules.MAX_TAG_KEY)]
 TagValue = Annotated[str, StringConstraints(max_length=rules.MAX_TAG_VALUE)]
+AccessToken = Annotated[str, StringConstraints(pattern=r"^[!-~]{1,64}$")]
 
 T = TypeVar("T")
 
@@ -99,6 +100,11 @@ class DeviceIn(Strict):
     tags: dict[TagKey, TagValue] | None = Field(
         None, max_length=rules.MAX_TAGS, description="Flat string tags."
     )
+    access_token: AccessToken | bool | None = Field(
+        None,
+        description="A ThingsPanel access token (the user name of a login without password):"
+        " true to generate one, or 1-64 printable ASCII characters, unique on the server.",
+    )
 
 
 class DeviceOut(BaseModel):
@@ -130,6 +136,9 @@ class DeviceOut(BaseModel):
 class DeviceCreated(DeviceOut):
     key: str = Field(description="Base64 device key for OneNET tokens. Shown only here.")
     password: str = Field(description="The ThingsPanel-style password. Shown only here.")
+    access_token: str | None = Field(
+        None, description="Its access token, when it has one. Shown only here."
+    )
 
 
 class TokenIn(Strict):

@@ -21,6 +21,7 @@ class DeviceDeleted:
     name: str
     device_number: str
     username: str
+    access_token: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -285,6 +285,13 @@ class Call:
 
 
 @dataclass(frozen=True, slots=True)
+class PresenceNotice:
+    """The device is now online or offline (for whoever listens to its presence)."""
+
+    online: bool
+
+
+@dataclass(frozen=True, slots=True)
 class ThingReply:
     """The answer to a device's thing-model request: `code` (200 or the rule
     broken, core/thingmodel.CODES), a `hint` saying what was wrong, and
@@ -366,4 +373,5 @@ Outbound = (
     | OtaInform
     | ThingReply
     | DataPointsAck
+    | PresenceNotice
 )

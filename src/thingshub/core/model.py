@@ -38,6 +38,8 @@ class Device:
     created_at: int
     tags: Mapping[str, str] = field(default_factory=dict)
     status: str = "enabled"
+    #: A ThingsPanel access token (the user name of a login without password), if any.
+    access_token: str | None = None
 
 
 #: How a login names its device: ("d", product id, device name) or ("u", user name).

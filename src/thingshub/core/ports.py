@@ -90,6 +90,8 @@ class DeviceRepo(Protocol):
 
     async def by_username(self, username: str) -> Device | None: ...
 
+    async def by_access_token(self, token: str) -> Device | None: ...
+
     async def list(
         self, product_id: str, limit: int, after: str | None = None, search: str | None = None
     ) -> list[Device]:

@@ -24,6 +24,8 @@ Rules:
   the device does not make it offline (the newer one holds it). Activity is
   sampled from the server once a second.
 - A deleted device's connections are closed at once.
+- Presence is also told to whoever listens for it (`PresenceNotice`: on
+  ThingsPanel's `devices/status/{dn}`), as the connection opens and closes.
 - Client-chosen strings reach the log escaped (mqtt/logs.py).
 """
 
@@ -37,7 +39,7 @@ from typing import Any
 
 from thingshub.core.errors import Forbidden, ThingsHubError, Unauthorized
 from thingshub.core.events import DeviceDeleted, Event
-from thingshub.core.messages import DeviceRef, Outbound
+from thingshub.core.messages import DeviceRef, Outbound, PresenceNotice
 from thingshub.core.model import Device
 from thingshub.core.ports import Clock, EventBus
 from thingshub.core.throttle import LoginThrottle
@@ -219,6 +221,7 @@ class DeviceGateway:
         p = client.principal
         if isinstance(p, DeviceRef):
             self.presence.connected(p.product_id, p.name, client.seq)
+            self.send(p, PresenceNotice(True))
 
     def on_disconnect(self, client: ClientInfo, reason: CloseReason) -> None:
         p = client.principal
@@ -226,6 +229,7 @@ class DeviceGateway:
         # right now and keeps it online; going offline in between would flap.
         if isinstance(p, DeviceRef) and reason is not CloseReason.TAKEN_OVER:
             self.presence.disconnected(p.product_id, p.name, client.seq)
+            self.send(p, PresenceNotice(False))
 
     def on_publish(self, client: ClientInfo, message: Message) -> PublishOutcome:
         ref = client.principal

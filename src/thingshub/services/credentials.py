@@ -8,6 +8,10 @@ Rules:
   random server secret. Passwords are random and long, so a keyed hash is
   enough: nothing to slow-hash against a dictionary.
 - Comparisons are constant-time.
+- A ThingsPanel access token is the whole credential of a login without a
+  password (the device's identity, as ThingsPanel's broker takes it): kept
+  as is, unique on the server, 1-64 printable ASCII without spaces; a
+  generated one is 20 letters and digits.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ import base64
 import hashlib
 import hmac
 import secrets
+import string
+
+from thingshub.core.errors import InvalidRequest
 
 KEY_BYTES = 32
 
@@ -47,3 +54,30 @@ def hash_password(pepper: str, password: str | bytes) -> str:
 
 def password_matches(pepper: str, password: str | bytes, stored_hash: str) -> bool:
     return hmac.compare_digest(hash_password(pepper, password), stored_hash)
+
+
+#: A generated access token: 20 letters and digits, as ThingsPanel makes them.
+ACCESS_TOKEN_ALPHABET = string.ascii_letters + string.digits
+ACCESS_TOKEN_LENGTH = 20
+MAX_ACCESS_TOKEN = 64
+
+
+def new_access_token() -> str:
+    return "".join(secrets.choice(ACCESS_TOKEN_ALPHABET) for _ in range(ACCESS_TOKEN_LENGTH))
+
+
+def check_access_token(value: object) -> str | None:
+    """None, True (generate one) or a token of 1-64 printable ASCII characters (no space)."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return new_access_token()
+    if (
+        not isinstance(value, str)
+        or not 1 <= len(value) <= MAX_ACCESS_TOKEN
+        or not all("!" <= c <= "~" for c in value)
+    ):
+        raise InvalidRequest(
+            "access_token must be true (generate one) or 1-64 printable ASCII characters"
+        )
+    return value

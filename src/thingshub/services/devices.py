@@ -158,11 +158,19 @@ class DeviceService:
     # ------------------------------------------------------------ devices
 
     async def create_device(
-        self, product_id: str, name: object, device_number: object = None, tags: object = None
+        self,
+        product_id: str,
+        name: object,
+        device_number: object = None,
+        tags: object = None,
+        access_token: object = None,
     ) -> CreatedDevice:
+        """Register a device; `access_token`: True for a generated ThingsPanel access
+        token, a string for that one (unique on the server), None for none."""
         await self.get_product(product_id)
         dev_name = names.check("name", name)
         tag_map = check_tags(tags)
+        token = credentials.check_access_token(access_token)
         if device_number is None:
             number = dev_name
             if number in RESERVED_NUMBERS or await self.storage.devices.by_number(number):
@@ -181,6 +189,7 @@ class DeviceService:
             password_hash=credentials.hash_password(self.pepper, password),
             created_at=self.clock.now_ms(),
             tags=tag_map,
+            access_token=token,
         )
         for _ in range(3):
             try:
@@ -211,7 +220,18 @@ class DeviceService:
         """The device a login names, from the cache or the store."""
         if lookup[0] == "d":
             return await self.find_device(lookup[1], lookup[2])
+        if lookup[0] == "t":
+            return await self.find_by_access_token(lookup[1])
         return await self.find_by_username(lookup[1])
+
+    async def find_by_access_token(self, token: str) -> Device | None:
+        key = ("t", token)
+        device = self._cache.get(key)
+        if device is None:
+            device = await self.storage.devices.by_access_token(token)
+            if device is not None:
+                self._cache.put(key, device)
+        return device
 
     async def find_device(self, product_id: str, name: str) -> Device | None:
         key = ("d", product_id, name)
@@ -280,6 +300,8 @@ class DeviceService:
     def _remember(self, device: Device) -> None:
         self._cache.put(("d", device.product_id, device.name), device)
         self._cache.put(("u", device.username), device)
+        if device.access_token is not None:
+            self._cache.put(("t", device.access_token), device)
 
     def password_matches(self, device: Device, password: str) -> bool:
         return credentials.password_matches(self.pepper, password, device.password_hash)
@@ -322,18 +344,26 @@ class DeviceService:
         updated = replace(device, tags=tags)
         self._cache.put(("d", product_id, name), updated)
         self._cache.drop(("u", device.username))
+        if device.access_token is not None:
+            self._cache.drop(("t", device.access_token))
         return updated
 
     async def delete_device(self, product_id: str, name: str) -> Device:
         device = await self.get_device(product_id, name)
         await self.storage.devices.delete(product_id, name)
-        self.bus.publish(DeviceDeleted(product_id, name, device.device_number, device.username))
+        self.bus.publish(
+            DeviceDeleted(
+                product_id, name, device.device_number, device.username, device.access_token
+            )
+        )
         return device
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, DeviceDeleted):
             self._cache.drop(("d", event.product_id, event.name))
             self._cache.drop(("u", event.username))
+            if event.access_token is not None:
+                self._cache.drop(("t", event.access_token))
 
 
 def _with_username(device: Device, username: str) -> Device:

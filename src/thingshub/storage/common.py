@@ -71,28 +71,33 @@ def product_has_devices(product_id: str) -> Conflict:
 
 
 def device_clash(device: Device, field: str) -> AlreadyExists:
-    """The AlreadyExists for `device` clashing on `field` (name, device_number, username)."""
+    """The AlreadyExists for `device` clashing on `field` (name, device_number,
+    username, access_token)."""
     if field == "name":
         return AlreadyExists(
             f"device name {device.name!r} already exists in product {device.product_id!r}"
         )
     if field == "device_number":
         return AlreadyExists(f"device_number {device.device_number!r} already exists")
+    if field == "access_token":
+        return AlreadyExists("this access_token belongs to another device")
     return AlreadyExists(f"username {device.username!r} already exists")
 
 
 def first_clash(device: Device, existing: Iterable[Sequence[object]]) -> str | None:
     """Which field of `device` clashes with rows (product_id, name, device_number,
-    username) already stored, by priority; None if none does."""
+    username, access_token) already stored, by priority; None if none does."""
     fields: set[str] = set()
-    for product_id, name, number, username in existing:
+    for product_id, name, number, username, token in existing:
         if product_id == device.product_id and name == device.name:
             fields.add("name")
         if number == device.device_number:
             fields.add("device_number")
         if username == device.username:
             fields.add("username")
-    for field in ("name", "device_number", "username"):
+        if token is not None and token == device.access_token:
+            fields.add("access_token")
+    for field in ("name", "device_number", "username", "access_token"):
         if field in fields:
             return field
     return None

@@ -1,6 +1,8 @@
 """ThingsPanel direct-device MQTT: password logins and the `devices/...` topics.
 
-The dialect object wires the parts: topics.py (topic rights), reports.py
+Logins: the user name and password issued at device creation, or an access
+token as the user name alone. The dialect object wires the parts: topics.py
+(topic rights), reports.py
 (the payload grammar and the response object) and the message
 translations below. Reports are decoded here, so a malformed one reaches
 the service as a `ReportRefused` that it counts and answers. Logins use
@@ -26,6 +28,7 @@ from thingshub.core.messages import (
     OtaInform,
     OtaProgress,
     OtaProgressRefused,
+    PresenceNotice,
     ReportAck,
     ReportRefused,
     TelemetryReport,
@@ -48,8 +51,12 @@ class ThingsPanel:
     # ------------------------------------------------------------ login
 
     def login(self, client_id: str, username: str | None, password: bytes | None) -> Login | None:
-        if username is None or password is None:
+        """A user name and password, or an access token as the user name alone
+        (no password, or an empty one), as ThingsPanel's broker takes it."""
+        if username is None:
             return None
+        if not password:
+            return Login(NAME, ("t", username), None)
         try:
             text = password.decode()
         except UnicodeDecodeError:
@@ -57,6 +64,10 @@ class ThingsPanel:
         return Login(NAME, ("u", username), text)
 
     def verify(self, login: Login, device: Device, now_s: int, password_ok: PasswordCheck) -> None:
+        if login.lookup[0] == "t":
+            if device.access_token != login.lookup[1]:
+                raise Unauthorized("wrong access token")
+            return  # the token found the device: it is the whole credential
         if not isinstance(login.secret, str) or not password_ok(device, login.secret):
             raise Unauthorized("wrong user name or password")
 
@@ -73,7 +84,8 @@ class ThingsPanel:
 
     def topics(self, ref: DeviceRef, kind: type) -> tuple[str, ...]:
         if kind is OtaInform:
-            return (f"ota/devices/inform/{ref.device_number}",)
+            dn = ref.device_number
+            return (f"ota/devices/inform/{dn}", f"ota/devices/infrom/{dn}")
         return ()
 
     # ------------------------------------------------------------ messages
@@ -130,7 +142,10 @@ class ThingsPanel:
             topic = f"devices/{message.kind}/response/{dn}/{message.reply_to}"
             return [(topic, dumps(_response(message)))]
         if isinstance(message, OtaInform):
-            return [(f"ota/devices/inform/{dn}", dumps(ota.inform_body(message)))]
+            body = dumps(ota.inform_body(message))  # to whichever spelling it listens on
+            return [(f"ota/devices/inform/{dn}", body), (f"ota/devices/infrom/{dn}", body)]
+        if isinstance(message, PresenceNotice):
+            return [(topics.STATUS + dn, b"1" if message.online else b"0")]
         return None
 
 

@@ -4,6 +4,11 @@ Rules:
 - Device-to-platform topics carry no device id (the connection says who
   it is); platform-to-device topics carry the device number, and a device
   subscribes only to filters whose every match carries its own number.
+- `ota/devices/infrom/{dn}` (sic) is ThingsPanel's default configuration's
+  spelling of the OTA inform topic; both spellings may be subscribed to.
+- `devices/status/{dn}` carries the device's presence ("1" online, "0"
+  offline, published by the platform); the device may publish there too,
+  which is accepted and ignored.
 - No filter that can match a device-to-platform topic is ever granted: with
   the device number `response`, `devices/command/{dn}/+` would otherwise be
   `devices/command/response/+`, every device's command answers.
@@ -33,13 +38,21 @@ SUBSCRIBE_PATTERNS = (
     "devices/attributes/get/{dn}",
     "devices/command/{dn}/+",
     "ota/devices/inform/{dn}",
+    "ota/devices/infrom/{dn}",  # the spelling of ThingsPanel's default configuration
     "devices/attributes/response/{dn}/+",
     "devices/event/response/{dn}/+",
+    "devices/status/{dn}",
 )
+
+#: A device may also publish on its own status topic (accepted and ignored: its
+#: presence comes from its connection).
+STATUS = "devices/status/"
 
 
 def may_publish(device_number: str, topic: str) -> bool:
     if topic == "devices/telemetry":  # the hot path: one comparison
+        return True
+    if topic == STATUS + device_number:
         return True
     return any(topic_matches(p, topic) for p in PUBLISH_PATTERNS)
 

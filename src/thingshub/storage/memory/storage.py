@@ -66,6 +66,7 @@ class _Data:
     devices: dict[Key, Device] = field(default_factory=dict)
     by_number: dict[str, Key] = field(default_factory=dict)
     by_username: dict[str, Key] = field(default_factory=dict)
+    by_token: dict[str, Key] = field(default_factory=dict)
     presence: dict[Key, Presence] = field(default_factory=dict)
     images: dict[Key, tuple[str, int]] = field(default_factory=dict)  # (JSON text, version)
     commands: dict[str, CommandRecord] = field(default_factory=dict)
@@ -131,10 +132,12 @@ class MemoryDevices:
             key,
             data.by_number.get(device.device_number),
             data.by_username.get(device.username),
+            data.by_token.get(device.access_token) if device.access_token else None,
         }
         existing = [data.devices[k] for k in keys if k is not None and k in data.devices]
         clash = common.first_clash(
-            device, [(d.product_id, d.name, d.device_number, d.username) for d in existing]
+            device,
+            [(d.product_id, d.name, d.device_number, d.username, d.access_token) for d in existing],
         )
         if clash is not None:
             raise common.device_clash(device, clash)
@@ -143,6 +146,8 @@ class MemoryDevices:
         data.devices[key] = _copy(device)
         data.by_number[device.device_number] = key
         data.by_username[device.username] = key
+        if device.access_token is not None:
+            data.by_token[device.access_token] = key
 
     async def get(self, product_id: str, name: str) -> Device | None:
         device = self._data.devices.get((product_id, name))
@@ -156,6 +161,10 @@ class MemoryDevices:
         key = self._data.by_username.get(username)
         return _copy(self._data.devices[key]) if key is not None else None
 
+    async def by_access_token(self, token: str) -> Device | None:
+        key = self._data.by_token.get(token)
+        return _copy(self._data.devices[key]) if key is not None else None
+
     async def count(self, product_id: str) -> int:
         return sum(1 for key in self._data.devices if key[0] == product_id)
 
@@ -166,6 +175,8 @@ class MemoryDevices:
             return False
         del self._data.by_number[device.device_number]
         del self._data.by_username[device.username]
+        if device.access_token is not None:
+            self._data.by_token.pop(device.access_token, None)
         self._data.presence.pop(key, None)
         self._data.images.pop(key, None)
         for cmd_id in self._data.commands_of.pop(key, set()):

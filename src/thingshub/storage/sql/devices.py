@@ -52,12 +52,14 @@ SET_RETENTION = sql("UPDATE products SET retention_days = $2 WHERE id = $1")
 
 _DEVICES = f"SELECT {rows.DEVICE_COLUMNS} FROM devices"
 DEVICE_CLASHES = sql(
-    "SELECT product_id, name, device_number, username FROM devices"
+    "SELECT product_id, name, device_number, username, access_token FROM devices"
     " WHERE (product_id = $1 AND name = $2) OR device_number = $3 OR username = $4"
+    " OR access_token = $5"
 )
 GET_DEVICE = sql(f"{_DEVICES} WHERE product_id = $1 AND name = $2")
 DEVICE_BY_NUMBER = sql(f"{_DEVICES} WHERE device_number = $1")
 DEVICE_BY_USERNAME = sql(f"{_DEVICES} WHERE username = $1")
+DEVICE_BY_TOKEN = sql(f"{_DEVICES} WHERE access_token = $1")
 COUNT_DEVICES = sql("SELECT count(*) FROM devices WHERE product_id = $1")
 LIST_DEVICES = pages(f"{_DEVICES} WHERE product_id = $1", "name > $3", "ORDER BY name LIMIT $2")
 SET_TAGS = sql("UPDATE devices SET tags = $3::jsonb WHERE product_id = $1 AND name = $2")
@@ -155,10 +157,16 @@ class SqlDevices:
         except ForeignKeyViolation:
             raise common.product_missing(device.product_id) from None
         except UniqueViolation as exc:
-            keys = (device.product_id, device.name, device.device_number, device.username)
+            keys = (
+                device.product_id,
+                device.name,
+                device.device_number,
+                device.username,
+                device.access_token,
+            )
             field = common.first_clash(device, await self._db.fetch(DEVICE_CLASHES, *keys))
             if field is None:  # the other row is gone already: trust the constraint
-                fields = ("device_number", "username")
+                fields = ("device_number", "username", "access_token")
                 field = next((f for f in fields if f in str(exc)), "name")
             raise common.device_clash(device, field) from None
 
@@ -170,6 +178,9 @@ class SqlDevices:
 
     async def by_username(self, username: str) -> Device | None:
         return await one(self._db, rows.device, DEVICE_BY_USERNAME, username)
+
+    async def by_access_token(self, token: str) -> Device | None:
+        return await one(self._db, rows.device, DEVICE_BY_TOKEN, token)
 
     async def count(self, product_id: str) -> int:
         return int((await self._db.fetch(COUNT_DEVICES, product_id))[0][0])

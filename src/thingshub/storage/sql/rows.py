@@ -27,7 +27,8 @@ from thingshub.storage.sql.connection import Row
 
 PRODUCT_COLUMNS = "id, name, created_at, retention_days"
 DEVICE_COLUMNS = (
-    "product_id, name, device_number, key, username, password_hash, created_at, tags, status"
+    "product_id, name, device_number, key, username, password_hash, created_at, tags, status,"
+    " access_token"
 )
 PRESENCE_COLUMNS = "p.online, p.last_activity, p.changed_at"  # of `device_presence p`
 IMAGE_COLUMNS = "document, version"
@@ -59,11 +60,11 @@ def product(row: Row) -> Product:
 
 def device(row: Row) -> Device:
     tags = common.load_tags(row[7])
-    return Device(row[0], row[1], row[2], row[3], row[4], row[5], row[6], tags, row[8])
+    return Device(row[0], row[1], row[2], row[3], row[4], row[5], row[6], tags, row[8], row[9])
 
 
 def device_values(d: Device) -> tuple[Any, ...]:
-    return (*_fields(d)[:7], common.dump_tags(d.tags), d.status)
+    return (*_fields(d)[:7], common.dump_tags(d.tags), d.status, d.access_token)
 
 
 def presence(row: Row) -> Presence:

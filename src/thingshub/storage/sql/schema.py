@@ -201,6 +201,12 @@ _THING_MODEL = (
 )
 
 
+_ACCESS_TOKENS = (
+    "ALTER TABLE devices ADD COLUMN access_token {key}",
+    "CREATE UNIQUE INDEX devices_access_token_key ON devices (access_token)",
+)
+
+
 def migrations(types: Mapping[str, str], series: Sequence[str]) -> Sequence[Migration]:
     """A database's migrations, given its `types` (see the module rules) and the
     statements of migration 3 that are its own: device ids, points, latest values,
@@ -228,5 +234,6 @@ def migrations(types: Mapping[str, str], series: Sequence[str]) -> Sequence[Migr
                 "thing models, desired values, event types, call targets",
                 ddl(*_THING_MODEL),
             ),
+            Migration(6, "ThingsPanel access tokens", ddl(*_ACCESS_TOKENS)),
         ]
     )
