@@ -52,7 +52,7 @@ def product_list(
 
 
 @product_app.command("show")
-def productshow(
+def product_show(
     pid: str,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
@@ -145,7 +145,7 @@ def device_list(
 
 
 @device_app.command("show")
-def deviceshow(
+def device_show(
     pid: str,
     name: str,
     url: UrlOpt = None,

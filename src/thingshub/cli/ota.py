@@ -286,7 +286,7 @@ def ota_list(
 
 
 @ota_app.command("show")
-def otashow(
+def ota_show(
     pid: str,
     task_id: str,
     url: UrlOpt = None,
