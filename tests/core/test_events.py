@@ -16,7 +16,7 @@ KINDS = typing.get_args(Event)
 
 def test_every_event_type_has_its_own_kind() -> None:
     kinds = [kind.kind for kind in KINDS]
-    assert len(set(kinds)) == len(kinds) == 8
+    assert len(set(kinds)) == len(kinds) == 9
     assert set(kinds) == {
         "device_deleted",
         "presence",
@@ -26,6 +26,7 @@ def test_every_event_type_has_its_own_kind() -> None:
         "telemetry",
         "event",
         "ota",
+        "desired",
     }
 
 
@@ -43,7 +44,8 @@ def test_events_are_frozen() -> None:
 
 def test_events_hold_only_ids_and_values() -> None:
     """Every field is a plain value (or the core's value types): nothing live to send."""
-    allowed = {"str", "int", "bool", "int | None", "dict[str, object]"}
+    allowed = {"str", "int", "bool", "int | None", "str | None", "dict[str, object]"}
+    allowed.add("dict[str, dict[str, object] | None]")  # desired values; None = deleted
     allowed |= {"list[Point]", "list[DeviceEvent]"}  # core/model.py's frozen values
     for kind in KINDS:
         for f in dataclasses.fields(kind):

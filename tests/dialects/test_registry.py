@@ -31,6 +31,7 @@ from thingshub.dialects.onenet import OneNet
 from thingshub.dialects.onenet.token import make_token
 from thingshub.dialects.port import Login, PasswordCheck, Wire
 from thingshub.dialects.registry import Registry, default_registry
+from thingshub.dialects.thing import Thing
 from thingshub.dialects.thingspanel import ThingsPanel
 
 REF = DeviceRef("p", "d", "dn")
@@ -134,9 +135,11 @@ def test_a_dialect_is_found_by_name() -> None:
         registry.get("c")
 
 
-def test_the_default_registry_speaks_onenet_then_thingspanel() -> None:
+def test_the_default_registry_speaks_the_thing_model_then_onenet_then_thingspanel() -> None:
+    """The thing model comes first: it owns part of OneNET's topic space."""
     registry = default_registry()
-    assert names(registry) == ["onenet", "thingspanel"]
+    assert names(registry) == ["thing", "onenet", "thingspanel"]
+    assert isinstance(registry.get("thing"), Thing)
     assert isinstance(registry.get("onenet"), OneNet)
     assert isinstance(registry.get("thingspanel"), ThingsPanel)
 

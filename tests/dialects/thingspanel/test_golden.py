@@ -493,6 +493,8 @@ FIRMWARE = Firmware(
     ext_data={"description": "Fix temperature sensor bug", "mandatory": True},
 )
 URL = "https://example.com/firmware/device_v2.0.1.bin"
+#: The OTA inform's topic, in both spellings a ThingsPanel device may listen on.
+INFORMS = ("inform", "infrom")
 
 ENCODE: list[tuple[str, object, list[tuple[str, bytes]]]] = [
     (
@@ -572,19 +574,21 @@ ENCODE: list[tuple[str, object, list[tuple[str, bytes]]]] = [
     (
         "the seed's OTA inform",
         OtaInform("1001", FIRMWARE, "MD5", URL),
-        [(f"ota/devices/inform/{DN}", compact(SEED_INFORM))],
+        # ThingsPanel's default configuration spells the topic "infrom": both are sent.
+        [(f"ota/devices/{spelling}/{DN}", compact(SEED_INFORM)) for spelling in INFORMS],
     ),
     (
         "an OTA inform signed with SHA256",
         OtaInform("1002", FIRMWARE, "SHA256", URL),
         [
             (
-                f"ota/devices/inform/{DN}",
+                f"ota/devices/{spelling}/{DN}",
                 compact(SEED_INFORM)
                 .replace(b'"1001"', b'"1002"')
                 .replace(b'"MD5"', b'"SHA256"')
                 .replace(FIRMWARE.md5.encode(), FIRMWARE.sha256.encode()),
             )
+            for spelling in INFORMS
         ],
     ),
 ]
@@ -631,11 +635,13 @@ def test_any_user_name_and_password_is_a_thingspanel_login() -> None:
     assert login == Login("thingspanel", ("u", "user-1"), "issued password")
 
 
-@pytest.mark.parametrize(("username", "password"), [(None, b"pw"), ("user-1", None)])
-def test_a_login_without_user_name_or_password_is_not_thingspanels(
-    username: str | None, password: bytes | None
-) -> None:
-    assert TP.login("c", username, password) is None
+def test_a_login_without_user_name_is_not_thingspanels() -> None:
+    assert TP.login("c", None, b"pw") is None
+
+
+def test_a_user_name_alone_is_an_access_token_login() -> None:
+    """ThingsPanel firmware may log in with its access token as the user name alone."""
+    assert TP.login("c", "user-1", None) == Login("thingspanel", ("t", "user-1"), None)
 
 
 def test_a_password_that_is_not_utf8_is_refused() -> None:
@@ -727,6 +733,6 @@ def test_a_device_subscribes_only_to_topics_carrying_its_number(
 
 
 def test_informs_are_the_one_kind_a_device_is_asked_to_listen_for() -> None:
-    assert TP.topics(REF, OtaInform) == (f"ota/devices/inform/{DN}",)
+    assert TP.topics(REF, OtaInform) == tuple(f"ota/devices/{s}/{DN}" for s in INFORMS)
     for kind in (Call, Control, AttributesGet, ReportAck, ImageDelta):
         assert TP.topics(REF, kind) == ()
