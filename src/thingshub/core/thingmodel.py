@@ -223,7 +223,7 @@ def parse_model(document: object, *, max_points: int = MAX_POINTS) -> ThingModel
         mode = item.get("accessMode", "rw")
         if mode not in ACCESS_MODES:
             raise ModelError(f"{path}/accessMode", 'must be "r" or "rw"')
-        data_type, type_doc = _data_type(item.get("dataType"), f"{path}/dataType", nested=False)
+        data_type, type_doc = _data_type(item.get("dataType"), f"{path}/dataType")
         properties[identifier] = Property(identifier, _name(item, identifier), mode, data_type)
         docs["properties"].append({**item, "accessMode": mode, "dataType": type_doc})
     for index, raw in enumerate(lists["events"]):
@@ -303,14 +303,16 @@ def _params(raw: object, path: str) -> tuple[tuple[Param, ...], list[dict[str, A
         where = f"{path}/{index}"
         item = _object(entry, where)
         identifier = _identifier(item, where, seen)
-        data_type, type_doc = _data_type(item.get("dataType"), f"{where}/dataType", nested=False)
+        data_type, type_doc = _data_type(item.get("dataType"), f"{where}/dataType")
         params.append(Param(identifier, _name(item, identifier), data_type))
         docs.append({**item, "dataType": type_doc})
     return tuple(params), docs
 
 
-def _data_type(raw: object, path: str, *, nested: bool) -> tuple[DataType, dict[str, Any]]:
-    """A checked dataType and its document. `nested`: a struct member or array item."""
+def _data_type(raw: object, path: str) -> tuple[DataType, dict[str, Any]]:
+    """A checked dataType and its document. Nothing nests deeper than one struct: a
+    struct's members are checked here not to be structs or arrays, and an array's
+    items are one of ARRAY_ITEMS (a struct among them, no array)."""
     spec = _object(raw, path)
     kind = spec.get("type")
     if kind not in TYPES:
@@ -348,16 +350,12 @@ def _data_type(raw: object, path: str, *, nested: bool) -> tuple[DataType, dict[
     if kind == "date":
         return DataType(kind), dict(spec)
     if kind == "struct":
-        if nested:
-            raise ModelError(path, "a struct member or array item cannot be a struct or array")
         members, docs = _params(specs, where)
         for index, member in enumerate(members):
             if member.data_type.type in ("struct", "array"):
                 raise ModelError(f"{where}/{index}/dataType", "a struct member cannot be one")
         return DataType(kind, members=members), {**spec, "specs": docs}
     # array
-    if nested:
-        raise ModelError(path, "a struct member or array item cannot be a struct or array")
     specs = _object(specs, where)
     if "item" in specs or "size" in specs:  # {"size": n, "item": {"type", "specs"}}
         length = _length({"length": specs.get("size")}, where, (1, 10240), required=True)
@@ -368,7 +366,7 @@ def _data_type(raw: object, path: str, *, nested: bool) -> tuple[DataType, dict[
         item_raw = {"type": specs.get("type"), "specs": specs.get("specs")}
     if item_raw["type"] not in ARRAY_ITEMS:
         raise ModelError(f"{where}/type", f"array items are one of {', '.join(ARRAY_ITEMS)}")
-    item_type, _ = _data_type(item_raw, f"{where}/item", nested=item_raw["type"] != "struct")
+    item_type, _ = _data_type(item_raw, f"{where}/item")
     return DataType(kind, length=length, item=item_type), dict(spec)
 
 
@@ -517,14 +515,11 @@ def _plain(number: float) -> str:
 
 
 def _shown(value: object) -> str:
+    """A JSON value (never null: refused first) as a refusal shows it."""
     if isinstance(value, str):
         return repr(value if len(value) <= 40 else value[:40] + "...")
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
+    return "an array" if isinstance(value, list) else "an object"
