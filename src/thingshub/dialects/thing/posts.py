@@ -116,7 +116,7 @@ def pack(params: object, request_id: str, *, historical: bool) -> tuple[ThingDat
         if "properties" not in entry and events_raw is None:
             raise _bad(f"{where}an entry holds properties or events", request_id)
         properties = read(entry.get("properties", {}), request_id, f"{where}properties.")
-        events = read(events_raw or {}, request_id, f"{where}events.")
+        events = read({} if events_raw is None else events_raw, request_id, f"{where}events.")
         identifiers = {v.identifier for v in properties} | {v.identifier for v in events}
         if len(identifiers) > MAX_VALUES:
             raise _bad(f"{where}at most {MAX_VALUES} values", request_id)
