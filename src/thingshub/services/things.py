@@ -86,18 +86,6 @@ PROPERTY_SET, PROPERTY_GET, SERVICE, DESIRED_PUSH = (
 )
 DEFAULT_TIMEOUT: Final = 5
 
-SUCCESS = thingmodel.SUCCESS
-DATA_TYPE = thingmodel.DATA_TYPE_ERROR
-INTERNAL = thingmodel.INTERNAL_ERROR
-RESP = thingmodel.RESP_ERROR
-TIMEOUT = thingmodel.TIMEOUT
-IDENTITY = thingmodel.INVALID_IDENTITY
-OFFLINE = thingmodel.DEVICE_NOT_ONLINE
-UNKNOWN_ID = thingmodel.IDENTIFIER_UNKNOWN
-BAD_REQUEST = thingmodel.BAD_REQUEST
-NO_MODEL = thingmodel.NO_MODEL
-NOT_SUBSCRIBED = thingmodel.SUBSCRIPTION_NOT_EXIST
-MESSAGES = thingmodel.CODES
 #: The key of refused legacy data points in `refused` (OneNET's one code for them).
 DATA_POINTS_REFUSED = 98
 
@@ -106,7 +94,7 @@ class ThingError(ThingsHubError):
     """A thing-model request refused with OneNET's `code` (also its err_code)."""
 
     def __init__(self, code: int, hint: str) -> None:
-        super().__init__(hint, err_code=code, err_msg=MESSAGES.get(code))
+        super().__init__(hint, err_code=code, err_msg=thingmodel.CODES.get(code))
         self.code = code
 
 
@@ -161,8 +149,8 @@ class ThingService:
         if stored is None:
             raise NotFound(
                 f"product {product_id!r} has no thing model",
-                err_code=NO_MODEL,
-                err_msg=MESSAGES[NO_MODEL],
+                err_code=thingmodel.NO_MODEL,
+                err_msg=thingmodel.CODES[thingmodel.NO_MODEL],
             )
         return stored
 
@@ -178,8 +166,8 @@ class ThingService:
         if not await self.models.delete(product_id):
             raise NotFound(
                 f"product {product_id!r} has no thing model",
-                err_code=NO_MODEL,
-                err_msg=MESSAGES[NO_MODEL],
+                err_code=thingmodel.NO_MODEL,
+                err_msg=thingmodel.CODES[thingmodel.NO_MODEL],
             )
         self._models.pop(product_id, None)
 
@@ -206,7 +194,7 @@ class ThingService:
         except ThingsHubError:
             self._reply_error(ref, post.request, post.request_id, _internal("storage failed"))
             raise
-        self.link.send(ref, ThingReply(post.request, post.request_id, SUCCESS))
+        self.link.send(ref, ThingReply(post.request, post.request_id, thingmodel.SUCCESS))
         now = post.received_at
         if points and self.bus.wants(TelemetryReceived):
             self.bus.publish(TelemetryReceived(ref.product_id, ref.name, points, now))
@@ -233,11 +221,11 @@ class ThingService:
     def _check_identity(self, ref: DeviceRef, data: ThingData) -> None:
         if data.identity is not None and data.identity != (ref.product_id, ref.name):
             product, name = data.identity
-            raise ThingError(IDENTITY, f"{product}/{name} is not this device")
+            raise ThingError(thingmodel.INVALID_IDENTITY, f"{product}/{name} is not this device")
 
     async def device_refused(self, ref: DeviceRef, message: ThingRefused) -> None:
         error = message.error
-        code = error.err_code if isinstance(error.err_code, int) else BAD_REQUEST
+        code = error.err_code if isinstance(error.err_code, int) else thingmodel.BAD_REQUEST
         self._reply_error(ref, message.request, message.request_id, ThingError(code, error.message))
 
     async def desired_get(self, ref: DeviceRef, message: DesiredGet) -> None:
@@ -257,7 +245,7 @@ class ThingService:
             for k in wanted
             if k in stored
         }
-        self.link.send(ref, ThingReply(request, message.request_id, SUCCESS, None, data))
+        self.link.send(ref, ThingReply(request, message.request_id, thingmodel.SUCCESS, None, data))
 
     async def desired_delete(self, ref: DeviceRef, message: DesiredDelete) -> None:
         request = "property/desired/delete"
@@ -272,7 +260,7 @@ class ThingService:
         except ThingError as exc:
             self._reply_error(ref, request, message.request_id, exc)
             return
-        self.link.send(ref, ThingReply(request, message.request_id, SUCCESS))
+        self.link.send(ref, ThingReply(request, message.request_id, thingmodel.SUCCESS))
         if deleted:
             self._desired_changed(ref.product_id, ref.name, dict.fromkeys(deleted))
 
@@ -303,7 +291,9 @@ class ThingService:
     ) -> dict[str, Any]:
         await self.devices.get_device(product_id, name)
         if not isinstance(values_, dict) or not values_:
-            raise _invalid(BAD_REQUEST, "the properties to set must be a non-empty object")
+            raise _invalid(
+                thingmodel.BAD_REQUEST, "the properties to set must be a non-empty object"
+            )
         checked = await self._settable(product_id, values_)
         request = calls.CallRequest(FAMILY, PROPERTY_SET, dumps(checked), calls.CLOCK)
         return await self._call(product_id, name, request, timeout)
@@ -315,7 +305,9 @@ class ThingService:
         if not isinstance(identifiers, list) or not all(
             isinstance(i, str) and i for i in identifiers
         ):
-            raise _invalid(BAD_REQUEST, "identifiers must be a list of property identifiers")
+            raise _invalid(
+                thingmodel.BAD_REQUEST, "identifiers must be a list of property identifiers"
+            )
         model = await self.model(product_id)
         wanted = list(identifiers)
         if model is not None:
@@ -338,7 +330,7 @@ class ThingService:
         """A service call; {"call_id"} only when the service answers later."""
         await self.devices.get_device(product_id, name)
         if not isinstance(arguments, dict):
-            raise _invalid(BAD_REQUEST, "a service's input is an object")
+            raise _invalid(thingmodel.BAD_REQUEST, "a service's input is an object")
         model = await self.model(product_id)
         if model is not None:
             try:
@@ -385,7 +377,7 @@ class ThingService:
         for identifier, value in requested.items():
             prop = _known_property(model, identifier, api=True)
             if not prop.writable:
-                raise _invalid(BAD_REQUEST, f"{identifier}: the property is read-only")
+                raise _invalid(thingmodel.BAD_REQUEST, f"{identifier}: the property is read-only")
             try:
                 out[identifier] = thingmodel.check(prop.data_type, value, identifier)
             except thingmodel.ValueRefused as exc:
@@ -405,7 +397,7 @@ class ThingService:
         """Set (a value) or delete (null) desired values; pushed to the device when it listens."""
         await self.devices.get_device(product_id, name)
         if not isinstance(changes, dict) or not changes:
-            raise _invalid(BAD_REQUEST, "desired values are a non-empty object")
+            raise _invalid(thingmodel.BAD_REQUEST, "desired values are a non-empty object")
         sets = {k: v for k, v in changes.items() if v is not None}
         checked = await self._settable(product_id, sets) if sets else {}
         model = await self.model(product_id)
@@ -470,17 +462,17 @@ def _known_property(
         return model.property(identifier)
     except thingmodel.ValueRefused as exc:
         if api:
-            raise _invalid(UNKNOWN_ID, exc.message) from None
-        raise ThingError(UNKNOWN_ID, exc.message) from None
+            raise _invalid(thingmodel.IDENTIFIER_UNKNOWN, exc.message) from None
+        raise ThingError(thingmodel.IDENTIFIER_UNKNOWN, exc.message) from None
 
 
 def _free_value(value: object, where: str) -> object:
     """Without a model: any value the platform can store (never a null)."""
     if value is None:
-        raise ThingError(DATA_TYPE, f"{where}: null is not a value")
+        raise ThingError(thingmodel.DATA_TYPE_ERROR, f"{where}: null is not a value")
     broken = values.json_problem(value, 0, values.MAX_STRING)
     if broken:
-        raise ThingError(DATA_TYPE, f"{where}: {broken[1]}{values.at(broken[0])}")
+        raise ThingError(thingmodel.DATA_TYPE_ERROR, f"{where}: {broken[1]}{values.at(broken[0])}")
     return value
 
 
@@ -491,38 +483,38 @@ def _free_values(requested: Mapping[str, Any], where: str) -> dict[str, Any]:
     for key, value in requested.items():
         name = f"{where}.{key}" if where else key
         if not isinstance(key, str) or not 1 <= len(key) <= 128:
-            raise _invalid(BAD_REQUEST, f"{name}: identifiers are 1-128 characters")
+            raise _invalid(thingmodel.BAD_REQUEST, f"{name}: identifiers are 1-128 characters")
         if value is None:
-            raise _invalid(DATA_TYPE, f"{name}: null is not a value")
+            raise _invalid(thingmodel.DATA_TYPE_ERROR, f"{name}: null is not a value")
         out[key] = value
     return out
 
 
 def _code(exc: thingmodel.ValueRefused) -> int:
-    return exc.err_code if isinstance(exc.err_code, int) else DATA_TYPE
+    return exc.err_code if isinstance(exc.err_code, int) else thingmodel.DATA_TYPE_ERROR
 
 
 def _invalid(code: int, message: str) -> InvalidRequest:
-    return InvalidRequest(message, err_code=code, err_msg=MESSAGES[code])
+    return InvalidRequest(message, err_code=code, err_msg=thingmodel.CODES[code])
 
 
 def _internal(hint: str) -> ThingError:
-    return ThingError(INTERNAL, hint)
+    return ThingError(thingmodel.INTERNAL_ERROR, hint)
 
 
 def _call_error(exc: ThingsHubError) -> ThingsHubError:
     """The command service's error with OneNET's code as its wire hint."""
     if isinstance(exc, NotSubscribed):
-        code = NOT_SUBSCRIBED
+        code = thingmodel.SUBSCRIPTION_NOT_EXIST
     elif isinstance(exc, DeviceOffline):
-        code = OFFLINE
+        code = thingmodel.DEVICE_NOT_ONLINE
     elif isinstance(exc, CommandTimeout):
-        code = TIMEOUT
+        code = thingmodel.TIMEOUT
     elif isinstance(exc, BadDeviceAnswer):
-        code = RESP
+        code = thingmodel.RESP_ERROR
     else:
         return exc
-    exc.err_code, exc.err_msg = code, MESSAGES[code]
+    exc.err_code, exc.err_msg = code, thingmodel.CODES[code]
     return exc
 
 

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from thingshub.core import thingmodel
 from thingshub.core.messages import ThingData, ThingValue
-from thingshub.dialects.thing.onejson import BAD_REQUEST, EnvelopeError
+from thingshub.dialects.thing.onejson import EnvelopeError
 
 MAX_PACK: Final = 10
 MAX_VALUES: Final = 100
@@ -33,7 +34,7 @@ MAX_IDENTIFIER: Final = 128
 
 
 def _bad(message: str, request_id: str) -> EnvelopeError:
-    return EnvelopeError(BAD_REQUEST, message, request_id)
+    return EnvelopeError(thingmodel.BAD_REQUEST, message, request_id)
 
 
 def identifier(key: object, request_id: str, where: str) -> str:
