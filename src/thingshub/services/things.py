@@ -1,6 +1,6 @@
 """The thing model: products' models, what devices post, calls to them, desired values.
 
-Rules (the value rules are core/thingmodel.py's, the wire the thing dialect's):
+Rules (the value rules are core/thingmodel/'s, the wire the thing dialect's):
 - A product has at most one model; setting it checks the whole document
   (400 naming the JSON pointer of the fault) and raises its revision;
   replacing or deleting it never touches stored data. Models are cached per
