@@ -365,3 +365,20 @@ def test_ids_sort_by_creation() -> None:
     made = [ota.new_id(ids.next(T0)) for _ in range(50)]
     assert made == sorted(made) and len(set(made)) == 50
     assert ota.new_id(ids.next(T0 + 10**6)) > made[-1]
+
+
+@pytest.mark.parametrize(
+    ("step", "succeeded", "failed"),
+    [
+        (100, True, False),
+        (99, False, False),
+        (1, False, False),
+        (-1, False, True),
+        (-4, False, True),
+    ],
+)
+def test_a_progress_step_says_whether_the_upgrade_ended(
+    step: int, succeeded: bool, failed: bool
+) -> None:
+    progress = Progress(step, "", "MCU")
+    assert (progress.succeeded, progress.failed) == (succeeded, failed)

@@ -320,3 +320,55 @@ def test_a_number_is_admitted_exactly_when_it_is_finite_and_within_the_bounds(
     else:
         with pytest.raises(ValueRefused):
             check(data_type, value, "x")
+
+
+def test_the_lookups_return_what_the_model_defines() -> None:
+    model = parse_model(EXPORTED)
+    assert model.property("temp") is model.properties["temp"]
+    assert model.event("alarm") is model.events["alarm"]
+    assert model.service("$SyncGetFile") is model.services["$SyncGetFile"]
+
+
+@pytest.mark.parametrize(
+    ("document", "path"),
+    [
+        ([], ""),
+        ("{}", ""),
+        ({"events": [{"identifier": "e", "outputData": {"level": 1}}]}, "/events/0/outputData"),
+        ({"services": [{"identifier": "s", "input": "a"}]}, "/services/0/input"),
+        ({"services": [{"identifier": "s", "output": ["x"]}]}, "/services/0/output/0"),
+        ({"properties": [{"identifier": "p"}]}, "/properties/0/dataType"),
+    ],
+)
+def test_the_documents_shape_is_refused_where_it_breaks(document: object, path: str) -> None:
+    with pytest.raises(ModelError) as refused:
+        parse_model(document)
+    assert refused.value.path == path, refused.value.message
+
+
+def test_null_lists_and_missing_names_take_their_defaults() -> None:
+    model = parse_model(
+        {
+            "properties": None,
+            "events": [{"identifier": "boot"}],
+            "services": [{"identifier": "reboot", "name": ""}],
+        }
+    )
+    assert model.properties == {}
+    boot = model.events["boot"]
+    assert (boot.name, boot.event_type, boot.output) == ("boot", "info", ())
+    reboot = model.services["reboot"]
+    assert (reboot.name, reboot.call_type, reboot.input, reboot.output) == ("reboot", "s", (), ())
+    assert model.document["events"][0] == {
+        "identifier": "boot",
+        "eventType": "info",
+        "outputData": [],
+    }
+    assert model.document["properties"] == []
+
+
+def test_a_canonical_key_wins_over_its_alias() -> None:
+    event = {"identifier": "e", "type": "error", "eventType": "alert"}
+    model = parse_model({"events": [event]})
+    assert model.events["e"].event_type == "alert"
+    assert model.document["events"][0]["type"] == "error"  # kept as sent, ignored

@@ -1,6 +1,7 @@
 """The thing model: products' models, what devices post, calls to them, desired values.
 
-Rules (the value rules are core/thingmodel.py's, the wire the thing dialect's):
+Rules (the value rules are core/thingmodel/'s, the checks before anything is stored
+or sent and their codes thing_checks.py's, the wire the thing dialect's):
 - A product has at most one model; setting it checks the whole document
   (400 naming the JSON pointer of the fault) and raises its revision;
   replacing or deleting it never touches stored data. Models are cached per
@@ -38,14 +39,10 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from thingshub.core import commands as calls
-from thingshub.core import thingmodel, values
+from thingshub.core import thingmodel
 from thingshub.core.errors import (
-    BadDeviceAnswer,
-    CommandTimeout,
     DeviceOffline,
-    InvalidRequest,
     NotFound,
-    NotSubscribed,
     ThingsHubError,
 )
 from thingshub.core.events import DesiredChanged, EventsReceived, TelemetryReceived
@@ -72,6 +69,7 @@ from thingshub.core.ports import (
     TelemetryRepo,
     ThingModelRepo,
 )
+from thingshub.services import thing_checks as checks
 from thingshub.services.commands import CommandService
 from thingshub.services.devices import DeviceService
 
@@ -86,28 +84,8 @@ PROPERTY_SET, PROPERTY_GET, SERVICE, DESIRED_PUSH = (
 )
 DEFAULT_TIMEOUT: Final = 5
 
-SUCCESS = thingmodel.SUCCESS
-DATA_TYPE = thingmodel.DATA_TYPE_ERROR
-INTERNAL = thingmodel.INTERNAL_ERROR
-RESP = thingmodel.RESP_ERROR
-TIMEOUT = thingmodel.TIMEOUT
-IDENTITY = thingmodel.INVALID_IDENTITY
-OFFLINE = thingmodel.DEVICE_NOT_ONLINE
-UNKNOWN_ID = thingmodel.IDENTIFIER_UNKNOWN
-BAD_REQUEST = thingmodel.BAD_REQUEST
-NO_MODEL = thingmodel.NO_MODEL
-NOT_SUBSCRIBED = thingmodel.SUBSCRIPTION_NOT_EXIST
-MESSAGES = thingmodel.CODES
 #: The key of refused legacy data points in `refused` (OneNET's one code for them).
 DATA_POINTS_REFUSED = 98
-
-
-class ThingError(ThingsHubError):
-    """A thing-model request refused with OneNET's `code` (also its err_code)."""
-
-    def __init__(self, code: int, hint: str) -> None:
-        super().__init__(hint, err_code=code, err_msg=MESSAGES.get(code))
-        self.code = code
 
 
 class ThingService:
@@ -161,8 +139,8 @@ class ThingService:
         if stored is None:
             raise NotFound(
                 f"product {product_id!r} has no thing model",
-                err_code=NO_MODEL,
-                err_msg=MESSAGES[NO_MODEL],
+                err_code=thingmodel.NO_MODEL,
+                err_msg=thingmodel.CODES[thingmodel.NO_MODEL],
             )
         return stored
 
@@ -178,8 +156,8 @@ class ThingService:
         if not await self.models.delete(product_id):
             raise NotFound(
                 f"product {product_id!r} has no thing model",
-                err_code=NO_MODEL,
-                err_msg=MESSAGES[NO_MODEL],
+                err_code=thingmodel.NO_MODEL,
+                err_msg=thingmodel.CODES[thingmodel.NO_MODEL],
             )
         self._models.pop(product_id, None)
 
@@ -192,7 +170,7 @@ class ThingService:
     async def device_post(self, ref: DeviceRef, post: ThingPost) -> None:
         try:
             points, events = await self._checked(ref, post)
-        except ThingError as exc:
+        except checks.ThingError as exc:
             self._reply_error(ref, post.request, post.request_id, exc)
             return
         try:
@@ -201,12 +179,12 @@ class ThingService:
             if events:
                 await self.events.append(ref.product_id, ref.name, events)
         except NotFound:
-            self._reply_error(ref, post.request, post.request_id, _internal("device deleted"))
+            self._reply_error(ref, post.request, post.request_id, checks.internal("device deleted"))
             return
         except ThingsHubError:
-            self._reply_error(ref, post.request, post.request_id, _internal("storage failed"))
+            self._reply_error(ref, post.request, post.request_id, checks.internal("storage failed"))
             raise
-        self.link.send(ref, ThingReply(post.request, post.request_id, SUCCESS))
+        self.link.send(ref, ThingReply(post.request, post.request_id, thingmodel.SUCCESS))
         now = post.received_at
         if points and self.bus.wants(TelemetryReceived):
             self.bus.publish(TelemetryReceived(ref.product_id, ref.name, points, now))
@@ -223,22 +201,26 @@ class ThingService:
             model = await self.model(ref.product_id)
             at = post.received_at
             for value in data.properties:
-                checked = _property_value(model, value.identifier, value.value)
+                checked = checks.property_value(model, value.identifier, value.value)
                 points.append(Point(value.identifier, value.ts or at, checked))
             for value in data.events:
-                params, kind = _event_value(model, value.identifier, value.value)
+                params, kind = checks.event_value(model, value.identifier, value.value)
                 events.append(DeviceEvent(value.ts or at, value.identifier, params, kind))
         return points, events
 
     def _check_identity(self, ref: DeviceRef, data: ThingData) -> None:
         if data.identity is not None and data.identity != (ref.product_id, ref.name):
             product, name = data.identity
-            raise ThingError(IDENTITY, f"{product}/{name} is not this device")
+            raise checks.ThingError(
+                thingmodel.INVALID_IDENTITY, f"{product}/{name} is not this device"
+            )
 
     async def device_refused(self, ref: DeviceRef, message: ThingRefused) -> None:
         error = message.error
-        code = error.err_code if isinstance(error.err_code, int) else BAD_REQUEST
-        self._reply_error(ref, message.request, message.request_id, ThingError(code, error.message))
+        code = error.err_code if isinstance(error.err_code, int) else thingmodel.BAD_REQUEST
+        self._reply_error(
+            ref, message.request, message.request_id, checks.ThingError(code, error.message)
+        )
 
     async def desired_get(self, ref: DeviceRef, message: DesiredGet) -> None:
         request = "property/desired/get"
@@ -246,9 +228,9 @@ class ThingService:
             model = await self.model(ref.product_id)
             if model is not None:
                 for identifier in message.identifiers:
-                    _known_property(model, identifier)
+                    checks.known_property(model, identifier)
             stored = await self.desired_values.get(ref.product_id, ref.name)
-        except ThingError as exc:
+        except checks.ThingError as exc:
             self._reply_error(ref, request, message.request_id, exc)
             return
         wanted = message.identifiers or tuple(stored)
@@ -257,7 +239,7 @@ class ThingService:
             for k in wanted
             if k in stored
         }
-        self.link.send(ref, ThingReply(request, message.request_id, SUCCESS, None, data))
+        self.link.send(ref, ThingReply(request, message.request_id, thingmodel.SUCCESS, None, data))
 
     async def desired_delete(self, ref: DeviceRef, message: DesiredDelete) -> None:
         request = "property/desired/delete"
@@ -265,14 +247,14 @@ class ThingService:
             model = await self.model(ref.product_id)
             if model is not None:
                 for identifier in message.versions:
-                    _known_property(model, identifier)
+                    checks.known_property(model, identifier)
             deleted = await self.desired_values.delete_versions(
                 ref.product_id, ref.name, message.versions
             )
-        except ThingError as exc:
+        except checks.ThingError as exc:
             self._reply_error(ref, request, message.request_id, exc)
             return
-        self.link.send(ref, ThingReply(request, message.request_id, SUCCESS))
+        self.link.send(ref, ThingReply(request, message.request_id, thingmodel.SUCCESS))
         if deleted:
             self._desired_changed(ref.product_id, ref.name, dict.fromkeys(deleted))
 
@@ -292,7 +274,9 @@ class ThingService:
         self.refused[DATA_POINTS_REFUSED] = self.refused.get(DATA_POINTS_REFUSED, 0) + 1
         self.link.send(ref, DataPointsAck(message.request_id, message.error))
 
-    def _reply_error(self, ref: DeviceRef, request: str, request_id: str, exc: ThingError) -> None:
+    def _reply_error(
+        self, ref: DeviceRef, request: str, request_id: str, exc: checks.ThingError
+    ) -> None:
         self.refused[exc.code] = self.refused.get(exc.code, 0) + 1
         self.link.send(ref, ThingReply(request, request_id, exc.code, exc.message))
 
@@ -303,7 +287,9 @@ class ThingService:
     ) -> dict[str, Any]:
         await self.devices.get_device(product_id, name)
         if not isinstance(values_, dict) or not values_:
-            raise _invalid(BAD_REQUEST, "the properties to set must be a non-empty object")
+            raise checks.invalid(
+                thingmodel.BAD_REQUEST, "the properties to set must be a non-empty object"
+            )
         checked = await self._settable(product_id, values_)
         request = calls.CallRequest(FAMILY, PROPERTY_SET, dumps(checked), calls.CLOCK)
         return await self._call(product_id, name, request, timeout)
@@ -315,12 +301,14 @@ class ThingService:
         if not isinstance(identifiers, list) or not all(
             isinstance(i, str) and i for i in identifiers
         ):
-            raise _invalid(BAD_REQUEST, "identifiers must be a list of property identifiers")
+            raise checks.invalid(
+                thingmodel.BAD_REQUEST, "identifiers must be a list of property identifiers"
+            )
         model = await self.model(product_id)
         wanted = list(identifiers)
         if model is not None:
             for identifier in wanted:
-                _known_property(model, identifier, api=True)
+                checks.known_property(model, identifier, api=True)
             if not wanted:
                 wanted = list(model.properties)
         request = calls.CallRequest(FAMILY, PROPERTY_GET, dumps(wanted), calls.CLOCK)
@@ -338,24 +326,24 @@ class ThingService:
         """A service call; {"call_id"} only when the service answers later."""
         await self.devices.get_device(product_id, name)
         if not isinstance(arguments, dict):
-            raise _invalid(BAD_REQUEST, "a service's input is an object")
+            raise checks.invalid(thingmodel.BAD_REQUEST, "a service's input is an object")
         model = await self.model(product_id)
         if model is not None:
             try:
                 service = model.service(identifier)
                 checked = thingmodel.check_params(service.input, arguments, identifier)
             except thingmodel.ValueRefused as exc:
-                raise _invalid(_code(exc), exc.message) from None
+                raise checks.invalid(checks.code_of(exc), exc.message) from None
             asynchronous = service.call_type == "a"
         else:
-            checked = _free_values(arguments, identifier)
+            checked = checks.free_values(arguments, identifier)
         request = calls.CallRequest(FAMILY, SERVICE, dumps(checked), calls.CLOCK, identifier)
         if asynchronous:
             calls.check_timeout(timeout, DEFAULT_TIMEOUT)
             try:
                 record_id = await self.commands.send(product_id, name, request)
             except ThingsHubError as exc:
-                raise _call_error(exc) from None
+                raise checks.call_error(exc) from None
             return {"call_id": record_id}
         return await self._call(product_id, name, request, timeout)
 
@@ -365,7 +353,7 @@ class ThingService:
         try:
             result = await self.commands.call(product_id, name, request, timeout, DEFAULT_TIMEOUT)
         except ThingsHubError as exc:
-            raise _call_error(exc) from None
+            raise checks.call_error(exc) from None
         body = result.body or {}
         answer: dict[str, Any] = {
             "call_id": result.record_id,
@@ -380,16 +368,18 @@ class ThingService:
     async def _settable(self, product_id: str, requested: Mapping[str, Any]) -> dict[str, Any]:
         model = await self.model(product_id)
         if model is None:
-            return _free_values(requested, "")
+            return checks.free_values(requested, "")
         out: dict[str, Any] = {}
         for identifier, value in requested.items():
-            prop = _known_property(model, identifier, api=True)
+            prop = checks.known_property(model, identifier, api=True)
             if not prop.writable:
-                raise _invalid(BAD_REQUEST, f"{identifier}: the property is read-only")
+                raise checks.invalid(
+                    thingmodel.BAD_REQUEST, f"{identifier}: the property is read-only"
+                )
             try:
                 out[identifier] = thingmodel.check(prop.data_type, value, identifier)
             except thingmodel.ValueRefused as exc:
-                raise _invalid(_code(exc), exc.message) from None
+                raise checks.invalid(checks.code_of(exc), exc.message) from None
         return out
 
     # ------------------------------------------------------------ desired values
@@ -405,13 +395,13 @@ class ThingService:
         """Set (a value) or delete (null) desired values; pushed to the device when it listens."""
         await self.devices.get_device(product_id, name)
         if not isinstance(changes, dict) or not changes:
-            raise _invalid(BAD_REQUEST, "desired values are a non-empty object")
+            raise checks.invalid(thingmodel.BAD_REQUEST, "desired values are a non-empty object")
         sets = {k: v for k, v in changes.items() if v is not None}
         checked = await self._settable(product_id, sets) if sets else {}
         model = await self.model(product_id)
         for identifier in changes:
             if model is not None:
-                _known_property(model, identifier, api=True)
+                checks.known_property(model, identifier, api=True)
         wanted = {k: checked.get(k) for k in changes}
         result = await self.desired_values.change(product_id, name, wanted, self.clock.now_ms())
         self._desired_changed(product_id, name, result)
@@ -436,94 +426,6 @@ class ThingService:
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _property_value(model: thingmodel.ThingModel | None, identifier: str, value: object) -> object:
-    if model is None:
-        return _free_value(value, identifier)
-    prop = _known_property(model, identifier)
-    try:
-        return thingmodel.check(prop.data_type, value, identifier)
-    except thingmodel.ValueRefused as exc:
-        raise ThingError(_code(exc), exc.message) from None
-
-
-def _event_value(
-    model: thingmodel.ThingModel | None, identifier: str, value: object
-) -> tuple[object, str | None]:
-    if model is None:
-        checked = _free_value(value, identifier)
-        return (checked if isinstance(checked, dict) else {"value": checked}), None
-    try:
-        event = model.event(identifier)
-        if not isinstance(value, dict):
-            raise thingmodel.ValueRefused(f"{identifier}: an event's value is an object")
-        return thingmodel.check_params(event.output, value, identifier), event.event_type
-    except thingmodel.ValueRefused as exc:
-        raise ThingError(_code(exc), exc.message) from None
-
-
-def _known_property(
-    model: thingmodel.ThingModel, identifier: str, *, api: bool = False
-) -> thingmodel.Property:
-    try:
-        return model.property(identifier)
-    except thingmodel.ValueRefused as exc:
-        if api:
-            raise _invalid(UNKNOWN_ID, exc.message) from None
-        raise ThingError(UNKNOWN_ID, exc.message) from None
-
-
-def _free_value(value: object, where: str) -> object:
-    """Without a model: any value the platform can store (never a null)."""
-    if value is None:
-        raise ThingError(DATA_TYPE, f"{where}: null is not a value")
-    broken = values.json_problem(value, 0, values.MAX_STRING)
-    if broken:
-        raise ThingError(DATA_TYPE, f"{where}: {broken[1]}{values.at(broken[0])}")
-    return value
-
-
-def _free_values(requested: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """What an application sends without a model: any identifier of 1-128
-    characters and any value but null (it goes to the device as JSON)."""
-    out = {}
-    for key, value in requested.items():
-        name = f"{where}.{key}" if where else key
-        if not isinstance(key, str) or not 1 <= len(key) <= 128:
-            raise _invalid(BAD_REQUEST, f"{name}: identifiers are 1-128 characters")
-        if value is None:
-            raise _invalid(DATA_TYPE, f"{name}: null is not a value")
-        out[key] = value
-    return out
-
-
-def _code(exc: thingmodel.ValueRefused) -> int:
-    return exc.err_code if isinstance(exc.err_code, int) else DATA_TYPE
-
-
-def _invalid(code: int, message: str) -> InvalidRequest:
-    return InvalidRequest(message, err_code=code, err_msg=MESSAGES[code])
-
-
-def _internal(hint: str) -> ThingError:
-    return ThingError(INTERNAL, hint)
-
-
-def _call_error(exc: ThingsHubError) -> ThingsHubError:
-    """The command service's error with OneNET's code as its wire hint."""
-    if isinstance(exc, NotSubscribed):
-        code = NOT_SUBSCRIBED
-    elif isinstance(exc, DeviceOffline):
-        code = OFFLINE
-    elif isinstance(exc, CommandTimeout):
-        code = TIMEOUT
-    elif isinstance(exc, BadDeviceAnswer):
-        code = RESP
-    else:
-        return exc
-    exc.err_code, exc.err_msg = code, MESSAGES[code]
-    return exc
 
 
 def _desired_view(value: DesiredValue) -> dict[str, Any]:

@@ -236,3 +236,55 @@ def test_errors_keep_their_codes_as_wire_hints() -> None:
     refused = decode("property/post", b"{")
     assert isinstance(refused, ThingRefused) and isinstance(refused.error, ThingsHubError)
     assert refused.error.err_msg == "json format error"
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "$sys/pid/other/thing/property/post",  # another device's
+        T + "property/post/reply",  # the platform's
+        T + "property/set",
+        T + "service/add/invoke",
+        T + "service//invoke_reply",
+        T + "service/a/b/invoke_reply",
+        T + "unknown",
+    ],
+)
+def test_topics_that_are_not_a_devices_thing_uplink_decode_to_nothing(topic: str) -> None:
+    assert thing.decode(REF, topic, b'{"id":"1","params":{}}', NOW) is None
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"\xff", b"not json", b'["1"]', b'{"code": 200}', b'{"id": "x", "code": 200}', b'{"id": -1}'],
+)
+def test_a_reply_without_a_usable_id_is_an_answer_to_nothing(payload: bytes) -> None:
+    answer = thing.decode(REF, T + "property/set_reply", payload, NOW)
+    assert answer == CallAnswer(
+        "thing", "property_set", "", payload, problem="the reply has no usable id"
+    )
+
+
+def test_a_reply_keeps_only_a_string_msg_and_an_integer_code() -> None:
+    answer = decode("property/get_reply", {"id": "9", "code": True, "msg": 5})
+    assert isinstance(answer, CallAnswer) and answer.problem_code == 304
+    answer = decode("property/get_reply", {"id": "9", "code": 302, "msg": ["x"]})
+    assert isinstance(answer, CallAnswer) and answer.body == {
+        "id": "9",
+        "code": 302,
+        "msg": None,
+        "data": None,
+    }
+
+
+def test_only_calls_are_asked_for_and_only_the_own_topics_owned() -> None:
+    assert thing.topics(REF, Call) == (
+        T + "property/set",
+        T + "property/get",
+        T + "service/+/invoke",
+    )
+    assert thing.topics(REF, ThingReply) == ()
+    for topic in ("devices/telemetry", "$sys/pid", "$sys/pid/dev/dp/post/json"):
+        assert not thing.owns(topic), topic
+    assert thing.encode(REF, AnswerVerdict("onenet", "1", "late")) is None
+    assert thing.encode(REF, "not a message") is None

@@ -11,7 +11,7 @@ errcode (or, for an answer, a `CallAnswer` saying what is wrong with it).
 from __future__ import annotations
 
 import json
-from dataclasses import fields, is_dataclass
+from dataclasses import fields, is_dataclass, replace
 from typing import Any
 
 import pytest
@@ -32,6 +32,7 @@ from thingshub.core.messages import (
     OtaInform,
     OtaProgress,
     OtaProgressRefused,
+    PresenceNotice,
     ReportAck,
     ReportRefused,
     TelemetryReport,
@@ -578,6 +579,16 @@ ENCODE: list[tuple[str, object, list[tuple[str, bytes]]]] = [
         [(f"ota/devices/{spelling}/{DN}", compact(SEED_INFORM)) for spelling in INFORMS],
     ),
     (
+        "presence: online, on the status topic",
+        PresenceNotice(True),
+        [(f"devices/status/{DN}", b"1")],
+    ),
+    (
+        "presence: offline, on the status topic",
+        PresenceNotice(False),
+        [(f"devices/status/{DN}", b"0")],
+    ),
+    (
         "an OTA inform signed with SHA256",
         OtaInform("1002", FIRMWARE, "SHA256", URL),
         [
@@ -644,6 +655,21 @@ def test_a_user_name_alone_is_an_access_token_login() -> None:
     assert TP.login("c", "user-1", None) == Login("thingspanel", ("t", "user-1"), None)
 
 
+def test_an_empty_password_is_an_access_token_login_too() -> None:
+    assert TP.login("c", "token-1", b"") == Login("thingspanel", ("t", "token-1"), None)
+
+
+def test_an_access_token_is_the_whole_credential() -> None:
+    def password_ok(device: Device, password: str) -> bool:
+        raise AssertionError("an access token login has no password to check")
+
+    device = replace(DEVICE, access_token="token-1")
+    TP.verify(Login("thingspanel", ("t", "token-1"), None), device, 0, password_ok)
+    for found, token in ((device, "token-2"), (DEVICE, "token-1")):
+        with pytest.raises(Unauthorized, match="wrong access token"):
+            TP.verify(Login("thingspanel", ("t", token), None), found, 0, password_ok)
+
+
 def test_a_password_that_is_not_utf8_is_refused() -> None:
     with pytest.raises(Unauthorized, match="not UTF-8"):
         TP.login("c", "user-1", b"\xff\xfe")
@@ -703,6 +729,10 @@ def test_thingspanel_owns_the_devices_and_ota_topics(topic: str, owned: bool) ->
         (f"ota/devices/inform/{DN}", False),
         ("devices/attributes/1/2", False),
         ("devices/attributes/+", False),
+        (f"devices/status/{DN}", True),  # accepted and ignored
+        ("devices/status/other", False),
+        (f"devices/status/{DN}/x", False),
+        (f"ota/devices/infrom/{DN}", False),
     ],
 )
 def test_a_device_publishes_only_on_the_uplink_topics(topic: str, allowed: bool) -> None:
@@ -719,6 +749,9 @@ def test_a_device_publishes_only_on_the_uplink_topics(topic: str, allowed: bool)
         (f"ota/devices/inform/{DN}", True),
         (f"devices/attributes/response/{DN}/+", True),
         (f"devices/event/response/{DN}/+", True),
+        (f"ota/devices/infrom/{DN}", True),  # the default configuration's spelling
+        (f"devices/status/{DN}", True),
+        ("devices/status/+", False),
         ("devices/command/other/+", False),
         ("devices/command/+/+", False),
         ("devices/#", False),

@@ -21,6 +21,7 @@ Rules:
 
 from __future__ import annotations
 
+from thingshub.core import thingmodel
 from thingshub.core.messages import (
     AnswerVerdict,
     Call,
@@ -173,7 +174,7 @@ def _answer(kind: str, service: str | None, payload: bytes) -> CallAnswer:
             reply.id,
             payload,
             problem="the device's reply has no integer code",
-            problem_code=onejson.RESP_ERROR,
+            problem_code=thingmodel.RESP_ERROR,
         )
     body = {"id": reply.id, "code": reply.code, "msg": reply.msg, "data": reply.data}
     return CallAnswer(NAME, kind, reply.id, payload, body=body)

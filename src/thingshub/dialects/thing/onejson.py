@@ -33,13 +33,6 @@ from thingshub.core.errors import InvalidRequest
 VERSION: Final = "1.0"
 MAX_PAYLOAD: Final = 256 * 1024  # bytes
 
-SUCCESS = thingmodel.SUCCESS
-JSON_FORMAT_ERROR = thingmodel.JSON_FORMAT_ERROR
-RESP_ERROR = thingmodel.RESP_ERROR
-INVALID_MSG_ID = thingmodel.INVALID_MSG_ID
-BAD_REQUEST = thingmodel.BAD_REQUEST
-MESSAGES = thingmodel.CODES
-
 _ID = re.compile(r"[0-9]{1,13}")
 _MAX_ID = 9_999_999_999_999
 
@@ -49,7 +42,7 @@ class EnvelopeError(InvalidRequest):
     the id to echo in the reply."""
 
     def __init__(self, code: int, message: str, id: str = "") -> None:
-        super().__init__(message, err_code=code, err_msg=MESSAGES[code])
+        super().__init__(message, err_code=code, err_msg=thingmodel.CODES[code])
         self.id = id
 
 
@@ -66,21 +59,21 @@ def parse_request(payload: bytes, max_payload: int = MAX_PAYLOAD) -> Request:
     try:
         body = jsontext.loads(bytes(payload).decode("utf-8"))
     except (UnicodeDecodeError, jsontext.JsonError, RecursionError):
-        raise EnvelopeError(JSON_FORMAT_ERROR, "the payload is not UTF-8 JSON") from None
+        raise EnvelopeError(thingmodel.JSON_FORMAT_ERROR, "the payload is not UTF-8 JSON") from None
     if not isinstance(body, dict):
-        raise EnvelopeError(JSON_FORMAT_ERROR, "the payload must be a JSON object")
+        raise EnvelopeError(thingmodel.JSON_FORMAT_ERROR, "the payload must be a JSON object")
     raw_id = body.get("id")
     request_id = request_id_of(raw_id)
     if request_id is None:
         raise EnvelopeError(
-            INVALID_MSG_ID, "id must be a string of 1-13 decimal digits", _echo(raw_id)
+            thingmodel.INVALID_MSG_ID, "id must be a string of 1-13 decimal digits", _echo(raw_id)
         )
     version = body.get("version", VERSION)
     if not isinstance(version, str):
-        raise EnvelopeError(BAD_REQUEST, "version must be a string", request_id)
+        raise EnvelopeError(thingmodel.BAD_REQUEST, "version must be a string", request_id)
     if len(payload) > max_payload:
         raise EnvelopeError(
-            BAD_REQUEST,
+            thingmodel.BAD_REQUEST,
             f"payload too large: {len(payload)} bytes, at most {max_payload}",
             request_id,
         )
@@ -106,7 +99,7 @@ def _echo(value: object) -> str:
 
 def reply(request_id: str, code: int, hint: str | None = None, data: Any = None) -> bytes:
     """A reply, compact: `msg` is the code's words, and ": hint" where there is one."""
-    msg = MESSAGES.get(code, "error")
+    msg = thingmodel.CODES.get(code, "error")
     if hint:
         msg = f"{msg}: {hint}"
     body: dict[str, Any] = {"id": request_id, "code": code, "msg": msg}

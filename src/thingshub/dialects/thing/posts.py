@@ -23,8 +23,9 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from thingshub.core import thingmodel
 from thingshub.core.messages import ThingData, ThingValue
-from thingshub.dialects.thing.onejson import BAD_REQUEST, EnvelopeError
+from thingshub.dialects.thing.onejson import EnvelopeError
 
 MAX_PACK: Final = 10
 MAX_VALUES: Final = 100
@@ -33,7 +34,7 @@ MAX_IDENTIFIER: Final = 128
 
 
 def _bad(message: str, request_id: str) -> EnvelopeError:
-    return EnvelopeError(BAD_REQUEST, message, request_id)
+    return EnvelopeError(thingmodel.BAD_REQUEST, message, request_id)
 
 
 def identifier(key: object, request_id: str, where: str) -> str:
@@ -116,7 +117,7 @@ def pack(params: object, request_id: str, *, historical: bool) -> tuple[ThingDat
         if "properties" not in entry and events_raw is None:
             raise _bad(f"{where}an entry holds properties or events", request_id)
         properties = read(entry.get("properties", {}), request_id, f"{where}properties.")
-        events = read(events_raw or {}, request_id, f"{where}events.")
+        events = read({} if events_raw is None else events_raw, request_id, f"{where}events.")
         identifiers = {v.identifier for v in properties} | {v.identifier for v in events}
         if len(identifiers) > MAX_VALUES:
             raise _bad(f"{where}at most {MAX_VALUES} values", request_id)

@@ -1,25 +1,14 @@
-"""A product's thing model (TSL): its document, and which values its data types admit.
+"""The data types of a thing model: what a dataType's `specs` may say, and which
+values each type admits.
 
 Rules:
-- A model has properties, events and services, in OneNET's export shape:
-  properties {identifier, name, accessMode "r"|"rw", dataType, desc?,
-  functionType?, required?}; events {identifier, name, eventType
-  "info"|"alert"|"error", outputData [param]}; services {identifier, name,
-  callType "s"|"a", input [param], output [param]}; a param is
-  {identifier, name, dataType}. A missing list is empty.
-- Accepted aliases, stored in the canonical form: an event's `type` for
-  `eventType` (and `output` for `outputData`); a service's `inputData` /
-  `outputData` for `input` / `output`, `callType` "sync"/"async" for
-  "s"/"a". Other keys (`profile`, `functionMode`, ...) are kept as sent and
-  ignored. Spec values keep their JSON type (OneNET exports numbers as
-  strings).
-- The model is refused (ModelError, with a JSON pointer to the fault) when
-  an identifier does not match `^$?[A-Za-z0-9_]{1,50}$`, is used twice
-  among properties, events and services, or twice in one list of params;
-  when there are more than `max_points` function points (100); when a type
-  is unknown, a bound is not a number or min > max, an enum key is not an
-  integer, a length is out of its range, or a struct holds a struct or an
-  array.
+- A dataType is {"type", "specs"?}. The model is refused (ModelError) when
+  a type is unknown, a bound is not a number or min > max, an enum has no
+  key or a key that is not an integer, a length is out of its range, or a
+  struct holds a struct or an array; array items are one of ARRAY_ITEMS.
+  Bounds of int32/int64 are clamped to the type's range. A param is
+  {identifier, name, dataType}; its identifier matches
+  `^$?[A-Za-z0-9_]{1,50}$` and is used once in its list.
 - Values (`check`): int32/int64 integers in the type's range and [min,
   max]; float/double finite numbers in [min, max]; numeric types also take
   a string holding a decimal number (stored as a number) and integral
@@ -31,9 +20,7 @@ Rules:
   may be missing; an unknown one is refused); array at most `length`
   valid elements. `null` is never valid. `step` and `unit` are
   informational.
-- A refused value raises ValueRefused whose message names the identifier
-  and the rule ("temp: 130 > max 125"); its wire hint is OneNET's 302
-  "data type error". An identifier absent from the model is 309.
+- A refused value raises ValueRefused naming the identifier and the rule.
 """
 
 from __future__ import annotations
@@ -44,77 +31,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from thingshub.core.errors import InvalidRequest
+from thingshub.core.thingmodel.codes import ModelError, ValueRefused
 
-MAX_POINTS: Final = 100
 MAX_STRING_LENGTH: Final = 10240
 INT_RANGES: Final = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
 NUMERIC: Final = ("int32", "int64", "float", "double")
 SCALARS: Final = (*NUMERIC, "enum", "bool", "string", "date", "bitMap")
 ARRAY_ITEMS: Final = ("int32", "int64", "float", "double", "string", "date", "struct")
 TYPES: Final = (*SCALARS, "struct", "array")
-ACCESS_MODES: Final = ("r", "rw")
-EVENT_TYPES: Final = ("info", "alert", "error")
-CALL_TYPES: Final = {"s": "s", "a": "a", "sync": "s", "async": "a"}
-
-#: OneNET's thing-model codes (OneJSON replies, and the HTTP API's `err_code`):
-#: the errors' wire hints, and their words.
-SUCCESS: Final = 200
-JSON_FORMAT_ERROR: Final = 301
-DATA_TYPE_ERROR: Final = 302
-INTERNAL_ERROR: Final = 303
-RESP_ERROR: Final = 304
-NO_MODEL: Final = 305
-TIMEOUT: Final = 306
-INVALID_IDENTITY: Final = 307
-DEVICE_NOT_ONLINE: Final = 308
-IDENTIFIER_UNKNOWN: Final = 309
-INVALID_MSG_ID: Final = 312
-BAD_REQUEST: Final = 313
-SUBSCRIPTION_NOT_EXIST: Final = 1022
-CODES: Final[dict[int, str]] = {
-    SUCCESS: "success",
-    JSON_FORMAT_ERROR: "json format error",
-    DATA_TYPE_ERROR: "data type error",
-    INTERNAL_ERROR: "internal error",
-    RESP_ERROR: "resp error",
-    NO_MODEL: "no thing-model",
-    TIMEOUT: "timeout",
-    INVALID_IDENTITY: "invalid pid or devName",
-    DEVICE_NOT_ONLINE: "device not online",
-    IDENTIFIER_UNKNOWN: "identifier not exist",
-    INVALID_MSG_ID: "invalid msg id",
-    BAD_REQUEST: "bad request",
-    SUBSCRIPTION_NOT_EXIST: "subscription not exist",
-    1103: "invalid token",
-    1104: "token expired",
-    1106: "sign not match",
-    1107: "device not found",
-}
 
 _IDENTIFIER = re.compile(r"\$?[A-Za-z0-9_]{1,50}")
 _DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _DIGITS = re.compile(r"\d+")
 _INTEGER = re.compile(r"[+-]?\d+")
-
-
-class ModelError(InvalidRequest):
-    """The model document breaks a rule; `path` is a JSON pointer to where."""
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path or '/'}: {message}")
-        self.path = path
-        self.detail = message
-
-
-class ValueRefused(InvalidRequest):
-    """A value does not fit its data type (302) or names no identifier of the model (309)."""
-
-    def __init__(self, message: str, err_code: int = DATA_TYPE_ERROR) -> None:
-        super().__init__(message, err_code=err_code)
-
-
-# ---------------------------------------------------------------- the model
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,134 +67,16 @@ class Param:
     data_type: DataType
 
 
-@dataclass(frozen=True, slots=True)
-class Property:
-    identifier: str
-    name: str
-    access_mode: str
-    data_type: DataType
-
-    @property
-    def writable(self) -> bool:
-        return self.access_mode == "rw"
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    identifier: str
-    name: str
-    event_type: str
-    output: tuple[Param, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Service:
-    identifier: str
-    name: str
-    call_type: str  # "s" (the caller waits) or "a" (answered later)
-    input: tuple[Param, ...]
-    output: tuple[Param, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ThingModel:
-    """A checked model and its canonical document (what is stored and shown)."""
-
-    properties: Mapping[str, Property]
-    events: Mapping[str, Event]
-    services: Mapping[str, Service]
-    document: Mapping[str, Any]
-
-    def property(self, identifier: str) -> Property:
-        found = self.properties.get(identifier)
-        if found is None:
-            raise ValueRefused(f"{identifier}: no such property", IDENTIFIER_UNKNOWN)
-        return found
-
-    def event(self, identifier: str) -> Event:
-        found = self.events.get(identifier)
-        if found is None:
-            raise ValueRefused(f"{identifier}: no such event", IDENTIFIER_UNKNOWN)
-        return found
-
-    def service(self, identifier: str) -> Service:
-        found = self.services.get(identifier)
-        if found is None:
-            raise ValueRefused(f"{identifier}: no such service", IDENTIFIER_UNKNOWN)
-        return found
-
-
-def parse_model(document: object, *, max_points: int = MAX_POINTS) -> ThingModel:
-    """Check a model document; the model with its canonical document, or ModelError."""
-    if not isinstance(document, dict):
-        raise ModelError("", "a thing model is a JSON object of properties, events, services")
-    canonical: dict[str, Any] = dict(document)
-    lists: dict[str, list[Any]] = {}
-    for key in ("properties", "events", "services"):
-        value = document.get(key, [])
-        if value is None:
-            value = []
-        if not isinstance(value, list):
-            raise ModelError(f"/{key}", "must be a list")
-        lists[key] = value
-    total = sum(len(v) for v in lists.values())
-    if total > max_points:
-        raise ModelError("", f"{total} function points; at most {max_points} are allowed")
-    seen: dict[str, str] = {}
-    properties: dict[str, Property] = {}
-    events: dict[str, Event] = {}
-    services: dict[str, Service] = {}
-    docs: dict[str, list[dict[str, Any]]] = {"properties": [], "events": [], "services": []}
-    for index, raw in enumerate(lists["properties"]):
-        path = f"/properties/{index}"
-        item = _object(raw, path)
-        identifier = _identifier(item, path, seen)
-        mode = item.get("accessMode", "rw")
-        if mode not in ACCESS_MODES:
-            raise ModelError(f"{path}/accessMode", 'must be "r" or "rw"')
-        data_type, type_doc = _data_type(item.get("dataType"), f"{path}/dataType", nested=False)
-        properties[identifier] = Property(identifier, _name(item, identifier), mode, data_type)
-        docs["properties"].append({**item, "accessMode": mode, "dataType": type_doc})
-    for index, raw in enumerate(lists["events"]):
-        path = f"/events/{index}"
-        item = _object(raw, path)
-        identifier = _identifier(item, path, seen)
-        item = _alias(item, "type", "eventType")
-        item = _alias(item, "output", "outputData")
-        event_type = item.get("eventType", "info")
-        if event_type not in EVENT_TYPES:
-            raise ModelError(f"{path}/eventType", 'must be "info", "alert" or "error"')
-        output, output_doc = _params(item.get("outputData"), f"{path}/outputData")
-        events[identifier] = Event(identifier, _name(item, identifier), event_type, output)
-        docs["events"].append({**item, "eventType": event_type, "outputData": output_doc})
-    for index, raw in enumerate(lists["services"]):
-        path = f"/services/{index}"
-        item = _object(raw, path)
-        identifier = _identifier(item, path, seen)
-        item = _alias(item, "inputData", "input")
-        item = _alias(item, "outputData", "output")
-        call_type = CALL_TYPES.get(str(item.get("callType", "s")))
-        if call_type is None:
-            raise ModelError(f"{path}/callType", 'must be "s" or "a" ("sync" or "async")')
-        inputs, input_doc = _params(item.get("input"), f"{path}/input")
-        outputs, output_doc = _params(item.get("output"), f"{path}/output")
-        services[identifier] = Service(
-            identifier, _name(item, identifier), call_type, inputs, outputs
-        )
-        docs["services"].append(
-            {**item, "callType": call_type, "input": input_doc, "output": output_doc}
-        )
-    canonical.update(docs)
-    return ThingModel(properties, events, services, canonical)
-
-
-def _object(raw: object, path: str) -> dict[str, Any]:
+def object_at(raw: object, path: str) -> dict[str, Any]:
+    """`raw` if it is an object; else ModelError at `path` (every part of a model is one)."""
     if not isinstance(raw, dict):
         raise ModelError(path, "must be an object")
     return raw
 
 
-def _identifier(item: Mapping[str, Any], path: str, seen: dict[str, str]) -> str:
+def identifier_of(item: Mapping[str, Any], path: str, seen: dict[str, str]) -> str:
+    """The item's identifier, recorded in `seen` (identifier -> path): the document and
+    each list of params keep their own `seen`, so a second use names the first."""
     identifier = item.get("identifier")
     if not isinstance(identifier, str) or not _IDENTIFIER.fullmatch(identifier):
         raise ModelError(
@@ -279,19 +90,15 @@ def _identifier(item: Mapping[str, Any], path: str, seen: dict[str, str]) -> str
     return identifier
 
 
-def _name(item: Mapping[str, Any], identifier: str) -> str:
+def name_of(item: Mapping[str, Any], identifier: str) -> str:
+    """The item's name; its identifier when it has none (exports leave names empty)."""
     name = item.get("name")
     return name if isinstance(name, str) and name else identifier
 
 
-def _alias(item: dict[str, Any], alias: str, canonical: str) -> dict[str, Any]:
-    """`item` with `alias` renamed `canonical` (unless both are there: the canonical wins)."""
-    if alias in item and canonical not in item:
-        return {(canonical if k == alias else k): v for k, v in item.items()}
-    return item
-
-
-def _params(raw: object, path: str) -> tuple[tuple[Param, ...], list[dict[str, Any]]]:
+def parse_params(raw: object, path: str) -> tuple[tuple[Param, ...], list[dict[str, Any]]]:
+    """Checked params (event output, service input or output, struct members) and their
+    documents; null is an empty list."""
     if raw is None:
         return (), []
     if not isinstance(raw, list):
@@ -301,17 +108,19 @@ def _params(raw: object, path: str) -> tuple[tuple[Param, ...], list[dict[str, A
     docs: list[dict[str, Any]] = []
     for index, entry in enumerate(raw):
         where = f"{path}/{index}"
-        item = _object(entry, where)
-        identifier = _identifier(item, where, seen)
-        data_type, type_doc = _data_type(item.get("dataType"), f"{where}/dataType", nested=False)
-        params.append(Param(identifier, _name(item, identifier), data_type))
+        item = object_at(entry, where)
+        identifier = identifier_of(item, where, seen)
+        data_type, type_doc = parse_data_type(item.get("dataType"), f"{where}/dataType")
+        params.append(Param(identifier, name_of(item, identifier), data_type))
         docs.append({**item, "dataType": type_doc})
     return tuple(params), docs
 
 
-def _data_type(raw: object, path: str, *, nested: bool) -> tuple[DataType, dict[str, Any]]:
-    """A checked dataType and its document. `nested`: a struct member or array item."""
-    spec = _object(raw, path)
+def parse_data_type(raw: object, path: str) -> tuple[DataType, dict[str, Any]]:
+    """A checked dataType and its document. Nothing nests deeper than one struct: a
+    struct's members are checked here not to be structs or arrays, and an array's
+    items are one of ARRAY_ITEMS (a struct among them, no array)."""
+    spec = object_at(raw, path)
     kind = spec.get("type")
     if kind not in TYPES:
         raise ModelError(f"{path}/type", f"must be one of {', '.join(TYPES)}")
@@ -327,9 +136,9 @@ def _data_type(raw: object, path: str, *, nested: bool) -> tuple[DataType, dict[
             high = ceiling if high is None else min(high, ceiling)
         if low is not None and high is not None and low > high:
             raise ModelError(where, "min is greater than max")
-        return DataType(kind, low, high, unit=_unit(_object(specs, where))), dict(spec)
+        return DataType(kind, low, high, unit=_unit(object_at(specs, where))), dict(spec)
     if kind == "enum":
-        labels = _object(specs, where)
+        labels = object_at(specs, where)
         if not labels:
             raise ModelError(where, "an enum needs at least one value")
         values: dict[int, str] = {}
@@ -339,36 +148,32 @@ def _data_type(raw: object, path: str, *, nested: bool) -> tuple[DataType, dict[
             values[int(key)] = str(label)
         return DataType(kind, enum=values), dict(spec)
     if kind == "bool":
-        _object(specs, where)
+        object_at(specs, where)
         return DataType(kind), dict(spec)
     if kind in ("string", "bitMap"):
         limits = (1, MAX_STRING_LENGTH) if kind == "string" else (1, 32)
-        length = _length(_object(specs, where), where, limits, required=kind == "bitMap")
+        length = _length(object_at(specs, where), where, limits, required=kind == "bitMap")
         return DataType(kind, length=length), dict(spec)
     if kind == "date":
         return DataType(kind), dict(spec)
     if kind == "struct":
-        if nested:
-            raise ModelError(path, "a struct member or array item cannot be a struct or array")
-        members, docs = _params(specs, where)
+        members, docs = parse_params(specs, where)
         for index, member in enumerate(members):
             if member.data_type.type in ("struct", "array"):
                 raise ModelError(f"{where}/{index}/dataType", "a struct member cannot be one")
         return DataType(kind, members=members), {**spec, "specs": docs}
     # array
-    if nested:
-        raise ModelError(path, "a struct member or array item cannot be a struct or array")
-    specs = _object(specs, where)
+    specs = object_at(specs, where)
     if "item" in specs or "size" in specs:  # {"size": n, "item": {"type", "specs"}}
         length = _length({"length": specs.get("size")}, where, (1, 10240), required=True)
-        item_spec = _object(specs.get("item"), f"{where}/item")
+        item_spec = object_at(specs.get("item"), f"{where}/item")
         item_raw = {"type": item_spec.get("type"), "specs": item_spec.get("specs")}
     else:  # {"length": n, "type": t, "specs": {...}}
         length = _length(specs, where, (1, 10240), required=True)
         item_raw = {"type": specs.get("type"), "specs": specs.get("specs")}
     if item_raw["type"] not in ARRAY_ITEMS:
         raise ModelError(f"{where}/type", f"array items are one of {', '.join(ARRAY_ITEMS)}")
-    item_type, _ = _data_type(item_raw, f"{where}/item", nested=item_raw["type"] != "struct")
+    item_type, _ = parse_data_type(item_raw, f"{where}/item")
     return DataType(kind, length=length, item=item_type), dict(spec)
 
 
@@ -517,14 +322,11 @@ def _plain(number: float) -> str:
 
 
 def _shown(value: object) -> str:
+    """A JSON value (never null: refused first) as a refusal shows it."""
     if isinstance(value, str):
         return repr(value if len(value) <= 40 else value[:40] + "...")
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
+    return "an array" if isinstance(value, list) else "an object"
