@@ -41,12 +41,14 @@ from thingshub.core.messages import (
     DesiredDelete,
     DesiredGet,
     EventReport,
+    GatewayReport,
     ImageGetRequest,
     ImageUpdateRefused,
     ImageUpdateRequest,
     OtaProgress,
     OtaProgressRefused,
     ReportRefused,
+    SubRegisterRequest,
     TelemetryReport,
     ThingPost,
     ThingRefused,
@@ -67,7 +69,9 @@ from thingshub.services.ingest import IngestService
 from thingshub.services.ota import OtaService
 from thingshub.services.presence import PresenceService
 from thingshub.services.retention import RetentionService
+from thingshub.services.subdevices import GatewayReports
 from thingshub.services.things import ThingService
+from thingshub.services.topology import TopologyService
 from thingshub.storage import open_storage
 
 if TYPE_CHECKING:
@@ -104,6 +108,8 @@ class Platform:
         self.commands: CommandService | None = None
         self.things: ThingService | None = None
         self.ingest: IngestService | None = None
+        self.topology: TopologyService | None = None
+        self.gateway_reports: GatewayReports | None = None
         self.history: HistoryService | None = None
         self.retention: RetentionService | None = None
         self.firmware: FirmwareService | None = None
@@ -164,6 +170,19 @@ class Platform:
         self.gateway.handle(AttributesReport, self.ingest.attribute_report)
         self.gateway.handle(EventReport, self.ingest.event_report)
         self.gateway.handle(ReportRefused, self.ingest.refused_report)
+        self.topology = TopologyService(self.devices, self.presence, self.gateway, clock, bus)
+        self.gateway.handle(SubRegisterRequest, self.topology.register)
+        self.gateway_reports = GatewayReports(
+            self.topology,
+            storage.telemetry,
+            storage.attributes,
+            storage.events,
+            self.presence,
+            self.gateway,
+            clock,
+            bus,
+        )
+        self.gateway.handle(GatewayReport, self.gateway_reports.report)
         self.things = ThingService(
             storage.thing_models,
             storage.desired,
@@ -209,6 +228,7 @@ class Platform:
             commands=self.commands,
             things=self.things,
             history=self.history,
+            topology=self.topology,
             firmware=self.firmware,
             ota=self.ota,
             bus=bus,

@@ -19,6 +19,7 @@ from thingshub.gateway.hooks import DeviceGateway
 from thingshub.mqtt.server import Broker
 from thingshub.services.ingest import IngestService
 from thingshub.services.ota import OtaService
+from thingshub.services.subdevices import GatewayReports
 from thingshub.services.things import ThingService
 
 
@@ -31,6 +32,7 @@ class Parts(Protocol):
     ingest: IngestService | None
     ota: OtaService | None
     things: ThingService | None
+    gateway_reports: GatewayReports | None
 
 
 def collect(platform: Parts) -> Iterable[Metric]:
@@ -90,6 +92,13 @@ def collect(platform: Parts) -> Iterable[Metric]:
         points = CounterMetricFamily("thingshub_points_stored", "Telemetry points durably stored.")
         points.add_metric([], platform.ingest.stored_points)
         families += [refused, points]
+    if platform.gateway_reports is not None:
+        skipped = CounterMetricFamily(
+            "thingshub_gateway_nodes_skipped",
+            "Nodes of gateways' reports skipped for an unknown sub-device address.",
+        )
+        skipped.add_metric([], platform.gateway_reports.skipped)
+        families.append(skipped)
     if platform.ota is not None:
         families += _ota_metrics(platform.ota)
     if platform.things is not None:

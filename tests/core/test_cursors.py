@@ -24,6 +24,7 @@ def test_no_cursor_is_the_first_page(empty: str | None) -> None:
     assert cursors.after_key(empty) is None
     assert cursors.after_point(empty) is None
     assert cursors.before_command(empty) is None
+    assert cursors.after_pair(empty) is None
 
 
 @given(IDS)
@@ -46,6 +47,13 @@ def test_a_command_cursor_is_its_time_and_id(created_at: int, cmd_id: str) -> No
     assert cursors.before_command(cursor) == (created_at, cmd_id)
 
 
+@given(IDS, IDS)
+def test_a_pair_cursor_is_the_last_product_and_name(product_id: str, name: str) -> None:
+    cursor = cursors.pair(product_id, name)
+    assert re.fullmatch(cursors.PAIR_PATTERN, cursor)
+    assert cursors.after_pair(cursor) == (product_id, name)
+
+
 def test_numbers_past_64_bits_are_read_as_the_ends() -> None:
     assert cursors.after_point("9" * 19 + "." + "9" * 19) == (INT64_MAX, INT64_MAX)
     assert cursors.after_point("-" + "9" * 19 + ".0") == (INT64_MIN, 0)
@@ -64,6 +72,9 @@ def test_numbers_past_64_bits_are_read_as_the_ends() -> None:
         (cursors.before_command, "12"),
         (cursors.before_command, "12.a/b"),
         (cursors.before_command, "t.c1"),
+        (cursors.after_pair, "p1"),
+        (cursors.after_pair, "p1/d1"),
+        (cursors.after_pair, "p1:d1:x"),
     ],
 )
 def test_a_malformed_cursor_is_refused(parse: object, cursor: str) -> None:

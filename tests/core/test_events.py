@@ -16,7 +16,7 @@ KINDS = typing.get_args(Event)
 
 def test_every_event_type_has_its_own_kind() -> None:
     kinds = [kind.kind for kind in KINDS]
-    assert len(set(kinds)) == len(kinds) == 9
+    assert len(set(kinds)) == len(kinds) == 10
     assert set(kinds) == {
         "device_deleted",
         "presence",
@@ -27,6 +27,7 @@ def test_every_event_type_has_its_own_kind() -> None:
         "event",
         "ota",
         "desired",
+        "topology",
     }
 
 
@@ -47,6 +48,7 @@ def test_events_hold_only_ids_and_values() -> None:
     allowed = {"str", "int", "bool", "int | None", "str | None", "dict[str, object]"}
     allowed.add("dict[str, dict[str, object] | None]")  # desired values; None = deleted
     allowed |= {"list[Point]", "list[DeviceEvent]"}  # core/model.py's frozen values
+    allowed.add("tuple[str, str] | None")  # a gateway's (product id, name)
     for kind in KINDS:
         for f in dataclasses.fields(kind):
             assert f.type in allowed, (kind.__name__, f.name, f.type)

@@ -261,9 +261,14 @@ def test_device_number_response_cannot_read_every_devices_answers() -> None:
     `devices/command/{dn}/+` becomes `devices/command/response/+`, which is
     where every ThingsPanel device publishes its command answers (and the
     broker routes device publishes to subscribers). (Bug fixed: granted.)
-    The other five patterns of that device stay granted.
+    Its other patterns stay granted; the gateway form has the same two.
     """
-    leaking = {"devices/command/response/+", "devices/attributes/set/response/+"}
+    leaking = {
+        "devices/command/response/+",
+        "devices/attributes/set/response/+",
+        "gateway/command/response/+",
+        "gateway/attributes/set/response/+",
+    }
     for topic_filter in (p.format(dn="response") for p in thingspanel.SUBSCRIBE_PATTERNS):
         assert thingspanel.may_subscribe("response", topic_filter) is (topic_filter not in leaking)
     assert not thingspanel.may_subscribe("response", "devices/command/response/1")

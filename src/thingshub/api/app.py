@@ -26,6 +26,7 @@ from thingshub.api import (
     stream,
     telemetry,
     things,
+    topology,
 )
 from thingshub.api import firmware as firmware_api
 from thingshub.api import ota as ota_api
@@ -102,7 +103,8 @@ def create_api(ctx: ApiContext) -> FastAPI:
         registry.register(FunctionCollector(collect))
 
     secured = [Depends(require_api_key)]
-    for router in (products, devices, images, commands, telemetry, firmware_api, ota_api):
+    routers = (products, devices, topology, images, commands, telemetry, firmware_api, ota_api)
+    for router in routers:
         app.include_router(router.router, dependencies=secured)
     app.include_router(things.models, dependencies=secured)
     app.include_router(things.router, dependencies=secured)

@@ -17,6 +17,7 @@ from thingshub.services.images import ImageService
 from thingshub.services.ota import OtaService
 from thingshub.services.presence import PresenceService
 from thingshub.services.things import ThingService
+from thingshub.services.topology import TopologyService
 
 
 @dataclass
@@ -27,6 +28,7 @@ class ApiContext:
     commands: CommandService
     things: ThingService
     history: HistoryService
+    topology: TopologyService
     bus: EventBus
     api_key: str
     #: Mints a OneNET token: (key, product id, device name, expiry s, method) -> token.

@@ -25,6 +25,7 @@ from thingshub.services.history import HistoryService
 from thingshub.services.images import ImageService
 from thingshub.services.ota import OtaService
 from thingshub.services.things import ThingService
+from thingshub.services.topology import TopologyService
 
 
 def context(request: Request) -> ApiContext:
@@ -55,6 +56,10 @@ def _things(ctx: Context) -> ThingService:
     return ctx.things
 
 
+def _topology(ctx: Context) -> TopologyService:
+    return ctx.topology
+
+
 def _firmware(ctx: Context) -> FirmwareService:
     if ctx.firmware is None:
         raise Unavailable("firmware packages are not available on this server")
@@ -72,5 +77,6 @@ Images = Annotated[ImageService, Depends(_images)]
 Commands = Annotated[CommandService, Depends(_commands)]
 History = Annotated[HistoryService, Depends(_history)]
 Things = Annotated[ThingService, Depends(_things)]
+Topology = Annotated[TopologyService, Depends(_topology)]
 Firmware = Annotated[FirmwareService, Depends(_firmware)]
 Ota = Annotated[OtaService, Depends(_ota)]

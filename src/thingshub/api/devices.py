@@ -30,8 +30,15 @@ router = APIRouter(
 
 @router.post("", status_code=201, responses=BODY_ERRORS)
 async def create_device(pid: ProductId, body: DeviceIn, ctx: Context) -> DeviceCreated:
+    gateway = (body.gateway.product_id, body.gateway.name) if body.gateway else None
     created = await ctx.devices.create_device(
-        pid, body.name, body.device_number, body.tags, body.access_token
+        pid,
+        body.name,
+        body.device_number,
+        body.tags,
+        body.access_token,
+        gateway,
+        body.sub_address,
     )
     device = created.device
     out = DeviceOut.of(device, Presence(False))

@@ -83,6 +83,10 @@ KeyCursor = Annotated[
     str | None,
     Query(pattern=cursors.KEY_PATTERN, description="The `next` of the previous page."),
 ]
+PairCursor = Annotated[
+    str | None,
+    Query(pattern=cursors.PAIR_PATTERN, description="The `next` of the previous page."),
+]
 PointCursor = Annotated[
     str | None,
     Query(pattern=cursors.POINT_PATTERN, description="The `next` of the previous page."),

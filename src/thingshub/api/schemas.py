@@ -33,6 +33,11 @@ Identifier = Annotated[str, StringConstraints(pattern=ID_PATTERN, min_length=1, 
 TagKey = Annotated[str, StringConstraints(min_length=1, max_length=rules.MAX_TAG_KEY)]
 TagValue = Annotated[str, StringConstraints(max_length=rules.MAX_TAG_VALUE)]
 AccessToken = Annotated[str, StringConstraints(pattern=r"^[!-~]{1,64}$")]
+SubAddress = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,36}$"),
+    Field(description="Its address among the gateway's sub-devices: 1-36 of [A-Za-z0-9_.:-]."),
+]
 
 T = TypeVar("T")
 
@@ -89,7 +94,44 @@ class ProductPatch(Strict):
 _RESERVED: list[JsonValue] = [*sorted(rules.RESERVED_NUMBERS)]
 
 
+class GatewayRef(Strict):
+    product_id: Identifier
+    name: Identifier
+
+
+class GatewayIn(GatewayRef):
+    sub_address: SubAddress | None = None
+
+
+class GatewayOut(BaseModel):
+    product_id: str
+    name: str
+    sub_address: str | None
+
+
+class SubDeviceOut(BaseModel):
+    product_id: str
+    name: str
+    sub_address: str | None
+    connectionState: str
+    lastActivityTime: int | None
+
+    @classmethod
+    def of(cls, d: Device, presence: Presence) -> SubDeviceOut:
+        return cls(
+            product_id=d.product_id,
+            name=d.name,
+            sub_address=d.sub_address,
+            connectionState="online" if presence.online else "offline",
+            lastActivityTime=presence.last_activity,
+        )
+
+
 class DeviceIn(Strict):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"dependentRequired": {"sub_address": ["gateway"]}}
+    )
+
     name: Identifier = Field(description="Unique within the product; 1-64 of [A-Za-z0-9_.-].")
     device_number: Identifier | None = Field(
         None,
@@ -105,6 +147,10 @@ class DeviceIn(Strict):
         description="A ThingsPanel access token (the user name of a login without password):"
         " true to generate one, or 1-64 printable ASCII characters, unique on the server.",
     )
+    gateway: GatewayRef | None = Field(
+        None, description="The gateway it is reached through (at most 5 levels, no cycles)."
+    )
+    sub_address: SubAddress | None = None
 
 
 class DeviceOut(BaseModel):
@@ -117,6 +163,9 @@ class DeviceOut(BaseModel):
     created_at: int
     connectionState: str
     lastActivityTime: int | None
+    gateway: GatewayOut | None = Field(
+        None, description="The gateway it is reached through, and its address there."
+    )
 
     @classmethod
     def of(cls, d: Device, presence: Presence) -> DeviceOut:
@@ -130,6 +179,11 @@ class DeviceOut(BaseModel):
             created_at=d.created_at,
             connectionState="online" if presence.online else "offline",
             lastActivityTime=presence.last_activity,
+            gateway=(
+                GatewayOut(product_id=d.gateway[0], name=d.gateway[1], sub_address=d.sub_address)
+                if d.gateway is not None
+                else None
+            ),
         )
 
 

@@ -52,6 +52,7 @@ from thingshub.core.events import (
     OtaProgressed,
     PresenceChanged,
     TelemetryReceived,
+    TopologyChanged,
 )
 from thingshub.core.ports import EventBus
 
@@ -111,6 +112,11 @@ def _messages(event: Event) -> Iterable[Message]:
         }
     elif isinstance(event, DesiredChanged):
         yield {"kind": "desired", **base, "ts": event.ts, "data": event.values}
+    elif isinstance(event, TopologyChanged):
+        gateway = None
+        if event.gateway is not None:
+            gateway = {"product_id": event.gateway[0], "name": event.gateway[1]}
+        yield {"kind": "topology", **base, "ts": event.ts, "data": {"gateway": gateway}}
     elif isinstance(event, OtaProgressed):
         yield {
             "kind": "ota",
@@ -214,7 +220,17 @@ class StreamHub:
 
 
 #: The kinds a client may ask for.
-KINDS = {"telemetry", "attributes", "event", "presence", "image", "command", "ota", "desired"}
+KINDS = {
+    "telemetry",
+    "attributes",
+    "event",
+    "presence",
+    "image",
+    "command",
+    "ota",
+    "desired",
+    "topology",
+}
 #: The platform events that feed them.
 EVENT_TYPES: list[type] = [
     TelemetryReceived,
@@ -225,6 +241,7 @@ EVENT_TYPES: list[type] = [
     CommandFinished,
     OtaProgressed,
     DesiredChanged,
+    TopologyChanged,
 ]
 
 

@@ -5,7 +5,8 @@ Rules:
   valid (a position past the end gives an empty page), so the cursor format
   is exactly its pattern, and the API can publish that pattern.
 - Lists ordered by an identifier (products, devices, firmware, OTA tasks):
-  the last identifier itself, 1-64 of `[A-Za-z0-9_.-]`.
+  the last identifier itself, 1-64 of `[A-Za-z0-9_.-]`; lists of devices
+  of several products (a gateway's sub-devices): `{product id}:{name}`.
 - Time series (telemetry points, events): `{ts}.{seq}` of the last point;
   command records: `{created_at}.{cmd_id}` of the last record (newest first).
   Numbers outside the signed 64-bit range are read as its ends, a position
@@ -23,10 +24,12 @@ from thingshub.core.jsontext import INT64_MAX, INT64_MIN
 KEY_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 POINT_PATTERN = r"^-?[0-9]{1,19}\.[0-9]{1,19}$"
 COMMAND_PATTERN = r"^-?[0-9]{1,19}\.[A-Za-z0-9_.-]{1,64}$"
+PAIR_PATTERN = r"^[A-Za-z0-9_.-]{1,64}:[A-Za-z0-9_.-]{1,64}$"
 
 _KEY = re.compile(KEY_PATTERN)
 _POINT = re.compile(POINT_PATTERN)
 _COMMAND = re.compile(COMMAND_PATTERN)
+_PAIR = re.compile(PAIR_PATTERN)
 
 
 def _malformed() -> InvalidRequest:
@@ -73,3 +76,16 @@ def before_command(cursor: str | None) -> tuple[int, str] | None:
         raise _malformed()
     created, _, cmd_id = cursor.partition(".")
     return _int64(created), cmd_id
+
+
+def pair(product_id: str, name: str) -> str:
+    return f"{product_id}:{name}"
+
+
+def after_pair(cursor: str | None) -> tuple[str, str] | None:
+    if not cursor:
+        return None
+    if not _PAIR.fullmatch(cursor):
+        raise _malformed()
+    product_id, _, name = cursor.partition(":")
+    return product_id, name

@@ -106,6 +106,20 @@ class DesiredChanged:
     ts: int  # ms
 
 
+@dataclass(frozen=True, slots=True)
+class TopologyChanged:
+    """A device was bound to a gateway, moved, or unbound (`gateway` None);
+    `previous` is the gateway it had."""
+
+    kind: ClassVar[str] = "topology"
+    product_id: str
+    name: str
+    gateway: tuple[str, str] | None
+    sub_address: str | None
+    previous: tuple[str, str] | None
+    ts: int  # ms
+
+
 Event = (
     DeviceDeleted
     | PresenceChanged
@@ -116,4 +130,5 @@ Event = (
     | EventsReceived
     | OtaProgressed
     | DesiredChanged
+    | TopologyChanged
 )

@@ -91,13 +91,59 @@ class ReportRefused:
 
     `reply_to` is where the refusal is answered (None: the protocol has no
     answer for it); `method` an event's name when it could be read, for the
-    answer to echo."""
+    answer to echo; `gateway`: the report came in a gateway's form, and is
+    answered in it."""
 
     kind: str
     reply_to: str | None
     error: ThingsHubError
     received_at: int
     method: str | None = None
+    gateway: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NodeData:
+    """What a gateway's report holds for one device of its tree: `path` is the
+    sub-device addresses leading from the sending gateway down to it (empty:
+    the gateway itself); the points, attributes or events of the report's kind."""
+
+    path: tuple[str, ...]
+    points: tuple[Point, ...] = ()
+    attributes: dict[str, object] | None = None
+    events: tuple[DeviceEvent, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayReport:
+    """A gateway's report of `kind` ("telemetry", "attributes", "event") for
+    itself and its sub-devices, checked whole; answered under `reply_to`
+    (None: never answered) once stored."""
+
+    kind: str
+    reply_to: str | None
+    nodes: tuple[NodeData, ...]
+    received_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class SubRegister:
+    """One address a gateway asks to have as a sub-device: `model` names the
+    product to create it in (None: the gateway's), `protocol` is kept as said."""
+
+    sub_address: str
+    model: str | None = None
+    protocol: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubRegisterRequest:
+    """A gateway registers sub-devices (`problem`: why the request is unreadable;
+    `invalid`: addresses refused as malformed, with why)."""
+
+    registers: tuple[SubRegister, ...]
+    invalid: tuple[tuple[str, str], ...] = ()
+    problem: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +278,8 @@ Inbound = (
     | ThingRefused
     | DataPoints
     | DataPointsRefused
+    | GatewayReport
+    | SubRegisterRequest
 )
 
 
@@ -340,13 +388,46 @@ class Control:
 class ReportAck:
     """The platform's answer to a report of `kind` ("attributes", "event")
     under `reply_to`: stored (`error` None) or not, and why. `method`: the
-    event's name to echo; `at`: the platform's clock (ms)."""
+    event's name to echo; `at`: the platform's clock (ms); `gateway`: the
+    report was a gateway's (answered in that form); `note`: what the success
+    message says besides (sub-device addresses skipped, say)."""
 
     kind: str
     reply_to: str
     at: int
     error: ThingsHubError | None = None
     method: str | None = None
+    gateway: bool = False
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ViaGateway:
+    """A message for a sub-device, carried by its top gateway's connection:
+    `path` is the addresses leading from that gateway down to the device
+    (empty: the gateway itself, in the gateway's form)."""
+
+    path: tuple[str, ...]
+    message: Call | Control | AttributesGet
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterResult:
+    """The fate of one address of a `SubRegisterRequest`: `errcode` "" (a new
+    sub-device), "exists" (a child already) or "INVALID_PARAM", and why."""
+
+    sub_address: str
+    errcode: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubRegisterReply:
+    """The answer to a gateway's registration (`ok` False: its payload was unreadable)."""
+
+    ok: bool
+    message: str
+    results: tuple[RegisterResult, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,4 +455,6 @@ Outbound = (
     | ThingReply
     | DataPointsAck
     | PresenceNotice
+    | ViaGateway
+    | SubRegisterReply
 )

@@ -40,6 +40,10 @@ class Device:
     status: str = "enabled"
     #: A ThingsPanel access token (the user name of a login without password), if any.
     access_token: str | None = None
+    #: The gateway it is reached through, (product id, name), if any (core/topology.py).
+    gateway: tuple[str, str] | None = None
+    #: Its address among its gateway's sub-devices, if it has one.
+    sub_address: str | None = None
 
 
 #: How a login names its device: ("d", product id, device name) or ("u", user name).

@@ -12,6 +12,7 @@ Rules:
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -116,6 +117,23 @@ class DeviceRepo(Protocol):
 
     async def set_tags(self, product_id: str, name: str, tags: Mapping[str, str]) -> bool:
         """Replace a device's tags; False if there is no such device."""
+
+    async def set_gateway(
+        self, product_id: str, name: str, gateway: tuple[str, str] | None, sub_address: str | None
+    ) -> bool:
+        """Bind a device to `gateway` under `sub_address` (gateway None: unbind);
+        False if there is no such device. AlreadyExists naming `sub_address` when
+        another child of the gateway has it. The caller checks the gateway exists
+        and the tree's rules (core/topology.py); deleting a gateway unbinds its
+        children."""
+
+    async def children(
+        self, product_id: str, name: str, limit: int, after: tuple[str, str] | None = None
+    ) -> builtins.list[Device]:
+        """The devices whose gateway is this one, by (product id, name); `after`
+        is the key of the last device of the previous page."""
+
+    async def count_children(self, product_id: str, name: str) -> int: ...
 
 
 class ImageRepo(Protocol):

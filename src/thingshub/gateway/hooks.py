@@ -39,7 +39,15 @@ from typing import Any
 
 from thingshub.core.errors import Forbidden, ThingsHubError, Unauthorized
 from thingshub.core.events import DeviceDeleted, Event
-from thingshub.core.messages import DeviceRef, Outbound, PresenceNotice
+from thingshub.core.messages import (
+    AttributesGet,
+    Call,
+    Control,
+    DeviceRef,
+    Outbound,
+    PresenceNotice,
+    ViaGateway,
+)
 from thingshub.core.model import Device
 from thingshub.core.ports import Clock, EventBus
 from thingshub.core.throttle import LoginThrottle
@@ -261,13 +269,23 @@ class DeviceGateway:
     def send(self, ref: DeviceRef, message: Outbound) -> bool:
         """Publish a message to a device (QoS 0); False if no connection of it received it.
 
-        A message its dialect sends nothing for counts as received."""
-        dialect, wire = self.dialects.encode(ref, message)
+        A message its dialect sends nothing for counts as received. A request
+        no connection took in its direct form goes in the gateway form (a
+        gateway listening there for requests to itself); one that no dialect
+        carries through a gateway reaches nobody."""
+        try:
+            dialect, wire = self.dialects.encode(ref, message)
+        except TypeError:
+            if isinstance(message, ViaGateway):
+                return False
+            raise
         received = not wire
         for topic, payload in wire:
             if self.broker.publish(topic, payload) > 0:
                 self.messages_out[dialect.name] += 1  # only what reached a device
                 received = True
+        if not received and isinstance(message, Call | Control | AttributesGet):
+            return self.send(ref, ViaGateway((), message))
         return received
 
     def listens(self, ref: DeviceRef, filters: list[str], kind: type) -> bool:

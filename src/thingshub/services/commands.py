@@ -23,6 +23,10 @@ Rules (the requests, ids and verdicts are core/commands.py's):
   protocol's code); one its dialect found unusable fails it too (502);
   unknown, late or repeated ones are counted and change nothing.
 - An attribute get is answered by the device's next attribute report.
+- A sub-device is reached through its top gateway (DeviceService.route):
+  the call needs that gateway online and listening, whatever the
+  sub-device's own presence; the request travels as `ViaGateway`, the
+  gateway's answer completes it, and the gateway going offline fails it.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ from thingshub.core.messages import (
     CallAnswer,
     Control,
     DeviceRef,
+    Outbound,
+    ViaGateway,
 )
 from thingshub.core.model import CommandRecord, Device, Page
 from thingshub.core.ports import Clock, CommandRepo, DeviceLink, EventBus
@@ -81,6 +87,8 @@ class _Pending:
     future: asyncio.Future[CallAnswer]
     #: For a call nobody waits for: when it expires.
     expiry: asyncio.TimerHandle | None = None
+    #: The connected device that answers it (the record's own, or its top gateway).
+    via: tuple[str, str] | None = None
 
 
 @dataclass
@@ -138,19 +146,19 @@ class CommandService:
     ) -> CallResult:
         """Send `request` to the device and wait for its answer."""
         seconds = rules.check_timeout(timeout, default_timeout)
-        device = await self._online_device(product_id, name)
-        return await self._call(device, request, seconds)
+        device, via, path = await self._reach(product_id, name)
+        return await self._call(device, via, path, request, seconds)
 
     async def send(self, product_id: str, name: str, request: rules.CallRequest) -> str:
         """Send `request` without waiting; the id of its record, which the
         device's answer completes later (see the module's rules)."""
-        device = await self._online_device(product_id, name)
+        device, via, path = await self._reach(product_id, name)
         record, pending_key, message = await self._record(device, request)
         future: asyncio.Future[CallAnswer] = asyncio.get_running_loop().create_future()
         loop = asyncio.get_running_loop()
-        pending = _Pending(record, future)
+        pending = _Pending(record, future, via=(via.product_id, via.name))
         self._pending[pending_key] = pending
-        if not self.link.send(_ref(device), message):
+        if not self.link.send(via, _wrap(message, path)):
             self._pending.pop(pending_key, None)
             await self._finish(record, rules.FAILED, None, "the device is not subscribed")
             raise _not_subscribed("the topic of its requests")
@@ -193,12 +201,12 @@ class CommandService:
         seconds = rules.check_timeout(timeout)
         if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
             raise InvalidRequest("keys must be a list of attribute names ([] for all)")
-        device = await self._online_device(product_id, name)
+        _, via, path = await self._reach(product_id, name)
         wait = _AttributeWait(keys, asyncio.get_running_loop().create_future())
         key = (product_id, name)
         self._attribute_waits.setdefault(key, []).append(wait)
         try:
-            if not self.link.send(_ref(device), AttributesGet(keys)):
+            if not self.link.send(via, _wrap(AttributesGet(keys), path)):
                 raise _not_subscribed("the topic of attribute requests")
             return await asyncio.wait_for(asyncio.shield(wait.future), seconds)
         except TimeoutError:
@@ -216,8 +224,8 @@ class CommandService:
         """`devices/telemetry/control/...`: fire and forget."""
         if not isinstance(values, dict) or not values:
             raise InvalidRequest("the control values must be a non-empty JSON object")
-        device = await self._online_device(product_id, name)
-        if not self.link.send(_ref(device), Control(values)):
+        _, via, path = await self._reach(product_id, name)
+        if not self.link.send(via, _wrap(Control(values), path)):
             raise _not_subscribed("the topic of control values")
 
     async def _record(
@@ -248,16 +256,23 @@ class CommandService:
         message = Call(request.family, request.kind, wire_id, request.body, request.target)
         return record, (request.family, wire_id), message
 
-    async def _call(self, device: Device, request: rules.CallRequest, seconds: int) -> CallResult:
-        """Record, send, and wait."""
+    async def _call(
+        self,
+        device: Device,
+        via: DeviceRef,
+        path: tuple[str, ...] | None,
+        request: rules.CallRequest,
+        seconds: int,
+    ) -> CallResult:
+        """Record, send (through `via`), and wait."""
         record, pending_key, message = await self._record(device, request)
         wire_id = message.call_id
-        key = (device.product_id, device.name)
+        key = (via.product_id, via.name)  # its going offline fails the call
         future: asyncio.Future[CallAnswer] = asyncio.get_running_loop().create_future()
-        self._pending[pending_key] = _Pending(record, future)
+        self._pending[pending_key] = _Pending(record, future, via=key)
         self._by_device.setdefault(key, set()).add(pending_key)
         try:
-            if not self.link.send(_ref(device), message):
+            if not self.link.send(via, _wrap(message, path)):
                 await self._finish(record, rules.FAILED, None, "the device is not subscribed")
                 raise _not_subscribed("its command topic")
             try:
@@ -293,11 +308,23 @@ class CommandService:
             )
         )
 
-    async def _online_device(self, product_id: str, name: str) -> Device:
+    async def _reach(
+        self, product_id: str, name: str
+    ) -> tuple[Device, DeviceRef, tuple[str, ...] | None]:
+        """The device, the connected device that carries messages to it (itself
+        or its top gateway), and the addresses below that one (None: direct)."""
         device = await self.devices.get_device(product_id, name)
-        if not self.link.is_online(product_id, name):
-            raise DeviceOffline(f"device {name!r} of product {product_id!r} is offline")
-        return device
+        if device.gateway is None:
+            if not self.link.is_online(product_id, name):
+                raise DeviceOffline(f"device {name!r} of product {product_id!r} is offline")
+            return device, _ref(device), None
+        top, path = await self.devices.route(device)
+        if not self.link.is_online(top.product_id, top.name):
+            raise DeviceOffline(
+                f"gateway {top.name!r} of product {top.product_id!r}, through which device"
+                f" {name!r} is reached, is offline"
+            )
+        return device, _ref(top), path
 
     # ------------------------------------------------------------ answers from devices
 
@@ -307,13 +334,16 @@ class CommandService:
         record = pending.record if pending is not None else None
         if record is None:
             record = await self.repo.get(answer.call_id)
+        product_id, name = ref.product_id, ref.name
+        if pending is not None and pending.via == (product_id, name):
+            product_id, name = pending.record.product_id, pending.record.name  # its gateway
         verdict = rules.answer_verdict(
             record,
             pending=pending is not None and not pending.future.done(),
             size=len(answer.payload),
             limit=answer.limit,
-            product_id=ref.product_id,
-            name=ref.name,
+            product_id=product_id,
+            name=name,
             family=answer.family,
             kind=answer.kind,
         )
@@ -374,6 +404,11 @@ class CommandService:
         items = items[:limit]
         last = items[-1] if items else None
         return Page(items, _encode_cursor(last.created_at, last.cmd_id) if more and last else None)
+
+
+def _wrap(message: Call | Control | AttributesGet, path: tuple[str, ...] | None) -> Outbound:
+    """The message, or the message on its way through a gateway down `path`."""
+    return message if path is None else ViaGateway(path, message)
 
 
 def _ref(device: Device) -> DeviceRef:

@@ -12,17 +12,23 @@ Rules:
   and its credentials stop working at once, here and in other processes.
 - Lookups for logins go through a bounded cache, dropped on deletion.
 - Lists are paged with a cursor: the last key (core/cursors.py).
+- A device may be created under a gateway (core/topology.py's rules, checked
+  against what is stored while holding `tree_lock`, which every change of
+  the tree holds, so two changes never judge the same tree). A message for a
+  sub-device is routed through its top gateway (`route`). Deleting a
+  gateway unbinds its children, each announced as `TopologyChanged`.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from thingshub.core import cursors, names
+from thingshub.core import cursors, names, topology
 from thingshub.core.errors import AlreadyExists, Conflict, InvalidRequest, NotFound
-from thingshub.core.events import DeviceDeleted, Event
+from thingshub.core.events import DeviceDeleted, Event, TopologyChanged
 from thingshub.core.model import Device, DeviceLookup, Page, Product
 from thingshub.core.ports import Clock, EventBus, Storage
 from thingshub.services import credentials
@@ -109,7 +115,9 @@ class DeviceService:
         self.bus = bus
         self.pepper = pepper
         self._cache = _Lru(cache_size)
-        bus.subscribe(self._on_event, [DeviceDeleted])
+        #: Held by every change of the device tree (see the module's rules).
+        self.tree_lock = asyncio.Lock()
+        bus.subscribe(self._on_event, [DeviceDeleted, TopologyChanged])
 
     # ------------------------------------------------------------ products
 
@@ -164,9 +172,39 @@ class DeviceService:
         device_number: object = None,
         tags: object = None,
         access_token: object = None,
+        gateway: tuple[str, str] | None = None,
+        sub_address: object = None,
     ) -> CreatedDevice:
         """Register a device; `access_token`: True for a generated ThingsPanel access
-        token, a string for that one (unique on the server), None for none."""
+        token, a string for that one (unique on the server), None for none;
+        `gateway` (product id, name) and `sub_address`: its place in a tree."""
+        if gateway is None and sub_address is not None:
+            raise InvalidRequest("a sub_address needs a gateway")
+        if gateway is None:
+            return await self._create(product_id, name, device_number, tags, access_token)
+        async with self.tree_lock:
+            address = None if sub_address is None else topology.check_address(sub_address)
+            await self.check_child((product_id, str(name)), gateway, 1, None)
+            created = await self._create(
+                product_id, name, device_number, tags, access_token, gateway, address
+            )
+        device = created.device
+        now = self.clock.now_ms()
+        self.bus.publish(
+            TopologyChanged(device.product_id, device.name, gateway, address, None, now)
+        )
+        return created
+
+    async def _create(
+        self,
+        product_id: str,
+        name: object,
+        device_number: object,
+        tags: object,
+        access_token: object,
+        gateway: tuple[str, str] | None = None,
+        sub_address: str | None = None,
+    ) -> CreatedDevice:
         await self.get_product(product_id)
         dev_name = names.check("name", name)
         tag_map = check_tags(tags)
@@ -190,6 +228,8 @@ class DeviceService:
             created_at=self.clock.now_ms(),
             tags=tag_map,
             access_token=token,
+            gateway=gateway,
+            sub_address=sub_address,
         )
         for _ in range(3):
             try:
@@ -211,6 +251,61 @@ class DeviceService:
             await self.get_product(product_id)
             raise NotFound(f"device {name!r} does not exist in product {product_id!r}")
         return device
+
+    # ------------------------------------------------------------ the tree
+
+    async def chain(self, device: Device) -> list[topology.Link]:
+        """The device and its gateways up to the top one (cut past MAX_DEPTH + 1
+        links, which only a tree broken outside these rules can have)."""
+        links = [
+            topology.Link((device.product_id, device.name), device.gateway, device.sub_address)
+        ]
+        current = device
+        while current.gateway is not None and len(links) <= topology.MAX_DEPTH:
+            parent = await self.find_device(*current.gateway)
+            if parent is None:  # deleted meanwhile: its children are being unbound
+                break
+            links.append(
+                topology.Link((parent.product_id, parent.name), parent.gateway, parent.sub_address)
+            )
+            current = parent
+        return links
+
+    async def route(self, device: Device) -> tuple[Device, tuple[str, ...]]:
+        """The device holding the connection that reaches `device` (itself, or its
+        top gateway) and the addresses leading from it down to `device`."""
+        if device.gateway is None:
+            return device, ()
+        top, path = topology.route(await self.chain(device))
+        return await self.get_device(*top), path
+
+    async def check_child(
+        self,
+        device: tuple[str, str],
+        gateway: tuple[str, str],
+        height: int,
+        current: Device | None,
+    ) -> Device:
+        """The gateway, if `device` (whose subtree is `height` deep; `current`: as
+        stored, None for a new one) may become its child;
+        InvalidRequest (a rule of the tree) or NotFound (no such gateway) otherwise; the
+        store refuses an address a sibling has (AlreadyExists). Hold `tree_lock`."""
+        parent = await self.find_device(*gateway)
+        if parent is None:
+            raise NotFound(f"gateway {gateway[1]!r} of product {gateway[0]!r} does not exist")
+        ancestors = [link.key for link in await self.chain(parent)]
+        children = await self.storage.devices.count_children(*gateway)
+        if current is not None and current.gateway == gateway:
+            children -= 1  # it is one already
+        topology.check_binding(device, gateway, ancestors, height, children)
+        return parent
+
+    def remember(self, device: Device) -> None:
+        """A device changed (its place in the tree, say): the cache holds the new value."""
+        self._cache.put(("d", device.product_id, device.name), device)
+        self._cache.drop(("u", device.username))
+        if device.access_token is not None:
+            self._cache.drop(("t", device.access_token))
 
     def cached(self, lookup: DeviceLookup) -> Device | None:
         """The device a login names, if it is in the cache (no I/O)."""
@@ -350,16 +445,29 @@ class DeviceService:
 
     async def delete_device(self, product_id: str, name: str) -> Device:
         device = await self.get_device(product_id, name)
-        await self.storage.devices.delete(product_id, name)
+        async with self.tree_lock:
+            children = await self.storage.devices.children(
+                product_id, name, topology.MAX_CHILDREN + 1
+            )
+            await self.storage.devices.delete(product_id, name)
         self.bus.publish(
             DeviceDeleted(
                 product_id, name, device.device_number, device.username, device.access_token
             )
         )
+        now = self.clock.now_ms()
+        for child in children:  # unbound with it
+            event = TopologyChanged(
+                child.product_id, child.name, None, None, (product_id, name), now
+            )
+            self.bus.publish(event)
         return device
 
     def _on_event(self, event: Event) -> None:
-        if isinstance(event, DeviceDeleted):
+        if isinstance(event, TopologyChanged):
+            # The next lookup reads the device's new place (here or in another process).
+            self._cache.drop(("d", event.product_id, event.name))
+        elif isinstance(event, DeviceDeleted):
             self._cache.drop(("d", event.product_id, event.name))
             self._cache.drop(("u", event.username))
             if event.access_token is not None:

@@ -117,7 +117,12 @@ class IngestService:
         self.refused[(report.kind, str(report.error.err_code or INTERNAL))] += 1
         if report.reply_to is not None:
             ack = ReportAck(
-                report.kind, report.reply_to, self.clock.now_ms(), report.error, report.method
+                report.kind,
+                report.reply_to,
+                self.clock.now_ms(),
+                report.error,
+                report.method,
+                gateway=report.gateway,
             )
             self.link.send(ref, ack)
 

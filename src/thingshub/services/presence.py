@@ -8,6 +8,10 @@ Rules:
   the holder's close makes it offline, so a late close of an older
   connection never hides a newer one. Each transition is announced as
   `PresenceChanged` and recorded.
+- A sub-device has no connection of its own: it is online once data for it
+  arrives through a gateway's connection (`reached`, naming the device
+  holding that connection), and offline when that connection closes or it
+  leaves the tree (`detach`); its activity is that data's arrival.
 - Activity is reported coarsely by the gateway (about once a second per
   device at most), never per packet.
 - Writes are batched: changes collect in memory and are flushed in one
@@ -40,6 +44,9 @@ class PresenceService:
         self.flush_interval = flush_interval
         #: device -> sequence number of the connection holding it
         self._connections: dict[Key, int] = {}
+        #: sub-device -> the connected device it was reached through, and back
+        self._via: dict[Key, Key] = {}
+        self._reached: dict[Key, set[Key]] = {}
         self._state: dict[Key, Presence] = {}
         self._pending: dict[Key, PresenceUpdate] = {}
         self._task: asyncio.Task[None] | None = None
@@ -61,6 +68,35 @@ class PresenceService:
             return  # not the holder: a newer connection holds the device, or none
         del self._connections[key]
         self._set(key, online=False, activity=None, transition=True)
+        for sub in sorted(self._reached.pop(key, ())):  # its sub-devices go with it
+            del self._via[sub]
+            if sub not in self._connections:
+                self._set(sub, online=False, activity=None, transition=True)
+
+    def reached(self, product_id: str, name: str, via: Key) -> None:
+        """Data for the sub-device arrived through the connection of `via`."""
+        key = (product_id, name)
+        if via not in self._connections or key == via:
+            return
+        previous = self._via.get(key)
+        if previous != via:
+            if previous is not None:
+                self._reached[previous].discard(key)
+            self._via[key] = via
+            self._reached.setdefault(via, set()).add(key)
+        now = self.clock.now_ms()
+        online = previous is not None or key in self._connections
+        self._set(key, online=True, activity=now, transition=not online)
+
+    def detach(self, product_id: str, name: str) -> None:
+        """The sub-device left its gateway's tree: offline unless it is connected itself."""
+        key = (product_id, name)
+        via = self._via.pop(key, None)
+        if via is None:
+            return
+        self._reached[via].discard(key)
+        if key not in self._connections:
+            self._set(key, online=False, activity=None, transition=True)
 
     def touch(self, product_id: str, name: str, when_ms: int) -> None:
         key = (product_id, name)
@@ -73,8 +109,20 @@ class PresenceService:
         self._connections.pop(key, None)
         self._state.pop(key, None)
         self._pending.pop(key, None)
+        via = self._via.pop(key, None)
+        if via is not None:
+            self._reached[via].discard(key)
+        for sub in sorted(self._reached.pop(key, ())):
+            del self._via[sub]
+            if sub not in self._connections:
+                self._set(sub, online=False, activity=None, transition=True)
 
     def is_online(self, product_id: str, name: str) -> bool:
+        key = (product_id, name)
+        return key in self._connections or key in self._via
+
+    def is_connected(self, product_id: str, name: str) -> bool:
+        """Whether the device holds a connection of its own (a sub-device never does)."""
         return (product_id, name) in self._connections
 
     def online_count(self, product_id: str | None = None) -> int:
@@ -126,7 +174,7 @@ class PresenceService:
         # Offline devices need no memory once recorded.
         for update in batch:
             key = (update.product_id, update.name)
-            if not update.online and key not in self._connections and key not in self._pending:
+            if not update.online and not self.is_online(*key) and key not in self._pending:
                 self._state.pop(key, None)
 
     async def start(self) -> None:

@@ -72,7 +72,7 @@ def product_has_devices(product_id: str) -> Conflict:
 
 def device_clash(device: Device, field: str) -> AlreadyExists:
     """The AlreadyExists for `device` clashing on `field` (name, device_number,
-    username, access_token)."""
+    username, access_token, sub_address)."""
     if field == "name":
         return AlreadyExists(
             f"device name {device.name!r} already exists in product {device.product_id!r}"
@@ -81,7 +81,15 @@ def device_clash(device: Device, field: str) -> AlreadyExists:
         return AlreadyExists(f"device_number {device.device_number!r} already exists")
     if field == "access_token":
         return AlreadyExists("this access_token belongs to another device")
+    if field == "sub_address":
+        return address_taken(device.gateway, device.sub_address)
     return AlreadyExists(f"username {device.username!r} already exists")
+
+
+def address_taken(gateway: tuple[str, str] | None, sub_address: str | None) -> AlreadyExists:
+    """The AlreadyExists of a sub_address another child of the gateway has."""
+    where = f" of gateway {gateway[1]!r} of product {gateway[0]!r}" if gateway else ""
+    return AlreadyExists(f"sub_address {sub_address!r} belongs to another sub-device{where}")
 
 
 def first_clash(device: Device, existing: Iterable[Sequence[object]]) -> str | None:

@@ -1,10 +1,13 @@
-"""ThingsPanel direct-device MQTT: password logins and the `devices/...` topics.
+"""ThingsPanel MQTT: password logins, the `devices/...` topics and gateways' `gateway/...`.
 
 Logins: the user name and password issued at device creation, or an access
 token as the user name alone. The dialect object wires the parts: topics.py
-(topic rights), reports.py
-(the payload grammar and the response object) and the message
-translations below. Reports are decoded here, so a malformed one reaches
+(topic rights), reports.py (the payload grammar and the response object),
+gateway.py (the nested payload of gateways and `devices/register`) and the
+message translations below. A request for a device of a gateway's tree
+(`ViaGateway`) goes on the top gateway's `gateway/...` topic, nested down to
+the device; answers on `gateway/.../response/...` complete calls exactly as
+the direct ones do. Reports are decoded here, so a malformed one reaches
 the service as a `ReportRefused` that it counts and answers. Logins use
 the user name and password issued at device creation; any credentials not
 in another dialect's form are taken as such, so this dialect comes last
@@ -13,6 +16,7 @@ among the logins.
 
 from __future__ import annotations
 
+from thingshub.core import jsontext
 from thingshub.core.commands import ATTRIBUTES_SET, COMMAND
 from thingshub.core.errors import NotFound, ThingsHubError, Unauthorized
 from thingshub.core.jsontext import dumps
@@ -25,24 +29,31 @@ from thingshub.core.messages import (
     Control,
     DeviceRef,
     EventReport,
+    GatewayReport,
     OtaInform,
     OtaProgress,
     OtaProgressRefused,
     PresenceNotice,
     ReportAck,
     ReportRefused,
+    SubRegisterReply,
     TelemetryReport,
+    ViaGateway,
 )
 from thingshub.core.model import Device
 from thingshub.dialects.port import Login, PasswordCheck, Wire
-from thingshub.dialects.thingspanel import ota, reports, topics
+from thingshub.dialects.thingspanel import gateway, ota, reports, topics
 
 NAME = "thingspanel"
 
 _ANSWERS = {
     "devices/command/response/": COMMAND,
     "devices/attributes/set/response/": ATTRIBUTES_SET,
+    "gateway/command/response/": COMMAND,
+    "gateway/attributes/set/response/": ATTRIBUTES_SET,
 }
+#: Gateway reports answered under the message id of their topic.
+_GATEWAY_REPORTS = {"gateway/attributes/": "attributes", "gateway/event/": "event"}
 
 
 class ThingsPanel:
@@ -106,6 +117,8 @@ class ThingsPanel:
             if topic.startswith(prefix):
                 message_id = topic[len(prefix) :]
                 return _answer(kind, message_id, payload) if _one_level(message_id) else None
+        if topic.startswith("gateway/") or topic == "devices/register":
+            return _gateway_decode(topic, payload, now_ms)
         if topic.startswith("devices/attributes/"):
             message_id = topic[len("devices/attributes/") :]
             if not _one_level(message_id):
@@ -128,6 +141,11 @@ class ThingsPanel:
 
     def encode(self, ref: DeviceRef, message: object) -> Wire | None:
         dn = ref.device_number
+        if isinstance(message, ViaGateway):
+            return _via_gateway(dn, message)
+        if isinstance(message, SubRegisterReply):
+            body = gateway.register_response(message.ok, message.message, message.results)
+            return [(f"devices/register/response/{dn}", body)]
         if isinstance(message, Call) and message.family == NAME:
             if message.kind == COMMAND:
                 return [(f"devices/command/{dn}/{message.call_id}", message.body)]
@@ -139,14 +157,53 @@ class ThingsPanel:
         if isinstance(message, AttributesGet):
             return [(f"devices/attributes/get/{dn}", dumps({"keys": message.keys}))]
         if isinstance(message, ReportAck):
-            topic = f"devices/{message.kind}/response/{dn}/{message.reply_to}"
-            return [(topic, dumps(_response(message)))]
+            tail = f"{message.kind}/response/{dn}/{message.reply_to}"
+            body = dumps(_response(message))
+            if message.gateway:  # and the direct form, for gateways that listen there
+                return [(f"gateway/{tail}", body), (f"devices/{tail}", body)]
+            return [(f"devices/{tail}", body)]
         if isinstance(message, OtaInform):
             body = dumps(ota.inform_body(message))  # to whichever spelling it listens on
             return [(f"ota/devices/inform/{dn}", body), (f"ota/devices/infrom/{dn}", body)]
         if isinstance(message, PresenceNotice):
             return [(topics.STATUS + dn, b"1" if message.online else b"0")]
         return None
+
+
+def _gateway_decode(topic: str, payload: bytes, now_ms: int) -> object | None:
+    """A gateway's report or registration; None for a topic that is neither."""
+    if topic == "devices/register":
+        return gateway.parse_register(payload)
+    kind, reply_to = "telemetry", None
+    if topic != "gateway/telemetry":
+        for prefix, report_kind in _GATEWAY_REPORTS.items():
+            if topic.startswith(prefix) and _one_level(topic[len(prefix) :]):
+                kind, reply_to = report_kind, topic[len(prefix) :]
+                break
+        else:
+            return None
+    try:
+        nodes = gateway.parse(kind, payload, now_ms)
+    except reports.ReportError as exc:
+        return ReportRefused(kind, reply_to, exc, now_ms, gateway=True)
+    return GatewayReport(kind, reply_to, tuple(nodes), now_ms)
+
+
+def _via_gateway(dn: str, via: ViaGateway) -> Wire | None:
+    """A request for a device of a gateway's tree, on the top gateway's topics."""
+    message, path = via.message, via.path
+    if isinstance(message, Control):
+        return [(f"gateway/telemetry/control/{dn}", dumps(gateway.nest(path, message.values)))]
+    if isinstance(message, AttributesGet):
+        return [(f"gateway/attributes/get/{dn}", dumps(gateway.nest(path, message.keys)))]
+    if message.family != NAME:
+        return None  # another family's call: not carried in this form
+    content = jsontext.loads(message.body)  # the platform's own JSON
+    if message.kind == COMMAND:
+        topic = f"gateway/command/{dn}/{message.call_id}"
+    else:
+        topic = f"gateway/attributes/set/{dn}/{message.call_id}"
+    return [(topic, dumps(gateway.nest(path, content)))]
 
 
 def _answer(kind: str, message_id: str, payload: bytes) -> CallAnswer:
@@ -167,7 +224,8 @@ def _response(ack: ReportAck) -> dict[str, object]:
     """The response object answering a report: success, or the errcode of why not."""
     now_s = ack.at // 1000
     if ack.error is None:
-        return reports.response(True, now_s=now_s, method=ack.method)
+        message = None if ack.note is None else f"success; {ack.note}"
+        return reports.response(True, now_s=now_s, message=message, method=ack.method)
     errcode, message = failure(ack.error)
     return reports.response(False, now_s=now_s, errcode=errcode, message=message, method=ack.method)
 

@@ -164,6 +164,11 @@ def _timestamp(value: object, now_ms: int, where: str, *, seconds: bool) -> int:
         raise _param(f"{where}{exc}") from None
 
 
+def timestamp(value: object, now_ms: int, where: str) -> int:
+    """The ms timestamp of a `ts` in milliseconds (an event's)."""
+    return _timestamp(value, now_ms, where, seconds=False)
+
+
 # ---------------------------------------------------------------- telemetry
 
 
@@ -322,6 +327,12 @@ def event_method(payload: bytes, max_payload: int = MAX_PAYLOAD) -> str | None:
     if not isinstance(method, str) or _name_problem(method) is not None:
         return None
     return method
+
+
+#: The rules the gateway grammar (gateway.py) applies to each of its nodes.
+load = _load
+check_entry = _check_entry
+event_record = _event
 
 
 # ---------------------------------------------------------------- OTA progress

@@ -1,4 +1,4 @@
-"""ThingsPanel's direct-device topics and who may use them.
+"""ThingsPanel's topics (direct devices and gateways) and who may use them.
 
 Rules:
 - Device-to-platform topics carry no device id (the connection says who
@@ -9,6 +9,9 @@ Rules:
 - `devices/status/{dn}` carries the device's presence ("1" online, "0"
   offline, published by the platform); the device may publish there too,
   which is accepted and ignored.
+- Gateway uplinks (`gateway/...`) and `devices/register` carry no id either
+  and are open to every device; the platform's answers and requests carry
+  the (top) gateway's device number.
 - No filter that can match a device-to-platform topic is ever granted: with
   the device number `response`, `devices/command/{dn}/+` would otherwise be
   `devices/command/response/+`, every device's command answers.
@@ -18,8 +21,8 @@ from __future__ import annotations
 
 from thingshub.core.topics import filter_within, filters_overlap, topic_matches
 
-#: The first levels of every ThingsPanel direct-device topic.
-ROOTS = ("devices/", "ota/devices/")
+#: The first levels of every ThingsPanel topic.
+ROOTS = ("devices/", "ota/devices/", "gateway/")
 
 #: Topics a device publishes on (no device id: identity comes from the connection).
 PUBLISH_PATTERNS = (
@@ -29,6 +32,12 @@ PUBLISH_PATTERNS = (
     "ota/devices/progress",
     "devices/command/response/+",
     "devices/attributes/set/response/+",
+    "devices/register",
+    "gateway/telemetry",
+    "gateway/attributes/+",
+    "gateway/event/+",
+    "gateway/command/response/+",
+    "gateway/attributes/set/response/+",
 )
 
 #: Topics the platform publishes to a device, `{dn}` being its device number.
@@ -42,6 +51,13 @@ SUBSCRIBE_PATTERNS = (
     "devices/attributes/response/{dn}/+",
     "devices/event/response/{dn}/+",
     "devices/status/{dn}",
+    "devices/register/response/{dn}",
+    "gateway/telemetry/control/{dn}",
+    "gateway/attributes/set/{dn}/+",
+    "gateway/attributes/get/{dn}",
+    "gateway/command/{dn}/+",
+    "gateway/attributes/response/{dn}/+",
+    "gateway/event/response/{dn}/+",
 )
 
 #: A device may also publish on its own status topic (accepted and ignored: its

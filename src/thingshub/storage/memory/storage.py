@@ -139,6 +139,8 @@ class MemoryDevices:
             device,
             [(d.product_id, d.name, d.device_number, d.username, d.access_token) for d in existing],
         )
+        if clash is None and self._sibling(device.gateway, device.sub_address, key):
+            clash = "sub_address"
         if clash is not None:
             raise common.device_clash(device, clash)
         if device.product_id not in data.products:
@@ -148,6 +150,42 @@ class MemoryDevices:
         data.by_username[device.username] = key
         if device.access_token is not None:
             data.by_token[device.access_token] = key
+
+    def _sibling(self, gateway: Key | None, sub_address: str | None, key: Key) -> bool:
+        """Whether another child of `gateway` has `sub_address`."""
+        if gateway is None or sub_address is None:
+            return False
+        return any(
+            d.gateway == gateway and d.sub_address == sub_address and k != key
+            for k, d in self._data.devices.items()
+        )
+
+    async def set_gateway(
+        self, product_id: str, name: str, gateway: Key | None, sub_address: str | None
+    ) -> bool:
+        key = (product_id, name)
+        device = self._data.devices.get(key)
+        if device is None:
+            return False
+        if self._sibling(gateway, sub_address, key):
+            raise common.address_taken(gateway, sub_address)
+        self._data.devices[key] = replace(device, gateway=gateway, sub_address=sub_address)
+        return True
+
+    async def children(
+        self, product_id: str, name: str, limit: int, after: Key | None = None
+    ) -> builtins.list[Device]:
+        if limit <= 0:
+            return []
+        found = sorted(
+            (k, d)
+            for k, d in self._data.devices.items()
+            if d.gateway == (product_id, name) and (after is None or k > after)
+        )
+        return [_copy(d) for _, d in found[:limit]]
+
+    async def count_children(self, product_id: str, name: str) -> int:
+        return sum(1 for d in self._data.devices.values() if d.gateway == (product_id, name))
 
     async def get(self, product_id: str, name: str) -> Device | None:
         device = self._data.devices.get((product_id, name))
@@ -183,6 +221,9 @@ class MemoryDevices:
             del self._data.commands[cmd_id]
         self._data.series.pop(key, None)
         self._data.desired.pop(key, None)
+        for child_key, child in self._data.devices.items():
+            if child.gateway == key:
+                self._data.devices[child_key] = replace(child, gateway=None, sub_address=None)
         return True
 
     async def set_tags(self, product_id: str, name: str, tags: Mapping[str, str]) -> bool:

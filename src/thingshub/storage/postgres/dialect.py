@@ -18,7 +18,8 @@ from thingshub.storage.sql.rows import DEVICE_COLUMNS
 
 name = "PostgreSQL"
 insert_device = sql(
-    f"INSERT INTO devices ({DEVICE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    f"INSERT INTO devices ({DEVICE_COLUMNS})"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
 )
 device_search = devices.search_queries("strpos({0}, {1}) > 0")
 purge, retention = series.chunk_deletes("ctid", "ctid = ANY(ARRAY({0}))")

@@ -66,6 +66,22 @@ SET_TAGS = sql("UPDATE devices SET tags = $3::jsonb WHERE product_id = $1 AND na
 DELETE_DEVICE = sql("DELETE FROM devices WHERE product_id = $1 AND name = $2 RETURNING id")
 DELETE_LATEST = sql("DELETE FROM latest WHERE device_id = $1")
 DELETE_ATTRIBUTES = sql("DELETE FROM attributes WHERE device_id = $1")
+UNBIND_CHILDREN = sql(
+    "UPDATE devices SET gateway_product_id = NULL, gateway_name = NULL, sub_address = NULL"
+    " WHERE gateway_product_id = $1 AND gateway_name = $2"
+)
+SET_GATEWAY = sql(
+    "UPDATE devices SET gateway_product_id = $3, gateway_name = $4, sub_address = $5"
+    " WHERE product_id = $1 AND name = $2"
+)
+COUNT_CHILDREN = sql(
+    "SELECT count(*) FROM devices WHERE gateway_product_id = $1 AND gateway_name = $2"
+)
+LIST_CHILDREN = pages(
+    f"{_DEVICES} WHERE gateway_product_id = $1 AND gateway_name = $2",
+    "(product_id > $4 OR (product_id = $4 AND name > $5))",
+    "ORDER BY product_id, name LIMIT $3",
+)
 QUEUE_PURGE = sql(
     "INSERT INTO device_purges (device_id, deleted_at) VALUES ($1, $2)"
     " ON CONFLICT (device_id) DO NOTHING"
@@ -139,6 +155,7 @@ async def _delete_device(
     if row is None:
         return False
     dialect.forget_device(conn, product_id, name)
+    await conn.execute(UNBIND_CHILDREN, product_id, name)
     await conn.execute(DELETE_LATEST, row[0])
     await conn.execute(DELETE_ATTRIBUTES, row[0])
     await conn.execute(QUEUE_PURGE, row[0], deleted_at)
@@ -166,7 +183,7 @@ class SqlDevices:
             )
             field = common.first_clash(device, await self._db.fetch(DEVICE_CLASHES, *keys))
             if field is None:  # the other row is gone already: trust the constraint
-                fields = ("device_number", "username", "access_token")
+                fields = ("sub_address", "device_number", "username", "access_token")
                 field = next((f for f in fields if f in str(exc)), "name")
             raise common.device_clash(device, field) from None
 
@@ -194,6 +211,28 @@ class SqlDevices:
 
     async def set_tags(self, product_id: str, name: str, tags: Mapping[str, str]) -> bool:
         return await self._db.execute(SET_TAGS, product_id, name, common.dump_tags(tags)) > 0
+
+    async def set_gateway(
+        self, product_id: str, name: str, gateway: tuple[str, str] | None, sub_address: str | None
+    ) -> bool:
+        gw = gateway or (None, None)
+        try:
+            changed = await self._db.execute(SET_GATEWAY, product_id, name, *gw, sub_address)
+        except UniqueViolation:
+            raise common.address_taken(gateway, sub_address) from None
+        return changed > 0
+
+    async def children(
+        self, product_id: str, name: str, limit: int, after: tuple[str, str] | None = None
+    ) -> builtins.list[Device]:
+        if limit <= 0:
+            return []
+        query = LIST_CHILDREN[0] if after is None else LIST_CHILDREN[1]
+        args = (product_id, name, limit) if after is None else (product_id, name, limit, *after)
+        return [rows.device(r) for r in await self._db.fetch(query, *args)]
+
+    async def count_children(self, product_id: str, name: str) -> int:
+        return int((await self._db.fetch(COUNT_CHILDREN, product_id, name))[0][0])
 
     async def set_presence(self, updates: Sequence[PresenceUpdate]) -> None:
         if not updates:

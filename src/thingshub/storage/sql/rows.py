@@ -28,7 +28,7 @@ from thingshub.storage.sql.connection import Row
 PRODUCT_COLUMNS = "id, name, created_at, retention_days"
 DEVICE_COLUMNS = (
     "product_id, name, device_number, key, username, password_hash, created_at, tags, status,"
-    " access_token"
+    " access_token, gateway_product_id, gateway_name, sub_address"
 )
 PRESENCE_COLUMNS = "p.online, p.last_activity, p.changed_at"  # of `device_presence p`
 IMAGE_COLUMNS = "document, version"
@@ -60,11 +60,33 @@ def product(row: Row) -> Product:
 
 def device(row: Row) -> Device:
     tags = common.load_tags(row[7])
-    return Device(row[0], row[1], row[2], row[3], row[4], row[5], row[6], tags, row[8], row[9])
+    gateway = (row[10], row[11]) if row[10] is not None else None
+    return Device(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        tags,
+        row[8],
+        row[9],
+        gateway,
+        row[12],
+    )
 
 
 def device_values(d: Device) -> tuple[Any, ...]:
-    return (*_fields(d)[:7], common.dump_tags(d.tags), d.status, d.access_token)
+    gateway = d.gateway or (None, None)
+    return (
+        *_fields(d)[:7],
+        common.dump_tags(d.tags),
+        d.status,
+        d.access_token,
+        *gateway,
+        d.sub_address,
+    )
 
 
 def presence(row: Row) -> Presence:

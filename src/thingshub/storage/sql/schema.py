@@ -25,6 +25,11 @@ Rules:
 - The thing model (migration 5): a product's model goes with the product,
   desired values with their device; events gain their `type` and command
   records their `target` (a service's identifier), both nullable.
+- Gateways (migration 7): a device names its gateway by (product id, name)
+  without a foreign key (SQLite cannot add a composite one to a table);
+  deleting a gateway unbinds its children in the same transaction. NULLs
+  are distinct in a unique index on both databases, so only bound devices
+  with an address compete for (gateway, sub_address).
 """
 
 from __future__ import annotations
@@ -207,6 +212,16 @@ _ACCESS_TOKENS = (
 )
 
 
+_TOPOLOGY = (
+    "ALTER TABLE devices ADD COLUMN gateway_product_id {key}",
+    "ALTER TABLE devices ADD COLUMN gateway_name {key}",
+    "ALTER TABLE devices ADD COLUMN sub_address {key}",
+    "CREATE UNIQUE INDEX devices_sub_address_key"
+    " ON devices (gateway_product_id, gateway_name, sub_address)",
+    "CREATE INDEX devices_children ON devices (gateway_product_id, gateway_name, product_id, name)",
+)
+
+
 def migrations(types: Mapping[str, str], series: Sequence[str]) -> Sequence[Migration]:
     """A database's migrations, given its `types` (see the module rules) and the
     statements of migration 3 that are its own: device ids, points, latest values,
@@ -235,5 +250,6 @@ def migrations(types: Mapping[str, str], series: Sequence[str]) -> Sequence[Migr
                 ddl(*_THING_MODEL),
             ),
             Migration(6, "ThingsPanel access tokens", ddl(*_ACCESS_TOKENS)),
+            Migration(7, "gateways and sub-devices", ddl(*_TOPOLOGY)),
         ]
     )

@@ -33,7 +33,7 @@ NEXT_DEVICE_ID = (
 name = "SQLite"
 insert_device = sql(
     f"INSERT INTO devices (id, {DEVICE_COLUMNS})"
-    f" VALUES ({NEXT_DEVICE_ID}, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    f" VALUES ({NEXT_DEVICE_ID}, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
 )
 device_search = devices.search_queries("instr({0}, {1}) > 0")
 purge, retention = series.chunk_deletes("seq", "seq IN ({0})")

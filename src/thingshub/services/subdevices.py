@@ -1,0 +1,142 @@
+"""What gateways report for themselves and their sub-devices.
+
+Rules:
+- A gateway's report arrives decoded and checked whole by its dialect
+  (`GatewayReport`: one node per device, each with its path of addresses
+  below the sender). Each path is resolved level by level among the
+  children of the node above it (TopologyService.resolve); a node whose
+  address is unknown is skipped and counted, and the answer's message names
+  it, as ThingsPanel does.
+- Every device's rows are submitted together, so the storage's group-commit
+  writer takes them into one batch and the QoS 1 acknowledgement leaves once
+  all are durable. A storage failure is the platform's: the gateway gets the
+  failure answer and no acknowledgement (it sends again), as for a direct
+  report (ingest.py).
+- Data for a sub-device makes it online, reached through the sender's
+  connection (presence.py); each device's data is announced on the bus under
+  its own ids, so the live stream and waiting attribute gets see sub-devices
+  as any other device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+
+from thingshub.core.errors import NotFound, ThingsHubError
+from thingshub.core.events import AttributesReported, EventsReceived, TelemetryReceived
+from thingshub.core.messages import DeviceRef, GatewayReport, NodeData, ReportAck
+from thingshub.core.ports import (
+    AttributeRepo,
+    Clock,
+    DeviceLink,
+    EventBus,
+    EventRepo,
+    TelemetryRepo,
+)
+from thingshub.services.presence import PresenceService
+from thingshub.services.topology import Key, TopologyService
+
+#: Unknown addresses named in one answer (the rest are counted).
+NAMED = 10
+
+
+class GatewayReports:
+    def __init__(
+        self,
+        topology: TopologyService,
+        points: TelemetryRepo,
+        attributes: AttributeRepo,
+        events: EventRepo,
+        presence: PresenceService,
+        link: DeviceLink,
+        clock: Clock,
+        bus: EventBus,
+    ) -> None:
+        self.topology = topology
+        self.points = points
+        self.attributes = attributes
+        self.events = events
+        self.presence = presence
+        self.link = link
+        self.clock = clock
+        self.bus = bus
+        #: Nodes skipped for an unknown address (for metrics).
+        self.skipped = 0
+        self.stored_nodes = 0
+
+    async def report(self, ref: DeviceRef, report: GatewayReport) -> None:
+        top = (ref.product_id, ref.name)
+        resolved: list[tuple[Key, NodeData]] = []
+        unknown: list[str] = []
+        for node in report.nodes:
+            key = await self.topology.resolve(top, node.path)
+            if key is None:
+                unknown.append("/".join(node.path))
+            else:
+                resolved.append((key, node))
+        outcomes = await asyncio.gather(
+            *(self._store(report.kind, key, node, report.received_at) for key, node in resolved),
+            return_exceptions=True,
+        )
+        failure: ThingsHubError | None = None
+        stored: list[tuple[Key, NodeData]] = []
+        for (key, node), outcome in zip(resolved, outcomes, strict=True):
+            if isinstance(outcome, NotFound):  # deleted meanwhile: as if unknown
+                unknown.append("/".join(node.path))
+            elif isinstance(outcome, ThingsHubError):
+                failure = failure or outcome
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                stored.append((key, node))
+        self.skipped += len(unknown)
+        if failure is not None:
+            self._answer(ref, report, failure, None)
+            raise failure
+        self.stored_nodes += len(stored)
+        for key, node in stored:
+            if key != top:
+                self.presence.reached(*key, via=top)
+            self._announce(report, key, node)
+        self._answer(ref, report, None, _skipped(unknown))
+
+    def _store(self, kind: str, key: Key, node: NodeData, now: int) -> Awaitable[None]:
+        if kind == "telemetry":
+            return self.points.append(*key, node.points)
+        if kind == "attributes":
+            assert node.attributes is not None
+            return self.attributes.upsert(*key, node.attributes, now)
+        return self.events.append(*key, node.events)
+
+    def _announce(self, report: GatewayReport, key: Key, node: NodeData) -> None:
+        at = report.received_at
+        if report.kind == "telemetry" and self.bus.wants(TelemetryReceived):
+            self.bus.publish(TelemetryReceived(*key, list(node.points), at))
+        elif report.kind == "attributes" and self.bus.wants(AttributesReported):
+            assert node.attributes is not None
+            self.bus.publish(AttributesReported(*key, node.attributes, at))
+        elif report.kind == "event" and self.bus.wants(EventsReceived):
+            self.bus.publish(EventsReceived(*key, list(node.events), at))
+
+    def _answer(
+        self,
+        ref: DeviceRef,
+        report: GatewayReport,
+        error: ThingsHubError | None,
+        note: str | None,
+    ) -> None:
+        if report.reply_to is None:
+            return
+        ack = ReportAck(
+            report.kind, report.reply_to, self.clock.now_ms(), error, gateway=True, note=note
+        )
+        self.link.send(ref, ack)
+
+
+def _skipped(unknown: list[str]) -> str | None:
+    if not unknown:
+        return None
+    named = ", ".join(unknown[:NAMED]) + (", ..." if len(unknown) > NAMED else "")
+    noun = "address" if len(unknown) == 1 else "addresses"
+    return f"{len(unknown)} unknown sub-device {noun} skipped: {named}"

@@ -1,0 +1,202 @@
+"""Gateways and their sub-devices: binding, listing, and what gateways say about their tree.
+
+Rules (the tree's own rules are core/topology.py's):
+- The API binds a device to a gateway, moves it, or unbinds it; a gateway
+  registers new sub-devices by address (`devices/register`). Every change
+  holds DeviceService.tree_lock, is judged against what is stored, and is
+  announced as `TopologyChanged` (the live stream's `topology`).
+- A device moved or unbound is no longer reached through its old gateway:
+  it goes offline unless connected itself.
+- Addresses are resolved level by level among a node's children; the
+  children of a gateway are cached by address (at most `cache_size`
+  gateways) and forgotten at any change of the tree or any deletion.
+- Registration: each new address becomes a child, named
+  `{gateway name}-{address}` (`:` as `_`), in the product its entry names
+  if that exists, else in the gateway's. An address that is a child already
+  is `exists`; a name that is taken or invalid, or a rule of the tree
+  broken, is INVALID_PARAM. Entries are judged one by one.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import replace
+
+from thingshub.core import cursors, names, topology
+from thingshub.core.errors import AlreadyExists, InvalidRequest, NotFound
+from thingshub.core.events import DeviceDeleted, Event, TopologyChanged
+from thingshub.core.messages import (
+    DeviceRef,
+    RegisterResult,
+    SubRegisterReply,
+    SubRegisterRequest,
+)
+from thingshub.core.model import Device, Page
+from thingshub.core.ports import Clock, DeviceLink, EventBus
+from thingshub.services.devices import DeviceService, check_limit
+from thingshub.services.presence import PresenceService
+
+Key = tuple[str, str]
+
+EXISTS = "exists"
+INVALID_PARAM = "INVALID_PARAM"
+
+
+class TopologyService:
+    def __init__(
+        self,
+        devices: DeviceService,
+        presence: PresenceService,
+        link: DeviceLink,
+        clock: Clock,
+        bus: EventBus,
+        cache_size: int = 10_000,
+    ) -> None:
+        self.devices = devices
+        self.storage = devices.storage
+        self.presence = presence
+        self.link = link
+        self.clock = clock
+        self.bus = bus
+        self.cache_size = cache_size
+        #: gateway -> its children's keys by address
+        self._children: OrderedDict[Key, dict[str, Key]] = OrderedDict()
+        bus.subscribe(self._on_event, [TopologyChanged, DeviceDeleted])
+
+    # ------------------------------------------------------------ the API
+
+    async def bind(
+        self, product_id: str, name: str, gateway: Key, sub_address: object = None
+    ) -> Device:
+        """Make the device a child of `gateway` (moving it from another one)."""
+        address = None if sub_address is None else topology.check_address(sub_address)
+        async with self.devices.tree_lock:
+            device = await self.devices.get_device(product_id, name)
+            height = await self._height((product_id, name))
+            await self.devices.check_child((product_id, name), gateway, height, device)
+            return await self._move(device, gateway, address)
+
+    async def unbind(self, product_id: str, name: str) -> None:
+        """The device no longer has a gateway (nothing to do if it had none)."""
+        async with self.devices.tree_lock:
+            device = await self.devices.get_device(product_id, name)
+            if device.gateway is not None:
+                await self._move(device, None, None)
+
+    async def sub_devices(
+        self, product_id: str, name: str, limit: int = 100, cursor: str | None = None
+    ) -> Page[Device]:
+        check_limit(limit)
+        await self.devices.get_device(product_id, name)
+        after = cursors.after_pair(cursor)
+        items = await self.storage.devices.children(product_id, name, limit + 1, after)
+        more = len(items) > limit
+        items = items[:limit]
+        last = items[-1] if items else None
+        return Page(items, cursors.pair(last.product_id, last.name) if more and last else None)
+
+    async def _move(self, device: Device, gateway: Key | None, address: str | None) -> Device:
+        if not await self.storage.devices.set_gateway(
+            device.product_id, device.name, gateway, address
+        ):
+            raise NotFound(
+                f"device {device.name!r} does not exist in product {device.product_id!r}"
+            )
+        moved = replace(device, gateway=gateway, sub_address=address)
+        self.devices.remember(moved)
+        if device.gateway != gateway:
+            self.presence.detach(device.product_id, device.name)
+        event = TopologyChanged(
+            device.product_id, device.name, gateway, address, device.gateway, self.clock.now_ms()
+        )
+        self.bus.publish(event)
+        return moved
+
+    async def _height(self, key: Key) -> int:
+        """How many levels deep the device's subtree is (1: no children), counted
+        no further than one past the deepest allowed."""
+        level, height = [key], 1
+        while height <= topology.MAX_DEPTH:
+            below: list[Key] = []
+            for parent in level:
+                children = await self.storage.devices.children(*parent, topology.MAX_CHILDREN)
+                below += [(c.product_id, c.name) for c in children]
+            if not below:
+                break
+            level, height = below, height + 1
+        return height
+
+    # ------------------------------------------------------------ addresses
+
+    async def child(self, gateway: Key, address: str) -> Key | None:
+        """The child of `gateway` at `address`, if it has one."""
+        children = self._children.get(gateway)
+        if children is None:
+            found = await self.storage.devices.children(*gateway, topology.MAX_CHILDREN)
+            children = {c.sub_address: (c.product_id, c.name) for c in found if c.sub_address}
+            self._children[gateway] = children
+            while len(self._children) > self.cache_size:
+                self._children.popitem(last=False)
+        else:
+            self._children.move_to_end(gateway)
+        return children.get(address)
+
+    async def resolve(self, top: Key, path: tuple[str, ...]) -> Key | None:
+        """The device at `path` below `top`, level by level; None if an address is unknown."""
+        current: Key | None = top
+        for address in path:
+            assert current is not None
+            current = await self.child(current, address)
+            if current is None:
+                return None
+        return current
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, TopologyChanged):
+            for gateway in (event.gateway, event.previous):
+                if gateway is not None:
+                    self._children.pop(gateway, None)
+        else:  # a deleted device may have been anyone's child
+            self._children.clear()
+
+    # ------------------------------------------------------------ devices/register
+
+    async def register(self, ref: DeviceRef, request: SubRegisterRequest) -> None:
+        """A gateway registers sub-devices; answered with each address's fate."""
+        if request.problem is not None:
+            self.link.send(ref, SubRegisterReply(False, request.problem))
+            return
+        gateway = await self.devices.find_device(ref.product_id, ref.name)
+        if gateway is None:
+            return  # deleted meanwhile; its connection is being closed
+        results = [RegisterResult(a, INVALID_PARAM, why) for a, why in request.invalid]
+        for entry in request.registers:
+            results.append(await self._register(gateway, entry.sub_address, entry.model))
+        self.link.send(ref, SubRegisterReply(True, "success", tuple(results)))
+
+    async def _register(self, gateway: Device, address: str, model: str | None) -> RegisterResult:
+        key = (gateway.product_id, gateway.name)
+        if await self.child(key, address) is not None:
+            return RegisterResult(address, EXISTS, "the address is a sub-device of this gateway")
+        product_id = gateway.product_id
+        if (
+            model is not None
+            and names.is_valid(model)
+            and await self.storage.products.get(model) is not None
+        ):
+            product_id = model
+        name = f"{gateway.name}-{address.replace(':', '_')}"
+        if not names.is_valid(name):
+            why = f"the sub-device's name {name!r} would be longer than {names.MAX_LENGTH}"
+            return RegisterResult(address, INVALID_PARAM, why)
+        try:
+            created = await self.devices.create_device(
+                product_id, name, gateway=key, sub_address=address
+            )
+        except AlreadyExists as exc:
+            if "sub_address" in exc.message:  # registered meanwhile
+                return RegisterResult(address, EXISTS, exc.message)
+            return RegisterResult(address, INVALID_PARAM, exc.message)
+        except InvalidRequest as exc:
+            return RegisterResult(address, INVALID_PARAM, exc.message)
+        return RegisterResult(address, "", f"created as {created.device.name!r} in {product_id!r}")

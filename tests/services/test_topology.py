@@ -1,0 +1,161 @@
+"""Gateways and sub-devices in the services: presence reached through a gateway and
+lost with it, the tree changed through TopologyService (moves, unbinding, paging),
+and registrations judged entry by entry."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.services.conftest import World
+from thingshub.core.errors import AlreadyExists, InvalidRequest, NotFound
+from thingshub.core.events import PresenceChanged, TopologyChanged
+from thingshub.core.messages import SubRegister, SubRegisterReply, SubRegisterRequest
+from thingshub.services.topology import TopologyService
+
+
+def topology(world: World) -> TopologyService:
+    return TopologyService(world.devices, world.presence, world.link, world.clock, world.bus)
+
+
+async def test_a_sub_device_is_online_while_reached_through_a_connected_gateway(
+    world: World,
+) -> None:
+    await world.device("gw")
+    await world.device("other")
+    await world.device("a", online=False, gateway=("p1", "gw"), sub_address="a")
+    changes = world.watch(PresenceChanged)
+    presence = world.presence
+    presence.reached("p1", "a", via=("p1", "nobody"))  # not connected: nothing
+    presence.reached("p1", "gw", via=("p1", "gw"))  # itself: nothing
+    assert not presence.is_online("p1", "a")
+    presence.reached("p1", "a", via=("p1", "gw"))
+    world.clock.advance(5)
+    presence.reached("p1", "a", via=("p1", "gw"))  # again: activity only
+    assert presence.is_online("p1", "a") and not presence.is_connected("p1", "a")
+    presence.reached("p1", "a", via=("p1", "other"))  # now through another gateway
+    world.disconnect("gw")  # no longer the one it is reached through
+    assert presence.is_online("p1", "a")
+    world.disconnect("other")
+    assert not presence.is_online("p1", "a")
+    assert [(c.name, c.online) for c in changes if c.name == "a"] == [("a", True), ("a", False)]
+    assert (await presence.get("p1", "a")).last_activity is not None
+
+
+async def test_detaching_and_forgetting(world: World) -> None:
+    await world.device("gw")
+    await world.device("a", online=False, gateway=("p1", "gw"), sub_address="a")
+    await world.device("b", gateway=("p1", "gw"), sub_address="b")  # connected itself too
+    presence = world.presence
+    presence.detach("p1", "a")  # never reached: nothing
+    presence.reached("p1", "a", via=("p1", "gw"))
+    presence.reached("p1", "b", via=("p1", "gw"))
+    presence.detach("p1", "a")
+    presence.detach("p1", "b")
+    assert not presence.is_online("p1", "a") and presence.is_online("p1", "b")
+    presence.reached("p1", "a", via=("p1", "gw"))
+    presence.forget("p1", "a")
+    assert not presence.is_online("p1", "a")
+    presence.reached("p1", "a", via=("p1", "gw"))
+    changes = world.watch(PresenceChanged)
+    presence.forget("p1", "gw")  # a deleted gateway: its sub-devices go offline
+    assert [(c.name, c.online) for c in changes] == [("a", False)]
+    assert presence.is_online("p1", "b")  # connected itself
+    await presence.flush()
+
+
+async def test_binding_moving_and_unbinding(world: World) -> None:
+    service = topology(world)
+    await world.device("g1")
+    await world.device("g2")
+    await world.device("d", online=False)
+    events = world.watch(TopologyChanged)
+    moved = await service.bind("p1", "d", ("p1", "g1"), "x")
+    assert (moved.gateway, moved.sub_address) == (("p1", "g1"), "x")
+    world.presence.reached("p1", "d", via=("p1", "g1"))
+    moved = await service.bind("p1", "d", ("p1", "g2"), None)
+    assert not world.presence.is_online("p1", "d")  # no longer reached through g1
+    again = await service.bind("p1", "d", ("p1", "g2"), "y")  # same gateway, new address
+    assert again.sub_address == "y"
+    assert (await world.devices.get_device("p1", "d")).sub_address == "y"
+    await service.unbind("p1", "d")
+    await service.unbind("p1", "d")  # nothing to do
+    assert [(e.gateway, e.previous) for e in events] == [
+        (("p1", "g1"), None),
+        (("p1", "g2"), ("p1", "g1")),
+        (("p1", "g2"), ("p1", "g2")),
+        (None, ("p1", "g2")),
+    ]
+    with pytest.raises(InvalidRequest, match="sub_address"):
+        await service.bind("p1", "d", ("p1", "g1"), "a/b")
+    with pytest.raises(NotFound):
+        await service.bind("p1", "d", ("p1", "nope"))
+    with pytest.raises(InvalidRequest, match="needs a gateway"):
+        await world.devices.create_device("p1", "e", sub_address="1")
+
+
+async def test_the_height_of_a_subtree_limits_where_it_goes(world: World) -> None:
+    service = topology(world)
+    await world.device("top", online=False)
+    chain = ["l1", "l2", "l3", "l4"]
+    parent = "top"
+    for name in chain:
+        await world.device(name, online=False, gateway=("p1", parent), sub_address=name)
+        parent = name
+    await world.device("solo", online=False)
+    with pytest.raises(InvalidRequest, match="6 devices deep"):
+        await service.bind("p1", "top", ("p1", "solo"))
+    with pytest.raises(InvalidRequest, match="cycle"):
+        await service.bind("p1", "top", ("p1", "l4"))
+
+
+async def test_sub_devices_in_pages(world: World) -> None:
+    service = topology(world)
+    await world.device("gw", online=False)
+    for pid, name in (("p1", "b"), ("p0", "a"), ("p1", "a")):
+        await world.device(name, pid, online=False, gateway=("p1", "gw"), sub_address=pid + name)
+    first = await service.sub_devices("p1", "gw", 2)
+    assert [(d.product_id, d.name) for d in first.items] == [("p0", "a"), ("p1", "a")]
+    assert first.next == "p1:a"
+    rest = await service.sub_devices("p1", "gw", 2, first.next)
+    assert [(d.product_id, d.name) for d in rest.items] == [("p1", "b")] and rest.next is None
+    with pytest.raises(AlreadyExists, match="sub_address"):
+        await world.device("c", online=False, gateway=("p1", "gw"), sub_address="p1a")
+
+
+async def test_registrations_entry_by_entry(world: World) -> None:
+    service = topology(world)
+    gw = await world.device("g" * 60)
+    await world.device("other", "meters", online=False)
+    long = "x" * 10  # the name would pass 64 characters
+    request = SubRegisterRequest(
+        (SubRegister("a", model="meters"), SubRegister("b", model="no/such"), SubRegister(long)),
+        invalid=(("c/d", "malformed"),),
+    )
+    await service.register(gw, request)
+    (reply,) = world.link.received(gw, SubRegisterReply)
+    assert reply.ok
+    fates = {r.sub_address: r.errcode for r in reply.results}
+    assert fates == {"c/d": "INVALID_PARAM", "a": "", "b": "", long: "INVALID_PARAM"}
+    assert (await world.devices.get_device("meters", f"{gw.name}-a")).gateway == ("p1", gw.name)
+    assert (await world.devices.get_device("p1", f"{gw.name}-b")).sub_address == "b"
+    assert await service.resolve(("p1", gw.name), ("a",)) == ("meters", f"{gw.name}-a")
+    assert await service.resolve(("p1", gw.name), ("a", "deeper")) is None
+    await service.register(gw, SubRegisterRequest((), problem="unreadable"))
+    assert not world.link.received(gw, SubRegisterReply)[-1].ok
+    await world.devices.delete_device("p1", gw.name)
+    await service.register(gw, SubRegisterRequest((SubRegister("z"),)))  # gone: no answer
+    assert len(world.link.received(gw, SubRegisterReply)) == 2
+
+
+async def test_a_name_taken_is_refused_and_a_race_for_an_address_is_exists(world: World) -> None:
+    service = topology(world)
+    gw = await world.device("gw")
+    await world.device("gw-t", online=False)
+    await world.device("elsewhere", online=False, gateway=("p1", "gw"), sub_address="r")
+    service._children[("p1", "gw")] = {}  # a stale cache: the store still decides
+    await service.register(gw, SubRegisterRequest((SubRegister("t"), SubRegister("r"))))
+    (reply,) = world.link.received(gw, SubRegisterReply)
+    assert {r.sub_address: r.errcode for r in reply.results} == {
+        "t": "INVALID_PARAM",
+        "r": "exists",
+    }
