@@ -172,6 +172,31 @@ def test_desired_values_are_versioned_pushed_and_streamed(
     assert api.patch(f"{DEV}/desired", json={"temp": 24}).json()["temp"]["version"] == 1
 
 
+@pytest.mark.parametrize("version", [5, 4], ids=["mqtt5", "mqtt311"])
+def test_the_devices_set_reply_completes_a_desired_push(
+    platform: RunningPlatform, dev: Registered, version: int
+) -> None:
+    """Desired values pushed on `property/set` are answered on `property/set_reply`,
+    as the official SDK answers every set: that reply completes the push's record."""
+    api = platform.http()
+    api.put("/api/v1/products/p1/thing-model", json=MODEL)
+    device = connect(platform, dev, version)
+    seen = answering(device)
+    api.patch(f"{DEV}/desired", json={"temp": 25})
+    wait_until(lambda: any(s.get("params") == {"temp": 25} for s in seen), what="the push")
+
+    def push() -> dict[str, Any]:
+        items = api.get(f"{DEV}/commands").json()["items"]
+        found: dict[str, Any] = next(r for r in items if r["kind"] == "desired_push")
+        return found
+
+    wait_until(lambda: push()["status"] == "answered", what="the push's record answered")
+    record = push()
+    assert record["request"] == {"temp": 25}
+    assert record["response"] == {"id": seen[-1]["id"], "code": 200}
+    assert record["answered_at"] is not None
+
+
 def test_a_product_can_be_created_with_its_model(platform: RunningPlatform) -> None:
     api = platform.http()
     broken = json.loads(json.dumps(MODEL))

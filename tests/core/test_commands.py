@@ -193,6 +193,7 @@ def verdict(
     name: str = "d",
     family: str = ONENET,
     kind: str = COMMAND,
+    also: tuple[str, ...] = (),
 ) -> str:
     return commands.answer_verdict(
         rec,
@@ -203,6 +204,7 @@ def verdict(
         name=name,
         family=family,
         kind=kind,
+        also=also,
     )
 
 
@@ -230,6 +232,15 @@ def test_an_answer_to_another_devices_or_another_kind_of_call_is_unknown(
     """A device cannot answer (or learn about) a call made to someone else."""
     assert verdict(record(), **other) == UNKNOWN  # type: ignore[arg-type]
     assert verdict(record(TIMEOUT), pending=False, **other) == UNKNOWN  # type: ignore[arg-type]
+
+
+def test_an_answer_topic_serving_several_kinds_answers_each_of_them() -> None:
+    """OneNET's `property/set_reply` answers a property set and desired values
+    pushed on `property/set` alike: the call's id tells which it is."""
+    pushed = record(kind="desired_push")
+    assert verdict(pushed, kind="property_set", also=("desired_push",)) == ACCEPTED
+    assert verdict(pushed, kind="property_set") == UNKNOWN
+    assert verdict(record(), kind="property_set", also=("desired_push",)) == UNKNOWN
 
 
 @pytest.mark.parametrize("status", [ANSWERED, FAILED, REJECTED, SENT])

@@ -10,7 +10,8 @@ Rules:
   OneNET's command ids) or CLOCK (the last 7 digits of the millisecond
   clock, moved on while one is still in use; ThingsPanel's message ids).
 - The verdict on an answer, checked in this order: a call not known (or not
-  this device's, or of another kind), or one already answered → UNKNOWN;
+  this device's, or of a kind the answer cannot be for), or one already
+  answered → UNKNOWN;
   answered after its timeout → LATE; longer than the protocol allows →
   TOO_LARGE; otherwise ACCEPTED. Each dialect words a verdict (or keeps
   quiet about it) on its own wire.
@@ -136,19 +137,21 @@ def answer_verdict(
     name: str,
     family: str,
     kind: str,
+    also: tuple[str, ...] = (),
 ) -> str:
     """The verdict on an answer to `record` (see the module's rules).
 
     `pending` says whether a caller still waits for this answer; `record` is
     what is known of the call (None: nothing), which must be the answering
-    device's own, of the answer's family and kind.
+    device's own, of the answer's family and of its kind or one of the kinds
+    in `also` (an answer topic serving several kinds of call).
     """
     mine = (
         record is not None
         and record.product_id == product_id
         and record.name == name
         and record.family == family
-        and record.kind == kind
+        and (record.kind == kind or record.kind in also)
     )
     if not mine or (not pending and record.status != TIMEOUT):  # type: ignore[union-attr]
         return UNKNOWN

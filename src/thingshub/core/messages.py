@@ -168,7 +168,10 @@ class CallAnswer:
     the application (None: the payload is the answer); `problem` says why
     the payload is not an answer its protocol allows (the call then fails);
     `limit` is the protocol's size limit for answers, if it has one, and
-    `problem_code` the protocol's code for an unusable answer."""
+    `problem_code` the protocol's code for an unusable answer. `also` names
+    the other kinds of call the answer may be for, where one answer topic
+    serves several (OneNET's `property/set_reply` answers property sets and
+    desired values pushed alike); the call's id tells which it is."""
 
     family: str
     kind: str
@@ -178,6 +181,7 @@ class CallAnswer:
     problem: str | None = None
     limit: AnswerLimit | None = None
     problem_code: int | None = None
+    also: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------- the thing model

@@ -346,6 +346,7 @@ class CommandService:
             name=name,
             family=answer.family,
             kind=answer.kind,
+            also=answer.also,
         )
         self.link.send(ref, AnswerVerdict(answer.family, answer.call_id, verdict))
         if verdict == rules.ACCEPTED:

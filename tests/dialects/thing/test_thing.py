@@ -189,9 +189,10 @@ def test_platform_requests_and_the_device_replies() -> None:
         "0000042",
         b'{"id": "0000042", "code": 200, "msg": "success"}',
         body={"id": "0000042", "code": 200, "msg": "success", "data": None},
+        also=("desired_push",),  # desired values pushed on property/set are answered alike
     )
     got = decode("property/get_reply", {"id": "43", "code": 200, "data": {"temp": 21}})
-    assert isinstance(got, CallAnswer) and got.kind == "property_get"
+    assert isinstance(got, CallAnswer) and (got.kind, got.also) == ("property_get", ())
     assert got.body is not None and got.body["data"] == {"temp": 21}
     invoked = decode("service/add/invoke_reply", {"id": 44, "code": 200, "data": {"c": 3}})
     assert isinstance(invoked, CallAnswer) and (invoked.kind, invoked.call_id) == ("service", "44")

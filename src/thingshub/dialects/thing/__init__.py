@@ -13,7 +13,8 @@ Rules:
   `thing/property/set_reply`, `thing/property/get_reply` and
   `thing/service/{identifier}/invoke_reply`.
 - Platform to device: `thing/property/set` (also the desired values
-  pushed), `thing/property/get`, `thing/service/{identifier}/invoke`: a
+  pushed, whose `property/set_reply` completes their `desired_push`
+  record), `thing/property/get`, `thing/service/{identifier}/invoke`: a
   OneJSON request with the call's id; replies to a device's requests are
   never answered back.
 - Command records of these calls have the family "thing".
@@ -59,6 +60,9 @@ REQUESTS = (
 )
 #: The device's answers to the platform's requests, by the kind of call they answer.
 ANSWERS = {"property/set_reply": PROPERTY_SET, "property/get_reply": PROPERTY_GET}
+#: Other kinds of call an answer may be for: desired values are pushed on
+#: `property/set`, so the device answers them as sets (the id tells them apart).
+ALSO = {PROPERTY_SET: (DESIRED_PUSH,)}
 
 
 def _thing(ref: DeviceRef) -> str:
@@ -164,9 +168,10 @@ def _request(request: str, payload: bytes, now_ms: int) -> object:
 
 
 def _answer(kind: str, service: str | None, payload: bytes) -> CallAnswer:
+    also = ALSO.get(kind, ())
     reply = onejson.parse_reply(payload)
     if reply is None:
-        return CallAnswer(NAME, kind, "", payload, problem="the reply has no usable id")
+        return CallAnswer(NAME, kind, "", payload, problem="the reply has no usable id", also=also)
     if reply.code is None:
         return CallAnswer(
             NAME,
@@ -175,6 +180,7 @@ def _answer(kind: str, service: str | None, payload: bytes) -> CallAnswer:
             payload,
             problem="the device's reply has no integer code",
             problem_code=thingmodel.RESP_ERROR,
+            also=also,
         )
     body = {"id": reply.id, "code": reply.code, "msg": reply.msg, "data": reply.data}
-    return CallAnswer(NAME, kind, reply.id, payload, body=body)
+    return CallAnswer(NAME, kind, reply.id, payload, body=body, also=also)
