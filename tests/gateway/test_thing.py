@@ -232,3 +232,27 @@ def test_legacy_data_points(platform: RunningPlatform, device: PahoClient) -> No
         and rejected["err_code"] == 98
         and rejected["err_msg"] == "Illegal Data"
     )
+
+
+def test_data_points_numbered_from_zero_as_the_device_sdk_sends_them(
+    platform: RunningPlatform, register, version: int
+) -> None:
+    """OneNET's device SDK (its MQTT-kit example) subscribes to `$sys/{pid}/{name}/#`,
+    posts at QoS 0 every 2 s with ids counted from 0, and waits for the answer
+    whose numeric id is the one it sent: id 0 is taken and answered too."""
+    client = connect(platform, register("p1", "d1"), version)
+    client.subscribe("$sys/p1/d1/#", qos=0)
+    for post_id, value in enumerate((2, 4, 6)):
+        body = {"id": post_id, "dp": {"data_stream_01": [{"v": value}]}}
+        client.publish("$sys/p1/d1/dp/post/json", json.dumps(body, separators=(",", ":")), qos=0)
+    accepted = "$sys/p1/d1/dp/post/json/accepted"
+
+    def answers() -> list[bytes]:
+        return [m.payload for m in client.messages if m.topic == accepted]
+
+    wait_until(lambda: len(answers()) == 3, what="three accepted answers")
+    assert answers() == [b'{"id":0}', b'{"id":1}', b'{"id":2}']
+    latest = platform.http().get("/api/v1/products/p1/devices/d1/telemetry/latest").json()
+    assert latest["data_stream_01"]["value"] == 6
+    client.fence()
+    assert not [m for m in client.messages if not m.topic.endswith("/accepted")]

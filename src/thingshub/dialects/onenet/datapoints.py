@@ -1,7 +1,9 @@
 """OneNET's legacy data points: `$sys/{pid}/{name}/dp/post/json`.
 
 Rules:
-- A post is {"id": 1..2**31-1, "dp": {"<stream>": [{"v": value, "t": Unix s?}, ...]}};
+- A post is {"id": 0..2**31-1, "dp": {"<stream>": [{"v": value, "t": Unix s?}, ...]}};
+  0 too, as OneNET's own device SDK (OneNET_AIO_c, its MQTT kit) numbers its
+  posts from 0 and waits for the answer carrying that id.
   each stream becomes a telemetry key (1-128 characters), each `v` a point
   at `t` (seconds; no `t`: when the platform received it).
 - Values follow the rules every dialect shares (core/values.py).
@@ -42,8 +44,8 @@ def parse(payload: bytes, now_ms: int) -> tuple[int, list[Point]]:
     if not isinstance(body, dict):
         raise PointsError("the payload must be a JSON object {id, dp}")
     post_id = body.get("id")
-    if isinstance(post_id, bool) or not isinstance(post_id, int) or not 1 <= post_id <= MAX_ID:
-        raise PointsError(f"id must be an integer from 1 to {MAX_ID}")
+    if isinstance(post_id, bool) or not isinstance(post_id, int) or not 0 <= post_id <= MAX_ID:
+        raise PointsError(f"id must be an integer from 0 to {MAX_ID}")
     streams = body.get("dp")
     if not isinstance(streams, dict) or not streams:
         raise PointsError("dp must be an object of streams", post_id)
