@@ -267,8 +267,9 @@ class Platform:
         from thingshub.console import ConsoleContext, mount_console
 
         assert self.storage is not None and self.broker is not None and self.ingest is not None
+        assert self.things is not None
         secret = await self.storage.settings.set_if_absent("console_secret", secrets.token_hex(32))
-        stats, ingest = self.broker.stats, self.ingest
+        stats, ingest, things = self.broker.stats, self.ingest, self.things
         try:
             return mount_console(
                 api,
@@ -278,7 +279,7 @@ class Platform:
                     counters=lambda: {
                         "messages_in": stats.messages_in,
                         "messages_out": stats.messages_out,
-                        "points": ingest.stored_points,
+                        "points": ingest.stored_points + things.stored_points,
                     },
                     storage_dir=data_dir / "console",
                     secret=secret,

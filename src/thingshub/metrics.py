@@ -90,7 +90,10 @@ def collect(platform: Parts) -> Iterable[Metric]:
         for (kind, errcode), n in platform.ingest.refused.items():
             refused.add_metric([kind, errcode], n)
         points = CounterMetricFamily("thingshub_points_stored", "Telemetry points durably stored.")
-        points.add_metric([], platform.ingest.stored_points)
+        stored = platform.ingest.stored_points
+        if platform.things is not None:  # thing-model properties and data points are telemetry too
+            stored += platform.things.stored_points
+        points.add_metric([], stored)
         families += [refused, points]
     if platform.gateway_reports is not None:
         skipped = CounterMetricFamily(

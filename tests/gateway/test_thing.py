@@ -256,3 +256,23 @@ def test_data_points_numbered_from_zero_as_the_device_sdk_sends_them(
     assert latest["data_stream_01"]["value"] == 6
     client.fence()
     assert not [m for m in client.messages if not m.topic.endswith("/accepted")]
+
+
+def test_properties_and_data_points_count_as_points_stored(
+    platform: RunningPlatform, device: PahoClient
+) -> None:
+    """They are telemetry like any other: `/metrics` counts them with the rest."""
+    api = platform.http()
+
+    def stored() -> float:
+        for line in api.get("/metrics").text.splitlines():
+            if line.startswith("thingshub_points_stored_total "):
+                return float(line.split()[1])
+        raise AssertionError("no thingshub_points_stored_total")
+
+    before = stored()
+    post(device, "property/post", {"id": "1", "params": {"a": {"value": 1}, "b": {"value": 2}}})
+    device.subscribe("$sys/p1/d1/dp/post/json/accepted", qos=1)
+    device.publish("$sys/p1/d1/dp/post/json", b'{"id":1,"dp":{"c":[{"v":3},{"v":4}]}}', qos=1)
+    wait_until(lambda: any(m.topic.endswith("/accepted") for m in device.messages), what="accepted")
+    assert stored() == before + 4

@@ -116,6 +116,9 @@ class ThingService:
         self._models: dict[str, thingmodel.ThingModel | None] = {}
         #: Requests refused, by code (for metrics).
         self.refused: dict[int, int] = {}
+        #: Telemetry points stored from properties and data points (for metrics,
+        #: added to ingest's: they are telemetry like any other).
+        self.stored_points = 0
 
     # ------------------------------------------------------------ models
 
@@ -184,6 +187,7 @@ class ThingService:
         except ThingsHubError:
             self._reply_error(ref, post.request, post.request_id, checks.internal("storage failed"))
             raise
+        self.stored_points += len(points)
         self.link.send(ref, ThingReply(post.request, post.request_id, thingmodel.SUCCESS))
         now = post.received_at
         if points and self.bus.wants(TelemetryReceived):
@@ -264,6 +268,7 @@ class ThingService:
             await self.points.append(ref.product_id, ref.name, message.points)
         except NotFound:
             return
+        self.stored_points += len(message.points)
         self.link.send(ref, DataPointsAck(message.request_id))
         if self.bus.wants(TelemetryReceived):
             self.bus.publish(
