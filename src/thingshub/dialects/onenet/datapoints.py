@@ -2,10 +2,10 @@
 
 Rules:
 - A post is {"id": 0..2**31-1, "dp": {"<stream>": [{"v": value, "t": Unix s?}, ...]}};
-  0 too, as OneNET's own device SDK (OneNET_AIO_c, its MQTT kit) numbers its
-  posts from 0 and waits for the answer carrying that id.
   each stream becomes a telemetry key (1-128 characters), each `v` a point
-  at `t` (seconds; no `t`: when the platform received it).
+  at `t` (seconds; no `t`: when the platform received it). Id 0 is taken:
+  OneNET's own device SDK (OneNET_AIO_c, its MQTT kit) numbers its posts
+  from 0 and waits for the answer carrying that id.
 - Values follow the rules every dialect shares (core/values.py).
 - The answer is `dp/post/json/accepted` {"id"} once stored, or
   `dp/post/json/rejected` {"id": <the id, -1 when unreadable>, "err_code":
