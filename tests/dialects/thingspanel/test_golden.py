@@ -696,6 +696,19 @@ def test_a_login_whose_secret_is_not_a_password_is_refused_unchecked() -> None:
         TP.verify(Login("thingspanel", ("u", "user-1"), b"bytes"), DEVICE, 0, password_ok)
 
 
+def test_an_access_token_login_is_the_devices_own_token_or_refused() -> None:
+    """The token found the device, so it is the whole credential; a device whose
+    token changed meanwhile (or a lookup that went astray) is refused."""
+
+    def password_ok(device: Device, password: str) -> bool:
+        raise AssertionError("a token login has no password to check")
+
+    device = replace(DEVICE, access_token="tok-1")
+    TP.verify(Login("thingspanel", ("t", "tok-1"), None), device, 0, password_ok)
+    with pytest.raises(Unauthorized, match="wrong access token"):
+        TP.verify(Login("thingspanel", ("t", "tok-2"), None), device, 0, password_ok)
+
+
 # ---------------------------------------------------------------- topic rights
 
 
