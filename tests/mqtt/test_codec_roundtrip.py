@@ -39,6 +39,7 @@ from thingshub.mqtt.codec import (
     Unsubscribe,
     Will,
     encode,
+    encode_ack,
     encode_properties,
     encode_publish,
 )
@@ -164,6 +165,18 @@ def test_varint_limits() -> None:
     assert encode_varint(MAX_VARINT) == bytes.fromhex("ffffff7f")
     with pytest.raises(ValueError):
         encode_varint(MAX_VARINT + 1)
+
+
+@pytest.mark.parametrize("version", [MQTT_3_1, MQTT_3_1_1, MQTT_5])
+@pytest.mark.parametrize(
+    "ptype", [PacketType.PUBACK, PacketType.PUBREC, PacketType.PUBREL, PacketType.PUBCOMP]
+)
+@pytest.mark.parametrize("packet_id", [1, 0x1234, 65535])
+def test_encode_ack_is_encode_of_a_successful_ack(
+    ptype: PacketType, version: int, packet_id: int
+) -> None:
+    """The hot path's shortcut writes exactly what `encode` writes."""
+    assert encode_ack(ptype, packet_id) == encode(PubAck(ptype, packet_id), version)
 
 
 def test_v5_fields_are_dropped_below_v5() -> None:

@@ -32,6 +32,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 
 from thingshub.mqtt.codec.packets import (
+    MQTT_3_1_1,
     MQTT_5,
     Connack,
     Connect,
@@ -69,7 +70,7 @@ from thingshub.mqtt.topics import split_shared, valid_topic_filter, valid_topic_
 log = logger("thingshub.mqtt")
 
 #: The 3.1.1 CONNACKs of an accepted connection, without and with a session present.
-_CONNACK_V3 = {False: b"\x20\x02\x00\x00", True: b"\x20\x02\x01\x00"}
+_CONNACK_V3 = {present: encode(Connack(0, present), MQTT_3_1_1) for present in (False, True)}
 
 
 class Broker:

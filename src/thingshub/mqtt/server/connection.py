@@ -45,7 +45,7 @@ from thingshub.mqtt.codec.packets import (
 from thingshub.mqtt.codec.parser import Reader
 from thingshub.mqtt.codec.properties import EMPTY, Properties, encode_properties
 from thingshub.mqtt.codec.reasons import ReasonCode, connack_code_v3
-from thingshub.mqtt.codec.writer import PINGRESP_BYTES, encode, encode_publish
+from thingshub.mqtt.codec.writer import PINGRESP_BYTES, encode, encode_ack, encode_publish
 from thingshub.mqtt.hooks import ClientInfo, CloseReason, Message
 from thingshub.mqtt.logs import logger
 from thingshub.mqtt.topics import valid_topic_name
@@ -534,7 +534,7 @@ class Connection(asyncio.Protocol):
                 assert self.session is not None
                 self.session.qos2_release(pid)
         else:
-            self.write(bytes((ack_type << 4, 2, pid >> 8, pid & 0xFF)))
+            self.write(encode_ack(ack_type, pid))
 
     def _ack_done(self, entry: list[int | None], fut: asyncio.Future[int]) -> None:
         broker = self.broker
@@ -598,13 +598,13 @@ class Connection(asyncio.Protocol):
         session = self.session
         assert session is not None
         if session.qos2_release(pid):
-            self.write(bytes((0x70, 2, pid >> 8, pid & 0xFF)))
+            self.write(encode_ack(_PUBCOMP, pid))
         elif self.version == MQTT_5:
             self.write(
                 encode(PubAck(_PUBCOMP, pid, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND), MQTT_5)
             )
         else:
-            self.write(bytes((0x70, 2, pid >> 8, pid & 0xFF)))
+            self.write(encode_ack(_PUBCOMP, pid))
 
     def _on_disconnect(self, packet: Disconnect) -> None:
         session = self.session
@@ -692,4 +692,4 @@ class Connection(asyncio.Protocol):
         )
 
     def send_pubrel(self, packet_id: int) -> None:
-        self.write(bytes((0x62, 2, packet_id >> 8, packet_id & 0xFF)))
+        self.write(encode_ack(_PUBREL, packet_id))
