@@ -14,12 +14,9 @@ Rules:
   leaves in one `transport.write`, which is what makes small packets cheap.
 - A malformed or forbidden packet closes only this connection: a 5.0 client
   first gets a DISCONNECT with the reason code, a 3.1.1 client just a close.
-- Acknowledgements of QoS 1/2 PUBLISHes leave in arrival order, each only once
-  the application has finished with its message (see hooks.py). While more
-  than `receive_maximum` of them wait, reading from this client pauses; a 5.0
-  client that exceeds the Receive Maximum it was given is disconnected (0x93).
-  While more than `max_waiting_acks` wait across all clients, reading pauses
-  for every client that adds one, until half of them are done.
+- What a connected client publishes, and the order and timing of our
+  acknowledgements, is inbound.py's; holding up publishers for slow
+  subscribers is backpressure.py's. Both are bases of `Connection`.
 - Messages to the client: QoS 0 ones are dropped when the socket already holds
   `max_outgoing_buffer` bytes; QoS 1/2 ones wait in the session. Packets larger
   than the client's Maximum Packet Size are dropped, as 5.0 requires.
@@ -93,6 +90,8 @@ class Host(InboundHost, Protocol):
 
 
 class Connection(Inbound, Backpressure, asyncio.Protocol):
+    """One client's socket, from accept to close (an asyncio protocol)."""
+
     __slots__ = (
         "_address",
         "_paused",
