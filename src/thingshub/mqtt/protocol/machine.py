@@ -177,13 +177,12 @@ class Machine:
     def expired(self, now: float, *, reading: bool = True) -> int | None:
         """The reason code to close with if the connection has timed out at `now`;
         `reading` False: we are not reading from the client, its silence is ours."""
-        state = self.state
-        if state is CONNECTED:
-            if self.keepalive and reading and now - self.last_rx > self.keepalive * 1.5:
-                return ReasonCode.KEEP_ALIVE_TIMEOUT
-        elif state is not CLOSED and now - self.created > self.limits.connect_timeout:
-            return ReasonCode.MAXIMUM_CONNECT_TIME
-        return None
+        deadline = self.deadline()
+        if deadline is None or now <= deadline:
+            return None
+        if self.state is CONNECTED:
+            return ReasonCode.KEEP_ALIVE_TIMEOUT if reading else None
+        return ReasonCode.MAXIMUM_CONNECT_TIME
 
     # ------------------------------------------------------------ PUBLISH in
 
