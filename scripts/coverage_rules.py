@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "src" / "thingshub"
 
 #: Packages (paths under src/thingshub) that must be covered completely.
-FULL = ("core", "dialects")
+FULL = ("core", "dialects", "mqtt/codec", "mqtt/protocol")
 
 
 def include(part: str) -> list[str]:

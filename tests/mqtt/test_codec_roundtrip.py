@@ -21,8 +21,10 @@ from thingshub.mqtt.codec import (
     MQTT_5,
     Auth,
     Connack,
+    ConnackCodeV3,
     Connect,
     Disconnect,
+    MalformedPacket,
     Packet,
     PacketType,
     PingReq,
@@ -38,12 +40,14 @@ from thingshub.mqtt.codec import (
     Unsuback,
     Unsubscribe,
     Will,
+    connack_code_v3,
     encode,
+    encode_ack,
     encode_properties,
     encode_publish,
 )
 from thingshub.mqtt.codec.properties import WILL, allowed_in
-from thingshub.mqtt.codec.wire import MAX_VARINT, encode_varint, read_varint
+from thingshub.mqtt.codec.wire import MAX_VARINT, encode_binary, encode_varint, read_varint
 
 # Big payloads make some examples take tens of milliseconds; that is not flakiness.
 roundtrip_settings = settings(
@@ -164,6 +168,48 @@ def test_varint_limits() -> None:
     assert encode_varint(MAX_VARINT) == bytes.fromhex("ffffff7f")
     with pytest.raises(ValueError):
         encode_varint(MAX_VARINT + 1)
+
+
+@pytest.mark.parametrize("version", [MQTT_3_1, MQTT_3_1_1, MQTT_5])
+@pytest.mark.parametrize(
+    "ptype", [PacketType.PUBACK, PacketType.PUBREC, PacketType.PUBREL, PacketType.PUBCOMP]
+)
+@pytest.mark.parametrize("packet_id", [1, 0x1234, 65535])
+def test_encode_ack_is_encode_of_a_successful_ack(
+    ptype: PacketType, version: int, packet_id: int
+) -> None:
+    """The hot path's shortcut writes exactly what `encode` writes."""
+    assert encode_ack(ptype, packet_id) == encode(PubAck(ptype, packet_id), version)
+
+
+def test_a_varint_of_five_bytes_is_malformed() -> None:
+    with pytest.raises(MalformedPacket, match="longer than four bytes"):
+        read_varint(b"\xff\xff\xff\xff\x01", 0, 5)
+
+
+def test_what_the_writer_cannot_encode() -> None:
+    with pytest.raises(ValueError, match="65,535"):
+        encode_binary(b"x" * 0x10000)
+    with pytest.raises(TypeError, match="not a packet"):
+        encode("PINGREQ", MQTT_5)  # type: ignore[arg-type]
+
+
+def test_properties_are_false_when_empty() -> None:
+    assert not Properties()
+    assert not EMPTY
+    assert Properties(content_type="text/plain")
+
+
+@pytest.mark.parametrize(
+    ("code", "v3"),
+    [
+        (ReasonCode.NOT_AUTHORIZED, ConnackCodeV3.NOT_AUTHORIZED),
+        (ReasonCode.QUOTA_EXCEEDED, ConnackCodeV3.SERVER_UNAVAILABLE),  # no 3.1.1 equivalent
+        (0x07, ConnackCodeV3.SERVER_UNAVAILABLE),  # no reason code at all
+    ],
+)
+def test_connack_code_v3(code: int, v3: int) -> None:
+    assert connack_code_v3(code) == v3
 
 
 def test_v5_fields_are_dropped_below_v5() -> None:

@@ -34,7 +34,7 @@ from thingshub.mqtt.codec.packets import (
 from thingshub.mqtt.codec.parser import PROTOCOL_MAX_PACKET_SIZE, Reader, decode_packet
 from thingshub.mqtt.codec.properties import EMPTY, Properties, encode_properties
 from thingshub.mqtt.codec.reasons import ConnackCodeV3, ReasonCode, connack_code_v3
-from thingshub.mqtt.codec.writer import encode, encode_publish
+from thingshub.mqtt.codec.writer import encode, encode_ack, encode_publish
 
 __all__ = [
     "EMPTY",
@@ -70,6 +70,7 @@ __all__ = [
     "connack_code_v3",
     "decode_packet",
     "encode",
+    "encode_ack",
     "encode_properties",
     "encode_publish",
 ]

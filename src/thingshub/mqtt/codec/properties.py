@@ -190,8 +190,7 @@ def read_properties(data: bytes, pos: int, end: int, kind: int) -> tuple[Propert
             raise ProtocolError(f"property {name} appears twice")
         else:
             values[name] = value
-    if pos != stop:
-        raise MalformedPacket("a property runs past the property length")
+    # Every read above is bounded by `stop`: the loop ends exactly there.
     return Properties(**values), pos
 
 

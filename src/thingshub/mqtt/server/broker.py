@@ -1,4 +1,4 @@
-"""The MQTT server: listeners, sessions, subscriptions, wills and timers.
+"""The MQTT server: listeners, sessions, CONNECT, and the application's API.
 
 Rules:
 - One `Broker` per process, on one event loop. Every state change happens on
@@ -18,7 +18,11 @@ Rules:
 - Keepalive: a client silent for 1.5x its keepalive is disconnected; a
   connection without CONNECT after `connect_timeout` is closed. While we are
   not reading from a client (throttled, see connection.py) its silence is
-  ours, and does not count.
+  ours, and does not count. Each connection's machine (mqtt/protocol) says
+  when it has timed out; a sweep every `sweep_interval` asks them all.
+- The public methods below the application's API are what a connection asks
+  of the server (connection.py's `Host`); no module reaches into another's
+  private names.
 - The application's hooks are called for every decision that is its own;
   an exception in a hook is logged and counted, and only affects that client.
 """
@@ -27,24 +31,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 
 from thingshub.mqtt.codec.packets import (
+    MQTT_3_1_1,
     MQTT_5,
     Connack,
     Connect,
-    PacketType,
-    PubAck,
-    Suback,
     Subscribe,
-    Unsuback,
     Unsubscribe,
-    Will,
 )
 from thingshub.mqtt.codec.properties import EMPTY, Properties
-from thingshub.mqtt.codec.reasons import SUBACK_FAILURE_V3, ReasonCode
+from thingshub.mqtt.codec.reasons import ReasonCode
 from thingshub.mqtt.codec.writer import encode
 from thingshub.mqtt.hooks import (
     Accept,
@@ -58,18 +57,22 @@ from thingshub.mqtt.hooks import (
     Refuse,
 )
 from thingshub.mqtt.logs import logger
-from thingshub.mqtt.server.config import NEVER, BrokerConfig
-from thingshub.mqtt.server.connection import ACTIVE, AUTHENTICATING, NEW, Connection
-from thingshub.mqtt.server.delivery import BrokerStats, Delivery, _plain_filter
-from thingshub.mqtt.server.router import Subscription
+from thingshub.mqtt.protocol.lifetimes import session_expiry
+from thingshub.mqtt.protocol.machine import AUTHENTICATING, CONNECTED
+from thingshub.mqtt.server.config import BrokerConfig
+from thingshub.mqtt.server.connection import Connection
+from thingshub.mqtt.server.delivery import BrokerStats, Delivery
+from thingshub.mqtt.server.departures import Departures
+from thingshub.mqtt.server.inbound import AckBudget
 from thingshub.mqtt.server.session import Session
+from thingshub.mqtt.server.subscriptions import Subscriptions
 from thingshub.mqtt.server.takeover import Takeover
-from thingshub.mqtt.topics import split_shared, valid_topic_filter, valid_topic_name
+from thingshub.mqtt.topics import valid_topic_name
 
 log = logger("thingshub.mqtt")
 
 #: The 3.1.1 CONNACKs of an accepted connection, without and with a session present.
-_CONNACK_V3 = {False: b"\x20\x02\x00\x00", True: b"\x20\x02\x01\x00"}
+_CONNACK_V3 = {present: encode(Connack(0, present), MQTT_3_1_1) for present in (False, True)}
 
 
 class Broker:
@@ -78,16 +81,14 @@ class Broker:
         self.config = config or BrokerConfig()
         self.stats = BrokerStats()
         self.sessions: dict[str, Session] = {}
-        self.takeover = Takeover(self)
+        self.takeover = Takeover(self.sessions, self.end_session)
         self._connections: set[Connection] = set()
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._dirty: list[Connection] = []
         #: Messages handed to the application whose acknowledgement still waits.
-        self.waiting_acks = 0
-        #: Connections not read from until the application catches up.
-        self.starved: list[Connection] = []
+        self.acks = AckBudget(self.config.max_waiting_acks)
         #: Connections that received data since `activity()` was last called;
         #: kept only when the application asks for it (and calls activity()).
         self.track_activity = False
@@ -100,12 +101,24 @@ class Broker:
     #: Set by `start`: plain attributes, not properties, as every packet reads them.
     loop: asyncio.AbstractEventLoop
     delivery: Delivery
+    subscriptions: Subscriptions
+    departures: Departures
 
     def _bind_loop(self) -> None:
         if not self._started:
             self._started = True
             self.loop = asyncio.get_running_loop()
             self.delivery = Delivery(self.config, self.stats, self.loop)
+            self.subscriptions = Subscriptions(self.hooks, self.stats, self.delivery)
+            self.departures = Departures(
+                self.sessions,
+                self.hooks,
+                self.stats,
+                self.delivery,
+                self.takeover,
+                self.incoming,
+                self.loop,
+            )
             self._sweeper = self.loop.create_task(self._sweep())
 
     async def start(self, host: str = "127.0.0.1", port: int = 1883) -> int:
@@ -146,19 +159,6 @@ class Broker:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _register(self, conn: Connection) -> bool:
-        if len(self._connections) >= self.config.max_connections:
-            self.stats.connects_refused += 1
-            return False
-        self._connections.add(conn)
-        self.stats.connections = len(self._connections)
-        self.stats.connections_total += 1
-        return True
-
-    def _unregister(self, conn: Connection) -> None:
-        self._connections.discard(conn)
-        self.stats.connections = len(self._connections)
-
     def _flush_all(self) -> None:
         self._flush_scheduled = False
         dirty = self._dirty
@@ -171,15 +171,8 @@ class Broker:
         while True:
             await asyncio.sleep(interval)
             now = self.loop.time()
-            timeout = self.config.connect_timeout
             for conn in list(self._connections):
-                if conn.state == ACTIVE:
-                    silent = now - conn.last_rx
-                    if conn.keepalive and not conn.paused and silent > conn.keepalive * 1.5:
-                        log.info("keepalive expired for %s", conn.client_id_for_log())
-                        conn.close(CloseReason.KEEPALIVE_TIMEOUT, ReasonCode.KEEP_ALIVE_TIMEOUT)
-                elif conn.state in (NEW, AUTHENTICATING) and now - conn.created > timeout:
-                    conn.protocol_error(ReasonCode.MAXIMUM_CONNECT_TIME, "no CONNECT in time")
+                conn.check_timeout(now)
 
     # ------------------------------------------------------------ the application's API
 
@@ -220,14 +213,18 @@ class Broker:
         """Close every connection whose ClientInfo satisfies `predicate`."""
         n = 0
         for conn in list(self._connections):
-            if conn.state == ACTIVE and conn.client is not None and predicate(conn.client):
+            if (
+                conn.machine.state is CONNECTED
+                and conn.client is not None
+                and predicate(conn.client)
+            ):
                 conn.close(CloseReason.KICKED, ReasonCode.ADMINISTRATIVE_ACTION)
                 n += 1
         return n
 
     # ------------------------------------------------------------ CONNECT
 
-    def _connect(self, conn: Connection, packet: Connect) -> None:
+    def connect(self, conn: Connection, packet: Connect) -> None:
         """Judge a CONNECT: at once when the application can answer at once (a
         cached device, an open broker), otherwise in a task while reading pauses."""
         v5 = packet.protocol_level == MQTT_5
@@ -285,7 +282,7 @@ class Broker:
             return
         finally:
             conn.authenticating = None
-        if conn.state == AUTHENTICATING:  # else the socket went away while we waited
+        if conn.machine.state is AUTHENTICATING:  # else the socket went away while we waited
             self._decided(conn, packet, client_id, assigned, decision)
 
     def _authenticate_failed(self, conn: Connection) -> None:
@@ -319,18 +316,8 @@ class Broker:
         props = packet.properties
         now = self.loop.time()
 
-        # Keepalive: 5.0 clients get at most max_keepalive (and one if they asked for none).
-        keepalive = packet.keepalive
-        server_keep_alive = None
-        if v5 and config.max_keepalive and (keepalive == 0 or keepalive > config.max_keepalive):
-            keepalive = server_keep_alive = config.max_keepalive
-        conn.keepalive = keepalive
-
-        if v5:
-            expiry = props.session_expiry_interval or 0
-        else:
-            expiry = 0 if packet.clean_start else NEVER
-        capped_expiry = min(expiry, config.max_session_expiry)
+        server_keep_alive = conn.machine.accept(packet)
+        expiry, capped_expiry = session_expiry(packet, config.max_session_expiry)
 
         key = decision.session_key or client_id
         if not self.takeover.claim(conn, key, decision.identity):
@@ -339,7 +326,7 @@ class Broker:
         existing = self.sessions.get(key)
         session_present = False
         if existing is not None and packet.clean_start:
-            self._end_session(existing)
+            self.end_session(existing)
             existing = None
         if existing is not None:
             session = existing
@@ -363,8 +350,6 @@ class Broker:
 
         conn.session = session
         conn.will = packet if packet.will is not None else None
-        conn.max_packet_out = (props.maximum_packet_size or 0) if v5 else 0
-        conn.alias_max_out = (props.topic_alias_maximum or 0) if v5 else 0
         conn.client = ClientInfo(
             client_id,
             packet.username,
@@ -402,88 +387,9 @@ class Broker:
         # was handled, and the clients would wait idle meanwhile.
         conn.flush()
 
-    # ------------------------------------------------------------ disconnect
-
-    def _detach(self, conn: Connection, reason: CloseReason, *, send_will: bool) -> None:
-        """A connection that was ACTIVE has ended: will, session expiry, hook."""
-        session = conn.session
-        client = conn.client
-        assert session is not None and client is not None
-        if session.connection is conn:
-            session.connection = None
-            will = conn.will.will if (send_will and conn.will is not None) else None
-            expiry = session.expiry_interval
-            if reason is CloseReason.TAKEN_OVER:
-                # The new connection decides the session's fate (clean start or not).
-                if will is not None:
-                    self._schedule_will(session, will, client, 0 if expiry == 0 else None)
-            elif expiry == 0:
-                if will is not None:
-                    self._publish_will(will, client)
-                self._end_session(session)
-            else:
-                if will is not None:
-                    self._schedule_will(session, will, client, None)
-                if expiry != NEVER:
-                    session.expiry_handle = self.loop.call_later(
-                        expiry, self._expire_session, session
-                    )
-        try:
-            self.hooks.on_disconnect(client, reason)
-        except Exception:
-            self.stats.hook_errors += 1
-            log.exception("on_disconnect hook failed for %s", client.client_id)
-
-    def _schedule_will(
-        self, session: Session, will: Will, client: ClientInfo, delay: int | None
-    ) -> None:
-        if delay is None:
-            delay = min(will.properties.will_delay_interval or 0, session.expiry_interval)
-        if delay <= 0:
-            self._publish_will(will, client)
-            return
-        session.pending_will = (will, client)
-        session.will_handle = self.loop.call_later(delay, self._will_due, session)
-
-    def _will_due(self, session: Session) -> None:
-        session.will_handle = None
-        pending = session.pending_will
-        session.pending_will = None
-        if pending is not None:
-            self._publish_will(*pending)
-
-    def _publish_will(self, will: Will, client: ClientInfo) -> None:
-        message = Message(will.topic, will.payload, will.qos, will.retain, will.properties)
-        props = will.properties
-        if props is not EMPTY:
-            if props.will_delay_interval is not None:
-                # A will-only property; it must not travel on with the message.
-                message.properties = dataclasses.replace(props, will_delay_interval=None)
-            if props.message_expiry_interval is not None:
-                message.expires_at = self.loop.time() + props.message_expiry_interval
-        self._incoming(client, message, None)
-
-    def _expire_session(self, session: Session) -> None:
-        session.expiry_handle = None
-        if session.connection is None and self.sessions.get(session.client_id) is session:
-            self._end_session(session)
-
-    def _end_session(self, session: Session) -> None:
-        pending = session.pending_will
-        session.pending_will = None
-        session.cancel_timers()
-        if pending is not None:
-            self._publish_will(*pending)
-        self.delivery.forget(session)
-        session.inflight.clear()
-        session.clear_queue()
-        if self.sessions.get(session.client_id) is session:
-            del self.sessions[session.client_id]
-        self.takeover.release(session)
-
     # ------------------------------------------------------------ PUBLISH
 
-    def _incoming(
+    def incoming(
         self, client: ClientInfo, message: Message, session: Session | None
     ) -> PublishOutcome:
         """A message from a client (or its will): authorize, hand to the application, route."""
@@ -512,103 +418,49 @@ class Broker:
             return ReasonCode.NO_MATCHING_SUBSCRIBERS
         return None
 
-    def _on_pubrec(self, conn: Connection, packet_id: int, reason_code: int) -> None:
-        session = conn.session
-        assert session is not None
-        if self.delivery.received(session, packet_id, reason_code):
-            conn.send_pubrel(packet_id)
-        elif packet_id not in session.inflight and conn.version == MQTT_5 and reason_code < 0x80:
-            conn.write(
-                encode(
-                    PubAck(PacketType.PUBREL, packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND),
-                    MQTT_5,
-                )
-            )
+    # ------------------------------------------------------------ a connection's requests
 
-    # ------------------------------------------------------------ SUBSCRIBE
+    def register(self, conn: Connection) -> bool:
+        """A socket opened: False if it is one too many (it is closed at once)."""
+        if len(self._connections) >= self.config.max_connections:
+            self.stats.connects_refused += 1
+            return False
+        self._connections.add(conn)
+        self.stats.connections = len(self._connections)
+        self.stats.connections_total += 1
+        return True
 
-    def _on_subscribe(self, conn: Connection, packet: Subscribe) -> None:
-        session = conn.session
-        client = conn.client
-        assert session is not None and client is not None
-        v5 = conn.version == MQTT_5
-        sub_id = None
-        if packet.properties.subscription_identifiers:
-            sub_id = packet.properties.subscription_identifiers[0]
-        codes: list[int] = []
-        granted: list[tuple[str, int]] = []
-        new_subs: list[tuple[Subscription, str, bool]] = []
-        for req in packet.subscriptions:
-            topic_filter = req.topic_filter
-            try:
-                group, plain = split_shared(topic_filter)
-            except ValueError:
-                group, plain = None, ""
-            if not plain or not valid_topic_filter(plain):
-                codes.append(ReasonCode.TOPIC_FILTER_INVALID if v5 else SUBACK_FAILURE_V3)
-                continue
-            if group is not None and req.no_local and v5:
-                conn.protocol_error(ReasonCode.PROTOCOL_ERROR, "no-local on a shared subscription")
-                return
-            try:
-                allowed = self.hooks.authorize_subscribe(client, topic_filter)
-            except Exception:
-                self.stats.hook_errors += 1
-                log.exception("authorize_subscribe hook failed for %s", client.client_id)
-                allowed = False
-            if allowed is not True:
-                self.stats.denied_subscribe += 1
-                refusal = (
-                    int(allowed)
-                    if allowed is not False and allowed >= 0x80
-                    else ReasonCode.NOT_AUTHORIZED
-                )
-                codes.append(refusal if v5 else SUBACK_FAILURE_V3)
-                continue
-            qos = req.qos
-            existed = topic_filter in session.subscriptions
-            sub = Subscription(
-                session,
-                topic_filter,
-                qos,
-                req.no_local,
-                req.retain_as_published,
-                req.retain_handling,
-                sub_id,
-                group,
-            )
-            session.subscriptions[topic_filter] = sub
-            self.delivery.router.add(plain, sub)
-            codes.append(qos)
-            granted.append((topic_filter, qos))
-            new_subs.append((sub, plain, existed))
-        conn.write(encode(Suback(packet.packet_id, codes), conn.version))
-        for sub, plain, existed in new_subs:
-            if sub.group is not None or sub.retain_handling == 2:
-                continue
-            if sub.retain_handling == 1 and existed:
-                continue
-            self.delivery.send_retained(session, sub, plain)
-        if granted:
-            try:
-                self.hooks.on_subscribe(client, granted)
-            except Exception:
-                self.stats.hook_errors += 1
-                log.exception("on_subscribe hook failed for %s", client.client_id)
+    def unregister(self, conn: Connection) -> None:
+        self._connections.discard(conn)
+        self.stats.connections = len(self._connections)
 
-    def _on_unsubscribe(self, conn: Connection, packet: Unsubscribe) -> None:
-        session = conn.session
-        assert session is not None
-        codes: list[int] = []
-        for topic_filter in packet.topic_filters:
-            sub = session.subscriptions.pop(topic_filter, None)
-            if sub is None:
-                codes.append(ReasonCode.NO_SUBSCRIPTION_EXISTED)
-                continue
-            self.delivery.router.remove(_plain_filter(sub), session.client_id, sub.group)
-            codes.append(ReasonCode.SUCCESS)
-        reply = Unsuback(packet.packet_id, codes if conn.version == MQTT_5 else [])
-        conn.write(encode(reply, conn.version))
+    def schedule_flush(self, conn: Connection) -> None:
+        """`conn` has output: it leaves with everyone's at the end of this loop turn."""
+        self._dirty.append(conn)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush_all)
+
+    def next_seq(self) -> int:
+        return self.takeover.number()
+
+    def subscribe(self, conn: Connection, packet: Subscribe) -> None:
+        self.subscriptions.subscribe(conn, packet)
+
+    def unsubscribe(self, conn: Connection, packet: Unsubscribe) -> None:
+        self.subscriptions.unsubscribe(conn, packet)
+
+    def detach(self, conn: Connection, reason: CloseReason, *, send_will: bool) -> None:
+        """A connection that was CONNECTED has ended (departures.py)."""
+        self.departures.detach(conn, reason, send_will=send_will)
+
+    def end_session(self, session: Session) -> None:
+        self.departures.end(session)
+
+    @property
+    def waiting_acks(self) -> int:
+        """Messages handed to the application whose acknowledgement still waits."""
+        return self.acks.waiting
 
     # ------------------------------------------------------------ introspection
 
@@ -622,9 +474,13 @@ class Broker:
         out = []
         for c in active:
             c.enlisted = False
-            if c.state == ACTIVE and c.client is not None:
-                out.append((c.client, now - c.last_rx))
+            if c.machine.state is CONNECTED and c.client is not None:
+                out.append((c.client, now - c.machine.last_rx))
         return out
 
     def connections(self) -> Iterable[ClientInfo]:
-        return [c.client for c in self._connections if c.state == ACTIVE and c.client is not None]
+        return [
+            c.client
+            for c in self._connections
+            if c.machine.state is CONNECTED and c.client is not None
+        ]

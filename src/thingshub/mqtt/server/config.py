@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: Session Expiry Interval value meaning "never expires".
-NEVER = 0xFFFFFFFF
+from thingshub.mqtt.protocol.lifetimes import NEVER
+
+__all__ = ["NEVER", "BrokerConfig"]
 
 
 @dataclass(slots=True)

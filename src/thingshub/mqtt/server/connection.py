@@ -1,6 +1,11 @@
-"""One client connection: bytes in, packets dispatched, bytes out.
+"""One client connection on asyncio: bytes in, packets to the server, bytes out.
 
 Rules:
+- The protocol state is the connection's `Machine` (mqtt/protocol): it judges
+  each packet, orders the acknowledgements and tells when the client has
+  timed out. This class reads the socket, feeds the codec and the machine,
+  hands packets to the server (`Host`), writes what comes back and pauses or
+  resumes reading.
 - The first packet must be CONNECT, within `connect_timeout`; anything else
   closes the connection. While the application authenticates, reading
   pauses; closing the connection meanwhile (the connect timeout) cancels
@@ -9,12 +14,9 @@ Rules:
   leaves in one `transport.write`, which is what makes small packets cheap.
 - A malformed or forbidden packet closes only this connection: a 5.0 client
   first gets a DISCONNECT with the reason code, a 3.1.1 client just a close.
-- Acknowledgements of QoS 1/2 PUBLISHes leave in arrival order, each only once
-  the application has finished with its message (see hooks.py). While more
-  than `receive_maximum` of them wait, reading from this client pauses; a 5.0
-  client that exceeds the Receive Maximum it was given is disconnected (0x93).
-  While more than `max_waiting_acks` wait across all clients, reading pauses
-  for every client that adds one, until half of them are done.
+- What a connected client publishes, and the order and timing of our
+  acknowledgements, is inbound.py's; holding up publishers for slow
+  subscribers is backpressure.py's. Both are bases of `Connection`.
 - Messages to the client: QoS 0 ones are dropped when the socket already holds
   `max_outgoing_buffer` bytes; QoS 1/2 ones wait in the session. Packets larger
   than the client's Maximum Packet Size are dropped, as 5.0 requires.
@@ -25,14 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from thingshub.mqtt.codec.errors import CodecError, UnsupportedProtocolVersion
 from thingshub.mqtt.codec.packets import (
     MQTT_5,
     Auth,
-    Connack,
     Connect,
     Disconnect,
     PacketType,
@@ -43,21 +43,26 @@ from thingshub.mqtt.codec.packets import (
     Unsubscribe,
 )
 from thingshub.mqtt.codec.parser import Reader
-from thingshub.mqtt.codec.properties import EMPTY, Properties, encode_properties
-from thingshub.mqtt.codec.reasons import ReasonCode, connack_code_v3
-from thingshub.mqtt.codec.writer import PINGRESP_BYTES, encode, encode_publish
-from thingshub.mqtt.hooks import ClientInfo, CloseReason, Message
+from thingshub.mqtt.codec.properties import encode_properties
+from thingshub.mqtt.codec.reasons import ReasonCode
+from thingshub.mqtt.codec.writer import PINGRESP_BYTES, encode_publish
+from thingshub.mqtt.hooks import ClientInfo, CloseReason
 from thingshub.mqtt.logs import logger
-from thingshub.mqtt.topics import valid_topic_name
+from thingshub.mqtt.protocol.machine import (
+    AUTHENTICATING,
+    AWAITING_CONNECT,
+    CLOSED,
+    CONNECTED,
+    Machine,
+)
+from thingshub.mqtt.server.backpressure import Backpressure
+from thingshub.mqtt.server.inbound import Inbound, InboundHost
 
 if TYPE_CHECKING:
-    from thingshub.mqtt.server.broker import Broker
-    from thingshub.mqtt.server.retained import RetainedMessage
-    from thingshub.mqtt.server.session import OutMessage, Session
+    from thingshub.mqtt.server.ports import Link, Outgoing
+    from thingshub.mqtt.server.session import Session
 
 log = logger("thingshub.mqtt")
-
-NEW, AUTHENTICATING, ACTIVE, CLOSED = range(4)
 
 #: Seconds a connection stays half-closed after we sent DISCONNECT.
 LINGER = 2.0
@@ -65,72 +70,67 @@ LINGER = 2.0
 _PUBACK = PacketType.PUBACK
 _PUBREC = PacketType.PUBREC
 _PUBREL = PacketType.PUBREL
-_PUBCOMP = PacketType.PUBCOMP
 
 
-class Connection(asyncio.Protocol):
+class Host(InboundHost, Protocol):
+    """What a connection needs of the server (the `Broker`)."""
+
+    @property
+    def track_activity(self) -> bool: ...
+    @property
+    def active(self) -> list[Connection]: ...
+    def register(self, conn: Connection) -> bool: ...
+    def unregister(self, conn: Connection) -> None: ...
+    def schedule_flush(self, conn: Connection) -> None: ...
+    def next_seq(self) -> int: ...
+    def connect(self, conn: Connection, packet: Connect) -> None: ...
+    def subscribe(self, conn: Connection, packet: Subscribe) -> None: ...
+    def unsubscribe(self, conn: Connection, packet: Unsubscribe) -> None: ...
+    def detach(self, conn: Connection, reason: CloseReason, *, send_will: bool) -> None: ...
+
+
+class Connection(Inbound, Backpressure, asyncio.Protocol):
+    """One client's socket, from accept to close (an asyncio protocol)."""
+
     __slots__ = (
-        "_acks",
         "_address",
-        "_aliases_in",
-        "_aliases_out",
-        "_blocked",
-        "_held",
         "_paused",
         "_wbuf",
         "_wbytes",
-        "alias_max_out",
         "authenticating",
         "broker",
         "client",
-        "created",
         "enlisted",
-        "keepalive",
-        "last_rx",
-        "max_packet_out",
+        "machine",
         "reader",
         "seq",
         "session",
-        "state",
-        "stuck",
         "transport",
-        "version",
         "will",
-        "write_paused",
     )
 
-    def __init__(self, broker: Broker) -> None:
+    broker: Host
+
+    def __init__(self, broker: Host) -> None:
+        super().__init__()
         self.broker = broker
         self.transport: asyncio.Transport | None = None
-        self.state = NEW
-        self.version = 4
+        self.machine = Machine(broker.config, 0.0)
         self.reader = Reader(None, broker.config.max_packet_size)
         self.session: Session | None = None
         self.client: ClientInfo | None = None
         self.will: Connect | None = None
-        self.keepalive = 0
         self.seq = 0  # numbers CONNECTs as they arrive (takeover.py)
         self.authenticating: asyncio.Task[None] | None = None
         self.enlisted = False  # in broker.active since the last activity() call
         self._address: str | None = None
-        self.created = self.last_rx = 0.0
-        self.max_packet_out = 0
-        self.alias_max_out = 0
-        # Containers below are made when first needed: 10,000 idle connections
-        # should cost little memory.
-        self._aliases_out: dict[str, int] | None = None
-        self._aliases_in: dict[int, str] | None = None
         self._wbuf: list[bytes] = []
         self._wbytes = 0
-        # [packet id, PUBACK or PUBREC, reason code or None while pending]
-        self._acks: deque[list[int | None]] | None = None
         self._paused = False  # reading paused: acknowledgements wait, or authentication
-        # Reading paused because a client we publish to cannot keep up: the timer
-        # that gives up waiting for it after `max_hold`.
-        self._held: asyncio.TimerHandle | None = None
-        self.write_paused = False  # our socket buffer is above the high-water mark
-        self.stuck = False  # we held a publisher up for `max_hold` and did not drain
-        self._blocked: list[Connection] | None = None  # publishers held because of us
+
+    @property
+    def version(self) -> int:
+        return self.machine.version
 
     # ------------------------------------------------------------------ I/O
 
@@ -147,22 +147,25 @@ class Connection(asyncio.Protocol):
         config = self.broker.config
         high = min(config.write_high_water, config.max_outgoing_buffer)
         transport.set_write_buffer_limits(high=high, low=high // 4)  # type: ignore[attr-defined]
-        self.created = self.last_rx = self.broker.loop.time()
-        if not self.broker._register(self):
-            self.state = CLOSED
+        machine = self.machine
+        machine.created = machine.last_rx = self.broker.loop.time()
+        if not self.broker.register(self):
+            machine.close()
             self.transport.abort()  # type: ignore[union-attr]
 
     def data_received(self, data: bytes) -> None:
-        if self.state == CLOSED:
+        machine = self.machine
+        state = machine.state
+        if state is CLOSED:
             return  # lingering after a DISCONNECT: discard
         broker = self.broker
-        self.last_rx = broker.loop.time()
+        machine.last_rx = broker.loop.time()
         broker.stats.bytes_in += len(data)
         if broker.track_activity and not self.enlisted:
             self.enlisted = True
             broker.active.append(self)
         self.reader.feed(data)
-        if self.state in (ACTIVE, NEW):
+        if state is CONNECTED or state is AWAITING_CONNECT:
             self._process()
 
     def eof_received(self) -> bool | None:
@@ -172,75 +175,13 @@ class Connection(asyncio.Protocol):
         if self.authenticating is not None:
             self.authenticating.cancel()  # nobody is left to answer
         self.teardown(CloseReason.CONNECTION_LOST)
-        self.broker._unregister(self)
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        self._caught_up()
-
-    def queue_drained(self) -> None:
-        """The session's queue emptied: the publishers it held may go on, unless
-        the socket itself is still full."""
-        if not self.write_paused:
-            self._caught_up()
-
-    def _caught_up(self) -> None:
-        """We drained: release the publishers we held up, and hold them up again
-        next time we fall behind."""
-        self.stuck = False
-        self._release_blocked()
-
-    def _release_blocked(self) -> None:
-        blocked = self._blocked
-        self._blocked = None
-        for publisher in blocked or ():
-            publisher.release()
-
-    def hold(self, slow: Connection) -> None:
-        """Stop reading from this (publishing) client until `slow`, a client we
-        deliver to, has drained its socket buffer or its queue of QoS 1/2
-        messages: backpressure instead of buffering without bound. A `slow` that
-        has not drained after `max_hold` seconds is `stuck`: it holds nobody up
-        again until it drains."""
-        if self._held is not None or self.transport is None or self.state != ACTIVE:
-            return
-        if slow._blocked is None:
-            slow._blocked = []
-        slow._blocked.append(self)
-        if not self._paused:
-            self.transport.pause_reading()
-        self._held = self.broker.loop.call_later(
-            self.broker.config.max_hold, self._hold_expired, slow
-        )
-
-    def _hold_expired(self, slow: Connection) -> None:
-        # Only ever the timer of the current hold: a release cancels it.
-        if slow._blocked is not None and self in slow._blocked:
-            slow.stuck = True
-            slow._blocked.remove(self)
-        self.release()
-
-    def release(self) -> None:
-        if self._held is None:
-            return
-        self._held.cancel()
-        self._held = None
-        if not self._paused and self.transport is not None and self.state == ACTIVE:
-            self.last_rx = self.broker.loop.time()  # its silence while held was ours
-            self.transport.resume_reading()
-            self._process_later()
+        self.broker.unregister(self)
 
     def write(self, data: bytes) -> None:
-        if self.state == CLOSED:
+        if self.machine.state is CLOSED:
             return
         if not self._wbuf:
-            self.broker._dirty.append(self)
-            if not self.broker._flush_scheduled:
-                self.broker._flush_scheduled = True
-                self.broker.loop.call_soon(self.broker._flush_all)
+            self.broker.schedule_flush(self)
         self._wbuf.append(data)
         self._wbytes += len(data)
 
@@ -271,13 +212,13 @@ class Connection(asyncio.Protocol):
         A shutdown waits for nobody: it also ends a lingering transport, and
         drops what a client that is not reading has left in its buffer.
         """
-        if self.state == CLOSED:
+        if self.machine.state is CLOSED:
             if reason is CloseReason.SHUTDOWN and self.transport is not None:
                 self._shut(self.transport)
             return
-        told = code is not None and self.version == MQTT_5 and self.state == ACTIVE
-        if told:
-            self.write(encode(Disconnect(code), MQTT_5))  # type: ignore[arg-type]
+        told = self.machine.disconnect(code) if code is not None else None
+        if told is not None:
+            self.write(told)
         self.flush()
         self.teardown(reason, send_will=send_will)
         transport = self.transport
@@ -285,7 +226,7 @@ class Connection(asyncio.Protocol):
             return
         if reason is CloseReason.SHUTDOWN:
             self._shut(transport)
-        elif told and transport.can_write_eof():
+        elif told is not None and transport.can_write_eof():
             transport.write_eof()
             self.broker.loop.call_later(LINGER, transport.close)
         else:
@@ -301,22 +242,31 @@ class Connection(asyncio.Protocol):
     def protocol_error(self, code: int, detail: str) -> None:
         self.broker.stats.protocol_errors += 1
         log.info("closing %s (%s): %s", self.client_id_for_log(), hex(code), detail)
-        if self.state in (NEW, AUTHENTICATING):
-            self.state = CLOSED
+        state = self.machine.state
+        if state is AWAITING_CONNECT or state is AUTHENTICATING:
+            self.machine.close()
             if self.transport is not None:
                 self.transport.abort()
             return
         self.close(CloseReason.PROTOCOL_ERROR, code)
 
+    def check_timeout(self, now: float) -> None:
+        """Close the connection if the machine says it has timed out at `now`."""
+        code = self.machine.expired(now, reading=not self.paused)
+        if code == ReasonCode.KEEP_ALIVE_TIMEOUT:
+            log.info("keepalive expired for %s", self.client_id_for_log())
+            self.close(CloseReason.KEEPALIVE_TIMEOUT, code)
+        elif code is not None:
+            self.protocol_error(code, "no CONNECT in time")
+
     def teardown(self, reason: CloseReason, *, send_will: bool = True) -> None:
-        if self.state == CLOSED:
+        if self.machine.state is CLOSED:
             return
-        was_active = self.state == ACTIVE
-        self.state = CLOSED
+        was_connected = self.machine.close()
         self._wbuf.clear()
         self._release_blocked()
-        if was_active:
-            self.broker._detach(self, reason, send_will=send_will)
+        if was_connected:
+            self.broker.detach(self, reason, send_will=send_will)
 
     def client_id_for_log(self) -> str:
         return self.client.client_id if self.client else self.address
@@ -325,14 +275,18 @@ class Connection(asyncio.Protocol):
 
     def _process(self) -> None:
         reader = self.reader
+        machine = self.machine
         try:
-            while self.state in (ACTIVE, NEW):
+            while True:
+                state = machine.state
+                if state is not CONNECTED and state is not AWAITING_CONNECT:
+                    return
                 if self._paused or self._held is not None:
                     return  # what is already buffered waits too: resuming processes it
                 packet = reader.next_packet()
                 if packet is None:
                     return
-                if self.state == ACTIVE:
+                if state is CONNECTED:
                     if type(packet) is Publish:
                         self._on_publish(packet)
                     elif type(packet) is PubAck and packet.type == _PUBACK:
@@ -341,14 +295,10 @@ class Connection(asyncio.Protocol):
                         self.broker.delivery.acked(self.session, packet.packet_id, 1)
                     else:
                         self._dispatch(packet)
-                elif type(packet) is Publish:
-                    self.protocol_error(ReasonCode.PROTOCOL_ERROR, "PUBLISH before CONNECT")
-                    return
-                elif type(packet) is Connect:
-                    self._on_connect(packet)
                 else:
-                    self.protocol_error(ReasonCode.PROTOCOL_ERROR, "first packet is not CONNECT")
-                    return
+                    connect = machine.receive_first(packet)
+                    self.seq = self.broker.next_seq()
+                    self.broker.connect(self, connect)
         except UnsupportedProtocolVersion as exc:
             self._refuse_version(exc.level)
         except CodecError as exc:
@@ -360,7 +310,7 @@ class Connection(asyncio.Protocol):
             assert isinstance(packet, PubAck) and self.session is not None
             ptype = packet.type
             if ptype == _PUBREC:
-                self.broker._on_pubrec(self, packet.packet_id, packet.reason_code)
+                self._on_pubrec(packet.packet_id, packet.reason_code)
             elif ptype == _PUBREL:
                 self._on_pubrel(packet.packet_id)
             else:
@@ -369,10 +319,10 @@ class Connection(asyncio.Protocol):
             self.write(PINGRESP_BYTES)
         elif kind is Subscribe:
             assert isinstance(packet, Subscribe)
-            self.broker._on_subscribe(self, packet)
+            self.broker.subscribe(self, packet)
         elif kind is Unsubscribe:
             assert isinstance(packet, Unsubscribe)
-            self.broker._on_unsubscribe(self, packet)
+            self.broker.unsubscribe(self, packet)
         elif kind is Disconnect:
             assert isinstance(packet, Disconnect)
             self._on_disconnect(packet)
@@ -386,20 +336,12 @@ class Connection(asyncio.Protocol):
     def _refuse_version(self, level: int) -> None:
         self.broker.stats.protocol_errors += 1
         assert self.transport is not None
-        if level == MQTT_5:
-            self.transport.write(encode(Connack(ReasonCode.UNSUPPORTED_PROTOCOL_VERSION), MQTT_5))
-        else:
-            self.transport.write(encode(Connack(1), 4))
-        self.state = CLOSED
+        self.machine.version = level
+        self.transport.write(self.machine.refusal(ReasonCode.UNSUPPORTED_PROTOCOL_VERSION))
+        self.machine.close()
         self.transport.close()
 
     # ------------------------------------------------------------ CONNECT
-
-    def _on_connect(self, packet: Connect) -> None:
-        self.state = AUTHENTICATING
-        self.version = packet.protocol_level
-        self.seq = next(self.broker.takeover.seqs)
-        self.broker._connect(self, packet)
 
     def wait_for_authentication(self) -> None:
         """The application is looking the client up: read nothing more until it answers."""
@@ -412,18 +354,16 @@ class Connection(asyncio.Protocol):
         self.broker.stats.connects_refused += 1
         if detail:
             log.info("refused %s: %s", self.address, detail)
-        if self.transport is None or self.state == CLOSED:
+        if self.transport is None or self.machine.state is CLOSED:
             return
-        self.state = CLOSED
+        self.machine.close()
         if connack:
-            v5 = self.version == MQTT_5
-            reply = Connack(code if v5 else connack_code_v3(code))
-            self.transport.write(encode(reply, self.version))
+            self.transport.write(self.machine.refusal(code))
         self.transport.close()
 
     def activate(self) -> None:
         """CONNACK has been queued: start reading what the client sent after CONNECT."""
-        self.state = ACTIVE
+        self.machine.activate()
         assert self.transport is not None
         if self._paused:
             self._paused = False
@@ -431,145 +371,7 @@ class Connection(asyncio.Protocol):
         if self.reader.buffered:
             self._process()
 
-    # ------------------------------------------------------------ PUBLISH in
-
-    def _on_publish(self, packet: Publish) -> None:
-        broker = self.broker
-        session = self.session
-        client = self.client
-        assert session is not None and client is not None
-        broker.stats.messages_in += 1
-        qos = packet.qos
-        topic = packet.topic
-        props = packet.properties
-        if self.version == MQTT_5 and props is not EMPTY:
-            if props.topic_alias is not None:
-                alias = props.topic_alias
-                if alias == 0 or alias > broker.config.topic_alias_maximum:
-                    self.protocol_error(ReasonCode.TOPIC_ALIAS_INVALID, f"topic alias {alias}")
-                    return
-                if topic:
-                    if self._aliases_in is None:
-                        self._aliases_in = {}
-                    self._aliases_in[alias] = topic
-                else:
-                    found = self._aliases_in.get(alias) if self._aliases_in else None
-                    if found is None:
-                        self.protocol_error(
-                            ReasonCode.PROTOCOL_ERROR, f"unknown topic alias {alias}"
-                        )
-                        return
-                    topic = found
-                props = dataclasses.replace(props, topic_alias=None)
-            if props.subscription_identifiers:
-                self.protocol_error(ReasonCode.PROTOCOL_ERROR, "subscription identifier in PUBLISH")
-                return
-        if not valid_topic_name(topic):
-            if not topic:  # 5.0: an empty topic without an alias is a protocol error
-                self.protocol_error(ReasonCode.PROTOCOL_ERROR, "empty topic without an alias")
-            else:
-                self.protocol_error(ReasonCode.TOPIC_NAME_INVALID, f"invalid topic {topic!r}")
-            return
-        if qos:
-            pid = packet.packet_id
-            assert pid is not None
-            if qos == 2 and session.qos2_received(pid):
-                # A resent QoS 2 message we already have: acknowledge, deliver nothing.
-                self._queue_ack(pid, _PUBREC, 0)
-                return
-            receive_maximum = broker.config.receive_maximum
-            if self.version == MQTT_5:
-                # Receive Maximum counts a QoS 2 message until its PUBCOMP.
-                if self._pending_acks() + session.qos2_count() >= receive_maximum:
-                    self.protocol_error(ReasonCode.RECEIVE_MAXIMUM_EXCEEDED, "receive maximum")
-                    return
-            elif self._pending_acks() >= receive_maximum:
-                # Only acks waiting for the application: a QoS 2 message waiting
-                # for its PUBREL waits for the client, which we must keep reading.
-                self._pause()
-        message = Message(topic, packet.payload, qos, packet.retain, props)
-        if props is not EMPTY and props.message_expiry_interval is not None:
-            message.expires_at = broker.loop.time() + props.message_expiry_interval
-        delivery = broker.delivery
-        delivery.current = self  # so a slow subscriber can hold up this publisher
-        try:
-            outcome = broker._incoming(client, message, session)
-        finally:
-            delivery.current = None
-        if not qos:
-            return
-        pid = packet.packet_id
-        assert pid is not None  # for mypy: qos > 0 here
-        ack_type = _PUBACK if qos == 1 else _PUBREC
-        if qos == 2:
-            session.qos2_add(pid)
-        if outcome is None or isinstance(outcome, int):
-            self._queue_ack(pid, ack_type, outcome or 0)
-        else:
-            entry: list[int | None] = [pid, ack_type, None]
-            if self._acks is None:
-                self._acks = deque()
-            self._acks.append(entry)
-            outcome.add_done_callback(lambda fut: self._ack_done(entry, fut))
-            broker.waiting_acks += 1
-            if broker.waiting_acks > broker.config.max_waiting_acks:
-                # The application is behind (its write queue is full): read no more
-                # from anyone who adds to it until it catches up.
-                self._pause()
-                broker.starved.append(self)
-
-    def _queue_ack(self, pid: int, ack_type: int, code: int) -> None:
-        if not self._acks:
-            self._send_ack(pid, ack_type, code)
-        else:
-            self._acks.append([pid, ack_type, code])
-
-    def _pending_acks(self) -> int:
-        return len(self._acks) if self._acks is not None else 0
-
-    def _send_ack(self, pid: int, ack_type: int, code: int) -> None:
-        if self.version == MQTT_5 and code:
-            self.write(encode(PubAck(PacketType(ack_type), pid, code), MQTT_5))
-            if ack_type == _PUBREC and code >= 0x80:
-                assert self.session is not None
-                self.session.qos2_release(pid)
-        else:
-            self.write(bytes((ack_type << 4, 2, pid >> 8, pid & 0xFF)))
-
-    def _ack_done(self, entry: list[int | None], fut: asyncio.Future[int]) -> None:
-        broker = self.broker
-        broker.waiting_acks -= 1
-        if broker.starved and broker.waiting_acks <= broker.config.max_waiting_acks // 2:
-            starved = broker.starved
-            broker.starved = []
-            for conn in starved:
-                conn._resume()
-        if self.state == CLOSED:
-            return
-        if fut.cancelled() or fut.exception() is not None:
-            if not fut.cancelled():
-                log.error(
-                    "handling a message from %s failed",
-                    self.client_id_for_log(),
-                    exc_info=fut.exception(),
-                )
-            if self.version != MQTT_5:
-                # No way to say "failed" in 3.1.1: close unacknowledged, so the client resends.
-                self.close(CloseReason.PROTOCOL_ERROR, send_will=True)
-                return
-            entry[2] = ReasonCode.UNSPECIFIED_ERROR
-        else:
-            entry[2] = fut.result() or 0
-        acks = self._acks
-        assert acks is not None
-        while acks and acks[0][2] is not None:
-            pid, ack_type, code = acks.popleft()
-            self._send_ack(pid, ack_type, code)  # type: ignore[arg-type]
-        remaining = len(acks)
-        if not remaining:
-            self._acks = None
-        if self._paused and remaining <= self.broker.config.receive_maximum // 2:
-            self._resume()
+    # ------------------------------------------------------------ throttling
 
     def _process_later(self) -> None:
         if self.reader.buffered:
@@ -580,46 +382,22 @@ class Connection(asyncio.Protocol):
         """Whether we have stopped reading from this client (it is throttled)."""
         return self._paused or self._held is not None
 
-    def _pause(self) -> None:
+    def throttle(self) -> None:
+        """Stop reading from this client until `unthrottle`: its acknowledgements wait."""
         if not self._paused and self.transport is not None:
             self._paused = True
             if self._held is None:
                 self.transport.pause_reading()
 
-    def _resume(self) -> None:
-        if self._paused and self.transport is not None and self.state == ACTIVE:
+    def unthrottle(self) -> None:
+        if self._paused and self.transport is not None and self.machine.state is CONNECTED:
             self._paused = False
-            self.last_rx = self.broker.loop.time()  # its silence while paused was ours
+            self.machine.last_rx = self.broker.loop.time()  # its silence while paused was ours
             if self._held is None:
                 self.transport.resume_reading()
                 self._process_later()
 
-    def _on_pubrel(self, pid: int) -> None:
-        session = self.session
-        assert session is not None
-        if session.qos2_release(pid):
-            self.write(bytes((0x70, 2, pid >> 8, pid & 0xFF)))
-        elif self.version == MQTT_5:
-            self.write(
-                encode(PubAck(_PUBCOMP, pid, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND), MQTT_5)
-            )
-        else:
-            self.write(bytes((0x70, 2, pid >> 8, pid & 0xFF)))
-
-    def _on_disconnect(self, packet: Disconnect) -> None:
-        session = self.session
-        assert session is not None
-        if self.version == MQTT_5:
-            expiry = packet.properties.session_expiry_interval
-            if expiry is not None:
-                if session.expiry_interval == 0 and expiry != 0:
-                    self.protocol_error(
-                        ReasonCode.PROTOCOL_ERROR, "session expiry set on DISCONNECT"
-                    )
-                    return
-                session.expiry_interval = min(expiry, self.broker.config.max_session_expiry)
-        send_will = self.version == MQTT_5 and packet.reason_code == ReasonCode.DISCONNECT_WITH_WILL
-        self.teardown(CloseReason.CLIENT_DISCONNECT, send_will=send_will)
+    def end_transport(self) -> None:
         if self.transport is not None:
             self.transport.close()
 
@@ -627,7 +405,7 @@ class Connection(asyncio.Protocol):
 
     def send_publish(
         self,
-        msg: Message | OutMessage | RetainedMessage,
+        msg: Outgoing,
         qos: int,
         retain: bool,
         sub_ids: tuple[int, ...],
@@ -639,57 +417,59 @@ class Connection(asyncio.Protocol):
         topic_b = topic.encode()
         props_bytes = b""
         new_alias = 0
-        if self.version == MQTT_5:
+        machine = self.machine
+        version = machine.version
+        if version == MQTT_5:
             props = msg.properties
             if sub_ids or msg.expires_at is not None:
-                changed = self._outgoing_props(msg, props, sub_ids)
+                now = self.broker.loop.time()
+                changed = machine.outgoing_properties(props, msg.expires_at, sub_ids, now)
                 if changed is None:
                     self.broker.stats.dropped_expired += 1
                     return False
                 props = changed
-            if self.alias_max_out:
-                if self._aliases_out is None:
-                    self._aliases_out = {}
-                alias = self._aliases_out.get(topic)
-                if alias is not None:
-                    topic_b = b""
-                elif len(self._aliases_out) < self.alias_max_out:
-                    alias = new_alias = len(self._aliases_out) + 1
-                if alias is not None:
+            if machine.alias_max_out:
+                alias, new = machine.alias_out(topic)
+                if alias:
+                    if new:
+                        new_alias = alias
+                    else:
+                        topic_b = b""
                     props = dataclasses.replace(props, topic_alias=alias)
             props_bytes = encode_properties(props)
         data = encode_publish(
-            topic_b, msg.payload, qos, retain, dup, packet_id, self.version, props_bytes
+            topic_b, msg.payload, qos, retain, dup, packet_id, version, props_bytes
         )
-        if self.max_packet_out and len(data) > self.max_packet_out:
+        if machine.max_packet_out and len(data) > machine.max_packet_out:
             self.broker.stats.dropped_too_large += 1
             return False
         if new_alias:
-            assert self._aliases_out is not None
-            self._aliases_out[topic] = new_alias
+            machine.remember_alias(topic, new_alias)
         self.write(data)
         self.broker.stats.messages_out += 1
         return True
 
-    def _outgoing_props(
-        self,
-        msg: Message | OutMessage | RetainedMessage,
-        props: Properties,
-        sub_ids: tuple[int, ...],
-    ) -> Properties | None:
-        """The publisher's properties plus this delivery's subscription ids and the
-        remaining expiry; None when the message has expired."""
-        expiry = props.message_expiry_interval
-        if msg.expires_at is not None:
-            remaining = msg.expires_at - self.broker.loop.time()
-            if remaining <= 0:
-                return None
-            expiry = max(1, round(remaining))
-        return dataclasses.replace(
-            props,
-            subscription_identifiers=sub_ids,
-            message_expiry_interval=expiry,
-        )
-
     def send_pubrel(self, packet_id: int) -> None:
-        self.write(bytes((0x62, 2, packet_id >> 8, packet_id & 0xFF)))
+        pubrel = self.machine.pubrel(packet_id)
+        assert pubrel is not None
+        self.write(pubrel)
+
+    # ------------------------------------------------------------ backpressure
+
+    def _can_hold(self) -> bool:
+        return self.transport is not None and self.machine.state is CONNECTED
+
+    def _stop_reading(self) -> None:
+        if not self._paused:
+            assert self.transport is not None
+            self.transport.pause_reading()
+
+    def _start_reading(self) -> None:
+        if not self._paused and self._can_hold():
+            assert self.transport is not None
+            self.machine.last_rx = self.broker.loop.time()  # its silence while held was ours
+            self.transport.resume_reading()
+            self._process_later()
+
+    def _hold_timer(self, slow: Link) -> asyncio.TimerHandle:
+        return self.broker.loop.call_later(self.broker.config.max_hold, self.hold_expired, slow)

@@ -24,7 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from thingshub.mqtt.codec.packets import MQTT_5
 from thingshub.mqtt.hooks import Message
 from thingshub.mqtt.server.retained import RetainedMessage, RetainedStore
 from thingshub.mqtt.server.router import Router, Subscription
@@ -34,7 +33,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from thingshub.mqtt.server.config import BrokerConfig
-    from thingshub.mqtt.server.connection import Connection
+    from thingshub.mqtt.server.ports import Link
 
 
 @dataclass(slots=True)
@@ -70,7 +69,7 @@ class Delivery:
         self.router = Router()
         self.retained = RetainedStore()
         #: The connection whose packets are being handled now, if any.
-        self.current: Connection | None = None
+        self.current: Link | None = None
 
     def retain(self, message: Message) -> None:
         if not message.payload:
@@ -165,7 +164,7 @@ class Delivery:
             # than let the queue fill up and drop.
             self.backpressure(conn)
 
-    def backpressure(self, slow: Connection) -> None:
+    def backpressure(self, slow: Link) -> None:
         """`slow` cannot keep up: stop reading from whoever is publishing to it now."""
         publisher = self.current
         if publisher is not None and publisher is not slow:
@@ -236,15 +235,12 @@ class Delivery:
     def forget(self, session: Session) -> None:
         """Remove a session's subscriptions from the index."""
         for sub in session.subscriptions.values():
-            self.router.remove(_plain_filter(sub), session.client_id, sub.group)
+            self.router.remove(plain_filter(sub), session.client_id, sub.group)
         session.subscriptions.clear()
 
 
-def _plain_filter(sub: Subscription) -> str:
+def plain_filter(sub: Subscription) -> str:
+    """The filter the router indexes `sub` under: without `$share/{group}/`."""
     if sub.group is None:
         return sub.topic_filter
     return sub.topic_filter.split("/", 2)[2]
-
-
-def is_v5(session: Session) -> bool:
-    return session.protocol_level == MQTT_5

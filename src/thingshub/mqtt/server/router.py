@@ -9,7 +9,7 @@ Rules:
 - Shared subscriptions (`$share/{group}/{filter}`) are indexed under their
   filter; each group delivers a message to one member, round-robin, preferring
   members that are online.
-- The router stores `Subscription` values and knows nothing of sockets.
+- The router stores `Subscription` values (session.py) and knows nothing of sockets.
 - What a topic matched is remembered (up to `CACHE_SIZE` topics) until the
   next subscribe or unsubscribe, so a topic published again costs one lookup
   instead of a walk of the trie. Matches that involve a share group are not
@@ -18,23 +18,9 @@ Rules:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from thingshub.mqtt.server.session import Subscription
 
-if TYPE_CHECKING:
-    from thingshub.mqtt.server.session import Session
-
-
-@dataclass(slots=True)
-class Subscription:
-    session: Session
-    topic_filter: str  # as the client sent it, `$share/...` included
-    qos: int = 0
-    no_local: bool = False
-    retain_as_published: bool = False
-    retain_handling: int = 0
-    identifier: int | None = None
-    group: str | None = None
+__all__ = ["CACHE_SIZE", "Router", "Subscription"]
 
 
 class _Leaf:

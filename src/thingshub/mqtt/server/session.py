@@ -10,6 +10,8 @@ Rules:
 - Packet ids are 1..65535, skipping ids still in flight.
 - Whether a session outlives its connection is decided by `expiry_interval`
   (seconds; 0 = ends with the connection; NEVER = never).
+- A session's connection is a `Link` (ports.py): the session knows nothing of
+  sockets.
 """
 
 from __future__ import annotations
@@ -24,8 +26,7 @@ from thingshub.mqtt.codec.properties import EMPTY, Properties
 from thingshub.mqtt.hooks import ClientInfo
 
 if TYPE_CHECKING:
-    from thingshub.mqtt.server.connection import Connection
-    from thingshub.mqtt.server.router import Subscription
+    from thingshub.mqtt.server.ports import Link
 
 
 @dataclass(slots=True)
@@ -42,6 +43,20 @@ class OutMessage:
     packet_id: int = 0
     #: QoS 2: PUBREC received and PUBREL sent; only PUBCOMP is awaited.
     released: bool = False
+
+
+@dataclass(slots=True)
+class Subscription:
+    """One subscription of a session, as the router indexes it."""
+
+    session: Session
+    topic_filter: str  # as the client sent it, `$share/...` included
+    qos: int = 0
+    no_local: bool = False
+    retain_as_published: bool = False
+    retain_handling: int = 0
+    identifier: int | None = None
+    group: str | None = None
 
 
 class Session:
@@ -75,7 +90,7 @@ class Session:
     ) -> None:
         self.client_id = client_id
         self.protocol_level = protocol_level
-        self.connection: Connection | None = None
+        self.connection: Link | None = None
         self.subscriptions: dict[str, Subscription] = {}
         self.inflight: dict[int, OutMessage] = {}
         # Made when first needed: an idle session should cost little memory.

@@ -1,7 +1,7 @@
 """Takeover: the newest login of a session or of an identity wins.
 
 Rules:
-- Every CONNECT is numbered as it arrives (`Connection.seq`, increasing per
+- Every CONNECT is numbered as it arrives (`Link.seq`, increasing per
   server): that number, not the order in which the application's decisions
   come back, says which login is the newer.
 - A session key has at most one connection (the MQTT rule): accepting a
@@ -24,31 +24,38 @@ Rules:
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from thingshub.mqtt.codec.reasons import ReasonCode
 from thingshub.mqtt.hooks import CloseReason
 
 if TYPE_CHECKING:
-    from thingshub.mqtt.server.broker import Broker
-    from thingshub.mqtt.server.connection import Connection
+    from thingshub.mqtt.server.ports import Link
     from thingshub.mqtt.server.session import Session
 
 
 class Takeover:
-    __slots__ = ("_broker", "_held", "seqs")
+    __slots__ = ("_end_session", "_held", "_seqs", "_sessions")
 
-    def __init__(self, broker: Broker) -> None:
-        self._broker = broker
-        #: Numbers for CONNECTs as they arrive (`Connection.seq`).
-        self.seqs = itertools.count(1)
+    def __init__(
+        self, sessions: dict[str, Session], end_session: Callable[[Session], None]
+    ) -> None:
+        #: The server's sessions by key, and how it ends one.
+        self._sessions = sessions
+        self._end_session = end_session
+        self._seqs = itertools.count(1)
         #: identity -> the session it holds
         self._held: dict[str, Session] = {}
 
-    def claim(self, conn: Connection, key: str, identity: str | None) -> bool:
+    def number(self) -> int:
+        """The number of a CONNECT that has just arrived (`Link.seq`)."""
+        return next(self._seqs)
+
+    def claim(self, conn: Link, key: str, identity: str | None) -> bool:
         """Make way for `conn`, about to be accepted for session `key` and
         `identity`; False if a newer login holds either (`conn` lost)."""
-        existing = self._broker.sessions.get(key)
+        existing = self._sessions.get(key)
         held = self._held.get(identity) if identity is not None else None
         for session in (existing, held):
             if session is not None and session.connection and session.connection.seq > conn.seq:
@@ -62,7 +69,7 @@ class Takeover:
                 held.connection.close(
                     CloseReason.TAKEN_OVER, ReasonCode.SESSION_TAKEN_OVER, send_will=True
                 )
-            self._broker._end_session(held)
+            self._end_session(held)
         return True
 
     def bind(self, session: Session, identity: str | None) -> None:

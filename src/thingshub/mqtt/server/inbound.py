@@ -1,0 +1,221 @@
+"""What a connected client sends: PUBLISH and its acknowledgements, DISCONNECT.
+
+Rules:
+- A PUBLISH is checked by the connection's machine (topic alias, topic,
+  Receive Maximum), then authorized, handed to the application and routed
+  by the server (`InboundHost.incoming`).
+- Acknowledgements of QoS 1/2 PUBLISHes leave in arrival order, each only once
+  the application has finished with its message (see hooks.py); a failure
+  there is 0x80 for 5.0, and for 3.1.1 (which cannot say it) a close without
+  acknowledgement, so the client sends again.
+- While more than `receive_maximum` acknowledgements of one client wait,
+  reading from it pauses; while more than `max_waiting_acks` wait across all
+  clients (`AckBudget`), reading pauses for every client that adds one, until
+  half of them are done.
+- A QoS 2 message resent before its PUBREL is acknowledged, not delivered again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Protocol
+
+from thingshub.mqtt.codec.packets import MQTT_5, Disconnect, PacketType, Publish
+from thingshub.mqtt.codec.properties import EMPTY
+from thingshub.mqtt.codec.reasons import ReasonCode
+from thingshub.mqtt.hooks import ClientInfo, CloseReason, Message, PublishOutcome
+from thingshub.mqtt.logs import logger
+from thingshub.mqtt.protocol.machine import CLOSED, Ack, Machine
+
+if TYPE_CHECKING:
+    from thingshub.mqtt.server.config import BrokerConfig
+    from thingshub.mqtt.server.delivery import BrokerStats, Delivery
+    from thingshub.mqtt.server.session import Session
+
+log = logger("thingshub.mqtt")
+
+_PUBACK = PacketType.PUBACK
+_PUBREC = PacketType.PUBREC
+
+
+class AckBudget:
+    """QoS 1/2 messages the application holds unacknowledged, across all clients."""
+
+    __slots__ = ("limit", "starved", "waiting")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.waiting = 0
+        #: Connections not read from until the application catches up.
+        self.starved: list[Inbound] = []
+
+    def add(self, conn: Inbound) -> None:
+        self.waiting += 1
+        if self.waiting > self.limit:
+            # The application is behind (its write queue is full): read no more
+            # from anyone who adds to it until it catches up.
+            conn.throttle()
+            self.starved.append(conn)
+
+    def done(self) -> None:
+        self.waiting -= 1
+        if self.starved and self.waiting <= self.limit // 2:
+            starved = self.starved
+            self.starved = []
+            for conn in starved:
+                conn.unthrottle()
+
+
+class InboundHost(Protocol):
+    """What handling a client's messages needs of the server (the `Broker`)."""
+
+    @property
+    def config(self) -> BrokerConfig: ...
+    @property
+    def stats(self) -> BrokerStats: ...
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+    @property
+    def delivery(self) -> Delivery: ...
+    @property
+    def acks(self) -> AckBudget: ...
+    def incoming(
+        self, client: ClientInfo, message: Message, session: Session | None
+    ) -> PublishOutcome: ...
+
+
+class Inbound:
+    """The connection's handling of PUBLISH, PUBREC and DISCONNECT (a base of
+    `Connection`, which has the attributes and I/O declared here)."""
+
+    __slots__ = ()
+
+    broker: InboundHost
+    machine: Machine
+    session: Session | None
+    client: ClientInfo | None
+    _paused: bool
+
+    if TYPE_CHECKING:
+
+        def write(self, data: bytes) -> None: ...
+        def close(
+            self, reason: CloseReason, code: int | None = None, *, send_will: bool = True
+        ) -> None: ...
+        def teardown(self, reason: CloseReason, *, send_will: bool = True) -> None: ...
+        def protocol_error(self, code: int, detail: str) -> None: ...
+        def client_id_for_log(self) -> str: ...
+        def throttle(self) -> None: ...
+        def unthrottle(self) -> None: ...
+        def send_pubrel(self, packet_id: int) -> None: ...
+        def end_transport(self) -> None: ...
+
+    def _on_publish(self, packet: Publish) -> None:
+        broker = self.broker
+        session = self.session
+        client = self.client
+        assert session is not None and client is not None
+        broker.stats.messages_in += 1
+        machine = self.machine
+        machine.check_publish(packet)
+        qos = packet.qos
+        if qos:
+            pid = packet.packet_id
+            assert pid is not None
+            if qos == 2 and session.qos2_received(pid):
+                # A resent QoS 2 message we already have: acknowledge, deliver nothing.
+                self._queue_ack(pid, _PUBREC, 0)
+                return
+            if machine.admit(session.qos2_count()):
+                self.throttle()
+        props = packet.properties
+        message = Message(packet.topic, packet.payload, qos, packet.retain, props)
+        if props is not EMPTY and props.message_expiry_interval is not None:
+            message.expires_at = broker.loop.time() + props.message_expiry_interval
+        delivery = broker.delivery
+        delivery.current = self  # type: ignore[assignment]  # a Connection: a Link
+        try:
+            outcome = broker.incoming(client, message, session)
+        finally:
+            delivery.current = None
+        if not qos:
+            return
+        pid = packet.packet_id
+        assert pid is not None  # for mypy: qos > 0 here
+        ack_type = _PUBACK if qos == 1 else _PUBREC
+        if qos == 2:
+            session.qos2_add(pid)
+        if outcome is None or isinstance(outcome, int):
+            self._queue_ack(pid, ack_type, outcome or 0)
+        else:
+            entry = machine.ack_later(pid, ack_type)
+            outcome.add_done_callback(lambda fut: self._ack_done(entry, fut))
+            broker.acks.add(self)
+
+    def _queue_ack(self, pid: int, ack_type: int, code: int) -> None:
+        if self.machine.ack_now(pid, ack_type, code):
+            self._send_ack(pid, ack_type, code)
+
+    def _send_ack(self, pid: int, ack_type: int, code: int) -> None:
+        machine = self.machine
+        self.write(machine.ack(pid, ack_type, code))
+        if code and machine.refuses_qos2(ack_type, code):
+            assert self.session is not None
+            self.session.qos2_release(pid)
+
+    def _ack_done(self, entry: Ack, fut: asyncio.Future[int]) -> None:
+        self.broker.acks.done()
+        machine = self.machine
+        if machine.state is CLOSED:
+            return
+        if fut.cancelled() or fut.exception() is not None:
+            if not fut.cancelled():
+                log.error(
+                    "handling a message from %s failed",
+                    self.client_id_for_log(),
+                    exc_info=fut.exception(),
+                )
+            if machine.version != MQTT_5:
+                # No way to say "failed" in 3.1.1: close unacknowledged, so the client resends.
+                self.close(CloseReason.PROTOCOL_ERROR, send_will=True)
+                return
+            machine.settle(entry, ReasonCode.UNSPECIFIED_ERROR)
+        else:
+            machine.settle(entry, fut.result() or 0)
+        while (ready := machine.ready()) is not None:
+            pid, ack_type, code = ready
+            self._send_ack(pid, ack_type, code)  # type: ignore[arg-type]
+        if self._paused and machine.pending_acks() <= self.broker.config.receive_maximum // 2:
+            self.unthrottle()
+
+    def _on_pubrec(self, packet_id: int, reason_code: int) -> None:
+        session = self.session
+        assert session is not None
+        if self.broker.delivery.received(session, packet_id, reason_code):
+            self.send_pubrel(packet_id)
+        elif packet_id not in session.inflight and reason_code < 0x80:
+            answer = self.machine.pubrel(packet_id, known=False)
+            if answer is not None:
+                self.write(answer)
+
+    def _on_pubrel(self, packet_id: int) -> None:
+        assert self.session is not None
+        known = self.session.qos2_release(packet_id)
+        self.write(self.machine.pubcomp(packet_id, known))
+
+    def _on_disconnect(self, packet: Disconnect) -> None:
+        session = self.session
+        assert session is not None
+        v5 = self.machine.version == MQTT_5
+        if v5:
+            expiry = packet.properties.session_expiry_interval
+            if expiry is not None:
+                if session.expiry_interval == 0 and expiry != 0:
+                    self.protocol_error(
+                        ReasonCode.PROTOCOL_ERROR, "session expiry set on DISCONNECT"
+                    )
+                    return
+                session.expiry_interval = min(expiry, self.broker.config.max_session_expiry)
+        send_will = v5 and packet.reason_code == ReasonCode.DISCONNECT_WITH_WILL
+        self.teardown(CloseReason.CLIENT_DISCONNECT, send_will=send_will)
+        self.end_transport()
