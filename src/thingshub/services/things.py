@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from thingshub.core import commands as calls
-from thingshub.core import thingmodel, values
+from thingshub.core import thingchecks, thingmodel, values
 from thingshub.core.errors import (
     BadDeviceAnswer,
     CommandTimeout,
@@ -136,6 +136,8 @@ class ThingService:
         self.bus = bus
         self.max_points = max_points
         self._models: dict[str, thingmodel.ThingModel | None] = {}
+        #: Each cached model's compiled property checks, with the model they were made for.
+        self._checks: dict[str, tuple[thingmodel.ThingModel, dict[str, thingchecks.Check]]] = {}
         #: Requests refused, by code (for metrics).
         self.refused: dict[int, int] = {}
 
@@ -183,6 +185,18 @@ class ThingService:
             )
         self._models.pop(product_id, None)
 
+    def _property_checks(
+        self, product_id: str, model: thingmodel.ThingModel | None
+    ) -> dict[str, thingchecks.Check] | None:
+        """The compiled property checks of `model`, the product's (made once per model)."""
+        if model is None:
+            return None
+        cached = self._checks.get(product_id)
+        if cached is None or cached[0] is not model:
+            cached = (model, thingchecks.property_checks(model))
+            self._checks[product_id] = cached
+        return cached[1]
+
     def forget(self, product_id: str) -> None:
         """Drop a cached model (another process changed it)."""
         self._models.pop(product_id, None)
@@ -221,9 +235,10 @@ class ThingService:
         for data in post.data:
             self._check_identity(ref, data)
             model = await self.model(ref.product_id)
+            checks = self._property_checks(ref.product_id, model)
             at = post.received_at
             for value in data.properties:
-                checked = _property_value(model, value.identifier, value.value)
+                checked = _property_value(model, checks, value.identifier, value.value)
                 points.append(Point(value.identifier, value.ts or at, checked))
             for value in data.events:
                 params, kind = _event_value(model, value.identifier, value.value)
@@ -438,12 +453,18 @@ class ThingService:
 # ---------------------------------------------------------------- helpers
 
 
-def _property_value(model: thingmodel.ThingModel | None, identifier: str, value: object) -> object:
-    if model is None:
+def _property_value(
+    model: thingmodel.ThingModel | None,
+    checks: dict[str, thingchecks.Check] | None,
+    identifier: str,
+    value: object,
+) -> object:
+    if model is None or checks is None:
         return _free_value(value, identifier)
-    prop = _known_property(model, identifier)
+    if identifier not in checks:
+        _known_property(model, identifier)  # 309: the checks are those of every property
     try:
-        return thingmodel.check(prop.data_type, value, identifier)
+        return checks[identifier](value, identifier)
     except thingmodel.ValueRefused as exc:
         raise ThingError(_code(exc), exc.message) from None
 
