@@ -14,7 +14,8 @@ Rules (the value rules are core/thingmodel.py's, the wire the thing dialect's):
   the value, a non-object one as {"value": v}, `type` from the model).
 - A post names the sender or, in `pack`/`history` posts, a device by
   `identity`: anything but the sender is 307 until gateways exist.
-- The reply (200) leaves once the post is durable; a storage failure is the
+- The reply (200) leaves once the post is durable, as the handler returns,
+  so that it shares the PUBACK's write; a storage failure is the
   platform's: 303, and the message is not acknowledged, so the device sends
   it again.
 - Calls (property set and get, service invoke) go through the command
@@ -33,6 +34,7 @@ Rules (the value rules are core/thingmodel.py's, the wire the thing dialect's):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any, Final
@@ -220,7 +222,10 @@ class ThingService:
         except ThingsHubError:
             self._reply_error(ref, post.request, post.request_id, _internal("storage failed"))
             raise
-        self.link.send(ref, ThingReply(post.request, post.request_id, SUCCESS))
+        # Sent as soon as this handler has returned, so that the reply is written
+        # together with the PUBACK, not a loop turn ahead of it in a write of its own.
+        reply = ThingReply(post.request, post.request_id, SUCCESS)
+        asyncio.get_running_loop().call_soon(self.link.send, ref, reply)
         now = post.received_at
         if points and self.bus.wants(TelemetryReceived):
             self.bus.publish(TelemetryReceived(ref.product_id, ref.name, points, now))
