@@ -1,7 +1,7 @@
 """The whole platform (`thingshub serve`) under device and application load: logins,
-device images, commands and telemetry.
+device images, commands, telemetry and thing-model posts.
 
-    python bench/platform_bench.py [--quick] [--tests connects,image,commands,telemetry]
+    python bench/platform_bench.py [--quick] [--tests connects,image,commands,telemetry,thing]
                                    [--json out.json]
                                    [--database-url postgresql://postgres@127.0.0.1:5432/postgres]
 
@@ -20,9 +20,11 @@ Why it is built this way (bench/README.md says what each figure means):
 - Registration is setup, not measured. Each server run gets a fresh data dir (SQLite)
   or a scratch PostgreSQL database, so the first connects really find a cold cache.
 - Every wait has a deadline; a broken server fails its run and never hangs this.
+- thing: OneNET thing-model property posts are measured beside ThingsPanel telemetry of
+  the same values, each on its own platform: the ratio thing / ThingsPanel is the figure.
 - This file holds the command line and the connects test; the other tests are in
-  `platform_image.py`, `platform_commands.py` and `platform_telemetry.py`, and what they
-  share in `platform_common.py`.
+  `platform_image.py`, `platform_commands.py`, `platform_telemetry.py` and
+  `platform_thing.py`, and what they share in `platform_common.py`.
 - This file is not called `platform.py`: a script in bench/ by that name would shadow
   the standard library's `platform` module for every script run from bench/ (asyncpg
   imports it, and so does `servers.py`).
@@ -69,8 +71,9 @@ from platform_telemetry import (
     run_telemetry_mosquitto,
     run_telemetry_thingshub,
 )
+from platform_thing import print_thing, run_thing
 
-TESTS = ("connects", "image", "commands", "telemetry")
+TESTS = ("connects", "image", "commands", "telemetry", "thing")
 TARGET_CONNECT_RATIO = 0.5
 
 
@@ -317,7 +320,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--py-spy",
         type=Path,
         metavar="DIR",
-        help="commands, telemetry: record the platform with py-spy (raw format) over each "
+        help="commands, telemetry, thing: record the platform with py-spy (raw format) over each "
         "measured phase, into DIR (slows the server a little: quote unprofiled figures)",
     )
     p.add_argument(
@@ -330,7 +333,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-devices", type=int, help="image: devices (1,000; --quick 500)")
     p.add_argument("--rate", type=float, default=1000.0, help="image (a): offered updates/s")
     p.add_argument(
-        "--seconds", type=float, help="image, commands, telemetry: seconds measured (20; quick 5)"
+        "--seconds",
+        type=float,
+        help="image, commands, telemetry, thing: seconds measured (20; quick 5)",
     )
     p.add_argument("--window", type=int, default=1, help="image (b): updates in flight each (1)")
     p.add_argument(
@@ -341,7 +346,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f"of {DEVICE_RATE_LIMIT:g}/s (default 9.5)",
     )
     p.add_argument(
-        "--drain", type=float, default=15.0, help="image, telemetry: wait for replies, s (15)"
+        "--drain",
+        type=float,
+        default=15.0,
+        help="image, telemetry, thing: wait for replies, s (15)",
     )
     p.add_argument("--verify", type=int, default=50, help="image: devices checked via API (50)")
     p.add_argument("--cmd-devices", type=int, help="commands: devices (500; --quick 100)")
@@ -363,15 +371,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--answer-qos", type=int, choices=(0, 1), default=0, help="commands: QoS of answers (0)"
     )
     p.add_argument("--cmd-verify", type=int, default=10, help="commands: records checked (10)")
-    p.add_argument("--tel-devices", type=int, help="telemetry: devices (1,000; --quick 200)")
+    p.add_argument("--tel-devices", type=int, help="telemetry, thing: devices (1,000; --quick 200)")
     p.add_argument(
-        "--tel-window", type=int, default=4, help="telemetry: messages in flight per device (4)"
+        "--tel-window",
+        type=int,
+        default=4,
+        help="telemetry, thing: messages in flight per device (4)",
     )
     p.add_argument(
-        "--tel-warmup", type=float, help="telemetry: load before the window, s (2; --quick 1)"
+        "--tel-warmup",
+        type=float,
+        help="telemetry, thing: load before the window, s (2; --quick 1)",
     )
     p.add_argument(
-        "--tel-verify", type=int, default=50, help="telemetry: devices read back via API (50)"
+        "--tel-verify",
+        type=int,
+        default=50,
+        help="telemetry, thing: devices read back via API (50)",
     )
     p.add_argument(
         "--register-concurrency", type=int, default=32, help="API requests at a time (32)"
@@ -494,6 +510,11 @@ def main(argv: list[str] | None = None) -> int:
         results.append(outcome(by_server))
         print_telemetry(by_server, a, env)
         data["telemetry"] = by_server
+    if "thing" in a.tests:
+        by_side = run_thing(a)
+        results.append(outcome(by_side))
+        print_thing(by_side, a, env)
+        data["thing"] = by_side
     print()
     print("flags: ! a run failed (error, lost reply, dead connection); L load generator above")
     print(f"       {FLAG_LOAD:.0f}% of its core (the figure may be the client's limit); N other")

@@ -141,9 +141,14 @@ def api(server: servers.PlatformServer, limit: int = 100) -> httpx.AsyncClient:
 
 
 async def register(
-    server: servers.PlatformServer, count: int, concurrency: int, limit: float
+    server: servers.PlatformServer,
+    count: int,
+    concurrency: int,
+    limit: float,
+    product: dict[str, Any] | None = None,
 ) -> tuple[list[DeviceLogin], float]:
     """Create product `bench` and `count` devices through the API; returns them and the time.
+    `product` adds fields to the product's body (e.g. its `thing_model`).
 
     Setup, not a figure: `concurrency` requests at a time keep it short. Tokens are made
     here with the platform's own `make_token`, as a device computes its own, valid 2 days;
@@ -156,7 +161,9 @@ async def register(
     t0 = now()
     try:
         async with api(server, concurrency) as http, asyncio.timeout(limit):
-            r = await http.post("/api/v1/products", json={"id": PRODUCT, "name": "benchmark"})
+            r = await http.post(
+                "/api/v1/products", json={"id": PRODUCT, "name": "benchmark", **(product or {})}
+            )
             if r.status_code != 201:
                 raise LoadError(f"creating the product: HTTP {r.status_code} {r.text[:200]}")
 

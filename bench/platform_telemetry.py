@@ -223,10 +223,12 @@ async def telemetry_load(
     helpers: mqttload.CpuProbe | None = None,
     profile: Path | None = None,
     pid: int = 0,
+    values_per_msg: int = len(KEYS),
 ) -> TelemetryStats:
     """Every device pumps for warmup + seconds; the window is the last `seconds`. Then
     the sending stops and every PUBACK still owed is awaited (up to `drain` s). With
-    `profile`, py-spy records process `pid` over the window."""
+    `profile`, py-spy records process `pid` over the window. Each message carries
+    `values_per_msg` points."""
     st = TelemetryStats()
     # Enough for 20,000 msg/s in all; a faster server makes devices encode more as they go.
     per_device = math.ceil(20_000 * (res.warmup + res.seconds) / max(1, len(devices))) + 16
@@ -266,7 +268,7 @@ async def telemetry_load(
     res.sent, res.acks, res.unexpected = st.sent, st.acks, st.unexpected
     res.unacked = sum(len(d.sent_at) for d in devices)
     res.msgs_per_s = st.in_window / res.seconds
-    res.points_per_s = res.msgs_per_s * len(KEYS)
+    res.points_per_s = res.msgs_per_s * values_per_msg
     lat = sorted(st.latencies)
     if lat:
         res.p50_ms, res.p95_ms = 1e3 * percentile(lat, 50), 1e3 * percentile(lat, 95)

@@ -150,6 +150,24 @@ def test_a_model_checks_what_devices_post(platform: RunningPlatform, device: Pah
     assert events[-1]["method"] == "alarm" and events[-1]["params"] == {"level": 3}
 
 
+def test_a_replaced_model_checks_the_next_post(
+    platform: RunningPlatform, device: PahoClient
+) -> None:
+    set_model(platform)
+    hot = {"id": "1", "params": {"temp": {"value": 130}}}
+    assert post(device, "property/post", hot)["code"] == 302
+    warmer = json.loads(json.dumps(MODEL))
+    warmer["properties"][0]["dataType"]["specs"]["max"] = "150"
+    platform.run(platform.platform.things.set_model("p1", warmer))
+    assert post(device, "property/post", {**hot, "id": "2"})["code"] == 200
+    platform.run(platform.platform.things.delete_model("p1"))
+    assert post(device, "property/post", {**hot, "id": "3", "params": {"hum": {"value": 1}}}) == {
+        "id": "3",
+        "code": 200,
+        "msg": "success",
+    }
+
+
 def test_the_envelope_errors_are_answered_on_the_reply_topic(device: PahoClient) -> None:
     assert post(device, "property/post", b"{not json")["code"] == 301
     bad_id = post(device, "property/post", {"id": "x1", "params": {"t": {"value": 1}}})

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from thingshub.core import thingmodel, values
+from thingshub.core import thingchecks, thingmodel, values
 from thingshub.core.errors import (
     BadDeviceAnswer,
     CommandTimeout,
@@ -40,12 +40,23 @@ class ThingError(ThingsHubError):
         self.code = code
 
 
-def property_value(model: thingmodel.ThingModel | None, identifier: str, value: object) -> object:
-    """A posted property value as stored (ThingError 309 or 302 if refused)."""
+def property_value(
+    model: thingmodel.ThingModel | None,
+    identifier: str,
+    value: object,
+    compiled: Mapping[str, thingchecks.Check] | None = None,
+) -> object:
+    """A posted property value as stored (ThingError 309 or 302 if refused).
+
+    `compiled` holds the model's property checks made once (core/thingchecks.py):
+    the hot path of every property post; without them the model's rules run."""
     if model is None:
         return free_value(value, identifier)
-    prop = known_property(model, identifier)
+    check = compiled.get(identifier) if compiled is not None else None
     try:
+        if check is not None:
+            return check(value, identifier)
+        prop = known_property(model, identifier)  # 309 when the model has no such property
         return thingmodel.check(prop.data_type, value, identifier)
     except thingmodel.ValueRefused as exc:
         raise ThingError(code_of(exc), exc.message) from None

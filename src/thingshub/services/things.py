@@ -15,7 +15,8 @@ or sent and their codes thing_checks.py's, the wire the thing dialect's):
   the value, a non-object one as {"value": v}, `type` from the model).
 - A post names the sender or, in `pack`/`history` posts, a device by
   `identity`: anything but the sender is 307 until gateways exist.
-- The reply (200) leaves once the post is durable; a storage failure is the
+- The reply (200) leaves once the post is durable, as the handler returns,
+  so that it shares the PUBACK's write; a storage failure is the
   platform's: 303, and the message is not acknowledged, so the device sends
   it again.
 - Calls (property set and get, service invoke) go through the command
@@ -34,12 +35,13 @@ or sent and their codes thing_checks.py's, the wire the thing dialect's):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any, Final
 
 from thingshub.core import commands as calls
-from thingshub.core import thingmodel
+from thingshub.core import thingchecks, thingmodel
 from thingshub.core.errors import (
     DeviceOffline,
     NotFound,
@@ -114,6 +116,8 @@ class ThingService:
         self.bus = bus
         self.max_points = max_points
         self._models: dict[str, thingmodel.ThingModel | None] = {}
+        #: Each cached model's compiled property checks, with the model they were made for.
+        self._checks: dict[str, tuple[thingmodel.ThingModel, dict[str, thingchecks.Check]]] = {}
         #: Requests refused, by code (for metrics).
         self.refused: dict[int, int] = {}
         #: Telemetry points stored from properties and data points (for metrics,
@@ -164,6 +168,18 @@ class ThingService:
             )
         self._models.pop(product_id, None)
 
+    def _property_checks(
+        self, product_id: str, model: thingmodel.ThingModel | None
+    ) -> dict[str, thingchecks.Check] | None:
+        """The compiled property checks of `model`, the product's (made once per model)."""
+        if model is None:
+            return None
+        cached = self._checks.get(product_id)
+        if cached is None or cached[0] is not model:
+            cached = (model, thingchecks.property_checks(model))
+            self._checks[product_id] = cached
+        return cached[1]
+
     def forget(self, product_id: str) -> None:
         """Drop a cached model (another process changed it)."""
         self._models.pop(product_id, None)
@@ -188,7 +204,10 @@ class ThingService:
             self._reply_error(ref, post.request, post.request_id, checks.internal("storage failed"))
             raise
         self.stored_points += len(points)
-        self.link.send(ref, ThingReply(post.request, post.request_id, thingmodel.SUCCESS))
+        # Sent as soon as this handler has returned, so that the reply is written
+        # together with the PUBACK, not a loop turn ahead of it in a write of its own.
+        reply = ThingReply(post.request, post.request_id, thingmodel.SUCCESS)
+        asyncio.get_running_loop().call_soon(self.link.send, ref, reply)
         now = post.received_at
         if points and self.bus.wants(TelemetryReceived):
             self.bus.publish(TelemetryReceived(ref.product_id, ref.name, points, now))
@@ -203,9 +222,10 @@ class ThingService:
         for data in post.data:
             self._check_identity(ref, data)
             model = await self.model(ref.product_id)
+            compiled = self._property_checks(ref.product_id, model)
             at = post.received_at
             for value in data.properties:
-                checked = checks.property_value(model, value.identifier, value.value)
+                checked = checks.property_value(model, value.identifier, value.value, compiled)
                 points.append(Point(value.identifier, value.ts or at, checked))
             for value in data.events:
                 params, kind = checks.event_value(model, value.identifier, value.value)

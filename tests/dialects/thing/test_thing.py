@@ -49,6 +49,29 @@ def test_property_post() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("time", "ts"),
+    [(1_599_534_283_111, 1_599_534_283_111), (1.5e12, 1_500_000_000_000), (0, None), (None, None)],
+)
+def test_a_time_is_unix_ms_and_0_or_null_is_when_received(time: Any, ts: int | None) -> None:
+    post = decode("property/post", {"id": "1", "params": {"t": {"value": 1, "time": time}}})
+    assert post.data[0].properties == (ThingValue("t", 1, ts),)
+
+
+@pytest.mark.parametrize(
+    ("time", "words"),
+    [
+        (-5, "must not be negative"),
+        (True, "must be Unix ms"),
+        (1.5, "must be a whole number of ms"),
+    ],
+)
+def test_a_time_that_is_not_unix_ms_is_313(time: Any, words: str) -> None:
+    refused = decode("property/post", {"id": "1", "params": {"t": {"value": 1, "time": time}}})
+    assert isinstance(refused, ThingRefused) and refused.error.err_code == 313
+    assert refused.error.message == f"t: time {words}"
+
+
 def test_event_post() -> None:
     body = {"id": "7", "params": {"alarm": {"value": {"level": 3}, "time": 1_700_000_000_001}}}
     assert decode("event/post", body) == ThingPost(
@@ -160,6 +183,14 @@ def test_replies_are_compact_json_on_the_reply_topic() -> None:
         REF, ThingReply("property/desired/get", "4", 200, None, {"t": {"value": 1, "version": 2}})
     )
     assert wire is not None and b'"code":200' in wire[0][1] and b" " not in wire[0][1]
+    # A success without a hint or data for any id is what the JSON encoder would make.
+    for request_id in ("0", "9999999999999", "12345678901234", "x1", 'a"b', "é"):
+        wire = thing.encode(REF, ThingReply("property/post", request_id, 200))
+        body = {"id": request_id, "code": 200, "msg": "success"}
+        compact = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        assert wire == [(T + "property/post/reply", compact)]
+    hinted = thing.encode(REF, ThingReply("property/post", "9", 200, "noted"))
+    assert hinted == [(T + "property/post/reply", b'{"id":"9","code":200,"msg":"success: noted"}')]
     refusal = thing.encode(REF, ThingReply("event/post", "8", 302, "t: 5 > max 4"))
     assert refusal == [
         (

@@ -69,11 +69,10 @@ def values(params: object, request_id: str, where: str = "") -> tuple[ThingValue
         name = identifier(key, request_id, where)
         if not isinstance(entry, dict) or "value" not in entry:
             raise _bad(f"{where}{name}: an entry is an object holding value", request_id)
-        out.append(
-            ThingValue(
-                name, entry["value"], time_of(entry, request_id, f"{where}{name}: ", required=False)
-            )
-        )
+        ts = entry.get("time")
+        if type(ts) is not int or ts <= 0:  # the usual Unix ms is taken as it is
+            ts = time_of(entry, request_id, f"{where}{name}: ", required=False)
+        out.append(ThingValue(name, entry["value"], ts))
     return tuple(out)
 
 
