@@ -105,3 +105,27 @@ def test_lone_surrogates_are_400(api: httpx.Client, register, platform: RunningP
     assert r.status_code == 201 and r.json()["name"] == "\U0001f600"
     assert api.get(f"{base}").json()["tags"] == {}
     assert dev.name == "d1"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        # Found by the long schemathesis run: free-form JSON of the thing-model routes.
+        ("PUT", "/api/v1/products/p1/thing-model", f'{{"properties": [], "x": [{HUGE}]}}'),
+        ("PUT", "/api/v1/products/p1/thing-model", f'{{"properties": [], "x": {LONE}}}'),
+        ("POST", "/api/v1/products", f'{{"id": "s", "name": "S", "thing_model": {{"x": {HUGE}}}}}'),
+        ("POST", "/api/v1/products", f'{{"id": "s", "name": "S", "thing_model": {{{LONE}: 1}}}}'),
+        ("PATCH", "/api/v1/products/p1/devices/d1/desired", f'{{"a": [-{HUGE}]}}'),
+        ("PATCH", "/api/v1/products/p1/devices/d1/desired", f'{{"a": {LONE}}}'),
+        ("POST", "/api/v1/products/p1/devices/d1/properties", f'{{"a": {HUGE}}}'),
+        ("POST", "/api/v1/products/p1/devices/d1/services/s", f'{{"a": {LONE}}}'),
+    ],
+)
+def test_thing_model_bodies_never_fail_on_big_integers_or_lone_surrogates(
+    api: httpx.Client, register, method: str, path: str, body: str
+) -> None:
+    register("p1", "d1")
+    r = api.request(method, path, content=body, headers=JSON)
+    assert r.status_code < 500, (path, body, r.text)
+    if r.status_code >= 400:
+        assert r.json()["error"]

@@ -372,3 +372,22 @@ def test_a_canonical_key_wins_over_its_alias() -> None:
     model = parse_model({"events": [event]})
     assert model.events["e"].event_type == "alert"
     assert model.document["events"][0]["type"] == "error"  # kept as sent, ignored
+
+
+@pytest.mark.parametrize(
+    ("document", "where"),
+    [
+        ({"properties": [], "note": [2**64]}, "['note'][0]: integers must be within"),
+        ({"properties": [], "note": {"a": -(2**63) - 1}}, "['note']['a']: integers must be"),
+        ({"properties": [], "x": "\ud800"}, "['x']: "),
+    ],
+)
+def test_a_model_holding_what_no_storage_can_hold_is_refused(
+    document: dict[str, Any], where: str
+) -> None:
+    """The document is stored as it came, unknown keys included: an integer past 64
+    bits or a lone surrogate anywhere is refused before anything else is checked."""
+    with pytest.raises(ModelError) as refused:
+        parse_model(document)
+    assert refused.value.path == ""
+    assert refused.value.detail.startswith(where), refused.value.detail

@@ -111,6 +111,9 @@ def free_values(requested: Mapping[str, Any], where: str) -> dict[str, Any]:
             raise invalid(thingmodel.BAD_REQUEST, f"{name}: identifiers are 1-128 characters")
         if value is None:
             raise invalid(thingmodel.DATA_TYPE_ERROR, f"{name}: null is not a value")
+        broken = values.json_problem(value, 0, values.MAX_STRING)
+        if broken:  # it is stored too (desired values, call records)
+            raise invalid(thingmodel.DATA_TYPE_ERROR, f"{name}{broken[0]}: {broken[1]}")
         out[key] = value
     return out
 

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from thingshub.core import values
 from thingshub.core.thingmodel.codes import IDENTIFIER_UNKNOWN, ModelError, ValueRefused
 from thingshub.core.thingmodel.datatypes import (
     DataType,
@@ -105,6 +106,11 @@ def parse_model(document: object, *, max_points: int = MAX_POINTS) -> ThingModel
     """Check a model document; the model with its canonical document, or ModelError."""
     if not isinstance(document, dict):
         raise ModelError("", "a thing model is a JSON object of properties, events, services")
+    # The document is stored as it came (unknown keys included): refuse first what
+    # no storage can hold (integers past 64 bits, lone surrogates, deep nesting).
+    broken = values.json_problem(document, 0, None)
+    if broken:
+        raise ModelError("", f"{broken[0]}: {broken[1]}")
     canonical: dict[str, Any] = dict(document)
     lists: dict[str, list[Any]] = {}
     for key in ("properties", "events", "services"):
