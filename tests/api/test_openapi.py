@@ -127,6 +127,35 @@ include-name = "PUT /api/v1/products/{pid}/devices/{name}/gateway"
 # levels) are 400, an address a sibling has 409: rules over other devices.
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404", "409"]
 
+[[operations]]
+include-name = "POST /api/v1/products"
+# A thing model's own rules (docs/protocols.md section 5: data types, identifiers,
+# and nothing a store cannot hold, such as integers past 64 bits deep inside the
+# free-form document) are 400 with the JSON pointer of the fault.
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "409"]
+
+[[operations]]
+include-name = "PUT /api/v1/products/{pid}/thing-model"
+# The same rules of a thing model.
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404"]
+
+[[operations]]
+include-name = "PATCH /api/v1/products/{pid}/devices/{name}/desired"
+# Values are checked against the product's thing model, or without one as values a
+# store can hold: 400 with OneNET's err_code (302, 309).
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404"]
+
+[[operations]]
+include-name = "POST /api/v1/products/{pid}/devices/{name}/properties"
+# The same value rules, then the device's state: offline or not subscribed 409,
+# a bad answer 502, no answer 504 (docs/protocols.md section 6).
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404", "409", "502", "504"]
+
+[[operations]]
+include-name = "POST /api/v1/products/{pid}/devices/{name}/services/{identifier}"
+# The same as a property set.
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404", "409", "502", "504"]
+
 # And one false alarm of schemathesis 4.32: for form fields, its negative "value
 # channel" breaks a pattern by appending "*" without checking the result, and
 # "*" is a valid character of a firmware version and name; its check that a
