@@ -386,7 +386,7 @@ def test_a_model_holding_what_no_storage_can_hold_is_refused(
     document: dict[str, Any], where: str
 ) -> None:
     """The document is stored as it came, unknown keys included: an integer past 64
-    bits or a lone surrogate anywhere is refused before anything else is checked."""
+    bits or a lone surrogate anywhere the model's own rules do not look is refused."""
     with pytest.raises(ModelError) as refused:
         parse_model(document)
     assert refused.value.path == ""

@@ -106,11 +106,6 @@ def parse_model(document: object, *, max_points: int = MAX_POINTS) -> ThingModel
     """Check a model document; the model with its canonical document, or ModelError."""
     if not isinstance(document, dict):
         raise ModelError("", "a thing model is a JSON object of properties, events, services")
-    # The document is stored as it came (unknown keys included): refuse first what
-    # no storage can hold (integers past 64 bits, lone surrogates, deep nesting).
-    broken = values.json_problem(document, 0, None)
-    if broken:
-        raise ModelError("", f"{broken[0]}: {broken[1]}")
     canonical: dict[str, Any] = dict(document)
     lists: dict[str, list[Any]] = {}
     for key in ("properties", "events", "services"):
@@ -168,6 +163,12 @@ def parse_model(document: object, *, max_points: int = MAX_POINTS) -> ThingModel
             {**item, "callType": call_type, "input": input_doc, "output": output_doc}
         )
     canonical.update(docs)
+    # The document is stored as it came, unknown keys included: last, once every
+    # rule has had its say at its own pointer, refuse what no store can hold
+    # (integers past 64 bits, lone surrogates, deep nesting) wherever it sits.
+    broken = values.json_problem(canonical, 0, None)
+    if broken:
+        raise ModelError("", f"{broken[0]}: {broken[1]}")
     return ThingModel(properties, events, services, canonical)
 
 
