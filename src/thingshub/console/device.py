@@ -1,9 +1,11 @@
 """The device page: who it is and how it connects, its thing model (properties,
-calls, desired values), telemetry, image, calls, attributes and events, all live.
+calls, desired values), telemetry, image, calls, attributes and events, its
+gateway and its sub-devices, all live.
 
 Rules:
 - One bus subscription for the page (live.py), for this device's events
-  only; each section applies its own kind.
+  and those of the sub-devices its tree shows; each section applies its own
+  kind.
 - Connection details never show a stored secret: the key stays on the
   server; the console mints OneNET tokens with it, as the API's
   `POST .../token` does, and the ThingsPanel password was shown once at
@@ -26,9 +28,11 @@ from thingshub.console.context import ConsoleContext
 from thingshub.console.device_commands import CommandPanel
 from thingshub.console.device_data import AttributesPanel, EventsPanel
 from thingshub.console.device_desired import DesiredPanel
+from thingshub.console.device_gateway import GatewayPanel
 from thingshub.console.device_image import ImagePanel
 from thingshub.console.device_telemetry import TelemetryPanel
 from thingshub.console.device_thing import ThingPanel
+from thingshub.console.device_tree import SubDevicesPanel
 from thingshub.console.layout import card, empty, frame, presence_chip, set_presence, tid
 from thingshub.console.live import LiveFeed
 from thingshub.core.errors import NotFound
@@ -36,11 +40,13 @@ from thingshub.core.events import (
     AttributesReported,
     CommandFinished,
     DesiredChanged,
+    DeviceDeleted,
     Event,
     EventsReceived,
     ImageChanged,
     PresenceChanged,
     TelemetryReceived,
+    TopologyChanged,
 )
 from thingshub.core.model import Device
 
@@ -52,9 +58,13 @@ LIVE_KINDS = [
     ImageChanged,
     CommandFinished,
     DesiredChanged,
+    TopologyChanged,
+    DeviceDeleted,
 ]
 TOKEN_LIFETIMES = {"1 hour": 3600, "1 day": 86400, "30 days": 30 * 86400, "1 year": 365 * 86400}
 TICK_S = 5.0
+#: Products offered as a gateway's product.
+MAX_PRODUCTS = 1000
 
 
 def _field(label: str, value: str, test_id: str | None = None) -> ui.label:
@@ -125,6 +135,7 @@ def register(ctx: ConsoleContext) -> None:
             return None
         state = await ctx.api.presence.get(pid, name)
         model = await ctx.api.things.model(pid)
+        products = [p.id for p in (await ctx.api.devices.list_products(MAX_PRODUCTS)).items]
         ui.page_title(f"{name} · ThingsHub")
 
         with frame("devices", name, f"Product {pid} · device number {device.device_number}"):
@@ -138,12 +149,15 @@ def register(ctx: ConsoleContext) -> None:
                     "text-sm text-primary no-underline"
                 )
             with ui.grid(columns=2).classes("w-full gap-5"):
-                connection_card(ctx, device, _host(ctx, request))
+                with ui.column().classes("gap-5 min-w-0"):
+                    connection_card(ctx, device, _host(ctx, request))
+                    gateway = GatewayPanel(ctx, device, products)
                 with ui.column().classes("gap-5 min-w-0"):
                     with card("Latest values", "speed") as latest_box:
                         pass
                     with card("Attributes", "tune"):
                         attributes = AttributesPanel(ctx, pid, name)
+            tree = SubDevicesPanel(ctx, pid, name)
             thing = ThingPanel(ctx, pid, name, model) if model is not None else None
             desired = DesiredPanel(ctx, pid, name, model) if model is not None else None
             telemetry = TelemetryPanel(ctx, pid, name, latest_box)
@@ -163,10 +177,14 @@ def register(ctx: ConsoleContext) -> None:
             telemetry.tick()
             if thing is not None:
                 thing.tick()
+            await tree.tick()
 
         async def apply(batch: list[Event]) -> None:
+            await tree.apply(batch)
+            batch = [e for e in batch if e.product_id == pid and e.name == name]
             if any(isinstance(e, PresenceChanged) for e in batch):
                 await tick()
+            gateway.apply(batch)
             image.apply(batch)
             attributes.apply(batch)
             events.apply(batch)
@@ -177,7 +195,7 @@ def register(ctx: ConsoleContext) -> None:
             await commands.apply(batch)
 
         def wanted(event: Event) -> bool:
-            return event.product_id == pid and event.name == name
+            return (event.product_id == pid and event.name == name) or tree.wants(event)
 
         try:
             await tick()
@@ -186,6 +204,7 @@ def register(ctx: ConsoleContext) -> None:
             await commands.load()
             await attributes.load()
             await events.load()
+            await tree.load()
             if thing is not None and desired is not None:
                 await thing.load()
                 await desired.load()

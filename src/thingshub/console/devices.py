@@ -7,6 +7,8 @@ Rules:
 - Status and last activity come from presence for the rows shown only
   (`get_many`); presence changes of those rows arrive from the bus, and last
   activity is refreshed every few seconds for the rows shown.
+- A sub-device is marked with its gateway (it is in the device's own row, so
+  free); gateways are not marked, which would cost a query a row.
 - A new device's secrets are shown once, in the dialog that created it.
 """
 
@@ -58,6 +60,8 @@ def _row(device: Device, presence: Presence, now: int) -> dict[str, Any]:
         "activity_at": fmt.when(presence.last_activity),
         "created": fmt.when(device.created_at),
         "tags": dict(device.tags),
+        "via": device.gateway[1] if device.gateway is not None else "",
+        "via_at": f"{device.gateway[0]}/{device.gateway[1]}" if device.gateway else "",
     }
 
 
@@ -158,6 +162,10 @@ def register(ctx: ConsoleContext, counts: FleetCounts) -> None:
                         <a :href="'{MOUNT}/products/' + encodeURIComponent('{pid}') + '/devices/'
                                   + encodeURIComponent(props.row.name)"
                            class="text-primary font-medium no-underline">{{{{ props.value }}}}</a>
+                        <q-badge v-if="props.row.via" outline color="blue-grey-7" class="q-ml-sm"
+                                 :label="'via ' + props.row.via">
+                          <q-tooltip>a sub-device of {{{{ props.row.via_at }}}}</q-tooltip>
+                        </q-badge>
                     </q-td>""",
                 )
                 table.add_slot(

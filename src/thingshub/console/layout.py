@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from nicegui import ui
 
@@ -106,6 +107,24 @@ def stat(label: str, value: str, icon: str, color: str = "text-primary") -> ui.l
             number = ui.label(value).classes("text-2xl font-semibold text-slate-800")
             ui.label(label).classes("text-xs uppercase tracking-wide text-slate-500")
     return number
+
+
+def column(name: str, label: str, align: str = "left") -> dict[str, Any]:
+    """A table column whose field has the column's name."""
+    return {"name": name, "label": label, "field": name, "align": align}
+
+
+#: A table showing all its rows, without Quasar's own paging (pages page by cursor).
+TABLE_PROPS = "flat dense hide-pagination :pagination='{rowsPerPage: 0}' "
+
+
+def table(columns: list[dict[str, Any]], row_key: str, test_id: str) -> ui.table:
+    """An empty table in the console's style; rows are set by whoever loads them."""
+    return (
+        ui.table(columns=columns, rows=[], row_key=row_key)
+        .classes("w-full th-table")
+        .props(TABLE_PROPS + tid(test_id))
+    )
 
 
 def presence_chip(online: bool) -> ui.chip:
