@@ -1,6 +1,6 @@
 """The console's plain parts, without a browser: the meter, the bucket arithmetic of
-the charts, the tags patch, the sign-in target, the formatting, and how thing-model
-types read and typed inputs turn into values."""
+the charts, the tags patch, the sign-in target, the formatting, how thing-model
+types read and typed inputs turn into values, and the sub-device tree's state."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from thingshub.console.thing_text import (
     type_text,
     value_text,
 )
+from thingshub.console.tree import Child, SubTree, key_of
 from thingshub.core.errors import InvalidRequest, NotFound
+from thingshub.core.events import DeviceDeleted, PresenceChanged, TopologyChanged
 from thingshub.core.shadow import ImageError
 from thingshub.core.thingmodel import DataType, parse_model
 
@@ -156,3 +158,81 @@ def test_a_tsl_file_is_strict_json() -> None:
         read_model_file(b'{"a": NaN}')
     with pytest.raises(InvalidRequest, match="not UTF-8"):
         read_model_file(b'{"a": "\xff"}')
+
+
+# ---------------------------------------------------------------- the sub-device tree
+
+ROOT = ("p", "gw")
+
+
+def _child(name: str, *, gateway: bool = False, online: bool = False) -> Child:
+    return Child(("p", name), name.upper(), online, 1000 if online else None, gateway)
+
+
+def _shown(tree: SubTree) -> list[tuple[str, int]]:
+    return [(r["label"] if r["more"] else r["name"], r["depth"]) for r in tree.rows(5000)]
+
+
+def test_the_tree_shows_open_nodes_depth_first_with_a_more_row_per_next_page() -> None:
+    tree = SubTree(ROOT)
+    tree.fill(ROOT, [_child("a"), _child("g", gateway=True)], "cursor-1")
+    assert tree.to_open(50) == [("p", "g")]
+    tree.opened(("p", "g"))
+    tree.fill(("p", "g"), [_child("x", online=True)], None)
+    assert _shown(tree) == [("a", 1), ("g", 1), ("x", 2), ("more sub-devices of gw", 1)]
+    row = tree.rows(5000)[2]
+    assert row["id"] == "p/x" and key_of(row["id"]) == ("p", "x")
+    assert (row["sub_address"], row["status"], row["activity"]) == ("X", "online", "4 s ago")
+    tree.fill(ROOT, [_child("b")], None, more=True)  # the next page, appended
+    assert _shown(tree)[-1] == ("b", 1)
+    assert tree.loaded(ROOT) == 3 and tree.to_open(50) == []
+    tree.close(("p", "g"))
+    assert _shown(tree) == [("a", 1), ("g", 1), ("b", 1)]
+    assert ("p", "x") not in tree.nodes  # opened again, it loads afresh
+
+
+def test_a_large_tree_stays_folded_at_first_sight() -> None:
+    tree = SubTree(ROOT)
+    tree.fill(ROOT, [_child(f"g{i}", gateway=True) for i in range(3)], None)
+    assert tree.to_open(5) == [("p", "g0"), ("p", "g1")]  # 3 rows + at least 1 each
+    assert tree.to_open(3) == []
+
+
+def test_a_list_loaded_again_keeps_the_state_of_the_children_still_in_it() -> None:
+    tree = SubTree(ROOT)
+    tree.fill(ROOT, [_child("g", gateway=True), _child("h", gateway=True)], None)
+    for key in (("p", "g"), ("p", "h")):
+        tree.opened(key)
+    tree.fill(("p", "g"), [_child("x", gateway=True)], None)
+    tree.opened(("p", "x"))
+    tree.fill(("p", "x"), [_child("y")], None)
+    tree.fill(("p", "h"), [_child("z")], None)
+    tree.fill(ROOT, [_child("g", gateway=True), _child("k")], None)  # h went away
+    assert _shown(tree) == [("g", 1), ("x", 2), ("y", 3), ("k", 1)]
+    assert ("p", "z") not in tree.nodes
+    tree.fill(ROOT, [_child("g", gateway=True), _child("k"), _child("y")], None)  # y moved up
+    assert _shown(tree) == [("g", 1), ("x", 2), ("k", 1), ("y", 1)]
+    tree.fill(("p", "g"), [_child("x", gateway=False)], None)  # x lost its children
+    assert tree.nodes[("p", "x")].open is False and _shown(tree)[1] == ("x", 2)
+
+
+def test_events_change_the_nodes_they_name() -> None:
+    tree = SubTree(ROOT)
+    tree.fill(ROOT, [_child("a"), _child("g", gateway=True)], None)
+    tree.opened(("p", "g"))
+    tree.fill(("p", "g"), [_child("x")], None)
+    online = PresenceChanged("p", "x", True, 4000)
+    assert tree.wants(online) and not tree.wants(PresenceChanged("p", "stranger", True, 1))
+    assert tree.apply([online]) == (True, [])
+    assert tree.rows(5000)[2]["status"] == "online"
+    moved = TopologyChanged("p", "x", ("p", "a"), None, ("p", "g"), 5000)
+    assert tree.wants(moved)
+    # g's list is loaded: load it again; a is not: it just becomes a gateway.
+    assert tree.apply([moved]) == (True, [("p", "g")])
+    assert tree.rows(5000)[0]["gateway"] is True
+    bound = TopologyChanged("q", "new", ROOT, "n", None, 6000)
+    assert tree.wants(bound) and tree.apply([bound, bound]) == (False, [ROOT])
+    assert not tree.wants(TopologyChanged("q", "new", ("q", "other"), None, None, 1))
+    deleted = DeviceDeleted("p", "x", "dn", "user")
+    assert tree.apply([deleted]) == (False, [("p", "g")])
+    assert tree.apply([DeviceDeleted("p", "gw", "dn", "user")]) == (False, [])  # the root
