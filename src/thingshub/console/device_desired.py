@@ -19,7 +19,7 @@ from nicegui import events, ui
 
 from thingshub.console import fmt
 from thingshub.console.context import ConsoleContext
-from thingshub.console.layout import card, empty, tid
+from thingshub.console.layout import card, column, empty, table, tid
 from thingshub.console.thing_inputs import ValueInput
 from thingshub.console.thing_text import value_text
 from thingshub.core.errors import ThingsHubError
@@ -27,12 +27,12 @@ from thingshub.core.events import DesiredChanged, Event
 from thingshub.core.thingmodel import ThingModel
 
 COLUMNS: Final = [
-    {"name": "identifier", "label": "Property", "field": "identifier", "align": "left"},
-    {"name": "name", "label": "Name", "field": "name", "align": "left"},
-    {"name": "value", "label": "Desired value", "field": "value", "align": "left"},
-    {"name": "version", "label": "Version", "field": "version", "align": "left"},
-    {"name": "at", "label": "Set", "field": "at", "align": "left"},
-    {"name": "actions", "label": "", "field": "identifier", "align": "right"},
+    column("identifier", "Property"),
+    column("name", "Name"),
+    column("value", "Desired value"),
+    column("version", "Version"),
+    column("at", "Set"),
+    {**column("actions", "", "right"), "field": "identifier"},
 ]
 
 
@@ -50,14 +50,7 @@ class DesiredPanel:
                 "What the device should apply: pushed on thing/property/set when it listens, "
                 "asked for with property/desired/get otherwise."
             ).classes("text-sm text-slate-500 -mt-1")
-            self.table = (
-                ui.table(columns=COLUMNS, rows=[], row_key="identifier")
-                .classes("w-full th-table")
-                .props(
-                    "flat dense hide-pagination :pagination='{rowsPerPage: 0}' "
-                    + tid("desired-values")
-                )
-            )
+            self.table = table(COLUMNS, "identifier", "desired-values")
             self.table.add_slot(
                 "body-cell-value",
                 """<q-td :props="props" class="th-mono">{{ props.value }}</q-td>""",

@@ -25,7 +25,7 @@ from nicegui import ui
 
 from thingshub.console import fmt
 from thingshub.console.context import ConsoleContext
-from thingshub.console.layout import card, empty, tid
+from thingshub.console.layout import card, column, empty, table, tid
 from thingshub.console.thing_inputs import (
     CallResult,
     ParamsForm,
@@ -38,15 +38,14 @@ from thingshub.core.errors import ThingsHubError
 from thingshub.core.events import Event, TelemetryReceived
 from thingshub.core.thingmodel import ThingModel
 
-TABLE_PROPS: Final = "flat dense hide-pagination :pagination='{rowsPerPage: 0}' "
 COLUMNS: Final = [
-    {"name": "identifier", "label": "Property", "field": "identifier", "align": "left"},
-    {"name": "name", "label": "Name", "field": "name", "align": "left"},
-    {"name": "type", "label": "Type", "field": "type", "align": "left"},
-    {"name": "range", "label": "Range / unit", "field": "range", "align": "left"},
-    {"name": "access", "label": "Access", "field": "access", "align": "left"},
-    {"name": "value", "label": "Latest value", "field": "value", "align": "left"},
-    {"name": "at", "label": "Reported", "field": "at", "align": "left"},
+    column("identifier", "Property"),
+    column("name", "Name"),
+    column("type", "Type"),
+    column("range", "Range / unit"),
+    column("access", "Access"),
+    column("value", "Latest value"),
+    column("at", "Reported"),
 ]
 
 
@@ -68,11 +67,7 @@ class ThingPanel:
                 ui.link("see the model", f"/products/{pid}").classes(
                     "text-sm text-primary no-underline"
                 )
-            self.table = (
-                ui.table(columns=COLUMNS, rows=[], row_key="identifier")
-                .classes("w-full th-table")
-                .props(TABLE_PROPS + tid("thing-properties"))
-            )
+            self.table = table(COLUMNS, "identifier", "thing-properties")
             self.table.add_slot(
                 "body-cell-access",
                 """<q-td :props="props"><q-badge outline

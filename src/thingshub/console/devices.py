@@ -21,10 +21,10 @@ from fastapi import Request
 from fastapi.responses import RedirectResponse
 from nicegui import ui
 
-from thingshub.console import fmt
+from thingshub.console import fmt, layout
 from thingshub.console.auth import gate
 from thingshub.console.context import ConsoleContext
-from thingshub.console.layout import MOUNT, card, empty, frame, tid
+from thingshub.console.layout import MOUNT, card, column, empty, frame, tid
 from thingshub.console.live import LiveFeed
 from thingshub.console.overview import FleetCounts
 from thingshub.console.paging import Pager
@@ -38,12 +38,12 @@ ACTIVITY_REFRESH_S = 5.0
 MAX_PRODUCTS = 1000
 
 COLUMNS = [
-    {"name": "name", "label": "Device", "field": "name", "align": "left"},
-    {"name": "number", "label": "Device number", "field": "number", "align": "left"},
-    {"name": "status", "label": "Status", "field": "status", "align": "left"},
-    {"name": "activity", "label": "Last activity", "field": "activity", "align": "left"},
-    {"name": "created", "label": "Created", "field": "created", "align": "left"},
-    {"name": "tags", "label": "Tags", "field": "tags", "align": "left"},
+    column("name", "Device"),
+    column("number", "Device number"),
+    column("status", "Status"),
+    column("activity", "Last activity"),
+    column("created", "Created"),
+    column("tags", "Tags"),
 ]
 
 
@@ -148,14 +148,7 @@ def register(ctx: ConsoleContext, counts: FleetCounts) -> None:
                     "unelevated " + tid("new-device")
                 )
             with card():
-                table = (
-                    ui.table(columns=COLUMNS, rows=[], row_key="name")
-                    .classes("w-full th-table")
-                    .props(
-                        "flat dense hide-pagination :pagination='{rowsPerPage: 0}' "
-                        + tid("devices")
-                    )
-                )
+                table = layout.table(COLUMNS, "name", "devices")
                 table.add_slot(
                     "body-cell-name",
                     f"""<q-td :props="props">

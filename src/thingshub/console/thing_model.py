@@ -20,7 +20,7 @@ from nicegui import events, ui
 
 from thingshub.console import fmt
 from thingshub.console.context import ConsoleContext
-from thingshub.console.layout import card, empty, tid
+from thingshub.console.layout import card, column, empty, tid
 from thingshub.console.thing_text import (
     ACCESS,
     CALL_TYPES,
@@ -40,10 +40,6 @@ TABLE_PROPS: Final = "flat dense wrap-cells hide-pagination :pagination='{rowsPe
 LINES_SLOT: Final = """<q-td :props="props" class="th-mono text-xs">
     <div v-for="(line, i) in props.value" :key="i">{{ line }}</div>
     <span v-if="!props.value.length" class="text-slate-400">—</span></q-td>"""
-
-
-def _column(name: str, label: str) -> dict[str, Any]:
-    return {"name": name, "label": label, "field": name, "align": "left"}
 
 
 def property_rows(model: ThingModel) -> list[dict[str, Any]]:
@@ -199,11 +195,11 @@ class ModelCard:
 
     def _properties(self, model: ThingModel) -> None:
         columns = [
-            _column("identifier", "Identifier"),
-            _column("name", "Name"),
-            _column("type", "Type"),
-            _column("range", "Range / unit"),
-            _column("access", "Access"),
+            column("identifier", "Identifier"),
+            column("name", "Name"),
+            column("type", "Type"),
+            column("range", "Range / unit"),
+            column("access", "Access"),
         ]
         table = self._table("Properties", columns, property_rows(model), "model-properties")
         if table is not None:
@@ -216,10 +212,10 @@ class ModelCard:
 
     def _events(self, model: ThingModel) -> None:
         columns = [
-            _column("identifier", "Identifier"),
-            _column("name", "Name"),
-            _column("type", "Type"),
-            _column("output", "Output params"),
+            column("identifier", "Identifier"),
+            column("name", "Name"),
+            column("type", "Type"),
+            column("output", "Output params"),
         ]
         table = self._table("Events", columns, event_rows(model), "model-events")
         if table is not None:
@@ -232,11 +228,11 @@ class ModelCard:
 
     def _services(self, model: ThingModel) -> None:
         columns = [
-            _column("identifier", "Identifier"),
-            _column("name", "Name"),
-            _column("call", "Call"),
-            _column("input", "Input params"),
-            _column("output", "Output params"),
+            column("identifier", "Identifier"),
+            column("name", "Name"),
+            column("call", "Call"),
+            column("input", "Input params"),
+            column("output", "Output params"),
         ]
         table = self._table("Services", columns, service_rows(model), "model-services")
         if table is not None:
