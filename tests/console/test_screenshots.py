@@ -3,7 +3,8 @@
 
 The demo: product `greenhouse` with a thing model, sensor-1 with an hour of
 history, attributes, typed and untyped events, an image, desired values and
-calls, more devices online and offline, and an OTA task halfway.
+calls, more devices online and offline, an OTA task halfway, and a gateway with its
+tree of sub-devices (product `irrigation`).
 """
 
 from __future__ import annotations
@@ -183,6 +184,42 @@ def _demo_ota(server: ConsoleServer, devices: list[PahoClient]) -> str:
     return task_id
 
 
+def _demo_gateway(server: ConsoleServer) -> PahoClient:
+    """Product `irrigation`: controller-1, a ThingsPanel gateway, with three valves and a
+    pump house (a gateway itself) with a pump and a level sensor; the controller is
+    connected and reports for two valves and the pump, so they are online."""
+    tree = [
+        ("controller-1", None, None),
+        ("valve-1", "controller-1", "v1"),
+        ("valve-2", "controller-1", "v2"),
+        ("valve-3", "controller-1", "v3"),
+        ("pump-house", "controller-1", "ph"),
+        ("pump-1", "pump-house", "p1"),
+        ("level-1", "pump-house", "l1"),
+    ]
+    with server.api() as api:
+        api.post("/api/v1/products", json={"id": "irrigation", "name": "Irrigation"})
+        for name, gateway, address in tree:
+            body: dict[str, Any] = {"name": name}
+            if gateway is not None:
+                body |= {"gateway": {"product_id": "irrigation", "name": gateway}}
+                body["sub_address"] = address
+            r = api.post("/api/v1/products/irrigation/devices", json=body)
+            assert r.status_code == 201, r.text
+            if gateway is None:
+                top = r.json()
+    controller = PahoClient(
+        server.mqtt_port, "controller-1", username=top["username"], password=top["password"]
+    )
+    report = {
+        "gateway_data": {"flow": 12.5},
+        "sub_device_data": {"v1": {"open": True}, "v2": {"open": False}},
+        "sub_gateway_data": {"ph": {"sub_device_data": {"p1": {"rpm": 1450}}}},
+    }
+    assert controller.publish("gateway/telemetry", json.dumps(report).encode(), qos=1) == 0
+    return controller
+
+
 def test_screenshots_of_each_page(
     console: Page, console_server: ConsoleServer, shoot: Callable[..., Any]
 ) -> None:
@@ -223,6 +260,13 @@ def test_screenshots_of_each_page(
     shoot(
         page, "device-thing", page.get_by_test_id("thing-card"), page.get_by_test_id("desired-card")
     )
+
+    _demo_gateway(console_server)
+    page.goto(f"{base}/console/products/irrigation/devices/controller-1")
+    tree = page.get_by_test_id("sub-devices")
+    expect(tree.get_by_role("row", name=re.compile("pump-1"))).to_contain_text("online")
+    expect(tree.get_by_role("row", name=re.compile("level-1"))).to_contain_text("offline")
+    shoot(page, "device-tree", page.get_by_test_id("sub-devices-card"))
 
     page.goto(f"{base}/console/devices?product=greenhouse")
     expect(page.get_by_test_id("devices").get_by_role("row")).to_have_count(9)

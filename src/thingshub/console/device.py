@@ -63,7 +63,7 @@ LIVE_KINDS = [
 ]
 TOKEN_LIFETIMES = {"1 hour": 3600, "1 day": 86400, "30 days": 30 * 86400, "1 year": 365 * 86400}
 TICK_S = 5.0
-#: Products offered as a gateway's product.
+#: Products suggested as a gateway's product (any id may be typed).
 MAX_PRODUCTS = 1000
 
 

@@ -44,7 +44,7 @@ class GatewayPanel:
                 self.address.props(tid("gateway-address"))
             with ui.row().classes("items-start gap-3 w-full"):
                 self.product = (
-                    ui.select(products, value=self.pid, label="Gateway's product")
+                    ui.input("Gateway's product", value=self.pid, autocomplete=products)
                     .props("outlined dense " + tid("gateway-product"))
                     .classes("min-w-[10rem]")
                 )
@@ -70,7 +70,7 @@ class GatewayPanel:
 
     async def bind(self) -> None:
         self.problem.set_text("")
-        gateway = (self.product.value or self.pid, self.gateway.value.strip())
+        gateway = (self.product.value.strip() or self.pid, self.gateway.value.strip())
         address = self.sub_address.value.strip() or None
         try:
             moved = await self.ctx.api.topology.bind(self.pid, self.name, gateway, address)
