@@ -22,7 +22,7 @@ from thingshub.console import fmt
 from thingshub.console.context import ConsoleContext
 from thingshub.console.layout import MOUNT, card, column, table, tid
 from thingshub.console.tree import Child, Key, SubTree, key_of
-from thingshub.core.errors import ThingsHubError
+from thingshub.core.errors import NotFound, ThingsHubError
 from thingshub.core.events import Event
 from thingshub.core.model import Device
 
@@ -101,7 +101,10 @@ class SubDevicesPanel:
     async def _load(self, parent: Key, *, more: bool = False, at_least: int = 0) -> None:
         """The first page(s) of `parent`'s children (as many as `at_least` needs), or
         with `more` the next page."""
-        cursor = self.tree.nodes[parent].next if more else None
+        node = self.tree.nodes.get(parent)
+        if node is None:  # folded or gone meanwhile
+            return
+        cursor = node.next if more else None
         children: list[Child] = []
         while True:
             page = await self.ctx.api.topology.sub_devices(*parent, PAGE_SIZE, cursor)
@@ -155,8 +158,10 @@ class SubDevicesPanel:
     async def apply(self, batch: list[Event]) -> None:
         changed, reload = self.tree.apply(batch)
         for parent in reload:
-            if parent in self.tree.nodes:
+            try:
                 await self._load(parent, at_least=self.tree.loaded(parent))
+            except NotFound:  # deleted meanwhile: its own deletion event says so
+                continue
         if changed or reload:
             self._show()
 
