@@ -75,6 +75,7 @@ def test_product_errors(api: httpx.Client) -> None:
         {"id": "ok", "name": ""},
         {"id": "ok", "name": "x", "extra": 1},
         {"id": 5, "name": "x"},
+        {"id": "ok", "name": "x", "gateway_auto_register": "yes"},
     ):
         r = api.post("/api/v1/products", json=body)
         assert r.status_code == 400, (body, r.text)
@@ -87,6 +88,60 @@ def test_product_errors(api: httpx.Client) -> None:
     assert api.delete("/api/v1/products/nope").status_code == 404
     assert api.get("/api/v1/products?limit=0").status_code == 400
     assert api.get("/api/v1/products?cursor=%%%").status_code == 400
+
+
+def test_product_settings_change_by_patch(api: httpx.Client) -> None:
+    """PATCH changes the fields it gives and keeps the others; a product is made
+    with `gateway_auto_register` on unless the body turns it off."""
+    created = make_product(api)
+    assert created["gateway_auto_register"] is True and created["retention_days"] is None
+    off = api.post(
+        "/api/v1/products", json={"id": "p2", "name": "x", "gateway_auto_register": False}
+    )
+    assert off.status_code == 201 and off.json()["gateway_auto_register"] is False
+    r = api.patch("/api/v1/products/p1", json={"name": "Meters", "gateway_auto_register": False})
+    assert r.status_code == 200
+    assert r.json() == {**created, "name": "Meters", "gateway_auto_register": False}
+    r = api.patch("/api/v1/products/p1", json={"retention_days": 30})
+    assert r.json() == {
+        **created,
+        "name": "Meters",
+        "gateway_auto_register": False,
+        "retention_days": 30,
+    }
+    assert api.patch("/api/v1/products/p1", json={}).json() == r.json()
+    assert (
+        api.patch("/api/v1/products/p1", json={"retention_days": None}).json()["retention_days"]
+        is None
+    )
+    assert api.get("/api/v1/products/p1").json()["name"] == "Meters"
+    listed = {
+        p["id"]: p["gateway_auto_register"] for p in api.get("/api/v1/products").json()["items"]
+    }
+    assert listed == {"p1": False, "p2": False}
+
+
+def test_product_patch_errors_change_nothing(api: httpx.Client) -> None:
+    before = make_product(api)
+    for body in (
+        {"name": ""},
+        {"name": " "},
+        {"name": None},
+        {"name": "x" * 129},
+        {"gateway_auto_register": "no"},
+        {"gateway_auto_register": None},
+        {"gateway_auto_register": 0},
+        {"retention_days": 0},
+        {"dynamic_registration": True},  # not a setting (yet)
+        {"name": "ok", "gateway_auto_register": "no"},  # one bad field: none stored
+        [],
+    ):
+        r = api.patch("/api/v1/products/p1", json=body)
+        assert r.status_code == 400, (body, r.text)
+        assert r.json()["error"]
+    assert api.get("/api/v1/products/p1").json() == before
+    missing = api.patch("/api/v1/products/nope", json={"name": "x"})
+    assert missing.status_code == 404 and missing.json()["error"]
 
 
 def test_device_creation_shows_secrets_once(api: httpx.Client) -> None:

@@ -261,6 +261,14 @@ def test_cli_manages_products_and_devices(server: Server) -> None:
     out = server.cli("product", "create", "Greenhouse", "--id", "gh").stdout
     assert "gh" in out and "Greenhouse" in out
     assert "gh" in server.cli("product", "list").stdout
+    off = ["product", "create", "Meters", "--id", "m", "--no-gateway-auto-register", "--json"]
+    assert json.loads(server.cli(*off).stdout)["gateway_auto_register"] is False
+    changed = server.cli("product", "set", "m", "--name", "Meter room", "--gateway-auto-register")
+    assert "Meter room" in changed.stdout and "True" in changed.stdout
+    assert json.loads(server.cli("product", "show", "m", "--json").stdout)["name"] == "Meter room"
+    empty = server.cli("product", "set", "m", check=False)
+    assert empty.returncode != 0 and "nothing to change" in empty.stderr
+    assert "deleted" in server.cli("product", "delete", "m").stdout
     created = json.loads(
         server.cli("device", "create", "gh", "sensor-1", "--tag", "row=3", "--json").stdout
     )

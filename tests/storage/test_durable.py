@@ -175,10 +175,14 @@ def test_later_migrations_keep_the_data_of_version_1(
         patch.setattr(module, "MIGRATIONS", module.MIGRATIONS[:1])
 
         async def old(s: Storage) -> None:
-            await s.products.add(product("p1"))
+            pass  # migrates to version 1
 
         durable_backend.run(old)
-        # Written as version 1 wrote it (today's code writes the columns of version 3).
+        # Written as version 1 wrote them (today's code writes columns of later versions).
+        execute_raw(
+            durable_backend,
+            "INSERT INTO products (id, name, created_at) VALUES ('p1', 'Product', 1700000000000)",
+        )
         for name in ("d1", "d2"):
             execute_raw(
                 durable_backend,
@@ -191,7 +195,7 @@ def test_later_migrations_keep_the_data_of_version_1(
         assert not {"images", "commands", "points"} & tables(durable_backend)
 
     async def new(s: Storage) -> None:
-        assert await s.products.get("p1") == product("p1")  # no retention
+        assert await s.products.get("p1") == product("p1")  # no retention, auto-register on
         assert await s.devices.get("p1", "d1") == device("p1", "d1", tags={"k": "v"})
         await s.images.save("p1", "d1", image(1), 0)
         await s.commands.add(command("c-1"))

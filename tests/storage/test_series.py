@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -486,14 +487,30 @@ def test_product_retention_setting(backend: Backend) -> None:
         await s.products.add(product("p2"))
         assert (await s.products.get("p1")) == product("p1")
         assert (await s.products.get("p1")).retention_days is None  # type: ignore[union-attr]
-        assert await s.products.set_retention("p1", 30) is True
+        assert await s.products.update("p1", {"retention_days": 30}) is True
         got = await s.products.get("p1")
         assert got is not None and got.retention_days == 30
         assert [p.retention_days for p in await s.products.list(10)] == [30, None]
-        assert await s.products.set_retention("p1", None) is True
+        assert await s.products.update("p1", {"retention_days": None}) is True
         assert (await s.products.get("p1")) == product("p1")
-        assert await s.products.set_retention("ghost", 5) is False
+        assert await s.products.update("ghost", {"retention_days": 5}) is False
         assert await s.products.get("ghost") is None
+
+    backend.run(scenario)
+
+
+def test_product_settings_change_together(backend: Backend) -> None:
+    """A product made with auto-registration off keeps it off; PATCH's settings land
+    together, and an empty change only says whether the product exists."""
+
+    async def scenario(s: Storage) -> None:
+        await s.products.add(replace(product("p1"), gateway_auto_register=False))
+        assert (await s.products.get("p1")).gateway_auto_register is False  # type: ignore[union-attr]
+        changes = {"name": "Meters", "gateway_auto_register": True, "retention_days": 9}
+        assert await s.products.update("p1", changes) is True
+        assert await s.products.get("p1") == replace(product("p1"), name="Meters", retention_days=9)
+        assert await s.products.update("p1", {}) is True
+        assert await s.products.update("ghost", {}) is False
 
     backend.run(scenario)
 

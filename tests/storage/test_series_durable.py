@@ -64,7 +64,7 @@ def device_id(backend: Backend, name: str) -> int:
 def test_reports_survive_a_restart(durable_backend: Backend) -> None:
     async def write(s: Storage) -> None:
         await setup(s, "d1")
-        await s.products.set_retention("p1", 7)
+        await s.products.update("p1", {"retention_days": 7})
         await s.telemetry.append("p1", "d1", [Point("t", T0, 1.5), Point("s", T0, "1")])
         await s.telemetry.append("p1", "d1", [Point("t", T0, 2), Point("t", T0 - 5, 0)])
         await s.attributes.upsert("p1", "d1", {"fw": "1.2", "n": 3}, T0)

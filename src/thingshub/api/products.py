@@ -20,7 +20,7 @@ async def create_product(body: ProductIn, devices: Devices, things: Things) -> P
     checked first: a bad one is 400 with its `path`, and no product is made)."""
     if body.thing_model is not None:
         thingmodel.parse_model(body.thing_model, max_points=things.max_points)
-    product = await devices.create_product(body.id, body.name)
+    product = await devices.create_product(body.id, body.name, body.gateway_auto_register)
     if body.thing_model is not None:
         await things.set_model(product.id, body.thing_model)
     return ProductOut.of(product)
@@ -43,8 +43,9 @@ async def get_product(pid: ProductId, devices: Devices) -> ProductOut:
 
 @router.patch("/{pid}", responses=BODY_ERRORS)
 async def patch_product(pid: ProductId, body: ProductPatch, devices: Devices) -> ProductOut:
-    """Set the product's retention (`{"retention_days": N}`, null: keep everything)."""
-    return ProductOut.of(await devices.set_retention(pid, body.retention_days))
+    """Change the product's name and settings; fields left out keep their values
+    (`retention_days: null` keeps everything; a null name or flag is 400)."""
+    return ProductOut.of(await devices.update_product(pid, body.changes()))
 
 
 @router.delete("/{pid}", status_code=204)

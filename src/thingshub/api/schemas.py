@@ -20,11 +20,14 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    StrictBool,
     StringConstraints,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 from thingshub.api.params import ID_PATTERN
 from thingshub.core.model import Device, Presence, Product
+from thingshub.core.products import MAX_PRODUCT_NAME, MAX_RETENTION_DAYS
 from thingshub.services import devices as rules
 
 #: A string with something else than white space (Python's str.isspace()).
@@ -57,15 +60,24 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+ProductName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_PRODUCT_NAME,
+        pattern=NOT_BLANK,
+        description="A human name, not only white space.",
+    ),
+]
+
+
 class ProductIn(Strict):
     id: Identifier | None = Field(
         None, description="1-64 of [A-Za-z0-9_.-]; generated when absent."
     )
-    name: str = Field(
-        min_length=1,
-        max_length=rules.MAX_PRODUCT_NAME,
-        pattern=NOT_BLANK,
-        description="A human name, not only white space.",
+    name: ProductName
+    gateway_auto_register: StrictBool = Field(
+        True, description="false: its gateways' `devices/register` is refused."
     )
     thing_model: dict[str, Any] | None = Field(
         None, description="A thing model in OneNET's export shape, set with the product."
@@ -79,16 +91,37 @@ class ProductOut(BaseModel):
     retention_days: int | None = Field(
         None, description="Telemetry and events older than this are deleted (null: kept)."
     )
+    gateway_auto_register: bool = Field(
+        True, description="Its gateways may create sub-devices on `devices/register`."
+    )
 
     @classmethod
     def of(cls, p: Product) -> ProductOut:
-        return cls(id=p.id, name=p.name, created_at=p.created_at, retention_days=p.retention_days)
+        return cls(
+            id=p.id,
+            name=p.name,
+            created_at=p.created_at,
+            retention_days=p.retention_days,
+            gateway_auto_register=p.gateway_auto_register,
+        )
 
 
 class ProductPatch(Strict):
-    retention_days: Annotated[int, Field(ge=1, le=36500), NUMBER] | None = Field(
-        description="Days to keep telemetry and events; null: forever."
+    """Settings to change; a field left out keeps its value. More flags (such as
+    OneNET's dynamic registration) join as further optional fields."""
+
+    name: ProductName | SkipJsonSchema[None] = Field(None, description="A new human name.")
+    retention_days: Annotated[int, Field(ge=1, le=MAX_RETENTION_DAYS), NUMBER] | None = Field(
+        None, description="Days to keep telemetry and events; null: forever."
     )
+    gateway_auto_register: StrictBool | SkipJsonSchema[None] = Field(
+        None, description="false: its gateways' `devices/register` is refused."
+    )
+
+    def changes(self) -> dict[str, object]:
+        """The fields the body gives. `retention_days: null` is a change; a null
+        `name` or flag is outside the schema and refused (400) by the service."""
+        return {field: getattr(self, field) for field in self.model_fields_set}
 
 
 _RESERVED: list[JsonValue] = [*sorted(rules.RESERVED_NUMBERS)]

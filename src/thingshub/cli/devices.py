@@ -16,25 +16,35 @@ from rich.table import Table
 from thingshub.cli.client import Api, console, die, pages, show
 from thingshub.cli.options import DirOpt, JsonOpt, KeyOpt, UrlOpt
 
-product_app = typer.Typer(help="Create, list, show and delete products.", no_args_is_help=True)
+product_app = typer.Typer(
+    help="Create, list, show, change and delete products.", no_args_is_help=True
+)
 device_app = typer.Typer(help="Create, list, show and delete devices.", no_args_is_help=True)
 
 # ---------------------------------------------------------------- products
 
-PRODUCT_COLUMNS = ["id", "name", "created_at"]
+PRODUCT_COLUMNS = ["id", "name", "created_at", "gateway_auto_register"]
+#: `--gateway-auto-register/--no-...`: may its gateways create sub-devices (devices/register)?
+AutoRegister = Annotated[
+    bool | None,
+    typer.Option(help="Let its gateways create sub-devices on devices/register."),
+]
 
 
 @product_app.command("create")
 def product_create(
     name: str,
     id: Annotated[str | None, typer.Option(help="Product id.")] = None,
+    gateway_auto_register: AutoRegister = None,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
     data_dir: DirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a product."""
-    body = {"name": name, **({"id": id} if id else {})}
+    body: dict[str, Any] = {"name": name, **({"id": id} if id else {})}
+    if gateway_auto_register is not None:
+        body["gateway_auto_register"] = gateway_auto_register
     show(
         Api(url, api_key, data_dir).call("POST", "/api/v1/products", json=body),
         as_json,
@@ -62,6 +72,28 @@ def product_show(
     """Show one product."""
     show(
         Api(url, api_key, data_dir).call("GET", f"/api/v1/products/{pid}"), as_json, PRODUCT_COLUMNS
+    )
+
+
+@product_app.command("set")
+def product_set(
+    pid: str,
+    name: Annotated[str | None, typer.Option(help="A new name.")] = None,
+    gateway_auto_register: AutoRegister = None,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    data_dir: DirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change a product's name or settings; those not given keep their values."""
+    body: dict[str, Any] = {"name": name, "gateway_auto_register": gateway_auto_register}
+    body = {k: v for k, v in body.items() if v is not None}
+    if not body:
+        die("nothing to change: give --name or --[no-]gateway-auto-register")
+    show(
+        Api(url, api_key, data_dir).call("PATCH", f"/api/v1/products/{pid}", json=body),
+        as_json,
+        PRODUCT_COLUMNS,
     )
 
 

@@ -25,6 +25,12 @@ class Product:
     created_at: int
     #: Telemetry and events older than this many days are deleted (None: kept).
     retention_days: int | None = None
+    #: Its gateways may create sub-devices by publishing on `devices/register`.
+    gateway_auto_register: bool = True
+
+
+#: The fields of a Product that can change after its creation (PATCH).
+PRODUCT_SETTINGS = ("name", "retention_days", "gateway_auto_register")
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,8 +76,9 @@ class ProductRepo(Protocol):
 
     async def delete(self, product_id: str) -> bool: ...
 
-    async def set_retention(self, product_id: str, days: int | None) -> bool:
-        """Set (None: clear) the retention of a product; False if it does not exist."""
+    async def update(self, product_id: str, changes: Mapping[str, object]) -> bool:
+        """Set the given settings (PRODUCT_SETTINGS, already checked) of a product;
+        False if it does not exist."""
 
 
 class DeviceRepo(Protocol):

@@ -31,6 +31,7 @@ from thingshub.core.errors import AlreadyExists, Conflict, InvalidRequest, NotFo
 from thingshub.core.events import DeviceDeleted, Event, TopologyChanged
 from thingshub.core.model import Device, DeviceLookup, Page, Product
 from thingshub.core.ports import Clock, EventBus, Storage
+from thingshub.core.products import check_settings
 from thingshub.services import credentials
 from thingshub.services.ota_tasks import device_names as names_shown
 
@@ -38,7 +39,6 @@ MAX_PAGE = 1000
 MAX_TAGS = 64
 MAX_TAG_KEY = 64
 MAX_TAG_VALUE = 256
-MAX_PRODUCT_NAME = 128
 #: Device numbers that would make a device's ThingsPanel topics those of every
 #: device's answers (`devices/command/response/+`).
 RESERVED_NUMBERS = frozenset({"response"})
@@ -121,15 +121,17 @@ class DeviceService:
 
     # ------------------------------------------------------------ products
 
-    async def create_product(self, product_id: str | None, name: object) -> Product:
-        if not isinstance(name, str) or not name.strip():
-            raise InvalidRequest("name is required and must be a non-empty string")
-        if len(name) > MAX_PRODUCT_NAME:
-            raise InvalidRequest(f"name is longer than {MAX_PRODUCT_NAME} characters")
+    async def create_product(
+        self, product_id: str | None, name: object, gateway_auto_register: object = True
+    ) -> Product:
+        check_settings({"name": name, "gateway_auto_register": gateway_auto_register})
+        assert isinstance(name, str) and isinstance(gateway_auto_register, bool)  # checked
         pid = names.check("id", product_id) if product_id is not None else None
         if pid is None:
             pid = credentials.new_product_id()
-        product = Product(pid, name, self.clock.now_ms())
+        product = Product(
+            pid, name, self.clock.now_ms(), gateway_auto_register=gateway_auto_register
+        )
         await self.storage.products.add(product)
         return product
 
@@ -141,11 +143,12 @@ class DeviceService:
 
     async def set_retention(self, product_id: str, days: object) -> Product:
         """Keep telemetry and events of the product's devices `days` days (None: forever)."""
-        if days is not None and (
-            isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 36500
-        ):
-            raise InvalidRequest("retention_days must be a whole number of days (1-36500) or null")
-        if not await self.storage.products.set_retention(product_id, days):
+        return await self.update_product(product_id, {"retention_days": days})
+
+    async def update_product(self, product_id: str, changes: Mapping[str, object]) -> Product:
+        """Change some of the product's settings (PRODUCT_SETTINGS; the others stay);
+        every one is checked before any is stored."""
+        if not await self.storage.products.update(product_id, check_settings(changes)):
             raise NotFound(f"product {product_id!r} does not exist")
         return await self.get_product(product_id)
 

@@ -14,7 +14,9 @@ Rules (the tree's own rules are core/topology.py's):
   `{gateway name}-{address}` (`:` as `_`), in the product its entry names
   if that exists, else in the gateway's. An address that is a child already
   is `exists`; a name that is taken or invalid, or a rule of the tree
-  broken, is INVALID_PARAM. Entries are judged one by one.
+  broken, is INVALID_PARAM. Entries are judged one by one. A gateway whose
+  product sets `gateway_auto_register` false is refused whole (status
+  "fail", nothing created), as an unreadable request is.
 """
 
 from __future__ import annotations
@@ -169,6 +171,14 @@ class TopologyService:
         gateway = await self.devices.find_device(ref.product_id, ref.name)
         if gateway is None:
             return  # deleted meanwhile; its connection is being closed
+        product = await self.storage.products.get(gateway.product_id)
+        if product is not None and not product.gateway_auto_register:
+            why = (
+                f"product {gateway.product_id!r} does not let its gateways register"
+                " sub-devices (gateway_auto_register is false)"
+            )
+            self.link.send(ref, SubRegisterReply(False, why))
+            return
         results = [RegisterResult(a, INVALID_PARAM, why) for a, why in request.invalid]
         for entry in request.registers:
             results.append(await self._register(gateway, entry.sub_address, entry.model))

@@ -113,11 +113,11 @@ class MemoryProducts:
         self._data.models.pop(product_id, None)
         return True
 
-    async def set_retention(self, product_id: str, days: int | None) -> bool:
+    async def update(self, product_id: str, changes: Mapping[str, object]) -> bool:
         product = self._data.products.get(product_id)
         if product is None:
             return False
-        self._data.products[product_id] = replace(product, retention_days=days)
+        self._data.products[product_id] = replace(product, **changes)  # type: ignore[arg-type]
         return True
 
 

@@ -24,6 +24,7 @@ TYPES = {
     "int32": "integer",
     "int64": "bigint",
     "bool": "boolean",
+    "true": "TRUE",
     "online": "online",
     "json": "json",
     "jsonb": "jsonb",

@@ -23,7 +23,7 @@ import builtins
 from collections.abc import Mapping, Sequence
 from functools import partial
 
-from thingshub.core.model import Device, Presence, PresenceUpdate, Product
+from thingshub.core.model import PRODUCT_SETTINGS, Device, Presence, PresenceUpdate, Product
 from thingshub.storage import common
 from thingshub.storage.sql import rows
 from thingshub.storage.sql.connection import (
@@ -41,14 +41,20 @@ from thingshub.storage.sql.dialect import Dialect
 from thingshub.storage.sql.purge import Purger
 
 _PRODUCTS = f"SELECT {rows.PRODUCT_COLUMNS} FROM products"
-ADD_PRODUCT = sql("INSERT INTO products (id, name, created_at) VALUES ($1, $2, $3)")
+ADD_PRODUCT = sql(
+    "INSERT INTO products (id, name, created_at, retention_days, gateway_auto_register)"
+    " VALUES ($1, $2, $3, $4, $5)"
+)
 GET_PRODUCT = sql(f"{_PRODUCTS} WHERE id = $1")
 LIST_PRODUCTS = (
     sql(f"{_PRODUCTS} ORDER BY id LIMIT $1"),
     sql(f"{_PRODUCTS} WHERE id > $2 ORDER BY id LIMIT $1"),
 )
 DELETE_PRODUCT = sql("DELETE FROM products WHERE id = $1")
-SET_RETENTION = sql("UPDATE products SET retention_days = $2 WHERE id = $1")
+#: One statement per setting: PATCH changes some of them, in one transaction.
+SET_PRODUCT = {
+    column: sql(f"UPDATE products SET {column} = $2 WHERE id = $1") for column in PRODUCT_SETTINGS
+}
 
 _DEVICES = f"SELECT {rows.DEVICE_COLUMNS} FROM devices"
 DEVICE_CLASHES = sql(
@@ -126,7 +132,14 @@ class SqlProducts:
 
     async def add(self, product: Product) -> None:
         try:
-            await self._db.execute(ADD_PRODUCT, product.id, product.name, product.created_at)
+            await self._db.execute(
+                ADD_PRODUCT,
+                product.id,
+                product.name,
+                product.created_at,
+                product.retention_days,
+                product.gateway_auto_register,
+            )
         except UniqueViolation:
             raise common.product_exists(product.id) from None
 
@@ -144,8 +157,14 @@ class SqlProducts:
         except ForeignKeyViolation:
             raise common.product_has_devices(product_id) from None
 
-    async def set_retention(self, product_id: str, days: int | None) -> bool:
-        return await self._db.execute(SET_RETENTION, product_id, days) > 0
+    async def update(self, product_id: str, changes: Mapping[str, object]) -> bool:
+        async def body(conn: Connection) -> bool:
+            found = await conn.fetch(GET_PRODUCT, product_id)
+            for column, value in changes.items():
+                await conn.execute(SET_PRODUCT[column], product_id, value)
+            return bool(found)
+
+        return await self._db.transaction(body)
 
 
 async def _delete_device(

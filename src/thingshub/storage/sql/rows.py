@@ -25,7 +25,7 @@ from thingshub.core.model import (
 from thingshub.storage import common
 from thingshub.storage.sql.connection import Row
 
-PRODUCT_COLUMNS = "id, name, created_at, retention_days"
+PRODUCT_COLUMNS = "id, name, created_at, retention_days, gateway_auto_register"
 DEVICE_COLUMNS = (
     "product_id, name, device_number, key, username, password_hash, created_at, tags, status,"
     " access_token, gateway_product_id, gateway_name, sub_address"
@@ -55,7 +55,7 @@ def _body(value: bytes | None) -> bytes | None:
 
 
 def product(row: Row) -> Product:
-    return Product(row[0], row[1], row[2], row[3])
+    return Product(row[0], row[1], row[2], row[3], bool(row[4]))
 
 
 def device(row: Row) -> Device:

@@ -11,7 +11,8 @@ Rules:
   `lower()` folds ASCII only; {int64} for Unix ms; {jsonb} for tags; {json}
   for image documents (PostgreSQL's `json` keeps the text as written, key
   order included, so a document reads back byte-identical); {bytes} for
-  bodies; {bool} for presence ({online}: the test of it its index names).
+  bodies; {bool} for presence and flags ({online}: the test of it its
+  index names, {true} its literal).
 - Telemetry, attributes and events (migration 3) are keyed by the device's
   integer `id` and have no foreign key (a check on every point would cost
   more than the insert): the writer checks or locks the device in its
@@ -30,6 +31,8 @@ Rules:
   deleting a gateway unbinds its children in the same transaction. NULLs
   are distinct in a unique index on both databases, so only bound devices
   with an address compete for (gateway, sub_address).
+- A product's `gateway_auto_register` (migration 8) is true unless set
+  false: products made before it keep letting gateways register.
 """
 
 from __future__ import annotations
@@ -222,6 +225,11 @@ _TOPOLOGY = (
 )
 
 
+_AUTO_REGISTER = (
+    "ALTER TABLE products ADD COLUMN gateway_auto_register {bool} NOT NULL DEFAULT {true}",
+)
+
+
 def migrations(types: Mapping[str, str], series: Sequence[str]) -> Sequence[Migration]:
     """A database's migrations, given its `types` (see the module rules) and the
     statements of migration 3 that are its own: device ids, points, latest values,
@@ -251,5 +259,6 @@ def migrations(types: Mapping[str, str], series: Sequence[str]) -> Sequence[Migr
             ),
             Migration(6, "ThingsPanel access tokens", ddl(*_ACCESS_TOKENS)),
             Migration(7, "gateways and sub-devices", ddl(*_TOPOLOGY)),
+            Migration(8, "products: gateway auto-registration", ddl(*_AUTO_REGISTER)),
         ]
     )

@@ -25,6 +25,7 @@ TYPES = {
     "int32": "INTEGER",
     "int64": "INTEGER",
     "bool": "INTEGER",
+    "true": "1",
     "online": "online = 1",
     "json": "TEXT",
     "jsonb": "TEXT",
