@@ -61,6 +61,7 @@ from platform_common import (
     local_logins,
     median,
     progress,
+    py_spy,
     quiet,
     register,
     wait_disconnected,
@@ -164,14 +165,17 @@ def run_connects_thingshub(a: argparse.Namespace, logins_out: list[DeviceLogin])
                 await asyncio.sleep(2.0)  # presence is written once a second: let it land
                 return None
 
-            rounds = await connect_rounds(
-                server,
-                [d.name for d in logins],
-                [(PRODUCT, d.token) for d in logins],
-                a,
-                settle,
-                run.helpers,
-            )
+            # py-spy's --gil keeps only samples of work: the waits between and
+            # after the rounds add none, so a generous duration costs nothing.
+            with py_spy(a.py_spy, server.pid, "connects", 10 + 2 * a.conns / 2000):
+                rounds = await connect_rounds(
+                    server,
+                    [d.name for d in logins],
+                    [(PRODUCT, d.token) for d in logins],
+                    a,
+                    settle,
+                    run.helpers,
+                )
             return {**connects_figures(rounds), "register_seconds": reg_s}
 
         out = mqttload.run_loop(go())
@@ -320,8 +324,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--py-spy",
         type=Path,
         metavar="DIR",
-        help="commands, telemetry, thing: record the platform with py-spy (raw format) over each "
-        "measured phase, into DIR (slows the server a little: quote unprofiled figures)",
+        help="connects, commands, telemetry, thing: record the platform with py-spy (raw "
+        "format) over each measured phase, into DIR (slows the server a little: quote "
+        "unprofiled figures)",
     )
     p.add_argument(
         "--no-mosquitto", action="store_true", help="connects, telemetry: thingshub only"

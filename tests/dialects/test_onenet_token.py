@@ -379,3 +379,41 @@ def test_any_fresh_token_verifies_and_any_flipped_sign_does_not(
                 device_name=name,
                 now_s=now,
             )
+
+
+# ---------------------------------------------------------------- the fast paths
+
+_FIELD_TEXT = st.text(st.sampled_from("&=%resignvio2F3DC3A9zZ+/ xé"), max_size=40)
+
+
+def _looks_by_splitting(password: str) -> bool:
+    """The rule as first written: the keys of the `&`-separated `key=value` parts."""
+    keys = {key for key, sep, _ in (part.partition("=") for part in password.split("&")) if sep}
+    return "version" in keys or {"res", "sign"} <= keys
+
+
+@given(_FIELD_TEXT)
+def test_looks_like_token_is_the_splitting_rule(password: str) -> None:
+    """The text search finds exactly the keys that splitting the password would."""
+    assert looks_like_token(password) == _looks_by_splitting(password)
+
+
+@given(st.lists(_FIELD_TEXT | st.text(max_size=12), min_size=5, max_size=5))
+def test_parsing_decodes_as_unquote_does(values: list[str]) -> None:
+    """Percent escapes of ASCII are decoded by the fast path, anything else by
+    `unquote`: the token is the same either way (values may hold any escape,
+    broken ones, and non-ASCII text)."""
+    from urllib.parse import unquote
+
+    values = [v.replace("&", "").replace("=", "") for v in values]
+    values[2] = "1"  # et: a plain number, or the parse stops there
+    fields = ("version", "res", "et", "method", "sign")
+    token = parse_token("&".join(f"{k}={v}" for k, v in zip(fields, values, strict=True)))
+    assert (token.version, token.res, token.method, token.sign) == tuple(
+        unquote(values[i]) for i in (0, 1, 3, 4)
+    )
+
+
+def test_an_escaped_utf8_character_is_decoded() -> None:
+    """`%C3%A9` is one character (é), as `unquote` reads it, not two."""
+    assert parse_token(token_text(sign="%C3%A9")).sign == "é"

@@ -8,7 +8,9 @@ Rules:
   and a test can see what it touches.
 - Every dependency is `async def`: FastAPI runs a plain `def` in a worker
   thread, a thread hop per dependency on every request (a third of the
-  server's time at 2,000 calls/s).
+  server's time at 2,000 calls/s). Each reads the request directly rather
+  than depending on `context`: every level of dependencies is solved anew
+  on every request.
 - Firmware and OTA may be absent (a platform started without them): their
   routes answer 503 then.
 """
@@ -31,45 +33,51 @@ from thingshub.services.things import ThingService
 from thingshub.services.topology import TopologyService
 
 
-async def context(request: Request) -> ApiContext:
+def _ctx(request: Request) -> ApiContext:
     ctx: ApiContext = request.app.state.ctx
     return ctx
+
+
+async def context(request: Request) -> ApiContext:
+    return _ctx(request)
 
 
 Context = Annotated[ApiContext, Depends(context)]
 
 
-async def _devices(ctx: Context) -> DeviceService:
-    return ctx.devices
+async def _devices(request: Request) -> DeviceService:
+    return _ctx(request).devices
 
 
-async def _images(ctx: Context) -> ImageService:
-    return ctx.images
+async def _images(request: Request) -> ImageService:
+    return _ctx(request).images
 
 
-async def _commands(ctx: Context) -> CommandService:
-    return ctx.commands
+async def _commands(request: Request) -> CommandService:
+    return _ctx(request).commands
 
 
-async def _history(ctx: Context) -> HistoryService:
-    return ctx.history
+async def _history(request: Request) -> HistoryService:
+    return _ctx(request).history
 
 
-async def _things(ctx: Context) -> ThingService:
-    return ctx.things
+async def _things(request: Request) -> ThingService:
+    return _ctx(request).things
 
 
-async def _topology(ctx: Context) -> TopologyService:
-    return ctx.topology
+async def _topology(request: Request) -> TopologyService:
+    return _ctx(request).topology
 
 
-async def _firmware(ctx: Context) -> FirmwareService:
+async def _firmware(request: Request) -> FirmwareService:
+    ctx = _ctx(request)
     if ctx.firmware is None:
         raise Unavailable("firmware packages are not available on this server")
     return ctx.firmware
 
 
-async def _ota(ctx: Context) -> OtaService:
+async def _ota(request: Request) -> OtaService:
+    ctx = _ctx(request)
     if ctx.ota is None:
         raise Unavailable("OTA is not available on this server")
     return ctx.ota

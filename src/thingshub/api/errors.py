@@ -25,7 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from thingshub.core import errors
 from thingshub.core.thingmodel import ModelError
@@ -92,8 +92,6 @@ def install(app: FastAPI) -> None:
             error_body(str(exc.detail)), status_code=exc.status_code, headers=headers or None
         )
 
-    app.add_middleware(UnexpectedErrors)
-
 
 def _allowed_methods(request: Request) -> str:
     """The methods the OpenAPI description gives the request's path ("" if none)."""
@@ -114,31 +112,9 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
-class UnexpectedErrors:
-    """Turns an exception no handler took into a 500 JSON answer, keeping the connection."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def send_tracked(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_tracked)
-        except Exception as exc:
-            log.error(
-                "unexpected error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc
-            )
-            if started:
-                raise  # half an answer is out: only closing the connection ends it
-            response = JSONResponse(error_body("internal error"), status_code=500)
-            await response(scope, receive, send)
+async def answer_unexpected(scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
+    """Log an exception no handler took and answer 500, keeping the connection
+    (called by the guard, the outermost of ThingsHub's layers)."""
+    log.error("unexpected error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
+    response = JSONResponse(error_body("internal error"), status_code=500)
+    await response(scope, receive, send)

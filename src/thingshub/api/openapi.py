@@ -6,6 +6,8 @@ Rules:
 - `SafeJson` is any JSON value whose numbers are within JSON's safe integers
   (±(2^53 - 1)), for free-form values the server stores as they are
   (a firmware package's ext_data).
+- Every operation under `/api/` needs the API key as a bearer token; the
+  guard (guard.py) checks it, and this description says so.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from thingshub.api.guard import API_PREFIX
+from thingshub.api.security import KEY_SCHEME
 from thingshub.core.ota import MAX_SAFE
 
 SAFE_JSON: dict[str, Any] = {
@@ -36,10 +40,14 @@ def install(app: FastAPI) -> None:
         if app.openapi_schema is not None:
             return app.openapi_schema
         schema = derive()
-        for operations in schema.get("paths", {}).values():
+        for path, operations in schema.get("paths", {}).items():
             for operation in operations.values():
                 operation.get("responses", {}).pop("422", None)
-        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+                if path.startswith(API_PREFIX):
+                    operation["security"] = [{"HTTPBearer": []}]
+        components = schema.setdefault("components", {})
+        components.setdefault("securitySchemes", {})["HTTPBearer"] = KEY_SCHEME
+        schemas = components.setdefault("schemas", {})
         schemas.pop("HTTPValidationError", None)
         schemas.pop("ValidationError", None)
         schemas["SafeJson"] = SAFE_JSON

@@ -9,16 +9,15 @@ Rules:
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
-
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-
-from thingshub.core.errors import Unauthorized
 
 UNAUTHORIZED = "a valid API key is required (Authorization: Bearer <key>)"
 
-bearer = HTTPBearer(auto_error=False, description="The API key printed by `thingshub serve`.")
+#: How the OpenAPI description states the key (openapi.py).
+KEY_SCHEME = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "The API key printed by `thingshub serve`.",
+}
 
 
 def key_matches(expected: str, presented: str | None) -> bool:
@@ -34,12 +33,3 @@ def presented_key(authorization: str | None, query_key: str | None = None) -> st
             return value.strip()
         return None
     return query_key
-
-
-async def require_api_key(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> None:
-    expected: str = request.app.state.api_key
-    if not key_matches(expected, credentials.credentials if credentials else None):
-        raise Unauthorized(UNAUTHORIZED)

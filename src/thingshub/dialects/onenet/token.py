@@ -30,6 +30,8 @@ TOKEN_VERSION = "2018-10-31"
 METHODS = {"md5": hashlib.md5, "sha1": hashlib.sha1, "sha256": hashlib.sha256}
 _TOKEN_FIELDS = ("version", "res", "et", "method", "sign")
 _EXPIRY = re.compile(r"0|[1-9][0-9]*")
+_ASCII_ESCAPE = re.compile(r"%([0-7][0-9A-Fa-f])")
+_HIGH_ESCAPE = re.compile(r"%[89A-Fa-f][0-9A-Fa-f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +47,30 @@ def looks_like_token(password: str) -> bool:
     """Tell a OneNET token from a ThingsPanel password without parsing it fully.
 
     Field order is free (as in `parse_token`); issued passwords never hold `&` or `=`.
+    A field is `key=...` at the start or after a `&`: looked for as text, which
+    is what splitting would find, without building the parts on every login.
     """
-    keys = {key for key, sep, _ in (part.partition("=") for part in password.split("&")) if sep}
-    return "version" in keys or {"res", "sign"} <= keys
+    return _has_field(password, "version") or (
+        _has_field(password, "res") and _has_field(password, "sign")
+    )
+
+
+def _has_field(password: str, key: str) -> bool:
+    return password.startswith(key + "=") or f"&{key}=" in password
+
+
+def _unquote(value: str) -> str:
+    """`urllib.parse.unquote`, twice as fast on what tokens hold (escapes of
+    ASCII: `%2F`, `%3D`, `%2B`); anything else goes to `unquote` itself."""
+    if "%" not in value:
+        return value
+    if _HIGH_ESCAPE.search(value):
+        return unquote(value)
+    return _ASCII_ESCAPE.sub(_escaped, value)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return chr(int(match[1], 16))
 
 
 def parse_token(password: str) -> Token:
@@ -56,7 +79,7 @@ def parse_token(password: str) -> Token:
         key, sep, value = part.partition("=")
         if not sep or key not in _TOKEN_FIELDS or key in fields:
             raise Unauthorized("malformed OneNET token")
-        fields[key] = unquote(value)
+        fields[key] = _unquote(value)
     if set(fields) != set(_TOKEN_FIELDS):
         missing = ", ".join(sorted(set(_TOKEN_FIELDS) - set(fields)))
         raise Unauthorized(f"OneNET token lacks {missing}")

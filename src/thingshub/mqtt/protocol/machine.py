@@ -92,17 +92,29 @@ class Limits(Protocol):
 Ack = list[int | None]
 
 
+class Extras:
+    """What only some 5.0 clients need (topic aliases, a packet size limit):
+    made the first time one of them needs it. Most connections never do, and
+    four slots fewer in every Machine are 32 bytes less per idle connection."""
+
+    __slots__ = ("alias_max_out", "aliases_in", "aliases_out", "max_packet_out")
+
+    def __init__(self) -> None:
+        #: The client's Topic Alias Maximum and Maximum Packet Size (0: none).
+        self.alias_max_out = 0
+        self.max_packet_out = 0
+        self.aliases_in: dict[int, str] | None = None
+        self.aliases_out: dict[str, int] | None = None
+
+
 class Machine:
     __slots__ = (
         "_acks",
-        "_aliases_in",
-        "_aliases_out",
-        "alias_max_out",
         "created",
+        "extras",
         "keepalive",
         "last_rx",
         "limits",
-        "max_packet_out",
         "state",
         "version",
     )
@@ -114,14 +126,25 @@ class Machine:
         self.keepalive = 0
         #: When the connection opened, and when the client last sent something.
         self.created = self.last_rx = now
-        #: The client's Maximum Packet Size and Topic Alias Maximum (0: none).
-        self.max_packet_out = 0
-        self.alias_max_out = 0
-        # Containers below are made when first needed: 10,000 idle connections
-        # should cost little memory.
-        self._aliases_in: dict[int, str] | None = None
-        self._aliases_out: dict[str, int] | None = None
+        # Made when first needed: 10,000 idle connections should cost little memory.
+        self.extras: Extras | None = None
         self._acks: deque[Ack] | None = None
+
+    def _extras(self) -> Extras:
+        extras = self.extras
+        if extras is None:
+            extras = self.extras = Extras()
+        return extras
+
+    @property
+    def alias_max_out(self) -> int:
+        """The client's Topic Alias Maximum (0: none)."""
+        return self.extras.alias_max_out if self.extras is not None else 0
+
+    @property
+    def max_packet_out(self) -> int:
+        """The client's Maximum Packet Size (0: none)."""
+        return self.extras.max_packet_out if self.extras is not None else 0
 
     # ------------------------------------------------------------ states
 
@@ -145,8 +168,10 @@ class Machine:
         server_keep_alive = None
         if packet.protocol_level == MQTT_5:
             props = packet.properties
-            self.max_packet_out = props.maximum_packet_size or 0
-            self.alias_max_out = props.topic_alias_maximum or 0
+            if props.maximum_packet_size or props.topic_alias_maximum:
+                extras = self._extras()
+                extras.max_packet_out = props.maximum_packet_size or 0
+                extras.alias_max_out = props.topic_alias_maximum or 0
             most = self.limits.max_keepalive
             if most and (keepalive == 0 or keepalive > most):
                 keepalive = server_keep_alive = most
@@ -196,12 +221,13 @@ class Machine:
             if alias is not None:
                 if alias == 0 or alias > self.limits.topic_alias_maximum:
                     raise Violation(ReasonCode.TOPIC_ALIAS_INVALID, f"topic alias {alias}")
+                extras = self._extras()
                 if topic:
-                    if self._aliases_in is None:
-                        self._aliases_in = {}
-                    self._aliases_in[alias] = topic
+                    if extras.aliases_in is None:
+                        extras.aliases_in = {}
+                    extras.aliases_in[alias] = topic
                 else:
-                    found = self._aliases_in.get(alias) if self._aliases_in else None
+                    found = extras.aliases_in.get(alias) if extras.aliases_in else None
                     if found is None:
                         raise Violation(ReasonCode.PROTOCOL_ERROR, f"unknown topic alias {alias}")
                     packet.topic = topic = found
@@ -309,19 +335,20 @@ class Machine:
     def alias_out(self, topic: str) -> tuple[int, bool]:
         """The alias for `topic` to the client and whether it is new (the topic goes
         along once, `remember_alias` once sent); (0, False): none is left."""
-        aliases = self._aliases_out
+        extras = self._extras()
+        aliases = extras.aliases_out
         if aliases is None:
-            aliases = self._aliases_out = {}
+            aliases = extras.aliases_out = {}
         alias = aliases.get(topic)
         if alias is not None:
             return alias, False
-        if len(aliases) < self.alias_max_out:
+        if len(aliases) < extras.alias_max_out:
             return len(aliases) + 1, True
         return 0, False
 
     def remember_alias(self, topic: str, alias: int) -> None:
-        assert self._aliases_out is not None
-        self._aliases_out[topic] = alias
+        assert self.extras is not None and self.extras.aliases_out is not None
+        self.extras.aliases_out[topic] = alias
 
     # ------------------------------------------------------------ answers
 

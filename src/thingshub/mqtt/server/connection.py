@@ -428,7 +428,8 @@ class Connection(Inbound, Backpressure, asyncio.Protocol):
                     self.broker.stats.dropped_expired += 1
                     return False
                 props = changed
-            if machine.alias_max_out:
+            extras = machine.extras
+            if extras is not None and extras.alias_max_out:
                 alias, new = machine.alias_out(topic)
                 if alias:
                     if new:
@@ -440,7 +441,8 @@ class Connection(Inbound, Backpressure, asyncio.Protocol):
         data = encode_publish(
             topic_b, msg.payload, qos, retain, dup, packet_id, version, props_bytes
         )
-        if machine.max_packet_out and len(data) > machine.max_packet_out:
+        extras = machine.extras
+        if extras is not None and extras.max_packet_out and len(data) > extras.max_packet_out:
             self.broker.stats.dropped_too_large += 1
             return False
         if new_alias:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from thingshub.mqtt.hooks import Message
 from thingshub.mqtt.server.retained import RetainedMessage, RetainedStore
 from thingshub.mqtt.server.router import Router, Subscription
-from thingshub.mqtt.server.session import OutMessage, Session
+from thingshub.mqtt.server.session import NONE_YET, OutMessage, Session
 
 if TYPE_CHECKING:
     import asyncio
@@ -178,7 +178,7 @@ class Delivery:
         pid = session.next_packet_id()
         out.packet_id = pid
         if conn.send_publish(out, out.qos, out.retain, out.sub_ids, pid):
-            session.inflight[pid] = out
+            session.send(pid, out)
 
     def pump(self, session: Session) -> None:
         """Move queued messages into the in-flight window while it has room; once
@@ -236,7 +236,7 @@ class Delivery:
         """Remove a session's subscriptions from the index."""
         for sub in session.subscriptions.values():
             self.router.remove(plain_filter(sub), session.client_id, sub.group)
-        session.subscriptions.clear()
+        session.subscriptions = NONE_YET
 
 
 def plain_filter(sub: Subscription) -> str:

@@ -25,7 +25,7 @@ from thingshub.mqtt.logs import logger
 from thingshub.mqtt.protocol.lifetimes import depart
 from thingshub.mqtt.server.connection import Connection
 from thingshub.mqtt.server.delivery import BrokerStats, Delivery
-from thingshub.mqtt.server.session import Session
+from thingshub.mqtt.server.session import NONE_YET, Session
 from thingshub.mqtt.server.takeover import Takeover
 
 log = logger("thingshub.mqtt")
@@ -117,7 +117,7 @@ class Departures:
         if pending is not None:
             self.publish_will(*pending)
         self.delivery.forget(session)
-        session.inflight.clear()
+        session.inflight = NONE_YET
         session.clear_queue()
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]

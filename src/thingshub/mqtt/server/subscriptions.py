@@ -85,7 +85,7 @@ class Subscriptions:
                 sub_id,
                 group,
             )
-            session.subscriptions[topic_filter] = sub
+            session.subscribe(sub)
             self.delivery.router.add(plain, sub)
             codes.append(qos)
             granted.append((topic_filter, qos))
