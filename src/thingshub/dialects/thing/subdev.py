@@ -26,7 +26,7 @@ Rules:
 from __future__ import annotations
 
 import functools
-from typing import Any, Final
+from typing import Final
 
 from thingshub.core import thingmodel
 from thingshub.core.errors import Unauthorized
@@ -140,7 +140,3 @@ def call(kind_topic: str, target: tuple[str, str], message: Call) -> tuple[str, 
 def topology(notice: TopologyNotice) -> tuple[str, bytes]:
     sub_list = [{"productID": p, "deviceName": n} for p, n in notice.devices]
     return TOPO_CHANGE, onejson.request(notice.request_id, onejson.compact({"subList": sub_list}))
-
-
-def answer_body(reply: onejson.Reply) -> dict[str, Any]:
-    return {"id": reply.id, "code": reply.code, "msg": reply.msg, "data": reply.data}
