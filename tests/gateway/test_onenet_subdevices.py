@@ -17,29 +17,12 @@ import pytest
 
 from tests.api.test_stream import open_stream, receive
 from tests.conftest import RunningPlatform
+from tests.gateway.test_gateways import device
 from tests.mqtt.clients import PahoClient, wait_until
 from thingshub.dialects.onenet import token as onenet
 
 Api = Any
 GW = "$sys/p1/gw/thing/"
-
-
-@pytest.fixture(params=[5, 4], ids=["mqtt5", "mqtt311"])
-def version(request: pytest.FixtureRequest) -> int:
-    return int(request.param)
-
-
-@pytest.fixture
-def served(platform_factory: Callable[..., RunningPlatform]) -> RunningPlatform:
-    return platform_factory()
-
-
-def device(api: Api, name: str, pid: str = "p1", **fields: Any) -> dict[str, Any]:
-    api.post("/api/v1/products", json={"id": pid, "name": pid})
-    r = api.post(f"/api/v1/products/{pid}/devices", json={"name": name, **fields})
-    assert r.status_code == 201, r.text
-    body: dict[str, Any] = r.json()
-    return body
 
 
 def sas(made: dict[str, Any], pid: str = "p2", expires: int = 3600, **kw: Any) -> str:

@@ -26,6 +26,15 @@ from thingshub.core.model import Device
 
 Key = tuple[str, str]
 
+#: The requests' names (the wire's, OneNET's topics after `thing/`).
+LOGIN, LOGOUT, TOPO_ADD, TOPO_DELETE, TOPO_GET = (
+    "sub/login",
+    "sub/logout",
+    "sub/topo/add",
+    "sub/topo/delete",
+    "sub/topo/get",
+)
+
 #: A dialect's check of a sub-device's credentials: (code, why) if refused, None if admitted.
 CredentialCheck = Callable[[Device | None, int], tuple[int, str] | None]
 

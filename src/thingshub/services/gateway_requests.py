@@ -37,19 +37,18 @@ from thingshub.core.events import Event, EventsReceived, TopologyChanged
 from thingshub.core.messages import DeviceRef, ThingReply
 from thingshub.core.model import DeviceEvent
 from thingshub.core.ports import Clock, DeviceLink, EventBus, EventRepo
-from thingshub.core.submessages import GatewayNote, SubRequest, TopologyNotice
+from thingshub.core.submessages import (
+    LOGIN,
+    LOGOUT,
+    TOPO_ADD,
+    GatewayNote,
+    SubRequest,
+    TopologyNotice,
+)
 from thingshub.services.presence import PresenceService
 from thingshub.services.topology import Key, TopologyService
 
 log = logging.getLogger("thingshub.gateways")
-
-LOGIN, LOGOUT, TOPO_ADD, TOPO_DELETE, TOPO_GET = (
-    "sub/login",
-    "sub/logout",
-    "sub/topo/add",
-    "sub/topo/delete",
-    "sub/topo/get",
-)
 
 
 class Refused(Exception):

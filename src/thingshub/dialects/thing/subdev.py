@@ -32,17 +32,19 @@ from thingshub.core import thingmodel
 from thingshub.core.errors import Unauthorized
 from thingshub.core.messages import Call, ThingRefused
 from thingshub.core.model import Device
-from thingshub.core.submessages import GatewayNote, SubRequest, TopologyNotice
+from thingshub.core.submessages import (
+    LOGIN,
+    LOGOUT,
+    TOPO_ADD,
+    TOPO_DELETE,
+    TOPO_GET,
+    GatewayNote,
+    SubRequest,
+    TopologyNotice,
+)
 from thingshub.dialects.onenet import token as tokens
 from thingshub.dialects.thing import onejson
 
-LOGIN, LOGOUT, TOPO_ADD, TOPO_DELETE, TOPO_GET = (
-    "sub/login",
-    "sub/logout",
-    "sub/topo/add",
-    "sub/topo/delete",
-    "sub/topo/get",
-)
 #: The gateway's requests, answered on the same topic + `/reply`.
 REQUESTS: Final = (LOGIN, LOGOUT, TOPO_ADD, TOPO_DELETE, TOPO_GET)
 #: What the gateway says that is only recorded.
@@ -106,13 +108,7 @@ def check_token(
     if found is None:
         return thingmodel.DEVICE_NOT_FOUND, f"{device[0]}/{device[1]} does not exist"
     try:
-        tokens.verify_token(
-            token,
-            key_b64=found.key,
-            product_id=found.product_id,
-            device_name=found.name,
-            now_s=now_s,
-        )
+        tokens.verify_device_token(token, found, now_s)
     except Unauthorized as exc:
         return thingmodel.SIGN_NOT_MATCH, exc.message
     return None
