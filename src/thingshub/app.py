@@ -54,6 +54,7 @@ from thingshub.core.messages import (
     ThingRefused,
 )
 from thingshub.core.ports import Storage
+from thingshub.core.submessages import GatewayNote, SubRequest
 from thingshub.dialects.onenet.token import make_token
 from thingshub.dialects.registry import Registry, default_registry
 from thingshub.gateway.hooks import DeviceGateway
@@ -63,6 +64,7 @@ from thingshub.services.clock import SystemClock
 from thingshub.services.commands import CommandService
 from thingshub.services.devices import DeviceService
 from thingshub.services.firmware import FirmwareService
+from thingshub.services.gateway_requests import GatewayRequests
 from thingshub.services.history import HistoryService
 from thingshub.services.images import ImageService
 from thingshub.services.ingest import IngestService
@@ -109,6 +111,7 @@ class Platform:
         self.things: ThingService | None = None
         self.ingest: IngestService | None = None
         self.topology: TopologyService | None = None
+        self.gateway_requests: GatewayRequests | None = None
         self.gateway_reports: GatewayReports | None = None
         self.history: HistoryService | None = None
         self.retention: RetentionService | None = None
@@ -193,7 +196,14 @@ class Platform:
             self.gateway,
             clock,
             bus,
+            topology=self.topology,
+            presence=self.presence,
         )
+        self.gateway_requests = GatewayRequests(
+            self.topology, storage.events, self.presence, self.gateway, clock, bus
+        )
+        self.gateway.handle(SubRequest, self.gateway_requests.request)
+        self.gateway.handle(GatewayNote, self.gateway_requests.note)
         for kind, handler in (
             (ThingPost, self.things.device_post),
             (ThingRefused, self.things.device_refused),
@@ -334,6 +344,8 @@ class Platform:
             await self.images.stop()
         if self.commands is not None:
             await self.commands.stop()
+        if self.gateway_requests is not None:
+            await self.gateway_requests.stop()
         if self.ota is not None:
             await self.ota.stop()
         if self.retention is not None:

@@ -74,3 +74,8 @@ def test_a_link_without_its_address_cannot_be_routed() -> None:
     chain = [Link(("p", "leaf"), ("p", "top"), None), Link(("p", "top"), None, None)]
     with pytest.raises(Conflict, match="no sub_address"):
         route(chain)
+
+
+def test_a_protocol_naming_devices_by_their_ids_needs_no_address() -> None:
+    chain = [Link(("p", "leaf"), ("p", "top"), None), Link(("p", "top"), None, None)]
+    assert route(chain, addressed=False) == (("p", "top"), ())

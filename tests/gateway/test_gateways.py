@@ -8,26 +8,13 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from tests.api.test_stream import open_stream, receive
 from tests.conftest import RunningPlatform
 from tests.mqtt.clients import PahoClient, wait_until
 
 Api = Any
-
-
-@pytest.fixture(params=[5, 4], ids=["mqtt5", "mqtt311"])
-def version(request: pytest.FixtureRequest) -> int:
-    return int(request.param)
-
-
-@pytest.fixture
-def served(platform_factory: Callable[..., RunningPlatform]) -> RunningPlatform:
-    return platform_factory()
 
 
 def device(api: Api, name: str, pid: str = "p1", **fields: Any) -> dict[str, Any]:

@@ -58,6 +58,9 @@ class CallRequest:
     body: bytes
     id_style: str = RANDOM
     target: str | None = None
+    #: Whether a sub-device is named by its addresses below its gateway (ThingsPanel);
+    #: False: by its own ids (OneNET's thing model), so it needs no address.
+    addressed: bool = True
 
 
 @dataclass(frozen=True, slots=True)

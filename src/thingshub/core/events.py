@@ -118,6 +118,8 @@ class TopologyChanged:
     sub_address: str | None
     previous: tuple[str, str] | None
     ts: int  # ms
+    #: Made by the gateway itself (it knows already), not by an application.
+    by_gateway: bool = False
 
 
 Event = (

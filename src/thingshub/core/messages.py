@@ -23,6 +23,7 @@ from thingshub.core.errors import ThingsHubError
 from thingshub.core.model import DeviceEvent, Firmware, Point
 from thingshub.core.ota import Progress
 from thingshub.core.shadow import Applied, Image, ImageError, RequestId, Update
+from thingshub.core.submessages import TopologyNotice
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,10 +410,13 @@ class ReportAck:
 class ViaGateway:
     """A message for a sub-device, carried by its top gateway's connection:
     `path` is the addresses leading from that gateway down to the device
-    (empty: the gateway itself, in the gateway's form)."""
+    (empty: the gateway itself, in the gateway's form; also empty for a
+    protocol that names the device by its ids), `target` the device itself
+    (None: the gateway)."""
 
     path: tuple[str, ...]
     message: Call | Control | AttributesGet
+    target: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,4 +465,5 @@ Outbound = (
     | PresenceNotice
     | ViaGateway
     | SubRegisterReply
+    | TopologyNotice
 )

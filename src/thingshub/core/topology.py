@@ -13,7 +13,8 @@ Rules:
 - A message for a sub-device travels through its top gateway, the only one
   with a connection; `route` gives that gateway and the addresses that lead
   from it down to the device, and refuses a chain with a link lacking its
-  address (the wire could not name the device).
+  address (the wire could not name the device), unless the protocol names
+  the device by its ids (OneNET), when no address is needed.
 """
 
 from __future__ import annotations
@@ -89,10 +90,13 @@ def check_binding(
         )
 
 
-def route(chain: Sequence[Link]) -> tuple[Key, tuple[str, ...]]:
+def route(chain: Sequence[Link], *, addressed: bool = True) -> tuple[Key, tuple[str, ...]]:
     """(top gateway, addresses from it down to the device) of a chain that runs
     from the device (first) up to its top gateway (last); Conflict where a
-    link lacks its address."""
+    link lacks its address. Not `addressed` (a protocol naming the device by
+    its ids): the top gateway and no addresses."""
+    if not addressed:
+        return chain[-1].key, ()
     addresses: list[str] = []
     for link in chain[:-1]:
         if link.sub_address is None:

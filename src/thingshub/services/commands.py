@@ -146,19 +146,19 @@ class CommandService:
     ) -> CallResult:
         """Send `request` to the device and wait for its answer."""
         seconds = rules.check_timeout(timeout, default_timeout)
-        device, via, path = await self._reach(product_id, name)
+        device, via, path = await self._reach(product_id, name, request.addressed)
         return await self._call(device, via, path, request, seconds)
 
     async def send(self, product_id: str, name: str, request: rules.CallRequest) -> str:
         """Send `request` without waiting; the id of its record, which the
         device's answer completes later (see the module's rules)."""
-        device, via, path = await self._reach(product_id, name)
+        device, via, path = await self._reach(product_id, name, request.addressed)
         record, pending_key, message = await self._record(device, request)
         future: asyncio.Future[CallAnswer] = asyncio.get_running_loop().create_future()
         loop = asyncio.get_running_loop()
         pending = _Pending(record, future, via=(via.product_id, via.name))
         self._pending[pending_key] = pending
-        if not self.link.send(via, _wrap(message, path)):
+        if not self.link.send(via, _wrap(message, path, device)):
             self._pending.pop(pending_key, None)
             await self._finish(record, rules.FAILED, None, "the device is not subscribed")
             raise _not_subscribed("the topic of its requests")
@@ -272,7 +272,7 @@ class CommandService:
         self._pending[pending_key] = _Pending(record, future, via=key)
         self._by_device.setdefault(key, set()).add(pending_key)
         try:
-            if not self.link.send(via, _wrap(message, path)):
+            if not self.link.send(via, _wrap(message, path, device)):
                 await self._finish(record, rules.FAILED, None, "the device is not subscribed")
                 raise _not_subscribed("its command topic")
             try:
@@ -309,16 +309,17 @@ class CommandService:
         )
 
     async def _reach(
-        self, product_id: str, name: str
+        self, product_id: str, name: str, addressed: bool = True
     ) -> tuple[Device, DeviceRef, tuple[str, ...] | None]:
         """The device, the connected device that carries messages to it (itself
-        or its top gateway), and the addresses below that one (None: direct)."""
+        or its top gateway), and the addresses below that one (None: direct;
+        none needed when not `addressed`, see CallRequest)."""
         device = await self.devices.get_device(product_id, name)
         if device.gateway is None:
             if not self.link.is_online(product_id, name):
                 raise DeviceOffline(f"device {name!r} of product {product_id!r} is offline")
             return device, _ref(device), None
-        top, path = await self.devices.route(device)
+        top, path = await self.devices.route(device, addressed=addressed)
         if not self.link.is_online(top.product_id, top.name):
             raise DeviceOffline(
                 f"gateway {top.name!r} of product {top.product_id!r}, through which device"
@@ -407,9 +408,16 @@ class CommandService:
         return Page(items, _encode_cursor(last.created_at, last.cmd_id) if more and last else None)
 
 
-def _wrap(message: Call | Control | AttributesGet, path: tuple[str, ...] | None) -> Outbound:
-    """The message, or the message on its way through a gateway down `path`."""
-    return message if path is None else ViaGateway(path, message)
+def _wrap(
+    message: Call | Control | AttributesGet,
+    path: tuple[str, ...] | None,
+    device: Device | None = None,
+) -> Outbound:
+    """The message, or the message on its way through a gateway down `path` to `device`."""
+    if path is None:
+        return message
+    target = None if device is None else (device.product_id, device.name)
+    return ViaGateway(path, message, target)
 
 
 def _ref(device: Device) -> DeviceRef:

@@ -274,12 +274,15 @@ class DeviceService:
             current = parent
         return links
 
-    async def route(self, device: Device) -> tuple[Device, tuple[str, ...]]:
+    async def route(
+        self, device: Device, *, addressed: bool = True
+    ) -> tuple[Device, tuple[str, ...]]:
         """The device holding the connection that reaches `device` (itself, or its
-        top gateway) and the addresses leading from it down to `device`."""
+        top gateway) and the addresses leading from it down to `device` (none
+        when the protocol names it by its ids: not `addressed`)."""
         if device.gateway is None:
             return device, ()
-        top, path = topology.route(await self.chain(device))
+        top, path = topology.route(await self.chain(device), addressed=addressed)
         return await self.get_device(*top), path
 
     async def check_child(

@@ -21,11 +21,12 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 
 from thingshub.core.errors import NotFound, ThingsHubError
 from thingshub.core.events import AttributesReported, EventsReceived, TelemetryReceived
 from thingshub.core.messages import DeviceRef, GatewayReport, NodeData, ReportAck
+from thingshub.core.model import DeviceEvent, Point
 from thingshub.core.ports import (
     AttributeRepo,
     Clock,
@@ -39,6 +40,29 @@ from thingshub.services.topology import Key, TopologyService
 
 #: Unknown addresses named in one answer (the rest are counted).
 NAMED = 10
+
+#: One device's rows of a message: its points and its events.
+Rows = tuple[list[Point], list[DeviceEvent]]
+
+
+async def write_together(
+    points: TelemetryRepo, events: EventRepo, rows: Mapping[Key, Rows]
+) -> None:
+    """Every device's rows submitted at once, so that the storage's group-commit
+    writer takes them into one transaction: durable together when this
+    returns, or (a storage failure) none of them. Raises the failure (a
+    platform's before a NotFound: a device deleted meanwhile)."""
+    writes: list[Awaitable[None]] = []
+    for key, (new_points, new_events) in rows.items():
+        if new_points:
+            writes.append(points.append(*key, new_points))
+        if new_events:
+            writes.append(events.append(*key, new_events))
+    outcomes = await asyncio.gather(*writes, return_exceptions=True)
+    failures = [o for o in outcomes if isinstance(o, BaseException)]
+    failures.sort(key=lambda exc: isinstance(exc, NotFound))
+    if failures:
+        raise failures[0]
 
 
 class GatewayReports:

@@ -14,7 +14,11 @@ or sent and their codes thing_checks.py's, the wire the thing dialect's):
   rule), events become event records (`method` = identifier, `params` =
   the value, a non-object one as {"value": v}, `type` from the model).
 - A post names the sender or, in `pack`/`history` posts, a device by
-  `identity`: anything but the sender is 307 until gateways exist.
+  `identity`: the sender or a device of its tree, at any level (its data
+  is checked against its own product's model, stored as its own, and makes
+  it online through the sender's connection); anything else is 307. Every
+  device's rows are written together (subdevices.write_together): the
+  post is stored whole or not at all.
 - The reply (200) leaves once the post is durable, as the handler returns,
   so that it shares the PUBACK's write; a storage failure is the
   platform's: 303, and the message is not acknowledged, so the device sends
@@ -74,6 +78,9 @@ from thingshub.core.ports import (
 from thingshub.services import thing_checks as checks
 from thingshub.services.commands import CommandService
 from thingshub.services.devices import DeviceService
+from thingshub.services.presence import PresenceService
+from thingshub.services.subdevices import Rows, write_together
+from thingshub.services.topology import Key, TopologyService
 
 log = logging.getLogger("thingshub.things")
 
@@ -104,7 +111,12 @@ class ThingService:
         bus: EventBus,
         *,
         max_points: int = thingmodel.MAX_POINTS,
+        topology: TopologyService | None = None,
+        presence: PresenceService | None = None,
     ) -> None:
+        #: The tree (sub-devices' posts) and presence (data makes a sub-device online).
+        self.topology = topology
+        self.presence = presence
         self.models = models
         self.desired_values = desired
         self.points = points
@@ -188,41 +200,42 @@ class ThingService:
 
     async def device_post(self, ref: DeviceRef, post: ThingPost) -> None:
         try:
-            points, events = await self._checked(ref, post)
+            rows = await self._checked(ref, post)
         except checks.ThingError as exc:
             self._reply_error(ref, post.request, post.request_id, exc)
             return
         try:
-            if points:
-                await self.points.append(ref.product_id, ref.name, points)
-            if events:
-                await self.events.append(ref.product_id, ref.name, events)
+            await write_together(self.points, self.events, rows)
         except NotFound:
             self._reply_error(ref, post.request, post.request_id, checks.internal("device deleted"))
             return
         except ThingsHubError:
             self._reply_error(ref, post.request, post.request_id, checks.internal("storage failed"))
             raise
-        self.stored_points += len(points)
         # Sent as soon as this handler has returned, so that the reply is written
         # together with the PUBACK, not a loop turn ahead of it in a write of its own.
         reply = ThingReply(post.request, post.request_id, thingmodel.SUCCESS)
         asyncio.get_running_loop().call_soon(self.link.send, ref, reply)
         now = post.received_at
-        if points and self.bus.wants(TelemetryReceived):
-            self.bus.publish(TelemetryReceived(ref.product_id, ref.name, points, now))
-        if events and self.bus.wants(EventsReceived):
-            self.bus.publish(EventsReceived(ref.product_id, ref.name, events, now))
+        sender = (ref.product_id, ref.name)
+        for key, (points, events) in rows.items():
+            self.stored_points += len(points)
+            if key != sender and self.presence is not None:
+                self.presence.reached(*key, via=sender)
+            if points and self.bus.wants(TelemetryReceived):
+                self.bus.publish(TelemetryReceived(*key, points, now))
+            if events and self.bus.wants(EventsReceived):
+                self.bus.publish(EventsReceived(*key, events, now))
 
-    async def _checked(
-        self, ref: DeviceRef, post: ThingPost
-    ) -> tuple[list[Point], list[DeviceEvent]]:
-        points: list[Point] = []
-        events: list[DeviceEvent] = []
+    async def _checked(self, ref: DeviceRef, post: ThingPost) -> dict[Key, Rows]:
+        """Each device's rows (the sender first), every value checked."""
+        sender = (ref.product_id, ref.name)
+        rows: dict[Key, Rows] = {sender: ([], [])}
         for data in post.data:
-            self._check_identity(ref, data)
-            model = await self.model(ref.product_id)
-            compiled = self._property_checks(ref.product_id, model)
+            key = await self._owner(sender, data)
+            points, events = rows.setdefault(key, ([], []))
+            model = await self.model(key[0])
+            compiled = self._property_checks(key[0], model)
             at = post.received_at
             for value in data.properties:
                 checked = checks.property_value(model, value.identifier, value.value, compiled)
@@ -230,14 +243,20 @@ class ThingService:
             for value in data.events:
                 params, kind = checks.event_value(model, value.identifier, value.value)
                 events.append(DeviceEvent(value.ts or at, value.identifier, params, kind))
-        return points, events
+        return rows
 
-    def _check_identity(self, ref: DeviceRef, data: ThingData) -> None:
-        if data.identity is not None and data.identity != (ref.product_id, ref.name):
+    async def _owner(self, sender: Key, data: ThingData) -> Key:
+        """Whose data it is: the sender's, or one of its sub-devices' (at any level)."""
+        if data.identity is None or data.identity == sender:
+            return sender
+        device = await self.devices.find_device(*data.identity)
+        if device is None or self.topology is None or not await self.topology.below(device, sender):
             product, name = data.identity
             raise checks.ThingError(
-                thingmodel.INVALID_IDENTITY, f"{product}/{name} is not this device"
+                thingmodel.INVALID_IDENTITY,
+                f"{product}/{name} is neither this device nor one of its sub-devices",
             )
+        return data.identity
 
     async def device_refused(self, ref: DeviceRef, message: ThingRefused) -> None:
         error = message.error
@@ -316,7 +335,7 @@ class ThingService:
                 thingmodel.BAD_REQUEST, "the properties to set must be a non-empty object"
             )
         checked = await self._settable(product_id, values_)
-        request = calls.CallRequest(FAMILY, PROPERTY_SET, dumps(checked), calls.CLOCK)
+        request = _request(PROPERTY_SET, checked)
         return await self._call(product_id, name, request, timeout)
 
     async def get_properties(
@@ -336,7 +355,7 @@ class ThingService:
                 checks.known_property(model, identifier, api=True)
             if not wanted:
                 wanted = list(model.properties)
-        request = calls.CallRequest(FAMILY, PROPERTY_GET, dumps(wanted), calls.CLOCK)
+        request = _request(PROPERTY_GET, wanted)
         return await self._call(product_id, name, request, timeout)
 
     async def invoke(
@@ -362,7 +381,7 @@ class ThingService:
             asynchronous = service.call_type == "a"
         else:
             checked = checks.free_values(arguments, identifier)
-        request = calls.CallRequest(FAMILY, SERVICE, dumps(checked), calls.CLOCK, identifier)
+        request = _request(SERVICE, checked, identifier)
         if asynchronous:
             calls.check_timeout(timeout, DEFAULT_TIMEOUT)
             try:
@@ -432,7 +451,7 @@ class ThingService:
         self._desired_changed(product_id, name, result)
         pushed = {k: v.value for k, v in result.items() if v is not None}
         if pushed and self.link.is_online(product_id, name):
-            request = calls.CallRequest(FAMILY, DESIRED_PUSH, dumps(pushed), calls.CLOCK)
+            request = _request(DESIRED_PUSH, pushed)
             try:
                 await self.commands.send(product_id, name, request)
             except DeviceOffline:  # not listening after all: it asks with desired/get
@@ -451,6 +470,12 @@ class ThingService:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _request(kind: str, value: object, target: str | None = None) -> calls.CallRequest:
+    """A thing call: its id in OneNET's short decimal form, a sub-device named by
+    its ids (its gateway's `sub/...` topics), never by addresses."""
+    return calls.CallRequest(FAMILY, kind, dumps(value), calls.CLOCK, target, addressed=False)
 
 
 def _desired_view(value: DesiredValue) -> dict[str, Any]:

@@ -10,6 +10,11 @@ Rules (the tree's own rules are core/topology.py's):
 - Addresses are resolved level by level among a node's children; the
   children of a gateway are cached by address (at most `cache_size`
   gateways) and forgotten at any change of the tree or any deletion.
+- A gateway may bind a device itself (OneNET's `sub/topo/add`, its
+  credentials proven first) unless another gateway has it (Conflict), and
+  unbind its own child (`sub/topo/delete`); binding a child again and
+  unbinding a device without a gateway change nothing. Such changes are
+  marked `by_gateway`: the gateway is not told of them again.
 - Registration: each new address becomes a child, named
   `{gateway name}-{address}` (`:` as `_`), in the product its entry names
   if that exists, else in the gateway's. An address that is a child already
@@ -25,7 +30,7 @@ from collections import OrderedDict
 from dataclasses import replace
 
 from thingshub.core import cursors, names, topology
-from thingshub.core.errors import AlreadyExists, InvalidRequest, NotFound
+from thingshub.core.errors import AlreadyExists, Conflict, InvalidRequest, NotFound
 from thingshub.core.events import DeviceDeleted, Event, TopologyChanged
 from thingshub.core.messages import (
     DeviceRef,
@@ -97,7 +102,42 @@ class TopologyService:
         last = items[-1] if items else None
         return Page(items, cursors.pair(last.product_id, last.name) if more and last else None)
 
-    async def _move(self, device: Device, gateway: Key | None, address: str | None) -> Device:
+    async def adopt(self, gateway: Key, key: Key) -> None:
+        """The gateway binds the device itself (see the module's rules)."""
+        async with self.devices.tree_lock:
+            device = await self.devices.get_device(*key)
+            if device.gateway == gateway:
+                return
+            if device.gateway is not None:
+                raise Conflict(f"{key[0]}/{key[1]} is a sub-device of another gateway")
+            height = await self._height(key)
+            await self.devices.check_child(key, gateway, height, device)
+            await self._move(device, gateway, None, by_gateway=True)
+
+    async def release(self, gateway: Key, key: Key) -> None:
+        """The gateway unbinds its own child (see the module's rules)."""
+        async with self.devices.tree_lock:
+            device = await self.devices.get_device(*key)
+            if device.gateway is None:
+                return
+            if device.gateway != gateway:
+                raise Conflict(f"{key[0]}/{key[1]} is a sub-device of another gateway")
+            await self._move(device, None, None, by_gateway=True)
+
+    async def below(self, device: Device, top: Key) -> bool:
+        """Whether `device` is in the tree under `top` (at any level)."""
+        if device.gateway is None:
+            return False
+        return any(link.key == top for link in (await self.devices.chain(device))[1:])
+
+    async def _move(
+        self,
+        device: Device,
+        gateway: Key | None,
+        address: str | None,
+        *,
+        by_gateway: bool = False,
+    ) -> Device:
         if not await self.storage.devices.set_gateway(
             device.product_id, device.name, gateway, address
         ):
@@ -109,7 +149,13 @@ class TopologyService:
         if device.gateway != gateway:
             self.presence.detach(device.product_id, device.name)
         event = TopologyChanged(
-            device.product_id, device.name, gateway, address, device.gateway, self.clock.now_ms()
+            device.product_id,
+            device.name,
+            gateway,
+            address,
+            device.gateway,
+            self.clock.now_ms(),
+            by_gateway,
         )
         self.bus.publish(event)
         return moved

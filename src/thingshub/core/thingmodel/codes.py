@@ -31,6 +31,10 @@ IDENTIFIER_UNKNOWN: Final = 309
 INVALID_MSG_ID: Final = 312
 BAD_REQUEST: Final = 313
 SUBSCRIPTION_NOT_EXIST: Final = 1022
+INVALID_TOKEN: Final = 1103
+TOKEN_EXPIRED: Final = 1104
+SIGN_NOT_MATCH: Final = 1106
+DEVICE_NOT_FOUND: Final = 1107
 CODES: Final[dict[int, str]] = {
     SUCCESS: "success",
     JSON_FORMAT_ERROR: "json format error",
@@ -45,10 +49,10 @@ CODES: Final[dict[int, str]] = {
     INVALID_MSG_ID: "invalid msg id",
     BAD_REQUEST: "bad request",
     SUBSCRIPTION_NOT_EXIST: "subscription not exist",
-    1103: "invalid token",
-    1104: "token expired",
-    1106: "sign not match",
-    1107: "device not found",
+    INVALID_TOKEN: "invalid token",
+    TOKEN_EXPIRED: "token expired",
+    SIGN_NOT_MATCH: "sign not match",
+    DEVICE_NOT_FOUND: "device not found",
 }
 
 

@@ -56,13 +56,7 @@ class OneNet:
         token = login.secret
         if not isinstance(token, tokens.Token):
             raise Unauthorized("not a OneNET token")
-        tokens.verify_token(
-            token,
-            key_b64=device.key,
-            product_id=device.product_id,
-            device_name=device.name,
-            now_s=now_s,
-        )
+        tokens.verify_device_token(token, device, now_s)
 
     # ------------------------------------------------------------ topics
 

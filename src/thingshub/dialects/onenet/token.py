@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 from thingshub.core.errors import Unauthorized
+from thingshub.core.model import Device
 
 TOKEN_VERSION = "2018-10-31"
 METHODS = {"md5": hashlib.md5, "sha1": hashlib.sha1, "sha256": hashlib.sha256}
@@ -120,6 +121,17 @@ def verify_token(
     expected = signature(key_b64, token.et, token.method, token.res, token.version)
     if not hmac.compare_digest(expected.encode(), token.sign.encode()):
         raise Unauthorized("OneNET token signature is wrong")
+
+
+def verify_device_token(token: Token, device: Device, now_s: int) -> None:
+    """`verify_token` with the device's own key and ids."""
+    verify_token(
+        token,
+        key_b64=device.key,
+        product_id=device.product_id,
+        device_name=device.name,
+        now_s=now_s,
+    )
 
 
 def make_token(

@@ -18,6 +18,9 @@ Rules:
   OneJSON request with the call's id; replies to a device's requests are
   never answered back.
 - Command records of these calls have the family "thing".
+- A gateway's `thing/sub/...` topics (its sub-devices' presence, its tree,
+  the calls to its sub-devices, which travel as `ViaGateway` naming the
+  sub-device) are subdev.py's; a gateway reaches only its own prefix.
 """
 
 from __future__ import annotations
@@ -34,11 +37,13 @@ from thingshub.core.messages import (
     ThingPost,
     ThingRefused,
     ThingReply,
+    ViaGateway,
 )
 from thingshub.core.model import Device
+from thingshub.core.submessages import TopologyNotice
 from thingshub.dialects.onenet import topics as onenet_topics
 from thingshub.dialects.port import Login, PasswordCheck, Wire
-from thingshub.dialects.thing import onejson, posts
+from thingshub.dialects.thing import onejson, posts, subdev
 
 NAME = "thing"
 
@@ -63,6 +68,15 @@ ANSWERS = {"property/set_reply": PROPERTY_SET, "property/get_reply": PROPERTY_GE
 #: Other kinds of call an answer may be for: desired values are pushed on
 #: `property/set`, so the device answers them as sets (the id tells them apart).
 ALSO = {PROPERTY_SET: (DESIRED_PUSH,)}
+#: The gateway's topic for each kind of call to a sub-device (desired values pushed are sets).
+SUB_CALLS = {
+    PROPERTY_SET: "sub/property/set",
+    DESIRED_PUSH: "sub/property/set",
+    PROPERTY_GET: "sub/property/get",
+    SERVICE: "sub/service/invoke",
+}
+#: Any answer of a gateway may be for any call to a sub-device (subdev.py's rules).
+SUB_KINDS = (PROPERTY_SET, PROPERTY_GET, SERVICE, DESIRED_PUSH)
 
 
 def _thing(ref: DeviceRef) -> str:
@@ -93,15 +107,21 @@ class Thing:
         rest = topic[len(own) :]
         if rest in REQUESTS or rest in ANSWERS:
             return True
+        if rest.startswith("sub/"):
+            return rest in subdev.REQUESTS or rest in subdev.NOTES or rest in subdev.ANSWERS
         return _service_answer(rest) is not None
 
     def may_subscribe(self, ref: DeviceRef, topic_filter: str) -> bool:
         return False  # OneNET's rights grant everything under the device's own prefix
 
     def topics(self, ref: DeviceRef, kind: type) -> tuple[str, ...]:
+        own = _thing(ref)
         if kind is Call:
-            own = _thing(ref)
             return (own + "property/set", own + "property/get", own + "service/+/invoke")
+        if kind is ViaGateway:
+            return tuple(own + topic for topic in subdev.CALLS)
+        if kind is TopologyNotice:
+            return (own + subdev.TOPO_CHANGE,)
         return ()
 
     # ------------------------------------------------------------ messages
@@ -119,6 +139,12 @@ class Thing:
         service = _service_answer(rest)
         if service is not None:
             return _answer(SERVICE, service, payload)
+        if rest in subdev.REQUESTS:
+            return subdev.request(rest, payload)
+        if rest in subdev.NOTES:
+            return subdev.note(rest, payload)
+        if rest in subdev.ANSWERS:
+            return _answer(PROPERTY_GET, None, payload, SUB_KINDS)
         return None
 
     def encode(self, ref: DeviceRef, message: object) -> Wire | None:
@@ -135,6 +161,15 @@ class Thing:
             return [(own + "property/set", body)]  # a set, or desired values pushed
         if isinstance(message, AnswerVerdict) and message.family == NAME:
             return []  # replies are never answered
+        if isinstance(message, ViaGateway):
+            call = message.message
+            if not isinstance(call, Call) or call.family != NAME or message.target is None:
+                return None  # not a thing call to a sub-device: another dialect's
+            topic, body = subdev.call(SUB_CALLS[call.kind], message.target, call)
+            return [(own + topic, body)]
+        if isinstance(message, TopologyNotice):
+            topic, body = subdev.topology(message)
+            return [(own + topic, body)]
         return None
 
 
@@ -167,8 +202,10 @@ def _request(request: str, payload: bytes, now_ms: int) -> object:
         return ThingRefused(request, exc.id, exc)
 
 
-def _answer(kind: str, service: str | None, payload: bytes) -> CallAnswer:
-    also = ALSO.get(kind, ())
+def _answer(
+    kind: str, service: str | None, payload: bytes, also: tuple[str, ...] | None = None
+) -> CallAnswer:
+    also = ALSO.get(kind, ()) if also is None else also
     reply = onejson.parse_reply(payload)
     if reply is None:
         return CallAnswer(NAME, kind, "", payload, problem="the reply has no usable id", also=also)
