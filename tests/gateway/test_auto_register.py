@@ -8,9 +8,7 @@ from __future__ import annotations
 import json
 
 from tests.conftest import RunningPlatform
-from tests.gateway.test_gateways import Api, connect, device, response, served, version
-
-__all__ = ["served", "version"]  # fixtures
+from tests.gateway.test_gateways import Api, connect, device, response
 
 
 def products(api: Api) -> None:
