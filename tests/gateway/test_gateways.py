@@ -220,7 +220,10 @@ def test_calls_on_a_sub_device_go_through_its_gateway(
     wait_until(lambda: any("control" in m.topic for m in gw.messages))
     control = next(m for m in gw.messages if "control" in m.topic)
     assert control.topic == f"gateway/telemetry/control/{dn}"
-    assert json.loads(control.payload) == {"sub_device_data": {"sg1": {"on": True}}}
+    # sg1 has sub-devices of its own: it is addressed as a sub-gateway.
+    assert json.loads(control.payload) == {
+        "sub_gateway_data": {"sg1": {"gateway_data": {"on": True}}}
+    }
     # The gateway itself, listening only in the gateway form, gets gateway_data.
     assert api.post("/api/v1/products/p1/devices/gw/control", json={"x": 1}).status_code == 202
     wait_until(lambda: len([m for m in gw.messages if "control" in m.topic]) == 2)

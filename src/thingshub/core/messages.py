@@ -412,11 +412,15 @@ class ViaGateway:
     `path` is the addresses leading from that gateway down to the device
     (empty: the gateway itself, in the gateway's form; also empty for a
     protocol that names the device by its ids), `target` the device itself
-    (None: the gateway)."""
+    (None: the gateway). `gateway`: the device has sub-devices of its own, so
+    it is addressed as a gateway (firmware of a sub-gateway looks for its
+    requests where its own reports go); the service reads that from
+    storage, the dialect only words it."""
 
     path: tuple[str, ...]
     message: Call | Control | AttributesGet
     target: tuple[str, str] | None = None
+    gateway: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,9 @@ Rules (the requests, ids and verdicts are core/commands.py's):
   the call needs that gateway online and listening, whatever the
   sub-device's own presence; the request travels as `ViaGateway`, the
   gateway's answer completes it, and the gateway going offline fails it.
+  A sub-device with sub-devices of its own (as stored when the call is
+  made) is marked a gateway there, for dialects that address sub-gateways
+  in a form of their own.
 """
 
 from __future__ import annotations
@@ -146,19 +149,19 @@ class CommandService:
     ) -> CallResult:
         """Send `request` to the device and wait for its answer."""
         seconds = rules.check_timeout(timeout, default_timeout)
-        device, via, path = await self._reach(product_id, name, request.addressed)
-        return await self._call(device, via, path, request, seconds)
+        device, via, route = await self._reach(product_id, name, request.addressed)
+        return await self._call(device, via, route, request, seconds)
 
     async def send(self, product_id: str, name: str, request: rules.CallRequest) -> str:
         """Send `request` without waiting; the id of its record, which the
         device's answer completes later (see the module's rules)."""
-        device, via, path = await self._reach(product_id, name, request.addressed)
+        device, via, route = await self._reach(product_id, name, request.addressed)
         record, pending_key, message = await self._record(device, request)
         future: asyncio.Future[CallAnswer] = asyncio.get_running_loop().create_future()
         loop = asyncio.get_running_loop()
         pending = _Pending(record, future, via=(via.product_id, via.name))
         self._pending[pending_key] = pending
-        if not self.link.send(via, _wrap(message, path, device)):
+        if not self.link.send(via, _wrap(message, route, device)):
             self._pending.pop(pending_key, None)
             await self._finish(record, rules.FAILED, None, "the device is not subscribed")
             raise _not_subscribed("the topic of its requests")
@@ -201,12 +204,12 @@ class CommandService:
         seconds = rules.check_timeout(timeout)
         if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
             raise InvalidRequest("keys must be a list of attribute names ([] for all)")
-        _, via, path = await self._reach(product_id, name)
+        _, via, route = await self._reach(product_id, name)
         wait = _AttributeWait(keys, asyncio.get_running_loop().create_future())
         key = (product_id, name)
         self._attribute_waits.setdefault(key, []).append(wait)
         try:
-            if not self.link.send(via, _wrap(AttributesGet(keys), path)):
+            if not self.link.send(via, _wrap(AttributesGet(keys), route)):
                 raise _not_subscribed("the topic of attribute requests")
             return await asyncio.wait_for(asyncio.shield(wait.future), seconds)
         except TimeoutError:
@@ -224,8 +227,8 @@ class CommandService:
         """`devices/telemetry/control/...`: fire and forget."""
         if not isinstance(values, dict) or not values:
             raise InvalidRequest("the control values must be a non-empty JSON object")
-        _, via, path = await self._reach(product_id, name)
-        if not self.link.send(via, _wrap(Control(values), path)):
+        _, via, route = await self._reach(product_id, name)
+        if not self.link.send(via, _wrap(Control(values), route)):
             raise _not_subscribed("the topic of control values")
 
     async def _record(
@@ -260,7 +263,7 @@ class CommandService:
         self,
         device: Device,
         via: DeviceRef,
-        path: tuple[str, ...] | None,
+        route: _Route | None,
         request: rules.CallRequest,
         seconds: int,
     ) -> CallResult:
@@ -272,7 +275,7 @@ class CommandService:
         self._pending[pending_key] = _Pending(record, future, via=key)
         self._by_device.setdefault(key, set()).add(pending_key)
         try:
-            if not self.link.send(via, _wrap(message, path, device)):
+            if not self.link.send(via, _wrap(message, route, device)):
                 await self._finish(record, rules.FAILED, None, "the device is not subscribed")
                 raise _not_subscribed("its command topic")
             try:
@@ -310,10 +313,10 @@ class CommandService:
 
     async def _reach(
         self, product_id: str, name: str, addressed: bool = True
-    ) -> tuple[Device, DeviceRef, tuple[str, ...] | None]:
+    ) -> tuple[Device, DeviceRef, _Route | None]:
         """The device, the connected device that carries messages to it (itself
-        or its top gateway), and the addresses below that one (None: direct;
-        none needed when not `addressed`, see CallRequest)."""
+        or its top gateway), and the way down from that one (None: direct; no
+        addresses needed when not `addressed`, see CallRequest)."""
         device = await self.devices.get_device(product_id, name)
         if device.gateway is None:
             if not self.link.is_online(product_id, name):
@@ -325,7 +328,11 @@ class CommandService:
                 f"gateway {top.name!r} of product {top.product_id!r}, through which device"
                 f" {name!r} is reached, is offline"
             )
-        return device, _ref(top), path
+        # Only a protocol that addresses the device by path words a sub-gateway apart.
+        children = 0
+        if addressed:
+            children = await self.devices.storage.devices.count_children(product_id, name)
+        return device, _ref(top), _Route(path, children > 0)
 
     # ------------------------------------------------------------ answers from devices
 
@@ -408,16 +415,25 @@ class CommandService:
         return Page(items, _encode_cursor(last.created_at, last.cmd_id) if more and last else None)
 
 
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """The way from a top gateway down to a sub-device: the addresses, and
+    whether the sub-device is a gateway of others."""
+
+    path: tuple[str, ...]
+    gateway: bool
+
+
 def _wrap(
     message: Call | Control | AttributesGet,
-    path: tuple[str, ...] | None,
+    route: _Route | None,
     device: Device | None = None,
 ) -> Outbound:
-    """The message, or the message on its way through a gateway down `path` to `device`."""
-    if path is None:
+    """The message, or the message on its way through a gateway down `route` to `device`."""
+    if route is None:
         return message
     target = None if device is None else (device.product_id, device.name)
-    return ViaGateway(path, message, target)
+    return ViaGateway(route.path, message, target, route.gateway)
 
 
 def _ref(device: Device) -> DeviceRef:

@@ -260,6 +260,18 @@ def test_nesting_down_to_the_device() -> None:
     }
 
 
+def test_a_sub_gateway_is_addressed_as_a_gateway() -> None:
+    """As ThingsPanel's backend sends it: intermediate gateways as
+    `sub_gateway_data.{address}`, the target's own content in `gateway_data`."""
+    assert nest(("x",), {"a": 1}, gateway=True) == {
+        "sub_gateway_data": {"x": {"gateway_data": {"a": 1}}}
+    }
+    assert nest(("x", "y"), ["fw"], gateway=True) == {
+        "sub_gateway_data": {"x": {"sub_gateway_data": {"y": {"gateway_data": ["fw"]}}}}
+    }
+    assert nest((), 0, gateway=True) == {"gateway_data": 0}  # the top gateway itself
+
+
 ENCODED = [
     (
         ViaGateway(("a",), Control({"on": True})),
@@ -275,6 +287,35 @@ ENCODED = [
             (
                 f"gateway/attributes/get/{DN}",
                 '{"sub_gateway_data": {"g": {"sub_device_data": {"b": ["fw"]}}}}',
+            )
+        ],
+    ),
+    (
+        ViaGateway(("g", "h"), AttributesGet([]), gateway=True),
+        [
+            (
+                f"gateway/attributes/get/{DN}",
+                '{"sub_gateway_data": {"g": {"sub_gateway_data": {"h": {"gateway_data": []}}}}}',
+            )
+        ],
+    ),
+    (
+        ViaGateway(("g",), Control({"on": 1}), gateway=True),
+        [
+            (
+                f"gateway/telemetry/control/{DN}",
+                '{"sub_gateway_data": {"g": {"gateway_data": {"on": 1}}}}',
+            )
+        ],
+    ),
+    (
+        ViaGateway(
+            ("g",), Call("thingspanel", calls.COMMAND, "57", b'{"method":"m"}'), gateway=True
+        ),
+        [
+            (
+                f"gateway/command/{DN}/57",
+                '{"sub_gateway_data": {"g": {"gateway_data": {"method": "m"}}}}',
             )
         ],
     ),

@@ -6,9 +6,10 @@ token as the user name alone. The dialect object wires the parts: topics.py
 gateway.py (the nested payload of gateways and `devices/register`) and the
 message translations below. A request for a device of a gateway's tree
 (`ViaGateway`) goes on the top gateway's `gateway/...` topic, nested down to
-the device; answers on `gateway/.../response/...` complete calls exactly as
-the direct ones do. Reports are decoded here, so a malformed one reaches
-the service as a `ReportRefused` that it counts and answers. Logins use
+the device (a sub-gateway in the gateway form, gateway.nest); answers on
+`gateway/.../response/...` complete calls exactly as the direct ones do.
+Reports are decoded here, so a malformed one reaches the service as a
+`ReportRefused` that it counts and answers. Logins use
 the user name and password issued at device creation; any credentials not
 in another dialect's form are taken as such, so this dialect comes last
 among the logins.
@@ -191,11 +192,13 @@ def _gateway_decode(topic: str, payload: bytes, now_ms: int) -> object | None:
 
 def _via_gateway(dn: str, via: ViaGateway) -> Wire | None:
     """A request for a device of a gateway's tree, on the top gateway's topics."""
-    message, path = via.message, via.path
+    message, path, sub_gateway = via.message, via.path, via.gateway
     if isinstance(message, Control):
-        return [(f"gateway/telemetry/control/{dn}", dumps(gateway.nest(path, message.values)))]
+        body = gateway.nest(path, message.values, sub_gateway)
+        return [(f"gateway/telemetry/control/{dn}", dumps(body))]
     if isinstance(message, AttributesGet):
-        return [(f"gateway/attributes/get/{dn}", dumps(gateway.nest(path, message.keys)))]
+        body = gateway.nest(path, message.keys, sub_gateway)
+        return [(f"gateway/attributes/get/{dn}", dumps(body))]
     if message.family != NAME:
         return None  # another family's call: not carried in this form
     content = jsontext.loads(message.body)  # the platform's own JSON
@@ -203,7 +206,7 @@ def _via_gateway(dn: str, via: ViaGateway) -> Wire | None:
         topic = f"gateway/command/{dn}/{message.call_id}"
     else:
         topic = f"gateway/attributes/set/{dn}/{message.call_id}"
-    return [(topic, dumps(gateway.nest(path, content)))]
+    return [(topic, dumps(gateway.nest(path, content, sub_gateway)))]
 
 
 def _answer(kind: str, message_id: str, payload: bytes) -> CallAnswer:

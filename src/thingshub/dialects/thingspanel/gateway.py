@@ -12,9 +12,12 @@ Rules:
   report is: any broken rule anywhere refuses it all (INVALID_PARAM, or
   PAYLOAD_TOO_LARGE past the limits of one direct report, counted over the
   whole message). A message with no content at all has nothing to store.
-- Answers and requests the platform sends a sub-device are nested the same
-  way (`nest`): `gateway_data` for the gateway itself, `sub_device_data` for
-  its child, `sub_gateway_data` down to a deeper one.
+- Requests the platform sends a sub-device are nested the same way
+  (`nest`), as ThingsPanel's backend nests them: `gateway_data` for the
+  gateway itself; every gateway between it and the target as
+  `sub_gateway_data.{address}`; the target under its parent's node as
+  `sub_device_data.{address}`, or, when it has sub-devices of its own (a
+  sub-gateway), as `sub_gateway_data.{address}.gateway_data`.
 - `devices/register`: {"registers": [{"sub_addr", "model"?, "protocol"?}]}.
   An unreadable payload is refused whole (status "fail"); a malformed entry
   is refused alone (INVALID_PARAM) when it names an address.
@@ -140,13 +143,14 @@ def parse(kind: str, payload: bytes, now_ms: int, max_payload: int = MAX_PAYLOAD
     return reader.nodes
 
 
-def nest(path: tuple[str, ...], content: object) -> dict[str, Any]:
-    """The payload carrying `content` to the device at `path` below the gateway."""
+def nest(path: tuple[str, ...], content: object, gateway: bool = False) -> dict[str, Any]:
+    """The payload carrying `content` to the device at `path` below the gateway
+    (`gateway`: that device is a sub-gateway, its content is its `gateway_data`)."""
     if not path:
         return {GATEWAY_DATA: content}
-    if len(path) == 1:
+    if len(path) == 1 and not gateway:
         return {SUB_DEVICE_DATA: {path[0]: content}}
-    return {SUB_GATEWAY_DATA: {path[0]: nest(path[1:], content)}}
+    return {SUB_GATEWAY_DATA: {path[0]: nest(path[1:], content, gateway)}}
 
 
 # ---------------------------------------------------------------- devices/register
