@@ -1,7 +1,8 @@
 """The whole platform (`thingshub serve`) under device and application load: logins,
-device images, commands, telemetry and thing-model posts.
+device images, commands, telemetry, thing-model posts and gateway telemetry.
 
-    python bench/platform_bench.py [--quick] [--tests connects,image,commands,telemetry,thing]
+    python bench/platform_bench.py [--quick]
+                                   [--tests connects,image,commands,telemetry,thing,gateway]
                                    [--json out.json]
                                    [--database-url postgresql://postgres@127.0.0.1:5432/postgres]
 
@@ -22,9 +23,12 @@ Why it is built this way (bench/README.md says what each figure means):
 - Every wait has a deadline; a broken server fails its run and never hangs this.
 - thing: OneNET thing-model property posts are measured beside ThingsPanel telemetry of
   the same values, each on its own platform: the ratio thing / ThingsPanel is the figure.
+- gateway: one ThingsPanel gateway carrying 1,000 sub-devices' telemetry, then 1,000
+  direct devices sending the same values, on the same platform (issue 15).
 - This file holds the command line and the connects test; the other tests are in
-  `platform_image.py`, `platform_commands.py`, `platform_telemetry.py` and
-  `platform_thing.py`, and what they share in `platform_common.py`.
+  `platform_image.py`, `platform_commands.py`, `platform_telemetry.py`,
+  `platform_thing.py` and `platform_gateway.py`, and what they share in
+  `platform_common.py`.
 - This file is not called `platform.py`: a script in bench/ by that name would shadow
   the standard library's `platform` module for every script run from bench/ (asyncpg
   imports it, and so does `servers.py`).
@@ -66,6 +70,7 @@ from platform_common import (
     register,
     wait_disconnected,
 )
+from platform_gateway import print_gateway, run_gateway
 from platform_image import DEVICE_RATE_LIMIT, print_image, run_image
 from platform_telemetry import (
     print_telemetry,
@@ -74,7 +79,7 @@ from platform_telemetry import (
 )
 from platform_thing import print_thing, run_thing
 
-TESTS = ("connects", "image", "commands", "telemetry", "thing")
+TESTS = ("connects", "image", "commands", "telemetry", "thing", "gateway")
 TARGET_CONNECT_RATIO = 0.5
 
 
@@ -324,7 +329,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--py-spy",
         type=Path,
         metavar="DIR",
-        help="connects, commands, telemetry, thing: record the platform with py-spy (raw "
+        help="connects, commands, telemetry, thing, gateway: record the platform with py-spy (raw "
         "format) over each measured phase, into DIR (slows the server a little: quote "
         "unprofiled figures)",
     )
@@ -340,7 +345,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--seconds",
         type=float,
-        help="image, commands, telemetry, thing: seconds measured (20; quick 5)",
+        help="image, commands, telemetry, thing, gateway: seconds measured (20; quick 5)",
     )
     p.add_argument("--window", type=int, default=1, help="image (b): updates in flight each (1)")
     p.add_argument(
@@ -354,7 +359,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--drain",
         type=float,
         default=15.0,
-        help="image, telemetry, thing: wait for replies, s (15)",
+        help="image, telemetry, thing, gateway: wait for replies, s (15)",
     )
     p.add_argument("--verify", type=int, default=50, help="image: devices checked via API (50)")
     p.add_argument("--cmd-devices", type=int, help="commands: devices (500; --quick 100)")
@@ -381,18 +386,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--tel-window",
         type=int,
         default=4,
-        help="telemetry, thing: messages in flight per device (4)",
+        help="telemetry, thing, gateway (direct): messages in flight per device (4)",
     )
     p.add_argument(
         "--tel-warmup",
         type=float,
-        help="telemetry, thing: load before the window, s (2; --quick 1)",
+        help="telemetry, thing, gateway: load before the window, s (2; --quick 1)",
     )
     p.add_argument(
         "--tel-verify",
         type=int,
         default=50,
-        help="telemetry, thing: devices read back via API (50)",
+        help="telemetry, thing, gateway: devices read back via API (50)",
+    )
+    p.add_argument(
+        "--gw-subs",
+        type=int,
+        help="gateway: sub-devices of the gateway, and direct devices (1,000; --quick 200)",
+    )
+    p.add_argument(
+        "--gw-per-msg", type=int, default=50, help="gateway: sub-devices a message carries (50)"
+    )
+    p.add_argument(
+        "--gw-window", type=int, default=20, help="gateway: the gateway's messages in flight (20)"
     )
     p.add_argument(
         "--register-concurrency", type=int, default=32, help="API requests at a time (32)"
@@ -435,6 +451,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--http-concurrency takes whole numbers, e.g. 128 or 64,128,256")
     a.tel_devices = a.tel_devices or (200 if quick else 1_000)
     a.tel_warmup = a.tel_warmup if a.tel_warmup is not None else (1.0 if quick else 2.0)
+    a.gw_subs = a.gw_subs or (200 if quick else 1_000)
+    if a.gw_per_msg < 1 or a.gw_subs % a.gw_per_msg or a.gw_window < 1:
+        p.error("--gw-per-msg must divide --gw-subs, and --gw-window be at least 1")
     a.tests = [t.strip() for t in a.tests.split(",") if t.strip()]
     unknown = set(a.tests) - set(TESTS)
     if unknown:
@@ -454,7 +473,9 @@ def prepare(a: argparse.Namespace) -> None:
     """Pin ourselves, allow enough sockets, and turn SIGTERM into a clean stop."""
     if a.pin:
         os.sched_setaffinity(0, servers.cpu_list(a.load_cpus))
-    need = max(a.conns, a.image_devices, a.tel_devices, a.cmd_devices + max(a.http_concurrency))
+    need = max(
+        a.conns, a.image_devices, a.tel_devices, a.gw_subs, a.cmd_devices + max(a.http_concurrency)
+    )
     servers.raise_open_files(need + 500)
 
     def stop(_sig: int, _frame: object) -> None:
@@ -520,6 +541,11 @@ def main(argv: list[str] | None = None) -> int:
         results.append(outcome(by_side))
         print_thing(by_side, a, env)
         data["thing"] = by_side
+    if "gateway" in a.tests:
+        runs = single_runs("gateway", a, a.gw_subs, run_gateway)
+        results.append(outcome({"thingshub": runs}))
+        print_gateway(runs, a, env)
+        data["gateway"] = runs
     print()
     print("flags: ! a run failed (error, lost reply, dead connection); L load generator above")
     print(f"       {FLAG_LOAD:.0f}% of its core (the figure may be the client's limit); N other")
