@@ -20,16 +20,6 @@ from tests.gateway.test_gateways import child, connect, device
 from tests.mqtt.clients import PahoClient, wait_until
 
 
-@pytest.fixture(params=[5, 4], ids=["mqtt5", "mqtt311"])
-def version(request: pytest.FixtureRequest) -> int:
-    return int(request.param)
-
-
-@pytest.fixture
-def served(platform_factory: Callable[..., RunningPlatform]) -> RunningPlatform:
-    return platform_factory()
-
-
 @pytest.fixture
 def answering() -> Iterator[Callable[[PahoClient], None]]:
     """Starts a thread answering every command and attribute set the gateway
