@@ -6,6 +6,9 @@ Time is an argument (milliseconds, made up); waiting is someone else's job
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from thingshub.core.throttle import MAX_IDENTITY, Lanes, LoginThrottle
 
 NAT = "203.0.113.7"
@@ -143,3 +146,45 @@ def test_a_trust_table_of_no_keys_trusts_nobody() -> None:
     throttle.succeeded(NAT, "u/x", 0)
     assert not throttle.trusted(NAT, "u/x", 0)
     assert kinds(throttle, NAT, "u/x") == ["pair", "identity", "check"]
+
+
+def _at_once_by_plan(throttle: LoginThrottle, address: str, identity: str, now_ms: int) -> bool:
+    """The rule as `at_once` states it: every lane of the plan free, no penalty."""
+    return all(
+        throttle.lanes.free(lane.key, lane.limit)
+        and not throttle.penalty(lane, address, identity, 0.0, now_ms)
+        for lane in throttle.plan(address, identity, now_ms)
+    )
+
+
+_ADDRESSES = st.sampled_from([NAT, "198.51.100.1"])
+_IDENTITIES = st.sampled_from(["u/x", "u/y", "u/z"])
+_STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(["failed", "succeeded", "enter", "check"]),
+        _ADDRESSES,
+        _IDENTITIES,
+        st.integers(0, 120_000),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300)
+@given(_STEPS)
+def test_at_once_is_the_plan_lane_by_lane(steps: list[tuple[str, str, str, int]]) -> None:
+    """Whatever failures, trusted logins and held lanes came before, `at_once`
+    (written out for speed) answers as its plan would."""
+    throttle = LoginThrottle(free=2, per_identity=1, per_address=2, trust_ms=60_000)
+    now = 0
+    for step, address, identity, dt in steps:
+        now += dt
+        if step == "failed":
+            throttle.failed(address, identity, now)
+        elif step == "succeeded":
+            throttle.succeeded(address, identity, now)
+        elif step == "enter":
+            for lane in throttle.plan(address, identity, now):
+                throttle.lanes.try_enter(lane.key, lane.limit)
+        expected = _at_once_by_plan(throttle, address, identity, now)
+        assert throttle.at_once(address, identity, now) == expected

@@ -35,6 +35,18 @@ from thingshub.dialects.port import Login, PasswordCheck, Wire
 NAME = "onenet"
 
 
+#: What `encode` may carry; anything else is another dialect's.
+_CARRIED = (
+    DataPointsAck,
+    ImageAccepted,
+    ImageDelta,
+    ImageSnapshot,
+    ImageRejected,
+    Call,
+    AnswerVerdict,
+)
+
+
 class OneNet:
     name = NAME
 
@@ -102,6 +114,8 @@ class OneNet:
         return None
 
     def encode(self, ref: DeviceRef, message: object) -> Wire | None:
+        if not isinstance(message, _CARRIED):
+            return None  # asked of every dialect in turn: say no before building topics
         own = topics.prefix(ref.product_id, ref.name)
         if isinstance(message, DataPointsAck):
             if message.error is None:

@@ -31,8 +31,6 @@ TOKEN_VERSION = "2018-10-31"
 METHODS = {"md5": hashlib.md5, "sha1": hashlib.sha1, "sha256": hashlib.sha256}
 _TOKEN_FIELDS = ("version", "res", "et", "method", "sign")
 _EXPIRY = re.compile(r"0|[1-9][0-9]*")
-_ASCII_ESCAPE = re.compile(r"%([0-7][0-9A-Fa-f])")
-_HIGH_ESCAPE = re.compile(r"%[89A-Fa-f][0-9A-Fa-f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,17 +59,14 @@ def _has_field(password: str, key: str) -> bool:
 
 
 def _unquote(value: str) -> str:
-    """`urllib.parse.unquote`, twice as fast on what tokens hold (escapes of
-    ASCII: `%2F`, `%3D`, `%2B`); anything else goes to `unquote` itself."""
+    """`urllib.parse.unquote`, several times faster on what tokens hold: the
+    escapes of `/`, `=` and `+` (in `res` and `sign`), replaced as text. A
+    value with any other escape (lower case, UTF-8, broken) goes to `unquote`
+    whole. Replacing cannot make a new escape: `/`, `=`, `+` are not hex digits."""
     if "%" not in value:
         return value
-    if _HIGH_ESCAPE.search(value):
-        return unquote(value)
-    return _ASCII_ESCAPE.sub(_escaped, value)
-
-
-def _escaped(match: re.Match[str]) -> str:
-    return chr(int(match[1], 16))
+    plain = value.replace("%2F", "/").replace("%3D", "=").replace("%2B", "+")
+    return plain if "%" not in plain else unquote(value)
 
 
 def parse_token(password: str) -> Token:

@@ -79,6 +79,10 @@ SUB_CALLS = {
 SUB_KINDS = (PROPERTY_SET, PROPERTY_GET, SERVICE, DESIRED_PUSH)
 
 
+#: What `encode` may carry; anything else is another dialect's.
+_CARRIED = (ThingReply, Call, AnswerVerdict, ViaGateway, TopologyNotice)
+
+
 def _thing(ref: DeviceRef) -> str:
     return onenet_topics.prefix(ref.product_id, ref.name) + "thing/"
 
@@ -148,6 +152,8 @@ class Thing:
         return None
 
     def encode(self, ref: DeviceRef, message: object) -> Wire | None:
+        if not isinstance(message, _CARRIED):
+            return None  # asked of every dialect in turn: say no before building topics
         own = _thing(ref)
         if isinstance(message, ThingReply):
             body = onejson.reply(message.request_id, message.code, message.hint, message.data)
