@@ -922,3 +922,40 @@ def test_fail_unfinished(backend: Backend) -> None:
         assert await s.commands.fail_unfinished(2000) == 0
 
     backend.run(scenario)
+
+
+def test_presence_of_a_device_deleted_meanwhile_is_skipped(pg_url: str) -> None:
+    """PostgreSQL: a device deleted by another transaction between the presence
+    query's EXISTS and its foreign key check fails the batch once; the write is
+    tried again at once and skips it, so the other devices' presence is not held
+    back (it used to be logged as an error and left to the next flush)."""
+    import asyncpg
+
+    from thingshub.storage.postgres import PostgresStorage
+
+    async def scenario() -> None:
+        s = PostgresStorage(pg_url)
+        await s.open()
+        other = await asyncpg.connect(pg_url)
+        try:
+            await s.products.add(product("p1"))
+            await add_devices(s, "p1", ["a", "b"])
+            deleting = other.transaction()
+            await deleting.start()
+            await other.execute("DELETE FROM devices WHERE product_id = 'p1' AND name = 'a'")
+            write = asyncio.create_task(
+                s.devices.set_presence(
+                    [PresenceUpdate("p1", "a", True, 5, 5), PresenceUpdate("p1", "b", True, 6, 6)]
+                )
+            )
+            await asyncio.sleep(0.5)
+            assert not write.done()  # waiting for the deleting transaction's row lock
+            await deleting.commit()
+            await write
+            assert await s.devices.presence("p1", "b") == Presence(True, 6, 6)
+            assert await s.devices.get("p1", "a") is None
+        finally:
+            await other.close()
+            await s.close()
+
+    asyncio.run(scenario())

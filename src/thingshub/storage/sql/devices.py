@@ -260,7 +260,12 @@ class SqlDevices:
             ((u.product_id, u.name, u.online, u.last_activity, u.changed_at) for u in updates),
             key=lambda r: (r[0], r[1]),  # stable: the last update of a device still wins
         )
-        await self._db.transaction(lambda conn: conn.executemany(SET_PRESENCE, presence))
+        try:
+            await self._db.transaction(lambda conn: conn.executemany(SET_PRESENCE, presence))
+        except ForeignKeyViolation:
+            # A device deleted between the query's EXISTS and its foreign key check
+            # (PostgreSQL, another transaction): once more, the EXISTS skips it.
+            await self._db.transaction(lambda conn: conn.executemany(SET_PRESENCE, presence))
 
     async def presence(self, product_id: str, name: str) -> Presence | None:
         return await one(self._db, rows.presence, PRESENCE, product_id, name)
