@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from thingshub.api.deps import Context
 from thingshub.api.params import ApiRoute, DeviceName, KeyCursor, Limit, ProductId
+from thingshub.api.roles import check_gateway
 from thingshub.api.schemas import (
     BODY_ERRORS,
     ERRORS,
@@ -29,8 +30,11 @@ router = APIRouter(
 
 
 @router.post("", status_code=201, responses=BODY_ERRORS)
-async def create_device(pid: ProductId, body: DeviceIn, ctx: Context) -> DeviceCreated:
+async def create_device(
+    request: Request, pid: ProductId, body: DeviceIn, ctx: Context
+) -> DeviceCreated:
     gateway = (body.gateway.product_id, body.gateway.name) if body.gateway else None
+    check_gateway(request.scope, gateway)
     created = await ctx.devices.create_device(
         pid,
         body.name,

@@ -1,9 +1,11 @@
 """The live stream: `GET /api/v1/stream` (WebSocket), what happens as it happens.
 
 Rules (the README's HTTP API):
-- The API key comes as `Authorization: Bearer <key>` or `?key=`; a missing or
-  wrong key is refused at the handshake with HTTP 401 (a JSON body), never
-  after accepting.
+- The API key comes as `Authorization: Bearer <key>` or `?key=`; a missing,
+  wrong or revoked key is refused at the handshake with HTTP 401 (a JSON
+  body), never after accepting. Every role may watch; a key limited to
+  products gets only their messages (asking for another product is a
+  stream of nothing, as for a product that does not exist).
 - Filters: `product`, `device` (a device name), `kinds` (comma list of
   telemetry, attributes, event, presence, image, command, ota, desired); unknown
   kinds are a 400 at the handshake.
@@ -41,7 +43,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from starlette.websockets import WebSocketDisconnect
 
-from thingshub.api.security import key_matches, presented_key
+from thingshub.api.security import presented_key
 from thingshub.core.events import (
     AttributesReported,
     CommandFinished,
@@ -55,6 +57,7 @@ from thingshub.core.events import (
     TopologyChanged,
 )
 from thingshub.core.ports import EventBus
+from thingshub.services.keys import KeyService
 
 log = logging.getLogger("thingshub.stream")
 
@@ -128,10 +131,17 @@ def _messages(event: Event) -> Iterable[Message]:
 
 class _Client:
     def __init__(
-        self, product: str | None, device: str | None, kinds: set[str], max_backlog: int
+        self,
+        product: str | None,
+        device: str | None,
+        kinds: set[str],
+        max_backlog: int,
+        products: frozenset[str] | None = None,
     ) -> None:
         self.product = product
         self.device = device
+        #: The products its key sees (None: every one).
+        self.products = products
         self.kinds = kinds
         self.max_backlog = max_backlog
         self.queue: deque[str] = deque()
@@ -147,6 +157,7 @@ class _Client:
         return (
             message["kind"] in self.kinds
             and (self.product is None or message["product_id"] == self.product)
+            and (self.products is None or message["product_id"] in self.products)
             and (self.device is None or message["device"] == self.device)
         )
 
@@ -255,8 +266,9 @@ async def stream(
 ) -> None:
     """Live events as JSON messages (see the module's rules)."""
     app = websocket.app
-    presented = presented_key(websocket.headers.get("authorization"), key)
-    if not key_matches(app.state.api_key, presented):
+    keys: KeyService = app.state.keys
+    caller = keys.authenticate(presented_key(websocket.headers.get("authorization"), key))
+    if caller is None:
         await websocket.send_denial_response(
             JSONResponse(
                 {"error": "a valid API key is required (Authorization: Bearer <key> or ?key=)"},
@@ -279,7 +291,7 @@ async def stream(
         )
         return
     hub: StreamHub = app.state.stream
-    client = _Client(product, device, wanted, hub.limits.max_backlog)
+    client = _Client(product, device, wanted, hub.limits.max_backlog, caller.products)
     await websocket.accept()
     hub.join(client)
     reader = asyncio.get_running_loop().create_task(_drain(websocket))
