@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.api.test_stream import open_stream, receive
 from tests.conftest import RunningPlatform
@@ -251,7 +251,11 @@ def test_the_stream_carries_only_the_products_a_key_sees(
         clients["p2"].publish("devices/telemetry", b'{"x": 5}', qos=1)
         with pytest.raises(TimeoutError):
             ws.recv(timeout=0.5)
-    admin.delete(f"/api/v1/keys/{made['id']}")
+    with connect(f"{url}?key={made['key']}", open_timeout=5) as ws:
+        assert admin.delete(f"/api/v1/keys/{made['id']}").status_code == 204
+        with pytest.raises(ConnectionClosed) as closed:  # revoked: closed at once
+            ws.recv(timeout=5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
     with pytest.raises(InvalidStatus) as refused:
         connect(f"{url}?key={made['key']}", open_timeout=5)
     assert refused.value.response.status_code == 401

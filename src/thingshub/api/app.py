@@ -128,6 +128,7 @@ def create_api(ctx: ApiContext) -> FastAPI:
     app.include_router(ota_api.download_router)  # the token in the URL admits devices
     app.state.stream = hub = stream.StreamHub(ctx.bus, stream.EVENT_TYPES, ctx.stream_limits)
     registry.register(FunctionCollector(hub.metrics))
+    ctx.keys.on_revoke(hub.revoke)
     app.include_router(stream.router)  # checks the key itself, at the handshake
 
     @app.get(

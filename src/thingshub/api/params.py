@@ -57,7 +57,7 @@ class ApiRoute(APIRoute):
         needs = {method: roles.need_of(method, self.path_format) for method in self.methods}
 
         async def handle(request: Request) -> Response:
-            need = needs.get(request.method)
+            need = needs[request.method]  # a route is only called with its methods
             if need is not None:
                 roles.check(request.scope, need)
             return await handler(ApiRequest(request.scope, request.receive, request._send))

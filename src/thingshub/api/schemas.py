@@ -290,11 +290,8 @@ class KeyIn(Strict):
         description="reader: every GET and the live stream; operator: also registers, deletes"
         " and acts on devices; admin: everything."
     )
-    products: list[Identifier] | None = Field(
-        None,
-        min_length=1,
-        max_length=1000,
-        description="The products it is limited to (each must exist); absent: every product.",
+    products: Annotated[list[Identifier], Field(min_length=1, max_length=1000)] | None = Field(
+        None, description="The products it is limited to (each must exist); absent: every one."
     )
 
 

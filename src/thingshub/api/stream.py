@@ -5,7 +5,8 @@ Rules (the README's HTTP API):
   wrong or revoked key is refused at the handshake with HTTP 401 (a JSON
   body), never after accepting. Every role may watch; a key limited to
   products gets only their messages (asking for another product is a
-  stream of nothing, as for a product that does not exist).
+  stream of nothing, as for a product that does not exist). Revoking a key
+  closes its streams at once (close code 1008).
 - Filters: `product`, `device` (a device name), `kinds` (comma list of
   telemetry, attributes, event, presence, image, command, ota, desired); unknown
   kinds are a 400 at the handshake.
@@ -67,6 +68,8 @@ router = APIRouter(tags=["stream"])
 QUEUE_LIMIT = 1000
 #: Close code for a client dropped for not reading (RFC 6455: policy violation).
 TOO_SLOW = 1008
+#: Close code for a client whose key was revoked (policy violation too).
+REVOKED = 1008
 
 Message = dict[str, Any]
 
@@ -137,8 +140,12 @@ class _Client:
         kinds: set[str],
         max_backlog: int,
         products: frozenset[str] | None = None,
+        key_id: str | None = None,
     ) -> None:
         self.product = product
+        #: The stored key it came with (None: the serve key); set `revoked` when revoked.
+        self.key_id = key_id
+        self.revoked = False
         self.device = device
         #: The products its key sees (None: every one).
         self.products = products
@@ -207,6 +214,13 @@ class StreamHub:
         if not self.clients and self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+
+    def revoke(self, key_id: str) -> None:
+        """Close the streams of a revoked key."""
+        for client in self.clients:
+            if client.key_id == key_id:
+                client.revoked = True
+                client.wake.set()
 
     def metrics(self) -> Iterable[Metric]:
         clients = GaugeMetricFamily("thingshub_stream_clients", "Live-stream clients connected.")
@@ -291,13 +305,17 @@ async def stream(
         )
         return
     hub: StreamHub = app.state.stream
-    client = _Client(product, device, wanted, hub.limits.max_backlog, caller.products)
+    client = _Client(
+        product, device, wanted, hub.limits.max_backlog, caller.products, caller.key_id
+    )
     await websocket.accept()
     hub.join(client)
     reader = asyncio.get_running_loop().create_task(_drain(websocket))
     try:
         reason = await _pump(websocket, client, reader, hub.limits.stall_timeout)
-        if reason is not None:
+        if client.revoked:
+            await websocket.close(REVOKED, "the API key was revoked")
+        elif reason is not None:
             hub.too_slow[reason] += 1
             log.info("stream client %s dropped: it does not read (%s)", websocket.client, reason)
             await websocket.close(TOO_SLOW, "the client does not read its messages")
@@ -323,6 +341,8 @@ async def _pump(
             waiter.cancel()
             return None
         client.wake.clear()
+        if client.revoked:
+            return None
         while client.queue or client.overflowed:
             if client.overflowed:
                 return "backlog"

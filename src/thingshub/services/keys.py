@@ -29,7 +29,7 @@ import hashlib
 import hmac
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from thingshub.core import access
@@ -89,6 +89,11 @@ class KeyService:
         self._principals: dict[str, access.Principal] = {}
         self._used: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
+        #: Called with the id of each key revoked (the live stream closes its clients).
+        self._on_revoke: list[Callable[[str], None]] = []
+
+    def on_revoke(self, listener: Callable[[str], None]) -> None:
+        self._on_revoke.append(listener)
 
     # ------------------------------------------------------------ checking
 
@@ -147,6 +152,8 @@ class KeyService:
         self._keys.pop(key_id, None)
         self._principals.pop(key_id, None)
         self._used.pop(key_id, None)
+        for listener in self._on_revoke:
+            listener(key_id)
         return gone
 
     def _remember(self, key: ApiKey) -> None:
