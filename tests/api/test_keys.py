@@ -131,7 +131,7 @@ def test_a_limited_key_finds_other_products_absent(
         "product": admin.get("/api/v1/products/nope").json(),
         "device": admin.get("/api/v1/products/nope/devices/d1").json(),
     }
-    for method, path, need in guarded():
+    for method, path, _ in guarded():
         if "{pid}" not in path:
             continue
         r = limited.request(method, fill(path, pid="p2"))
@@ -142,8 +142,12 @@ def test_a_limited_key_finds_other_products_absent(
     assert [x["id"] for x in listed["items"]] == ["p1"] and listed["next"] is None
     assert limited.get("/api/v1/products/p1/devices/d1").status_code == 200
     # A gateway of another product is as absent in a body as in a path.
-    r = limited.put("/api/v1/products/p1/devices/d1/gateway", json={"product_id": "p2", "name": "d1"})
-    assert r.status_code == 404 and r.json()["error"] == "gateway 'd1' of product 'p2' does not exist"
+    r = limited.put(
+        "/api/v1/products/p1/devices/d1/gateway", json={"product_id": "p2", "name": "d1"}
+    )
+    assert (
+        r.status_code == 404 and r.json()["error"] == "gateway 'd1' of product 'p2' does not exist"
+    )
     r = limited.post(
         "/api/v1/products/p1/devices",
         json={"name": "d9", "gateway": {"product_id": "p2", "name": "d1"}},

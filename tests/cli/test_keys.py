@@ -36,9 +36,7 @@ def test_create_list_and_revoke(server: Server) -> None:
         assert [p["id"] for p in api.get("/api/v1/products").json()["items"]] == ["gh"]
         assert api.post("/api/v1/products", json={"name": "x"}).status_code == 403
 
-    made = json.loads(
-        server.cli("key", "create", "ops", "--role", "operator", "--json").stdout
-    )
+    made = json.loads(server.cli("key", "create", "ops", "--role", "operator", "--json").stdout)
     assert made["products"] is None and made["key"].startswith("thk_")
 
     listed = server.cli("key", "list").stdout

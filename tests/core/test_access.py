@@ -26,7 +26,7 @@ def test_a_limited_key_sees_only_its_products() -> None:
     assert limited.sees("p1") and not limited.sees("p2")
     assert limited.visible(["p3", "p2", "p1"]) == ["p3", "p1"]
     assert Principal(READER).sees("anything")
-    assert access.SERVE == Principal(ADMIN) and access.SERVE.products is None
+    assert Principal(ADMIN) == access.SERVE and access.SERVE.products is None
 
 
 def test_roles_are_the_three_names() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from dataclasses import replace
 
 import pytest
 
@@ -51,7 +52,8 @@ async def test_a_key_is_its_id_and_secret_and_only_the_hash_is_kept() -> None:
     everywhere, _ = await keys.create("all", READER, None)
     assert everywhere.products is None
     assert [k.id for k in keys.list()] == sorted([key.id, everywhere.id])
-    assert keys.get(key.id) == key and keys.get("nope") is None
+    assert keys.get(key.id) == replace(key, last_used_at=T0)  # it was used just now
+    assert keys.get(everywhere.id) == everywhere and keys.get("nope") is None
     await keys.stop()
 
 
@@ -87,7 +89,7 @@ async def test_revoked_keys_fail_at_once_and_stay_revoked() -> None:
 async def test_uses_are_noted_in_memory_and_written_in_a_batch() -> None:
     storage = MemoryStorage()
     keys, clock = await service(storage)
-    key, text = await keys.create("app", READER, None)
+    _, text = await keys.create("app", READER, None)
     assert keys.list()[0].last_used_at is None
     clock.advance(5)
     keys.authenticate(text)
@@ -132,7 +134,7 @@ async def test_a_failed_write_of_uses_keeps_them_for_the_next() -> None:
     repo = _Failing(storage)
     keys = KeyService(repo, storage.products, clock, SERVE_KEY, flush_every=3600)
     await keys.start()
-    key, text = await keys.create("app", READER, None)
+    _, text = await keys.create("app", READER, None)
     keys.authenticate(text)
     with pytest.raises(OSError):
         await keys.flush()

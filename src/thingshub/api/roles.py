@@ -15,7 +15,7 @@ Rules (interfaces.md, "API keys and roles"; field-protocols.md §6):
   before any body is read; `check` runs in the route's handler, after the
   path is matched and before the body or any dependency: a role too weak is
   403; a `{pid}` the key does not see is 404 with the very sentence of a
-  product (or device) that does not exist.
+  product that does not exist (which every route under it answers then).
 - No FastAPI dependency does this: each is solved anew on every request.
 """
 
@@ -144,10 +144,7 @@ def check(scope: Mapping[str, Any], need: Need) -> None:
     params: Mapping[str, str] = scope.get("path_params", {})
     pid = params.get("pid")
     if pid is not None and not caller.sees(pid):
-        name = params.get("name")
-        if name is not None:
-            raise NotFound(f"device {name!r} does not exist in product {pid!r}")
-        raise product_absent(pid)
+        raise product_absent(pid)  # what a device route of a missing product says too
 
 
 def check_gateway(scope: Mapping[str, Any], gateway: tuple[str, str] | None) -> None:

@@ -23,8 +23,8 @@ from fastapi.responses import RedirectResponse
 from nicegui import ui
 
 from thingshub.console import fmt
-from thingshub.console.auth import gate
 from thingshub.console.access import can, products_seen, sees
+from thingshub.console.auth import gate
 from thingshub.console.context import ConsoleContext
 from thingshub.console.device_commands import CommandPanel
 from thingshub.console.device_data import AttributesPanel, EventsPanel

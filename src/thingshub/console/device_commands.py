@@ -138,7 +138,6 @@ class CommandPanel:
                 )
             self.history_empty = empty("No calls yet.")
 
-
     def _send_card(self) -> None:
         with card("Send a command", "terminal"):
             with ui.tabs().classes("w-full").props("dense align=left no-caps") as tabs:
@@ -188,6 +187,7 @@ class CommandPanel:
                     .props(tid("answer"))
                 )
             self.result.set_visibility(False)
+
     def _timeout_input(self, test_id: str) -> ui.number:
         return (
             ui.number(

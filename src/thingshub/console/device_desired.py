@@ -69,12 +69,12 @@ class DesiredPanel:
 
     def _delete_buttons(self) -> None:
         self.table.add_slot(
-                "body-cell-actions",
-                """<q-td :props="props"><q-btn flat dense round size="sm" icon="delete"
+            "body-cell-actions",
+            """<q-td :props="props"><q-btn flat dense round size="sm" icon="delete"
                     color="negative" :data-testid="'desired-delete-' + props.row.identifier"
                     @click="() => $parent.$emit('forget', props.row.identifier)">
                     <q-tooltip>Delete this desired value</q-tooltip></q-btn></q-td>""",
-            )
+        )
         self.table.on("forget", self._forget)
 
     def _set_form(self, writable: dict[str, Any]) -> None:
@@ -89,9 +89,7 @@ class DesiredPanel:
             ui.button("Set desired", icon="flag", on_click=self.set_value).props(
                 "unelevated " + tid("desired-set")
             )
-        self.problem = (
-            ui.label().classes("text-negative text-sm").props(tid("desired-set-problem"))
-        )
+        self.problem = ui.label().classes("text-negative text-sm").props(tid("desired-set-problem"))
         self.input: ValueInput | None = None
         self.choice.on_value_change(self._chosen)
         self._chosen()

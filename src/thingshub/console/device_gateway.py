@@ -72,9 +72,9 @@ class GatewayPanel:
             self.bind_button = ui.button("Bind", icon="link", on_click=self.bind).props(
                 "unelevated " + tid("gateway-bind")
             )
-            self.unbind_button = ui.button(
-                "Unbind", icon="link_off", on_click=self.unbind
-            ).props("outline color=negative " + tid("gateway-unbind"))
+            self.unbind_button = ui.button("Unbind", icon="link_off", on_click=self.unbind).props(
+                "outline color=negative " + tid("gateway-unbind")
+            )
         self.problem = ui.label().classes("text-negative text-sm").props(tid("gateway-problem"))
 
     async def bind(self) -> None:

@@ -27,9 +27,9 @@ from fastapi.responses import RedirectResponse
 from nicegui import events, ui
 
 from thingshub.console import fmt
+from thingshub.console.access import can, products_seen
 from thingshub.console.api_client import ApiClient, ApiError
 from thingshub.console.auth import gate
-from thingshub.console.access import can, products_seen
 from thingshub.console.context import ConsoleContext
 from thingshub.console.layout import card, empty, frame, tid
 from thingshub.console.live import LiveFeed

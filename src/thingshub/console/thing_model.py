@@ -142,7 +142,6 @@ class ModelCard:
         model = await self.things.model(self.pid) if self.stored is not None else None
         self._show(model)
 
-
     def _upload_button(self) -> None:
         # The uploader itself stays hidden: the button opens its file picker.
         self.upload = (
@@ -159,6 +158,7 @@ class ModelCard:
         ).props("unelevated dense " + tid("model-choose")).tooltip(
             "JSON, as OneNET exports it; replaces the model in place"
         )
+
     def _show(self, model: ThingModel | None) -> None:
         stored = self.stored
         self.download_button.set_visibility(stored is not None)
