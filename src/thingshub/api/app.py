@@ -1,8 +1,10 @@
 """The FastAPI application: routes, error table, API key, metrics, health.
 
 Rules:
-- Everything under `/api` requires the API key, checked before the body is
-  read (guard.py); `/healthz`, `/metrics` and the docs do not.
+- Everything under `/api` requires an API key, checked before the body is
+  read (guard.py), and the role its route has in roles.py (403 when too
+  weak; a product the key does not see is absent); `/healthz`, `/metrics`
+  and the docs do not.
 - A request body under `/api` is at most 1 MiB (413 beyond, counted as it is
   read, guard.py); a firmware upload at most `firmware_max_size` plus its
   form fields.
