@@ -23,7 +23,7 @@ router = APIRouter(prefix="/api/v1/keys", tags=["keys"], responses=ERRORS, route
 async def create_key(body: KeyIn, keys: Keys) -> KeyCreated:
     """Make a key; its full text (`key`) is shown only in this answer."""
     key, text = await keys.create(body.name, body.role, body.products)
-    return KeyCreated(**KeyOut.of(key).model_dump(), key=text)
+    return KeyCreated.of(key, text)
 
 
 @router.get("")

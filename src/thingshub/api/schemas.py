@@ -295,29 +295,41 @@ class KeyIn(Strict):
     )
 
 
+class KeyCreated(BaseModel):
+    id: str
+    name: str
+    role: str = Field(description=f"One of {', '.join(ROLES)}.")
+    products: list[str] | None = Field(description="The products it sees; null: every one.")
+    created_at: int
+    key: str = Field(description="The key, as `Authorization: Bearer <key>`. Shown only here.")
+
+    @classmethod
+    def of(cls, k: ApiKey, text: str) -> KeyCreated:
+        return cls(**_key_fields(k), key=text)
+
+
 class KeyOut(BaseModel):
     id: str
     name: str
     role: str = Field(description=f"One of {', '.join(ROLES)}.")
     products: list[str] | None = Field(description="The products it sees; null: every one.")
     created_at: int
-    last_used_at: int | None
+    last_used_at: int | None = Field(description="When it was last used (null: never).")
 
     @classmethod
     def of(cls, k: ApiKey) -> KeyOut:
-        products = None if k.products is None else list(k.products)
-        return cls(
-            id=k.id,
-            name=k.name,
-            role=k.role,
-            products=products,
-            created_at=k.created_at,
-            last_used_at=k.last_used_at,
-        )
+        return cls(**_key_fields(k), last_used_at=k.last_used_at)
 
 
-class KeyCreated(KeyOut):
-    key: str = Field(description="The key, as `Authorization: Bearer <key>`. Shown only here.")
+def _key_fields(k: ApiKey) -> dict[str, Any]:
+    products = None if k.products is None else list(k.products)
+    return {
+        "id": k.id,
+        "name": k.name,
+        "role": k.role,
+        "products": products,
+        "created_at": k.created_at,
+    }
 
 
 def _error(description: str) -> dict[str, Any]:
