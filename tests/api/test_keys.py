@@ -205,11 +205,13 @@ def test_keys_are_made_listed_and_revoked(platform: RunningPlatform) -> None:
         {"name": "x", "role": "root"},
         {"name": "", "role": "reader"},
         {"name": "x", "role": "reader", "products": []},
-        {"name": "x", "role": "reader", "products": ["nope"]},
         {"name": "x", "role": "reader", "secret": "mine"},
     ):
         r = admin.post("/api/v1/keys", json=bad)
         assert r.status_code == 400 and r.json()["error"], (bad, r.text)
+    r = admin.post("/api/v1/keys", json={"name": "x", "role": "reader", "products": ["nope"]})
+    assert r.status_code == 404 and r.json() == {"error": "product 'nope' does not exist"}
+    assert [k["id"] for k in admin.get("/api/v1/keys").json()["items"]] == [everywhere["id"]]
 
 
 def test_last_use_and_keys_outlive_a_restart(

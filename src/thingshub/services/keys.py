@@ -16,8 +16,9 @@ Rules (interfaces.md, "API keys and roles"):
 - `last_used_at` is noted in memory on each use and written in one batch
   every `flush_every` seconds (and at stop), never a write per request;
   the list shows the newest of the stored and the noted time.
-- Products a key is limited to must exist when it is made (a key for no
-  product would see nothing); one deleted later is simply absent to it.
+- Products a key is limited to must exist when it is made (404 otherwise,
+  as for any missing thing a body names); one deleted later is simply
+  absent to it.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from thingshub.core import access
-from thingshub.core.errors import InvalidRequest
+from thingshub.core.errors import InvalidRequest, NotFound
 from thingshub.core.model import ApiKey
 from thingshub.core.ports import ApiKeyRepo, Clock, ProductRepo
 
@@ -130,7 +131,7 @@ class KeyService:
                 raise InvalidRequest(f"products lists 1-{MAX_PRODUCTS} product ids (or is absent)")
             for pid in scope:
                 if await self.products.get(pid) is None:
-                    raise InvalidRequest(f"product {pid!r} does not exist")
+                    raise NotFound(f"product {pid!r} does not exist")
         key_id = secrets.token_hex(6)
         secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
         key = ApiKey(key_id, name, role, scope, hash_secret(secret), self.clock.now_ms())
