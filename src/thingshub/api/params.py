@@ -54,7 +54,7 @@ class ApiRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
-        needs = {method: roles.need_of(method, self.path_format) for method in self.methods}
+        needs = {method: roles.need_of(method, self.path_format) for method in self.methods or ()}
 
         async def handle(request: Request) -> Response:
             need = needs[request.method]  # a route is only called with its methods
