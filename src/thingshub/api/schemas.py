@@ -295,41 +295,39 @@ class KeyIn(Strict):
     )
 
 
-class KeyCreated(BaseModel):
+class _KeyFields(BaseModel):
     id: str
     name: str
     role: str = Field(description=f"One of {', '.join(ROLES)}.")
     products: list[str] | None = Field(description="The products it sees; null: every one.")
     created_at: int
+
+    @staticmethod
+    def fields_of(k: ApiKey) -> dict[str, Any]:
+        products = None if k.products is None else list(k.products)
+        return {
+            "id": k.id,
+            "name": k.name,
+            "role": k.role,
+            "products": products,
+            "created_at": k.created_at,
+        }
+
+
+class KeyCreated(_KeyFields):
     key: str = Field(description="The key, as `Authorization: Bearer <key>`. Shown only here.")
 
     @classmethod
     def of(cls, k: ApiKey, text: str) -> KeyCreated:
-        return cls(**_key_fields(k), key=text)
+        return cls(**cls.fields_of(k), key=text)
 
 
-class KeyOut(BaseModel):
-    id: str
-    name: str
-    role: str = Field(description=f"One of {', '.join(ROLES)}.")
-    products: list[str] | None = Field(description="The products it sees; null: every one.")
-    created_at: int
+class KeyOut(_KeyFields):
     last_used_at: int | None = Field(description="When it was last used (null: never).")
 
     @classmethod
     def of(cls, k: ApiKey) -> KeyOut:
-        return cls(**_key_fields(k), last_used_at=k.last_used_at)
-
-
-def _key_fields(k: ApiKey) -> dict[str, Any]:
-    products = None if k.products is None else list(k.products)
-    return {
-        "id": k.id,
-        "name": k.name,
-        "role": k.role,
-        "products": products,
-        "created_at": k.created_at,
-    }
+        return cls(**cls.fields_of(k), last_used_at=k.last_used_at)
 
 
 def _error(description: str) -> dict[str, Any]:
