@@ -153,6 +153,24 @@ def test_a_limited_key_finds_other_products_absent(
         json={"name": "d9", "gateway": {"product_id": "p2", "name": "d1"}},
     )
     assert r.status_code == 404
+    bound = admin.put(
+        "/api/v1/products/p1/devices/d1/gateway", json={"product_id": "p2", "name": "d1"}
+    )
+    assert bound.status_code == 200 and bound.json()["gateway"]["product_id"] == "p2"
+    assert limited.get("/api/v1/products/p1/devices/d1").json()["gateway"] is None
+    assert limited.get("/api/v1/products/p1/devices").json()["items"][0]["gateway"] is None
+    sub = limited.get("/api/v1/products/p2/devices/d1/sub-devices")
+    assert sub.status_code == 404
+    assert admin.get("/api/v1/products/p2/devices/d1/sub-devices").json()["items"]
+    # A gateway it sees lists only the children it sees.
+    admin.post("/api/v1/products/p1/devices", json={"name": "gw"})
+    for pid, name in (("p2", "c2"), ("p1", "c1")):
+        gateway = {"product_id": "p1", "name": "gw"}
+        r = admin.post(f"/api/v1/products/{pid}/devices", json={"name": name, "gateway": gateway})
+        assert r.status_code == 201, r.text
+    children = "/api/v1/products/p1/devices/gw/sub-devices"
+    assert [d["name"] for d in admin.get(children).json()["items"]] == ["c1", "c2"]
+    assert [d["name"] for d in limited.get(children).json()["items"]] == ["c1"]
     # It may not make products or keys: it could make one that sees more than it does.
     assert limited.post("/api/v1/products", json={"id": "p3", "name": "p3"}).status_code == 403
     r = limited.post("/api/v1/keys", json={"name": "wider", "role": "admin"})

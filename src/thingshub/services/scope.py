@@ -3,11 +3,15 @@
 Rules (interfaces.md, "API keys and roles"):
 - Other products are absent to such a key: lists leave them out, pages and
   cursors are those of the list it would get if only its products existed.
+- A device reached through a gateway of a product the key does not see
+  shows no gateway (its name is another product's).
 - The product list of a limited key reads its few products one by one (a
   key names at most 1,000), never every product filtered.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from thingshub.core.access import Principal
 from thingshub.core.errors import NotFound
@@ -43,3 +47,11 @@ def devices_seen(caller: Principal, page: Page[Device]) -> Page[Device]:
     if caller.products is None:
         return page
     return Page([d for d in page.items if caller.sees(d.product_id)], page.next)
+
+
+def gateway_seen(caller: Principal, device: Device) -> Device:
+    """`device` as `caller` may see it: a gateway of a product it does not see is
+    absent, so the device shows as reached directly."""
+    if device.gateway is None or caller.sees(device.gateway[0]):
+        return device
+    return replace(device, gateway=None, sub_address=None)
