@@ -23,8 +23,8 @@ from fastapi.responses import RedirectResponse
 from nicegui import ui
 
 from thingshub.console import fmt
-from thingshub.console.access import can, products_seen, sees
-from thingshub.console.auth import gate
+from thingshub.console.access import can, products_seen
+from thingshub.console.auth import current, gate
 from thingshub.console.context import ConsoleContext
 from thingshub.console.device_commands import CommandPanel
 from thingshub.console.device_data import AttributesPanel, EventsPanel
@@ -50,6 +50,7 @@ from thingshub.core.events import (
     TopologyChanged,
 )
 from thingshub.core.model import Device
+from thingshub.services.scope import gateway_seen
 
 LIVE_KINDS = [
     TelemetryReceived,
@@ -129,12 +130,14 @@ def register(ctx: ConsoleContext) -> None:
     async def device_page(request: Request, pid: str, name: str) -> RedirectResponse | None:
         if (denied := gate(ctx, request)) is not None:
             return denied
-        device = await ctx.api.devices.find_device(pid, name) if sees(ctx, pid) else None
+        who = current(ctx)
+        device = await ctx.api.devices.find_device(pid, name) if who.sees(pid) else None
         if device is None:  # absent, or of a product the key does not see
             with frame("devices", f"Device {name}"), card():
                 empty(f"There is no device {name!r} in product {pid!r}.")
                 ui.link("Back to the devices", f"/devices?product={pid}")
             return None
+        device = gateway_seen(who, device)  # another product's gateway is absent too
         state = await ctx.api.presence.get(pid, name)
         model = await ctx.api.things.model(pid)
         products = [p.id for p in (await products_seen(ctx, MAX_PRODUCTS)).items]
