@@ -408,7 +408,8 @@ WRITES = {
 
 
 def _key_page(browser: Any, server: ConsoleServer, role: str, products: list[str] | None) -> Any:
-    """A page signed in with a new key of `role` (limited to `products`)."""
+    """A page signed in with a new key of `role` (limited to `products`); the key's id
+    is the page's `key_id`."""
     body: dict[str, Any] = {"name": f"console {role}", "role": role}
     if products is not None:
         body["products"] = products
@@ -422,6 +423,7 @@ def _key_page(browser: Any, server: ConsoleServer, role: str, products: list[str
     page.get_by_label("API key").fill(made.json()["key"])
     page.get_by_role("button", name="Sign in").click()
     page.get_by_test_id("page-title").wait_for()
+    page.key_id = made.json()["id"]
     return page
 
 
@@ -468,6 +470,11 @@ def test_a_reader_sees_no_write_controls_and_only_its_products(
         expect(page.get_by_text(f"There is no product '{FLEET}'.")).to_be_visible()
         page.goto(f"{base}/products/{FLEET}/devices/{fleet_name(1)}")
         expect(page.get_by_text("There is no device")).to_be_visible()
+        # Revoking the key signs its session out at the next page.
+        with console_server.api() as api:
+            assert api.delete(f"/api/v1/keys/{page.key_id}").status_code == 204
+        page.goto(f"{base}/products")
+        expect(page).to_have_url(re.compile(r"/console/login\?to=%2Fproducts"))
     finally:
         page.context.close()
     operator = _key_page(browser, console_server, "operator", None)
