@@ -68,6 +68,7 @@ from thingshub.services.gateway_requests import GatewayRequests
 from thingshub.services.history import HistoryService
 from thingshub.services.images import ImageService
 from thingshub.services.ingest import IngestService
+from thingshub.services.keys import KeyService
 from thingshub.services.ota import OtaService
 from thingshub.services.presence import PresenceService
 from thingshub.services.retention import RetentionService
@@ -117,6 +118,7 @@ class Platform:
         self.retention: RetentionService | None = None
         self.firmware: FirmwareService | None = None
         self.ota: OtaService | None = None
+        self.keys: KeyService | None = None
         self._http: _Uvicorn | None = None
         self._http_task: asyncio.Task[None] | None = None
         self._ready = False
@@ -142,6 +144,8 @@ class Platform:
         self.api_key, self.api_key_generated = datadir.api_key(data_dir, s.api_key)
 
         clock = SystemClock()
+        self.keys = KeyService(storage.api_keys, storage.products, clock, self.api_key)
+        await self.keys.start()
         bus = self.bus = LocalBus()
         self.devices = DeviceService(storage, clock, bus, pepper)
         self.presence = PresenceService(storage.devices, clock, bus)
@@ -243,6 +247,7 @@ class Platform:
             ota=self.ota,
             bus=bus,
             api_key=self.api_key,
+            keys=self.keys,
             tokens=make_token,
             mqtt_port=self.mqtt_port,
             collectors=[lambda: metrics.collect(self)],
@@ -352,6 +357,8 @@ class Platform:
             await self.retention.stop()
         if self.presence is not None:
             await self.presence.stop()
+        if self.keys is not None:
+            await self.keys.stop()  # writes when keys were last used
         if self.storage is not None:
             await self.storage.close()
 

@@ -55,16 +55,10 @@ def test_the_description_states_the_rules(platform_factory: Callable[..., Runnin
     for schema in integers:
         assert schema.get("minimum", INT64_MIN - 1) >= INT64_MIN, schema
         assert schema.get("maximum", INT64_MAX + 1) <= INT64_MAX, schema
-    from fastapi.routing import APIRoute
-
+    from tests.api.test_keys import app_routes
     from thingshub.api.params import ApiRoute
 
-    routes, stack = [], list(p.platform._http.config.app.routes)
-    while stack:  # included routers hold their routes
-        route = stack.pop()
-        stack += getattr(getattr(route, "original_router", None), "routes", [])
-        if isinstance(route, APIRoute):
-            routes.append(route)
+    routes = app_routes(p)
     assert len(routes) > 30 and all(isinstance(r, ApiRoute) for r in routes)
     # Every answer a route can give is documented: the key's 401 on every /api
     # route, 400 wherever something is validated, 413 wherever a body is read.

@@ -68,7 +68,7 @@ def test_every_page_asks_for_the_api_key(browser: Any, console_server: ConsoleSe
             expect(page).to_have_url(re.compile(r"/console/login\?to="))
         page.get_by_label("API key").fill("not-the-key")
         page.get_by_role("button", name="Sign in").click()
-        expect(page.get_by_text("That is not the API key of this server.")).to_be_visible()
+        expect(page.get_by_text("That is not an API key of this server.")).to_be_visible()
         page.get_by_label("API key").fill(console_server.api_key)
         page.get_by_role("button", name="Sign in").click()
         expect(page).to_have_url(f"{base}/console/ota")  # where the visitor wanted to go
@@ -381,3 +381,109 @@ def test_an_ota_task_shows_each_devices_progress_live(
     expect(row).to_contain_text("succeeded")
     expect(page.get_by_test_id("task-status")).to_have_text("completed")
     assert_not_reloaded(page)
+
+
+# ---------------------------------------------------------------- roles
+
+#: The test ids of the controls that change something, by page.
+WRITES = {
+    "products": ["new-product", "create-product"],
+    "product": ["model-choose", "model-upload", "model-delete"],
+    "devices": ["new-device", "create-device"],
+    "device": [
+        "mint-token",
+        "send-onenet",
+        "send-thingspanel",
+        "create-image",
+        "apply-desired",
+        "save-tags",
+        "gateway-bind",
+        "gateway-unbind",
+        "thing-set",
+        "thing-invoke",
+        "desired-set",
+    ],
+    "ota": ["fw-upload", "task-create", "task-cancel"],
+}
+
+
+def _key_page(browser: Any, server: ConsoleServer, role: str, products: list[str] | None) -> Any:
+    """A page signed in with a new key of `role` (limited to `products`); the key's id
+    is the page's `key_id`."""
+    body: dict[str, Any] = {"name": f"console {role}", "role": role}
+    if products is not None:
+        body["products"] = products
+    with server.api() as api:
+        made = api.post("/api/v1/keys", json=body)
+        assert made.status_code == 201, made.text
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    page.goto(f"{server.base_url}/console/login")
+    page.get_by_label("API key").fill(made.json()["key"])
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_test_id("page-title").wait_for()
+    page.key_id = made.json()["id"]
+    return page
+
+
+def _no_writes(page: Page, *pages: str) -> None:
+    for name in pages:
+        for test_id in WRITES[name]:
+            expect(page.get_by_test_id(test_id)).to_have_count(0)
+
+
+def test_a_reader_sees_no_write_controls_and_only_its_products(
+    browser: Any, console_server: ConsoleServer
+) -> None:
+    from tests.gateway.test_thing import MODEL
+
+    pid = f"roles{secrets.token_hex(2)}"
+    with console_server.api() as api:
+        r = api.post("/api/v1/products", json={"id": pid, "name": "Roles", "thing_model": MODEL})
+        assert r.status_code == 201, r.text
+        assert api.post(f"/api/v1/products/{pid}/devices", json={"name": "r1"}).status_code == 201
+    base = f"{console_server.base_url}/console"
+    page = _key_page(browser, console_server, "reader", [pid])
+    try:
+        page.goto(f"{base}/products")
+        expect(page.get_by_test_id("products")).to_contain_text(pid)
+        expect(page.get_by_test_id("products")).not_to_contain_text(FLEET)
+        _no_writes(page, "products")
+        page.goto(f"{base}/products/{pid}")
+        expect(page.get_by_test_id("model-summary")).to_be_visible()
+        expect(page.get_by_test_id("model-download")).to_be_visible()
+        _no_writes(page, "product")
+        page.goto(f"{base}/devices?product={pid}")
+        expect(page.get_by_test_id("devices")).to_contain_text("r1")
+        _no_writes(page, "devices")
+        page.goto(f"{base}/products/{pid}/devices/r1")
+        expect(page.get_by_test_id("device-status")).to_be_visible()
+        expect(page.get_by_test_id("thing-card")).to_be_visible()
+        expect(page.get_by_test_id("desired-card")).to_be_visible()
+        _no_writes(page, "device")
+        page.goto(f"{base}/ota?product={pid}")
+        expect(page.get_by_test_id("ota-product")).to_be_visible()
+        _no_writes(page, "ota")
+        # Another product is absent, as in the API.
+        page.goto(f"{base}/products/{FLEET}")
+        expect(page.get_by_text(f"There is no product '{FLEET}'.")).to_be_visible()
+        page.goto(f"{base}/products/{FLEET}/devices/{fleet_name(1)}")
+        expect(page.get_by_text("There is no device")).to_be_visible()
+        # Revoking the key signs its session out at the next page.
+        with console_server.api() as api:
+            assert api.delete(f"/api/v1/keys/{page.key_id}").status_code == 204
+        page.goto(f"{base}/products")
+        expect(page).to_have_url(re.compile(r"/console/login\?to=%2Fproducts"))
+    finally:
+        page.context.close()
+    operator = _key_page(browser, console_server, "operator", None)
+    try:  # an operator acts on devices, but leaves the thing model to admins
+        operator.goto(f"{base}/products/{pid}/devices/r1")
+        expect(operator.get_by_test_id("send-onenet")).to_have_count(1)
+        expect(operator.get_by_test_id("mint-token")).to_be_visible()
+        operator.goto(f"{base}/products/{pid}")
+        expect(operator.get_by_test_id("model-summary")).to_be_visible()
+        _no_writes(operator, "product", "products")
+    finally:
+        operator.context.close()

@@ -1,8 +1,10 @@
 """The FastAPI application: routes, error table, API key, metrics, health.
 
 Rules:
-- Everything under `/api` requires the API key, checked before the body is
-  read (guard.py); `/healthz`, `/metrics` and the docs do not.
+- Everything under `/api` requires an API key, checked before the body is
+  read (guard.py), and the role its route has in roles.py (403 when too
+  weak; a product the key does not see is absent); `/healthz`, `/metrics`
+  and the docs do not.
 - A request body under `/api` is at most 1 MiB (413 beyond, counted as it is
   read, guard.py); a firmware upload at most `firmware_max_size` plus its
   form fields.
@@ -21,6 +23,7 @@ from thingshub.api import (
     devices,
     errors,
     images,
+    keys,
     openapi,
     products,
     stream,
@@ -39,8 +42,11 @@ from thingshub.api.schemas import ERRORS, ErrorOut
 DESCRIPTION = """\
 The ThingsHub HTTP API for applications.
 
-Every `/api` call needs the API key printed by `thingshub serve` (also stored in
-`<data-dir>/api-key`), sent as `Authorization: Bearer <key>`. Errors are JSON
+Every `/api` call needs an API key, sent as `Authorization: Bearer <key>`: the one
+printed by `thingshub serve` (also stored in `<data-dir>/api-key`, an admin of
+everything), or one made with `POST /api/v1/keys`, whose role (`reader`: every GET
+and the stream; `operator`: also devices and acting on them; `admin`: everything)
+and products limit it: a role too weak gets 403, another product is 404. Errors are JSON
 objects with an `error` sentence. Lists are `{"items": [...], "next": cursor}`,
 paged with `?limit=N&cursor=C`. Times are Unix milliseconds.
 
@@ -64,6 +70,7 @@ def create_api(ctx: ApiContext) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         openapi_tags=[
+            {"name": "keys", "description": "API keys with roles, limited to products."},
             {"name": "products", "description": "Products group devices."},
             {"name": "devices", "description": "Registered devices and their credentials."},
             {"name": "images", "description": "OneNET device images (device shadows)."},
@@ -92,18 +99,30 @@ def create_api(ctx: ApiContext) -> FastAPI:
     )
     app.router.route_class = ApiRoute
     app.state.ctx = ctx
-    app.state.api_key = ctx.api_key
+    app.state.keys = ctx.keys
     registry = CollectorRegistry()
     errors.install(app)
     openapi.install(app)
-    app.add_middleware(RequestGuard, api_key=ctx.api_key, metrics=HttpMetrics(registry))
+    app.add_middleware(
+        RequestGuard, authenticate=ctx.keys.authenticate, metrics=HttpMetrics(registry)
+    )
     for collect in ctx.collectors:
         registry.register(FunctionCollector(collect))
 
     # The key is the guard's to check (before the body is read); openapi.py
     # states it on every /api operation. No per-route dependency repeats it:
     # each is solved anew on every request.
-    routers = (products, devices, topology, images, commands, telemetry, firmware_api, ota_api)
+    routers = (
+        keys,
+        products,
+        devices,
+        topology,
+        images,
+        commands,
+        telemetry,
+        firmware_api,
+        ota_api,
+    )
     for router in routers:
         app.include_router(router.router)
     app.include_router(things.models)
@@ -111,6 +130,7 @@ def create_api(ctx: ApiContext) -> FastAPI:
     app.include_router(ota_api.download_router)  # the token in the URL admits devices
     app.state.stream = hub = stream.StreamHub(ctx.bus, stream.EVENT_TYPES, ctx.stream_limits)
     registry.register(FunctionCollector(hub.metrics))
+    ctx.keys.on_revoke(hub.revoke)
     app.include_router(stream.router)  # checks the key itself, at the handshake
 
     @app.get(

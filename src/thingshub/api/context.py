@@ -14,6 +14,7 @@ from thingshub.services.devices import DeviceService
 from thingshub.services.firmware import FirmwareService
 from thingshub.services.history import HistoryService
 from thingshub.services.images import ImageService
+from thingshub.services.keys import KeyService
 from thingshub.services.ota import OtaService
 from thingshub.services.presence import PresenceService
 from thingshub.services.things import ThingService
@@ -30,7 +31,10 @@ class ApiContext:
     history: HistoryService
     topology: TopologyService
     bus: EventBus
+    #: The serve key (the console signs in with it too; keys.authenticate knows it).
     api_key: str
+    #: API keys with roles: authenticates every /api request and the stream.
+    keys: KeyService
     #: Mints a OneNET token: (key, product id, device name, expiry s, method) -> token.
     tokens: Callable[[str, str, str, int, str], str]
     #: Extra metric families for /metrics (the MQTT server's, the gateway's, ...).

@@ -28,6 +28,7 @@ from thingshub.services.devices import DeviceService
 from thingshub.services.firmware import FirmwareService
 from thingshub.services.history import HistoryService
 from thingshub.services.images import ImageService
+from thingshub.services.keys import KeyService
 from thingshub.services.ota import OtaService
 from thingshub.services.things import ThingService
 from thingshub.services.topology import TopologyService
@@ -69,6 +70,10 @@ async def _topology(request: Request) -> TopologyService:
     return _ctx(request).topology
 
 
+async def _keys(request: Request) -> KeyService:
+    return _ctx(request).keys
+
+
 async def _firmware(request: Request) -> FirmwareService:
     ctx = _ctx(request)
     if ctx.firmware is None:
@@ -91,3 +96,4 @@ Things = Annotated[ThingService, Depends(_things)]
 Topology = Annotated[TopologyService, Depends(_topology)]
 Firmware = Annotated[FirmwareService, Depends(_firmware)]
 Ota = Annotated[OtaService, Depends(_ota)]
+Keys = Annotated[KeyService, Depends(_keys)]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from thingshub.api.deps import Context
 from thingshub.api.params import ApiRoute, DeviceName, KeyCursor, Limit, ProductId
+from thingshub.api.roles import check_gateway, principal
 from thingshub.api.schemas import (
     BODY_ERRORS,
     ERRORS,
@@ -19,6 +20,7 @@ from thingshub.api.schemas import (
     TokenOut,
 )
 from thingshub.core.model import Presence
+from thingshub.services.scope import gateway_seen
 
 router = APIRouter(
     prefix="/api/v1/products/{pid}/devices",
@@ -29,8 +31,11 @@ router = APIRouter(
 
 
 @router.post("", status_code=201, responses=BODY_ERRORS)
-async def create_device(pid: ProductId, body: DeviceIn, ctx: Context) -> DeviceCreated:
+async def create_device(
+    request: Request, pid: ProductId, body: DeviceIn, ctx: Context
+) -> DeviceCreated:
     gateway = (body.gateway.product_id, body.gateway.name) if body.gateway else None
+    check_gateway(request.scope, gateway)
     created = await ctx.devices.create_device(
         pid,
         body.name,
@@ -52,6 +57,7 @@ async def create_device(pid: ProductId, body: DeviceIn, ctx: Context) -> DeviceC
 
 @router.get("")
 async def list_devices(
+    request: Request,
     pid: ProductId,
     ctx: Context,
     limit: Limit = 100,
@@ -62,13 +68,16 @@ async def list_devices(
 ) -> PageOut[DeviceOut]:
     page = await ctx.devices.list_devices(pid, limit, cursor, search)
     presence = await ctx.presence.get_many([(d.product_id, d.name) for d in page.items])
-    items = [DeviceOut.of(d, presence[(d.product_id, d.name)]) for d in page.items]
+    caller = principal(request.scope)
+    items = [
+        DeviceOut.of(gateway_seen(caller, d), presence[(d.product_id, d.name)]) for d in page.items
+    ]
     return PageOut[DeviceOut](items=items, next=page.next)
 
 
 @router.get("/{name}")
-async def get_device(pid: ProductId, name: DeviceName, ctx: Context) -> DeviceOut:
-    device = await ctx.devices.get_device(pid, name)
+async def get_device(request: Request, pid: ProductId, name: DeviceName, ctx: Context) -> DeviceOut:
+    device = gateway_seen(principal(request.scope), await ctx.devices.get_device(pid, name))
     return DeviceOut.of(device, await ctx.presence.get(pid, name))
 
 

@@ -2,7 +2,9 @@
 
 Rules (docs/operations.md, "Limits against hostile input"):
 - Under `/api/` the API key is checked first, before one byte of the body is
-  read: a missing or wrong key is 401 whatever the body. (The live stream is
+  read: a missing, wrong or revoked key is 401 whatever the body. The key's
+  `Principal` (its role and products, services/keys.py) goes in the ASGI
+  scope for the route to check its role against (roles.py). (The live stream is
   a WebSocket: it checks the key at its handshake. The console, the OTA
   download, `/healthz`, `/metrics` and the docs need no key.)
 - A response that starts before the request's body was read to its end
@@ -25,6 +27,7 @@ Rules (docs/operations.md, "Limits against hostile input"):
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -32,7 +35,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from thingshub.api.errors import answer_unexpected
 from thingshub.api.metrics import HttpMetrics
-from thingshub.api.security import UNAUTHORIZED, key_matches, presented_key
+from thingshub.api.roles import PRINCIPAL
+from thingshub.api.security import UNAUTHORIZED, presented_key
+from thingshub.core.access import Principal
 from thingshub.core.jsontext import dumps
 
 API_PREFIX = "/api/"
@@ -82,10 +87,15 @@ class RequestGuard:
     for the unexpected: the rules at the top, in one layer."""
 
     def __init__(
-        self, app: ASGIApp, api_key: str, metrics: HttpMetrics, max_body: int = MAX_BODY
+        self,
+        app: ASGIApp,
+        authenticate: Callable[[str | None], Principal | None],
+        metrics: HttpMetrics,
+        max_body: int = MAX_BODY,
     ) -> None:
         self.app = app
-        self.api_key = api_key
+        #: The presented key's Principal, or None (in memory: no I/O, services/keys.py).
+        self.authenticate = authenticate
         self.metrics = metrics
         self.max_body = max_body
 
@@ -109,9 +119,13 @@ class RequestGuard:
             await send(message)
 
         try:
-            if api and not key_matches(self.api_key, presented_key(headers.get("authorization"))):
-                await _unauthorized(send_tracked)
-            elif body.pending:
+            if api:
+                caller = self.authenticate(presented_key(headers.get("authorization")))
+                if caller is None:
+                    await _unauthorized(send_tracked)
+                    return
+                scope[PRINCIPAL] = caller
+            if body.pending:
                 scope[_LIMIT] = body
                 counted = _counting(receive, body, _declared_length(headers))
                 await self.app(scope, counted, send_tracked)

@@ -13,6 +13,10 @@ Rules (docs/operations.md, "Limits against hostile input"):
 - Identifiers in paths are 1-64 of `[A-Za-z0-9_.-]` (core/names.py); a path
   naming something that cannot exist is 400.
 - Cursors have the formats of core/cursors.py; any well-formed one is valid.
+- Every route's role comes from the one table of roles.py, looked up when
+  the route is built (a route without an entry fails the app's start) and
+  checked first in its handler (403, or 404 for a product the key does not
+  see), before the body is read or any dependency solved.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from fastapi.routing import APIRoute
 from pydantic import Field
 from starlette.exceptions import HTTPException
 
+from thingshub.api import roles
 from thingshub.core import cursors
 from thingshub.core.jsontext import INT64_MAX, INT64_MIN, JsonError, loads_unicode
 
@@ -44,12 +49,17 @@ class ApiRequest(Request):
 
 
 class ApiRoute(APIRoute):
-    """The route class of every API router: its requests are `ApiRequest`s."""
+    """The route class of every API router: its requests are `ApiRequest`s, checked
+    against the route's entry in the roles table first."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        needs = {method: roles.need_of(method, self.path_format) for method in self.methods or ()}
 
         async def handle(request: Request) -> Response:
+            need = needs[request.method]  # a route is only called with its methods
+            if need is not None:
+                roles.check(request.scope, need)
             return await handler(ApiRequest(request.scope, request.receive, request._send))
 
         return handle
@@ -69,6 +79,7 @@ ProductId = Annotated[str, _id("The product's id")]
 DeviceName = Annotated[str, _id("The device's name")]
 FirmwareId = Annotated[str, _id("The firmware package's id")]
 TaskId = Annotated[str, _id("The OTA task's id")]
+KeyId = Annotated[str, _id("The API key's id")]
 
 #: Signed 64-bit integers, the widest any route takes.
 Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]

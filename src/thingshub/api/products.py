@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from thingshub.api.deps import Devices, Things
 from thingshub.api.params import ApiRoute, KeyCursor, Limit, ProductId
+from thingshub.api.roles import principal
 from thingshub.api.schemas import BODY_ERRORS, ERRORS, PageOut, ProductIn, ProductOut, ProductPatch
 from thingshub.core import thingmodel
+from thingshub.services import scope
 
 router = APIRouter(
     prefix="/api/v1/products", tags=["products"], responses=ERRORS, route_class=ApiRoute
@@ -28,11 +30,13 @@ async def create_product(body: ProductIn, devices: Devices, things: Things) -> P
 
 @router.get("")
 async def list_products(
+    request: Request,
     devices: Devices,
     limit: Limit = 100,
     cursor: KeyCursor = None,
 ) -> PageOut[ProductOut]:
-    page = await devices.list_products(limit, cursor)
+    """The products by id (those the key sees, when it is limited to some)."""
+    page = await scope.list_products(devices, principal(request.scope), limit, cursor)
     return PageOut[ProductOut](items=[ProductOut.of(p) for p in page.items], next=page.next)
 
 

@@ -26,7 +26,8 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 
 from thingshub.api.params import ID_PATTERN
-from thingshub.core.model import Device, Presence, Product
+from thingshub.core.access import ROLES
+from thingshub.core.model import ApiKey, Device, Presence, Product
 from thingshub.core.products import MAX_PRODUCT_NAME, MAX_RETENTION_DAYS
 from thingshub.services import devices as rules
 
@@ -281,6 +282,54 @@ class AttributesGetIn(Strict):
     )
 
 
+class KeyIn(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=100, pattern=NOT_BLANK)] = Field(
+        description="What the key is for: 1-100 characters, not only white space."
+    )
+    role: Literal["admin", "operator", "reader"] = Field(
+        description="reader: every GET and the live stream; operator: also registers, deletes"
+        " and acts on devices; admin: everything."
+    )
+    products: Annotated[list[Identifier], Field(min_length=1, max_length=1000)] | None = Field(
+        None, description="The products it is limited to (each must exist); absent: every one."
+    )
+
+
+class _KeyFields(BaseModel):
+    id: str
+    name: str
+    role: str = Field(description=f"One of {', '.join(ROLES)}.")
+    products: list[str] | None = Field(description="The products it sees; null: every one.")
+    created_at: int
+
+    @staticmethod
+    def fields_of(k: ApiKey) -> dict[str, Any]:
+        products = None if k.products is None else list(k.products)
+        return {
+            "id": k.id,
+            "name": k.name,
+            "role": k.role,
+            "products": products,
+            "created_at": k.created_at,
+        }
+
+
+class KeyCreated(_KeyFields):
+    key: str = Field(description="The key, as `Authorization: Bearer <key>`. Shown only here.")
+
+    @classmethod
+    def of(cls, k: ApiKey, text: str) -> KeyCreated:
+        return cls(**cls.fields_of(k), key=text)
+
+
+class KeyOut(_KeyFields):
+    last_used_at: int | None = Field(description="When it was last used (null: never).")
+
+    @classmethod
+    def of(cls, k: ApiKey) -> KeyOut:
+        return cls(**cls.fields_of(k), last_used_at=k.last_used_at)
+
+
 def _error(description: str) -> dict[str, Any]:
     return {"model": ErrorOut, "description": description}
 
@@ -288,6 +337,7 @@ def _error(description: str) -> dict[str, Any]:
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: _error("Malformed request"),
     401: _error("Missing or wrong API key"),
+    403: _error("The key's role is not enough for this"),
     404: _error("No such resource"),
     409: _error("Conflict with the current state"),
 }

@@ -1,14 +1,12 @@
 """The API key: every `/api` call presents it as `Authorization: Bearer <key>`.
 
 Rules:
-- Compared in constant time.
+- Checked by services/keys.py (the serve key and stored keys, in constant time).
 - A missing or wrong key is 401 with a JSON body and `WWW-Authenticate: Bearer`.
 - The WebSocket stream may also pass it as `?key=` (browsers cannot set headers).
 """
 
 from __future__ import annotations
-
-import hmac
 
 UNAUTHORIZED = "a valid API key is required (Authorization: Bearer <key>)"
 
@@ -16,14 +14,8 @@ UNAUTHORIZED = "a valid API key is required (Authorization: Bearer <key>)"
 KEY_SCHEME = {
     "type": "http",
     "scheme": "bearer",
-    "description": "The API key printed by `thingshub serve`.",
+    "description": "The API key printed by `thingshub serve`, or one of POST /api/v1/keys.",
 }
-
-
-def key_matches(expected: str, presented: str | None) -> bool:
-    if not presented:
-        return False
-    return hmac.compare_digest(expected.encode(), presented.encode())
 
 
 def presented_key(authorization: str | None, query_key: str | None = None) -> str | None:

@@ -1,9 +1,12 @@
 """The live stream: `GET /api/v1/stream` (WebSocket), what happens as it happens.
 
 Rules (the README's HTTP API):
-- The API key comes as `Authorization: Bearer <key>` or `?key=`; a missing or
-  wrong key is refused at the handshake with HTTP 401 (a JSON body), never
-  after accepting.
+- The API key comes as `Authorization: Bearer <key>` or `?key=`; a missing,
+  wrong or revoked key is refused at the handshake with HTTP 401 (a JSON
+  body), never after accepting. Every role may watch; a key limited to
+  products gets only their messages (asking for another product is a
+  stream of nothing, as for a product that does not exist). Revoking a key
+  closes its streams at once (close code 1008).
 - Filters: `product`, `device` (a device name), `kinds` (comma list of
   telemetry, attributes, event, presence, image, command, ota, desired); unknown
   kinds are a 400 at the handshake.
@@ -41,7 +44,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from starlette.websockets import WebSocketDisconnect
 
-from thingshub.api.security import key_matches, presented_key
+from thingshub.api.security import presented_key
 from thingshub.core.events import (
     AttributesReported,
     CommandFinished,
@@ -55,6 +58,7 @@ from thingshub.core.events import (
     TopologyChanged,
 )
 from thingshub.core.ports import EventBus
+from thingshub.services.keys import KeyService
 
 log = logging.getLogger("thingshub.stream")
 
@@ -64,6 +68,8 @@ router = APIRouter(tags=["stream"])
 QUEUE_LIMIT = 1000
 #: Close code for a client dropped for not reading (RFC 6455: policy violation).
 TOO_SLOW = 1008
+#: Close code for a client whose key was revoked (policy violation too).
+REVOKED = 1008
 
 Message = dict[str, Any]
 
@@ -128,10 +134,21 @@ def _messages(event: Event) -> Iterable[Message]:
 
 class _Client:
     def __init__(
-        self, product: str | None, device: str | None, kinds: set[str], max_backlog: int
+        self,
+        product: str | None,
+        device: str | None,
+        kinds: set[str],
+        max_backlog: int,
+        products: frozenset[str] | None = None,
+        key_id: str | None = None,
     ) -> None:
         self.product = product
+        #: The stored key it came with (None: the serve key); set `revoked` when revoked.
+        self.key_id = key_id
+        self.revoked = False
         self.device = device
+        #: The products its key sees (None: every one).
+        self.products = products
         self.kinds = kinds
         self.max_backlog = max_backlog
         self.queue: deque[str] = deque()
@@ -147,6 +164,7 @@ class _Client:
         return (
             message["kind"] in self.kinds
             and (self.product is None or message["product_id"] == self.product)
+            and (self.products is None or message["product_id"] in self.products)
             and (self.device is None or message["device"] == self.device)
         )
 
@@ -196,6 +214,13 @@ class StreamHub:
         if not self.clients and self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+
+    def revoke(self, key_id: str) -> None:
+        """Close the streams of a revoked key."""
+        for client in self.clients:
+            if client.key_id == key_id:
+                client.revoked = True
+                client.wake.set()
 
     def metrics(self) -> Iterable[Metric]:
         clients = GaugeMetricFamily("thingshub_stream_clients", "Live-stream clients connected.")
@@ -255,8 +280,9 @@ async def stream(
 ) -> None:
     """Live events as JSON messages (see the module's rules)."""
     app = websocket.app
-    presented = presented_key(websocket.headers.get("authorization"), key)
-    if not key_matches(app.state.api_key, presented):
+    keys: KeyService = app.state.keys
+    caller = keys.authenticate(presented_key(websocket.headers.get("authorization"), key))
+    if caller is None:
         await websocket.send_denial_response(
             JSONResponse(
                 {"error": "a valid API key is required (Authorization: Bearer <key> or ?key=)"},
@@ -279,13 +305,17 @@ async def stream(
         )
         return
     hub: StreamHub = app.state.stream
-    client = _Client(product, device, wanted, hub.limits.max_backlog)
+    client = _Client(
+        product, device, wanted, hub.limits.max_backlog, caller.products, caller.key_id
+    )
     await websocket.accept()
     hub.join(client)
     reader = asyncio.get_running_loop().create_task(_drain(websocket))
     try:
         reason = await _pump(websocket, client, reader, hub.limits.stall_timeout)
-        if reason is not None:
+        if client.revoked:
+            await websocket.close(REVOKED, "the API key was revoked")
+        elif reason is not None:
             hub.too_slow[reason] += 1
             log.info("stream client %s dropped: it does not read (%s)", websocket.client, reason)
             await websocket.close(TOO_SLOW, "the client does not read its messages")
@@ -311,6 +341,8 @@ async def _pump(
             waiter.cancel()
             return None
         client.wake.clear()
+        if client.revoked:
+            return None
         while client.queue or client.overflowed:
             if client.overflowed:
                 return "backlog"

@@ -8,11 +8,13 @@ are 400; an address a sibling has is 409.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from thingshub.api.deps import Context, Topology
 from thingshub.api.params import ApiRoute, DeviceName, Limit, PairCursor, ProductId
+from thingshub.api.roles import check_gateway, principal
 from thingshub.api.schemas import BODY_ERRORS, ERRORS, DeviceOut, GatewayIn, PageOut, SubDeviceOut
+from thingshub.services.scope import devices_seen
 
 router = APIRouter(
     prefix="/api/v1/products/{pid}/devices/{name}",
@@ -24,6 +26,7 @@ router = APIRouter(
 
 @router.get("/sub-devices")
 async def sub_devices(
+    request: Request,
     pid: ProductId,
     name: DeviceName,
     topology: Topology,
@@ -31,7 +34,10 @@ async def sub_devices(
     limit: Limit = 100,
     cursor: PairCursor = None,
 ) -> PageOut[SubDeviceOut]:
-    page = await topology.sub_devices(pid, name, limit, cursor)
+    """The gateway's children (of the products the key sees)."""
+    page = devices_seen(
+        principal(request.scope), await topology.sub_devices(pid, name, limit, cursor)
+    )
     presence = await ctx.presence.get_many([(d.product_id, d.name) for d in page.items])
     items = [SubDeviceOut.of(d, presence[(d.product_id, d.name)]) for d in page.items]
     return PageOut[SubDeviceOut](items=items, next=page.next)
@@ -39,8 +45,14 @@ async def sub_devices(
 
 @router.put("/gateway", responses=BODY_ERRORS)
 async def bind(
-    pid: ProductId, name: DeviceName, body: GatewayIn, topology: Topology, ctx: Context
+    request: Request,
+    pid: ProductId,
+    name: DeviceName,
+    body: GatewayIn,
+    topology: Topology,
+    ctx: Context,
 ) -> DeviceOut:
+    check_gateway(request.scope, (body.product_id, body.name))
     device = await topology.bind(pid, name, (body.product_id, body.name), body.sub_address)
     return DeviceOut.of(device, await ctx.presence.get(pid, name))
 

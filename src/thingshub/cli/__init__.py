@@ -2,7 +2,8 @@
 
 Rules:
 - `serve.py` runs servers (`serve`, `broker`); `devices.py` (`product`,
-  `device`), `model.py` (`model`) and `ota.py` (`firmware`, `ota`) are HTTP
+  `device`), `model.py` (`model`), `ota.py` (`firmware`, `ota`) and `keys.py`
+  (`key`) are HTTP
   clients of a running server and never open the database; `client.py` is
   how they reach it, `options.py` the options they share.
 """
@@ -38,12 +39,13 @@ def _root(
 
 
 def main() -> None:
-    from thingshub.cli import devices, model, ota, serve
+    from thingshub.cli import devices, keys, model, ota, serve
 
     serve.register(app)
     devices.register(app)
     model.register(app)
     ota.register(app)
+    keys.register(app)
     app(prog_name="thingshub")
 
 

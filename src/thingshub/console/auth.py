@@ -1,12 +1,18 @@
-"""Signing in to the console with the API key.
+"""Signing in to the console with an API key.
 
 Rules:
-- The login page asks for the API key (the one `thingshub serve` printed) and
-  compares it in constant time; a wrong key costs the caller half a second.
+- The login page asks for an API key: the one `thingshub serve` printed, or
+  one made with `thingshub key create` (any role). It is checked as the API
+  checks it (services/keys.py: constant time); a wrong key costs the caller
+  half a second.
 - A session is the user storage of NiceGUI (a signed cookie naming a record
-  kept in the data dir) holding a fingerprint of the key: an HMAC of the key
-  with the console's secret, never the key itself. Starting the server with
-  another key signs everyone out, since their fingerprint no longer matches.
+  kept in the data dir) holding the key's id ("" for the serve key) and a
+  fingerprint: an HMAC, with the console's secret, of the serve key or of
+  the stored key's hash, never the key itself. Every page reads the signed-in
+  `Principal` anew (`caller`): a revoked key signs its sessions out at their
+  next page, and starting the server with another serve key signs its
+  sessions out, since their fingerprint no longer matches.
+- What a page offers follows the caller's role and products (access.py).
 - Every page but /login calls `gate()` first and answers a redirect to the
   login page (remembering where the visitor wanted to go) when there is no
   session. Only console paths are followed after signing in (no open redirect).
@@ -24,22 +30,55 @@ from fastapi import Request
 from fastapi.responses import RedirectResponse
 from nicegui import app, ui
 
-from thingshub.api.security import key_matches
 from thingshub.console.context import ConsoleContext
 from thingshub.console.layout import MOUNT, apply_theme
+from thingshub.core.access import READER, SERVE, Principal
+from thingshub.services.keys import principal_of
 
 SESSION_KEY = "thingshub_session"
 #: Delay after a wrong key: slows guessing, unnoticeable to a person.
 WRONG_KEY_DELAY = 0.5
 
 
-def fingerprint(ctx: ConsoleContext) -> str:
-    return hmac.new(ctx.secret.encode(), ctx.api.api_key.encode(), hashlib.sha256).hexdigest()
+def _mac(ctx: ConsoleContext, text: str) -> str:
+    return hmac.new(ctx.secret.encode(), text.encode(), hashlib.sha256).hexdigest()
+
+
+def _session_of(ctx: ConsoleContext, who: Principal) -> dict[str, str] | None:
+    """What a session keeps of a signed-in key (see the module rules)."""
+    if who.key_id is None:
+        return {"key": "", "fp": _mac(ctx, ctx.api.api_key)}
+    key = ctx.api.keys.get(who.key_id)
+    return None if key is None else {"key": key.id, "fp": _mac(ctx, key.secret_hash)}
+
+
+def caller(ctx: ConsoleContext) -> Principal | None:
+    """Who is signed in to this browser's session, if anyone (and their key still works)."""
+    held = app.storage.user.get(SESSION_KEY)
+    if not isinstance(held, dict):
+        return None
+    key_id, fp = held.get("key"), held.get("fp")
+    if not isinstance(key_id, str) or not isinstance(fp, str):
+        return None
+    if not key_id:
+        return SERVE if hmac.compare_digest(fp, _mac(ctx, ctx.api.api_key)) else None
+    key = ctx.api.keys.get(key_id)
+    if key is None or not hmac.compare_digest(fp, _mac(ctx, key.secret_hash)):
+        return None
+    return principal_of(key)
+
+
+#: Who a page acts for when the session ended after its gate: it sees nothing.
+NOBODY = Principal(READER, frozenset())
+
+
+def current(ctx: ConsoleContext) -> Principal:
+    """The signed-in Principal, for a page past its `gate`."""
+    return caller(ctx) or NOBODY
 
 
 def signed_in(ctx: ConsoleContext) -> bool:
-    held = app.storage.user.get(SESSION_KEY)
-    return isinstance(held, str) and hmac.compare_digest(held, fingerprint(ctx))
+    return caller(ctx) is not None
 
 
 def safe_target(target: str | None) -> str:
@@ -69,14 +108,16 @@ def register(ctx: ConsoleContext) -> None:
             return
 
         async def submit() -> None:
-            if key_matches(ctx.api.api_key, key.value.strip()):
-                app.storage.user[SESSION_KEY] = fingerprint(ctx)
+            who = ctx.api.keys.authenticate(key.value.strip())
+            session = None if who is None else _session_of(ctx, who)
+            if session is not None:
+                app.storage.user[SESSION_KEY] = session
                 ui.navigate.to(target)
                 return
             button.disable()
             await asyncio.sleep(WRONG_KEY_DELAY)
             button.enable()
-            problem.set_text("That is not the API key of this server.")
+            problem.set_text("That is not an API key of this server.")
             problem.set_visibility(True)
 
         with (
@@ -87,8 +128,8 @@ def register(ctx: ConsoleContext) -> None:
                 ui.icon("hub", size="2.2rem").classes("text-primary")
                 ui.label("ThingsHub").classes("text-2xl font-semibold text-slate-800")
             ui.markdown(
-                "Sign in with the API key that `thingshub serve` printed "
-                "(it is kept in `<data-dir>/api-key`)."
+                "Sign in with an API key: the one `thingshub serve` printed "
+                "(it is kept in `<data-dir>/api-key`), or one made with `thingshub key create`."
             ).classes("text-sm text-slate-500")
             key = (
                 ui.input("API key", password=True, password_toggle_button=True)

@@ -23,7 +23,8 @@ from fastapi.responses import RedirectResponse
 from nicegui import ui
 
 from thingshub.console import fmt
-from thingshub.console.auth import gate
+from thingshub.console.access import can, products_seen
+from thingshub.console.auth import current, gate
 from thingshub.console.context import ConsoleContext
 from thingshub.console.device_commands import CommandPanel
 from thingshub.console.device_data import AttributesPanel, EventsPanel
@@ -49,6 +50,7 @@ from thingshub.core.events import (
     TopologyChanged,
 )
 from thingshub.core.model import Device
+from thingshub.services.scope import gateway_seen
 
 LIVE_KINDS = [
     TelemetryReceived,
@@ -88,26 +90,27 @@ def connection_card(ctx: ConsoleContext, device: Device, host: str) -> None:
             _field("User name", pid)
             _field("Password", "a token signed with the device key")
             _field("Topics", f"$sys/{pid}/{name}/#")
-        with ui.row().classes("items-center gap-3 w-full"):
-            lifetime = (
-                ui.select(list(TOKEN_LIFETIMES), value="1 day", label="Valid for")
-                .props("outlined dense")
-                .classes("w-32")
-            )
-            token = (
-                ui.input("Token")
-                .props("outlined dense readonly " + tid("token"))
-                .classes("flex-1 th-mono")
-            )
+        if can(ctx, "device.token"):  # minting needs an operator (access.py)
+            with ui.row().classes("items-center gap-3 w-full"):
+                lifetime = (
+                    ui.select(list(TOKEN_LIFETIMES), value="1 day", label="Valid for")
+                    .props("outlined dense")
+                    .classes("w-32")
+                )
+                token = (
+                    ui.input("Token")
+                    .props("outlined dense readonly " + tid("token"))
+                    .classes("flex-1 th-mono")
+                )
 
-            def mint() -> None:
-                expires_at = fmt.now_ms() // 1000 + TOKEN_LIFETIMES[lifetime.value]
-                token.set_value(ctx.api.tokens(device.key, pid, name, expires_at, "sha256"))
-                token.props(f"hint='expires {fmt.when(expires_at * 1000)}'")
+                def mint() -> None:
+                    expires_at = fmt.now_ms() // 1000 + TOKEN_LIFETIMES[lifetime.value]
+                    token.set_value(ctx.api.tokens(device.key, pid, name, expires_at, "sha256"))
+                    token.props(f"hint='expires {fmt.when(expires_at * 1000)}'")
 
-            ui.button("Mint a token", icon="key", on_click=mint).props(
-                "unelevated dense " + tid("mint-token")
-            )
+                ui.button("Mint a token", icon="key", on_click=mint).props(
+                    "unelevated dense " + tid("mint-token")
+                )
         ui.separator()
         ui.label("ThingsPanel login").classes("text-sm font-medium text-slate-600")
         with ui.grid(columns="auto 1fr").classes("gap-x-6 gap-y-1 items-center w-full"):
@@ -127,15 +130,17 @@ def register(ctx: ConsoleContext) -> None:
     async def device_page(request: Request, pid: str, name: str) -> RedirectResponse | None:
         if (denied := gate(ctx, request)) is not None:
             return denied
-        device = await ctx.api.devices.find_device(pid, name)
-        if device is None:
+        who = current(ctx)
+        device = await ctx.api.devices.find_device(pid, name) if who.sees(pid) else None
+        if device is None:  # absent, or of a product the key does not see
             with frame("devices", f"Device {name}"), card():
                 empty(f"There is no device {name!r} in product {pid!r}.")
                 ui.link("Back to the devices", f"/devices?product={pid}")
             return None
+        device = gateway_seen(who, device)  # another product's gateway is absent too
         state = await ctx.api.presence.get(pid, name)
         model = await ctx.api.things.model(pid)
-        products = [p.id for p in (await ctx.api.devices.list_products(MAX_PRODUCTS)).items]
+        products = [p.id for p in (await products_seen(ctx, MAX_PRODUCTS)).items]
         ui.page_title(f"{name} · ThingsHub")
 
         with frame("devices", name, f"Product {pid} · device number {device.device_number}"):

@@ -19,6 +19,7 @@ from typing import Any
 from nicegui import ui
 
 from thingshub.console import fmt
+from thingshub.console.access import can
 from thingshub.console.context import ConsoleContext
 from thingshub.console.layout import card, empty, tid
 from thingshub.core import commands as calls
@@ -88,6 +89,56 @@ class CommandPanel:
         self.ctx = ctx
         self.pid = pid
         self.name = name
+        if can(ctx, "device.command"):  # a reader sees the history only (access.py)
+            self._send_card()
+        with history_box:
+            self.table = (
+                ui.table(
+                    columns=[
+                        {"name": "at", "label": "Sent", "field": "at", "align": "left"},
+                        {"name": "family", "label": "Family", "field": "family", "align": "left"},
+                        {"name": "status", "label": "Status", "field": "status", "align": "left"},
+                        {
+                            "name": "request",
+                            "label": "Request",
+                            "field": "request",
+                            "align": "left",
+                        },
+                        {
+                            "name": "response",
+                            "label": "Answer",
+                            "field": "response",
+                            "align": "left",
+                        },
+                    ],
+                    rows=[],
+                    row_key="id",
+                )
+                .classes("w-full th-table")
+                .props(
+                    "flat dense hide-pagination :pagination='{rowsPerPage: 0}' " + tid("history")
+                )
+            )
+            self.table.add_slot(
+                "body-cell-status",
+                """<q-td :props="props"><q-badge :color="props.row.color" :label="props.value" />
+                   <q-tooltip v-if="props.row.detail">{{ props.row.detail }}</q-tooltip></q-td>""",
+            )
+            self.table.add_slot(
+                "body-cell-at",
+                """<q-td :props="props">{{ props.value }}
+                   <q-tooltip>{{ props.row.at_full }}</q-tooltip></q-td>""",
+            )
+            for column in ("request", "response"):
+                self.table.add_slot(
+                    f"body-cell-{column}",
+                    """<q-td :props="props" class="th-mono" style="max-width: 9rem;
+                        overflow: hidden; text-overflow: ellipsis">{{ props.value }}
+                        <q-tooltip>{{ props.value }}</q-tooltip></q-td>""",
+                )
+            self.history_empty = empty("No calls yet.")
+
+    def _send_card(self) -> None:
         with card("Send a command", "terminal"):
             with ui.tabs().classes("w-full").props("dense align=left no-caps") as tabs:
                 onenet_tab = ui.tab("OneNET (raw bytes)").props(tid("tab-onenet"))
@@ -136,52 +187,6 @@ class CommandPanel:
                     .props(tid("answer"))
                 )
             self.result.set_visibility(False)
-        with history_box:
-            self.table = (
-                ui.table(
-                    columns=[
-                        {"name": "at", "label": "Sent", "field": "at", "align": "left"},
-                        {"name": "family", "label": "Family", "field": "family", "align": "left"},
-                        {"name": "status", "label": "Status", "field": "status", "align": "left"},
-                        {
-                            "name": "request",
-                            "label": "Request",
-                            "field": "request",
-                            "align": "left",
-                        },
-                        {
-                            "name": "response",
-                            "label": "Answer",
-                            "field": "response",
-                            "align": "left",
-                        },
-                    ],
-                    rows=[],
-                    row_key="id",
-                )
-                .classes("w-full th-table")
-                .props(
-                    "flat dense hide-pagination :pagination='{rowsPerPage: 0}' " + tid("history")
-                )
-            )
-            self.table.add_slot(
-                "body-cell-status",
-                """<q-td :props="props"><q-badge :color="props.row.color" :label="props.value" />
-                   <q-tooltip v-if="props.row.detail">{{ props.row.detail }}</q-tooltip></q-td>""",
-            )
-            self.table.add_slot(
-                "body-cell-at",
-                """<q-td :props="props">{{ props.value }}
-                   <q-tooltip>{{ props.row.at_full }}</q-tooltip></q-td>""",
-            )
-            for column in ("request", "response"):
-                self.table.add_slot(
-                    f"body-cell-{column}",
-                    """<q-td :props="props" class="th-mono" style="max-width: 9rem;
-                        overflow: hidden; text-overflow: ellipsis">{{ props.value }}
-                        <q-tooltip>{{ props.value }}</q-tooltip></q-td>""",
-                )
-            self.history_empty = empty("No calls yet.")
 
     def _timeout_input(self, test_id: str) -> ui.number:
         return (

@@ -18,6 +18,7 @@ from typing import Any, Final
 from nicegui import events, ui
 
 from thingshub.console import fmt
+from thingshub.console.access import can
 from thingshub.console.context import ConsoleContext
 from thingshub.console.layout import card, column, empty, table, tid
 from thingshub.console.thing_inputs import ValueInput
@@ -55,35 +56,43 @@ class DesiredPanel:
                 "body-cell-value",
                 """<q-td :props="props" class="th-mono">{{ props.value }}</q-td>""",
             )
-            self.table.add_slot(
-                "body-cell-actions",
-                """<q-td :props="props"><q-btn flat dense round size="sm" icon="delete"
-                    color="negative" :data-testid="'desired-delete-' + props.row.identifier"
-                    @click="() => $parent.$emit('forget', props.row.identifier)">
-                    <q-tooltip>Delete this desired value</q-tooltip></q-btn></q-td>""",
-            )
-            self.table.on("forget", self._forget)
+            edits = can(ctx, "device.desired")  # a reader sees the values only (access.py)
+            if edits:
+                self._delete_buttons()
             self.none = empty("No desired values.")
+            if not edits:
+                return
             if not writable:
                 empty("Every property of the model is read-only: none can be desired.")
                 return
-            options = {k: f"{k} ({p.name})" if p.name != k else k for k, p in writable.items()}
-            with ui.row().classes("items-start gap-3 w-full"):
-                self.choice = (
-                    ui.select(options, value=next(iter(options)), label="Property")
-                    .props("outlined dense " + tid("desired-set-property"))
-                    .classes("min-w-[12rem]")
-                )
-                self.box = ui.row().classes("items-start")
-                ui.button("Set desired", icon="flag", on_click=self.set_value).props(
-                    "unelevated " + tid("desired-set")
-                )
-            self.problem = (
-                ui.label().classes("text-negative text-sm").props(tid("desired-set-problem"))
+            self._set_form(writable)
+
+    def _delete_buttons(self) -> None:
+        self.table.add_slot(
+            "body-cell-actions",
+            """<q-td :props="props"><q-btn flat dense round size="sm" icon="delete"
+                    color="negative" :data-testid="'desired-delete-' + props.row.identifier"
+                    @click="() => $parent.$emit('forget', props.row.identifier)">
+                    <q-tooltip>Delete this desired value</q-tooltip></q-btn></q-td>""",
+        )
+        self.table.on("forget", self._forget)
+
+    def _set_form(self, writable: dict[str, Any]) -> None:
+        options = {k: f"{k} ({p.name})" if p.name != k else k for k, p in writable.items()}
+        with ui.row().classes("items-start gap-3 w-full"):
+            self.choice = (
+                ui.select(options, value=next(iter(options)), label="Property")
+                .props("outlined dense " + tid("desired-set-property"))
+                .classes("min-w-[12rem]")
             )
-            self.input: ValueInput | None = None
-            self.choice.on_value_change(self._chosen)
-            self._chosen()
+            self.box = ui.row().classes("items-start")
+            ui.button("Set desired", icon="flag", on_click=self.set_value).props(
+                "unelevated " + tid("desired-set")
+            )
+        self.problem = ui.label().classes("text-negative text-sm").props(tid("desired-set-problem"))
+        self.input: ValueInput | None = None
+        self.choice.on_value_change(self._chosen)
+        self._chosen()
 
     def _chosen(self) -> None:
         self.box.clear()

@@ -17,10 +17,12 @@ from __future__ import annotations
 from nicegui import ui
 
 from thingshub.console import fmt
+from thingshub.console.access import can
+from thingshub.console.auth import current
 from thingshub.console.context import ConsoleContext
 from thingshub.console.devices import device_path
 from thingshub.console.layout import card, tid
-from thingshub.core.errors import ThingsHubError
+from thingshub.core.errors import NotFound, ThingsHubError
 from thingshub.core.events import Event, TopologyChanged
 from thingshub.core.model import Device
 
@@ -32,6 +34,7 @@ class GatewayPanel:
         self.ctx = ctx
         self.pid = device.product_id
         self.name = device.name
+        self.who = current(ctx)
         with card("Gateway", "router") as box:
             box.props(tid("gateway-card"))
             with ui.row().classes("items-center gap-2 w-full"):
@@ -42,37 +45,45 @@ class GatewayPanel:
                 self.link.props(tid("gateway-link"))
                 self.address = ui.label().classes("text-sm text-slate-600 th-mono")
                 self.address.props(tid("gateway-address"))
-            with ui.row().classes("items-start gap-3 w-full"):
-                self.product = (
-                    ui.input("Gateway's product", value=self.pid, autocomplete=products)
-                    .props("outlined dense " + tid("gateway-product"))
-                    .classes("min-w-[10rem]")
-                )
-                self.gateway = (
-                    ui.input("Gateway's name")
-                    .props("outlined dense " + tid("gateway-name"))
-                    .classes("min-w-[12rem]")
-                )
-                self.sub_address = (
-                    ui.input("Address (optional)")
-                    .props("outlined dense " + tid("gateway-sub-address"))
-                    .classes("w-40")
-                )
-            with ui.row().classes("items-center gap-3"):
-                self.bind_button = ui.button("Bind", icon="link", on_click=self.bind).props(
-                    "unelevated " + tid("gateway-bind")
-                )
-                self.unbind_button = ui.button(
-                    "Unbind", icon="link_off", on_click=self.unbind
-                ).props("outline color=negative " + tid("gateway-unbind"))
-            self.problem = ui.label().classes("text-negative text-sm").props(tid("gateway-problem"))
+            #: Bind and unbind only for keys that may (access.py).
+            self.edits = can(ctx, "device.gateway")
+            if self.edits:
+                self._form(products)
         self._show(device.gateway, device.sub_address)
+
+    def _form(self, products: list[str]) -> None:
+        with ui.row().classes("items-start gap-3 w-full"):
+            self.product = (
+                ui.input("Gateway's product", value=self.pid, autocomplete=products)
+                .props("outlined dense " + tid("gateway-product"))
+                .classes("min-w-[10rem]")
+            )
+            self.gateway = (
+                ui.input("Gateway's name")
+                .props("outlined dense " + tid("gateway-name"))
+                .classes("min-w-[12rem]")
+            )
+            self.sub_address = (
+                ui.input("Address (optional)")
+                .props("outlined dense " + tid("gateway-sub-address"))
+                .classes("w-40")
+            )
+        with ui.row().classes("items-center gap-3"):
+            self.bind_button = ui.button("Bind", icon="link", on_click=self.bind).props(
+                "unelevated " + tid("gateway-bind")
+            )
+            self.unbind_button = ui.button("Unbind", icon="link_off", on_click=self.unbind).props(
+                "outline color=negative " + tid("gateway-unbind")
+            )
+        self.problem = ui.label().classes("text-negative text-sm").props(tid("gateway-problem"))
 
     async def bind(self) -> None:
         self.problem.set_text("")
         gateway = (self.product.value.strip() or self.pid, self.gateway.value.strip())
         address = self.sub_address.value.strip() or None
         try:
+            if not self.who.sees(gateway[0]):  # absent to this key, as in the API
+                raise NotFound(f"gateway {gateway[1]!r} of product {gateway[0]!r} does not exist")
             moved = await self.ctx.api.topology.bind(self.pid, self.name, gateway, address)
         except ThingsHubError as exc:
             self.problem.set_text(fmt.error(exc))
@@ -100,8 +111,9 @@ class GatewayPanel:
         bound = gateway is not None
         self.link.set_visibility(bound)
         self.address.set_visibility(bound)
-        self.unbind_button.set_visibility(bound)
-        self.bind_button.set_text("Move" if bound else "Bind")
+        if self.edits:
+            self.unbind_button.set_visibility(bound)
+            self.bind_button.set_text("Move" if bound else "Bind")
         if gateway is None:
             self.through.set_text("Connects by itself: no gateway.")
             return

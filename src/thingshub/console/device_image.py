@@ -21,6 +21,7 @@ from typing import Any
 from nicegui import ui
 
 from thingshub.console import fmt
+from thingshub.console.access import can
 from thingshub.console.context import ConsoleContext
 from thingshub.console.layout import card, tid
 from thingshub.core.errors import InvalidRequest, NotFound, ThingsHubError
@@ -58,48 +59,58 @@ class ImagePanel:
                     ui.label().classes("text-sm text-slate-500").props(tid("image-version"))
                 )
                 ui.space()
-                self.create_button = ui.button(
-                    "Create the image", icon="add", on_click=self.create
-                ).props("unelevated dense " + tid("create-image"))
+                #: Creating and changing the image only for keys that may (access.py).
+                self.edits = can(ctx, "device.image")
+                self.create_button = (
+                    ui.button("Create the image", icon="add", on_click=self.create).props(
+                        "unelevated dense " + tid("create-image")
+                    )
+                    if self.edits
+                    else None
+                )
             with ui.grid(columns=3).classes("w-full gap-4"):
                 self.desired = self._block("Desired", "image-desired")
                 self.reported = self._block("Reported", "image-reported")
                 self.delta = self._block("Delta (desired, not yet reported)", "image-delta")
-            with ui.grid(columns=2).classes("w-full gap-4"):
-                with ui.column().classes("gap-2"):
-                    ui.label("Change desired").classes("text-sm font-medium text-slate-600")
-                    self.desired_edit = (
-                        ui.textarea(placeholder='{"temperature": 22}')
-                        .classes("w-full th-mono")
-                        .props("outlined autogrow input-class=th-mono " + tid("desired-edit"))
+            if self.edits:
+                self._edit_forms()
+
+    def _edit_forms(self) -> None:
+        with ui.grid(columns=2).classes("w-full gap-4"):
+            with ui.column().classes("gap-2"):
+                ui.label("Change desired").classes("text-sm font-medium text-slate-600")
+                self.desired_edit = (
+                    ui.textarea(placeholder='{"temperature": 22}')
+                    .classes("w-full th-mono")
+                    .props("outlined autogrow input-class=th-mono " + tid("desired-edit"))
+                )
+                ui.label("Merged into desired; null deletes a key.").classes(
+                    "text-xs text-slate-500"
+                )
+                with ui.row().classes("items-center gap-3"):
+                    ui.button("Apply", icon="send", on_click=self.apply_desired).props(
+                        "unelevated " + tid("apply-desired")
                     )
-                    ui.label("Merged into desired; null deletes a key.").classes(
-                        "text-xs text-slate-500"
-                    )
-                    with ui.row().classes("items-center gap-3"):
-                        ui.button("Apply", icon="send", on_click=self.apply_desired).props(
-                            "unelevated " + tid("apply-desired")
-                        )
-                        self.pin = ui.checkbox("only if still this version")
-                    self.desired_problem = (
-                        ui.label().classes("text-negative text-sm").props(tid("desired-problem"))
-                    )
-                with ui.column().classes("gap-2"):
-                    ui.label("Tags").classes("text-sm font-medium text-slate-600")
-                    self.tags_edit = (
-                        ui.textarea()
-                        .classes("w-full")
-                        .props("outlined autogrow input-class=th-mono " + tid("tags-edit"))
-                    )
-                    ui.label("String values; keys left out are removed.").classes(
-                        "text-xs text-slate-500"
-                    )
-                    ui.button("Save tags", icon="sell", on_click=self.save_tags).props(
-                        "unelevated " + tid("save-tags")
-                    )
-                    self.tags_problem = (
-                        ui.label().classes("text-negative text-sm").props(tid("tags-problem"))
-                    )
+                    self.pin = ui.checkbox("only if still this version")
+                self.desired_problem = (
+                    ui.label().classes("text-negative text-sm").props(tid("desired-problem"))
+                )
+            with ui.column().classes("gap-2"):
+                ui.label("Tags").classes("text-sm font-medium text-slate-600")
+                self.tags_edit = (
+                    ui.textarea()
+                    .classes("w-full")
+                    .props("outlined autogrow input-class=th-mono " + tid("tags-edit"))
+                )
+                ui.label("String values; keys left out are removed.").classes(
+                    "text-xs text-slate-500"
+                )
+                ui.button("Save tags", icon="sell", on_click=self.save_tags).props(
+                    "unelevated " + tid("save-tags")
+                )
+                self.tags_problem = (
+                    ui.label().classes("text-negative text-sm").props(tid("tags-problem"))
+                )
 
     def _block(self, title: str, test_id: str) -> ui.label:
         with ui.column().classes("gap-1 min-w-0"):
@@ -128,16 +139,20 @@ class ImagePanel:
             self.tags = dict(doc.get("tags", {}))
             props = doc["properties"]
             self._show(props["version"], props["state"], props.get("timestamp"))
-            self.desired_edit.set_value(fmt.pretty(props["state"].get("desired", {})))
+            if self.edits:
+                self.desired_edit.set_value(fmt.pretty(props["state"].get("desired", {})))
         else:
             self.version = None
             self.caption.set_text("This device has no image yet.")
-            self.create_button.set_visibility(True)
-        self.tags_edit.set_value(fmt.pretty(self.tags))
+            if self.create_button is not None:
+                self.create_button.set_visibility(True)
+        if self.edits:
+            self.tags_edit.set_value(fmt.pretty(self.tags))
 
     def _show(self, version: int, state: dict[str, Any], timestamp: int | None = None) -> None:
         self.version = version
-        self.create_button.set_visibility(False)
+        if self.create_button is not None:
+            self.create_button.set_visibility(False)
         when = f" · changed {fmt.when(timestamp * 1000)}" if timestamp else ""
         self.caption.set_text(f"Version {version}{when}")
         self.desired.set_text(fmt.pretty(state.get("desired", {})))

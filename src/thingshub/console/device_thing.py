@@ -24,6 +24,7 @@ from typing import Any, Final
 from nicegui import ui
 
 from thingshub.console import fmt
+from thingshub.console.access import can
 from thingshub.console.context import ConsoleContext
 from thingshub.console.layout import card, column, empty, table, tid
 from thingshub.console.thing_inputs import (
@@ -79,6 +80,8 @@ class ThingPanel:
                 """<q-td :props="props" class="th-mono">{{ props.value }}</q-td>""",
             )
             self.none = empty("The model has no properties.")
+            if not can(ctx, "device.command"):  # a reader sees the values only (access.py)
+                return
             with ui.grid(columns=2).classes("w-full gap-6"):
                 with ui.column().classes("gap-2 min-w-0"):
                     ui.label("Set a property").classes("text-sm font-semibold text-slate-600")

@@ -19,6 +19,7 @@ from typing import Final
 from nicegui import events, ui
 
 from thingshub.console import fmt
+from thingshub.console.auth import current
 from thingshub.console.context import ConsoleContext
 from thingshub.console.layout import MOUNT, card, column, table, tid
 from thingshub.console.tree import Child, Key, SubTree, key_of
@@ -73,6 +74,8 @@ ACTIVITY_SLOT: Final = """<q-td :props="props"><template v-if="!props.row.more">
 class SubDevicesPanel:
     def __init__(self, ctx: ConsoleContext, pid: str, name: str) -> None:
         self.ctx = ctx
+        #: Children of products the key does not see are left out (access.py).
+        self.who = current(ctx)
         self.tree = SubTree((pid, name))
         with card("Sub-devices", "account_tree") as self.box:
             self.box.props(tid("sub-devices-card"))
@@ -108,7 +111,7 @@ class SubDevicesPanel:
         children: list[Child] = []
         while True:
             page = await self.ctx.api.topology.sub_devices(*parent, PAGE_SIZE, cursor)
-            children += await self._children(page.items)
+            children += await self._children([d for d in page.items if self.who.sees(d.product_id)])
             cursor = page.next
             if more or cursor is None or len(children) >= at_least:
                 break

@@ -22,6 +22,7 @@ from fastapi.responses import RedirectResponse
 from nicegui import ui
 
 from thingshub.console import fmt, layout
+from thingshub.console.access import can, products_seen
 from thingshub.console.auth import gate
 from thingshub.console.context import ConsoleContext
 from thingshub.console.layout import MOUNT, card, column, empty, frame, tid
@@ -83,7 +84,7 @@ def register(ctx: ConsoleContext, counts: FleetCounts) -> None:
         if (denied := gate(ctx, request)) is not None:
             return denied
         services, presence = ctx.api.devices, ctx.api.presence
-        products = (await services.list_products(MAX_PRODUCTS)).items
+        products = (await products_seen(ctx, MAX_PRODUCTS)).items
         chosen = next((p for p in products if p.id == product), products[0] if products else None)
 
         if chosen is None:
@@ -95,35 +96,37 @@ def register(ctx: ConsoleContext, counts: FleetCounts) -> None:
             return None
         pid = chosen.id
 
-        with ui.dialog() as dialog, ui.card().classes("w-[30rem] p-6 gap-3"):
-            ui.label(f"New device in {chosen.name}").classes("text-lg font-semibold")
-            name = ui.input("Name").props("outlined " + tid("device-name")).classes("w-full")
-            number = ui.input("Device number (optional)").props("outlined").classes("w-full")
-            tags = (
-                ui.input("Tags (optional JSON object)", placeholder='{"room": "3"}')
-                .props("outlined " + tid("device-tags"))
-                .classes("w-full")
-            )
-            problem = ui.label().classes("text-negative text-sm").props(tid("device-problem"))
+        creates = can(ctx, "device.create")
+        if creates:
+            with ui.dialog() as dialog, ui.card().classes("w-[30rem] p-6 gap-3"):
+                ui.label(f"New device in {chosen.name}").classes("text-lg font-semibold")
+                name = ui.input("Name").props("outlined " + tid("device-name")).classes("w-full")
+                number = ui.input("Device number (optional)").props("outlined").classes("w-full")
+                tags = (
+                    ui.input("Tags (optional JSON object)", placeholder='{"room": "3"}')
+                    .props("outlined " + tid("device-tags"))
+                    .classes("w-full")
+                )
+                problem = ui.label().classes("text-negative text-sm").props(tid("device-problem"))
 
-            async def create() -> None:
-                try:
-                    created = await services.create_device(
-                        pid,
-                        name.value.strip(),
-                        number.value.strip() or None,
-                        parse_tags(tags.value),
-                    )
-                except ThingsHubError as exc:
-                    problem.set_text(fmt.error(exc))
-                    return
-                counts.forget()
-                dialog.close()
-                show_secrets(created.device, created.password)
+                async def create() -> None:
+                    try:
+                        created = await services.create_device(
+                            pid,
+                            name.value.strip(),
+                            number.value.strip() or None,
+                            parse_tags(tags.value),
+                        )
+                    except ThingsHubError as exc:
+                        problem.set_text(fmt.error(exc))
+                        return
+                    counts.forget()
+                    dialog.close()
+                    show_secrets(created.device, created.password)
 
-            with ui.row().classes("w-full justify-end"):
-                ui.button("Cancel", on_click=dialog.close).props("flat")
-                ui.button("Create", on_click=create).props("unelevated " + tid("create-device"))
+                with ui.row().classes("w-full justify-end"):
+                    ui.button("Cancel", on_click=dialog.close).props("flat")
+                    ui.button("Create", on_click=create).props("unelevated " + tid("create-device"))
 
         with frame("devices", "Devices", "Search, status and last activity, live"):
             with ui.row().classes("w-full items-center gap-4"):
@@ -144,9 +147,10 @@ def register(ctx: ConsoleContext, counts: FleetCounts) -> None:
                 with query.add_slot("prepend"):
                     ui.icon("search").classes("text-slate-400")
                 ui.space()
-                ui.button("New device", icon="add", on_click=dialog.open).props(
-                    "unelevated " + tid("new-device")
-                )
+                if creates:
+                    ui.button("New device", icon="add", on_click=dialog.open).props(
+                        "unelevated " + tid("new-device")
+                    )
             with card():
                 table = layout.table(COLUMNS, "name", "devices")
                 table.add_slot(

@@ -27,6 +27,7 @@ from fastapi.responses import RedirectResponse
 from nicegui import events, ui
 
 from thingshub.console import fmt
+from thingshub.console.access import can, products_seen
 from thingshub.console.api_client import ApiClient, ApiError
 from thingshub.console.auth import gate
 from thingshub.console.context import ConsoleContext
@@ -93,7 +94,7 @@ def register(ctx: ConsoleContext) -> None:
     ) -> RedirectResponse | None:
         if (denied := gate(ctx, request)) is not None:
             return denied
-        products = (await ctx.api.devices.list_products(MAX_PRODUCTS)).items
+        products = (await products_seen(ctx, MAX_PRODUCTS)).items
         chosen = next((p for p in products if p.id == product), products[0] if products else None)
         with frame("ota", "Firmware upgrades (OTA)", "Packages, tasks and each device's progress"):
             if chosen is None:
@@ -120,7 +121,8 @@ def register(ctx: ConsoleContext) -> None:
                 await task_section(pid, task)
             with ui.grid(columns=2).classes("w-full gap-5"):
                 firmware_section(pid, firmware)
-                new_task_section(pid, firmware)
+                if can(ctx, "ota"):  # uploads and tasks need an operator (access.py)
+                    new_task_section(pid, firmware)
             await tasks_section(pid)
         return None
 
@@ -154,6 +156,8 @@ def register(ctx: ConsoleContext) -> None:
                 )
             else:
                 empty("No firmware packages yet.")
+            if not can(ctx, "ota"):
+                return
             ui.separator()
             ui.label("Upload a package").classes("text-sm font-medium text-slate-600")
             with ui.row().classes("w-full gap-3"):
@@ -292,8 +296,12 @@ def register(ctx: ConsoleContext) -> None:
                 status = ui.badge().props(tid("task-status"))
                 summary = ui.label().classes("text-sm text-slate-500")
                 ui.space()
-                cancel = ui.button("Cancel the task", icon="cancel").props(
-                    "flat color=negative " + tid("task-cancel")
+                cancel = (
+                    ui.button("Cancel the task", icon="cancel").props(
+                        "flat color=negative " + tid("task-cancel")
+                    )
+                    if can(ctx, "ota")
+                    else None
                 )
             badges = ui.row().classes("gap-1")
             table = (
@@ -343,7 +351,8 @@ def register(ctx: ConsoleContext) -> None:
                 _state_badges(counts)
             table.rows = [_device_row(d) for d in list(devices.values())[:DEVICES_SHOWN]]
             table.update()
-            cancel.set_visibility(running)
+            if cancel is not None:
+                cancel.set_visibility(running)
 
         async def reread() -> None:
             try:
@@ -376,7 +385,8 @@ def register(ctx: ConsoleContext) -> None:
                 return
             await reread()
 
-        cancel.on_click(do_cancel)
+        if cancel is not None:
+            cancel.on_click(do_cancel)
         await reread()
         LiveFeed(
             ctx.api.bus,

@@ -19,7 +19,7 @@ from fastapi.responses import RedirectResponse
 from nicegui import ui
 
 from thingshub.console import fmt
-from thingshub.console.auth import gate
+from thingshub.console.auth import current, gate
 from thingshub.console.context import ConsoleContext
 from thingshub.console.layout import MOUNT, card, frame, stat, tid
 
@@ -106,6 +106,7 @@ def register(ctx: ConsoleContext) -> FleetCounts:
     async def overview(request: Request) -> RedirectResponse | None:
         if (denied := gate(ctx, request)) is not None:
             return denied
+        who = current(ctx)  # a key limited to products sees only theirs (access.py)
         with frame("overview", "Fleet overview", "Devices, connections and traffic, live"):
             with ui.row().classes("w-full gap-4"):
                 n_products = stat("products", "—", "category", "text-slate-600")
@@ -142,9 +143,13 @@ def register(ctx: ConsoleContext) -> FleetCounts:
                 )
 
         async def refresh() -> None:
-            products = await counts.get()
+            products = [p for p in await counts.get() if who.sees(p.id)]
             total = sum(p.devices for p in products)
-            online = ctx.api.presence.online_count()
+            online = (
+                ctx.api.presence.online_count()
+                if who.products is None
+                else sum(p.online for p in products)
+            )
             more = "+" if counts.more_products else ""
             n_products.set_text(f"{len(products):,}{more}")
             n_devices.set_text(f"{total:,}{more}")

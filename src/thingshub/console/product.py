@@ -1,8 +1,8 @@
 """The product page: what the product is, its devices at a glance, and its thing model.
 
 Rules:
-- A product that does not exist (or was deleted) is a page saying so, not an
-  error.
+- A product that does not exist (or was deleted, or the key does not see) is
+  a page saying so, not an error.
 - Device counts are the service's count and presence's online count, read
   when the page opens (the overview and the device list are the live views).
 - The thing model card is thing_model.py's.
@@ -15,6 +15,7 @@ from fastapi.responses import RedirectResponse
 from nicegui import ui
 
 from thingshub.console import fmt
+from thingshub.console.access import sees
 from thingshub.console.auth import gate
 from thingshub.console.context import ConsoleContext
 from thingshub.console.layout import card, empty, frame, stat, tid
@@ -33,6 +34,8 @@ def register(ctx: ConsoleContext) -> None:
             return denied
         devices = ctx.api.devices
         try:
+            if not sees(ctx, pid):  # absent to this key, as in the API
+                raise NotFound(pid)
             product = await devices.get_product(pid)
         except NotFound:
             with frame("products", f"Product {pid}"), card():

@@ -16,14 +16,46 @@ from fastapi.responses import RedirectResponse
 from nicegui import ui
 
 from thingshub.console import fmt
-from thingshub.console.auth import gate
+from thingshub.console.access import can
+from thingshub.console.auth import current, gate
 from thingshub.console.context import ConsoleContext
 from thingshub.console.layout import MOUNT, card, frame, tid
 from thingshub.console.overview import FleetCounts
 from thingshub.console.paging import Pager
 from thingshub.core.errors import ThingsHubError
+from thingshub.services import scope
 
 PAGE_SIZE = 25
+
+
+def _new_product(ctx: ConsoleContext, counts: FleetCounts) -> ui.dialog:
+    """The dialog that makes a product (for keys that may: access.py)."""
+    devices = ctx.api.devices
+    with ui.dialog() as dialog, ui.card().classes("w-[28rem] p-6 gap-3"):
+        ui.label("New product").classes("text-lg font-semibold")
+        name = ui.input("Name").props("outlined " + tid("product-name")).classes("w-full")
+        pid = (
+            ui.input("Id (optional: generated when empty)")
+            .props("outlined " + tid("product-id"))
+            .classes("w-full")
+        )
+        problem = ui.label().classes("text-negative text-sm")
+
+        async def create() -> None:
+            try:
+                product = await devices.create_product(pid.value.strip() or None, name.value)
+            except ThingsHubError as exc:
+                problem.set_text(fmt.error(exc))
+                return
+            counts.forget()
+            dialog.close()
+            ui.notify(f"Product {product.id} created", type="positive")
+            ui.navigate.to(f"/devices?product={product.id}")
+
+        with ui.row().classes("w-full justify-end"):
+            ui.button("Cancel", on_click=dialog.close).props("flat")
+            ui.button("Create", on_click=create).props("unelevated " + tid("create-product"))
+    return dialog
 
 
 def register(ctx: ConsoleContext, counts: FleetCounts) -> None:
@@ -31,38 +63,17 @@ def register(ctx: ConsoleContext, counts: FleetCounts) -> None:
     async def products(request: Request) -> RedirectResponse | None:
         if (denied := gate(ctx, request)) is not None:
             return denied
+        who = current(ctx)
         devices, presence = ctx.api.devices, ctx.api.presence
-
-        with ui.dialog() as dialog, ui.card().classes("w-[28rem] p-6 gap-3"):
-            ui.label("New product").classes("text-lg font-semibold")
-            name = ui.input("Name").props("outlined " + tid("product-name")).classes("w-full")
-            pid = (
-                ui.input("Id (optional: generated when empty)")
-                .props("outlined " + tid("product-id"))
-                .classes("w-full")
-            )
-            problem = ui.label().classes("text-negative text-sm")
-
-            async def create() -> None:
-                try:
-                    product = await devices.create_product(pid.value.strip() or None, name.value)
-                except ThingsHubError as exc:
-                    problem.set_text(fmt.error(exc))
-                    return
-                counts.forget()
-                dialog.close()
-                ui.notify(f"Product {product.id} created", type="positive")
-                ui.navigate.to(f"/devices?product={product.id}")
-
-            with ui.row().classes("w-full justify-end"):
-                ui.button("Cancel", on_click=dialog.close).props("flat")
-                ui.button("Create", on_click=create).props("unelevated " + tid("create-product"))
-
+        creates = can(ctx, "product.create")
+        if creates:
+            dialog = _new_product(ctx, counts)
         with frame("products", "Products", "Each product groups devices of one kind"):
-            with ui.row().classes("w-full justify-end"):
-                ui.button("New product", icon="add", on_click=dialog.open).props(
-                    "unelevated " + tid("new-product")
-                )
+            if creates:
+                with ui.row().classes("w-full justify-end"):
+                    ui.button("New product", icon="add", on_click=dialog.open).props(
+                        "unelevated " + tid("new-product")
+                    )
             with card():
                 columns = [
                     {"name": "name", "label": "Product", "field": "name", "align": "left"},
@@ -94,7 +105,7 @@ def register(ctx: ConsoleContext, counts: FleetCounts) -> None:
                 pager = Pager()
 
         async def load() -> None:
-            page = await devices.list_products(PAGE_SIZE, pager.cursor)
+            page = await scope.list_products(devices, who, PAGE_SIZE, pager.cursor)
             rows = []
             for p in page.items:
                 rows.append(

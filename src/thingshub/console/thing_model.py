@@ -19,6 +19,7 @@ from typing import Any, Final
 from nicegui import events, ui
 
 from thingshub.console import fmt
+from thingshub.console.access import can
 from thingshub.console.context import ConsoleContext
 from thingshub.console.layout import card, column, empty, tid
 from thingshub.console.thing_text import (
@@ -86,43 +87,34 @@ class ModelCard:
         self.things = ctx.api.things
         self.pid = pid
         self.stored: StoredModel | None = None
-        with ui.dialog() as self.confirm, ui.card().classes("w-[26rem] p-6 gap-3"):
-            ui.label("Delete the thing model?").classes("text-lg font-semibold")
-            ui.label(
-                "Devices' reports stay stored; values are no longer checked against a model."
-            ).classes("text-sm text-slate-600")
-            with ui.row().classes("w-full justify-end"):
-                ui.button("Cancel", on_click=self.confirm.close).props("flat")
-                ui.button("Delete", on_click=self.delete).props(
-                    "unelevated color=negative " + tid("model-delete-confirm")
-                )
+        #: Upload and delete only for keys that may change the model (access.py).
+        self.edits = can(ctx, "product.model")
+        if self.edits:
+            with ui.dialog() as self.confirm, ui.card().classes("w-[26rem] p-6 gap-3"):
+                ui.label("Delete the thing model?").classes("text-lg font-semibold")
+                ui.label(
+                    "Devices' reports stay stored; values are no longer checked against a model."
+                ).classes("text-sm text-slate-600")
+                with ui.row().classes("w-full justify-end"):
+                    ui.button("Cancel", on_click=self.confirm.close).props("flat")
+                    ui.button("Delete", on_click=self.delete).props(
+                        "unelevated color=negative " + tid("model-delete-confirm")
+                    )
         with card("Thing model", "schema"):
             with ui.row().classes("w-full items-center gap-3"):
                 self.summary = (
                     ui.label().classes("text-sm text-slate-600").props(tid("model-summary"))
                 )
                 ui.space()
-                # The uploader itself stays hidden: the button opens its file picker.
-                self.upload = (
-                    ui.upload(auto_upload=True, max_file_size=MAX_FILE)
-                    .on_upload(self.uploaded)
-                    .on_rejected(lambda: ui.notify("The file is over 1 MiB.", type="negative"))
-                    .props('accept=".json,application/json" ' + tid("model-upload"))
-                    .classes("hidden")
-                )
-                ui.button(
-                    "Upload a TSL file",
-                    icon="upload_file",
-                    on_click=lambda: self.upload.run_method("pickFiles"),
-                ).props("unelevated dense " + tid("model-choose")).tooltip(
-                    "JSON, as OneNET exports it; replaces the model in place"
-                )
+                if self.edits:
+                    self._upload_button()
                 self.download_button = ui.button(
                     "Download JSON", icon="download", on_click=self.download
                 ).props("flat dense " + tid("model-download"))
-                self.delete_button = ui.button(
-                    "Delete", icon="delete", on_click=self.confirm.open
-                ).props("flat dense color=negative " + tid("model-delete"))
+                if self.edits:
+                    self.delete_button = ui.button(
+                        "Delete", icon="delete", on_click=self.confirm.open
+                    ).props("flat dense color=negative " + tid("model-delete"))
             with ui.column().classes(
                 "w-full gap-1 border border-red-200 bg-red-50 rounded-md p-3"
             ) as self.problem_box:
@@ -150,10 +142,28 @@ class ModelCard:
         model = await self.things.model(self.pid) if self.stored is not None else None
         self._show(model)
 
+    def _upload_button(self) -> None:
+        # The uploader itself stays hidden: the button opens its file picker.
+        self.upload = (
+            ui.upload(auto_upload=True, max_file_size=MAX_FILE)
+            .on_upload(self.uploaded)
+            .on_rejected(lambda: ui.notify("The file is over 1 MiB.", type="negative"))
+            .props('accept=".json,application/json" ' + tid("model-upload"))
+            .classes("hidden")
+        )
+        ui.button(
+            "Upload a TSL file",
+            icon="upload_file",
+            on_click=lambda: self.upload.run_method("pickFiles"),
+        ).props("unelevated dense " + tid("model-choose")).tooltip(
+            "JSON, as OneNET exports it; replaces the model in place"
+        )
+
     def _show(self, model: ThingModel | None) -> None:
         stored = self.stored
         self.download_button.set_visibility(stored is not None)
-        self.delete_button.set_visibility(stored is not None)
+        if self.edits:
+            self.delete_button.set_visibility(stored is not None)
         self.sections.clear()
         if stored is None:
             self.summary.set_text("No thing model yet.")

@@ -137,6 +137,20 @@ class DeviceEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiKey:
+    """An API key as stored: never its secret, only `secret_hash` (services/keys.py)."""
+
+    id: str
+    name: str
+    role: str  # core/access.py's ROLES
+    #: The products it is limited to (sorted); None: every product.
+    products: tuple[str, ...] | None
+    secret_hash: str
+    created_at: int  # ms
+    last_used_at: int | None = None  # ms
+
+
+@dataclass(frozen=True, slots=True)
 class StoredModel:
     """A product's thing model as stored: its canonical document and revision."""
 

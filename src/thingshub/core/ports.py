@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from thingshub.core.events import Event
 from thingshub.core.messages import DeviceRef, Outbound
 from thingshub.core.model import (
+    ApiKey,
     CommandRecord,
     DesiredValue,
     Device,
@@ -344,6 +345,22 @@ class OtaRepo(Protocol):
         False, changing nothing, if there is no such RUNNING task."""
 
 
+class ApiKeyRepo(Protocol):
+    """API keys (a few, read whole at start: the API authenticates from memory)."""
+
+    async def add(self, key: ApiKey) -> None:
+        """AlreadyExists if the id is taken."""
+
+    async def list(self) -> builtins.list[ApiKey]:
+        """Every key, by id."""
+
+    async def delete(self, key_id: str) -> bool: ...
+
+    async def touch(self, used: Mapping[str, int]) -> None:
+        """Set `last_used_at` of the given keys where it is older (or none);
+        unknown ids are skipped. One transaction."""
+
+
 class Storage(Protocol):
     products: ProductRepo
     devices: DeviceRepo
@@ -357,6 +374,7 @@ class Storage(Protocol):
     ota: OtaRepo
     thing_models: ThingModelRepo
     desired: DesiredRepo
+    api_keys: ApiKeyRepo
 
     async def open(self) -> None:
         """Connect, then create or migrate the schema."""

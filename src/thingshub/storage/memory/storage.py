@@ -33,6 +33,7 @@ from thingshub.core.model import (
     StoredImage,
 )
 from thingshub.core.ports import (
+    ApiKeyRepo,
     AttributeRepo,
     CommandRepo,
     DesiredRepo,
@@ -47,6 +48,7 @@ from thingshub.core.ports import (
     ThingModelRepo,
 )
 from thingshub.storage import common
+from thingshub.storage.memory.keys import MemoryApiKeys
 from thingshub.storage.memory.ota import MemoryFirmware, MemoryOta, OtaData
 from thingshub.storage.memory.series import (
     MemoryAttributes,
@@ -398,6 +400,7 @@ class MemoryStorage:
         self.ota: OtaRepo = MemoryOta(data.ota)
         self.thing_models: ThingModelRepo = MemoryThingModels(data.products, data.models)
         self.desired: DesiredRepo = MemoryDesired(data.devices, data.desired)
+        self.api_keys: ApiKeyRepo = MemoryApiKeys()
 
     async def open(self) -> None:
         pass

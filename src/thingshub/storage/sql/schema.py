@@ -33,6 +33,10 @@ Rules:
   with an address compete for (gateway, sub_address).
 - A product's `gateway_auto_register` (migration 8) is true unless set
   false: products made before it keep letting gateways register.
+- API keys (migration 9): the hash of the secret, never the secret;
+  `products` is the JSON text of the sorted product ids the key is limited
+  to, NULL for every product (no foreign key: a key may outlive a product,
+  and sees nothing of it then).
 """
 
 from __future__ import annotations
@@ -230,6 +234,20 @@ _AUTO_REGISTER = (
 )
 
 
+_API_KEYS = (
+    """CREATE TABLE api_keys (
+        id            {key}   NOT NULL,
+        name          {text}  NOT NULL,
+        role          {text}  NOT NULL,
+        products      {text},
+        secret_hash   {text}  NOT NULL,
+        created_at    {int64} NOT NULL,
+        last_used_at  {int64},
+        CONSTRAINT api_keys_pkey PRIMARY KEY (id)
+    )""",
+)
+
+
 def migrations(types: Mapping[str, str], series: Sequence[str]) -> Sequence[Migration]:
     """A database's migrations, given its `types` (see the module rules) and the
     statements of migration 3 that are its own: device ids, points, latest values,
@@ -260,5 +278,6 @@ def migrations(types: Mapping[str, str], series: Sequence[str]) -> Sequence[Migr
             Migration(6, "ThingsPanel access tokens", ddl(*_ACCESS_TOKENS)),
             Migration(7, "gateways and sub-devices", ddl(*_TOPOLOGY)),
             Migration(8, "products: gateway auto-registration", ddl(*_AUTO_REGISTER)),
+            Migration(9, "API keys with roles and products", ddl(*_API_KEYS)),
         ]
     )

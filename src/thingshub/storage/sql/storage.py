@@ -20,6 +20,7 @@ from thingshub.storage.sql.batch import GroupCommit, RunBatch
 from thingshub.storage.sql.connection import Database
 from thingshub.storage.sql.devices import SqlDevices, SqlProducts, SqlSettings
 from thingshub.storage.sql.dialect import Dialect
+from thingshub.storage.sql.keys import SqlApiKeys
 from thingshub.storage.sql.ota import SqlFirmware, SqlOta
 from thingshub.storage.sql.purge import Purger
 from thingshub.storage.sql.records import SqlCommands, SqlImages
@@ -45,6 +46,7 @@ class SqlStorage(ABC):
         self.ota: ports.OtaRepo = SqlOta(db, dialect, self.writer)
         self.thing_models: ports.ThingModelRepo = SqlThingModels(db)
         self.desired: ports.DesiredRepo = SqlDesired(db)
+        self.api_keys: ports.ApiKeyRepo = SqlApiKeys(db)
 
     async def open(self) -> None:
         if await self._connect():
