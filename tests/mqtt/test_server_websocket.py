@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
@@ -60,12 +62,15 @@ class WsBroker(RunningBroker):
 def ws_broker_factory() -> Iterator[Callable[..., WsBroker]]:
     started: list[tuple[WsBroker, Any]] = []
 
-    def start(config: BrokerConfig | None = None) -> WsBroker:
+    def start(config: BrokerConfig | None = None, tls: dict[str, str] | None = None) -> WsBroker:
+        """`tls`: uvicorn's `ssl_certfile` and `ssl_keyfile`, making it wss://."""
         broker = Broker(None, config)
         endpoint = MqttWebSocket(broker.connection)
         app = Starlette(routes=[WebSocketRoute("/mqtt", endpoint)])
         server = uvicorn.Server(
-            uvicorn.Config(app, lifespan="off", log_level="warning", ws=WebSocketProtocol)
+            uvicorn.Config(
+                app, lifespan="off", log_level="warning", ws=WebSocketProtocol, **(tls or {})
+            )
         )
         ports: list[int] = []
         serving: list[asyncio.Task[None]] = []
@@ -79,6 +84,8 @@ def ws_broker_factory() -> Iterator[Callable[..., WsBroker]]:
             ports.append(sock.getsockname()[1])
             serving.append(asyncio.get_running_loop().create_task(server.serve([sock])))
             while not server.started:
+                if serving[0].done():
+                    serving[0].result()  # it failed to start: say why
                 await asyncio.sleep(0.01)
 
         async def stop() -> None:
@@ -233,3 +240,29 @@ def test_a_subscriber_that_stops_reading_pauses_writing_then_catches_up(wsb: WsB
     assert seen == list(range(count))  # nothing dropped, in order
     wait_until(lambda: not wsb.call(lambda: conn.write_paused), what="writing resumed")
     assert wsb.stats.dropped_slow_consumer == 0
+
+
+def test_wss_when_the_http_port_has_tls(
+    ws_broker_factory: Callable[..., WsBroker], tmp_path: Path
+) -> None:
+    """Nothing of the endpoint's own: TLS is the HTTP server's (here uvicorn's options)."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    pem = str(tmp_path / "server.pem")
+    b = ws_broker_factory(tls={"ssl_certfile": pem, "ssl_keyfile": pem})
+    secure = PahoClient(b.http_port, "wss", websocket=True, connect=False)
+    secure.client.tls_set(ca_certs=str(tmp_path / "ca.pem"))
+    assert secure.connect() == 0
+    assert secure.subscribe("s/#", qos=1) == [1]
+    assert PahoClient(b.port, "tcp").publish("s/1", b"sealed", qos=1) == 0
+    assert secure.wait_messages(1)[0].payload == b"sealed"
+
+
+def test_a_shutdown_tells_websocket_clients_why(wsb: WsBroker) -> None:
+    c = WsRawClient(wsb.http_port)
+    assert c.connect().reason_code == 0
+    wsb.run(wsb.broker.stop())
+    assert c.wait_closed() == [Disconnect(ReasonCode.SERVER_SHUTTING_DOWN)]
+    assert c.close_code == 1000

@@ -51,7 +51,7 @@ class WsRawClient:
             max_queue=max_queue,
             open_timeout=TIMEOUT,
             compression=None,
-        )
+        ).__enter__()  # as `with connect(...) as ws` would; close() ends it
         track(self)
         self.reader = Reader(version)
         #: The close code the server sent, once the connection has ended.

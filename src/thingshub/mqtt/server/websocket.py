@@ -25,9 +25,10 @@ Rules (MQTT 3.1.1 and 5.0, section 6):
   the write buffer's size and limits, `peername` (the WebSocket client's
   address, which the login throttle goes by). Backpressure holds both ways:
   paused reading stops taking messages from the server (which then stops
-  reading the socket); output waiting beyond the high-water mark, because the
-  socket is not taking it, pauses the connection's writing until it is down
-  to the low-water mark.
+  reading the socket); output waiting beyond the high-water mark while the
+  server's `send` waits for the client pauses the connection's writing until
+  it is down to the low-water mark. Output that the socket takes counts as
+  sent, as with a socket transport (so a shutdown's DISCONNECT still leaves).
 - Closing either side closes the other. The connection closing sends its
   pending output and a close frame (1000), aborting drops the output
   (1008: a protocol error before CONNECT, one connection too many, a client
@@ -138,6 +139,7 @@ class WebSocketTransport(asyncio.Transport):
         "_pump",
         "_reading",
         "_send",
+        "_sending",
         "_size",
         "_stats",
         "_wake",
@@ -161,6 +163,9 @@ class WebSocketTransport(asyncio.Transport):
         self._high = _HIGH
         self._low = _HIGH // 4
         self._writing_paused = False
+        #: The pump is inside the server's `send`: when anything else runs
+        #: meanwhile, the send is waiting for the client to read.
+        self._sending = False
         #: While reading is paused: what resuming resolves.
         self._reading: asyncio.Future[None] | None = None
         #: While the pump has nothing to send: what the next write resolves.
@@ -191,8 +196,8 @@ class WebSocketTransport(asyncio.Transport):
 
     async def _read_in(self, protocol: Connection, receive: Receive) -> None:
         while True:
-            while self._reading is not None:
-                await self._reading
+            if self._reading is not None:
+                await self._resumed()
             message = await receive()
             kind = message["type"]
             if kind == "websocket.receive":
@@ -200,12 +205,17 @@ class WebSocketTransport(asyncio.Transport):
                 if data is None:
                     self._text_frame(protocol)
                     continue
-                while self._reading is not None:  # paused while we waited for it
-                    await self._reading
+                if self._reading is not None:  # paused while we waited for it: hold it
+                    await self._resumed()
                 if data and self._code is None and not self._lost:
                     protocol.data_received(data)
             elif kind == "websocket.disconnect":
                 return
+
+    async def _resumed(self) -> None:
+        """Return once reading is not paused (at once, usually)."""
+        while self._reading is not None:
+            await self._reading
 
     def _text_frame(self, protocol: Connection) -> None:
         self._stats.text_frames += 1
@@ -236,7 +246,7 @@ class WebSocketTransport(asyncio.Transport):
             return
         self._out.append(bytes(data))
         self._size += len(data)
-        if not self._writing_paused and self._size > self._high:
+        if self._sending and not self._writing_paused and self._size > self._high:
             self._writing_paused = True
             assert self._protocol is not None
             self._protocol.pause_writing()
@@ -262,7 +272,11 @@ class WebSocketTransport(asyncio.Transport):
                     await self._wake
                     continue
                 data = _take(out)
-                await send({"type": "websocket.send", "bytes": data})
+                self._sending = True
+                try:
+                    await send({"type": "websocket.send", "bytes": data})
+                finally:
+                    self._sending = False
                 self._size -= len(data)
                 if self._writing_paused and self._size <= self._low and not self._lost:
                     self._writing_paused = False
@@ -273,7 +287,14 @@ class WebSocketTransport(asyncio.Transport):
             self._connection_lost()
 
     def get_write_buffer_size(self) -> int:
-        return self._size
+        """What the client is not taking: what is written, while a send waits.
+
+        The server's `send` returns at once while its socket takes data, so
+        anything else runs during one only when the client is behind; until
+        then what is written leaves with the pump's next turn, as a socket
+        transport's write leaves at once.
+        """
+        return self._size if self._sending else 0
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
         return self._low, self._high
