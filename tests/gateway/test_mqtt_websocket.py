@@ -105,7 +105,7 @@ def test_a_wrong_login_is_refused_with_the_protocols_code(
 ) -> None:
     dev = register(served.http(), "d1")
     client = WsRawClient(served.http_port, version)  # paho shows 3.1.1's code as 0x86
-    connack = client.connect("tp", dev["username"], b"wrong")
+    connack = client.connect("tp", username=dev["username"], password=b"wrong")
     assert connack.reason_code == (0x86 if version == 5 else 4)
     assert client.wait_closed() == [] and client.close_code == 1000
 

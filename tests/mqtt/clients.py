@@ -476,16 +476,22 @@ class RawClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"no packet from the server within {timeout}s")
-            self.sock.settimeout(remaining)
             try:
-                data = self.sock.recv(65536)
+                data = self.read(remaining)
             except TimeoutError:
                 continue
-            except ConnectionResetError as exc:
-                raise ConnectionClosed("connection reset") from exc
-            if not data:
-                raise ConnectionClosed("the server closed the connection")
             self.reader.feed(data)
+
+    def read(self, timeout: float) -> bytes:
+        """Some bytes from the server; TimeoutError, or ConnectionClosed at its end."""
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(65536)
+        except ConnectionResetError as exc:
+            raise ConnectionClosed("connection reset") from exc
+        if not data:
+            raise ConnectionClosed("the server closed the connection")
+        return data
 
     def expect(self, kind: type[P], timeout: float = TIMEOUT) -> P:
         """The next packet, which must be a `kind`."""

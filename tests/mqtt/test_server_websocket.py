@@ -266,3 +266,18 @@ def test_a_shutdown_tells_websocket_clients_why(wsb: WsBroker) -> None:
     wsb.run(wsb.broker.stop())
     assert c.wait_closed() == [Disconnect(ReasonCode.SERVER_SHUTTING_DOWN)]
     assert c.close_code == 1000
+
+
+def test_the_address_is_the_websocket_clients(wsb: WsBroker) -> None:
+    """What logins are throttled by: the client's address, as the HTTP server sees it."""
+    c = WsRawClient(wsb.http_port)
+    assert c.connect("direct").reason_code == 0
+    port = c.ws.socket.getsockname()[1]
+    direct = wsb.connection("direct")
+    assert wsb.call(lambda: direct.address) == f"127.0.0.1:{port}"
+    # Behind a proxy on this host, the address the proxy names (uvicorn's default trust).
+    proxied = WsRawClient(wsb.http_port, headers={"X-Forwarded-For": "198.51.100.7"})
+    assert proxied.connect("proxied").reason_code == 0
+    conn = wsb.connection("proxied")
+    address = wsb.call(lambda: conn.address)
+    assert address.rsplit(":", 1)[0] == "198.51.100.7"

@@ -1,4 +1,4 @@
-"""A raw MQTT-over-WebSocket client for the tests: our codec over the `websockets` library.
+"""A raw MQTT-over-WebSocket client for the tests: `RawClient` over the `websockets` library.
 
 It sends exactly the frames a test asks for (a packet split across frames,
 several packets in one frame, a text frame), which paho never does, and reads
@@ -8,23 +8,19 @@ the server's frames as one byte stream, as the MQTT spec says a receiver must.
 from __future__ import annotations
 
 import socket
-import time
-from typing import TypeVar
 
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed as WebSocketClosed
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
-from tests.mqtt.clients import track
-from thingshub.mqtt.codec import Connack, Connect, Packet, Reader, encode
-
-TIMEOUT = 5.0
-
-P = TypeVar("P")
+from tests.mqtt.clients import HOST, TIMEOUT, ConnectionClosed, RawClient, track
+from thingshub.mqtt.codec import Reader
 
 
-class WsRawClient:
-    """`ws://127.0.0.1:{port}{path}` with the subprotocol `mqtt` (unless told otherwise)."""
+class WsRawClient(RawClient):
+    """`ws://127.0.0.1:{port}{path}`, offering the subprotocol `mqtt` unless told
+    otherwise. `send` puts the packets it is given in one frame, `frames` sends
+    each chunk as a frame; `close_code` is the server's close code once closed."""
 
     def __init__(
         self,
@@ -35,6 +31,7 @@ class WsRawClient:
         path: str = "/mqtt",
         max_queue: int | None = 16,
         rcvbuf: int | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.version = version
         offered = ["mqtt"] if subprotocols is None else subprotocols
@@ -42,77 +39,42 @@ class WsRawClient:
         if rcvbuf is not None:  # a small window: a client that stops reading is felt soon
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.settimeout(TIMEOUT)
-        sock.connect(("127.0.0.1", port))
+        sock.connect((HOST, port))
+        self.sock = sock
         self.ws: ClientConnection = connect(
-            f"ws://127.0.0.1:{port}{path}",
+            f"ws://{HOST}:{port}{path}",
             sock=sock,
             subprotocols=[Subprotocol(p) for p in offered] or None,
             max_size=None,
             max_queue=max_queue,
             open_timeout=TIMEOUT,
             compression=None,
+            additional_headers=headers,
         ).__enter__()  # as `with connect(...) as ws` would; close() ends it
-        track(self)
         self.reader = Reader(version)
-        #: The close code the server sent, once the connection has ended.
+        self.closed = False
         self.close_code: int | None = None
+        track(self)
 
-    def send(self, *packets: Packet) -> None:
-        """Each packet in a frame of its own."""
-        for packet in packets:
-            self.ws.send(encode(packet, self.version))
+    def send_bytes(self, data: bytes) -> None:
+        self.ws.send(data)
 
     def frames(self, *chunks: bytes) -> None:
         """Each chunk as one binary frame, whatever MQTT packets it holds or cuts."""
         for chunk in chunks:
             self.ws.send(chunk)
 
-    def connect(
-        self, client_id: str = "ws", username: str | None = None, password: bytes | None = None
-    ) -> Connack:
-        """CONNECT (keepalive 0) in one frame; the CONNACK, whatever its code."""
-        self.send(Connect(client_id, self.version, True, 0, username, password))
-        return self.expect(Connack)
-
-    def recv(self, timeout: float = TIMEOUT) -> Packet:
-        """The next packet; TimeoutError, or ConnectionClosed once the server closed."""
-        deadline = time.monotonic() + timeout
-        while True:
-            packet = self.reader.next_packet()
-            if packet is not None:
-                return packet
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"no packet from the server within {timeout}s")
-            try:
-                data = self.ws.recv(timeout=remaining)
-            except ConnectionClosed:
-                rcvd = self.ws.protocol.close_rcvd
-                self.close_code = rcvd.code if rcvd is not None else None
-                raise
-            except TimeoutError:
-                continue
-            assert isinstance(data, bytes), f"a text frame from the server: {data!r}"
-            self.reader.feed(data)
-
-    def expect(self, kind: type[P], timeout: float = TIMEOUT) -> P:
-        packet = self.recv(timeout)
-        assert isinstance(packet, kind), f"expected {kind.__name__}, got {packet!r}"
-        return packet
-
-    def wait_closed(self, timeout: float = TIMEOUT) -> list[Packet]:
-        """Read until the server closes; the packets it sent first (close code in `close_code`)."""
-        packets: list[Packet] = []
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                packets.append(self.recv(max(deadline - time.monotonic(), 0.001)))
-            except ConnectionClosed:
-                return packets
-            except TimeoutError as exc:
-                raise AssertionError(
-                    f"connection still open after {timeout}s; received {packets!r}"
-                ) from exc
+    def read(self, timeout: float) -> bytes:
+        try:
+            data = self.ws.recv(timeout=timeout)
+        except WebSocketClosed as exc:
+            rcvd = self.ws.protocol.close_rcvd
+            self.close_code = rcvd.code if rcvd is not None else None
+            raise ConnectionClosed(f"closed by the server ({self.close_code})") from exc
+        assert isinstance(data, bytes), f"a text frame from the server: {data!r}"
+        return data
 
     def close(self) -> None:
-        self.ws.close()
+        if not self.closed:
+            self.closed = True
+            self.ws.close()
