@@ -21,7 +21,7 @@ from starlette.routing import WebSocketRoute
 from websockets.exceptions import InvalidStatus
 
 from tests.conftest import RunningBroker, serve_in_thread
-from tests.mqtt.clients import PahoClient, RawClient, wait_until
+from tests.mqtt.clients import PahoClient, wait_until
 from tests.mqtt.wsclient import WsRawClient
 from thingshub.api.websocket import WebSocketProtocol
 from thingshub.mqtt.codec import (
@@ -223,19 +223,28 @@ def test_a_closed_websocket_is_a_lost_connection(wsb: WsBroker) -> None:
     wait_until(lambda: wsb.endpoint.stats.connections == 0 and wsb.stats.connections == 1)
 
 
-def test_a_subscriber_that_stops_reading_pauses_writing_then_catches_up(wsb: WsBroker) -> None:
+def slow_subscriber(wsb: WsBroker, count: int) -> WsRawClient:
+    """A WebSocket subscriber that does not read, sent `count` messages of 16 kB (by a
+    WebSocket publisher) until its connection's writing is paused."""
     slow = WsRawClient(wsb.http_port, max_queue=1, rcvbuf=4096)
     assert slow.connect("slow").reason_code == 0
     slow.send(Subscribe(1, [SubscriptionRequest("flood", 0)]))
     assert slow.expect(Suback).reason_codes == [0]
-    publisher = RawClient(wsb.port)
+    publisher = WsRawClient(wsb.http_port)
     assert publisher.connect("publisher").reason_code == 0
     chunk = b"y" * 16_384
-    count = 400  # 6.5 MB: more than the socket buffers take from a client not reading
     for i in range(count):
         publisher.send(Publish("flood", i.to_bytes(4, "big") + chunk))
     conn = wsb.connection("slow")
     wait_until(lambda: wsb.call(lambda: conn.write_paused), what="writing paused")
+    return slow
+
+
+def test_a_subscriber_that_stops_reading_pauses_writing_then_catches_up(wsb: WsBroker) -> None:
+    """Its publisher is held (reading from it pauses) and released; nothing is lost."""
+    count = 400  # 6.5 MB: more than the socket buffers take from a client not reading
+    slow = slow_subscriber(wsb, count)
+    conn = wsb.connection("slow")
     seen = [int.from_bytes(slow.expect(Publish).payload[:4], "big") for _ in range(count)]
     assert seen == list(range(count))  # nothing dropped, in order
     wait_until(lambda: not wsb.call(lambda: conn.write_paused), what="writing resumed")
@@ -281,3 +290,29 @@ def test_the_address_is_the_websocket_clients(wsb: WsBroker) -> None:
     conn = wsb.connection("proxied")
     address = wsb.call(lambda: conn.address)
     assert address.rsplit(":", 1)[0] == "198.51.100.7"
+
+
+def test_a_shutdown_does_not_wait_for_a_client_that_does_not_read(wsb: WsBroker) -> None:
+    slow_subscriber(wsb, 400)
+    wsb.run(wsb.broker.stop())
+    wait_until(lambda: wsb.endpoint.stats.connections == 0, what="both connections gone")
+
+
+async def _no_response_extension() -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(dict(message))
+
+    endpoint = MqttWebSocket(lambda: None)  # type: ignore[arg-type,return-value]
+    scope = {"type": "websocket", "subprotocols": [], "extensions": {}}
+    await endpoint(scope, receive, send)
+    return sent
+
+
+def test_without_the_http_response_extension_a_refusal_is_a_close() -> None:
+    """An ASGI server that cannot answer a handshake with a body refuses it (403)."""
+    assert asyncio.run(_no_response_extension()) == [{"type": "websocket.close", "code": 1008}]

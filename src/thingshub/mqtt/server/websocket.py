@@ -21,8 +21,9 @@ Rules (MQTT 3.1.1 and 5.0, section 6):
   client is behind, up to `FRAME_BYTES` per frame unless a single flush is
   larger.
 - `WebSocketTransport` is the asyncio transport the connection sees, with
-  exactly what `Connection` uses: write, close, abort, pause/resume_reading,
-  the write buffer's size and limits, `peername` (the WebSocket client's
+  exactly what `Connection` uses (the rest is asyncio's NotImplementedError):
+  write, close, abort, pause/resume_reading, the write buffer's size and
+  limits, no write_eof, `peername` (the WebSocket client's
   address, which the login throttle goes by). Backpressure holds both ways:
   paused reading stops taking messages from the server (which then stops
   reading the socket); output waiting beyond the high-water mark while the
@@ -92,8 +93,8 @@ class MqttWebSocket:
         self.stats = WebSocketStats()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "websocket" or (await receive())["type"] != "websocket.connect":
-            return
+        if (await receive())["type"] != "websocket.connect":
+            return  # gone before the handshake
         stats = self.stats
         if SUBPROTOCOL not in (scope.get("subprotocols") or ()):
             stats.refused_subprotocol += 1
@@ -236,9 +237,6 @@ class WebSocketTransport(asyncio.Transport):
             if not waiting.done():
                 waiting.set_result(None)
 
-    def is_reading(self) -> bool:
-        return self._reading is None and self._code is None and not self._lost
-
     # ------------------------------------------------------------ writing
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -296,25 +294,14 @@ class WebSocketTransport(asyncio.Transport):
         """
         return self._size if self._sending else 0
 
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return self._low, self._high
-
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        if high is None:
-            high = _HIGH if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not high >= low >= 0:
-            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
-        self._high, self._low = high, low
+        self._high = _HIGH if high is None else high
+        self._low = self._high // 4 if low is None else low
 
     def can_write_eof(self) -> bool:
         return False  # a WebSocket does not half-close: the close frame ends both ways
 
     # ------------------------------------------------------------ closing
-
-    def is_closing(self) -> bool:
-        return self._code is not None or self._lost
 
     def close(self) -> None:
         """Send what is written, then the close frame."""
