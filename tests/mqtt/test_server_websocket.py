@@ -193,7 +193,7 @@ def test_the_limits_of_tcp_hold_over_websocket(ws_broker_factory: Callable[..., 
         BrokerConfig(
             connect_timeout=0.3, sweep_interval=0.05, max_packet_size=1000, max_connections=3
         )
-    )
+    )  # the keepalive, the connect timeout, the largest packet, the connections
     silent = WsRawClient(b.http_port)
     assert silent.wait_closed() == [] and silent.close_code == 1008  # no CONNECT in time
     big = WsRawClient(b.http_port)
@@ -201,6 +201,9 @@ def test_the_limits_of_tcp_hold_over_websocket(ws_broker_factory: Callable[..., 
     big.send(Publish("t", b"x" * 2000))
     assert big.wait_closed() == [Disconnect(ReasonCode.PACKET_TOO_LARGE)]
     assert big.close_code == 1000
+    idle = WsRawClient(b.http_port)
+    assert idle.connect("idle", keepalive=1).reason_code == 0  # silent past 1.5 s
+    assert idle.wait_closed() == [Disconnect(ReasonCode.KEEP_ALIVE_TIMEOUT)]
     # Connections are counted with the TCP ones: one more than allowed is dropped.
     wait_until(lambda: b.stats.connections == 0)
     held = [PahoClient(b.port, "tcp"), PahoClient(b.http_port, "ws1", websocket=True)]
