@@ -59,6 +59,7 @@ from thingshub.dialects.onenet.token import make_token
 from thingshub.dialects.registry import Registry, default_registry
 from thingshub.gateway.hooks import DeviceGateway
 from thingshub.mqtt.server import Broker, BrokerConfig
+from thingshub.mqtt.server.websocket import MqttWebSocket
 from thingshub.services import credentials
 from thingshub.services.clock import SystemClock
 from thingshub.services.commands import CommandService
@@ -82,6 +83,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("thingshub")
 
+#: uvicorn's own limit on a WebSocket message (16 MiB), unless MQTT needs more.
+WS_MAX_MESSAGE = 16 * 1024 * 1024
+
 
 class StartupError(Exception):
     """Something the operator must fix; the message says what."""
@@ -104,6 +108,8 @@ class Platform:
         self.http_port = 0
         self.storage: Storage | None = None
         self.broker: Broker | None = None
+        #: MQTT over WebSocket at /mqtt on the HTTP port.
+        self.mqtt_websocket: MqttWebSocket | None = None
         self.gateway: DeviceGateway | None = None
         self.presence: PresenceService | None = None
         self.devices: DeviceService | None = None
@@ -160,6 +166,7 @@ class Platform:
             ),
         )
         self.gateway.attach(self.broker)
+        self.mqtt_websocket = MqttWebSocket(self.broker.connection)
         self.images = ImageService(
             storage.images, self.devices, self.presence, self.gateway, clock, bus
         )
@@ -253,6 +260,7 @@ class Platform:
             collectors=[lambda: metrics.collect(self)],
             is_ready=lambda: self._ready,
             stream_limits=StreamLimits(s.stream_max_backlog, s.stream_stall_timeout),
+            mqtt_websocket=self.mqtt_websocket,
         )
         api = create_api(ctx)
         if s.console:
@@ -264,6 +272,8 @@ class Platform:
             log_level="warning",
             server_header=False,
             ws=WebSocketProtocol,
+            # A WebSocket message holds at least one largest MQTT packet (/mqtt).
+            ws_max_size=max(WS_MAX_MESSAGE, s.max_packet_size + 4096),
             **uvicorn_limits(s.max_http_connections, s.http_head_timeout),
         )
         self._http = _Uvicorn(config)

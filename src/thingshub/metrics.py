@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from thingshub.bus.local import LocalBus
 from thingshub.gateway.hooks import DeviceGateway
 from thingshub.mqtt.server import Broker
+from thingshub.mqtt.server.websocket import MqttWebSocket
 from thingshub.services.ingest import IngestService
 from thingshub.services.ota import OtaService
 from thingshub.services.subdevices import GatewayReports
@@ -27,6 +28,7 @@ class Parts(Protocol):
     """The parts whose counters are read (the platform has them, once started)."""
 
     broker: Broker | None
+    mqtt_websocket: MqttWebSocket | None
     gateway: DeviceGateway | None
     bus: LocalBus | None
     ingest: IngestService | None
@@ -77,6 +79,8 @@ def collect(platform: Parts) -> Iterable[Metric]:
     ):
         mqtt.add_metric([name], getattr(st, name))
     families: list[Metric] = [conns, logins, msg_in, msg_out, mqtt]
+    if platform.mqtt_websocket is not None:
+        families += _websocket_metrics(platform.mqtt_websocket)
     if platform.bus is not None:
         handlers = GaugeMetricFamily("thingshub_bus_handlers", "Event bus subscriptions.")
         handlers.add_metric([], platform.bus.handler_count())
@@ -114,6 +118,21 @@ def collect(platform: Parts) -> Iterable[Metric]:
             things.add_metric([str(code)], n)
         families.append(things)
     return families
+
+
+def _websocket_metrics(endpoint: MqttWebSocket) -> list[Metric]:
+    st = endpoint.stats
+    conns = GaugeMetricFamily(
+        "thingshub_mqtt_websocket_connections",
+        "Open MQTT-over-WebSocket connections (also counted in thingshub_mqtt_connections).",
+    )
+    conns.add_metric([], st.connections)
+    events = CounterMetricFamily(
+        "thingshub_mqtt_websocket_events", "MQTT-over-WebSocket counters.", labels=["event"]
+    )
+    for name in ("connections_total", "refused_subprotocol", "text_frames"):
+        events.add_metric([name], getattr(st, name))
+    return [conns, events]
 
 
 def _ota_metrics(ota: OtaService) -> list[Metric]:

@@ -67,7 +67,7 @@ HOST = "127.0.0.1"
 
 P = TypeVar("P")
 
-_live: list[PahoClient | RawClient] = []
+_live: list[Any] = []  # PahoClient, RawClient, tests/mqtt/wsclient.py's WsRawClient
 _live_lock = threading.Lock()
 
 
@@ -78,6 +78,12 @@ def wait_until(predicate: Callable[[], object], timeout: float = TIMEOUT, what: 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
         time.sleep(0.002)
+
+
+def track(client: Any) -> None:
+    """Have `close_all` close `client` too (anything with a `close()`)."""
+    with _live_lock:
+        _live.append(client)
 
 
 def close_all() -> None:
@@ -111,7 +117,8 @@ class PahoClient:
     """A paho-mqtt client on its own network thread that records what it gets.
 
     It never reconnects by itself (a reconnect would hide what the server did),
-    and each method that sends something waits for the server's answer.
+    and each method that sends something waits for the server's answer. With
+    `websocket`, it speaks MQTT over WebSocket to `ws://127.0.0.1:{port}/mqtt`.
     """
 
     def __init__(
@@ -128,6 +135,7 @@ class PahoClient:
         username: str | None = None,
         password: str | None = None,
         connect: bool = True,
+        websocket: bool = False,
     ) -> None:
         self.port = port
         self.client_id = client_id
@@ -141,7 +149,10 @@ class PahoClient:
             clean_session=None if version == 5 else clean,
             protocol=MQTTv5 if version == 5 else MQTTv311,
             reconnect_on_failure=False,
+            transport="websockets" if websocket else "tcp",
         )
+        if websocket:  # MQTT over WebSocket: `port` is the HTTP port
+            self.client.ws_set_options(path="/mqtt")
         if will is not None:
             topic, payload, qos, retain = will
             self.client.will_set(
@@ -465,16 +476,22 @@ class RawClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"no packet from the server within {timeout}s")
-            self.sock.settimeout(remaining)
             try:
-                data = self.sock.recv(65536)
+                data = self.read(remaining)
             except TimeoutError:
                 continue
-            except ConnectionResetError as exc:
-                raise ConnectionClosed("connection reset") from exc
-            if not data:
-                raise ConnectionClosed("the server closed the connection")
             self.reader.feed(data)
+
+    def read(self, timeout: float) -> bytes:
+        """Some bytes from the server; TimeoutError, or ConnectionClosed at its end."""
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(65536)
+        except ConnectionResetError as exc:
+            raise ConnectionClosed("connection reset") from exc
+        if not data:
+            raise ConnectionClosed("the server closed the connection")
+        return data
 
     def expect(self, kind: type[P], timeout: float = TIMEOUT) -> P:
         """The next packet, which must be a `kind`."""

@@ -8,6 +8,9 @@ Rules:
 - A request body under `/api` is at most 1 MiB (413 beyond, counted as it is
   read, guard.py); a firmware upload at most `firmware_max_size` plus its
   form fields.
+- `/mqtt` is MQTT over WebSocket for devices (the MQTT server's own ASGI
+  application, given in the context): outside `/api`, so no API key;
+  devices log in with their MQTT logins.
 - The app holds no global state: all it needs arrives in an `ApiContext`.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.routing import WebSocketRoute
 
 from thingshub import __version__
 from thingshub.api import (
@@ -39,6 +43,9 @@ from thingshub.api.metrics import FunctionCollector, HttpMetrics
 from thingshub.api.params import ApiRoute
 from thingshub.api.schemas import ERRORS, ErrorOut
 
+#: Where devices speak MQTT over WebSocket.
+MQTT_WEBSOCKET_PATH = "/mqtt"
+
 DESCRIPTION = """\
 The ThingsHub HTTP API for applications.
 
@@ -61,6 +68,9 @@ all): `telemetry` (`data`: `{"ts", "values"}`, one message per reported time),
 (`{"<id>": {"value", "version"} or null}`). A client
 that reads too slowly loses the oldest messages and is told so with
 `{"kind": "dropped", "count": N}`.
+
+**MQTT over WebSocket** (for devices, not listed below): `/mqtt`, subprotocol `mqtt`,
+binary frames; no API key, devices log in with their MQTT logins.
 """
 
 
@@ -132,6 +142,8 @@ def create_api(ctx: ApiContext) -> FastAPI:
     registry.register(FunctionCollector(hub.metrics))
     ctx.keys.on_revoke(hub.revoke)
     app.include_router(stream.router)  # checks the key itself, at the handshake
+    if ctx.mqtt_websocket is not None:
+        app.router.routes.append(WebSocketRoute(MQTT_WEBSOCKET_PATH, ctx.mqtt_websocket))
 
     @app.get(
         "/api/v1/server",

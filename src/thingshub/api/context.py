@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from prometheus_client.core import Metric
+from starlette.types import ASGIApp
 
 from thingshub.api.stream import StreamLimits
 from thingshub.core.ports import EventBus
@@ -48,3 +49,5 @@ class ApiContext:
     ota: OtaService | None = None
     #: When the live stream drops a client that does not read.
     stream_limits: StreamLimits = field(default_factory=StreamLimits)
+    #: MQTT over WebSocket, served at `/mqtt` (None: not served).
+    mqtt_websocket: ASGIApp | None = None

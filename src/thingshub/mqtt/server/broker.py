@@ -130,6 +130,13 @@ class Broker:
         self._servers.append(server)
         return int(server.sockets[0].getsockname()[1])
 
+    def connection(self) -> Connection:
+        """A connection for a transport of the caller's (MQTT over WebSocket,
+        websocket.py): it starts as an accepted socket's does, at
+        `connection_made`, and is counted, limited and closed with the rest."""
+        self._bind_loop()
+        return Connection(self)
+
     @property
     def ports(self) -> list[int]:
         return [int(s.sockets[0].getsockname()[1]) for s in self._servers if s.sockets]
