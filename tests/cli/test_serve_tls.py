@@ -1,0 +1,401 @@
+"""`thingshub serve` with TLS, as an operator runs it (the README's TLS section): the
+options, environment and TOML settings, the ready line, a device with mosquitto_pub
+verifying `ca.pem`, and one clear sentence (no traceback) for every certificate or
+key the server cannot use."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tests.cli.test_serve import stop
+from thingshub.certs import create
+from thingshub.config import Settings, SettingsError, load
+
+READY_TLS = re.compile(
+    r"ThingsHub ready: MQTT over TLS on 127\.0\.0\.1:(\d+), HTTP on https://127\.0\.0\.1:(\d+)"
+    r" \(API docs at /docs\)$"
+)
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("certs")
+    create(out, ["localhost"])
+    return out
+
+
+def serve(data: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run `serve` expecting it to refuse to start: its exit code and output."""
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "thingshub",
+            "serve",
+            "--data-dir",
+            str(data),
+            "--mqtt-port",
+            "0",
+            "--http-port",
+            "0",
+            "--mqtts-port",
+            "0",
+            "--no-console",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+    assert r.stdout == ""
+    return r.returncode, r.stderr
+
+
+def start_tls(
+    data: Path, certs: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], int, int]:
+    """`serve` with TLS only (plain MQTT off), from the environment: the process, and
+    its MQTT-over-TLS and HTTPS ports from the ready line."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "thingshub",
+            "serve",
+            "--data-dir",
+            str(data),
+            "--mqtt-port",
+            "off",
+            "--mqtts-port",
+            "0",
+            "--http-port",
+            "0",
+            "--no-console",
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={
+            **os.environ,
+            "THINGSHUB_TLS_CERT": str(certs / "server.pem"),
+            "THINGSHUB_TLS_KEY": str(certs / "server-key.pem"),
+            **(env or {}),
+        },
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    while not lines or not READY_TLS.search(lines[-1]):
+        line = proc.stdout.readline()  # the key, then the ready line; "" if it died
+        if not line:
+            proc.kill()
+            pytest.fail("serve did not become ready:\n" + "\n".join(lines))
+        lines.append(line.rstrip("\n"))
+    ready = READY_TLS.search(lines[-1])
+    assert ready is not None
+    return proc, int(ready[1]), int(ready[2])
+
+
+def test_tls_only_with_mosquitto_pub(tmp_path: Path, certs: Path) -> None:
+    """The README's TLS section: serve with the files, plain MQTT off, a device
+    verifying ca.pem connects by name (localhost) and publishes at QoS 1."""
+    data = tmp_path / "data"
+    proc, mqtts, http = start_tls(data, certs)
+    try:
+        ports = json.loads((data / "ports.json").read_text())
+        assert ports == {"mqtts": mqtts, "http": http}
+        key = (data / "api-key").read_text().strip()
+        with httpx.Client(
+            base_url=f"https://localhost:{http}",
+            headers={"Authorization": f"Bearer {key}"},
+            verify=ssl.create_default_context(cafile=certs / "ca.pem"),
+        ) as api:
+            api.post("/api/v1/products", json={"id": "demo", "name": "Demo"})
+            dev = api.post("/api/v1/products/demo/devices", json={"name": "lamp"}).json()
+            pub = subprocess.run(
+                [
+                    "mosquitto_pub",
+                    "--cafile",
+                    str(certs / "ca.pem"),
+                    "-h",
+                    "localhost",
+                    "-p",
+                    str(mqtts),
+                    "-q",
+                    "1",
+                    "-i",
+                    "lamp",
+                    "-u",
+                    dev["username"],
+                    "-P",
+                    dev["password"],
+                    "-t",
+                    "devices/telemetry",
+                    "-m",
+                    '{"on": true}',
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert pub.returncode == 0, pub.stderr
+            latest = api.get("/api/v1/products/demo/devices/lamp/telemetry/latest").json()
+            assert latest["on"]["value"] is True
+        # The client commands find the HTTPS server in the data dir, and trust the CA.
+        shown = subprocess.run(
+            [sys.executable, "-m", "thingshub", "device", "list", "demo", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={
+                **os.environ,
+                "THINGSHUB_DATA_DIR": str(data),
+                "SSL_CERT_FILE": str(certs / "ca.pem"),
+            },
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert [d["name"] for d in json.loads(shown.stdout)] == ["lamp"]
+    finally:
+        code, out = stop(proc)
+    assert code == 0, out
+
+
+def test_stalled_handshakes_on_uvloop(tmp_path: Path, certs: Path) -> None:
+    """What tests/e2e/test_tls.py shows in-process, on the event loop `serve` runs
+    (uvloop and its own TLS): a client that opens TCP and says nothing delays no
+    device and is dropped after the connect timeout (MQTT) or head timeout (HTTPS)."""
+    timeout = 2.0
+    proc, mqtts, http = start_tls(
+        tmp_path / "data",
+        certs,
+        {"THINGSHUB_CONNECT_TIMEOUT": str(timeout), "THINGSHUB_HTTP_HEAD_TIMEOUT": str(timeout)},
+    )
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", mqtts), timeout=5) as stalled_mqtt,
+            socket.create_connection(("127.0.0.1", http), timeout=5) as stalled_http,
+        ):
+            opened = time.monotonic()
+            pub = subprocess.run(
+                [
+                    "mosquitto_pub",
+                    "--cafile",
+                    str(certs / "ca.pem"),
+                    "-h",
+                    "localhost",
+                    "-p",
+                    str(mqtts),
+                    "-i",
+                    "x",
+                    "-u",
+                    "nobody",
+                    "-P",
+                    "x",
+                    "-t",
+                    "t",
+                    "-m",
+                    "m",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            # Its TLS handshake went through at once: the broker refused the login.
+            assert pub.returncode != 0 and "bad user name or password" in pub.stderr, pub.stderr
+            for stalled in (stalled_mqtt, stalled_http):  # and both are still pending
+                stalled.setblocking(False)
+                with pytest.raises(BlockingIOError):
+                    stalled.recv(1)
+                stalled.setblocking(True)
+            for stalled in (stalled_mqtt, stalled_http):
+                stalled.settimeout(timeout + 5)
+                with contextlib.suppress(ConnectionResetError):
+                    assert stalled.recv(1) == b""
+                assert timeout * 0.9 <= time.monotonic() - opened < timeout + 5
+    finally:
+        code, out = stop(proc)
+    assert code == 0, out
+
+
+def _mismatched(tmp: Path, certs: Path) -> tuple[Path, Path, str]:
+    return certs / "server.pem", certs / "ca-key.pem", "the key {key} does not match it"
+
+
+def _missing_cert(tmp: Path, certs: Path) -> tuple[Path, Path, str]:
+    return (
+        tmp / "nope.pem",
+        certs / "server-key.pem",
+        ("cannot read the TLS certificate {cert}: No such file or directory"),
+    )
+
+
+def _missing_key(tmp: Path, certs: Path) -> tuple[Path, Path, str]:
+    return (
+        certs / "server.pem",
+        tmp / "nope.pem",
+        ("cannot read the TLS key {key}: No such file or directory"),
+    )
+
+
+def _not_pem_cert(tmp: Path, certs: Path) -> tuple[Path, Path, str]:
+    (tmp / "junk.pem").write_bytes(b"\x30\x82 this is DER, or anything but PEM")
+    return (
+        tmp / "junk.pem",
+        certs / "server-key.pem",
+        ("cannot use the TLS certificate {cert}: it is not a PEM certificate"),
+    )
+
+
+def _not_pem_key(tmp: Path, certs: Path) -> tuple[Path, Path, str]:
+    return (
+        certs / "server.pem",
+        certs / "ca.pem",
+        ("cannot use the TLS key {key}: it is not a PEM private key"),
+    )
+
+
+def _encrypted_key(tmp: Path, certs: Path) -> tuple[Path, Path, str]:
+    key = serialization.load_pem_private_key((certs / "server-key.pem").read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
+    )
+    (tmp / "locked.pem").write_bytes(pem)
+    return (
+        certs / "server.pem",
+        tmp / "locked.pem",
+        ("cannot use the TLS key {key}: it is encrypted; give the key without a passphrase"),
+    )
+
+
+def _a_directory(tmp: Path, certs: Path) -> tuple[Path, Path, str]:
+    return tmp, certs / "server-key.pem", "cannot read the TLS certificate {cert}: Is a directory"
+
+
+BAD = [
+    _mismatched,
+    _missing_cert,
+    _missing_key,
+    _not_pem_cert,
+    _not_pem_key,
+    _encrypted_key,
+    _a_directory,
+]
+
+
+@pytest.mark.parametrize("case", BAD, ids=lambda f: f.__name__.strip("_"))
+def test_files_it_cannot_use_are_one_sentence_at_start(
+    tmp_path: Path, certs: Path, case: Callable[[Path, Path], tuple[Path, Path, str]]
+) -> None:
+    """In-process (the startup path `serve` runs), each case; nothing starts."""
+    from thingshub.app import Platform, StartupError
+
+    cert, key, expected = case(tmp_path, certs)
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        mqtt_port=0,
+        http_port=0,
+        mqtts_port=0,
+        console=False,
+        tls_cert=cert,
+        tls_key=key,
+    )
+
+    async def start() -> str:
+        platform = Platform(settings)
+        try:
+            await platform.start()
+        except StartupError as exc:
+            return str(exc)
+        finally:
+            await platform.stop()
+        raise AssertionError("it started")
+
+    message = asyncio.run(start())
+    assert expected.format(cert=cert, key=key) in message
+    assert "\n" not in message
+    assert not (tmp_path / "data").exists()  # checked before anything else
+
+
+def test_serve_refuses_a_key_that_does_not_match(tmp_path: Path, certs: Path) -> None:
+    code, err = serve(
+        tmp_path / "data",
+        "--tls-cert",
+        str(certs / "server.pem"),
+        "--tls-key",
+        str(certs / "ca-key.pem"),
+    )
+    assert code == 1
+    assert err == (
+        f"thingshub: error: cannot use the TLS certificate {certs / 'server.pem'}: the key"
+        f" {certs / 'ca-key.pem'} does not match it\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (
+            ["--tls-cert", "/x/server.pem"],
+            {},
+            "settings tls_cert and tls_key go together: tls_key is not set",
+        ),
+        ([], {"THINGSHUB_TLS_KEY": "/x/k.pem"}, "tls_cert is not set"),
+        (["--mqtt-port", "off"], {}, "setting mqtt_port: off needs tls_cert and tls_key"),
+        (["--mqtt-port", "of"], {}, "setting mqtt_port: 'of' is not a valid int"),
+        (["--mqtts-port", "70000"], {}, "setting mqtts_port: 70000 is not a TCP port"),
+    ],
+)
+def test_settings_that_do_not_fit_exit_2(
+    tmp_path: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    code, err = serve(tmp_path / "data", *args, env=env)
+    assert code == 2
+    assert err.startswith("thingshub: error: ") and message in err and err.count("\n") == 1
+
+
+def test_tls_settings_from_the_environment_and_the_toml_file(tmp_path: Path) -> None:
+    toml = tmp_path / "thingshub.toml"
+    toml.write_text(
+        'tls_cert = "/etc/th/server.pem"\ntls_key = "/etc/th/key.pem"\n'
+        'mqtt_port = "off"\nmqtts_port = 9883\n'
+    )
+    s = load({}, {}, toml)
+    assert (s.tls_cert, s.tls_key) == (Path("/etc/th/server.pem"), Path("/etc/th/key.pem"))
+    assert s.mqtt_port is None and s.mqtts_port == 9883 and s.tls
+    env = {
+        "THINGSHUB_TLS_CERT": "/a.pem",
+        "THINGSHUB_TLS_KEY": "/b.pem",
+        "THINGSHUB_MQTTS_PORT": "0",
+        "THINGSHUB_MQTT_PORT": "OFF",
+    }
+    s = load({"mqtt_port": "1884"}, env, toml)  # the option beats the environment
+    assert (s.tls_cert, s.tls_key, s.mqtts_port, s.mqtt_port) == (
+        Path("/a.pem"),
+        Path("/b.pem"),
+        0,
+        1884,
+    )
+    assert load({}, {}).mqtts_port == 8883 and not load({}, {}).tls
+    with pytest.raises(SettingsError, match="off needs tls_cert"):
+        load({"mqtt_port": "off"}, {})
