@@ -399,3 +399,50 @@ def test_tls_settings_from_the_environment_and_the_toml_file(tmp_path: Path) -> 
     assert load({}, {}).mqtts_port == 8883 and not load({}, {}).tls
     with pytest.raises(SettingsError, match="off needs tls_cert"):
         load({"mqtt_port": "off"}, {})
+
+
+def test_the_broker_alone_over_tls(tmp_path: Path, certs: Path) -> None:
+    """`thingshub broker --tls-cert --tls-key` (what bench/mqtt_broker.py --tls runs):
+    its one port speaks TLS; a bad pair is one sentence and exit status 1."""
+    files = ["--tls-cert", str(certs / "server.pem"), "--tls-key"]
+    base = [sys.executable, "-m", "thingshub", "broker", "--port", "0"]
+    bad = subprocess.run(
+        [*base, *files, str(certs / "ca-key.pem")], capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 1 and bad.stderr.endswith("does not match it\n"), bad.stderr
+    proc = subprocess.Popen(
+        [*base, *files, str(certs / "server-key.pem")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        ready = re.fullmatch(
+            r"ThingsHub MQTT broker ready on 127\.0\.0\.1:(\d+) \(TLS\)\n", proc.stdout.readline()
+        )
+        assert ready is not None
+        pub = subprocess.run(
+            [
+                "mosquitto_pub",
+                "--cafile",
+                str(certs / "ca.pem"),
+                "-h",
+                "localhost",
+                "-p",
+                ready[1],
+                "-q",
+                "1",
+                "-t",
+                "t",
+                "-m",
+                "m",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert pub.returncode == 0, pub.stderr
+    finally:
+        code, out = stop(proc)
+    assert code == 0, out
