@@ -15,7 +15,6 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -40,25 +39,16 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def serve_command(data: Path, *args: str) -> list[str]:
+    """`thingshub serve` on free ports (MQTT over TLS too), without the console."""
+    return [sys.executable, "-m", "thingshub", "serve", "--data-dir", str(data),
+            "--http-port", "0", "--mqtts-port", "0", "--no-console", *args]  # fmt: skip
+
+
 def serve(data: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     """Run `serve` expecting it to refuse to start: its exit code and output."""
     r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "thingshub",
-            "serve",
-            "--data-dir",
-            str(data),
-            "--mqtt-port",
-            "0",
-            "--http-port",
-            "0",
-            "--mqtts-port",
-            "0",
-            "--no-console",
-            *args,
-        ],
+        serve_command(data, "--mqtt-port", "0", *args),
         capture_output=True,
         text=True,
         timeout=60,
@@ -68,29 +58,20 @@ def serve(data: Path, *args: str, env: dict[str, str] | None = None) -> tuple[in
     return r.returncode, r.stderr
 
 
+def mosquitto_pub(certs: Path, port: object, *args: str) -> subprocess.CompletedProcess[str]:
+    """mosquitto_pub to localhost:`port` over TLS, trusting the CA of `certs`."""
+    cafile = str(certs / "ca.pem")
+    command = ["mosquitto_pub", "--cafile", cafile, "-h", "localhost", "-p", str(port), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=30)
+
+
 def start_tls(
     data: Path, certs: Path, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[str], int, int]:
     """`serve` with TLS only (plain MQTT off), from the environment: the process, and
     its MQTT-over-TLS and HTTPS ports from the ready line."""
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "thingshub",
-            "serve",
-            "--data-dir",
-            str(data),
-            "--mqtt-port",
-            "off",
-            "--mqtts-port",
-            "0",
-            "--http-port",
-            "0",
-            "--no-console",
-            "--log-level",
-            "warning",
-        ],
+        serve_command(data, "--mqtt-port", "off", "--log-level", "warning"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -130,32 +111,9 @@ def test_tls_only_with_mosquitto_pub(tmp_path: Path, certs: Path) -> None:
         ) as api:
             api.post("/api/v1/products", json={"id": "demo", "name": "Demo"})
             dev = api.post("/api/v1/products/demo/devices", json={"name": "lamp"}).json()
-            pub = subprocess.run(
-                [
-                    "mosquitto_pub",
-                    "--cafile",
-                    str(certs / "ca.pem"),
-                    "-h",
-                    "localhost",
-                    "-p",
-                    str(mqtts),
-                    "-q",
-                    "1",
-                    "-i",
-                    "lamp",
-                    "-u",
-                    dev["username"],
-                    "-P",
-                    dev["password"],
-                    "-t",
-                    "devices/telemetry",
-                    "-m",
-                    '{"on": true}',
-                ],
-                capture_output=True,
-                text=True,
-                timeout=30,
-            )
+            login = ["-i", "lamp", "-u", dev["username"], "-P", dev["password"]]
+            pub = mosquitto_pub(certs, mqtts, "-q", "1", *login, "-t", "devices/telemetry",
+                                "-m", '{"on": true}')  # fmt: skip
             assert pub.returncode == 0, pub.stderr
             latest = api.get("/api/v1/products/demo/devices/lamp/telemetry/latest").json()
             assert latest["on"]["value"] is True
@@ -194,29 +152,8 @@ def test_stalled_handshakes_on_uvloop(tmp_path: Path, certs: Path) -> None:
             socket.create_connection(("127.0.0.1", http), timeout=5) as stalled_http,
         ):
             opened = time.monotonic()
-            pub = subprocess.run(
-                [
-                    "mosquitto_pub",
-                    "--cafile",
-                    str(certs / "ca.pem"),
-                    "-h",
-                    "localhost",
-                    "-p",
-                    str(mqtts),
-                    "-i",
-                    "x",
-                    "-u",
-                    "nobody",
-                    "-P",
-                    "x",
-                    "-t",
-                    "t",
-                    "-m",
-                    "m",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=30,
+            pub = mosquitto_pub(
+                certs, str(mqtts), "-i", "x", "-u", "nobody", "-P", "x", "-t", "t", "-m", "m"
             )
             # Its TLS handshake went through at once: the broker refused the login.
             assert pub.returncode != 0 and "bad user name or password" in pub.stderr, pub.stderr
@@ -235,82 +172,63 @@ def test_stalled_handshakes_on_uvloop(tmp_path: Path, certs: Path) -> None:
     assert code == 0, out
 
 
-def _mismatched(tmp: Path, certs: Path) -> tuple[Path, Path, str]:
-    return certs / "server.pem", certs / "ca-key.pem", "the key {key} does not match it"
-
-
-def _missing_cert(tmp: Path, certs: Path) -> tuple[Path, Path, str]:
-    return (
-        tmp / "nope.pem",
-        certs / "server-key.pem",
-        ("cannot read the TLS certificate {cert}: No such file or directory"),
-    )
-
-
-def _missing_key(tmp: Path, certs: Path) -> tuple[Path, Path, str]:
-    return (
-        certs / "server.pem",
-        tmp / "nope.pem",
-        ("cannot read the TLS key {key}: No such file or directory"),
-    )
-
-
-def _not_pem_cert(tmp: Path, certs: Path) -> tuple[Path, Path, str]:
+def _write_bad_files(tmp: Path, certs: Path) -> None:
+    """junk.pem, not PEM at all; locked.pem, the server key under a passphrase."""
     (tmp / "junk.pem").write_bytes(b"\x30\x82 this is DER, or anything but PEM")
-    return (
-        tmp / "junk.pem",
-        certs / "server-key.pem",
-        ("cannot use the TLS certificate {cert}: it is not a PEM certificate"),
-    )
-
-
-def _not_pem_key(tmp: Path, certs: Path) -> tuple[Path, Path, str]:
-    return (
-        certs / "server.pem",
-        certs / "ca.pem",
-        ("cannot use the TLS key {key}: it is not a PEM private key"),
-    )
-
-
-def _encrypted_key(tmp: Path, certs: Path) -> tuple[Path, Path, str]:
     key = serialization.load_pem_private_key((certs / "server-key.pem").read_bytes(), password=None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(b"secret"),
-    )
+    locked = serialization.BestAvailableEncryption(b"secret")
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, locked)
     (tmp / "locked.pem").write_bytes(pem)
-    return (
-        certs / "server.pem",
-        tmp / "locked.pem",
-        ("cannot use the TLS key {key}: it is encrypted; give the key without a passphrase"),
-    )
 
 
-def _a_directory(tmp: Path, certs: Path) -> tuple[Path, Path, str]:
-    return tmp, certs / "server-key.pem", "cannot read the TLS certificate {cert}: Is a directory"
+#: (certificate, key, the sentence): "certs/NAME" is cert create's, "tmp/NAME" the test's.
+BAD = {
+    "mismatched": ("certs/server.pem", "certs/ca-key.pem", "the key {key} does not match it"),
+    "missing-cert": (
+        "tmp/nope.pem",
+        "certs/server-key.pem",
+        "cannot read the TLS certificate {cert}: No such file or directory",
+    ),
+    "missing-key": (
+        "certs/server.pem",
+        "tmp/nope.pem",
+        "cannot read the TLS key {key}: No such file or directory",
+    ),
+    "not-pem-cert": (
+        "tmp/junk.pem",
+        "certs/server-key.pem",
+        "cannot use the TLS certificate {cert}: it is not a PEM certificate",
+    ),
+    "not-pem-key": (
+        "certs/server.pem",
+        "certs/ca.pem",
+        "cannot use the TLS key {key}: it is not a PEM private key",
+    ),
+    "encrypted-key": (
+        "certs/server.pem",
+        "tmp/locked.pem",
+        "cannot use the TLS key {key}: it is encrypted; give the key without a passphrase",
+    ),
+    "a-directory": (
+        "tmp/",
+        "certs/server-key.pem",
+        "cannot read the TLS certificate {cert}: Is a directory",
+    ),
+}
 
 
-BAD = [
-    _mismatched,
-    _missing_cert,
-    _missing_key,
-    _not_pem_cert,
-    _not_pem_key,
-    _encrypted_key,
-    _a_directory,
-]
-
-
-@pytest.mark.parametrize("case", BAD, ids=lambda f: f.__name__.strip("_"))
+@pytest.mark.parametrize("case", BAD)
 def test_files_it_cannot_use_are_one_sentence_at_start(
-    tmp_path: Path, certs: Path, case: Callable[[Path, Path], tuple[Path, Path, str]]
+    tmp_path: Path, certs: Path, case: str
 ) -> None:
     """In-process (the startup path `serve` runs), each case; nothing starts."""
     from thingshub.app import Platform, StartupError
 
-    cert, key, expected = case(tmp_path, certs)
+    _write_bad_files(tmp_path, certs)
+    where = {"certs": certs, "tmp": tmp_path}
+    cert, key = (where[w] / name for w, _, name in (f.partition("/") for f in BAD[case][:2]))
+    expected = BAD[case][2]
     settings = Settings(
         data_dir=tmp_path / "data",
         mqtt_port=0,
@@ -422,26 +340,7 @@ def test_the_broker_alone_over_tls(tmp_path: Path, certs: Path) -> None:
             r"ThingsHub MQTT broker ready on 127\.0\.0\.1:(\d+) \(TLS\)\n", proc.stdout.readline()
         )
         assert ready is not None
-        pub = subprocess.run(
-            [
-                "mosquitto_pub",
-                "--cafile",
-                str(certs / "ca.pem"),
-                "-h",
-                "localhost",
-                "-p",
-                ready[1],
-                "-q",
-                "1",
-                "-t",
-                "t",
-                "-m",
-                "m",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        pub = mosquitto_pub(certs, ready[1], "-q", "1", "-t", "t", "-m", "m")
         assert pub.returncode == 0, pub.stderr
     finally:
         code, out = stop(proc)
