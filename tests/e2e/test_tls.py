@@ -260,3 +260,23 @@ def test_a_stalled_https_handshake_is_dropped_after_the_head_timeout(
         assert _still_open(stalled)
         waited = time.monotonic() - opened + _closed_after(stalled, 10)
     assert timeout * 0.9 <= waited < timeout + 5
+
+
+def test_after_the_handshake_connect_is_still_due_within_the_connect_timeout(
+    platform_factory: Callable[..., RunningPlatform], certs: Path
+) -> None:
+    """The handshake's deadline does not replace CONNECT's: a client that completes
+    its handshake and then says nothing is closed once `connect_timeout` has passed."""
+    timeout = 1.0
+    p = platform_factory(**tls_settings(certs, connect_timeout=timeout, mqtt_port=None))
+    with (
+        socket.create_connection(("127.0.0.1", mqtts_port(p)), timeout=5) as sock,
+        trusting(certs / "ca.pem").wrap_socket(sock, server_hostname="localhost") as tls,
+    ):
+        done = time.monotonic()
+        tls.settimeout(timeout + 5)
+        # Closed without a CONNACK: an end of file, a reset, or (aborted, without the
+        # TLS close_notify) an unexpected end of file; never data.
+        with contextlib.suppress(ConnectionResetError, ssl.SSLEOFError):
+            assert tls.recv(1) == b""
+        assert timeout * 0.9 <= time.monotonic() - done < timeout + 5
