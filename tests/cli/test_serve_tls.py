@@ -117,20 +117,24 @@ def test_tls_only_with_mosquitto_pub(tmp_path: Path, certs: Path) -> None:
             assert pub.returncode == 0, pub.stderr
             latest = api.get("/api/v1/products/demo/devices/lamp/telemetry/latest").json()
             assert latest["on"]["value"] is True
-        # The client commands find the HTTPS server in the data dir, and trust the CA.
+        # The client commands find the HTTPS server in the data dir, and trust the CA;
+        # a device's connection details name the TLS port, and no plain one.
+        env = {
+            **os.environ,
+            "THINGSHUB_DATA_DIR": str(data),
+            "SSL_CERT_FILE": str(certs / "ca.pem"),
+        }
+        cli = [sys.executable, "-m", "thingshub", "device"]
         shown = subprocess.run(
-            [sys.executable, "-m", "thingshub", "device", "list", "demo", "--json"],
+            [*cli, "connect", "demo", "lamp", "--json"],
             capture_output=True,
             text=True,
             timeout=30,
-            env={
-                **os.environ,
-                "THINGSHUB_DATA_DIR": str(data),
-                "SSL_CERT_FILE": str(certs / "ca.pem"),
-            },
+            env=env,
         )
         assert shown.returncode == 0, shown.stderr
-        assert [d["name"] for d in json.loads(shown.stdout)] == ["lamp"]
+        details = json.loads(shown.stdout)
+        assert (details["host"], details["port"], details["tls_port"]) == ("localhost", None, mqtts)
     finally:
         code, out = stop(proc)
     assert code == 0, out
