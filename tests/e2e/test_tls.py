@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.api import rawhttp
 from tests.conftest import RunningPlatform
 from tests.mqtt.clients import PahoClient, wait_until
 from thingshub.certs import create
@@ -281,3 +282,23 @@ def test_after_the_handshake_connect_is_still_due_within_the_connect_timeout(
         with contextlib.suppress(ConnectionResetError, ssl.SSLEOFError):
             assert tls.recv(1) == b""
         assert timeout * 0.9 <= time.monotonic() - done < timeout + 5
+
+
+def test_an_unwanted_body_over_https_still_gets_its_answer(
+    served: RunningPlatform, certs: Path
+) -> None:
+    """A 401 given before the body was read closes the connection; TLS has no
+    half-close, so the server still reads and drops what comes for a while rather
+    than close at once: a close with unread bytes resets the connection, and a reset
+    can destroy the answer before the client reads it (api/connections.py)."""
+    head = (
+        b"POST /api/v1/products HTTP/1.1\r\nHost: localhost\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (100 << 20)
+    )
+    for _ in range(20):  # a reset loses the answer only some of the time
+        raw = socket.create_connection(("127.0.0.1", served.http_port), timeout=5)
+        with trusting(certs / "ca.pem").wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(head + b'{"id": "s", "name": "' + b"x" * 65536)
+            answer = rawhttp.read_response(tls)
+            assert answer.status == 401 and answer.headers["connection"] == "close"
+            tls.sendall(b"x" * 65536)  # the client goes on sending: no reset meanwhile
