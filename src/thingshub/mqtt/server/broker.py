@@ -16,10 +16,8 @@ Rules:
   0x04), after the will delay or when the session ends, whichever is first;
   never if the session resumes before that.
 - Keepalive: a client silent for 1.5x its keepalive is disconnected; a
-  connection without CONNECT after `connect_timeout` is closed. Over TLS a
-  client first has `connect_timeout` to finish its handshake (the loop never
-  waits on one, so a stalled client delays nobody); only then it exists
-  here (counted, timed). While we are
+  connection without CONNECT after `connect_timeout` is closed, and over TLS
+  first one whose handshake takes longer (uncounted until done). While we are
   not reading from a client (throttled, see connection.py) its silence is
   ours, and does not count. Each connection's machine (mqtt/protocol) says
   when it has timed out; a sweep every `sweep_interval` asks them all.
@@ -128,17 +126,10 @@ class Broker:
     async def start(
         self, host: str = "127.0.0.1", port: int = 1883, *, ssl: SSLContext | None = None
     ) -> int:
-        """Listen on host:port (0 = any free port), over TLS with `ssl`; returns the
-        bound port. Each call adds a listener; all share the sessions."""
+        """Listen on host:port (0 = any port), over TLS with `ssl`; returns the bound port."""
         self._bind_loop()
         server = await self.loop.create_server(
-            lambda: Connection(self),
-            host,
-            port,
-            backlog=4096,
-            reuse_address=True,
-            ssl=ssl,
-            ssl_handshake_timeout=self.config.connect_timeout if ssl is not None else None,
+            lambda: Connection(self), host, port, **self.config.listen_options(ssl)
         )
         self._servers.append(server)
         return int(server.sockets[0].getsockname()[1])
