@@ -349,3 +349,38 @@ def test_the_broker_alone_over_tls(tmp_path: Path, certs: Path) -> None:
     finally:
         code, out = stop(proc)
     assert code == 0, out
+
+
+def test_an_expired_certificate_is_served_with_a_warning(
+    tmp_path: Path, certs: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Refusing to start would turn a forgotten renewal into an outage of every
+    device; clients that verify will refuse it anyway, so the log says so."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    from thingshub.tls import server_context
+
+    key = serialization.load_pem_private_key((certs / "server-key.pem").read_bytes(), None)
+    ca_key = serialization.load_pem_private_key((certs / "ca-key.pem").read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca = x509.load_pem_x509_certificate((certs / "ca.pem").read_bytes())
+    now = dt.datetime.now(dt.UTC)
+    old = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=900))
+        .not_valid_after(now - dt.timedelta(days=75))
+        .sign(ca_key, hashes.SHA256())
+    )
+    (tmp_path / "old.pem").write_bytes(old.public_bytes(serialization.Encoding.PEM))
+    with caplog.at_level("WARNING", logger="thingshub"):
+        server_context(tmp_path / "old.pem", certs / "server-key.pem")
+    expired = (now - dt.timedelta(days=75)).date().isoformat()
+    assert f"the TLS certificate {tmp_path / 'old.pem'} expired on {expired}" in caplog.text
