@@ -40,7 +40,8 @@ def _read(path: Path, what: str) -> bytes:
 
 def check_pair(cert: Path, key: Path) -> None:
     """Raise `TlsError` unless `cert` is a PEM certificate (chain, leaf first) and
-    `key` the unencrypted PEM private key of its leaf; warn when it has expired."""
+    `key` the unencrypted PEM private key of its leaf; warn when it has expired, or
+    when other users may read the key."""
     from cryptography import x509
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
@@ -67,6 +68,11 @@ def check_pair(cert: Path, key: Path) -> None:
         der, spki
     ):
         raise TlsError(f"cannot use the TLS certificate {cert}: the key {key} does not match it")
+    mode = key.stat().st_mode & 0o777
+    if mode & 0o077:
+        log.warning(
+            "the TLS key %s is readable by other users (mode %s): chmod 600 it", key, oct(mode)
+        )
     expires = chain[0].not_valid_after_utc
     if expires < dt.datetime.now(dt.UTC):
         log.warning(

@@ -384,3 +384,21 @@ def test_an_expired_certificate_is_served_with_a_warning(
         server_context(tmp_path / "old.pem", certs / "server-key.pem")
     expired = (now - dt.timedelta(days=75)).date().isoformat()
     assert f"the TLS certificate {tmp_path / 'old.pem'} expired on {expired}" in caplog.text
+
+
+def test_a_key_others_may_read_is_served_with_a_warning(
+    tmp_path: Path, certs: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from thingshub.tls import server_context
+
+    shared = tmp_path / "key.pem"
+    shared.write_bytes((certs / "server-key.pem").read_bytes())
+    shared.chmod(0o644)
+    with caplog.at_level("WARNING", logger="thingshub"):
+        server_context(certs / "server.pem", shared)
+    assert f"the TLS key {shared} is readable by other users (mode 0o644)" in caplog.text
+    caplog.clear()
+    shared.chmod(0o600)
+    with caplog.at_level("WARNING", logger="thingshub"):
+        server_context(certs / "server.pem", shared)
+    assert caplog.text == ""
