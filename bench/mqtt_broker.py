@@ -2,6 +2,7 @@
 
     python bench/mqtt_broker.py [--only mosquitto|thingshub] [--quick] [--sustained 60]
                                 [--json out.json] [--runs N] [--tests a0,a1,b0,b1,conns]
+                                [--tls]
 
 Why it is built this way (see bench/README.md for what each figure means):
 - Both servers are measured in the same invocation, interleaved run by run, each run on a
@@ -20,6 +21,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import signal
 import statistics
 import sys
@@ -519,6 +521,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="command starting our server; it must print its port, or contain "
         "{port} to get one (default: %(default)s)",
     )
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="both servers and every client over TLS (a private CA made for the run;"
+        " clients verify the server as devices do)",
+    )
     p.add_argument("--mosquitto", default=servers.MOSQUITTO, help="mosquitto binary")
     p.add_argument(
         "--mosquitto-option",
@@ -559,6 +567,20 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.reconfigure(line_buffering=True)  # keep the table and progress in order
     a = parse_args(argv)
     prepare(a)
+    tls_dir = None
+    if a.tls:
+        tls_dir = servers.tls_files()
+        os.environ[mqttload.TLS_CA_ENV] = str(tls_dir / "ca.pem")  # for the workers too
+        a.mosquitto_option = servers.mosquitto_tls_lines(tls_dir) + a.mosquitto_option
+        a.thingshub_cmd += servers.thingshub_tls_options(tls_dir)
+    try:
+        return _main(a)
+    finally:
+        if tls_dir is not None:
+            shutil.rmtree(tls_dir, ignore_errors=True)
+
+
+def _main(a: argparse.Namespace) -> int:
     names = [a.only] if a.only else list(SERVERS)
     env = environment(a, names)
     if "thingshub" in names:

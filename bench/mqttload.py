@@ -39,6 +39,7 @@ import os
 import resource
 import select
 import socket
+import ssl
 import struct
 import time
 from collections import defaultdict, deque
@@ -77,6 +78,12 @@ FLAG_LOAD = 90.0  # load CPU % of its core above which a figure may be the clien
 QUIET_PCT = 20.0  # server CPU (% of a core) below which it is taken to have nothing left to do
 PING_TIMEOUT = 30.0
 now = time.monotonic  # CLOCK_MONOTONIC: one clock for every process on the machine
+#: The CA file to verify servers with, when the load connects over TLS (mqtt_broker.py
+#: --tls). The environment carries it to the worker processes with nothing else to change.
+TLS_CA_ENV = "MQTTLOAD_TLS_CA"
+#: A connection whose TLS handshake is under way (IdleClients).
+_HANDSHAKE = "handshake"
+_tls_context: ssl.SSLContext | None = None
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 _PUBACKS: list[bytes] = []
@@ -221,6 +228,19 @@ class Conn(asyncio.Protocol):
             self.transport.abort()
 
 
+def client_tls() -> ssl.SSLContext | None:
+    """This process's client context when `TLS_CA_ENV` is set (made once), else None.
+
+    Certificates are verified as a device does (the CA, the server's name or address):
+    skipping it would spare the client work a real one does, not the server.
+    """
+    global _tls_context
+    ca = os.environ.get(TLS_CA_ENV)
+    if ca and _tls_context is None:
+        _tls_context = ssl.create_default_context(cafile=ca)
+    return _tls_context if ca else None
+
+
 async def open_conn(
     factory: Callable[[], C],
     host: str,
@@ -239,7 +259,9 @@ async def open_conn(
     conn: C | None = None
     try:
         async with asyncio.timeout(limit):
-            _, conn = await asyncio.get_running_loop().create_connection(factory, host, port)
+            _, conn = await asyncio.get_running_loop().create_connection(
+                factory, host, port, ssl=client_tls()
+            )
             fut = conn.expect(Connack)
             conn.write(encode(connect_packet(client_id, keepalive, username, password), VERSION))
             ack = await fut
@@ -1044,9 +1066,11 @@ class IdleClients:
             for i, cid in enumerate(ids)
         ]
         ok = encode(Connack(), VERSION)
+        tls = client_tls()
         ep = select.epoll()
-        # fd -> (socket, index, started, bytes of the CONNACK so far or None while connecting)
-        busy: dict[int, tuple[socket.socket, int, float, bytes | None]] = {}
+        # fd -> (socket, index, started, bytes of the CONNACK so far, or None while
+        # connecting, or _HANDSHAKE while TLS shakes hands)
+        busy: dict[int, tuple[socket.socket, int, float, bytes | str | None]] = {}
         todo = iter(range(len(ids)))
         # One-shot: a socket's registration disarms itself once it fired, so a finished
         # connection costs no epoll_ctl to leave the set (closing the epoll drops them all).
@@ -1069,6 +1093,10 @@ class IdleClients:
                         self._fail(sock, f"{ids[i]}: connect: {os.strerror(err)}")
                         continue
                     fd = sock.fileno()
+                    if tls is not None:  # TLS first: that waits for the connect anyway
+                        busy[fd] = (sock, i, now(), None)
+                        ep.register(fd, out)
+                        continue
                     try:
                         # On loopback the handshake is usually done by the time
                         # connect returns: send at once, and wait for writability
@@ -1093,12 +1121,42 @@ class IdleClients:
                             del busy[fd]
                             self._fail(sock, f"{ids[i]}: connect: {os.strerror(err)}")
                             continue
+                        if tls is None:
+                            sock.send(connects[i])
+                            busy[fd] = (sock, i, started, b"")
+                            ep.modify(fd, inn)
+                            continue
+                        # The same fd, now behind TLS (the plain socket object is detached).
+                        sock = tls.wrap_socket(
+                            sock, server_hostname=self.addr[0], do_handshake_on_connect=False
+                        )
+                        got = _HANDSHAKE
+                    if got is _HANDSHAKE:
+                        try:
+                            sock.do_handshake()
+                        except ssl.SSLWantReadError:
+                            busy[fd] = (sock, i, started, _HANDSHAKE)
+                            ep.modify(fd, inn)
+                            continue
+                        except ssl.SSLWantWriteError:
+                            busy[fd] = (sock, i, started, _HANDSHAKE)
+                            ep.modify(fd, out)
+                            continue
+                        except OSError as exc:
+                            del busy[fd]
+                            self._fail(sock, f"{ids[i]}: TLS handshake: {exc}")
+                            continue
                         sock.send(connects[i])
                         busy[fd] = (sock, i, started, b"")
                         ep.modify(fd, inn)
                         continue
+                    assert isinstance(got, bytes)
                     try:
                         data = got + sock.recv(64)
+                    except ssl.SSLWantReadError:  # TLS records without data yet (tickets)
+                        busy[fd] = (sock, i, started, got)
+                        ep.modify(fd, inn)
+                        continue
                     except OSError as exc:
                         data = b""
                         why = str(exc)
@@ -1138,7 +1196,7 @@ class IdleClients:
         try:
             for fd in by_fd:
                 ep.register(fd, select.EPOLLIN)
-            dropped = {fd for fd, _ in ep.poll(0)}
+            dropped = {fd for fd, _ in ep.poll(0) if not _only_tls_records(by_fd[fd])}
             waiting: dict[int, bytes] = {}
             for fd, sock in by_fd.items():
                 if fd not in dropped:
@@ -1155,6 +1213,8 @@ class IdleClients:
                         continue
                     try:
                         data = waiting[fd] + by_fd[fd].recv(64)
+                    except ssl.SSLWantReadError:
+                        continue  # TLS records without data (a session ticket)
                     except OSError:
                         data = b""
                     if data == pong:
@@ -1177,6 +1237,20 @@ class IdleClients:
                 sock.send(DISCONNECT)
             sock.close()
         self.socks = []
+
+
+def _only_tls_records(sock: socket.socket) -> bool:
+    """Readable, but only with TLS records that carry no data (a TLS 1.3 server's
+    session tickets, read here): the connection is still there."""
+    if not isinstance(sock, ssl.SSLSocket):
+        return False
+    try:
+        sock.recv(64)
+    except ssl.SSLWantReadError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _describe(data: bytes) -> str:

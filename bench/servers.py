@@ -378,6 +378,43 @@ def mosquitto_password_file(users: Sequence[tuple[str, str]], binary: str | None
     return path
 
 
+def tls_files() -> Path:
+    """A private CA and a server certificate for 127.0.0.1 (`thingshub cert create`'s
+    code), in a new temp dir the caller removes: `ca.pem`, `server.pem`, `server-key.pem`.
+
+    Started as root, mosquitto reads its certificate files after dropping to its own
+    user, so they then belong to that user (as in `mosquitto_password_file`).
+    """
+    from thingshub.certs import create
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-tls-"))
+    create(workdir, [HOST, "localhost"])
+    if os.geteuid() == 0:
+        with contextlib.suppress(KeyError):
+            import pwd
+
+            owner = pwd.getpwnam("mosquitto")
+            for path in workdir.iterdir():
+                os.chown(path, owner.pw_uid, owner.pw_gid)
+            workdir.chmod(0o711)
+    return workdir
+
+
+def mosquitto_tls_lines(tls_dir: Path) -> list[str]:
+    """mosquitto.conf lines that put the listener behind TLS with these files."""
+    return [
+        f"cafile {tls_dir / 'ca.pem'}",
+        f"certfile {tls_dir / 'server.pem'}",
+        f"keyfile {tls_dir / 'server-key.pem'}",
+    ]
+
+
+def thingshub_tls_options(tls_dir: Path) -> str:
+    """`thingshub broker` options that serve its port over TLS with these files."""
+    cert, key = tls_dir / "server.pem", tls_dir / "server-key.pem"
+    return f" --tls-cert {shlex.quote(str(cert))} --tls-key {shlex.quote(str(key))}"
+
+
 def cpu_list(text: str) -> set[int]:
     """CPU numbers of a taskset-style list such as `0`, `1-3` or `0,2`."""
     cpus: set[int] = set()

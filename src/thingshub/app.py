@@ -1,14 +1,23 @@
 """The composition root: builds every part from `Settings` and runs them as one.
 
 Rules:
-- Start order: data dir, storage (schema migrated), secrets, services, MQTT
-  listener, HTTP listener; only then `ports.json` and the ready line.
+- Start order: TLS files, data dir, storage (schema migrated), secrets,
+  services, MQTT listeners, HTTP listener; only then `ports.json` and the
+  ready line.
 - Stop order: stop accepting (MQTT and HTTP), disconnect clients, stop
   background work, flush pending writes, close storage.
 - A problem the operator can fix (a taken port, an unwritable data dir, an
   unreachable database) is a `StartupError` with one sentence, not a traceback.
 - The HTTP server (uvicorn) runs in the same event loop; its own signal
   handling is off, because ours owns SIGINT/SIGTERM.
+- TLS (`tls_cert`/`tls_key`): the files are checked first, before anything
+  else starts (tls.py). MQTT over TLS listens on `mqtts_port` beside the
+  plain listener (unless `mqtt_port` is off), and HTTP becomes HTTPS on
+  `http_port`. A TLS handshake has the MQTT `connect_timeout` (MQTT) or the
+  `http_head_timeout` (HTTP) to finish; handshakes run on the event loop
+  without ever waiting on a client, so a stalled one delays nobody.
+- `ports.json` names the listeners that are on: `mqtt`, `mqtts`, `http`
+  (a listener that is off has no key).
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ import contextlib
 import logging
 import secrets
 import socket
-from collections.abc import Generator
+import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +38,7 @@ from thingshub import datadir, metrics
 from thingshub.api.app import create_api
 from thingshub.api.connections import uvicorn_limits
 from thingshub.api.context import ApiContext
+from thingshub.api.listener import HttpServer
 from thingshub.api.stream import StreamLimits
 from thingshub.api.websocket import WebSocketProtocol
 from thingshub.bus.local import LocalBus
@@ -77,6 +87,7 @@ from thingshub.services.subdevices import GatewayReports
 from thingshub.services.things import ThingService
 from thingshub.services.topology import TopologyService
 from thingshub.storage import open_storage
+from thingshub.tls import TlsError, server_context
 
 if TYPE_CHECKING:
     from thingshub.console import Console
@@ -91,12 +102,6 @@ class StartupError(Exception):
     """Something the operator must fix; the message says what."""
 
 
-class _Uvicorn(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield  # the platform handles signals itself
-
-
 class Platform:
     def __init__(self, settings: Settings, dialects: Registry | None = None) -> None:
         self.settings = settings
@@ -104,8 +109,11 @@ class Platform:
         self.dialects = dialects or default_registry()
         self.api_key = ""
         self.api_key_generated = False
-        self.mqtt_port = 0
+        #: The bound ports; None for a listener that is off.
+        self.mqtt_port: int | None = 0
+        self.mqtts_port: int | None = None
         self.http_port = 0
+        self._tls: ssl.SSLContext | None = None
         self.storage: Storage | None = None
         self.broker: Broker | None = None
         #: MQTT over WebSocket at /mqtt on the HTTP port.
@@ -125,7 +133,7 @@ class Platform:
         self.firmware: FirmwareService | None = None
         self.ota: OtaService | None = None
         self.keys: KeyService | None = None
-        self._http: _Uvicorn | None = None
+        self._http: HttpServer | None = None
         self._http_task: asyncio.Task[None] | None = None
         self._ready = False
         self._warming: asyncio.Task[None] | None = None
@@ -136,6 +144,11 @@ class Platform:
 
     async def start(self) -> None:
         s = self.settings
+        if s.tls_cert is not None and s.tls_key is not None:
+            try:
+                self._tls = await asyncio.to_thread(server_context, s.tls_cert, s.tls_key)
+            except TlsError as exc:
+                raise StartupError(str(exc)) from exc
         try:
             data_dir = await asyncio.to_thread(datadir.prepare, s.data_dir)
         except datadir.DataDirError as exc:
@@ -232,16 +245,14 @@ class Platform:
         await self.presence.start()
         await self._start_ota(data_dir, clock, bus)
 
-        try:
-            self.mqtt_port = await self.broker.start(s.host, s.mqtt_port)
-        except OSError as exc:
-            raise StartupError(
-                f"cannot listen for MQTT on {s.host}:{s.mqtt_port}: {exc.strerror or exc}"
-            ) from exc
+        self.mqtt_port = await self._listen_mqtt(s.mqtt_port, None, "MQTT")
+        if self._tls is not None:
+            self.mqtts_port = await self._listen_mqtt(s.mqtts_port, self._tls, "MQTT over TLS")
         sock = self._bind_http(s.host, s.http_port)
         self.http_port = sock.getsockname()[1]
         if self.ota is not None:  # devices are informed only once it is known
-            self.ota.public_url = _public_url(s.public_url, s.host, self.http_port)
+            scheme = "https" if self._tls is not None else "http"
+            self.ota.public_url = _public_url(s.public_url, s.host, self.http_port, scheme)
         ctx = ApiContext(
             devices=self.devices,
             presence=self.presence,
@@ -257,6 +268,7 @@ class Platform:
             keys=self.keys,
             tokens=make_token,
             mqtt_port=self.mqtt_port,
+            mqtts_port=self.mqtts_port,
             collectors=[lambda: metrics.collect(self)],
             is_ready=lambda: self._ready,
             stream_limits=StreamLimits(s.stream_max_backlog, s.stream_stall_timeout),
@@ -276,16 +288,17 @@ class Platform:
             ws_max_size=max(WS_MAX_MESSAGE, s.max_packet_size + 4096),
             **uvicorn_limits(s.max_http_connections, s.http_head_timeout),
         )
-        self._http = _Uvicorn(config)
+        self._http = HttpServer(config, self._tls, handshake_timeout=s.http_head_timeout)
         self._http_task = asyncio.get_running_loop().create_task(self._http.serve([sock]))
-        while not self._http.started:
+        while not self._http.listening:
             if self._http_task.done():
                 self._http_task.result()
                 raise StartupError("the HTTP server stopped while starting")
             await asyncio.sleep(0.01)
         await self.gateway.start()
         self._warming = asyncio.get_running_loop().create_task(self._warm())
-        datadir.write_ports(data_dir, {"mqtt": self.mqtt_port, "http": self.http_port})
+        ports = {"mqtt": self.mqtt_port, "mqtts": self.mqtts_port, "http": self.http_port}
+        datadir.write_ports(data_dir, {k: v for k, v in ports.items() if v is not None})
         self._ready = True
 
     async def _mount_console(self, api: FastAPI, ctx: ApiContext, data_dir: Path) -> Console:
@@ -322,6 +335,21 @@ class Platform:
             log.exception("loading devices into the login cache failed")
         else:
             log.info("%d device(s) loaded into the login cache", n)
+
+    async def _listen_mqtt(
+        self, port: int | None, tls: ssl.SSLContext | None, what: str
+    ) -> int | None:
+        """Start one MQTT listener (None: it is off); its bound port."""
+        if port is None:
+            return None
+        assert self.broker is not None
+        host = self.settings.host
+        try:
+            return await self.broker.start(host, port, ssl=tls)
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen for {what} on {host}:{port}: {exc.strerror or exc}"
+            ) from exc
 
     def _bind_http(self, host: str, port: int) -> socket.socket:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -404,7 +432,7 @@ class Platform:
         await self.ota.start()
 
 
-def _public_url(configured: str | None, host: str, port: int) -> str:
+def _public_url(configured: str | None, host: str, port: int, scheme: str = "http") -> str:
     """Where devices download firmware: the setting, else this server's own address."""
     if configured:
         return configured.rstrip("/")
@@ -416,4 +444,4 @@ def _public_url(configured: str | None, host: str, port: int) -> str:
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    return f"{scheme}://{host}:{port}"

@@ -26,7 +26,8 @@ class SettingsError(Exception):
 class Settings:
     data_dir: Path = Path("./thingshub-data")
     host: str = "127.0.0.1"
-    mqtt_port: int = 1883
+    #: The plain MQTT listener's port; None ("off") when only TLS is served.
+    mqtt_port: int | None = 1883
     http_port: int = 8080
     database_url: str | None = None
     api_key: str | None = None
@@ -52,6 +53,15 @@ class Settings:
     max_http_connections: int = 2000
     #: Seconds an HTTP connection has to send a complete request head.
     http_head_timeout: float = 15.0
+    #: PEM certificate (chain, leaf first) and key: with them, MQTT over TLS on
+    #: `mqtts_port`, and HTTPS instead of HTTP on `http_port` (tls.py).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    mqtts_port: int = 8883
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
 
 _TYPES: dict[str, type] = {
@@ -74,6 +84,9 @@ _TYPES: dict[str, type] = {
     "stream_stall_timeout": float,
     "max_http_connections": int,
     "http_head_timeout": float,
+    "tls_cert": Path,
+    "tls_key": Path,
+    "mqtts_port": int,
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -82,6 +95,8 @@ _FALSE = {"0", "false", "no", "off"}
 
 def _convert(name: str, value: Any) -> Any:
     kind = _TYPES[name]
+    if name == "mqtt_port" and isinstance(value, str) and value.strip().lower() == "off":
+        return None
     try:
         if kind is int:
             if isinstance(value, bool):
@@ -155,4 +170,17 @@ def load(
             values[name] = _convert(name, environ[env_name])
         elif name in from_file:
             values[name] = _convert(name, from_file[name])
-    return Settings(**values)
+    settings = Settings(**values)
+    _check_tls(settings)
+    return settings
+
+
+def _check_tls(s: Settings) -> None:
+    """The TLS settings go together, and turning plain MQTT off needs TLS."""
+    if (s.tls_cert is None) != (s.tls_key is None):
+        lacking = "tls_key" if s.tls_key is None else "tls_cert"
+        raise SettingsError(f"settings tls_cert and tls_key go together: {lacking} is not set")
+    if s.mqtt_port is None and not s.tls:
+        raise SettingsError(
+            "setting mqtt_port: off needs tls_cert and tls_key, else devices have no listener"
+        )

@@ -155,6 +155,7 @@ def create_api(ctx: ApiContext) -> FastAPI:
         return {
             "version": __version__,
             "mqtt_port": ctx.mqtt_port,
+            "mqtts_port": ctx.mqtts_port,
             "firmware_max_size": ctx.firmware.max_size if ctx.firmware is not None else None,
         }
 

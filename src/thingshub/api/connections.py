@@ -18,8 +18,9 @@ Rules (docs/operations.md, "Limits against hostile input"):
   whatever the setting says, for the same reason.
 - A connection closed after an answer given before the request's body was
   all read (a 401 or 413, see guard.py) closes gently: the answer is sent
-  and the sending side shut, then what the client still sends is read and
-  dropped for at most `LINGER_SECONDS` or `LINGER_BYTES`. Closing at once
+  and the sending side shut (over TLS, which has no half-close, it stays
+  open), then what the client still sends is read and dropped for at most
+  `LINGER_SECONDS` or `LINGER_BYTES`. Closing at once
   with unread bytes would reset the connection, and a reset can destroy the
   answer before the client reads it.
 """
@@ -117,10 +118,11 @@ def limited_protocol(
             transport = self.transport
             if transport.is_closing():
                 return
-            if self.cycle is None or not self.cycle.more_body or not transport.can_write_eof():
+            if self.cycle is None or not self.cycle.more_body:
                 transport.close()
                 return
-            transport.write_eof()
+            if transport.can_write_eof():  # TLS cannot half-close: it lingers all the same
+                transport.write_eof()
             self._linger_left = LINGER_BYTES
             self.flow.resume_reading()
             self.loop.call_later(LINGER_SECONDS, transport.close)

@@ -40,8 +40,10 @@ class ApiContext:
     tokens: Callable[[str, str, str, int, str], str]
     #: Extra metric families for /metrics (the MQTT server's, the gateway's, ...).
     collectors: list[Callable[[], Iterable[Metric]]] = field(default_factory=list)
-    #: The MQTT port devices connect to (for connection details).
-    mqtt_port: int = 0
+    #: The ports devices connect to (for connection details): plain MQTT and
+    #: MQTT over TLS, None for a listener that is off.
+    mqtt_port: int | None = 0
+    mqtts_port: int | None = None
     #: True once every part is up; /healthz answers 503 until then.
     is_ready: Callable[[], bool] = lambda: True
     #: Firmware packages and OTA tasks (None: the OTA routes answer 503).

@@ -1,7 +1,8 @@
 """The `thingshub` command: one Typer app, its subcommands in the modules beside.
 
 Rules:
-- `serve.py` runs servers (`serve`, `broker`); `devices.py` (`product`,
+- `serve.py` runs servers (`serve`, `broker`); `cert.py` makes TLS
+  certificates (`cert create`) and needs no server; `devices.py` (`product`,
   `device`), `model.py` (`model`), `ota.py` (`firmware`, `ota`) and `keys.py`
   (`key`) are HTTP
   clients of a running server and never open the database; `client.py` is
@@ -39,9 +40,10 @@ def _root(
 
 
 def main() -> None:
-    from thingshub.cli import devices, keys, model, ota, serve
+    from thingshub.cli import cert, devices, keys, model, ota, serve
 
     serve.register(app)
+    cert.register(app)
     devices.register(app)
     model.register(app)
     ota.register(app)

@@ -5,6 +5,10 @@ Rules:
   of the data dir (`--data-dir` / `THINGSHUB_DATA_DIR`, default
   ./thingshub-data), else http://127.0.0.1:8080. The API key: `--api-key`,
   else `THINGSHUB_API_KEY`, else the data dir's `api-key` file.
+- A server with TLS (its `ports.json` has `mqtts`) serves HTTPS: the data
+  dir then gives https://localhost:PORT, the name `cert create` certificates
+  are usually made for. The CA is httpx's: `SSL_CERT_FILE=ca.pem` for a
+  private one.
 - Output is a Rich table, or the API's JSON with `--json`. An API error is
   printed as its sentence and exits with status 1.
 """
@@ -46,6 +50,8 @@ class Api:
     def _from_ports(directory: Path) -> str:
         try:
             ports = json.loads((directory / "ports.json").read_text())
+            if "mqtts" in ports:
+                return f"https://localhost:{int(ports['http'])}"
             return f"http://127.0.0.1:{int(ports['http'])}"
         except (OSError, ValueError, KeyError, TypeError):
             return "http://127.0.0.1:8080"

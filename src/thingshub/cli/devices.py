@@ -222,7 +222,8 @@ def device_connect(
     host = urlsplit(api.base).hostname or "127.0.0.1"
     details = {
         "host": host,
-        "port": server["mqtt_port"],
+        "port": server["mqtt_port"],  # None: plain MQTT is off
+        "tls_port": server.get("mqtts_port"),  # None: no MQTT over TLS
         "client_id": token["client_id"],
         "onenet_username": token["username"],
         "onenet_password": token["password"],
@@ -237,7 +238,8 @@ def device_connect(
     table.add_column("what")
     table.add_column("value", overflow="fold")
     for key, value in details.items():
-        table.add_row(key, str(value))
+        if value is not None:
+            table.add_row(key, str(value))
     console.print(table)
     console.print(
         "OneNET login: client id, onenet_username, onenet_password. ThingsPanel login: "

@@ -82,17 +82,26 @@ def fail(message: str) -> None:
     typer.echo(f"thingshub: error: {message}", err=True)
 
 
-async def _broker(host: str, port: int, config: BrokerConfig, deny: list[str]) -> int:
+async def _broker(
+    host: str, port: int, config: BrokerConfig, deny: list[str], tls: tuple[Path, Path] | None
+) -> int:
+    from thingshub.tls import TlsError, server_context
+
     stop = StopSignal()
+    try:
+        ssl = await asyncio.to_thread(server_context, *tls) if tls is not None else None
+    except TlsError as exc:
+        fail(str(exc))
+        return 1
     broker = Broker(OpenHooks(set(deny)), config)
     try:
-        bound = await broker.start(host, port)
+        bound = await broker.start(host, port, ssl=ssl)
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
         await broker.stop()
         return 1
     started()
-    print(f"ThingsHub MQTT broker ready on {host}:{bound}", flush=True)
+    print(f"ThingsHub MQTT broker ready on {host}:{bound}{' (TLS)' if ssl else ''}", flush=True)
     await stop.wait()
     await broker.stop()
     print("ThingsHub MQTT broker stopped", flush=True)
@@ -114,8 +123,15 @@ def broker(
     max_inflight: Annotated[int, typer.Option(help="QoS 1/2 messages in flight per client.")] = 100,
     max_queued: Annotated[int, typer.Option(help="QoS 1/2 messages queued per client.")] = 1000,
     connect_timeout: Annotated[float, typer.Option(help="Seconds allowed to send CONNECT.")] = 10.0,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="PEM certificate: with --tls-key, --port speaks TLS.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM key of --tls-cert.")] = None,
 ) -> None:
     """Run only the MQTT server, as an open general-purpose broker."""
+    if (tls_cert is None) != (tls_key is None):
+        fail("--tls-cert and --tls-key go together")
+        raise typer.Exit(2)
     config = BrokerConfig(
         connect_timeout=connect_timeout,
         max_packet_size=max_packet_size,
@@ -124,7 +140,8 @@ def broker(
         max_queued=max_queued,
         max_keepalive=max_keepalive,
     )
-    code = run_async(_broker(host, port, config, deny_subscribe or []))
+    tls = (tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None
+    code = run_async(_broker(host, port, config, deny_subscribe or [], tls))
     raise typer.Exit(code)
 
 
@@ -151,18 +168,27 @@ async def _serve(settings: Settings) -> int:
             f"API key (shown once; saved to {settings.data_dir / 'api-key'}): {platform.api_key}",
             flush=True,
         )
-    host = settings.host
     started()
-    print(
-        f"ThingsHub ready: MQTT on {host}:{platform.mqtt_port}, "
-        f"HTTP on http://{host}:{platform.http_port} (API docs at /docs)",
-        flush=True,
-    )
+    line = ready_line(settings.host, platform.mqtt_port, platform.mqtts_port, platform.http_port)
+    print(line, flush=True)
     await stop.wait()
     print("ThingsHub stopping", flush=True)
     await platform.stop()
     print("ThingsHub stopped", flush=True)
     return 0
+
+
+def ready_line(host: str, mqtt: int | None, mqtts: int | None, http: int) -> str:
+    """Where devices and people connect, e.g. "ThingsHub ready: MQTT on 127.0.0.1:1883,
+    MQTT over TLS on 127.0.0.1:8883, HTTP on https://127.0.0.1:8080 (API docs at /docs)";
+    a listener that is off is left out."""
+    parts = []
+    if mqtt is not None:
+        parts.append(f"MQTT on {host}:{mqtt}")
+    if mqtts is not None:
+        parts.append(f"MQTT over TLS on {host}:{mqtts}")
+    parts.append(f"HTTP on {'https' if mqtts is not None else 'http'}://{host}:{http}")
+    return f"ThingsHub ready: {', '.join(parts)} (API docs at /docs)"
 
 
 def serve(
@@ -173,7 +199,10 @@ def serve(
         str | None, typer.Option(help="Address to listen on [env THINGSHUB_HOST; 127.0.0.1]")
     ] = None,
     mqtt_port: Annotated[
-        int | None, typer.Option(help="MQTT port, 0 = any [env THINGSHUB_MQTT_PORT; 1883]")
+        str | None,
+        typer.Option(
+            help="MQTT port, 0 = any, off = no plain MQTT [env THINGSHUB_MQTT_PORT; 1883]"
+        ),
     ] = None,
     http_port: Annotated[
         int | None, typer.Option(help="HTTP port, 0 = any [env THINGSHUB_HTTP_PORT; 8080]")
@@ -204,6 +233,19 @@ def serve(
             "--console/--no-console", help="Web console at /console [env THINGSHUB_CONSOLE; on]"
         ),
     ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            help="PEM certificate: MQTT over TLS, and HTTPS [env THINGSHUB_TLS_CERT]",
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(help="PEM key of --tls-cert [env THINGSHUB_TLS_KEY]")
+    ] = None,
+    mqtts_port: Annotated[
+        int | None,
+        typer.Option(help="MQTT over TLS port, 0 = any [env THINGSHUB_MQTTS_PORT; 8883]"),
+    ] = None,
 ) -> None:
     """Run the whole platform: MQTT server, HTTP API and storage, in one process."""
     options = {
@@ -216,6 +258,9 @@ def serve(
         "log_level": log_level,
         "public_url": public_url,
         "console": console,
+        "tls_cert": tls_cert,
+        "tls_key": tls_key,
+        "mqtts_port": mqtts_port,
     }
     try:
         settings = load_settings(options, os.environ, config)

@@ -81,7 +81,10 @@ def connection_card(ctx: ConsoleContext, device: Device, host: str) -> None:
     pid, name = device.product_id, device.name
     with card("Connection", "cable"):
         with ui.grid(columns="auto 1fr").classes("gap-x-6 gap-y-1 items-center w-full"):
-            _field("MQTT server", f"{host}:{ctx.api.mqtt_port}", "mqtt-address")
+            if ctx.api.mqtt_port is not None:
+                _field("MQTT server", f"{host}:{ctx.api.mqtt_port}", "mqtt-address")
+            if ctx.api.mqtts_port is not None:
+                _field("MQTT over TLS", f"{host}:{ctx.api.mqtts_port}", "mqtts-address")
             _field("Client id", name)
             _field("Device number", device.device_number)
         ui.separator()

@@ -16,7 +16,8 @@ Rules:
   0x04), after the will delay or when the session ends, whichever is first;
   never if the session resumes before that.
 - Keepalive: a client silent for 1.5x its keepalive is disconnected; a
-  connection without CONNECT after `connect_timeout` is closed. While we are
+  connection without CONNECT after `connect_timeout` is closed, and over TLS
+  first one whose handshake takes longer (uncounted until done). While we are
   not reading from a client (throttled, see connection.py) its silence is
   ours, and does not count. Each connection's machine (mqtt/protocol) says
   when it has timed out; a sweep every `sweep_interval` asks them all.
@@ -33,6 +34,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from ssl import SSLContext
 
 from thingshub.mqtt.codec.packets import (
     MQTT_3_1_1,
@@ -121,11 +123,13 @@ class Broker:
             )
             self._sweeper = self.loop.create_task(self._sweep())
 
-    async def start(self, host: str = "127.0.0.1", port: int = 1883) -> int:
-        """Listen on host:port (0 = any free port); returns the bound port."""
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 1883, *, ssl: SSLContext | None = None
+    ) -> int:
+        """Listen on host:port (0 = any port), over TLS with `ssl`; returns the bound port."""
         self._bind_loop()
         server = await self.loop.create_server(
-            lambda: Connection(self), host, port, backlog=4096, reuse_address=True
+            lambda: Connection(self), host, port, **self.config.listen_options(ssl)
         )
         self._servers.append(server)
         return int(server.sockets[0].getsockname()[1])

@@ -9,6 +9,8 @@ Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ssl import SSLContext
+from typing import Any
 
 from thingshub.mqtt.protocol.lifetimes import NEVER
 
@@ -56,3 +58,14 @@ class BrokerConfig:
     max_retained: int = 100_000
     #: How often timers (keepalive, connect timeout) are checked, in seconds.
     sweep_interval: float = 0.5
+
+    def listen_options(self, ssl: SSLContext | None) -> dict[str, Any]:
+        """`create_server`'s arguments for a listener, plain or over TLS. A TLS client
+        has `connect_timeout` to finish its handshake, and again as long to send
+        CONNECT once it has; the loop never waits on a handshake, so one that stalls
+        delays nobody. Until its handshake is done a client is not counted against
+        `max_connections`: the handshake timeout is what bounds it."""
+        options: dict[str, Any] = {"backlog": 4096, "reuse_address": True}
+        if ssl is not None:
+            options.update(ssl=ssl, ssl_handshake_timeout=self.connect_timeout)
+        return options
