@@ -302,3 +302,46 @@ def test_an_unwanted_body_over_https_still_gets_its_answer(
             answer = rawhttp.read_response(tls)
             assert answer.status == 401 and answer.headers["connection"] == "close"
             tls.sendall(b"x" * 65536)  # the client goes on sending: no reset meanwhile
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_both_logins_over_mqtt_over_secure_websocket(
+    served: RunningPlatform, https: httpx.Client, certs: Path, version: int
+) -> None:
+    """`wss://host:http-port/mqtt`: the HTTPS listener carries MQTT over WebSocket,
+    verified against the CA as a device does, with a OneNET token and with a
+    ThingsPanel user name and password, and QoS 1 data is stored before its PUBACK."""
+    tp_dev = add_device(https, name="tp1")
+    on_dev = add_device(https, name="on1")
+    tp = tls_client(
+        served.http_port,
+        "tp1",
+        certs / "ca.pem",
+        version=version,
+        websocket=True,
+        username=tp_dev["username"],
+        password=tp_dev["password"],
+    )
+    token = onenet.make_token(on_dev["key"], "p1", "on1", int(time.time()) + 3600, "sha256")
+    on = tls_client(
+        served.http_port,
+        "on1",
+        certs / "ca.pem",
+        version=version,
+        websocket=True,
+        username="p1",
+        password=token,
+    )
+    assert tp.connect() == 0 and on.connect() == 0
+    assert tp.publish("devices/telemetry", b'{"temp": 19.5}', qos=1) == 0
+    body = {"id": 1, "dp": {"humidity": [{"v": 40, "t": 1_700_000_000}]}}
+    assert on.publish("$sys/p1/on1/dp/post/json", json.dumps(body).encode(), qos=1) == 0
+    tp_latest = https.get("/api/v1/products/p1/devices/tp1/telemetry/latest").json()
+    on_latest = https.get("/api/v1/products/p1/devices/on1/telemetry/latest").json()
+    assert tp_latest["temp"]["value"] == 19.5
+    assert on_latest["humidity"] == {"ts": 1_700_000_000_000, "value": 40}
+    metrics = https.get("/metrics").text
+    assert "thingshub_mqtt_websocket_connections 2.0" in metrics
+    tp.disconnect()
+    on.disconnect()
+

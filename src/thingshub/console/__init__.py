@@ -20,7 +20,6 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -28,6 +27,7 @@ from fastapi import FastAPI
 
 from thingshub.console.context import ConsoleContext
 from thingshub.console.layout import MOUNT
+from thingshub.services.background import cancel
 
 __all__ = ["Console", "ConsoleContext", "mount_console"]
 
@@ -58,11 +58,8 @@ class Console:
             await asyncio.sleep(SAMPLE_EVERY)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
 
 def mount_console(app: FastAPI, ctx: ConsoleContext) -> Console:

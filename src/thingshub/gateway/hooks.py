@@ -32,7 +32,6 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -66,6 +65,7 @@ from thingshub.mqtt.hooks import (
 )
 from thingshub.mqtt.logs import logger
 from thingshub.mqtt.server import Broker
+from thingshub.services.background import cancel
 from thingshub.services.devices import DeviceService
 from thingshub.services.presence import PresenceService
 
@@ -134,11 +134,8 @@ class DeviceGateway:
         self._task = asyncio.get_running_loop().create_task(self._sample_activity())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     # ------------------------------------------------------------ login
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -37,6 +36,7 @@ from thingshub.core import access
 from thingshub.core.errors import InvalidRequest, NotFound
 from thingshub.core.model import ApiKey
 from thingshub.core.ports import ApiKeyRepo, Clock, ProductRepo
+from thingshub.services.background import cancel
 
 log = logging.getLogger("thingshub.keys")
 
@@ -175,11 +175,8 @@ class KeyService:
         self._task = asyncio.get_running_loop().create_task(self._flushing())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         await self.flush()
 
     async def flush(self) -> None:

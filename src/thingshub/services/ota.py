@@ -28,7 +28,6 @@ Rules (docs/protocols.md section 4; the state machine and tokens are core/ota.py
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 from collections.abc import Coroutine
@@ -42,6 +41,7 @@ from thingshub.core.events import DeviceDeleted, Event, OtaProgressed, PresenceC
 from thingshub.core.messages import DeviceRef, OtaInform, OtaProgress, OtaProgressRefused
 from thingshub.core.model import Firmware, OtaDevice, OtaTask, Page
 from thingshub.core.ports import Clock, DeviceLink, EventBus, OtaRepo
+from thingshub.services.background import cancel
 from thingshub.services.devices import DeviceService, check_limit, decode_cursor, encode_cursor
 from thingshub.services.firmware import FirmwareService
 from thingshub.services.ota_tasks import (
@@ -144,11 +144,8 @@ class OtaService:
             log.info("OTA task %s resumed (%d device(s) to go)", task.id, t.remaining)
 
     async def stop(self) -> None:
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
-            self._loop_task = None
+        await cancel(self._loop_task)
+        self._loop_task = None
         if self._writes:
             await asyncio.gather(*list(self._writes), return_exceptions=True)
 

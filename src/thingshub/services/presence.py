@@ -22,12 +22,12 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from thingshub.core.events import PresenceChanged
 from thingshub.core.model import Presence, PresenceUpdate
 from thingshub.core.ports import Clock, DeviceRepo, EventBus
+from thingshub.services.background import cancel
 
 log = logging.getLogger("thingshub.presence")
 
@@ -190,9 +190,6 @@ class PresenceService:
                 log.exception("recording presence failed; will retry")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         await self.flush()

@@ -12,10 +12,10 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from thingshub.core.ports import Clock, ProductRepo, TelemetryRepo
+from thingshub.services.background import cancel
 
 log = logging.getLogger("thingshub.retention")
 
@@ -78,8 +78,5 @@ class RetentionService:
             await asyncio.sleep(self.interval)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
