@@ -344,4 +344,3 @@ def test_both_logins_over_mqtt_over_secure_websocket(
     assert "thingshub_mqtt_websocket_connections 2.0" in metrics
     tp.disconnect()
     on.disconnect()
-
