@@ -197,6 +197,9 @@ def test_topo_change_after_api_changes(setup: Any) -> None:
     assert sorted(d["deviceName"] for d in changes()[1]["params"]["subList"]) == ["free", "s2"]
     device(api, "s3", "p2", gateway={"product_id": "p1", "name": "gw"})
     wait_until(lambda: len(changes()) == 3, what="third topo/change")
+    assert api.delete("/api/v1/products/p2/devices/s3").status_code == 204  # deleted: gone too
+    wait_until(lambda: len(changes()) == 4, what="topo/change after a deletion")
+    assert sorted(d["deviceName"] for d in changes()[3]["params"]["subList"]) == ["free", "s2"]
     # The gateway's answer is recorded; its own changes are not told back to it.
     gw.publish(
         GW + "sub/topo/change_reply",
@@ -208,7 +211,7 @@ def test_topo_change_after_api_changes(setup: Any) -> None:
     made_free = api.get("/api/v1/products/p2/devices/free").json()
     assert made_free["gateway"]["name"] == "gw"
     time.sleep(0.2)
-    assert len(changes()) == 3
+    assert len(changes()) == 4
 
 
 def test_pack_and_history_with_identity(setup: Any) -> None:

@@ -462,6 +462,8 @@ class DeviceService:
             )
         )
         now = self.clock.now_ms()
+        if device.gateway is not None:  # its gateway has one child less (topo/change)
+            self.bus.publish(TopologyChanged(product_id, name, None, None, device.gateway, now))
         for child in children:  # unbound with it
             event = TopologyChanged(
                 child.product_id, child.name, None, None, (product_id, name), now
