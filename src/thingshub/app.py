@@ -42,7 +42,9 @@ from thingshub.api.listener import HttpServer
 from thingshub.api.stream import StreamLimits
 from thingshub.api.websocket import WebSocketProtocol
 from thingshub.bus.local import LocalBus
-from thingshub.config import Settings
+from thingshub.bus.nats import NatsBus
+from thingshub.config import NODE_ID, Settings
+from thingshub.core.errors import Unavailable
 from thingshub.core.messages import (
     AttributesReport,
     CallAnswer,
@@ -63,7 +65,7 @@ from thingshub.core.messages import (
     ThingPost,
     ThingRefused,
 )
-from thingshub.core.ports import Storage
+from thingshub.core.ports import EventBus, Storage
 from thingshub.core.submessages import GatewayNote, SubRequest
 from thingshub.dialects.onenet.token import make_token
 from thingshub.dialects.registry import Registry, default_registry
@@ -80,6 +82,7 @@ from thingshub.services.history import HistoryService
 from thingshub.services.images import ImageService
 from thingshub.services.ingest import IngestService
 from thingshub.services.keys import KeyService
+from thingshub.services.nodes import NodeIdInUse, NodeService
 from thingshub.services.ota import OtaService
 from thingshub.services.presence import PresenceService
 from thingshub.services.retention import RetentionService
@@ -137,7 +140,10 @@ class Platform:
         self._http_task: asyncio.Task[None] | None = None
         self._ready = False
         self._warming: asyncio.Task[None] | None = None
-        self.bus: LocalBus | None = None
+        self.bus: LocalBus | NatsBus | None = None
+        #: The cluster's message bus, when this node is one of several (NATS).
+        self.nats: NatsBus | None = None
+        self.nodes: NodeService | None = None
         self._console: Console | None = None
 
     # ------------------------------------------------------------ start
@@ -165,7 +171,8 @@ class Platform:
         clock = SystemClock()
         self.keys = KeyService(storage.api_keys, storage.products, clock, self.api_key)
         await self.keys.start()
-        bus = self.bus = LocalBus()
+        node_id = s.node_id or default_node_id(s.mqtt_port or s.mqtts_port)
+        bus = self.bus = await self._start_bus(storage, node_id)
         self.devices = DeviceService(storage, clock, bus, pepper)
         self.presence = PresenceService(storage.devices, clock, bus)
         self.gateway = DeviceGateway(self.devices, self.presence, clock, bus, self.dialects)
@@ -179,6 +186,20 @@ class Platform:
             ),
         )
         self.gateway.attach(self.broker)
+        stats = self.broker.stats
+        self.nodes = NodeService(
+            storage.nodes,
+            storage.locks,
+            clock,
+            node_id,
+            lease=s.node_lease,
+            stats=lambda: (stats.connections, stats.messages_in),
+        )
+        try:
+            await self.nodes.start()
+        except NodeIdInUse as exc:
+            self.nodes = None
+            raise StartupError(str(exc)) from exc
         self.mqtt_websocket = MqttWebSocket(self.broker.connection)
         self.images = ImageService(
             storage.images, self.devices, self.presence, self.gateway, clock, bus
@@ -301,6 +322,20 @@ class Platform:
         datadir.write_ports(data_dir, {k: v for k, v in ports.items() if v is not None})
         self._ready = True
 
+    async def _start_bus(self, storage: Storage, node_id: str) -> LocalBus | NatsBus:
+        """The in-process bus, or with `nats_url` this node's link to the cluster."""
+        url = self.settings.nats_url
+        if url is None:
+            return LocalBus()
+        cluster_id = await storage.settings.set_if_absent("cluster_id", secrets.token_hex(6))
+        nats = NatsBus(url, cluster_id, node_id)
+        try:
+            await nats.start()
+        except Unavailable as exc:
+            raise StartupError(str(exc)) from exc
+        self.nats = nats
+        return nats
+
     async def _mount_console(self, api: FastAPI, ctx: ApiContext, data_dir: Path) -> Console:
         from thingshub.console import ConsoleContext, mount_console
 
@@ -397,10 +432,14 @@ class Platform:
             await self.presence.stop()
         if self.keys is not None:
             await self.keys.stop()  # writes when keys were last used
+        if self.nodes is not None:
+            await self.nodes.stop()
+        if self.nats is not None:
+            await self.nats.stop()
         if self.storage is not None:
             await self.storage.close()
 
-    async def _start_ota(self, data_dir: Path, clock: SystemClock, bus: LocalBus) -> None:
+    async def _start_ota(self, data_dir: Path, clock: SystemClock, bus: EventBus) -> None:
         """Firmware packages and OTA tasks (running tasks resume here)."""
         assert self.storage is not None and self.devices is not None and self.gateway is not None
         s = self.settings
@@ -430,6 +469,12 @@ class Platform:
         self.gateway.handle(OtaProgressRefused, self.ota.device_refused_progress)
         self.gateway.on_device_subscribe(self.ota.device_subscribed)
         await self.ota.start()
+
+
+def default_node_id(port: int | None) -> str:
+    """The host name and the MQTT port, as a node id may be written."""
+    host = "".join(c if NODE_ID.fullmatch(c) else "-" for c in socket.gethostname()) or "node"
+    return f"{host[:58]}-{port or 0}"
 
 
 def _public_url(configured: str | None, host: str, port: int, scheme: str = "http") -> str:

@@ -14,7 +14,6 @@ from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from thingshub.bus.local import LocalBus
 from thingshub.gateway.hooks import DeviceGateway
 from thingshub.mqtt.server import Broker
 from thingshub.mqtt.server.websocket import MqttWebSocket
@@ -24,13 +23,20 @@ from thingshub.services.subdevices import GatewayReports
 from thingshub.services.things import ThingService
 
 
+class Bus(Protocol):
+    def handler_count(self) -> int: ...
+
+
 class Parts(Protocol):
     """The parts whose counters are read (the platform has them, once started)."""
 
     broker: Broker | None
     mqtt_websocket: MqttWebSocket | None
     gateway: DeviceGateway | None
-    bus: LocalBus | None
+
+    @property
+    def bus(self) -> Bus | None: ...
+
     ingest: IngestService | None
     ota: OtaService | None
     things: ThingService | None

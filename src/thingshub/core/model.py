@@ -75,6 +75,17 @@ class PresenceUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """A node of a cluster as its heartbeat last wrote it (times in ms)."""
+
+    id: str
+    started_at: int
+    last_seen: int
+    connections: int = 0
+    messages_in_per_s: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
     items: list[T]
     next: str | None = None

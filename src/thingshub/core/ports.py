@@ -25,6 +25,7 @@ from thingshub.core.model import (
     Device,
     DeviceEvent,
     Firmware,
+    NodeInfo,
     OtaDevice,
     OtaTask,
     Point,
@@ -361,6 +362,35 @@ class ApiKeyRepo(Protocol):
         unknown ids are skipped. One transaction."""
 
 
+class NodeRepo(Protocol):
+    """The nodes of a cluster and their heartbeats (one row a node id)."""
+
+    async def beat(self, node: NodeInfo) -> None:
+        """Write the node's row (added, or replaced with these values)."""
+
+    async def list(self) -> builtins.list[NodeInfo]:
+        """Every node with a row, in id order (alive or not: see `last_seen`)."""
+
+    async def remove(self, node_id: str) -> None:
+        """The node's row is gone (a node stopping cleanly)."""
+
+
+class Locks(Protocol):
+    """Named locks shared by every process on one database, held by a process
+    for as long as it lives: the death of the process frees them (PostgreSQL:
+    advisory locks on one connection of their own). One database used by one
+    process (memory, SQLite) holds them in that process."""
+
+    async def try_hold(self, name: str) -> bool:
+        """Take the lock if nobody holds it; True if this process holds it now."""
+
+    async def release(self, name: str) -> None: ...
+
+    async def still_held(self, name: str) -> bool:
+        """Whether this process still holds the lock (its connection may have
+        been lost, and the lock with it)."""
+
+
 class Storage(Protocol):
     products: ProductRepo
     devices: DeviceRepo
@@ -375,6 +405,8 @@ class Storage(Protocol):
     thing_models: ThingModelRepo
     desired: DesiredRepo
     api_keys: ApiKeyRepo
+    nodes: NodeRepo
+    locks: Locks
 
     async def open(self) -> None:
         """Connect, then create or migrate the schema."""

@@ -41,6 +41,8 @@ from thingshub.core.ports import (
     EventRepo,
     FirmwareRepo,
     ImageRepo,
+    Locks,
+    NodeRepo,
     OtaRepo,
     ProductRepo,
     SettingsRepo,
@@ -48,7 +50,9 @@ from thingshub.core.ports import (
     ThingModelRepo,
 )
 from thingshub.storage import common
+from thingshub.storage.locks import ProcessLocks
 from thingshub.storage.memory.keys import MemoryApiKeys
+from thingshub.storage.memory.nodes import MemoryNodes
 from thingshub.storage.memory.ota import MemoryFirmware, MemoryOta, OtaData
 from thingshub.storage.memory.series import (
     MemoryAttributes,
@@ -401,6 +405,8 @@ class MemoryStorage:
         self.thing_models: ThingModelRepo = MemoryThingModels(data.products, data.models)
         self.desired: DesiredRepo = MemoryDesired(data.devices, data.desired)
         self.api_keys: ApiKeyRepo = MemoryApiKeys()
+        self.nodes: NodeRepo = MemoryNodes()
+        self.locks: Locks = ProcessLocks()
 
     async def open(self) -> None:
         pass

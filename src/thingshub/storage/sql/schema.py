@@ -247,6 +247,21 @@ _API_KEYS = (
     )""",
 )
 
+#: A cluster's nodes (their heartbeats), the node holding each online device's
+#: connection, and the node that sent each call (its restart fails only its own).
+_CLUSTER = (
+    """CREATE TABLE nodes (
+        id                 {key}   NOT NULL,
+        started_at         {int64} NOT NULL,
+        last_seen          {int64} NOT NULL,
+        connections        {int64} NOT NULL,
+        messages_in_per_s  {int64} NOT NULL,
+        CONSTRAINT nodes_pkey PRIMARY KEY (id)
+    )""",
+    "ALTER TABLE device_presence ADD COLUMN node {key}",
+    "ALTER TABLE commands ADD COLUMN node {key}",
+)
+
 
 def migrations(types: Mapping[str, str], series: Sequence[str]) -> Sequence[Migration]:
     """A database's migrations, given its `types` (see the module rules) and the
@@ -279,5 +294,6 @@ def migrations(types: Mapping[str, str], series: Sequence[str]) -> Sequence[Migr
             Migration(7, "gateways and sub-devices", ddl(*_TOPOLOGY)),
             Migration(8, "products: gateway auto-registration", ddl(*_AUTO_REGISTER)),
             Migration(9, "API keys with roles and products", ddl(*_API_KEYS)),
+            Migration(10, "cluster: nodes, the node holding a device or a call", ddl(*_CLUSTER)),
         ]
     )
