@@ -37,3 +37,12 @@ def test_a_stream_on_one_node_carries_another_nodes_telemetry(
         assert message["device"] == "d1" and message["data"]["values"] == {"t": 21.5}
         client.disconnect()
         assert receive(ws, "presence")["data"] == {"connectionState": "offline"}
+
+
+def test_metrics_say_whether_nats_is_reachable_and_what_was_relayed(
+    node_factory: Callable[..., RunningPlatform],
+) -> None:
+    a = node_factory("a")
+    text = a.http().get("/metrics").text
+    assert "thingshub_cluster_nats_connected 1.0" in text
+    assert 'thingshub_cluster_relayed_total{result="dropped"} 0.0' in text
