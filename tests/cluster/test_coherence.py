@@ -6,12 +6,20 @@ follow."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
+from typing import Any
 
 from tests.cluster.fleet import login, register, state, within
 from tests.conftest import Registered, RunningPlatform
-from tests.gateway.test_thing import MODEL, post
-from tests.gateway.test_thing import connect as thing_login
+from tests.mqtt.clients import PahoClient
+from thingshub.dialects.onenet import token as onenet
+
+
+def model(top: int) -> dict[str, Any]:
+    """A thing model of one property, `temp`, at most `top`."""
+    temp = {"type": "float", "specs": {"min": "-40", "max": str(top)}}
+    return {"properties": [{"identifier": "temp", "accessMode": "rw", "dataType": temp}]}
 
 
 def device_url(dev: Registered) -> str:
@@ -77,10 +85,13 @@ def test_devices_and_images_changed_on_one_node_read_the_same_on_another(
     within(1.0, lambda: n2.http().get(url).json()["tags"] == {"floor": "3"}, "tags on n2")
 
     assert n1.http().patch(image, json={"desired": {"lamp": 1}}).status_code == 200
-    desired = lambda: n2.http().get(image).json()["properties"]["state"]["desired"]  # noqa: E731
-    assert desired()["lamp"] == 1  # cached on n2
+
+    def lamp() -> Any:
+        return n2.http().get(image).json()["properties"]["state"]["desired"]["lamp"]
+
+    assert lamp() == 1  # cached on n2
     assert n1.http().patch(image, json={"desired": {"lamp": 2}}).status_code == 200
-    within(1.0, lambda: desired()["lamp"] == 2, "the image on n2")
+    within(1.0, lambda: lamp() == 2, "the image on n2")
 
 
 def test_a_thing_model_replaced_on_one_node_checks_posts_on_another(
@@ -89,13 +100,19 @@ def test_a_thing_model_replaced_on_one_node_checks_posts_on_another(
     n1, n2 = node_factory("n1"), node_factory("n2")
     dev = register(n1)
     models = f"/api/v1/products/{dev.product_id}/thing-model"
-    assert n1.http().put(models, json=MODEL).status_code == 200
-    device = thing_login(n2, dev)
-    device.subscribe(f"$sys/{dev.product_id}/{dev.name}/thing/#", qos=1)
-    hot = {"id": "1", "params": {"temp": {"value": 130}}}
-    assert post(device, "property/post", hot)["code"] == 302  # the model is cached on n2
-    warmer = json.loads(json.dumps(MODEL))
-    warmer["properties"][0]["dataType"]["specs"]["max"] = "150"
-    assert n1.http().put(models, json=warmer).status_code == 200
-    within(1.0, lambda: post(device, "property/post", hot)["code"] == 200, "the model on n2")
+    assert n1.http().put(models, json=model(125)).status_code == 200
+    token = onenet.make_token(dev.key, dev.product_id, dev.name, int(time.time()) + 3600)
+    device = PahoClient(n2.mqtt_port, dev.name, username=dev.product_id, password=token)
+    topic = f"$sys/{dev.product_id}/{dev.name}/thing/property/post"
+    device.subscribe(topic + "/reply", qos=1)
+
+    def post_code() -> int:
+        before = len(device.messages)
+        device.publish(topic, json.dumps({"id": "1", "params": {"temp": {"value": 130}}}).encode())
+        code: int = json.loads(device.wait_messages(before + 1)[before].payload)["code"]
+        return code
+
+    assert post_code() == 302  # the model is cached on n2
+    assert n1.http().put(models, json=model(150)).status_code == 200
+    within(1.0, lambda: post_code() == 200, "the new model on n2")
     device.disconnect()
