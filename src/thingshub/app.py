@@ -5,7 +5,9 @@ Rules:
   services, MQTT listeners, HTTP listener; only then `ports.json` and the
   ready line.
 - Stop order: stop accepting (MQTT and HTTP), disconnect clients, stop
-  background work, flush pending writes, close storage.
+  background work, flush pending writes, close storage. A node of a cluster
+  records its devices offline and announces them (relayed to the other
+  nodes) before it leaves the nodes table and closes its NATS connection.
 - A problem the operator can fix (a taken port, an unwritable data dir, an
   unreachable database) is a `StartupError` with one sentence, not a traceback.
 - The HTTP server (uvicorn) runs in the same event loop; its own signal
@@ -69,6 +71,7 @@ from thingshub.core.ports import EventBus, Storage
 from thingshub.core.submessages import GatewayNote, SubRequest
 from thingshub.dialects.onenet.token import make_token
 from thingshub.dialects.registry import Registry, default_registry
+from thingshub.gateway.cluster import ClusterLogins
 from thingshub.gateway.hooks import DeviceGateway
 from thingshub.mqtt.server import Broker, BrokerConfig
 from thingshub.mqtt.server.websocket import MqttWebSocket
@@ -87,6 +90,7 @@ from thingshub.services.ota import OtaService
 from thingshub.services.presence import PresenceService
 from thingshub.services.retention import RetentionService
 from thingshub.services.subdevices import GatewayReports
+from thingshub.services.sweep import PresenceSweep
 from thingshub.services.things import ThingService
 from thingshub.services.topology import TopologyService
 from thingshub.storage import open_storage
@@ -144,6 +148,8 @@ class Platform:
         #: The cluster's message bus, when this node is one of several (NATS).
         self.nats: NatsBus | None = None
         self.nodes: NodeService | None = None
+        #: The presence sweep of dead nodes (a node of a cluster only).
+        self.sweep: PresenceSweep | None = None
         self._console: Console | None = None
 
     # ------------------------------------------------------------ start
@@ -264,6 +270,8 @@ class Platform:
         self.retention = RetentionService(storage.products, storage.telemetry, clock)
         await self.retention.start()
         await self.presence.start(own_only=self.nats is not None)
+        if self.nats is not None:
+            await self._join_cluster(self.nats, clock, node_id)
         await self._start_ota(data_dir, clock, bus)
 
         self.mqtt_port = await self._listen_mqtt(s.mqtt_port, None, "MQTT")
@@ -335,6 +343,17 @@ class Platform:
             raise StartupError(str(exc)) from exc
         self.nats = nats
         return nats
+
+    async def _join_cluster(self, nats: NatsBus, clock: SystemClock, node_id: str) -> None:
+        """Takeover across nodes, caches coherent across nodes, the presence sweep."""
+        assert self.gateway is not None and self.broker is not None and self.presence is not None
+        assert self.devices is not None and self.keys is not None and self.nodes is not None
+        assert self.images is not None and self.things is not None
+        self.gateway.logins = ClusterLogins(self.broker, self.presence, nats, clock, node_id)
+        for sync in (self.devices.sync, self.keys.sync, self.images.sync, self.things.sync):
+            sync.join(nats)
+        self.sweep = PresenceSweep(self.nodes, self.presence)
+        await self.sweep.start()
 
     async def _mount_console(self, api: FastAPI, ctx: ApiContext, data_dir: Path) -> Console:
         from thingshub.console import ConsoleContext, mount_console
@@ -428,8 +447,10 @@ class Platform:
             await self.ota.stop()
         if self.retention is not None:
             await self.retention.stop()
+        if self.sweep is not None:
+            await self.sweep.stop()
         if self.presence is not None:
-            await self.presence.stop()
+            await self.presence.stop()  # in a cluster, announced before NATS closes
         if self.keys is not None:
             await self.keys.stop()  # writes when keys were last used
         if self.nodes is not None:

@@ -11,7 +11,9 @@ Rules:
   listens for: each node announces the kinds it wants when they change and
   every `ANNOUNCE_S` seconds, and an announcement is forgotten after three of
   those. Most telemetry therefore never leaves its node unless a live stream
-  elsewhere asks for it. The connection is made with `no_echo`, so a node
+  elsewhere asks for it. A node heard of for the first time (or again after
+  forgetting it) is answered at once, so a node joining learns what the
+  others want without waiting. The connection is made with `no_echo`, so a node
   never hears its own events or broadcasts.
 - Relaying never blocks the publisher: events queue and one task writes
   them in a batch per loop turn. While NATS is unreachable they are dropped
@@ -217,7 +219,12 @@ class NatsBus:
             node, kinds = str(body["node"]), frozenset(str(k) for k in body["kinds"])
         except (ValueError, KeyError, TypeError):
             return
-        self._remote[node] = (kinds, time.monotonic() + 3 * ANNOUNCE_S)
+        now = time.monotonic()
+        known = self._remote.get(node)
+        if known is None or known[1] < now:  # joining: tell it at once what this one wants
+            self._announced = None
+            self._kick_announce()
+        self._remote[node] = (kinds, now + 3 * ANNOUNCE_S)
 
     # ------------------------------------------------------------ requests
 

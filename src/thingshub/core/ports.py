@@ -69,6 +69,15 @@ class EventBus(Protocol):
         """Whether anyone listens for events of this type."""
 
 
+class Peers(Protocol):
+    """The other nodes of a cluster (bus/nats.py): best-effort messages to every
+    one of them, never back to the sender."""
+
+    def broadcast(self, topic: str, payload: bytes) -> None: ...
+
+    def on_broadcast(self, topic: str, handler: Callable[[bytes], None]) -> None: ...
+
+
 class ProductRepo(Protocol):
     async def add(self, product: Product) -> None: ...
 
