@@ -81,6 +81,7 @@ from thingshub.services.gateway_requests import GatewayRequests
 from thingshub.services.history import HistoryService
 from thingshub.services.images import ImageService
 from thingshub.services.ingest import IngestService
+from thingshub.services.jobs import Jobs
 from thingshub.services.keys import KeyService
 from thingshub.services.nodes import NodeIdInUse, NodeService
 from thingshub.services.ota import OtaService
@@ -144,6 +145,8 @@ class Platform:
         #: The cluster's message bus, when this node is one of several (NATS).
         self.nats: NatsBus | None = None
         self.nodes: NodeService | None = None
+        #: This node's cluster-wide jobs (services/jobs.py).
+        self.jobs: Jobs | None = None
         self._console: Console | None = None
 
     # ------------------------------------------------------------ start
@@ -172,6 +175,7 @@ class Platform:
         self.keys = KeyService(storage.api_keys, storage.products, clock, self.api_key)
         await self.keys.start()
         node_id = s.node_id or default_node_id(s.mqtt_port or s.mqtts_port)
+        jobs = self.jobs = Jobs(storage.locks, s.node_lease)
         bus = self.bus = await self._start_bus(storage, node_id)
         self.devices = DeviceService(storage, clock, bus, pepper)
         self.presence = PresenceService(storage.devices, clock, bus)
@@ -261,10 +265,10 @@ class Platform:
         self.history = HistoryService(
             self.devices, storage.telemetry, storage.attributes, storage.events
         )
-        self.retention = RetentionService(storage.products, storage.telemetry, clock)
+        self.retention = RetentionService(storage.products, storage.telemetry, clock, jobs)
         await self.retention.start()
         await self.presence.start()
-        await self._start_ota(data_dir, clock, bus)
+        await self._start_ota(data_dir, clock, bus, jobs)
 
         self.mqtt_port = await self._listen_mqtt(s.mqtt_port, None, "MQTT")
         if self._tls is not None:
@@ -439,7 +443,9 @@ class Platform:
         if self.storage is not None:
             await self.storage.close()
 
-    async def _start_ota(self, data_dir: Path, clock: SystemClock, bus: EventBus) -> None:
+    async def _start_ota(
+        self, data_dir: Path, clock: SystemClock, bus: EventBus, jobs: Jobs
+    ) -> None:
         """Firmware packages and OTA tasks (running tasks resume here)."""
         assert self.storage is not None and self.devices is not None and self.gateway is not None
         s = self.settings
@@ -461,9 +467,11 @@ class Platform:
             self.gateway,
             clock,
             bus,
+            jobs,
             secret=bytes.fromhex(secret),
             public_url="",
             tick=s.ota_tick,
+            shared=self.nats is not None,
         )
         self.gateway.handle(OtaProgress, self.ota.device_progress)
         self.gateway.handle(OtaProgressRefused, self.ota.device_refused_progress)

@@ -23,6 +23,16 @@ Rules (docs/protocols.md section 4; the state machine and tokens are core/ota.py
   error. Every change of a device is announced as `OtaProgressed`.
 - Downloads: the URL carries a token bound to the task, the device and the
   file; ota_tasks.py says when it is good.
+- The rollout loop is a cluster-wide job (jobs.py, `ota`): one node of a
+  cluster informs at the pace and times out, another takes over if it dies.
+  Progress reports, creation and cancellation are handled on whichever node
+  gets them. In a cluster (`shared`) other nodes change the tasks too, so
+  each round first reads the running tasks again (`refresh`): tasks created
+  or ended elsewhere, and devices whose stored state is newer than the one
+  in memory; a download refused by this node's memory is checked again
+  against the database the same way. Only the job's holder informs QUEUED
+  devices (the pace is its bucket's); any node informs again a device it
+  informed that subscribes again.
 """
 
 from __future__ import annotations
@@ -41,9 +51,9 @@ from thingshub.core.events import DeviceDeleted, Event, OtaProgressed, PresenceC
 from thingshub.core.messages import DeviceRef, OtaInform, OtaProgress, OtaProgressRefused
 from thingshub.core.model import Firmware, OtaDevice, OtaTask, Page
 from thingshub.core.ports import Clock, DeviceLink, EventBus, OtaRepo
-from thingshub.services.background import cancel
 from thingshub.services.devices import DeviceService, check_limit, decode_cursor, encode_cursor
 from thingshub.services.firmware import FirmwareService
+from thingshub.services.jobs import Job, Jobs
 from thingshub.services.ota_tasks import (
     RunningTask,
     TaskView,
@@ -69,11 +79,13 @@ class OtaService:
         link: DeviceLink,
         clock: Clock,
         bus: EventBus,
+        jobs: Jobs,
         *,
         secret: bytes,
         public_url: str,
         tick: float = 1.0,
         max_token_lifetime_s: int = MAX_TOKEN_LIFETIME_S,
+        shared: bool = False,
     ) -> None:
         self.repo = repo
         self.firmware = firmware
@@ -90,7 +102,9 @@ class OtaService:
         self._by_device: dict[Key, dict[str, str]] = {}  # device -> module -> running task
         self._unsubscribed: set[Key] = set()  # online, but not listening when last tried
         self._lock = asyncio.Lock()  # creating and cancelling tasks
-        self._loop_task: asyncio.Task[None] | None = None
+        #: Other nodes change the same tasks (a cluster): see the module rules.
+        self.shared = shared
+        self.job: Job = jobs.job("ota", self._round, every=tick)
         self._writes: set[asyncio.Task[Any]] = set()
         self._ids = ota.IdClock()
         #: Progress reports that changed nothing, by reason (core/ota.IGNORE_REASONS).
@@ -113,7 +127,12 @@ class OtaService:
                 await self._resume(task)
             except Exception:
                 log.exception("resuming OTA task %s failed", task.id)
-        self._loop_task = asyncio.get_running_loop().create_task(self._run())
+        await self.job.start()
+
+    @property
+    def paces(self) -> bool:
+        """Whether this node informs QUEUED devices (it runs the rollout job)."""
+        return self.job.holding or not self.shared
 
     async def _resume(self, task: OtaTask) -> None:
         firmware = await self.firmware.repo.get(task.product_id, task.firmware_id)
@@ -134,6 +153,9 @@ class OtaService:
                 gone.append(d.name)
                 continue
             t.numbers[d.name] = device.device_number
+        if task.id in self._tasks:  # created here meanwhile (refresh)
+            return
+        for d in devices:
             self._track(t, d)
         self._tasks[task.id] = t
         for name in gone:
@@ -144,18 +166,35 @@ class OtaService:
             log.info("OTA task %s resumed (%d device(s) to go)", task.id, t.remaining)
 
     async def stop(self) -> None:
-        await cancel(self._loop_task)
-        self._loop_task = None
+        await self.job.stop()
         if self._writes:
             await asyncio.gather(*list(self._writes), return_exceptions=True)
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.tick)
-            try:
-                self.step()
-            except Exception:
-                log.exception("the OTA rollout loop failed; going on")
+    async def _round(self) -> None:
+        if self.shared:
+            await self.refresh()
+        self.step()
+
+    async def refresh(self, only: str | None = None) -> None:
+        """Read the running tasks (or task `only`) again from the database: those
+        created or ended by other nodes, and device states newer than ours."""
+        known = set(self._tasks) if only is None else {only} & set(self._tasks)
+        running = [t for t in await self.repo.running() if only is None or t.id == only]
+        for task_id in known - {t.id for t in running}:  # ended elsewhere
+            gone = self._tasks.pop(task_id, None)
+            if gone is not None:
+                self._untrack(gone)
+        for task in running:
+            t = self._tasks.get(task.id)
+            if t is None:
+                await self._resume(task)
+                continue
+            for stored in await self.repo.devices(task.id):
+                mine = t.devices.get(stored.name)
+                if mine is not None and ota_newer(stored, mine):
+                    self._set(t, stored, stored.updated_at, announce=False)
+            if t.remaining == 0:
+                await self._complete(t)
 
     def step(self) -> None:
         """One round of the rollout loop: timeouts, informs, completions."""
@@ -232,7 +271,8 @@ class OtaService:
             firmware.module,
             firmware.version,
         )
-        self._rollout(t, started)
+        if self.paces:
+            self._rollout(t, started)
         return view(t)
 
     async def _numbers(self, product_id: str, targets: list[str] | None) -> dict[str, str]:
@@ -343,7 +383,7 @@ class OtaService:
                 continue
             t.numbers[ref.name] = ref.device_number
             state = t.devices[ref.name].state
-            if state == ota.QUEUED and t.rollout.available(now):
+            if state == ota.QUEUED and self.paces and t.rollout.available(now):
                 if self._inform(t, ref.name, now):
                     t.rollout.take(now)
             elif state == ota.INFORMED:
@@ -351,16 +391,25 @@ class OtaService:
 
     # ------------------------------------------------------------ downloads
 
-    def authorize_download(self, task_id: str, name: str, token: str | None) -> Firmware:
+    async def authorize_download(self, task_id: str, name: str, token: str | None) -> Firmware:
         """The package a download link may fetch now; Forbidden otherwise."""
-        t = self._tasks.get(task_id)
         try:
-            firmware = authorize(t, name, token, self.secret, self.clock.now_ms())
+            try:
+                firmware = self._authorize(task_id, name, token)
+            except Forbidden:
+                if not self.shared:
+                    raise
+                await self.refresh(task_id)  # another node may have informed it just now
+                firmware = self._authorize(task_id, name, token)
         except Forbidden:
             self.downloads["refused"] += 1
             raise
         self.downloads["served"] += 1
         return firmware
+
+    def _authorize(self, task_id: str, name: str, token: str | None) -> Firmware:
+        t = self._tasks.get(task_id)
+        return authorize(t, name, token, self.secret, self.clock.now_ms())
 
     def file_of(self, firmware: Firmware) -> Path:
         return self.firmware.path(firmware.id)
@@ -383,8 +432,18 @@ class OtaService:
         else:
             t.active.add(device.name)
 
-    def _set(self, t: RunningTask, device: OtaDevice, now: int) -> None:
-        """Record a device's new state in memory, and announce it."""
+    def _untrack(self, t: RunningTask) -> None:
+        """Forget the devices of a task no longer held."""
+        for name in [*t.queued, *t.active]:
+            modules = self._by_device.get((t.task.product_id, name))
+            if modules is not None and modules.get(t.task.module) == t.task.id:
+                del modules[t.task.module]
+                if not modules:
+                    del self._by_device[(t.task.product_id, name)]
+
+    def _set(self, t: RunningTask, device: OtaDevice, now: int, *, announce: bool = True) -> None:
+        """Record a device's new state in memory, and announce it (a state read
+        from the database was announced by the node that made it)."""
         name = device.name
         t.devices[name] = device
         t.queued.pop(name, None)
@@ -400,9 +459,10 @@ class OtaService:
                 if not modules:
                     del self._by_device[key]
             t.numbers.pop(name, None)
-        self.bus.publish(
-            OtaProgressed(t.task.product_id, name, t.task.id, device.state, device.step, now)
-        )
+        if announce:
+            self.bus.publish(
+                OtaProgressed(t.task.product_id, name, t.task.id, device.state, device.step, now)
+            )
 
     def _end(
         self, t: RunningTask, name: str, state: str, desc: str, now: int, *, save: bool = True
@@ -488,3 +548,11 @@ class OtaService:
                 self._end(t, event.name, ota.CANCELED, ota.DELETED_DESC, now)
                 if t.remaining == 0:
                     self._later(self._complete(t))
+
+
+def ota_newer(stored: OtaDevice, mine: OtaDevice) -> bool:
+    """Whether a device's stored state replaces the one in memory: a final state
+    never changes, and otherwise the later change wins (ties: memory's)."""
+    if mine.state in ota.FINAL:
+        return False
+    return stored.state in ota.FINAL or stored.updated_at > mine.updated_at
