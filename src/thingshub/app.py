@@ -212,9 +212,14 @@ class Platform:
         self.gateway.handle(ImageUpdateRefused, self.images.device_refused_update)
         self.gateway.handle(ImageGetRequest, self.images.device_get)
         self.gateway.on_device_subscribe(self.images.device_subscribed)
-        self.commands = CommandService(storage.commands, self.devices, self.gateway, clock, bus)
+        self.commands = CommandService(
+            storage.commands, self.devices, self.gateway, clock, bus, node=node_id
+        )
         self.gateway.handle(CallAnswer, self.commands.answer)
-        await self.commands.start()
+        # One process alone fails every unfinished call (its id changes with
+        # its port); a node of a cluster spares those of the other live nodes.
+        live = [n.id for n in await self.nodes.nodes()] if self.nats is not None else []
+        await self.commands.start(live)
         self.ingest = IngestService(
             storage.telemetry, storage.attributes, storage.events, self.gateway, clock, bus
         )
