@@ -9,7 +9,9 @@ Rules:
   job over within the lease.
 - The holder asks `still_held` before each round and stops working at once
   when the answer is no (its lock connection was lost, and with it the
-  lock); from then on it tries to take the job again like any other node.
+  lock); it tries to take the job again only a lease later, so the other
+  nodes, trying every lease/3, take it first (its own connection is the
+  one that failed), then like any other node.
   `on_take` runs each time the job is taken, before its first round (a job
   whose state lives in memory reads it again there).
 - `start` tries once at once, so a job free to take is held when `start`
@@ -106,7 +108,8 @@ class Job:
                 await asyncio.sleep(self.retry)
                 continue
             if not await self._still_held():
-                continue  # try to take it again, as any node
+                await asyncio.sleep(self.retry * 3)
+                continue
             await self._guarded(self.round, "a round of")
             self.rounds += 1
             await asyncio.sleep(self.every)
