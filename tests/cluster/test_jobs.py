@@ -97,7 +97,7 @@ def test_a_holder_whose_lock_connection_dies_stops_and_another_takes_over(
     job_b = start_job(b, rounds, "b")
     wait_for(lambda: rounds.by("a") >= 3, 10, "rounds on a")
 
-    pid = a.call(lambda: a.platform.storage.locks._conn.get_server_pid())
+    pid = a.call(a.platform.storage.locks._conn.get_server_pid)
     a.run(_terminate(pg_url, pid))
     wait_for(lambda: rounds.by("b") >= 5, LEASE + 2, "b taking the job over")
     # a noticed before its next round, and runs none while b holds the job.
