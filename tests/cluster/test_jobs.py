@@ -50,7 +50,7 @@ class Rounds:
 def start_job(node: RunningPlatform, rounds: Rounds, name: str) -> Job:
     p = node.platform
     assert p.jobs is not None
-    job = p.jobs.job("test-job", rounds.round_of(name), every=0.05)
+    job: Job = p.jobs.job("test-job", rounds.round_of(name), every=0.05)
     node.run(job.start())
     return job
 
@@ -67,18 +67,21 @@ def test_one_node_runs_a_job_and_another_takes_over_when_it_stops(
     assert job_a.holding and not job_b.holding and rounds.by("b") == 0
     # The services' own jobs: each held by exactly one node (the first one up).
     for job in ("retention", "ota"):
-        held = [n.call(lambda n=n, job=job: _service_job(n, job).holding) for n in (a, b)]
-        assert held == [True, False], job
+        assert [_service_job(n, job).holding for n in (a, b)] == [True, False], job
 
     stopped_at = time.monotonic()
     a.run(job_a.stop())
     wait_for(lambda: rounds.by("b") >= 3, LEASE + 2, "b taking the job over")
-    assert job_b.holding and job_b.taken == 1
+    assert job_b.taken == 1 and [holds(job_a), holds(job_b)] == [False, True]
     assert rounds.runs[-1][1] - stopped_at < LEASE  # within the lease
     node_factory.stop(a)  # type: ignore[attr-defined]
     wait_for(lambda: _service_job(b, "ota").holding, LEASE + 2, "b taking the OTA job over")
     wait_for(lambda: _service_job(b, "retention").holding, LEASE + 2, "b taking retention")
     b.run(job_b.stop())
+
+
+def holds(job: Job) -> bool:
+    return job.holding
 
 
 def _service_job(node: RunningPlatform, name: str) -> Job:
