@@ -18,6 +18,9 @@ Rules:
   without ever waiting on a client, so a stalled one delays nobody.
 - `ports.json` names the listeners that are on: `mqtt`, `mqtts`, `http`
   (a listener that is off has no key).
+- The workers of `serve --workers` and the nodes of a cluster listen with
+  SO_REUSEPORT (`shares_ports`): processes of one machine share the ports,
+  the kernel spreads new connections over them.
 """
 
 from __future__ import annotations
@@ -187,6 +190,7 @@ class Platform:
                 max_packet_size=s.max_packet_size,
                 max_keepalive=s.max_keepalive,
                 connect_timeout=s.connect_timeout,
+                reuse_port=shares_ports(s),
             ),
         )
         self.gateway.attach(self.broker)
@@ -303,6 +307,7 @@ class Platform:
             is_ready=lambda: self._ready,
             stream_limits=StreamLimits(s.stream_max_backlog, s.stream_stall_timeout),
             mqtt_websocket=self.mqtt_websocket,
+            nodes=self.nodes,
         )
         api = create_api(ctx)
         if s.console:
@@ -399,6 +404,8 @@ class Platform:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shares_ports(self.settings):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
@@ -482,6 +489,12 @@ class Platform:
         self.gateway.handle(OtaProgressRefused, self.ota.device_refused_progress)
         self.gateway.on_device_subscribe(self.ota.device_subscribed)
         await self.ota.start()
+
+
+def shares_ports(s: Settings) -> bool:
+    """Whether the listeners let other processes listen on their ports too
+    (SO_REUSEPORT): the workers of `serve --workers`, and any node of a cluster."""
+    return s.workers > 1 or s.nats_url is not None
 
 
 def default_node_id(port: int | None) -> str:

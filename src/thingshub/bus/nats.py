@@ -73,6 +73,7 @@ class NatsBus:
         self._broadcasts: dict[str, list[BroadcastHandler]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._announcer: asyncio.Task[None] | None = None
+        self._stopping = False
         self._announced: frozenset[str] | None = None
 
     # ------------------------------------------------------------ life
@@ -102,6 +103,7 @@ class NatsBus:
         self._announcer = asyncio.get_running_loop().create_task(self._announce_loop())
 
     async def stop(self) -> None:
+        self._stopping = True  # draining closes the connection: no warning for that
         if self._announcer is not None:
             self._announcer.cancel()
         for task in list(self._tasks):
@@ -122,6 +124,8 @@ class NatsBus:
         log.debug("NATS: %s", exc)
 
     async def _disconnected(self) -> None:
+        if self._stopping:
+            return
         log.warning("lost the connection to NATS at %s; reconnecting", self.url)
 
     async def _reconnected(self) -> None:
