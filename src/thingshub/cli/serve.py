@@ -179,6 +179,19 @@ async def _serve(settings: Settings) -> int:
     return 0
 
 
+async def _supervise(settings: Settings, supervise: Any) -> int:
+    """`serve --workers N`: cli/workers.py, with this module's signals and lines."""
+    stop = StopSignal()  # installed before anything starts, as for one process
+
+    class Lent:
+        wait_for_stop = stop.wait
+        fail = staticmethod(fail)
+        ready_line = staticmethod(ready_line)
+
+    code: int = await supervise(settings, Lent())
+    return code
+
+
 def ready_line(host: str, mqtt: int | None, mqtts: int | None, http: int) -> str:
     """Where devices and people connect, e.g. "ThingsHub ready: MQTT on 127.0.0.1:1883,
     MQTT over TLS on 127.0.0.1:8883, HTTP on https://127.0.0.1:8080 (API docs at /docs)";
@@ -300,7 +313,7 @@ def serve(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if settings.workers > 1 and not worker:
-        raise typer.Exit(run_async(supervise(settings)))
+        raise typer.Exit(run_async(_supervise(settings, supervise)))
     raise typer.Exit(run_async(_serve(settings)))
 
 

@@ -41,7 +41,7 @@ import sysconfig
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from thingshub import datadir
 from thingshub.config import Settings, dump
@@ -256,11 +256,20 @@ async def _end(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
 
 
-async def supervise(settings: Settings) -> int:
-    from thingshub.cli.serve import StopSignal, fail, ready_line
+class Console(Protocol):
+    """What `serve` (cli/serve.py) lends the supervisor: its signal handling,
+    its one-line errors and its ready line."""
 
+    async def wait_for_stop(self) -> None: ...
+
+    def fail(self, message: str) -> None: ...
+
+    def ready_line(self, host: str, mqtt: int | None, mqtts: int | None, http: int) -> str: ...
+
+
+async def supervise(settings: Settings, console: Console) -> int:
+    fail, ready_line = console.fail, console.ready_line
     os.umask(0o077)
-    stop = StopSignal()
     try:
         data_dir = datadir.prepare(settings.data_dir)
         key, generated = datadir.api_key(data_dir, settings.api_key)
@@ -281,7 +290,7 @@ async def supervise(settings: Settings) -> int:
     datadir.write_ports(data_dir, {k: v for k, v in ports.items() if v is not None})
     nodes = ", ".join(worker_settings(s, i, group.base_id).node_id or "" for i in range(s.workers))
     print(f"{ready_line(s.host, s.mqtt_port, mqtts, s.http_port)}; nodes {nodes}", flush=True)
-    waiting = asyncio.ensure_future(stop.wait())
+    waiting = asyncio.ensure_future(console.wait_for_stop())
     failing = asyncio.ensure_future(group.failure.wait())
     await asyncio.wait([waiting, failing], return_when=asyncio.FIRST_COMPLETED)
     waiting.cancel()
