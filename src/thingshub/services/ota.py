@@ -27,18 +27,20 @@ Rules (docs/protocols.md section 4; the state machine and tokens are core/ota.py
   cluster informs at the pace and times out, another takes over if it dies.
   Progress reports, creation and cancellation are handled on whichever node
   gets them. In a cluster (`shared`) other nodes change the tasks too, so
-  each round first reads the running tasks again (`refresh`): tasks created
-  or ended elsewhere, and devices whose stored state is newer than the one
-  in memory; a download refused by this node's memory is checked again
-  against the database the same way. Only the job's holder informs QUEUED
-  devices (the pace is its bucket's); any node informs again a device it
-  informed that subscribes again.
+  every node reads the running tasks again every `tick` (`refresh`; the
+  job's holder before each round): tasks created or ended elsewhere, and
+  devices whose stored state is newer than the one in memory. A download
+  refused by this node's memory, or a progress report it would ignore, is
+  checked again after a refresh (at most one a tick for reports). Only the
+  job's holder informs QUEUED devices (the pace is its bucket's); any node
+  informs again a device it informed that subscribes again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import replace
@@ -51,6 +53,7 @@ from thingshub.core.events import DeviceDeleted, Event, OtaProgressed, PresenceC
 from thingshub.core.messages import DeviceRef, OtaInform, OtaProgress, OtaProgressRefused
 from thingshub.core.model import Firmware, OtaDevice, OtaTask, Page
 from thingshub.core.ports import Clock, DeviceLink, EventBus, OtaRepo
+from thingshub.services.background import cancel
 from thingshub.services.devices import DeviceService, check_limit, decode_cursor, encode_cursor
 from thingshub.services.firmware import FirmwareService
 from thingshub.services.jobs import Job, Jobs
@@ -105,6 +108,8 @@ class OtaService:
         #: Other nodes change the same tasks (a cluster): see the module rules.
         self.shared = shared
         self.job: Job = jobs.job("ota", self._round, every=tick)
+        self._following: asyncio.Task[None] | None = None
+        self._refreshed_at = 0.0  # monotonic time of the last refresh
         self._writes: set[asyncio.Task[Any]] = set()
         self._ids = ota.IdClock()
         #: Progress reports that changed nothing, by reason (core/ota.IGNORE_REASONS).
@@ -128,6 +133,8 @@ class OtaService:
             except Exception:
                 log.exception("resuming OTA task %s failed", task.id)
         await self.job.start()
+        if self.shared:
+            self._following = asyncio.get_running_loop().create_task(self._follow())
 
     @property
     def paces(self) -> bool:
@@ -167,6 +174,8 @@ class OtaService:
 
     async def stop(self) -> None:
         await self.job.stop()
+        await cancel(self._following)
+        self._following = None
         if self._writes:
             await asyncio.gather(*list(self._writes), return_exceptions=True)
 
@@ -175,9 +184,21 @@ class OtaService:
             await self.refresh()
         self.step()
 
+    async def _follow(self) -> None:
+        """A node not running the job keeps up with the others' changes."""
+        while True:
+            await asyncio.sleep(self.tick)
+            if self.job.holding:
+                continue
+            try:
+                await self.refresh()
+            except Exception:
+                log.warning("reading the running OTA tasks again failed", exc_info=True)
+
     async def refresh(self, only: str | None = None) -> None:
         """Read the running tasks (or task `only`) again from the database: those
         created or ended by other nodes, and device states newer than ours."""
+        self._refreshed_at = time.monotonic()
         known = set(self._tasks) if only is None else {only} & set(self._tasks)
         running = [t for t in await self.repo.running() if only is None or t.id == only]
         for task_id in known - {t.id for t in running}:  # ended elsewhere
@@ -348,6 +369,9 @@ class OtaService:
 
     async def device_progress(self, ref: DeviceRef, message: OtaProgress) -> None:
         """A device's progress report: move its task along (or count why not)."""
+        stale = time.monotonic() - self._refreshed_at >= self.tick
+        if self.shared and stale and not self._expects(ref, message):
+            await self.refresh()  # informed by another node a moment ago?
         progress = message.progress
         key = (ref.product_id, ref.name)
         modules = self._by_device.get(key)
@@ -369,6 +393,12 @@ class OtaService:
         await self._save(t.task.id, ref.name)
         if t.remaining == 0:
             await self._complete(t)
+
+    def _expects(self, ref: DeviceRef, message: OtaProgress) -> bool:
+        """Whether this node's memory has the device's upgrade under way."""
+        task_id = self._by_device.get((ref.product_id, ref.name), {}).get(message.progress.module)
+        t = self._tasks.get(task_id) if task_id is not None else None
+        return t is not None and t.devices[ref.name].state in ota.ACTIVE
 
     def device_subscribed(self, ref: DeviceRef, filters: list[str]) -> None:
         """After SUBACK: inform the device if it now listens for its informs."""
