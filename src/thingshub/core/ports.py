@@ -221,9 +221,10 @@ class CommandRepo(Protocol):
         """Newest first, by (created_at, cmd_id) descending; `before` is the
         (created_at, cmd_id) of the last record of the previous page."""
 
-    async def fail_unfinished(self, now_ms: int) -> int:
+    async def fail_unfinished(self, now_ms: int, keep: Sequence[str] = ()) -> int:
         """At start-up: records still `sent` belong to calls that can no longer be
-        answered (their caller is gone): mark them `failed`."""
+        answered (their caller is gone): mark them `failed`, except those sent by
+        the nodes in `keep` (the live nodes of a cluster other than this one)."""
 
 
 class TelemetryRepo(Protocol):
