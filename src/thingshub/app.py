@@ -41,6 +41,7 @@ from thingshub.api.context import ApiContext
 from thingshub.api.listener import HttpServer
 from thingshub.api.stream import StreamLimits
 from thingshub.api.websocket import WebSocketProtocol
+from thingshub.bus.calls import ClusterCalls, ClusterLink, Holders
 from thingshub.bus.local import LocalBus
 from thingshub.bus.nats import NatsBus
 from thingshub.config import NODE_ID, Settings
@@ -65,7 +66,7 @@ from thingshub.core.messages import (
     ThingPost,
     ThingRefused,
 )
-from thingshub.core.ports import EventBus, Storage
+from thingshub.core.ports import DeviceLink, EventBus, Storage
 from thingshub.core.submessages import GatewayNote, SubRequest
 from thingshub.dialects.onenet.token import make_token
 from thingshub.dialects.registry import Registry, default_registry
@@ -144,6 +145,8 @@ class Platform:
         #: The cluster's message bus, when this node is one of several (NATS).
         self.nats: NatsBus | None = None
         self.nodes: NodeService | None = None
+        #: Calls to devices connected to other nodes, and theirs to ours.
+        self.cluster_calls: ClusterCalls | None = None
         self._console: Console | None = None
 
     # ------------------------------------------------------------ start
@@ -201,14 +204,22 @@ class Platform:
             self.nodes = None
             raise StartupError(str(exc)) from exc
         self.mqtt_websocket = MqttWebSocket(self.broker.connection)
-        self.images = ImageService(
-            storage.images, self.devices, self.presence, self.gateway, clock, bus
-        )
+        # Devices connected to other nodes: reached through NATS (a single process: the gateway).
+        link: DeviceLink = self.gateway
+        if self.nats is not None:
+            holders = Holders(storage.devices, bus, node_id, self.nodes.nodes)
+            self.cluster_calls = ClusterCalls(self.nats, holders, self.gateway)
+            link = ClusterLink(self.gateway, self.cluster_calls)
+        self.images = ImageService(storage.images, self.devices, self.presence, link, clock, bus)
         self.gateway.handle(ImageUpdateRequest, self.images.device_update)
         self.gateway.handle(ImageUpdateRefused, self.images.device_refused_update)
         self.gateway.handle(ImageGetRequest, self.images.device_get)
         self.gateway.on_device_subscribe(self.images.device_subscribed)
-        self.commands = CommandService(storage.commands, self.devices, self.gateway, clock, bus)
+        self.commands = CommandService(
+            storage.commands, self.devices, self.gateway, clock, bus, remote=self.cluster_calls
+        )
+        if self.cluster_calls is not None:
+            self.cluster_calls.serve(self.commands.run_forwarded)
         self.gateway.handle(CallAnswer, self.commands.answer)
         await self.commands.start()
         self.ingest = IngestService(
@@ -264,7 +275,7 @@ class Platform:
         self.retention = RetentionService(storage.products, storage.telemetry, clock)
         await self.retention.start()
         await self.presence.start(own_only=self.nats is not None)
-        await self._start_ota(data_dir, clock, bus)
+        await self._start_ota(data_dir, clock, bus, link)
 
         self.mqtt_port = await self._listen_mqtt(s.mqtt_port, None, "MQTT")
         if self._tls is not None:
@@ -434,12 +445,16 @@ class Platform:
             await self.keys.stop()  # writes when keys were last used
         if self.nodes is not None:
             await self.nodes.stop()
+        if self.cluster_calls is not None:
+            await self.cluster_calls.holders.stop()
         if self.nats is not None:
             await self.nats.stop()
         if self.storage is not None:
             await self.storage.close()
 
-    async def _start_ota(self, data_dir: Path, clock: SystemClock, bus: EventBus) -> None:
+    async def _start_ota(
+        self, data_dir: Path, clock: SystemClock, bus: EventBus, link: DeviceLink
+    ) -> None:
         """Firmware packages and OTA tasks (running tasks resume here)."""
         assert self.storage is not None and self.devices is not None and self.gateway is not None
         s = self.settings
@@ -458,7 +473,7 @@ class Platform:
             self.storage.ota,
             self.firmware,
             self.devices,
-            self.gateway,
+            link,
             clock,
             bus,
             secret=bytes.fromhex(secret),
