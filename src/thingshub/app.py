@@ -207,7 +207,7 @@ class Platform:
         # Devices connected to other nodes: reached through NATS (a single process: the gateway).
         link: DeviceLink = self.gateway
         if self.nats is not None:
-            holders = Holders(storage.devices, bus, node_id, self.nodes.nodes)
+            holders = Holders(storage.devices, self.nats, node_id, self.nodes.nodes)
             self.cluster_calls = ClusterCalls(self.nats, holders, self.gateway)
             link = ClusterLink(self.gateway, self.cluster_calls)
         self.images = ImageService(storage.images, self.devices, self.presence, link, clock, bus)

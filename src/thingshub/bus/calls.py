@@ -7,10 +7,13 @@ Rules:
   about a second behind), if that node is live (NodeService: its heartbeat
   within the lease) and not this one; otherwise offline.
 - `Holders` keeps those answers briefly (`ttl` s for a holder, `offline_ttl`
-  s for none) and forgets a device's when its presence changes anywhere
-  (`PresenceChanged` crosses between nodes) or when the node named answers
-  that it does not hold the device any more; then it asks the database
-  again, and tries the node it names once.
+  s for none), and learns sooner than the database from the presence events
+  of the other nodes (`PresenceChanged` crosses between nodes; the bus names
+  the node it came from): online there makes that node the holder, offline
+  there ends only that node's holding (never another's, as presence does).
+  A device's own presence changing here drops what was known, and so does
+  the node named answering that it does not hold the device any more: then
+  the database is asked again, and the node it names tried once.
 - A synchronous operation of the command service (a call, a call sent
   without waiting, an attribute get, control values; thing-model calls and
   desired-value pushes are such calls) travels whole as one NATS request
@@ -23,8 +26,9 @@ Rules:
   delta, an OTA inform, ...) go to the holder, which sends them with its
   gateway if the device is still connected there; the sender does not wait.
   `ClusterLink.is_online` is true for a device held elsewhere as `Holders`
-  last knew it (a device never asked about before is looked up in the
-  background and counts as offline until then).
+  knows it (a device that connected elsewhere before this node started and
+  was never asked about is looked up in the background and counts as
+  offline until then, a fraction of a second).
 - NATS unreachable: operations on devices held elsewhere fail with
   `Unavailable` (503), one-way messages to them are dropped; devices
   connected here are not affected.
@@ -45,7 +49,7 @@ from thingshub.core.errors import DeviceOffline, InvalidRequest, ThingsHubError
 from thingshub.core.events import Event, PresenceChanged
 from thingshub.core.messages import DeviceRef, Outbound
 from thingshub.core.model import NodeInfo
-from thingshub.core.ports import DeviceLink, DeviceRepo, EventBus
+from thingshub.core.ports import DeviceLink, DeviceRepo
 
 log = logging.getLogger("thingshub.cluster")
 
@@ -67,7 +71,7 @@ class Holders:
     def __init__(
         self,
         repo: DeviceRepo,
-        bus: EventBus,
+        bus: NatsBus,
         node_id: str,
         live: LiveNodes,
         *,
@@ -75,6 +79,7 @@ class Holders:
         offline_ttl: float = 1.0,
     ) -> None:
         self.repo = repo
+        self.bus = bus
         self.node_id = node_id
         self.live = live
         self.ttl = ttl
@@ -127,8 +132,15 @@ class Holders:
         return nodes
 
     def _on_event(self, event: Event) -> None:
-        if isinstance(event, PresenceChanged):
-            self._cache.pop((event.product_id, event.name), None)
+        if not isinstance(event, PresenceChanged):
+            return
+        key, origin = (event.product_id, event.name), self.bus.origin
+        if origin is None:
+            self._cache.pop(key, None)
+        elif event.online:
+            self._cache[key] = (origin, time.monotonic() + self.ttl)
+        elif (entry := self._cache.get(key)) is not None and entry[0] == origin:
+            self._cache[key] = (None, time.monotonic() + self.offline_ttl)
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)

@@ -194,7 +194,7 @@ class ImageService:
         if update is None:
             return await self._document(product_id, name, await self._load(product_id, name))
         applied = await self._apply(product_id, name, update, self.clock.now_ms())
-        if applied.image.delta():  # sent if connected (here, or on another node of a cluster)
+        if applied.image.delta() and self.link.is_online(product_id, name):
             ref = DeviceRef(product_id, name, device.device_number)
             self.link.send(ref, ImageDelta(applied.image))
         return await self._document(product_id, name, applied.image)
