@@ -206,10 +206,12 @@ class Platform:
         self.mqtt_websocket = MqttWebSocket(self.broker.connection)
         # Devices connected to other nodes: reached through NATS (a single process: the gateway).
         link: DeviceLink = self.gateway
+        ota_link: DeviceLink = self.gateway
         if self.nats is not None:
             holders = Holders(storage.devices, self.nats, node_id, self.nodes.nodes)
             self.cluster_calls = ClusterCalls(self.nats, holders, self.gateway)
-            link = ClusterLink(self.gateway, self.cluster_calls)
+            link = ClusterLink(self.gateway, self.cluster_calls, unknown_online=True)
+            ota_link = ClusterLink(self.gateway, self.cluster_calls, unknown_online=False)
         self.images = ImageService(storage.images, self.devices, self.presence, link, clock, bus)
         self.gateway.handle(ImageUpdateRequest, self.images.device_update)
         self.gateway.handle(ImageUpdateRefused, self.images.device_refused_update)
@@ -275,7 +277,7 @@ class Platform:
         self.retention = RetentionService(storage.products, storage.telemetry, clock)
         await self.retention.start()
         await self.presence.start(own_only=self.nats is not None)
-        await self._start_ota(data_dir, clock, bus, link)
+        await self._start_ota(data_dir, clock, bus, ota_link)
 
         self.mqtt_port = await self._listen_mqtt(s.mqtt_port, None, "MQTT")
         if self._tls is not None:

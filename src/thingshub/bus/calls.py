@@ -26,9 +26,13 @@ Rules:
   delta, an OTA inform, ...) go to the holder, which sends them with its
   gateway if the device is still connected there; the sender does not wait.
   `ClusterLink.is_online` is true for a device held elsewhere as `Holders`
-  knows it (a device that connected elsewhere before this node started and
-  was never asked about is looked up in the background and counts as
-  offline until then, a fraction of a second).
+  knows it. A device this node knows nothing of yet (it connected elsewhere
+  before this node started, and was never asked about) is looked up in the
+  background, and meanwhile counts as online for a link made with
+  `unknown_online` (services that only guard a one-way message with it:
+  the message goes, and the holder, if any, delivers it) and as offline for
+  the others (the OTA rollout, which asks again on its next tick and must
+  not count a device informed that is not there).
 - NATS unreachable: operations on devices held elsewhere fail with
   `Unavailable` (503), one-way messages to them are dropped; devices
   connected here are not affected.
@@ -112,6 +116,10 @@ class Holders:
             self._looking.add(key)
             self.spawn(self._look_up(key))
         return None if entry is None else entry[0]
+
+    def has(self, key: Key) -> bool:
+        """Whether anything is known of the device (fresh or not)."""
+        return key in self._cache
 
     def forget(self, key: Key) -> None:
         self._cache.pop(key, None)
@@ -256,10 +264,11 @@ class ClusterCalls:
 class ClusterLink:
     """The gateway of this node (`local`), reaching devices held by other nodes too."""
 
-    def __init__(self, local: DeviceLink, calls: ClusterCalls) -> None:
+    def __init__(self, local: DeviceLink, calls: ClusterCalls, *, unknown_online: bool) -> None:
         self.local = local
         self.calls = calls
         self.holders = calls.holders
+        self.unknown_online = unknown_online
 
     def send(self, ref: DeviceRef, message: Outbound) -> bool:
         if self.local.send(ref, message):
@@ -268,12 +277,15 @@ class ClusterLink:
             return False  # here but not listening; or the other nodes are out of reach
         node = self.holders.known((ref.product_id, ref.name))
         self.holders.spawn(self.calls.send(node, ref, message))
-        return node is not None
+        return True
 
     def is_online(self, product_id: str, name: str) -> bool:
         if self.local.is_online(product_id, name):
             return True
-        return self.holders.known((product_id, name)) is not None
+        key = (product_id, name)
+        if self.unknown_online and not self.holders.has(key):
+            return True
+        return self.holders.known(key) is not None
 
     def listens(self, ref: DeviceRef, filters: list[str], kind: type) -> bool:
         return self.local.listens(ref, filters, kind)

@@ -9,10 +9,12 @@ Rules:
 - Events are dispatched in this process first (`LocalBus`, synchronously),
   then relayed to the other nodes, but only events of kinds some other node
   listens for: each node announces the kinds it wants when they change and
-  every `ANNOUNCE_S` seconds, and an announcement is forgotten after three of
-  those. Most telemetry therefore never leaves its node unless a live stream
-  elsewhere asks for it. The connection is made with `no_echo`, so a node
-  never hears its own events or broadcasts.
+  every `ANNOUNCE_S` seconds (and at once on hearing a node it did not know,
+  so a node joining knows the others' wants without waiting), and an
+  announcement is forgotten after three of those. Most telemetry therefore
+  never leaves its node unless a live stream elsewhere asks for it. The
+  connection is made with `no_echo`, so a node never hears its own events
+  or broadcasts.
 - Relaying never blocks the publisher: events queue and one task writes
   them in a batch per loop turn. While NATS is unreachable they are dropped
   (counted in `dropped`): the live stream is best effort, durable data is in
@@ -209,6 +211,8 @@ class NatsBus:
             node, kinds = str(body["node"]), frozenset(str(k) for k in body["kinds"])
         except (ValueError, KeyError, TypeError):
             return
+        if node not in self._remote and self.nc is not None:
+            self._spawn(self._announce())  # a node joining hears this one's wants at once
         self._remote[node] = (kinds, time.monotonic() + 3 * ANNOUNCE_S)
 
     # ------------------------------------------------------------ requests
