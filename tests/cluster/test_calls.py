@@ -136,6 +136,41 @@ def test_thingspanel_call_attributes_and_control_across_nodes(nodes: Any) -> Non
     assert json.loads(control.payload) == {"led": True}
 
 
+def test_a_device_that_moves_to_another_node_is_reached_there(
+    nodes: Any, node_factory: Node
+) -> None:
+    n1, n2 = nodes
+    n3 = node_factory("n3")
+    api = n1.http()
+    made = make(api, "p1", "d1")
+    cmd = DEV.format("p1", "d1") + "/commands"
+
+    def serve_on(node: RunningPlatform) -> PahoClient:
+        client = onenet_device(node, made)
+        answer_with(
+            client,
+            "$sys/p1/d1/cmd/request/+",
+            lambda m: (
+                f"$sys/p1/d1/cmd/response/{last_part(m)}",
+                node.platform.nodes.node_id.encode(),
+            ),
+        )
+        return client
+
+    client = serve_on(n2)
+    online_for(api, "p1", "d1")
+    r = api.post(cmd, content=b"x")
+    assert r.status_code == 200 and r.json()["response_text"] == "n2", r.text
+    client.close()
+    serve_on(n3)
+
+    def answered_by_n3() -> bool:
+        r = api.post(cmd, content=b"x")
+        return bool(r.status_code == 200 and r.json()["response_text"] == "n3")
+
+    wait_until(answered_by_n3, 5, "the call answered on n3")
+
+
 def test_errors_across_nodes_are_those_of_one_node(nodes: Any) -> None:
     n1, n2 = nodes
     api = n1.http()

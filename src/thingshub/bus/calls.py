@@ -34,8 +34,8 @@ Rules:
   the others (the OTA rollout, which asks again on its next tick and must
   not count a device informed that is not there).
 - NATS unreachable: operations on devices held elsewhere fail with
-  `Unavailable` (503), one-way messages to them are dropped; devices
-  connected here are not affected.
+  `Unavailable` (503), devices held elsewhere count as offline for one-way
+  messages (not sent); devices connected here are not affected.
 """
 
 from __future__ import annotations
@@ -282,6 +282,8 @@ class ClusterLink:
     def is_online(self, product_id: str, name: str) -> bool:
         if self.local.is_online(product_id, name):
             return True
+        if not self.calls.nats.connected:
+            return False  # out of reach: the OTA rollout tries again on a later tick
         key = (product_id, name)
         if self.unknown_online and not self.holders.has(key):
             return True
