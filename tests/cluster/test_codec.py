@@ -131,3 +131,11 @@ def test_what_is_not_a_value_is_refused() -> None:
             codec.decode(bad)
     with pytest.raises(TypeError):
         codec.encode(object())
+
+
+def test_an_error_keeps_what_can_travel() -> None:
+    error = CommandTimeout("late", err_code=2)
+    error.extra = object()  # type: ignore[attr-defined]
+    back = codec.decode(codec.encode(error))
+    assert type(back) is CommandTimeout and back.message == "late" and back.err_code == 2
+    assert not hasattr(back, "extra")

@@ -239,13 +239,12 @@ class ClusterCalls:
         if not self.local.is_online(*via):
             return codec.encode({"moved": True})
         try:
-            result = await run(op)
+            return codec.encode({"ok": await run(op)})
         except ThingsHubError as exc:
             return codec.encode({"error": exc})
         except Exception:
             log.exception("an operation forwarded by another node failed")
             return codec.encode({"error": ThingsHubError("internal error")})
-        return codec.encode({"ok": result})
 
     async def _deliver(self, data: bytes) -> bytes:
         try:

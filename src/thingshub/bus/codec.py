@@ -11,7 +11,8 @@ Rules:
   `{"b": base64}` bytes, `{"t": [...]}` a tuple, `{"d": {...}}` a dict (so
   a device's JSON can never pass for one of these), `{"e": [class, attrs]}`
   an error of the core's tree (class by name, its attributes: message,
-  err_code, err_msg and any of its own), `{"m": name}` MISSING.
+  err_code, err_msg and those of its own that can travel), `{"m": name}`
+  MISSING.
 - Decoding is the exact inverse for every outbound message (a test
   round-trips each); bytes that are not such a value raise `ValueError`.
 """
@@ -76,8 +77,15 @@ def decode(data: bytes) -> Any:
         raise ValueError(f"not a value of the cluster's messages: {exc}") from exc
 
 
-def error_attributes(exc: ThingsHubError) -> dict[str, Any]:
-    return {k: v for k, v in vars(exc).items() if not k.startswith("_")}
+def _attributes(exc: ThingsHubError) -> dict[str, Any]:
+    """An error's attributes that can travel (all but the odd one of its own)."""
+    out = {}
+    for name, value in vars(exc).items():
+        try:
+            out[name] = _out(value)
+        except TypeError:
+            continue
+    return out
 
 
 def _out(value: object) -> Any:
@@ -92,7 +100,7 @@ def _out(value: object) -> Any:
     if isinstance(value, bytes):
         return {"b": base64.b64encode(value).decode()}
     if isinstance(value, ThingsHubError):
-        return {"e": [type(value).__name__, _out(error_attributes(value))]}
+        return {"e": [type(value).__name__, {"d": _attributes(value)}]}
     if isinstance(value, enum.Enum) and ENUMS.get(value.name) is value:
         return {"m": value.name}
     cls = type(value)
