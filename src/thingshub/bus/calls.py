@@ -63,7 +63,7 @@ Run = Callable[[rules.Forwarded], Awaitable[object]]
 
 #: Seconds a forwarded operation may take beyond its own timeout.
 MARGIN = 5.0
-#: Requests ops between nodes.
+#: The ops of the requests between nodes (NatsBus.serve).
 OP_CALL, OP_SEND = "device.call", "device.send"
 #: Cached lookups at most (beyond, the cache starts again).
 MAX_CACHED = 100_000
