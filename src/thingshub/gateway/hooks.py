@@ -25,7 +25,9 @@ Rules:
   sampled from the server once a second.
 - A deleted device's connections are closed at once.
 - Presence is also told to whoever listens for it (`PresenceNotice`: on
-  ThingsPanel's `devices/status/{dn}`), as the connection opens and closes.
+  ThingsPanel's `devices/status/{dn}`), as the connection opens and closes;
+  while the server holds no subscription at all, nobody can, and the notice
+  is not even encoded.
 - Client-chosen strings reach the log escaped (mqtt/logs.py).
 """
 
@@ -226,7 +228,7 @@ class DeviceGateway:
         p = client.principal
         if isinstance(p, DeviceRef):
             self.presence.connected(p.product_id, p.name, client.seq)
-            self.send(p, PresenceNotice(True))
+            self._notify(p, True)
 
     def on_disconnect(self, client: ClientInfo, reason: CloseReason) -> None:
         p = client.principal
@@ -234,7 +236,11 @@ class DeviceGateway:
         # right now and keeps it online; going offline in between would flap.
         if isinstance(p, DeviceRef) and reason is not CloseReason.TAKEN_OVER:
             self.presence.disconnected(p.product_id, p.name, client.seq)
-            self.send(p, PresenceNotice(False))
+            self._notify(p, False)
+
+    def _notify(self, ref: DeviceRef, online: bool) -> None:
+        if self.broker.subscribed:  # else it would reach nobody: one a connect and a close
+            self.send(ref, PresenceNotice(online))
 
     def on_publish(self, client: ClientInfo, message: Message) -> PublishOutcome:
         ref = client.principal

@@ -205,6 +205,12 @@ class Broker:
             self.delivery.retain(message)
         return self.delivery.route(message, None)
 
+    @property
+    def subscribed(self) -> bool:
+        """Whether any session holds a subscription: while none does, whatever the
+        server publishes reaches nobody (and a retained message is kept all the same)."""
+        return self._started and bool(self.delivery.router)
+
     def is_connected(self, session_key: str) -> bool:
         """Whether the session (by default keyed by client id) has a connection."""
         session = self.sessions.get(session_key)
