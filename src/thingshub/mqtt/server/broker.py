@@ -183,7 +183,10 @@ class Broker:
             await asyncio.sleep(interval)
             now = self.loop.time()
             for conn in list(self._connections):
-                conn.check_timeout(now)
+                # Asked of every connection every second: one call for those not yet due.
+                deadline = conn.machine.deadline()
+                if deadline is not None and now > deadline:
+                    conn.check_timeout(now)
 
     # ------------------------------------------------------------ the application's API
 
