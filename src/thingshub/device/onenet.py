@@ -24,6 +24,7 @@ Rules (docs/protocols.md sections 1.2, 2, 3, 5):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 import time
@@ -205,6 +206,20 @@ class OneNetDevice(Device):
             if values:
                 await self.report(values)
 
+    # ---------------------------------------------------------------- data points
+
+    async def post_datapoints(self, values: dict[str, Any], time_s: int | None = None) -> None:
+        """Telemetry the OneNET way (`dp/post/json`, section 6), one point a stream."""
+        await self.listen(self.prefix + "dp/post/json/+")
+        number = int(self.next_id()) % 2_147_483_648
+        stamp = {"t": time_s} if time_s else {}
+        body = {"id": number, "dp": {k: [{"v": v, **stamp}] for k, v in values.items()}}
+        ok, reply = await self.request(
+            f"dp:{number}", self.prefix + "dp/post/json", json.dumps(body).encode()
+        )
+        if not ok:
+            raise Rejected(reply.get("err_code", "?"), str(reply.get("detail", "")))
+
     # ---------------------------------------------------------------- thing model
 
     async def post_properties(self, values: dict[str, Any], time_ms: int | None = None) -> None:
@@ -267,6 +282,10 @@ class OneNetDevice(Device):
         rest = topic[len(self.prefix) :]
         if rest.startswith("cmd/request/"):
             self.spawn(self._command(rest[len("cmd/request/") :], payload))
+        elif rest.startswith("dp/post/json/"):
+            with contextlib.suppress(ValueError):
+                body = json.loads(payload)
+                self.answer(f"dp:{body.get('id')}", (rest.endswith("/accepted"), body))
         elif rest.startswith("image/"):
             self._image_message(rest, payload)
         elif rest.startswith("thing/"):
