@@ -32,21 +32,20 @@ import logging
 import random
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, cast
-from urllib.parse import urlsplit
+from typing import Any
 
+from thingshub.device.links import Endpoint, Link, WsLink
 from thingshub.mqtt.codec import (
     MQTT_3_1_1,
     CodecError,
     Connack,
     Connect,
     Disconnect,
+    Packet,
     PacketType,
     PingReq,
     PubAck,
     Publish,
-    Reader,
     Suback,
     Subscribe,
     SubscriptionRequest,
@@ -87,127 +86,6 @@ MessageHandler = Callable[[str, bytes], None]
 ConnectHook = Callable[[], Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """Where the server is and how to reach it, read from a URL."""
-
-    scheme: str
-    host: str
-    port: int
-    path: str
-
-    @classmethod
-    def parse(cls, url: str) -> Endpoint:
-        parts = urlsplit(url)
-        defaults = {"mqtt": 1883, "tcp": 1883, "mqtts": 8883, "ssl": 8883, "ws": 80, "wss": 443}
-        if parts.scheme not in defaults or not parts.hostname:
-            raise ValueError(
-                f"{url!r} is not a server URL: use mqtt://host:port, mqtts://host:port, "
-                "ws://host:port/mqtt or wss://host:port/mqtt"
-            )
-        scheme = {"tcp": "mqtt", "ssl": "mqtts"}.get(parts.scheme, parts.scheme)
-        return cls(scheme, parts.hostname, parts.port or defaults[parts.scheme], parts.path)
-
-    @property
-    def secure(self) -> bool:
-        return self.scheme in ("mqtts", "wss")
-
-
-class _Link(asyncio.Protocol):
-    """One connection: bytes in go to the client, `write` sends bytes out."""
-
-    def __init__(self, client: MqttClient) -> None:
-        self.client = client
-        self.transport: asyncio.Transport | None = None
-        self.reader = Reader(MQTT_3_1_1)
-        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-
-    def data_received(self, data: bytes) -> None:
-        self.reader.feed(data)
-        try:
-            while (packet := self.reader.next_packet()) is not None:
-                self.client._packet(self, packet)
-        except CodecError as exc:
-            log.warning("device %s: bad bytes from the server: %s", self.client.client_id, exc)
-            self.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.lost.done():
-            self.lost.set_result(None)
-
-    def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-        elif not self.lost.done():
-            self.lost.set_result(None)
-
-
-class _WsLink(_Link):
-    """The same over a WebSocket (`websockets`): binary frames, one byte stream."""
-
-    ws: Any = None
-
-    async def open(self, url: str, context: ssl.SSLContext | None, timeout: float) -> None:
-        from websockets.asyncio.client import connect
-        from websockets.typing import Subprotocol
-
-        self.ws = await connect(
-            url,
-            subprotocols=[Subprotocol("mqtt")],
-            ssl=context,
-            open_timeout=timeout,
-            compression=None,
-            max_size=None,
-        )
-        self.outbox = bytearray()
-        self.ready = asyncio.Event()
-        self.tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._send())]
-
-    async def _read(self) -> None:
-        try:
-            async for frame in self.ws:
-                if isinstance(frame, bytes):
-                    self.data_received(frame)
-        except Exception as exc:
-            log.debug("device %s: websocket ended: %r", self.client.client_id, exc)
-        finally:
-            self.connection_lost(None)
-
-    async def _send(self) -> None:
-        try:
-            while True:
-                await self.ready.wait()
-                self.ready.clear()
-                data, self.outbox = bytes(self.outbox), bytearray()
-                if data:
-                    await self.ws.send(data)
-        except Exception as exc:
-            log.debug("device %s: websocket send ended: %r", self.client.client_id, exc)
-            self.connection_lost(None)
-
-    def write(self, data: bytes) -> None:
-        if not self.lost.done():
-            self.outbox += data
-            self.ready.set()
-
-    def close(self) -> None:
-        async def finish() -> None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.ws.close(), 2)
-            for task in self.tasks:
-                task.cancel()
-            self.connection_lost(None)
-
-        self.tasks.append(asyncio.get_running_loop().create_task(finish()))
-
-
 class MqttClient:
     """A reconnecting MQTT 3.1.1 client; `on_message(topic, payload)` gets every PUBLISH."""
 
@@ -242,7 +120,7 @@ class MqttClient:
         self.subscriptions: dict[str, int] = {}
         self.connected = asyncio.Event()
         self.connects = 0  # how many times it connected
-        self._link: _Link | None = None
+        self._link: Link | None = None
         self._ids = 0
         self._acks: dict[int, asyncio.Future[Any]] = {}
         self._unacked: dict[int, Publish] = {}  # QoS 1 out, sent again after a reconnect
@@ -324,15 +202,15 @@ class MqttClient:
             attempt = min(attempt + 1, 20)
             await asyncio.sleep(delay)
 
-    async def _open(self) -> _Link:
+    async def _open(self) -> Link:
         loop = asyncio.get_running_loop()
         ep = self.endpoint
-        link: _Link
+        link: Link
         if ep.scheme in ("ws", "wss"):
-            link = _WsLink(self)
+            link = WsLink(self)
             await link.open(self.url, self.ssl_context, self.connect_timeout)
         else:
-            link = _Link(self)
+            link = Link(self)
             await asyncio.wait_for(
                 loop.create_connection(
                     lambda: link,
@@ -349,7 +227,7 @@ class MqttClient:
             raise
         return link
 
-    async def _handshake(self, link: _Link) -> None:
+    async def _handshake(self, link: Link) -> None:
         password = self.password() if callable(self.password) else self.password
         self._connack = asyncio.get_running_loop().create_future()
         link.write(
@@ -432,7 +310,8 @@ class MqttClient:
 
     # ---------------------------------------------------------------- packets in
 
-    def _packet(self, link: _Link, packet: Any) -> None:
+    def packet(self, link: Link, packet: Packet) -> None:
+        """One packet from the server, in order."""
         if isinstance(packet, Publish):
             if packet.qos == 1 and packet.packet_id is not None:
                 link.write(encode_ack(PacketType.PUBACK, packet.packet_id))
@@ -471,7 +350,7 @@ class MqttClient:
                 return self._ids
         raise DeviceError("65,535 packets await their acknowledgement")
 
-    async def wait_connected(self, timeout: float) -> _Link:
+    async def wait_connected(self, timeout: float) -> Link:
         if self._closing:
             raise NotConnected("the client is closed")
         if self._link is None or not self.connected.is_set():
