@@ -15,7 +15,7 @@ from typing import Any
 
 from tests.conftest import RunningPlatform
 from tests.device.conftest import api, register
-from thingshub.device import Firmware, ThingsPanelDevice
+from thingshub.device import Firmware, ThingsPanelDevice, ThingsPanelGateway
 
 DEV = "/api/v1/products/p1/devices/d1"
 TASKS = "/api/v1/products/p1/ota-tasks"
@@ -210,5 +210,31 @@ def test_ota_resumes_a_broken_download_and_reports_a_bad_digest(
             assert len(installed) == 1  # nothing installed from a bad file
         await dev.close()
         server.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_gateway_reports_for_its_sub_devices_and_answers_for_them(
+    hub: RunningPlatform,
+) -> None:
+    gw = register(hub, "p1", "gw")
+    register(hub, "p1", "s1", gateway={"product_id": "p1", "name": "gw"}, sub_address="28da")
+
+    async def scenario() -> None:
+        dev = ThingsPanelGateway(
+            gw.device_number, gw.username, gw.password, f"mqtt://127.0.0.1:{hub.mqtt_port}"
+        )
+        dev.on_command(lambda address, method, params: {"who": address, "did": method})
+        async with dev, api(hub) as http:
+            await dev.send_telemetry({"load": 0.5}, sub_devices={"28da": {"pm25": 12}})
+            assert (await dev.send_sub_attributes({"28da": {"fw": "2"}}))["result"] == 0
+            assert (await dev.send_sub_event("28da", "Alarm"))["result"] == 0
+            latest = (await http.get("/api/v1/products/p1/devices/s1/telemetry/latest")).json()
+            assert latest["pm25"]["value"] == 12
+            r = await http.post("/api/v1/products/p1/devices/s1/calls", json={"method": "open"})
+            assert r.status_code == 200, r.text
+            assert r.json()["who"] == "28da" and r.json()["did"] == "open"
+            r = await http.post("/api/v1/products/p1/devices/gw/calls", json={"method": "own"})
+            assert r.json()["who"] is None and r.json()["did"] == "own"
 
     asyncio.run(scenario())

@@ -16,6 +16,7 @@ Rules:
 
 from thingshub.device.blocking import Blocking
 from thingshub.device.client import DeviceError, LoginRefused, MqttClient, NotConnected
+from thingshub.device.gateway import ThingsPanelGateway
 from thingshub.device.onenet import OneNetDevice, Rejected, ThingError
 from thingshub.device.ota import Firmware
 from thingshub.device.thingspanel import ThingsPanelDevice
@@ -31,4 +32,5 @@ __all__ = [
     "Rejected",
     "ThingError",
     "ThingsPanelDevice",
+    "ThingsPanelGateway",
 ]
