@@ -58,7 +58,9 @@ async def _demo(
     base = f"http://{host}:{platform.http_port}"
     print(f"ThingsHub demo ready: console at {base}/console/  (API docs at {base}/docs)")
     print(f"API key: {platform.api_key}", flush=True)
-    print(f"Devices connect to mqtt://{host}:{platform.mqtt_port}; Ctrl-C stops the demo.", flush=True)
+    print(
+        f"Devices connect to mqtt://{host}:{platform.mqtt_port}; Ctrl-C stops the demo.", flush=True
+    )
     try:
         secrets_file = data_dir / "demo-devices.json"
         known: dict[str, Any] = {}
