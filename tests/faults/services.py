@@ -121,10 +121,13 @@ class SmallDisk:
     def fill(self) -> Path:
         """Take every free byte with one file; returns it (delete it to free the space)."""
         filler = self.path / "filler"
-        with open(filler, "wb") as f, contextlib.suppress(OSError):
-            while True:
-                f.write(b"\0" * 4096)
-                f.flush()
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"\0" * 4096)
+        finally:
+            os.close(fd)
         return filler
 
     def destroy(self) -> None:

@@ -78,6 +78,7 @@ def test_postgres_stopped_under_qos1_load_holds_publishers_and_loses_nothing(
     r = api.post("/api/v1/products/p/devices/d0/commands", content=b"x")
     assert r.status_code in (409, 503), r.text  # never a hang, never a 500
 
+    assert p.call(lambda: p.platform.storage.writer.stats.held) > 0, "nothing held"
     private_pg.start()
     wait_until(
         lambda: all(len(x.acked) > b + 100 for x, b in zip(publishers, before, strict=True)),
