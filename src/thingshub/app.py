@@ -331,6 +331,7 @@ class Platform:
             collectors=[lambda: metrics.collect(self)],
             is_ready=lambda: self._ready,
             stream_limits=StreamLimits(s.stream_max_backlog, s.stream_stall_timeout),
+            body_timeout=s.http_head_timeout,
             mqtt_websocket=self.mqtt_websocket,
             nodes=self.nodes,
         )
