@@ -196,6 +196,7 @@ class Platform:
             self.gateway,
             BrokerConfig(
                 max_connections=s.max_connections,
+                max_connections_per_address=s.max_connections_per_address,
                 max_packet_size=s.max_packet_size,
                 max_keepalive=s.max_keepalive,
                 connect_timeout=s.connect_timeout,
@@ -203,6 +204,7 @@ class Platform:
             ),
         )
         self.gateway.attach(self.broker)
+        self.gateway.limit_publishes(s.device_publish_rate)
         stats = self.broker.stats
         self.nodes = NodeService(
             storage.nodes,
