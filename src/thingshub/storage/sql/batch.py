@@ -24,8 +24,8 @@ Rules:
   it starts and once when it ends, and counted. The writes of `held` kinds (device reports,
   whose senders wait for an acknowledgement: backpressure, not loss) are
   kept and tried again, after 50 ms doubling to 1 s, until they commit;
-  the others fail at once with that error, and so do new ones until a
-  batch commits again, so an API call is a quick 503, not a hang. Held
+  the others fail at once with that error, and so do new ones while held
+  writes wait, so an API call is a quick 503, not a hang. Held
   writes are bounded by what devices may leave unacknowledged (the MQTT
   server's Receive Maximum and `max_waiting_acks`). `close()` during an
   outage makes one last try, then fails what is held.
@@ -213,7 +213,8 @@ class GroupCommit:
                 outcomes = await self._try(batch)
             except StorageUnreachable as exc:
                 batch = self._hold(batch, exc)
-                if not batch:
+                if not batch:  # nothing held: the next write tries the database again
+                    self.outage = None
                     return
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.RETRY_MAX)
