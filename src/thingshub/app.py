@@ -196,6 +196,7 @@ class Platform:
             self.gateway,
             BrokerConfig(
                 max_connections=s.max_connections,
+                max_connections_per_address=s.max_connections_per_address,
                 max_packet_size=s.max_packet_size,
                 max_keepalive=s.max_keepalive,
                 connect_timeout=s.connect_timeout,
@@ -203,6 +204,7 @@ class Platform:
             ),
         )
         self.gateway.attach(self.broker)
+        self.gateway.limit_publishes(s.device_publish_rate)
         stats = self.broker.stats
         self.nodes = NodeService(
             storage.nodes,
@@ -331,6 +333,7 @@ class Platform:
             collectors=[lambda: metrics.collect(self)],
             is_ready=lambda: self._ready,
             stream_limits=StreamLimits(s.stream_max_backlog, s.stream_stall_timeout),
+            body_timeout=s.http_head_timeout,
             mqtt_websocket=self.mqtt_websocket,
             nodes=self.nodes,
         )

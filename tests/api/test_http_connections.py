@@ -46,6 +46,33 @@ def test_a_request_head_that_stalls_is_closed(
         assert rawhttp.read_response(slow).status == 200
 
 
+def test_a_request_body_that_stalls_is_408_and_closed(
+    platform_factory: Callable[..., RunningPlatform],
+) -> None:
+    """A body that stops coming (or trickles slower than the head timeout allows
+    between pieces) no longer holds its connection for ever (issue 19)."""
+    p = platform_factory(http_head_timeout=0.5)
+    auth = {"Authorization": f"Bearer {p.api_key}", "Content-Type": "application/json"}
+    body = b'{"id": "p1", "name": "p1"}'
+    with rawhttp.connect(p.http_port) as half:
+        half.sendall(rawhttp.request("POST", "/api/v1/products", auth, body)[: -len(body) + 5])
+        started = time.monotonic()
+        answer = rawhttp.read_response(half, timeout=5)
+        assert answer.status == 408, answer
+        assert answer.headers.get("connection") == "close"
+        assert "stalled" in answer.body.decode()
+        assert rawhttp.closed_by_server(half, timeout=5) == b""
+        assert time.monotonic() - started < 4
+    # A body sent in pieces, each in time, is taken.
+    with rawhttp.connect(p.http_port) as slow:
+        whole = rawhttp.request("POST", "/api/v1/products", auth, body)
+        for i in range(0, len(whole), 40):
+            slow.sendall(whole[i : i + 40])
+            time.sleep(0.1)
+        assert rawhttp.read_response(slow).status == 201
+    assert p.http().get("/api/v1/products/p1").status_code == 200
+
+
 def test_connections_beyond_the_cap_are_refused_at_once(
     platform_factory: Callable[..., RunningPlatform], register_on: Callable[..., dict]
 ) -> None:

@@ -115,7 +115,10 @@ def create_api(ctx: ApiContext) -> FastAPI:
     errors.install(app)
     openapi.install(app)
     app.add_middleware(
-        RequestGuard, authenticate=ctx.keys.authenticate, metrics=HttpMetrics(registry)
+        RequestGuard,
+        authenticate=ctx.keys.authenticate,
+        metrics=HttpMetrics(registry),
+        body_timeout=ctx.body_timeout,
     )
     for collect in ctx.collectors:
         registry.register(FunctionCollector(collect))

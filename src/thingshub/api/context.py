@@ -52,6 +52,8 @@ class ApiContext:
     ota: OtaService | None = None
     #: When the live stream drops a client that does not read.
     stream_limits: StreamLimits = field(default_factory=StreamLimits)
+    #: Longest silence inside a request body, in seconds (guard.py): 408 and closed.
+    body_timeout: float = 15.0
     #: MQTT over WebSocket, served at `/mqtt` (None: not served).
     mqtt_websocket: ASGIApp | None = None
     #: This node's place in its cluster (a single process is a cluster of one).
