@@ -80,6 +80,7 @@ from thingshub.services.history import HistoryService
 from thingshub.services.images import ImageService
 from thingshub.services.ingest import IngestService
 from thingshub.services.keys import KeyService
+from thingshub.services.onenet_ota import OneNetOta
 from thingshub.services.ota import OtaService
 from thingshub.services.presence import PresenceService
 from thingshub.services.retention import RetentionService
@@ -263,6 +264,7 @@ class Platform:
             topology=self.topology,
             firmware=self.firmware,
             ota=self.ota,
+            onenet_ota=OneNetOta(self.ota, self.devices) if self.ota is not None else None,
             bus=bus,
             api_key=self.api_key,
             keys=self.keys,

@@ -11,6 +11,14 @@ Rules:
 - Deleting a device announces `DeviceDeleted`, so its connections are closed
   and its credentials stop working at once, here and in other processes.
 - Lookups for logins go through a bounded cache, dropped on deletion.
+- Each product has a OneNET access key (32 random bytes, base64), shown
+  only when the product is made and when it is rotated; a rotation replaces
+  it at once, here and in the login cache. A device found carries its
+  product's key (`product_key`), so that a login checks a token against
+  both keys without another lookup.
+- Dynamic registration (field-protocols §5.4) creates a device with the key
+  the device chose (base64 of at most 32 bytes) or a new one, or returns
+  the device of that name if it exists.
 - Lists are paged with a cursor: the last key (core/cursors.py).
 - A device may be created under a gateway (core/topology.py's rules, checked
   against what is stored while holding `tree_lock`, which every change of
@@ -27,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from thingshub.core import cursors, names, topology
-from thingshub.core.errors import AlreadyExists, Conflict, InvalidRequest, NotFound
+from thingshub.core.errors import AlreadyExists, Conflict, Forbidden, InvalidRequest, NotFound
 from thingshub.core.events import DeviceDeleted, Event, TopologyChanged
 from thingshub.core.model import Device, DeviceLookup, Page, Product
 from thingshub.core.ports import Clock, EventBus, Storage
@@ -105,6 +113,12 @@ class _Lru:
     def drop(self, key: object) -> None:
         self._items.pop(key, None)
 
+    def rekey(self, product_id: str, product_key: str | None) -> None:
+        """The devices of a product now carry this product key."""
+        for key, device in self._items.items():
+            if device.product_id == product_id:
+                self._items[key] = replace(device, product_key=product_key)
+
 
 class DeviceService:
     def __init__(
@@ -115,6 +129,7 @@ class DeviceService:
         self.bus = bus
         self.pepper = pepper
         self._cache = _Lru(cache_size)
+        self._product_keys: dict[str, str | None] = {}  # product id -> its access key
         #: Held by every change of the device tree (see the module's rules).
         self.tree_lock = asyncio.Lock()
         bus.subscribe(self._on_event, [DeviceDeleted, TopologyChanged])
@@ -122,18 +137,43 @@ class DeviceService:
     # ------------------------------------------------------------ products
 
     async def create_product(
-        self, product_id: str | None, name: object, gateway_auto_register: object = True
+        self,
+        product_id: str | None,
+        name: object,
+        gateway_auto_register: object = True,
+        dynamic_registration: object = False,
     ) -> Product:
-        check_settings({"name": name, "gateway_auto_register": gateway_auto_register})
+        settings = {
+            "name": name,
+            "gateway_auto_register": gateway_auto_register,
+            "dynamic_registration": dynamic_registration,
+        }
+        check_settings(settings)
         assert isinstance(name, str) and isinstance(gateway_auto_register, bool)  # checked
+        assert isinstance(dynamic_registration, bool)
         pid = names.check("id", product_id) if product_id is not None else None
         if pid is None:
             pid = credentials.new_product_id()
         product = Product(
-            pid, name, self.clock.now_ms(), gateway_auto_register=gateway_auto_register
+            pid,
+            name,
+            self.clock.now_ms(),
+            gateway_auto_register=gateway_auto_register,
+            dynamic_registration=dynamic_registration,
+            access_key=credentials.new_device_key(),
         )
         await self.storage.products.add(product)
+        self._product_keys[pid] = product.access_key
         return product
+
+    async def rotate_access_key(self, product_id: str) -> str:
+        """Give the product a new access key; the old one stops working at once."""
+        key = credentials.new_device_key()
+        if not await self.storage.products.update(product_id, {"access_key": key}):
+            raise NotFound(f"product {product_id!r} does not exist")
+        self._product_keys[product_id] = key
+        self._cache.rekey(product_id, key)
+        return key
 
     async def get_product(self, product_id: str) -> Product:
         product = await self.storage.products.get(product_id)
@@ -165,6 +205,7 @@ class DeviceService:
         if count:
             raise Conflict(f"product {product_id!r} still has {count} device(s); delete them first")
         await self.storage.products.delete(product_id)
+        self._product_keys.pop(product_id, None)
 
     # ------------------------------------------------------------ devices
 
@@ -207,8 +248,9 @@ class DeviceService:
         access_token: object,
         gateway: tuple[str, str] | None = None,
         sub_address: str | None = None,
+        key: str | None = None,
     ) -> CreatedDevice:
-        await self.get_product(product_id)
+        product = await self.get_product(product_id)
         dev_name = names.check("name", name)
         tag_map = check_tags(tags)
         token = credentials.check_access_token(access_token)
@@ -225,7 +267,7 @@ class DeviceService:
             product_id=product_id,
             name=dev_name,
             device_number=number,
-            key=credentials.new_device_key(),
+            key=key if key is not None else credentials.new_device_key(),
             username=credentials.new_username(),
             password_hash=credentials.hash_password(self.pepper, password),
             created_at=self.clock.now_ms(),
@@ -245,8 +287,29 @@ class DeviceService:
                 device = _with_username(device, credentials.new_username())
         else:  # pragma: no cover
             raise Conflict("could not allocate a unique user name")
+        self._product_keys[product_id] = product.access_key
+        device = replace(device, product_key=product.access_key)
         self._remember(device)
         return CreatedDevice(device, password)
+
+    async def register_itself(
+        self, product_id: str, name: object, key: object = None
+    ) -> tuple[Device, bool]:
+        """Dynamic registration: the device of that name (created with `key`, or
+        a new key, if it does not exist yet) and whether it was created."""
+        product = await self.get_product(product_id)
+        if not product.dynamic_registration:
+            raise Forbidden(f"product {product_id!r} does not allow dynamic registration")
+        chosen = None if key is None else credentials.check_device_key(key)
+        dev_name = names.check("name", name)
+        found = await self.find_device(product_id, dev_name)
+        if found is not None:
+            return found, False
+        try:
+            created = await self._create(product_id, dev_name, None, None, None, key=chosen)
+        except AlreadyExists:  # registered meanwhile by another request
+            return await self.get_device(product_id, dev_name), False
+        return created.device, True
 
     async def get_device(self, product_id: str, name: str) -> Device:
         device = await self.find_device(product_id, name)
@@ -329,7 +392,7 @@ class DeviceService:
         key = ("t", token)
         device = self._cache.get(key)
         if device is None:
-            device = await self.storage.devices.by_access_token(token)
+            device = await self._keyed(await self.storage.devices.by_access_token(token))
             if device is not None:
                 self._cache.put(key, device)
         return device
@@ -338,7 +401,7 @@ class DeviceService:
         key = ("d", product_id, name)
         device = self._cache.get(key)
         if device is None:
-            device = await self.storage.devices.get(product_id, name)
+            device = await self._keyed(await self.storage.devices.get(product_id, name))
             if device is not None:
                 self._cache.put(key, device)
         return device
@@ -370,7 +433,7 @@ class DeviceService:
         key = ("u", username)
         device = self._cache.get(key)
         if device is None:
-            device = await self.storage.devices.by_username(username)
+            device = await self._keyed(await self.storage.devices.by_username(username))
             if device is not None:
                 self._cache.put(key, device)
         return device
@@ -384,11 +447,12 @@ class DeviceService:
         while loaded < capacity:
             products = await self.storage.products.list(1000, after_product)
             for product in products:
+                self._product_keys[product.id] = product.access_key
                 after: str | None = None
                 while loaded < capacity:
                     devices = await self.storage.devices.list(product.id, 1000, after)
                     for device in devices:
-                        self._remember(device)
+                        self._remember(replace(device, product_key=product.access_key))
                     loaded += len(devices)
                     if len(devices) < 1000:
                         break
@@ -398,11 +462,25 @@ class DeviceService:
             after_product = products[-1].id
         return loaded
 
+    async def _keyed(self, device: Device | None) -> Device | None:
+        """The device with its product's access key (read once a product)."""
+        if device is None:
+            return None
+        pid = device.product_id
+        if pid not in self._product_keys:
+            product = await self.storage.products.get(pid)
+            self._product_keys[pid] = product.access_key if product is not None else None
+        return replace(device, product_key=self._product_keys[pid])
+
     def _remember(self, device: Device) -> None:
         self._cache.put(("d", device.product_id, device.name), device)
         self._cache.put(("u", device.username), device)
         if device.access_token is not None:
             self._cache.put(("t", device.access_token), device)
+
+    async def versions(self, product_id: str, name: str) -> tuple[str | None, str | None]:
+        """The (f_version, s_version) the device reported to OneNET's OTA API."""
+        return await self.storage.devices.versions(product_id, name) or (None, None)
 
     def password_matches(self, device: Device, password: str) -> bool:
         return credentials.password_matches(self.pepper, password, device.password_hash)

@@ -23,6 +23,11 @@ Rules (docs/protocols.md section 4; the state machine and tokens are core/ota.py
   error. Every change of a device is announced as `OtaProgressed`.
 - Downloads: the URL carries a token bound to the task, the device and the
   file; ota_tasks.py says when it is good.
+- Both families take part in one task: each device's part has a OneNET
+  `tid` (positive, unique, given at creation) and the `protocol` through
+  which it was informed or asked (an inform goes on ThingsPanel's topic if
+  the device listens there, else on OneNET's `ota/inform`); OneNET's HTTP
+  API (onenet_ota.py) moves the same states.
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ log = logging.getLogger("thingshub.ota")
 Key = tuple[str, str]
 #: Longest life of a download token, whatever the device timeout.
 MAX_TOKEN_LIFETIME_S = 86_400
+#: The families an inform is tried in, in order, until a connection takes it.
+INFORM_FAMILIES = ("thingspanel", "onenet")
 
 
 class OtaService:
@@ -93,6 +100,8 @@ class OtaService:
         self._loop_task: asyncio.Task[None] | None = None
         self._writes: set[asyncio.Task[Any]] = set()
         self._ids = ota.IdClock()
+        self._top_tid: int | None = None  # the last tid given (read from storage once)
+        self._tids: dict[int, tuple[str, str]] = {}  # tid -> (task id, name), running
         #: Progress reports that changed nothing, by reason (core/ota.IGNORE_REASONS).
         self.ignored: Counter[str] = Counter()
         self.accepted = 0
@@ -200,6 +209,7 @@ class OtaService:
                     f"{device_names(busy)} already upgrading module {firmware.module!r} in a"
                     " running task; cancel that task first"
                 )
+            first_tid = await self._tids_for(len(numbers))
             now = self.clock.now_ms()
             task = OtaTask(
                 id=ota.new_id(self._ids.next(now)),
@@ -213,7 +223,7 @@ class OtaService:
                 status=ota.RUNNING,
                 created_at=now,
             )
-            rows = [ota.queued(task.id, name, now) for name in numbers]
+            rows = [ota.queued(task.id, name, now, first_tid + i) for i, name in enumerate(numbers)]
             await self.repo.add_task(task, rows)
             # The pace starts with the rollout, once the task is stored: a bucket
             # started before that write would have gained a fraction of a device
@@ -234,6 +244,14 @@ class OtaService:
         )
         self._rollout(t, started)
         return view(t)
+
+    async def _tids_for(self, count: int) -> int:
+        """The first of `count` new tids (hold the lock)."""
+        if self._top_tid is None:
+            self._top_tid = await self.repo.max_tid()
+        first = self._top_tid + 1
+        self._top_tid += count
+        return first
 
     async def _numbers(self, product_id: str, targets: list[str] | None) -> dict[str, str]:
         """name -> device number of the devices a task targets (None: every device)."""
@@ -377,6 +395,8 @@ class OtaService:
         """Index a non-final device of a running task."""
         if device.state in ota.FINAL:
             return
+        if device.tid is not None:
+            self._tids[device.tid] = (t.task.id, device.name)
         self._by_device.setdefault((t.task.product_id, device.name), {})[t.task.module] = t.task.id
         if device.state == ota.QUEUED:
             t.queued[device.name] = None
@@ -400,6 +420,8 @@ class OtaService:
                 if not modules:
                     del self._by_device[key]
             t.numbers.pop(name, None)
+            if device.tid is not None:
+                self._tids.pop(device.tid, None)
         self.bus.publish(
             OtaProgressed(t.task.product_id, name, t.task.id, device.state, device.step, now)
         )
@@ -437,15 +459,53 @@ class OtaService:
         informed = ota.informed(device, now)
         assert informed.informed_at is not None
         url = self.download_url(t.task.id, name, informed.informed_at, t.task.device_timeout_s)
-        inform = OtaInform(t.task.id, t.firmware, t.task.sign_method, url)
-        if not self.link.send(DeviceRef(t.task.product_id, name, number), inform):
+        ref = DeviceRef(t.task.product_id, name, number)
+        for family in INFORM_FAMILIES:
+            inform = OtaInform(t.task.id, t.firmware, t.task.sign_method, url, family, device.tid)
+            if self.link.send(ref, inform):
+                break
+        else:
             self._unsubscribed.add((t.task.product_id, name))
             return False
         self.informs += 1
         if device.state == ota.QUEUED:
-            self._set(t, informed, now)
+            self._set(t, replace(informed, protocol=family), now)
             self._later(self._save(t.task.id, name))
         return True
+
+    # ------------------------------------------------------------ for OneNET's HTTP API
+
+    def running_of(self, product_id: str, name: str) -> list[RunningTask]:
+        """The running tasks a device takes part in and is not final in, oldest first."""
+        ids = self._by_device.get((product_id, name), {}).values()
+        return sorted((self._tasks[i] for i in ids if i in self._tasks), key=lambda t: t.task.id)
+
+    def by_tid(self, tid: int) -> tuple[RunningTask, str] | None:
+        """The running task and device name of a tid still under way."""
+        found = self._tids.get(tid)
+        t = self._tasks.get(found[0]) if found is not None else None
+        return None if t is None or found is None else (t, found[1])
+
+    def inform_by_request(self, t: RunningTask, name: str, protocol: str) -> bool:
+        """A QUEUED device asks for its task: informed now if the rollout pace allows."""
+        now = self.clock.now_ms()
+        if t.devices[name].state != ota.QUEUED or not t.rollout.available(now):
+            return False
+        t.rollout.take(now)
+        self._set(t, replace(ota.informed(t.devices[name], now), protocol=protocol), now)
+        self._later(self._save(t.task.id, name))
+        return True
+
+    async def update(self, t: RunningTask, device: OtaDevice) -> None:
+        """Record a device's new state (from OneNET's API), durably; complete its task
+        if that was the last device under way."""
+        if device == t.devices[device.name]:
+            return
+        self._set(t, device, self.clock.now_ms())
+        self.accepted += 1
+        await self._save(t.task.id, device.name)
+        if t.remaining == 0:
+            await self._complete(t)
 
     async def _save(self, task_id: str, name: str) -> None:
         """Write a device's current state (nothing if its task is no longer held)."""

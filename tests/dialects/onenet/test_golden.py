@@ -587,5 +587,6 @@ def test_a_device_subscribes_only_within_its_own_prefix(topic_filter: str, grant
 
 def test_deltas_are_the_one_kind_a_device_is_asked_to_listen_for() -> None:
     assert ONENET.topics(REF, ImageDelta) == (OWN + "image/update/delta",)
-    for kind in (ImageAccepted, ImageSnapshot, Call, OtaInform):
+    assert ONENET.topics(REF, OtaInform) == (OWN + "ota/inform",)
+    for kind in (ImageAccepted, ImageSnapshot, Call):
         assert ONENET.topics(REF, kind) == ()

@@ -146,6 +146,17 @@ class MemoryOta:
         ota_common.check_device(device)
         return self._save(device)
 
+    async def max_tid(self) -> int:
+        tids = [d.tid for rows in self._data.devices.values() for d in rows.values()]
+        return max((t for t in tids if t is not None), default=0)
+
+    async def by_tid(self, tid: int) -> tuple[OtaTask, OtaDevice] | None:
+        for task_id, rows in self._data.devices.items():
+            for d in rows.values():
+                if d.tid == tid:
+                    return self._data.tasks[task_id], d
+        return None
+
     async def finish_task(
         self, task_id: str, status: str, finished_at: int, devices: Sequence[OtaDevice]
     ) -> bool:

@@ -59,7 +59,7 @@ _COMMAND = (
 )
 _OTA_DEVICE = (
     "task_id text, name text, state text, step integer, description text, detail text,"
-    " informed_at bigint, updated_at bigint, finished_at bigint"
+    " informed_at bigint, updated_at bigint, finished_at bigint, tid bigint, protocol text"
 )
 _IN_ARRAYS = _device_exists("u.product_id", "u.name")
 
@@ -132,16 +132,17 @@ TASK_FINISH = sql(
 OTA_DEVICES_INSERT = bulk(
     f"INSERT INTO ota_task_devices (position, {OTA_DEVICE_COLUMNS})"
     f" SELECT * FROM {_unnest('position integer, ' + _OTA_DEVICE)}",
-    f"INSERT INTO ota_task_devices (position, {OTA_DEVICE_COLUMNS}) VALUES ({_row(10)})",
+    f"INSERT INTO ota_task_devices (position, {OTA_DEVICE_COLUMNS}) VALUES ({_row(12)})",
 )
 OTA_DEVICES_UPDATE = bulk(  # rows that are final are kept
     "UPDATE ota_task_devices AS d SET state = u.state, step = u.step,"
     " description = u.description, detail = u.detail, informed_at = u.informed_at,"
-    f" updated_at = u.updated_at, finished_at = u.finished_at FROM {_unnest(_OTA_DEVICE)}"
+    f" updated_at = u.updated_at, finished_at = u.finished_at, protocol = u.protocol"
+    f" FROM {_unnest(_OTA_DEVICE)}"
     " WHERE d.task_id = u.task_id AND d.name = u.name"
     f" AND d.state NOT IN ({writes.FINAL_STATES}) RETURNING d.task_id, d.name",
     "UPDATE ota_task_devices SET state = $3, step = $4, description = $5, detail = $6,"
-    " informed_at = $7, updated_at = $8, finished_at = $9"
+    " informed_at = $7, updated_at = $8, finished_at = $9, protocol = $11"
     f" WHERE task_id = $1 AND name = $2 AND state NOT IN ({writes.FINAL_STATES})",
 )
 

@@ -49,6 +49,9 @@ RUNNING_TASKS = sql(f"{_TASKS} WHERE status = 'RUNNING' ORDER BY id")
 TASK_COUNTS = (
     "SELECT task_id, state, count(*) FROM ota_task_devices WHERE task_id {} GROUP BY task_id, state"
 )
+MAX_TID = sql("SELECT max(tid) FROM ota_task_devices")
+BY_TID = sql(f"SELECT {rows.OTA_DEVICE_COLUMNS} FROM ota_task_devices WHERE tid = $1")
+TASK_BY_ID = sql(f"{_TASKS} WHERE id = $1")
 TASK_DEVICES = sql(
     f"SELECT {rows.OTA_DEVICE_COLUMNS} FROM ota_task_devices WHERE task_id = $1 ORDER BY position"
 )
@@ -131,6 +134,18 @@ class SqlOta:
 
     async def save_device(self, device: OtaDevice) -> bool:
         return bool(await self._writer.submit(writes.device_save(device)))
+
+    async def max_tid(self) -> int:
+        row = await self._db.fetchone(MAX_TID)
+        return 0 if row is None or row[0] is None else int(row[0])
+
+    async def by_tid(self, tid: int) -> tuple[OtaTask, OtaDevice] | None:
+        row = await self._db.fetchone(BY_TID, tid)
+        if row is None:
+            return None
+        device = rows.ota_device(row)
+        task = await one(self._db, rows.task, TASK_BY_ID, device.task_id)
+        return None if task is None else (task, device)
 
     async def finish_task(
         self, task_id: str, status: str, finished_at: int, devices: Sequence[OtaDevice]

@@ -248,6 +248,23 @@ _API_KEYS = (
 )
 
 
+#: Main's migration 10 (the cluster) is being written at the same time as this
+#: branch; this step holds its number so that 11 below applies in order. The
+#: merge replaces it with main's migration 10.
+_PLACEHOLDER_10 = ("CREATE TABLE migration_10_placeholder (id {int32})",)
+
+
+_ONENET_LIFECYCLE = (
+    "ALTER TABLE products ADD COLUMN access_key {text}",
+    "ALTER TABLE products ADD COLUMN dynamic_registration {bool} NOT NULL DEFAULT {false}",
+    "ALTER TABLE devices ADD COLUMN f_version {text}",
+    "ALTER TABLE devices ADD COLUMN s_version {text}",
+    "ALTER TABLE ota_task_devices ADD COLUMN tid {int64}",
+    "ALTER TABLE ota_task_devices ADD COLUMN protocol {text}",
+    "CREATE UNIQUE INDEX ota_task_devices_tid_key ON ota_task_devices (tid)",
+)
+
+
 def migrations(types: Mapping[str, str], series: Sequence[str]) -> Sequence[Migration]:
     """A database's migrations, given its `types` (see the module rules) and the
     statements of migration 3 that are its own: device ids, points, latest values,
@@ -279,5 +296,11 @@ def migrations(types: Mapping[str, str], series: Sequence[str]) -> Sequence[Migr
             Migration(7, "gateways and sub-devices", ddl(*_TOPOLOGY)),
             Migration(8, "products: gateway auto-registration", ddl(*_AUTO_REGISTER)),
             Migration(9, "API keys with roles and products", ddl(*_API_KEYS)),
+            Migration(10, "placeholder for main's migration 10", ddl(*_PLACEHOLDER_10)),
+            Migration(
+                11,
+                "OneNET: product access keys, dynamic registration, OTA tids and versions",
+                ddl(*_ONENET_LIFECYCLE),
+            ),
         ]
     )
