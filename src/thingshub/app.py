@@ -5,7 +5,9 @@ Rules:
   services, MQTT listeners, HTTP listener; only then `ports.json` and the
   ready line.
 - Stop order: stop accepting (MQTT and HTTP), disconnect clients, stop
-  background work, flush pending writes, close storage.
+  background work, flush pending writes, close storage. A node of a cluster
+  records its devices offline and announces them (relayed to the other
+  nodes) before it leaves the nodes table and closes its NATS connection.
 - A problem the operator can fix (a taken port, an unwritable data dir, an
   unreachable database) is a `StartupError` with one sentence, not a traceback.
 - The HTTP server (uvicorn) runs in the same event loop; its own signal
@@ -42,7 +44,9 @@ from thingshub.api.listener import HttpServer
 from thingshub.api.stream import StreamLimits
 from thingshub.api.websocket import WebSocketProtocol
 from thingshub.bus.local import LocalBus
-from thingshub.config import Settings
+from thingshub.bus.nats import NatsBus
+from thingshub.config import NODE_ID, Settings
+from thingshub.core.errors import Unavailable
 from thingshub.core.messages import (
     AttributesReport,
     CallAnswer,
@@ -63,10 +67,11 @@ from thingshub.core.messages import (
     ThingPost,
     ThingRefused,
 )
-from thingshub.core.ports import Storage
+from thingshub.core.ports import EventBus, Storage
 from thingshub.core.submessages import GatewayNote, SubRequest
 from thingshub.dialects.onenet.token import make_token
 from thingshub.dialects.registry import Registry, default_registry
+from thingshub.gateway.cluster import ClusterLogins
 from thingshub.gateway.hooks import DeviceGateway
 from thingshub.mqtt.server import Broker, BrokerConfig
 from thingshub.mqtt.server.websocket import MqttWebSocket
@@ -80,11 +85,13 @@ from thingshub.services.history import HistoryService
 from thingshub.services.images import ImageService
 from thingshub.services.ingest import IngestService
 from thingshub.services.keys import KeyService
+from thingshub.services.nodes import NodeIdInUse, NodeService
 from thingshub.services.onenet_ota import OneNetOta
 from thingshub.services.ota import OtaService
 from thingshub.services.presence import PresenceService
 from thingshub.services.retention import RetentionService
 from thingshub.services.subdevices import GatewayReports
+from thingshub.services.sweep import PresenceSweep
 from thingshub.services.things import ThingService
 from thingshub.services.topology import TopologyService
 from thingshub.storage import open_storage
@@ -138,7 +145,12 @@ class Platform:
         self._http_task: asyncio.Task[None] | None = None
         self._ready = False
         self._warming: asyncio.Task[None] | None = None
-        self.bus: LocalBus | None = None
+        self.bus: LocalBus | NatsBus | None = None
+        #: The cluster's message bus, when this node is one of several (NATS).
+        self.nats: NatsBus | None = None
+        self.nodes: NodeService | None = None
+        #: The presence sweep of dead nodes (a node of a cluster only).
+        self.sweep: PresenceSweep | None = None
         self._console: Console | None = None
 
     # ------------------------------------------------------------ start
@@ -166,9 +178,10 @@ class Platform:
         clock = SystemClock()
         self.keys = KeyService(storage.api_keys, storage.products, clock, self.api_key)
         await self.keys.start()
-        bus = self.bus = LocalBus()
+        node_id = s.node_id or default_node_id(s.mqtt_port or s.mqtts_port)
+        bus = self.bus = await self._start_bus(storage, node_id)
         self.devices = DeviceService(storage, clock, bus, pepper)
-        self.presence = PresenceService(storage.devices, clock, bus)
+        self.presence = PresenceService(storage.devices, clock, bus, node=node_id)
         self.gateway = DeviceGateway(self.devices, self.presence, clock, bus, self.dialects)
         self.broker = Broker(
             self.gateway,
@@ -180,6 +193,20 @@ class Platform:
             ),
         )
         self.gateway.attach(self.broker)
+        stats = self.broker.stats
+        self.nodes = NodeService(
+            storage.nodes,
+            storage.locks,
+            clock,
+            node_id,
+            lease=s.node_lease,
+            stats=lambda: (stats.connections, stats.messages_in),
+        )
+        try:
+            await self.nodes.start()
+        except NodeIdInUse as exc:
+            self.nodes = None
+            raise StartupError(str(exc)) from exc
         self.mqtt_websocket = MqttWebSocket(self.broker.connection)
         self.images = ImageService(
             storage.images, self.devices, self.presence, self.gateway, clock, bus
@@ -243,7 +270,9 @@ class Platform:
         )
         self.retention = RetentionService(storage.products, storage.telemetry, clock)
         await self.retention.start()
-        await self.presence.start()
+        await self.presence.start(own_only=self.nats is not None)
+        if self.nats is not None:
+            await self._join_cluster(self.nats, clock, node_id)
         await self._start_ota(data_dir, clock, bus)
 
         self.mqtt_port = await self._listen_mqtt(s.mqtt_port, None, "MQTT")
@@ -302,6 +331,31 @@ class Platform:
         ports = {"mqtt": self.mqtt_port, "mqtts": self.mqtts_port, "http": self.http_port}
         datadir.write_ports(data_dir, {k: v for k, v in ports.items() if v is not None})
         self._ready = True
+
+    async def _start_bus(self, storage: Storage, node_id: str) -> LocalBus | NatsBus:
+        """The in-process bus, or with `nats_url` this node's link to the cluster."""
+        url = self.settings.nats_url
+        if url is None:
+            return LocalBus()
+        cluster_id = await storage.settings.set_if_absent("cluster_id", secrets.token_hex(6))
+        nats = NatsBus(url, cluster_id, node_id)
+        try:
+            await nats.start()
+        except Unavailable as exc:
+            raise StartupError(str(exc)) from exc
+        self.nats = nats
+        return nats
+
+    async def _join_cluster(self, nats: NatsBus, clock: SystemClock, node_id: str) -> None:
+        """Takeover across nodes, caches coherent across nodes, the presence sweep."""
+        assert self.gateway is not None and self.broker is not None and self.presence is not None
+        assert self.devices is not None and self.keys is not None and self.nodes is not None
+        assert self.images is not None and self.things is not None
+        self.gateway.logins = ClusterLogins(self.broker, self.presence, nats, clock, node_id)
+        for sync in (self.devices.sync, self.keys.sync, self.images.sync, self.things.sync):
+            sync.join(nats)
+        self.sweep = PresenceSweep(self.nodes, self.presence)
+        await self.sweep.start()
 
     async def _mount_console(self, api: FastAPI, ctx: ApiContext, data_dir: Path) -> Console:
         from thingshub.console import ConsoleContext, mount_console
@@ -395,14 +449,20 @@ class Platform:
             await self.ota.stop()
         if self.retention is not None:
             await self.retention.stop()
+        if self.sweep is not None:
+            await self.sweep.stop()
         if self.presence is not None:
-            await self.presence.stop()
+            await self.presence.stop()  # in a cluster, announced before NATS closes
         if self.keys is not None:
             await self.keys.stop()  # writes when keys were last used
+        if self.nodes is not None:
+            await self.nodes.stop()
+        if self.nats is not None:
+            await self.nats.stop()
         if self.storage is not None:
             await self.storage.close()
 
-    async def _start_ota(self, data_dir: Path, clock: SystemClock, bus: LocalBus) -> None:
+    async def _start_ota(self, data_dir: Path, clock: SystemClock, bus: EventBus) -> None:
         """Firmware packages and OTA tasks (running tasks resume here)."""
         assert self.storage is not None and self.devices is not None and self.gateway is not None
         s = self.settings
@@ -432,6 +492,12 @@ class Platform:
         self.gateway.handle(OtaProgressRefused, self.ota.device_refused_progress)
         self.gateway.on_device_subscribe(self.ota.device_subscribed)
         await self.ota.start()
+
+
+def default_node_id(port: int | None) -> str:
+    """The host name and the MQTT port, as a node id may be written."""
+    host = "".join(c if NODE_ID.fullmatch(c) else "-" for c in socket.gethostname()) or "node"
+    return f"{host[:58]}-{port or 0}"
 
 
 def _public_url(configured: str | None, host: str, port: int, scheme: str = "http") -> str:

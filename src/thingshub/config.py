@@ -11,6 +11,7 @@ Rules:
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -20,6 +21,10 @@ from typing import Any
 
 class SettingsError(Exception):
     pass
+
+
+#: What a node id may be (interfaces: `--node-id`).
+NODE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +63,15 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     mqtts_port: int = 8883
+    #: Cluster (interfaces: "Several processes and machines"): NATS joins this
+    #: node to the others on the same PostgreSQL database.
+    nats_url: str | None = None
+    #: Unique in the cluster; None: host name and MQTT port (app.py).
+    node_id: str | None = None
+    #: Node processes on this machine sharing the ports (SO_REUSEPORT).
+    workers: int = 1
+    #: Seconds after its last heartbeat that a node counts as dead.
+    node_lease: float = 15.0
 
     @property
     def tls(self) -> bool:
@@ -87,6 +101,10 @@ _TYPES: dict[str, type] = {
     "tls_cert": Path,
     "tls_key": Path,
     "mqtts_port": int,
+    "nats_url": str,
+    "node_id": str,
+    "workers": int,
+    "node_lease": float,
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -135,6 +153,16 @@ def _convert(name: str, value: Any) -> Any:
         raise SettingsError(f"setting http_head_timeout: {out} is not between 0 and 3600 seconds")
     if name == "firmware_max_size" and out < 1:
         raise SettingsError(f"setting firmware_max_size: {out} is not a positive number of bytes")
+    if name == "nats_url" and not out.startswith(("nats://", "tls://")):
+        raise SettingsError(f"setting nats_url: {out!r} is not a nats:// URL")
+    if name == "node_id" and not NODE_ID.fullmatch(out):
+        raise SettingsError(
+            f"setting node_id: {out!r} is not 1-64 letters, digits, '_', '.' or '-'"
+        )
+    if name == "workers" and not 1 <= out <= 256:
+        raise SettingsError(f"setting workers: {out} is not between 1 and 256")
+    if name == "node_lease" and not 1 <= out <= 3600:
+        raise SettingsError(f"setting node_lease: {out} is not between 1 and 3600 seconds")
     return out
 
 
@@ -172,7 +200,26 @@ def load(
             values[name] = _convert(name, from_file[name])
     settings = Settings(**values)
     _check_tls(settings)
+    _check_cluster(settings)
     return settings
+
+
+def is_postgres(url: str | None) -> bool:
+    return url is not None and url.startswith(("postgres://", "postgresql://"))
+
+
+def _check_cluster(s: Settings) -> None:
+    """A cluster's nodes share one PostgreSQL database; SQLite has one process."""
+    if s.nats_url is not None and not is_postgres(s.database_url):
+        raise SettingsError(
+            "setting nats_url: a cluster needs a PostgreSQL database_url (postgresql://...);"
+            " SQLite serves one process only"
+        )
+    if s.workers > 1 and not is_postgres(s.database_url):
+        raise SettingsError(
+            "setting workers: several processes need a PostgreSQL database_url"
+            " (postgresql://...); SQLite serves one process only"
+        )
 
 
 def _check_tls(s: Settings) -> None:

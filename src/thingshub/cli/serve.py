@@ -246,6 +246,27 @@ def serve(
         int | None,
         typer.Option(help="MQTT over TLS port, 0 = any [env THINGSHUB_MQTTS_PORT; 8883]"),
     ] = None,
+    nats_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Join a cluster through this NATS server, nats://host:port; needs a"
+            " PostgreSQL --database-url [env THINGSHUB_NATS_URL]"
+        ),
+    ] = None,
+    node_id: Annotated[
+        str | None,
+        typer.Option(
+            help="This node's name, unique in the cluster [env THINGSHUB_NODE_ID;"
+            " host name and MQTT port]"
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Node processes on this machine sharing the ports; more than 1 needs"
+            " PostgreSQL [env THINGSHUB_WORKERS; 1]"
+        ),
+    ] = None,
 ) -> None:
     """Run the whole platform: MQTT server, HTTP API and storage, in one process."""
     options = {
@@ -261,6 +282,9 @@ def serve(
         "tls_cert": tls_cert,
         "tls_key": tls_key,
         "mqtts_port": mqtts_port,
+        "nats_url": nats_url,
+        "node_id": node_id,
+        "workers": workers,
     }
     try:
         settings = load_settings(options, os.environ, config)

@@ -80,6 +80,20 @@ class PresenceUpdate:
     online: bool
     last_activity: int | None
     changed_at: int
+    #: The cluster node holding the device's connection (None: no cluster node
+    #: named). An offline update from one node never overrides another's online.
+    node: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """A node of a cluster as its heartbeat last wrote it (times in ms)."""
+
+    id: str
+    started_at: int
+    last_seen: int
+    connections: int = 0
+    messages_in_per_s: int = 0
 
 
 @dataclass(frozen=True, slots=True)

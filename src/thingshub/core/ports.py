@@ -25,6 +25,7 @@ from thingshub.core.model import (
     Device,
     DeviceEvent,
     Firmware,
+    NodeInfo,
     OtaDevice,
     OtaTask,
     Point,
@@ -66,6 +67,15 @@ class EventBus(Protocol):
 
     def wants(self, kind: type) -> bool:
         """Whether anyone listens for events of this type."""
+
+
+class Peers(Protocol):
+    """The other nodes of a cluster (bus/nats.py): best-effort messages to every
+    one of them, never back to the sender."""
+
+    def broadcast(self, topic: str, payload: bytes) -> None: ...
+
+    def on_broadcast(self, topic: str, handler: Callable[[bytes], None]) -> None: ...
 
 
 class ProductRepo(Protocol):
@@ -124,6 +134,12 @@ class DeviceRepo(Protocol):
 
     async def mark_all_offline(self, now_ms: int) -> int:
         """At start-up: every device recorded online is offline now (returns how many)."""
+
+    async def holder(self, product_id: str, name: str) -> str | None:
+        """The node recorded holding the device's connection, if it is online there."""
+
+    async def release_node(self, node: str, now_ms: int) -> builtins.list[tuple[str, str]]:
+        """Every device recorded online on `node` is offline now; their keys."""
 
     async def set_tags(self, product_id: str, name: str, tags: Mapping[str, str]) -> bool:
         """Replace a device's tags; False if there is no such device."""
@@ -375,6 +391,35 @@ class ApiKeyRepo(Protocol):
         unknown ids are skipped. One transaction."""
 
 
+class NodeRepo(Protocol):
+    """The nodes of a cluster and their heartbeats (one row a node id)."""
+
+    async def beat(self, node: NodeInfo) -> None:
+        """Write the node's row (added, or replaced with these values)."""
+
+    async def list(self) -> builtins.list[NodeInfo]:
+        """Every node with a row, in id order (alive or not: see `last_seen`)."""
+
+    async def remove(self, node_id: str) -> None:
+        """The node's row is gone (a node stopping cleanly)."""
+
+
+class Locks(Protocol):
+    """Named locks shared by every process on one database, held by a process
+    for as long as it lives: the death of the process frees them (PostgreSQL:
+    advisory locks on one connection of their own). One database used by one
+    process (memory, SQLite) holds them in that process."""
+
+    async def try_hold(self, name: str) -> bool:
+        """Take the lock if nobody holds it; True if this process holds it now."""
+
+    async def release(self, name: str) -> None: ...
+
+    async def still_held(self, name: str) -> bool:
+        """Whether this process still holds the lock (its connection may have
+        been lost, and the lock with it)."""
+
+
 class Storage(Protocol):
     products: ProductRepo
     devices: DeviceRepo
@@ -389,6 +434,8 @@ class Storage(Protocol):
     thing_models: ThingModelRepo
     desired: DesiredRepo
     api_keys: ApiKeyRepo
+    nodes: NodeRepo
+    locks: Locks
 
     async def open(self) -> None:
         """Connect, then create or migrate the schema."""

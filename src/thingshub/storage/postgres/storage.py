@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncpg
 
 from thingshub.storage.postgres import dialect
+from thingshub.storage.postgres.locks import PgLocks
 from thingshub.storage.postgres.pool import PgConnection, Pool
 from thingshub.storage.postgres.schema import MIGRATIONS
 from thingshub.storage.postgres.writes import BatchRunner
@@ -43,6 +44,7 @@ class PostgresStorage(SqlStorage):
         self._pool = Pool()
         self._runner = BatchRunner(self._pool)
         super().__init__(self._pool, self._pool, dialect, self._runner)
+        self.locks = self._pg_locks = PgLocks(url)
 
     async def _connect(self) -> bool:
         if self._pool.conn is not None:
@@ -63,6 +65,7 @@ class PostgresStorage(SqlStorage):
         return True
 
     async def _disconnect(self) -> None:
+        await self._pg_locks.close()
         if self._pool.conn is None:
             return
         try:

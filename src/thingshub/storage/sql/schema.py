@@ -247,11 +247,20 @@ _API_KEYS = (
     )""",
 )
 
-
-#: Main's migration 10 (the cluster) is being written at the same time as this
-#: branch; this step holds its number so that 11 below applies in order. The
-#: merge replaces it with main's migration 10.
-_PLACEHOLDER_10 = ("CREATE TABLE migration_10_placeholder (id {int32})",)
+#: A cluster's nodes (their heartbeats), the node holding each online device's
+#: connection, and the node that sent each call (its restart fails only its own).
+_CLUSTER = (
+    """CREATE TABLE nodes (
+        id                 {key}   NOT NULL,
+        started_at         {int64} NOT NULL,
+        last_seen          {int64} NOT NULL,
+        connections        {int64} NOT NULL,
+        messages_in_per_s  {int64} NOT NULL,
+        CONSTRAINT nodes_pkey PRIMARY KEY (id)
+    )""",
+    "ALTER TABLE device_presence ADD COLUMN node {key}",
+    "ALTER TABLE commands ADD COLUMN node {key}",
+)
 
 
 _ONENET_LIFECYCLE = (
@@ -296,7 +305,7 @@ def migrations(types: Mapping[str, str], series: Sequence[str]) -> Sequence[Migr
             Migration(7, "gateways and sub-devices", ddl(*_TOPOLOGY)),
             Migration(8, "products: gateway auto-registration", ddl(*_AUTO_REGISTER)),
             Migration(9, "API keys with roles and products", ddl(*_API_KEYS)),
-            Migration(10, "placeholder for main's migration 10", ddl(*_PLACEHOLDER_10)),
+            Migration(10, "cluster: nodes, the node holding a device or a call", ddl(*_CLUSTER)),
             Migration(
                 11,
                 "OneNET: product access keys, dynamic registration, OTA tids and versions",

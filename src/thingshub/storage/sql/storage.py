@@ -15,12 +15,14 @@ from abc import ABC, abstractmethod
 from functools import partial
 
 from thingshub.core import ports
+from thingshub.storage.locks import ProcessLocks
 from thingshub.storage.sql import series
 from thingshub.storage.sql.batch import GroupCommit, RunBatch
 from thingshub.storage.sql.connection import Database
 from thingshub.storage.sql.devices import SqlDevices, SqlProducts, SqlSettings
 from thingshub.storage.sql.dialect import Dialect
 from thingshub.storage.sql.keys import SqlApiKeys
+from thingshub.storage.sql.nodes import SqlNodes
 from thingshub.storage.sql.ota import SqlFirmware, SqlOta
 from thingshub.storage.sql.purge import Purger
 from thingshub.storage.sql.records import SqlCommands, SqlImages
@@ -47,6 +49,9 @@ class SqlStorage(ABC):
         self.thing_models: ports.ThingModelRepo = SqlThingModels(db)
         self.desired: ports.DesiredRepo = SqlDesired(db)
         self.api_keys: ports.ApiKeyRepo = SqlApiKeys(db)
+        self.nodes: ports.NodeRepo = SqlNodes(db)
+        #: PostgreSQL replaces these with locks shared by every process.
+        self.locks: ports.Locks = ProcessLocks()
 
     async def open(self) -> None:
         if await self._connect():

@@ -1,0 +1,68 @@
+"""Nodes joining one cluster: ids held, heartbeats, events crossing between nodes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from tests.conftest import RunningPlatform
+from thingshub.config import Settings, SettingsError
+from thingshub.config import load as load_settings
+from thingshub.core.events import Event, PresenceChanged
+
+
+def test_a_cluster_needs_postgresql() -> None:
+    with pytest.raises(SettingsError, match="needs a PostgreSQL database_url"):
+        load_settings({"nats_url": "nats://127.0.0.1:4222"}, {})
+    with pytest.raises(SettingsError, match="several processes need a PostgreSQL"):
+        load_settings({"workers": 2, "database_url": "sqlite:///x.db"}, {})
+    with pytest.raises(SettingsError, match="node_id"):
+        load_settings({"node_id": "no spaces"}, {})
+    s = load_settings({"nats_url": "nats://h:4222", "database_url": "postgresql://h/db"}, {})
+    assert isinstance(s, Settings) and s.node_lease == 15.0
+
+
+def test_a_second_live_node_with_the_same_id_is_refused(
+    node_factory: Callable[..., RunningPlatform], tmp_path: Any
+) -> None:
+    node_factory("n1")
+    with pytest.raises(Exception, match="already has the id 'n1'"):
+        node_factory("n1", data_dir=tmp_path / "other")
+
+
+def test_nodes_see_each_other_and_events_cross(
+    node_factory: Callable[..., RunningPlatform],
+) -> None:
+    a = node_factory("node.a")
+    b = node_factory("node-b")
+    listed = b.run(b.platform.nodes.nodes())
+    assert [n.id for n in listed] == ["node-b", "node.a"]
+
+    seen: list[Event] = []
+    got = threading.Event()
+
+    def on_event(event: Event) -> None:
+        seen.append(event)
+        got.set()
+
+    b.call(lambda: b.platform.bus.subscribe(on_event, [PresenceChanged]))
+    http = a.http()
+    assert http.post("/api/v1/products", json={"id": "p1", "name": "P"}).status_code == 201
+    device = http.post("/api/v1/products/p1/devices", json={"name": "d1"}).json()
+    # The announcement of what b wants reaches a within a couple of seconds.
+    deadline = time.monotonic() + 10
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="d1")
+    client.username_pw_set(device["username"], device["password"])
+    while not got.is_set() and time.monotonic() < deadline:
+        client.connect("127.0.0.1", a.mqtt_port)
+        client.loop_start()
+        got.wait(1.0)
+        client.loop_stop()
+        client.disconnect()
+    assert any(isinstance(e, PresenceChanged) and e.name == "d1" for e in seen)
