@@ -336,9 +336,14 @@ class OtaRepo(Protocol):
     """OTA tasks and the state of each of their devices. Writes are group-committed;
     a device row that is final (SUCCEEDED, FAILED, CANCELED, TIMED_OUT) never changes."""
 
-    async def add_task(self, task: OtaTask, devices: Sequence[OtaDevice]) -> None:
+    async def add_task(self, task: OtaTask, devices: Sequence[OtaDevice]) -> int:
         """Store a task and its devices (in this order: the rollout order), atomically.
-        NotFound if its firmware is not one of its product's."""
+        NotFound if its firmware is not one of its product's.
+
+        The devices get consecutive OneNET tids (what they carry is ignored),
+        taken in the same transaction from one counter, so that processes
+        sharing the database never give one twice; returns the first:
+        `devices[i]` has `first + i`."""
 
     async def get_task(self, product_id: str, task_id: str) -> OtaTask | None: ...
 
@@ -360,9 +365,6 @@ class OtaRepo(Protocol):
     async def save_device(self, device: OtaDevice) -> bool:
         """Store a device's new state unless its row is final already (or absent):
         returns whether it was stored."""
-
-    async def max_tid(self) -> int:
-        """The largest OneNET tid given to a task's device (0 if none)."""
 
     async def by_tid(self, tid: int) -> tuple[OtaTask, OtaDevice] | None:
         """The task and device entry of a tid."""

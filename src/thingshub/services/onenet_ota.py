@@ -113,7 +113,7 @@ class OneNetOta:
     # ------------------------------------------------------------ the machinery
 
     def _task_of_type(self, product_id: str, name: str, kind: int) -> RunningTask | None:
-        for t in self.ota.running_of(product_id, name):
+        for t in self.ota.running.running_of(product_id, name):
             if rules.task_type(t.task.module) == kind:
                 return t
         return None
@@ -140,7 +140,7 @@ class OneNetOta:
         self, product_id: str, name: str, tid: int
     ) -> tuple[RunningTask | None, OtaDevice]:
         """The running task (None once it has ended) and the device entry of a tid."""
-        held = self.ota.by_tid(tid)
+        held = self.ota.running.by_tid(tid)
         if held is not None:
             t, owner = held
             if (t.task.product_id, owner) != (product_id, name):

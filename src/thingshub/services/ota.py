@@ -24,7 +24,8 @@ Rules (docs/protocols.md section 4; the state machine and tokens are core/ota.py
 - Downloads: the URL carries a token bound to the task, the device and the
   file; ota_tasks.py says when it is good.
 - Both families take part in one task: each device's part has a OneNET
-  `tid` (positive, unique, given at creation) and the `protocol` through
+  `tid` (positive; storage gives them in the task's transaction, so that
+  processes sharing a database never give one twice) and the `protocol` through
   which it was informed or asked (an inform goes on ThingsPanel's topic if
   the device listens there, else on OneNET's `ota/inform`); OneNET's HTTP
   API (onenet_ota.py) moves the same states.
@@ -50,6 +51,7 @@ from thingshub.services.background import cancel
 from thingshub.services.devices import DeviceService, check_limit, decode_cursor, encode_cursor
 from thingshub.services.firmware import FirmwareService
 from thingshub.services.ota_tasks import (
+    Running,
     RunningTask,
     TaskView,
     authorize,
@@ -60,7 +62,6 @@ from thingshub.services.ota_tasks import (
 
 log = logging.getLogger("thingshub.ota")
 
-Key = tuple[str, str]
 #: Longest life of a download token, whatever the device timeout.
 MAX_TOKEN_LIFETIME_S = 86_400
 #: The families an inform is tried in, in order, until a connection takes it.
@@ -93,15 +94,14 @@ class OtaService:
         #: Seconds between two rounds of the rollout loop (informs and timeouts).
         self.tick = tick
         self.max_token_lifetime_s = max_token_lifetime_s
-        self._tasks: dict[str, RunningTask] = {}
-        self._by_device: dict[Key, dict[str, str]] = {}  # device -> module -> running task
-        self._unsubscribed: set[Key] = set()  # online, but not listening when last tried
+        #: The running tasks, by id and by device.
+        self.running = Running()
+        self._tasks = self.running.tasks
+        self._unsubscribed: set[tuple[str, str]] = set()  # online, not listening when last tried
         self._lock = asyncio.Lock()  # creating and cancelling tasks
         self._loop_task: asyncio.Task[None] | None = None
         self._writes: set[asyncio.Task[Any]] = set()
         self._ids = ota.IdClock()
-        self._top_tid: int | None = None  # the last tid given (read from storage once)
-        self._tids: dict[int, tuple[str, str]] = {}  # tid -> (task id, name), running
         #: Progress reports that changed nothing, by reason (core/ota.IGNORE_REASONS).
         self.ignored: Counter[str] = Counter()
         self.accepted = 0
@@ -143,7 +143,7 @@ class OtaService:
                 gone.append(d.name)
                 continue
             t.numbers[d.name] = device.device_number
-            self._track(t, d)
+            self.running.track(t, d)
         self._tasks[task.id] = t
         for name in gone:
             self._end(t, name, ota.CANCELED, ota.DELETED_DESC, now)
@@ -201,15 +201,12 @@ class OtaService:
         firmware = await self.firmware.get(product_id, firmware_id)
         numbers = await self._numbers(product_id, targets)
         async with self._lock:
-            busy = [
-                n for n in numbers if firmware.module in self._by_device.get((product_id, n), {})
-            ]
+            busy = [n for n in numbers if firmware.module in self.running.modules(product_id, n)]
             if busy:
                 raise Conflict(
                     f"{device_names(busy)} already upgrading module {firmware.module!r} in a"
                     " running task; cancel that task first"
                 )
-            first_tid = await self._tids_for(len(numbers))
             now = self.clock.now_ms()
             task = OtaTask(
                 id=ota.new_id(self._ids.next(now)),
@@ -223,8 +220,9 @@ class OtaService:
                 status=ota.RUNNING,
                 created_at=now,
             )
-            rows = [ota.queued(task.id, name, now, first_tid + i) for i, name in enumerate(numbers)]
-            await self.repo.add_task(task, rows)
+            rows = [ota.queued(task.id, name, now) for name in numbers]
+            first_tid = await self.repo.add_task(task, rows)  # tids unique across processes
+            rows = [replace(d, tid=first_tid + i) for i, d in enumerate(rows)]
             # The pace starts with the rollout, once the task is stored: a bucket
             # started before that write would have gained a fraction of a device
             # by the first inform, and let the second come early.
@@ -232,7 +230,7 @@ class OtaService:
             rollout = ota.Rollout(rate, started)
             t = RunningTask(task, firmware, {d.name: d for d in rows}, numbers, rollout)
             for d in rows:
-                self._track(t, d)
+                self.running.track(t, d)
             self._tasks[task.id] = t
         log.info(
             "OTA task %s: %d device(s) of %s to %s %s",
@@ -244,14 +242,6 @@ class OtaService:
         )
         self._rollout(t, started)
         return view(t)
-
-    async def _tids_for(self, count: int) -> int:
-        """The first of `count` new tids (hold the lock)."""
-        if self._top_tid is None:
-            self._top_tid = await self.repo.max_tid()
-        first = self._top_tid + 1
-        self._top_tid += count
-        return first
 
     async def _numbers(self, product_id: str, targets: list[str] | None) -> dict[str, str]:
         """name -> device number of the devices a task targets (None: every device)."""
@@ -327,8 +317,7 @@ class OtaService:
     async def device_progress(self, ref: DeviceRef, message: OtaProgress) -> None:
         """A device's progress report: move its task along (or count why not)."""
         progress = message.progress
-        key = (ref.product_id, ref.name)
-        modules = self._by_device.get(key)
+        modules = self.running.modules(ref.product_id, ref.name)
         if not modules:
             self.ignored[ota.IGNORED_NO_TASK] += 1
             return
@@ -352,10 +341,9 @@ class OtaService:
         """After SUBACK: inform the device if it now listens for its informs."""
         if not self.link.listens(ref, filters, OtaInform):
             return
-        key = (ref.product_id, ref.name)
-        self._unsubscribed.discard(key)
+        self._unsubscribed.discard((ref.product_id, ref.name))
         now = self.clock.now_ms()
-        for task_id in list(self._by_device.get(key, {}).values()):
+        for task_id in list(self.running.modules(ref.product_id, ref.name).values()):
             t = self._tasks.get(task_id)
             if t is None or t.task.status != ota.RUNNING:
                 continue
@@ -391,39 +379,11 @@ class OtaService:
 
     # ------------------------------------------------------------ the machinery
 
-    def _track(self, t: RunningTask, device: OtaDevice) -> None:
-        """Index a non-final device of a running task."""
-        if device.state in ota.FINAL:
-            return
-        if device.tid is not None:
-            self._tids[device.tid] = (t.task.id, device.name)
-        self._by_device.setdefault((t.task.product_id, device.name), {})[t.task.module] = t.task.id
-        if device.state == ota.QUEUED:
-            t.queued[device.name] = None
-        else:
-            t.active.add(device.name)
-
     def _set(self, t: RunningTask, device: OtaDevice, now: int) -> None:
         """Record a device's new state in memory, and announce it."""
-        name = device.name
-        t.devices[name] = device
-        t.queued.pop(name, None)
-        if device.state in ota.ACTIVE:
-            t.active.add(name)
-        else:
-            t.active.discard(name)
-        if device.state in ota.FINAL:
-            key = (t.task.product_id, name)
-            modules = self._by_device.get(key)
-            if modules is not None and modules.get(t.task.module) == t.task.id:
-                del modules[t.task.module]
-                if not modules:
-                    del self._by_device[key]
-            t.numbers.pop(name, None)
-            if device.tid is not None:
-                self._tids.pop(device.tid, None)
+        self.running.settle(t, device)
         self.bus.publish(
-            OtaProgressed(t.task.product_id, name, t.task.id, device.state, device.step, now)
+            OtaProgressed(t.task.product_id, device.name, t.task.id, device.state, device.step, now)
         )
 
     def _end(
@@ -474,17 +434,6 @@ class OtaService:
         return True
 
     # ------------------------------------------------------------ for OneNET's HTTP API
-
-    def running_of(self, product_id: str, name: str) -> list[RunningTask]:
-        """The running tasks a device takes part in and is not final in, oldest first."""
-        ids = self._by_device.get((product_id, name), {}).values()
-        return sorted((self._tasks[i] for i in ids if i in self._tasks), key=lambda t: t.task.id)
-
-    def by_tid(self, tid: int) -> tuple[RunningTask, str] | None:
-        """The running task and device name of a tid still under way."""
-        found = self._tids.get(tid)
-        t = self._tasks.get(found[0]) if found is not None else None
-        return None if t is None or found is None else (t, found[1])
 
     def inform_by_request(self, t: RunningTask, name: str, protocol: str) -> bool:
         """A QUEUED device asks for its task: informed now if the rollout pace allows."""
@@ -538,10 +487,9 @@ class OtaService:
         if isinstance(event, PresenceChanged):
             self._unsubscribed.discard((event.product_id, event.name))
         elif isinstance(event, DeviceDeleted):
-            key = (event.product_id, event.name)
-            self._unsubscribed.discard(key)
+            self._unsubscribed.discard((event.product_id, event.name))
             now = self.clock.now_ms()
-            for task_id in list(self._by_device.get(key, {}).values()):
+            for task_id in list(self.running.modules(event.product_id, event.name).values()):
                 t = self._tasks.get(task_id)
                 if t is None or t.task.status != ota.RUNNING:
                     continue

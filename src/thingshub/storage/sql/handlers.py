@@ -125,6 +125,9 @@ TASK_INSERT = sql(
     " ON CONFLICT (id) DO NOTHING RETURNING id"
 )
 TASK_TAKEN = sql("SELECT 1 FROM ota_tasks WHERE id = $1")
+TIDS_TAKE = sql("UPDATE ota_tids SET last = last + $1 WHERE id = 1 RETURNING last")
+#: Where a device's tid is in the rows of OTA_DEVICES_INSERT (after `position`).
+_TID = 1 + OTA_DEVICE_COLUMNS.split(", ").index("tid")
 TASK_FINISH = sql(
     "UPDATE ota_tasks SET status = $2, finished_at = $3"
     " WHERE id = $1 AND status = 'RUNNING' RETURNING id"
@@ -229,12 +232,19 @@ async def events_append(device_ids: DeviceIds, conn: Connection, rows: Rows) -> 
 
 
 async def task_add(conn: Connection, rows: Rows) -> list[object]:
+    """Each task's first tid (its devices numbered from it), or its error."""
     out: list[object] = []
     for task, devices in rows:
         if await conn.fetchone(TASK_INSERT, *task) is not None:
-            if devices:
-                await conn.executemany(OTA_DEVICES_INSERT, devices)
-            out.append(None)
+            # The counter's row stays locked to the commit: another process's
+            # transaction taking tids waits for it, then counts on from here.
+            taken = await conn.fetchone(TIDS_TAKE, len(devices))
+            assert taken is not None  # the row migration 11 made
+            first = int(taken[0]) - len(devices) + 1
+            if devices:  # (position, task_id, ..., tid, protocol): tid = first + position
+                numbered = [(*d[:_TID], first + d[0], *d[_TID + 1 :]) for d in devices]
+                await conn.executemany(OTA_DEVICES_INSERT, numbered)
+            out.append(first)
         elif await conn.fetchone(TASK_TAKEN, task[0]) is not None:
             out.append(ota_common.task_exists(task[0]))
         else:

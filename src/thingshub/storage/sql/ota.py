@@ -49,7 +49,6 @@ RUNNING_TASKS = sql(f"{_TASKS} WHERE status = 'RUNNING' ORDER BY id")
 TASK_COUNTS = (
     "SELECT task_id, state, count(*) FROM ota_task_devices WHERE task_id {} GROUP BY task_id, state"
 )
-MAX_TID = sql("SELECT max(tid) FROM ota_task_devices")
 BY_TID = sql(f"SELECT {rows.OTA_DEVICE_COLUMNS} FROM ota_task_devices WHERE tid = $1")
 TASK_BY_ID = sql(f"{_TASKS} WHERE id = $1")
 TASK_DEVICES = sql(
@@ -103,8 +102,10 @@ class SqlOta:
         self._dialect = dialect
         self._writer = writer
 
-    async def add_task(self, task: OtaTask, devices: Sequence[OtaDevice]) -> None:
-        await self._writer.submit(writes.task_add(task, devices))
+    async def add_task(self, task: OtaTask, devices: Sequence[OtaDevice]) -> int:
+        first = await self._writer.submit(writes.task_add(task, devices))
+        assert isinstance(first, int)  # the handler's outcome, or its error raised
+        return first
 
     async def get_task(self, product_id: str, task_id: str) -> OtaTask | None:
         return await one(self._db, rows.task, GET_TASK, product_id, task_id)
@@ -134,10 +135,6 @@ class SqlOta:
 
     async def save_device(self, device: OtaDevice) -> bool:
         return bool(await self._writer.submit(writes.device_save(device)))
-
-    async def max_tid(self) -> int:
-        row = await self._db.fetchone(MAX_TID)
-        return 0 if row is None or row[0] is None else int(row[0])
 
     async def by_tid(self, tid: int) -> tuple[OtaTask, OtaDevice] | None:
         row = await self._db.fetchone(BY_TID, tid)

@@ -271,6 +271,13 @@ _ONENET_LIFECYCLE = (
     "ALTER TABLE ota_task_devices ADD COLUMN tid {int64}",
     "ALTER TABLE ota_task_devices ADD COLUMN protocol {text}",
     "CREATE UNIQUE INDEX ota_task_devices_tid_key ON ota_task_devices (tid)",
+    # The last tid given: one row, updated in each task's transaction.
+    """CREATE TABLE ota_tids (
+        id    {int32} NOT NULL,
+        last  {int64} NOT NULL,
+        CONSTRAINT ota_tids_pkey PRIMARY KEY (id)
+    )""",
+    "INSERT INTO ota_tids (id, last) VALUES (1, 0)",
 )
 
 
