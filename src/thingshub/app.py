@@ -20,6 +20,9 @@ Rules:
   without ever waiting on a client, so a stalled one delays nobody.
 - `ports.json` names the listeners that are on: `mqtt`, `mqtts`, `http`
   (a listener that is off has no key).
+- The workers of `serve --workers` and the nodes of a cluster listen with
+  SO_REUSEPORT (`shares_ports`): processes of one machine share the ports,
+  the kernel spreads new connections over them.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from thingshub.api.context import ApiContext
 from thingshub.api.listener import HttpServer
 from thingshub.api.stream import StreamLimits
 from thingshub.api.websocket import WebSocketProtocol
+from thingshub.bus.calls import ClusterCalls, ClusterLink, Holders
 from thingshub.bus.local import LocalBus
 from thingshub.bus.nats import NatsBus
 from thingshub.config import NODE_ID, Settings
@@ -67,7 +71,7 @@ from thingshub.core.messages import (
     ThingPost,
     ThingRefused,
 )
-from thingshub.core.ports import EventBus, Storage
+from thingshub.core.ports import DeviceLink, EventBus, Storage
 from thingshub.core.submessages import GatewayNote, SubRequest
 from thingshub.dialects.onenet.token import make_token
 from thingshub.dialects.registry import Registry, default_registry
@@ -84,6 +88,7 @@ from thingshub.services.gateway_requests import GatewayRequests
 from thingshub.services.history import HistoryService
 from thingshub.services.images import ImageService
 from thingshub.services.ingest import IngestService
+from thingshub.services.jobs import Jobs
 from thingshub.services.keys import KeyService
 from thingshub.services.nodes import NodeIdInUse, NodeService
 from thingshub.services.onenet_ota import OneNetOta
@@ -151,6 +156,10 @@ class Platform:
         self.nodes: NodeService | None = None
         #: The presence sweep of dead nodes (a node of a cluster only).
         self.sweep: PresenceSweep | None = None
+        #: This node's cluster-wide jobs (services/jobs.py).
+        self.jobs: Jobs | None = None
+        #: Calls to devices connected to other nodes, and theirs to ours.
+        self.cluster_calls: ClusterCalls | None = None
         self._console: Console | None = None
 
     # ------------------------------------------------------------ start
@@ -179,6 +188,7 @@ class Platform:
         self.keys = KeyService(storage.api_keys, storage.products, clock, self.api_key)
         await self.keys.start()
         node_id = s.node_id or default_node_id(s.mqtt_port or s.mqtts_port)
+        jobs = self.jobs = Jobs(storage.locks, s.node_lease)
         bus = self.bus = await self._start_bus(storage, node_id)
         self.devices = DeviceService(storage, clock, bus, pepper)
         self.presence = PresenceService(storage.devices, clock, bus, node=node_id)
@@ -190,6 +200,7 @@ class Platform:
                 max_packet_size=s.max_packet_size,
                 max_keepalive=s.max_keepalive,
                 connect_timeout=s.connect_timeout,
+                reuse_port=shares_ports(s),
             ),
         )
         self.gateway.attach(self.broker)
@@ -208,16 +219,35 @@ class Platform:
             self.nodes = None
             raise StartupError(str(exc)) from exc
         self.mqtt_websocket = MqttWebSocket(self.broker.connection)
-        self.images = ImageService(
-            storage.images, self.devices, self.presence, self.gateway, clock, bus
-        )
+        # Devices connected to other nodes: reached through NATS (a single process: the gateway).
+        link: DeviceLink = self.gateway
+        ota_link: DeviceLink = self.gateway
+        if self.nats is not None:
+            holders = Holders(storage.devices, self.nats, node_id, self.nodes.nodes)
+            self.cluster_calls = ClusterCalls(self.nats, holders, self.gateway)
+            link = ClusterLink(self.gateway, self.cluster_calls, unknown_online=True)
+            ota_link = ClusterLink(self.gateway, self.cluster_calls, unknown_online=False)
+        self.images = ImageService(storage.images, self.devices, self.presence, link, clock, bus)
         self.gateway.handle(ImageUpdateRequest, self.images.device_update)
         self.gateway.handle(ImageUpdateRefused, self.images.device_refused_update)
         self.gateway.handle(ImageGetRequest, self.images.device_get)
         self.gateway.on_device_subscribe(self.images.device_subscribed)
-        self.commands = CommandService(storage.commands, self.devices, self.gateway, clock, bus)
+        self.commands = CommandService(
+            storage.commands,
+            self.devices,
+            self.gateway,
+            clock,
+            bus,
+            node=node_id,
+            remote=self.cluster_calls,
+        )
+        if self.cluster_calls is not None:
+            self.cluster_calls.serve(self.commands.run_forwarded)
         self.gateway.handle(CallAnswer, self.commands.answer)
-        await self.commands.start()
+        # One process alone fails every unfinished call (its id changes with
+        # its port); a node of a cluster spares those of the other live nodes.
+        live = [n.id for n in await self.nodes.nodes()] if self.nats is not None else []
+        await self.commands.start(live)
         self.ingest = IngestService(
             storage.telemetry, storage.attributes, storage.events, self.gateway, clock, bus
         )
@@ -268,12 +298,12 @@ class Platform:
         self.history = HistoryService(
             self.devices, storage.telemetry, storage.attributes, storage.events
         )
-        self.retention = RetentionService(storage.products, storage.telemetry, clock)
+        self.retention = RetentionService(storage.products, storage.telemetry, clock, jobs)
         await self.retention.start()
         await self.presence.start(own_only=self.nats is not None)
         if self.nats is not None:
             await self._join_cluster(self.nats, clock, node_id)
-        await self._start_ota(data_dir, clock, bus)
+        await self._start_ota(data_dir, clock, bus, jobs, ota_link)
 
         self.mqtt_port = await self._listen_mqtt(s.mqtt_port, None, "MQTT")
         if self._tls is not None:
@@ -304,6 +334,7 @@ class Platform:
             is_ready=lambda: self._ready,
             stream_limits=StreamLimits(s.stream_max_backlog, s.stream_stall_timeout),
             mqtt_websocket=self.mqtt_websocket,
+            nodes=self.nodes,
         )
         api = create_api(ctx)
         if s.console:
@@ -354,7 +385,8 @@ class Platform:
         self.gateway.logins = ClusterLogins(self.broker, self.presence, nats, clock, node_id)
         for sync in (self.devices.sync, self.keys.sync, self.images.sync, self.things.sync):
             sync.join(nats)
-        self.sweep = PresenceSweep(self.nodes, self.presence)
+        assert self.jobs is not None
+        self.sweep = PresenceSweep(self.nodes, self.presence, self.jobs)
         await self.sweep.start()
 
     async def _mount_console(self, api: FastAPI, ctx: ApiContext, data_dir: Path) -> Console:
@@ -411,6 +443,8 @@ class Platform:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shares_ports(self.settings):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
@@ -457,12 +491,16 @@ class Platform:
             await self.keys.stop()  # writes when keys were last used
         if self.nodes is not None:
             await self.nodes.stop()
+        if self.cluster_calls is not None:
+            await self.cluster_calls.holders.stop()
         if self.nats is not None:
             await self.nats.stop()
         if self.storage is not None:
             await self.storage.close()
 
-    async def _start_ota(self, data_dir: Path, clock: SystemClock, bus: EventBus) -> None:
+    async def _start_ota(
+        self, data_dir: Path, clock: SystemClock, bus: EventBus, jobs: Jobs, link: DeviceLink
+    ) -> None:
         """Firmware packages and OTA tasks (running tasks resume here)."""
         assert self.storage is not None and self.devices is not None and self.gateway is not None
         s = self.settings
@@ -481,17 +519,25 @@ class Platform:
             self.storage.ota,
             self.firmware,
             self.devices,
-            self.gateway,
+            link,
             clock,
             bus,
+            jobs,
             secret=bytes.fromhex(secret),
             public_url="",
             tick=s.ota_tick,
+            shared=self.nats is not None,
         )
         self.gateway.handle(OtaProgress, self.ota.device_progress)
         self.gateway.handle(OtaProgressRefused, self.ota.device_refused_progress)
         self.gateway.on_device_subscribe(self.ota.device_subscribed)
         await self.ota.start()
+
+
+def shares_ports(s: Settings) -> bool:
+    """Whether the listeners let other processes listen on their ports too
+    (SO_REUSEPORT): the workers of `serve --workers`, and any node of a cluster."""
+    return s.workers > 1 or s.nats_url is not None
 
 
 def default_node_id(port: int | None) -> str:

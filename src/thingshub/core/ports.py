@@ -16,6 +16,8 @@ import builtins
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
+from thingshub.core.commands import Forwarded
+from thingshub.core.errors import DeviceOffline
 from thingshub.core.events import Event
 from thingshub.core.messages import DeviceRef, Outbound
 from thingshub.core.model import (
@@ -51,6 +53,16 @@ class DeviceLink(Protocol):
 
     def listens(self, ref: DeviceRef, filters: list[str], kind: type) -> bool:
         """Whether one of a device's topic filters takes messages of `kind`."""
+        ...
+
+
+class RemoteCalls(Protocol):
+    """Reaches devices connected to other nodes of a cluster (bus/calls.py)."""
+
+    async def run(self, via: tuple[str, str], offline: DeviceOffline, op: Forwarded) -> object:
+        """Run `op` on the node holding the connection of `via` (the device, or
+        its top gateway), as that node's command service runs it; its result,
+        or its error raised here. `offline` is raised when no node holds it."""
         ...
 
 
@@ -229,9 +241,10 @@ class CommandRepo(Protocol):
         """Newest first, by (created_at, cmd_id) descending; `before` is the
         (created_at, cmd_id) of the last record of the previous page."""
 
-    async def fail_unfinished(self, now_ms: int) -> int:
+    async def fail_unfinished(self, now_ms: int, keep: Sequence[str] = ()) -> int:
         """At start-up: records still `sent` belong to calls that can no longer be
-        answered (their caller is gone): mark them `failed`."""
+        answered (their caller is gone): mark them `failed`, except those sent by
+        the nodes in `keep` (the live nodes of a cluster other than this one)."""
 
 
 class TelemetryRepo(Protocol):

@@ -4,7 +4,8 @@ Rules (field-protocols §4.2; the state rules are core/onenet_ota.py):
 - A device names its part of a task by `tid`; a tid of another device is
   refused (errno 4), an unknown one is "no task" (11). A tid of a task that
   is no longer running is read from storage: its device is final, and
-  answers 20 (22 if canceled).
+  answers 20 (22 if canceled). In a cluster, a tid of a running task this
+  node does not hold yet (made on another node) has the task read first.
 - `check` of a type picks the oldest running task of the device whose
   package is of that type. It records the version the device runs; a
   version equal to the task's target completes the device's part
@@ -150,6 +151,10 @@ class OneNetOta:
         if stored is None:
             raise rules.error(NotFound, rules.NO_TASK)
         task, device = stored
+        if task.status == ota.RUNNING and self.ota.shared:  # made or moved by another node
+            await self.ota.refresh(task.id)
+            if self.ota.running.by_tid(tid) is not None:
+                return await self._locate(product_id, name, tid)
         if (task.product_id, device.name) != (product_id, name):
             raise rules.error(Forbidden, rules.OTHER_DEVICE)
         return None, device

@@ -7,18 +7,12 @@ Rules (docs/protocols.md section 4; the state machine and tokens are core/ota.py
   row is written from its current state at the moment the write is queued,
   so writes queued later always carry a state at least as new; progress
   reports are acknowledged (QoS 1) only once their state is durable.
-- A device is informed (QoS 0, `ota/devices/inform/{device_number}`) when
-  its task has a rollout token for it and it is online and subscribed to
-  that topic: by the rollout loop (every `tick` seconds), at once when the
-  task is created, and right after it subscribes to the topic. A device
-  that was informed but had not started reporting is informed again when it
-  subscribes again (a QoS 0 inform may have been lost); that costs no token.
+- Informing devices at the pace, timeouts, and how each change of a device
+  is kept, announced and written: ota_rollout.py (this class's base).
 - A device has at most one running task per module: a task naming a device
   busy with the same module is refused (409).
-- The rollout loop also times out devices informed `device_timeout_s` ago
-  that did not reach a final state; a task whose devices are all final is
-  COMPLETED. Cancelling turns the non-final devices to CANCELED; a deleted
-  device's part of its tasks is canceled too.
+- Cancelling turns the non-final devices to CANCELED; a deleted device's
+  part of its tasks is canceled too.
 - Progress that changes nothing is counted in `ignored` by reason, never an
   error. Every change of a device is announced as `OtaProgressed`.
 - Downloads: the URL carries a token bound to the task, the device and the
@@ -29,34 +23,46 @@ Rules (docs/protocols.md section 4; the state machine and tokens are core/ota.py
   which it was informed or asked (an inform goes on ThingsPanel's topic if
   the device listens there, else on OneNET's `ota/inform`); OneNET's HTTP
   API (onenet_ota.py) moves the same states.
+- The rollout loop is a cluster-wide job (jobs.py, `ota`): one node of a
+  cluster informs at the pace and times out, another takes over if it dies.
+  Progress reports, creation and cancellation are handled on whichever node
+  gets them. In a cluster (`shared`) other nodes change the tasks too, so
+  every node reads the running tasks again every `tick` (`refresh`; the
+  job's holder before each round): tasks created or ended elsewhere, and
+  devices whose stored state is newer than the one in memory. A download
+  refused by this node's memory, or a progress report it would ignore, is
+  checked again after a refresh (at most one a tick for reports). Only the
+  job's holder informs QUEUED devices (the pace is its bucket's); any node
+  informs again a device it informed that subscribes again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
-from collections.abc import Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from thingshub.core import ota
 from thingshub.core.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from thingshub.core.events import DeviceDeleted, Event, OtaProgressed, PresenceChanged
-from thingshub.core.messages import DeviceRef, OtaInform, OtaProgress, OtaProgressRefused
+from thingshub.core.events import DeviceDeleted, Event, PresenceChanged
+from thingshub.core.messages import DeviceRef, OtaProgress, OtaProgressRefused
 from thingshub.core.model import Firmware, OtaDevice, OtaTask, Page
 from thingshub.core.ports import Clock, DeviceLink, EventBus, OtaRepo
 from thingshub.services.background import cancel
 from thingshub.services.devices import DeviceService, check_limit, decode_cursor, encode_cursor
 from thingshub.services.firmware import FirmwareService
+from thingshub.services.jobs import Job, Jobs
+from thingshub.services.ota_rollout import OtaRollout
 from thingshub.services.ota_tasks import (
     Running,
     RunningTask,
     TaskView,
     authorize,
     device_names,
-    summary,
     view,
 )
 
@@ -64,11 +70,9 @@ log = logging.getLogger("thingshub.ota")
 
 #: Longest life of a download token, whatever the device timeout.
 MAX_TOKEN_LIFETIME_S = 86_400
-#: The families an inform is tried in, in order, until a connection takes it.
-INFORM_FAMILIES = ("thingspanel", "onenet")
 
 
-class OtaService:
+class OtaService(OtaRollout):
     def __init__(
         self,
         repo: OtaRepo,
@@ -77,11 +81,13 @@ class OtaService:
         link: DeviceLink,
         clock: Clock,
         bus: EventBus,
+        jobs: Jobs,
         *,
         secret: bytes,
         public_url: str,
         tick: float = 1.0,
         max_token_lifetime_s: int = MAX_TOKEN_LIFETIME_S,
+        shared: bool = False,
     ) -> None:
         self.repo = repo
         self.firmware = firmware
@@ -99,7 +105,11 @@ class OtaService:
         self._tasks = self.running.tasks
         self._unsubscribed: set[tuple[str, str]] = set()  # online, not listening when last tried
         self._lock = asyncio.Lock()  # creating and cancelling tasks
-        self._loop_task: asyncio.Task[None] | None = None
+        #: Other nodes change the same tasks (a cluster): see the module rules.
+        self.shared = shared
+        self.job: Job = jobs.job("ota", self._round, every=tick)
+        self._following: asyncio.Task[None] | None = None
+        self._refreshed_at = 0.0  # monotonic time of the last refresh
         self._writes: set[asyncio.Task[Any]] = set()
         self._ids = ota.IdClock()
         #: Progress reports that changed nothing, by reason (core/ota.IGNORE_REASONS).
@@ -122,7 +132,9 @@ class OtaService:
                 await self._resume(task)
             except Exception:
                 log.exception("resuming OTA task %s failed", task.id)
-        self._loop_task = asyncio.get_running_loop().create_task(self._run())
+        await self.job.start()
+        if self.shared:
+            self._following = asyncio.get_running_loop().create_task(self._follow())
 
     async def _resume(self, task: OtaTask) -> None:
         firmware = await self.firmware.repo.get(task.product_id, task.firmware_id)
@@ -143,6 +155,9 @@ class OtaService:
                 gone.append(d.name)
                 continue
             t.numbers[d.name] = device.device_number
+        if task.id in self._tasks:  # created here meanwhile (refresh)
+            return
+        for d in devices:
             self.running.track(t, d)
         self._tasks[task.id] = t
         for name in gone:
@@ -153,31 +168,49 @@ class OtaService:
             log.info("OTA task %s resumed (%d device(s) to go)", task.id, t.remaining)
 
     async def stop(self) -> None:
-        await cancel(self._loop_task)
-        self._loop_task = None
+        await self.job.stop()
+        await cancel(self._following)
+        self._following = None
         if self._writes:
             await asyncio.gather(*list(self._writes), return_exceptions=True)
 
-    async def _run(self) -> None:
+    async def _round(self) -> None:
+        if self.shared:
+            await self.refresh()
+        self.step()
+
+    async def _follow(self) -> None:
+        """A node not running the job keeps up with the others' changes."""
         while True:
             await asyncio.sleep(self.tick)
-            try:
-                self.step()
-            except Exception:
-                log.exception("the OTA rollout loop failed; going on")
-
-    def step(self) -> None:
-        """One round of the rollout loop: timeouts, informs, completions."""
-        now = self.clock.now_ms()
-        for t in list(self._tasks.values()):
-            if t.task.status != ota.RUNNING:
+            if self.job.holding:
                 continue
-            timeout = t.task.device_timeout_s
-            for name in [n for n in t.active if ota.timeout_due(t.devices[n], timeout, now)]:
-                self._end(t, name, ota.TIMED_OUT, "", now)
-            self._rollout(t, now)
+            try:
+                await self.refresh()
+            except Exception:
+                log.warning("reading the running OTA tasks again failed", exc_info=True)
+
+    async def refresh(self, only: str | None = None) -> None:
+        """Read the running tasks (or task `only`) again from the database: those
+        created or ended by other nodes, and device states newer than ours."""
+        self._refreshed_at = time.monotonic()
+        known = set(self._tasks) if only is None else {only} & set(self._tasks)
+        running = [t for t in await self.repo.running() if only is None or t.id == only]
+        for task_id in known - {t.id for t in running}:  # ended elsewhere
+            gone = self._tasks.pop(task_id, None)
+            if gone is not None:
+                self.running.untrack(gone)
+        for task in running:
+            t = self._tasks.get(task.id)
+            if t is None:
+                await self._resume(task)
+                continue
+            for stored in await self.repo.devices(task.id):
+                mine = t.devices.get(stored.name)
+                if mine is not None and ota_newer(stored, mine):
+                    self._set(t, stored, stored.updated_at, announce=False)
             if t.remaining == 0:
-                self._later(self._complete(t))
+                await self._complete(t)
 
     # ------------------------------------------------------------ tasks
 
@@ -240,7 +273,8 @@ class OtaService:
             firmware.module,
             firmware.version,
         )
-        self._rollout(t, started)
+        if self.paces:
+            self._rollout(t, started)
         return view(t)
 
     async def _numbers(self, product_id: str, targets: list[str] | None) -> dict[str, str]:
@@ -316,6 +350,9 @@ class OtaService:
 
     async def device_progress(self, ref: DeviceRef, message: OtaProgress) -> None:
         """A device's progress report: move its task along (or count why not)."""
+        stale = time.monotonic() - self._refreshed_at >= self.tick
+        if self.shared and stale and not self._expects(ref, message):
+            await self.refresh()  # informed by another node a moment ago?
         progress = message.progress
         modules = self.running.modules(ref.product_id, ref.name)
         if not modules:
@@ -337,151 +374,38 @@ class OtaService:
         if t.remaining == 0:
             await self._complete(t)
 
-    def device_subscribed(self, ref: DeviceRef, filters: list[str]) -> None:
-        """After SUBACK: inform the device if it now listens for its informs."""
-        if not self.link.listens(ref, filters, OtaInform):
-            return
-        self._unsubscribed.discard((ref.product_id, ref.name))
-        now = self.clock.now_ms()
-        for task_id in list(self.running.modules(ref.product_id, ref.name).values()):
-            t = self._tasks.get(task_id)
-            if t is None or t.task.status != ota.RUNNING:
-                continue
-            t.numbers[ref.name] = ref.device_number
-            state = t.devices[ref.name].state
-            if state == ota.QUEUED and t.rollout.available(now):
-                if self._inform(t, ref.name, now):
-                    t.rollout.take(now)
-            elif state == ota.INFORMED:
-                self._inform(t, ref.name, now)  # again: the first may have been lost
+    def _expects(self, ref: DeviceRef, message: OtaProgress) -> bool:
+        """Whether this node's memory has the device's upgrade under way."""
+        task_id = self.running.modules(ref.product_id, ref.name).get(message.progress.module)
+        t = self._tasks.get(task_id) if task_id is not None else None
+        return t is not None and t.devices[ref.name].state in ota.ACTIVE
 
     # ------------------------------------------------------------ downloads
 
-    def authorize_download(self, task_id: str, name: str, token: str | None) -> Firmware:
+    async def authorize_download(self, task_id: str, name: str, token: str | None) -> Firmware:
         """The package a download link may fetch now; Forbidden otherwise."""
-        t = self._tasks.get(task_id)
         try:
-            firmware = authorize(t, name, token, self.secret, self.clock.now_ms())
+            try:
+                firmware = self._authorize(task_id, name, token)
+            except Forbidden:
+                if not self.shared:
+                    raise
+                await self.refresh(task_id)  # another node may have informed it just now
+                firmware = self._authorize(task_id, name, token)
         except Forbidden:
             self.downloads["refused"] += 1
             raise
         self.downloads["served"] += 1
         return firmware
 
+    def _authorize(self, task_id: str, name: str, token: str | None) -> Firmware:
+        t = self._tasks.get(task_id)
+        return authorize(t, name, token, self.secret, self.clock.now_ms())
+
     def file_of(self, firmware: Firmware) -> Path:
         return self.firmware.path(firmware.id)
 
-    def download_url(self, task_id: str, name: str, informed_at: int, timeout_s: int) -> str:
-        expires = ota.token_expiry(informed_at, timeout_s, self.max_token_lifetime_s)
-        firmware_id = self._tasks[task_id].task.firmware_id
-        token = ota.sign_token(self.secret, task_id, name, firmware_id, expires)
-        return f"{self.public_url}/ota/download/{task_id}/{name}?token={token}"
-
-    # ------------------------------------------------------------ the machinery
-
-    def _set(self, t: RunningTask, device: OtaDevice, now: int) -> None:
-        """Record a device's new state in memory, and announce it."""
-        self.running.settle(t, device)
-        self.bus.publish(
-            OtaProgressed(t.task.product_id, device.name, t.task.id, device.state, device.step, now)
-        )
-
-    def _end(
-        self, t: RunningTask, name: str, state: str, desc: str, now: int, *, save: bool = True
-    ) -> None:
-        """CANCELED or TIMED_OUT, unless the device is final already."""
-        device = t.devices[name]
-        if state == ota.TIMED_OUT:
-            ended = ota.timed_out(device, t.task.device_timeout_s, now)
-        else:
-            ended = ota.ended(device, state, desc, now)
-        if ended is not device:
-            self._set(t, ended, now)
-            if save:
-                self._later(self._save(t.task.id, name))
-
-    def _rollout(self, t: RunningTask, now: int) -> None:
-        """Inform the queued devices that can be, as far as the pace allows."""
-        pid = t.task.product_id
-        for name in list(t.queued):
-            if not t.rollout.available(now):
-                return
-            if (pid, name) in self._unsubscribed or not self.link.is_online(pid, name):
-                continue
-            if self._inform(t, name, now):
-                t.rollout.take(now)
-
-    def _inform(self, t: RunningTask, name: str, now: int) -> bool:
-        device = t.devices[name]
-        number = t.numbers.get(name)
-        if number is None or not self.public_url:  # the URL is known once HTTP listens
-            return False
-        informed = ota.informed(device, now)
-        assert informed.informed_at is not None
-        url = self.download_url(t.task.id, name, informed.informed_at, t.task.device_timeout_s)
-        ref = DeviceRef(t.task.product_id, name, number)
-        for family in INFORM_FAMILIES:
-            inform = OtaInform(t.task.id, t.firmware, t.task.sign_method, url, family, device.tid)
-            if self.link.send(ref, inform):
-                break
-        else:
-            self._unsubscribed.add((t.task.product_id, name))
-            return False
-        self.informs += 1
-        if device.state == ota.QUEUED:
-            self._set(t, replace(informed, protocol=family), now)
-            self._later(self._save(t.task.id, name))
-        return True
-
-    # ------------------------------------------------------------ for OneNET's HTTP API
-
-    def inform_by_request(self, t: RunningTask, name: str, protocol: str) -> bool:
-        """A QUEUED device asks for its task: informed now if the rollout pace allows."""
-        now = self.clock.now_ms()
-        if t.devices[name].state != ota.QUEUED or not t.rollout.available(now):
-            return False
-        t.rollout.take(now)
-        self._set(t, replace(ota.informed(t.devices[name], now), protocol=protocol), now)
-        self._later(self._save(t.task.id, name))
-        return True
-
-    async def update(self, t: RunningTask, device: OtaDevice) -> None:
-        """Record a device's new state (from OneNET's API), durably; complete its task
-        if that was the last device under way."""
-        if device == t.devices[device.name]:
-            return
-        self._set(t, device, self.clock.now_ms())
-        self.accepted += 1
-        await self._save(t.task.id, device.name)
-        if t.remaining == 0:
-            await self._complete(t)
-
-    async def _save(self, task_id: str, name: str) -> None:
-        """Write a device's current state (nothing if its task is no longer held)."""
-        t = self._tasks.get(task_id)
-        if t is not None:
-            await self.repo.save_device(t.devices[name])
-
-    async def _complete(self, t: RunningTask) -> None:
-        if t.task.status != ota.RUNNING or self._tasks.get(t.task.id) is not t:
-            return
-        now = self.clock.now_ms()
-        t.task = replace(t.task, status=ota.COMPLETED, finished_at=now)
-        try:
-            await self.repo.finish_task(t.task.id, ota.COMPLETED, now, list(t.devices.values()))
-        finally:
-            self._tasks.pop(t.task.id, None)
-        log.info("OTA task %s completed: %s", t.task.id, summary(t))
-
-    def _later(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._writes.add(task)
-        task.add_done_callback(self._written)
-
-    def _written(self, task: asyncio.Task[Any]) -> None:
-        self._writes.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("recording OTA state failed: %r", task.exception())
+    # ------------------------------------------------------------ events
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, PresenceChanged):
@@ -496,3 +420,11 @@ class OtaService:
                 self._end(t, event.name, ota.CANCELED, ota.DELETED_DESC, now)
                 if t.remaining == 0:
                     self._later(self._complete(t))
+
+
+def ota_newer(stored: OtaDevice, mine: OtaDevice) -> bool:
+    """Whether a device's stored state replaces the one in memory: a final state
+    never changes, and otherwise the later change wins (ties: memory's)."""
+    if mine.state in ota.FINAL:
+        return False
+    return stored.state in ota.FINAL or stored.updated_at > mine.updated_at

@@ -84,6 +84,18 @@ class Running:
         if device.tid is not None:
             self._tids.pop(device.tid, None)
 
+    def untrack(self, t: RunningTask) -> None:
+        """Forget the devices of a task no longer held (it ended on another node)."""
+        for name in [*t.queued, *t.active]:
+            modules = self._by_device.get((t.task.product_id, name))
+            if modules is not None and modules.get(t.task.module) == t.task.id:
+                del modules[t.task.module]
+                if not modules:
+                    del self._by_device[(t.task.product_id, name)]
+            tid = t.devices[name].tid
+            if tid is not None and self._tids.get(tid) == (t.task.id, name):
+                del self._tids[tid]
+
     def running_of(self, product_id: str, name: str) -> list[RunningTask]:
         """The running tasks a device takes part in and is not final in, oldest first."""
         ids = self.modules(product_id, name).values()

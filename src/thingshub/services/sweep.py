@@ -9,84 +9,45 @@ Rules:
   (sub-devices reached through their gateways included: their rows name the
   same node), announces each as `PresenceChanged` (so every node's live
   stream sees it), and removes the dead node's row.
-- The sweep runs often (a sixth of the lease by default): a dead node's
-  devices go offline at most that long after its heartbeat turned older
-  than the lease.
+- The sweep runs often (a tenth of the lease by default), and a node counts
+  as dead once its heartbeat is `NodeService.dead_after` old (0.6 of the
+  lease, three missed beats): a dead node's devices go offline within 0.7
+  of the lease after its death, and within the lease even when the node
+  that died held the sweep (the job is taken over within a third of it).
 - A node that comes back with the same id cleans its own leftovers at start
   (PresenceService.start), whether or not the sweep got there first.
-- `ClusterJob` is the smallest runner of such a job: try the lock, run while
-  holding it, give it up at stop.
+- It runs as a cluster-wide job (services/jobs.py), `presence-sweep`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 
-from thingshub.core.ports import Locks
-from thingshub.services.background import cancel
+from thingshub.services.jobs import Jobs
 from thingshub.services.nodes import NodeService
 from thingshub.services.presence import PresenceService
 
 log = logging.getLogger("thingshub.sweep")
 
-JOB = "job:presence-sweep"
-
-
-class ClusterJob:
-    """Run `work` every `every` seconds on one node of the cluster at a time."""
-
-    def __init__(
-        self, locks: Locks, name: str, every: float, work: Callable[[], Awaitable[object]]
-    ) -> None:
-        self.locks = locks
-        self.name = name
-        self.every = every
-        self.work = work
-        self.holding = False
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        await cancel(self._task)
-        self._task = None
-        if self.holding:
-            self.holding = False
-            await self.locks.release(self.name)
-
-    async def tick(self) -> bool:
-        """Run the work once if this node holds (or can take) the job; whether it did."""
-        if not (self.holding and await self.locks.still_held(self.name)):
-            self.holding = await self.locks.try_hold(self.name)
-        if self.holding:
-            await self.work()
-        return self.holding
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.every)
-            try:
-                await self.tick()
-            except Exception:
-                log.warning("cluster job %s failed; will retry", self.name, exc_info=True)
+JOB = "presence-sweep"
 
 
 class PresenceSweep:
     def __init__(
-        self, nodes: NodeService, presence: PresenceService, every: float | None = None
+        self, nodes: NodeService, presence: PresenceService, jobs: Jobs, every: float | None = None
     ) -> None:
         self.nodes = nodes
         self.presence = presence
-        self.job = ClusterJob(nodes.locks, JOB, every or nodes.lease / 6, self.sweep)
+        self.job = jobs.job(JOB, self._round, every=every or nodes.lease / 10)
 
     async def start(self) -> None:
         await self.job.start()
 
     async def stop(self) -> None:
         await self.job.stop()
+
+    async def _round(self) -> None:
+        await self.sweep()
 
     async def sweep(self) -> list[str]:
         """Release the devices of every dead node and forget the node; those swept."""
