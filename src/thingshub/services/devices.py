@@ -7,17 +7,15 @@ Rules:
   is never a device number: its topics would be everyone's answer topics.
 - Secrets are made here and returned once, in `CreatedDevice`; only the key
   and the password's keyed hash are stored.
-- A product that still has devices cannot be deleted (409).
+- Products are made, changed and deleted by the base class
+  (services/products.py).
 - Deleting a device announces `DeviceDeleted`, so its connections are closed
   and its credentials stop working at once, here and in other processes.
 - Lookups for logins go through a bounded cache, dropped on deletion (the
   event reaches every node) and, in a cluster, on any change made on another
   node (services/coherence.py).
-- Each product has a OneNET access key (32 random bytes, base64), shown
-  only when the product is made and when it is rotated; a rotation replaces
-  it at once, here and in the login cache. A device found carries its
-  product's key (`product_key`), so that a login checks a token against
-  both keys without another lookup.
+- A device found carries its product's OneNET access key (`product_key`),
+  so that a login checks a token against both keys without another lookup.
 - Dynamic registration (field-protocols §5.4) creates a device with the key
   the device chose (base64 of at most 32 bytes) or a new one, or returns
   the device of that name if it exists.
@@ -32,21 +30,25 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from thingshub.core import cursors, names, topology
+from thingshub.core import names, topology
 from thingshub.core.errors import AlreadyExists, Conflict, Forbidden, InvalidRequest, NotFound
 from thingshub.core.events import DeviceDeleted, Event, TopologyChanged
-from thingshub.core.model import Device, DeviceLookup, Page, Product
+from thingshub.core.model import Device, DeviceLookup, Page
 from thingshub.core.ports import Clock, EventBus, Storage
-from thingshub.core.products import check_settings
 from thingshub.services import credentials
 from thingshub.services.coherence import CacheSync
+from thingshub.services.login_cache import LoginCache
 from thingshub.services.ota_tasks import device_names as names_shown
+from thingshub.services.products import (
+    ProductOps,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+)
 
-MAX_PAGE = 1000
 MAX_TAGS = 64
 MAX_TAG_KEY = 64
 MAX_TAG_VALUE = 256
@@ -61,20 +63,6 @@ RESERVED_NUMBERS = frozenset({"response"})
 class CreatedDevice:
     device: Device
     password: str  # shown once
-
-
-def encode_cursor(key: str) -> str:
-    return cursors.key(key)
-
-
-def decode_cursor(cursor: str | None) -> str | None:
-    return cursors.after_key(cursor)
-
-
-def check_limit(limit: int) -> int:
-    if not 1 <= limit <= MAX_PAGE:
-        raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}")
-    return limit
 
 
 def check_tags(tags: object) -> dict[str, str]:
@@ -96,34 +84,7 @@ def check_tags(tags: object) -> dict[str, str]:
     return out
 
 
-class _Lru:
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._items: OrderedDict[object, Device] = OrderedDict()
-
-    def get(self, key: object) -> Device | None:
-        device = self._items.get(key)
-        if device is not None:
-            self._items.move_to_end(key)
-        return device
-
-    def put(self, key: object, device: Device) -> None:
-        self._items[key] = device
-        self._items.move_to_end(key)
-        while len(self._items) > self.capacity:
-            self._items.popitem(last=False)
-
-    def drop(self, key: object) -> None:
-        self._items.pop(key, None)
-
-    def rekey(self, product_id: str, product_key: str | None) -> None:
-        """The devices of a product now carry this product key."""
-        for key, device in self._items.items():
-            if device.product_id == product_id:
-                self._items[key] = replace(device, product_key=product_key)
-
-
-class DeviceService:
+class DeviceService(ProductOps):
     def __init__(
         self, storage: Storage, clock: Clock, bus: EventBus, pepper: str, cache_size: int = 200_000
     ) -> None:
@@ -131,86 +92,13 @@ class DeviceService:
         self.clock = clock
         self.bus = bus
         self.pepper = pepper
-        self._cache = _Lru(cache_size)
+        self._cache = LoginCache(cache_size)
         self._product_keys: dict[str, str | None] = {}  # product id -> its access key
         #: Held by every change of the device tree (see the module's rules).
         self.tree_lock = asyncio.Lock()
         #: The other nodes' caches, told of each device changed here.
         self.sync = CacheSync("device", self._changed_elsewhere)
         bus.subscribe(self._on_event, [DeviceDeleted, TopologyChanged])
-
-    # ------------------------------------------------------------ products
-
-    async def create_product(
-        self,
-        product_id: str | None,
-        name: object,
-        gateway_auto_register: object = True,
-        dynamic_registration: object = False,
-    ) -> Product:
-        settings = {
-            "name": name,
-            "gateway_auto_register": gateway_auto_register,
-            "dynamic_registration": dynamic_registration,
-        }
-        check_settings(settings)
-        assert isinstance(name, str) and isinstance(gateway_auto_register, bool)  # checked
-        assert isinstance(dynamic_registration, bool)
-        pid = names.check("id", product_id) if product_id is not None else None
-        if pid is None:
-            pid = credentials.new_product_id()
-        product = Product(
-            pid,
-            name,
-            self.clock.now_ms(),
-            gateway_auto_register=gateway_auto_register,
-            dynamic_registration=dynamic_registration,
-            access_key=credentials.new_device_key(),
-        )
-        await self.storage.products.add(product)
-        self._product_keys[pid] = product.access_key
-        return product
-
-    async def rotate_access_key(self, product_id: str) -> str:
-        """Give the product a new access key; the old one stops working at once."""
-        key = credentials.new_device_key()
-        if not await self.storage.products.update(product_id, {"access_key": key}):
-            raise NotFound(f"product {product_id!r} does not exist")
-        self._product_keys[product_id] = key
-        self._cache.rekey(product_id, key)
-        return key
-
-    async def get_product(self, product_id: str) -> Product:
-        product = await self.storage.products.get(product_id)
-        if product is None:
-            raise NotFound(f"product {product_id!r} does not exist")
-        return product
-
-    async def set_retention(self, product_id: str, days: object) -> Product:
-        """Keep telemetry and events of the product's devices `days` days (None: forever)."""
-        return await self.update_product(product_id, {"retention_days": days})
-
-    async def update_product(self, product_id: str, changes: Mapping[str, object]) -> Product:
-        """Change some of the product's settings (PRODUCT_SETTINGS; the others stay);
-        every one is checked before any is stored."""
-        if not await self.storage.products.update(product_id, check_settings(changes)):
-            raise NotFound(f"product {product_id!r} does not exist")
-        return await self.get_product(product_id)
-
-    async def list_products(self, limit: int = 100, cursor: str | None = None) -> Page[Product]:
-        check_limit(limit)
-        items = await self.storage.products.list(limit + 1, decode_cursor(cursor))
-        more = len(items) > limit
-        items = items[:limit]
-        return Page(items, encode_cursor(items[-1].id) if more else None)
-
-    async def delete_product(self, product_id: str) -> None:
-        await self.get_product(product_id)
-        count = await self.storage.devices.count(product_id)
-        if count:
-            raise Conflict(f"product {product_id!r} still has {count} device(s); delete them first")
-        await self.storage.products.delete(product_id)
-        self._product_keys.pop(product_id, None)
 
     # ------------------------------------------------------------ devices
 
@@ -553,7 +441,12 @@ class DeviceService:
         return device
 
     def _changed_elsewhere(self, key: list[str]) -> None:
-        """Another node changed the device: the next lookup reads it again."""
+        """Another node changed the device (or, a key of one part, the product's
+        access key): the next lookup reads it again."""
+        if len(key) == 1:
+            self._product_keys.pop(key[0], None)
+            self._cache.drop_product(key[0])
+            return
         if len(key) != 2:
             return
         device = self._cache.get(("d", key[0], key[1]))

@@ -53,7 +53,7 @@ from thingshub.core.messages import DeviceRef, OtaProgress, OtaProgressRefused
 from thingshub.core.model import Firmware, OtaDevice, OtaTask, Page
 from thingshub.core.ports import Clock, DeviceLink, EventBus, OtaRepo
 from thingshub.services.background import cancel
-from thingshub.services.devices import DeviceService, check_limit, decode_cursor, encode_cursor
+from thingshub.services.devices import DeviceService
 from thingshub.services.firmware import FirmwareService
 from thingshub.services.jobs import Job, Jobs
 from thingshub.services.ota_rollout import OtaRollout
@@ -65,6 +65,7 @@ from thingshub.services.ota_tasks import (
     device_names,
     view,
 )
+from thingshub.services.products import check_limit, decode_cursor, encode_cursor
 
 log = logging.getLogger("thingshub.ota")
 
