@@ -90,6 +90,7 @@ from thingshub.services.ingest import IngestService
 from thingshub.services.jobs import Jobs
 from thingshub.services.keys import KeyService
 from thingshub.services.nodes import NodeIdInUse, NodeService
+from thingshub.services.onenet_ota import OneNetOta
 from thingshub.services.ota import OtaService
 from thingshub.services.presence import PresenceService
 from thingshub.services.retention import RetentionService
@@ -322,6 +323,7 @@ class Platform:
             topology=self.topology,
             firmware=self.firmware,
             ota=self.ota,
+            onenet_ota=OneNetOta(self.ota, self.devices) if self.ota is not None else None,
             bus=bus,
             api_key=self.api_key,
             keys=self.keys,

@@ -29,6 +29,7 @@ from thingshub.api import (
     errors,
     images,
     keys,
+    onenet_devices,
     openapi,
     products,
     stream,
@@ -143,6 +144,7 @@ def create_api(ctx: ApiContext) -> FastAPI:
     app.include_router(things.models)
     app.include_router(things.router)
     app.include_router(ota_api.download_router)  # the token in the URL admits devices
+    app.include_router(onenet_devices.router)  # OneNET tokens admit devices
     app.state.stream = hub = stream.StreamHub(ctx.bus, stream.EVENT_TYPES, ctx.stream_limits)
     registry.register(FunctionCollector(hub.metrics))
     ctx.keys.on_revoke(hub.revoke)
