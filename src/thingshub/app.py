@@ -104,6 +104,7 @@ from thingshub.startup import (
     default_node_id,
     public_url,
     shares_ports,
+    warm,
 )
 from thingshub.storage import open_storage
 from thingshub.tls import TlsError, server_context
@@ -359,7 +360,7 @@ class Platform:
                 raise StartupError("the HTTP server stopped while starting")
             await asyncio.sleep(0.01)
         await self.gateway.start()
-        self._warming = asyncio.get_running_loop().create_task(self._warm())
+        self._warming = asyncio.get_running_loop().create_task(warm(self.devices))
         ports = {"mqtt": self.mqtt_port, "mqtts": self.mqtts_port, "http": self.http_port}
         datadir.write_ports(data_dir, {k: v for k, v in ports.items() if v is not None})
         self._ready = True
@@ -398,15 +399,6 @@ class Platform:
             )
         except RuntimeError as exc:
             raise StartupError(str(exc)) from exc
-
-    async def _warm(self) -> None:
-        assert self.devices is not None
-        try:
-            n = await self.devices.warm_cache()
-        except Exception:
-            log.exception("loading devices into the login cache failed")
-        else:
-            log.info("%d device(s) loaded into the login cache", n)
 
     async def _listen_mqtt(
         self, port: int | None, tls: ssl.SSLContext | None, what: str

@@ -13,10 +13,25 @@ from __future__ import annotations
 
 import logging
 import socket
+from typing import TYPE_CHECKING
 
 from thingshub.config import NODE_ID, Settings
 
+if TYPE_CHECKING:
+    from thingshub.services.devices import DeviceService
+
 log = logging.getLogger("thingshub")
+
+
+async def warm(devices: DeviceService) -> None:
+    """Load the devices into the login cache, after the ready line (a failure is
+    logged: logins then read the database until the cache fills)."""
+    try:
+        n = await devices.warm_cache()
+    except Exception:
+        log.exception("loading devices into the login cache failed")
+    else:
+        log.info("%d device(s) loaded into the login cache", n)
 
 
 class StartupError(Exception):

@@ -212,8 +212,7 @@ class Broker:
 
     @property
     def subscribed(self) -> bool:
-        """Whether any session holds a subscription: while none does, whatever the
-        server publishes reaches nobody (and a retained message is kept all the same)."""
+        """Whether any session holds a subscription (if not, a publish reaches nobody)."""
         return self._started and bool(self.delivery.router)
 
     def is_connected(self, session_key: str) -> bool:
