@@ -174,7 +174,7 @@ class Platform:
         node_id = s.node_id or default_node_id(s.mqtt_port or s.mqtts_port)
         bus = self.bus = await self._start_bus(storage, node_id)
         self.devices = DeviceService(storage, clock, bus, pepper)
-        self.presence = PresenceService(storage.devices, clock, bus)
+        self.presence = PresenceService(storage.devices, clock, bus, node=node_id)
         self.gateway = DeviceGateway(self.devices, self.presence, clock, bus, self.dialects)
         self.broker = Broker(
             self.gateway,
@@ -263,7 +263,7 @@ class Platform:
         )
         self.retention = RetentionService(storage.products, storage.telemetry, clock)
         await self.retention.start()
-        await self.presence.start()
+        await self.presence.start(own_only=self.nats is not None)
         await self._start_ota(data_dir, clock, bus)
 
         self.mqtt_port = await self._listen_mqtt(s.mqtt_port, None, "MQTT")

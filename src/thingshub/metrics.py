@@ -14,6 +14,7 @@ from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from thingshub.bus.nats import NatsBus
 from thingshub.gateway.hooks import DeviceGateway
 from thingshub.mqtt.server import Broker
 from thingshub.mqtt.server.websocket import MqttWebSocket
@@ -36,6 +37,9 @@ class Parts(Protocol):
 
     @property
     def bus(self) -> Bus | None: ...
+
+    @property
+    def nats(self) -> NatsBus | None: ...
 
     ingest: IngestService | None
     ota: OtaService | None
@@ -91,6 +95,8 @@ def collect(platform: Parts) -> Iterable[Metric]:
         handlers = GaugeMetricFamily("thingshub_bus_handlers", "Event bus subscriptions.")
         handlers.add_metric([], platform.bus.handler_count())
         families.append(handlers)
+    if platform.nats is not None:
+        families += _cluster_metrics(platform.nats)
     if platform.ingest is not None:
         refused = CounterMetricFamily(
             "thingshub_reports_refused",
@@ -163,3 +169,15 @@ def _ota_metrics(ota: OtaService) -> list[Metric]:
     running = GaugeMetricFamily("thingshub_ota_running_tasks", "OTA tasks running.")
     running.add_metric([], ota.running_count)
     return [ignored, accepted, informs, downloads, running]
+
+
+def _cluster_metrics(nats: NatsBus) -> list[Metric]:
+    """The link of this node to the cluster's NATS: up or not, and what it relayed."""
+    up = GaugeMetricFamily("thingshub_cluster_nats_connected", "1 while NATS is reachable.")
+    up.add_metric([], 1 if nats.connected else 0)
+    relay = CounterMetricFamily(
+        "thingshub_cluster_relayed", "Events and broadcasts sent to other nodes.", labels=["result"]
+    )
+    relay.add_metric(["sent"], nats.relayed)
+    relay.add_metric(["dropped"], nats.dropped)
+    return [up, relay]

@@ -9,6 +9,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.conftest import RunningPlatform
 from thingshub.config import Settings, SettingsError
@@ -56,7 +57,7 @@ def test_nodes_see_each_other_and_events_cross(
     device = http.post("/api/v1/products/p1/devices", json={"name": "d1"}).json()
     # The announcement of what b wants reaches a within a couple of seconds.
     deadline = time.monotonic() + 10
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="d1")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="d1")
     client.username_pw_set(device["username"], device["password"])
     while not got.is_set() and time.monotonic() < deadline:
         client.connect("127.0.0.1", a.mqtt_port)

@@ -428,6 +428,41 @@ def test_mark_all_offline(backend: Backend) -> None:
     backend.run(scenario)
 
 
+def test_the_node_holding_a_device(backend: Backend) -> None:
+    """Cluster presence: the holder is recorded, an offline update of another node
+    leaves the device online where it is, and a node's devices are released."""
+
+    async def scenario(s: Storage) -> None:
+        await s.products.add(product("p1"))
+        await add_devices(s, "p1", ["a", "b", "c"])
+        assert await s.devices.holder("p1", "a") is None
+        await s.devices.set_presence(
+            [
+                PresenceUpdate("p1", "a", True, 100, 10, "n1"),
+                PresenceUpdate("p1", "b", True, 100, 10, "n1"),
+                PresenceUpdate("p1", "c", True, 100, 10, "n2"),
+            ]
+        )
+        assert await s.devices.holder("p1", "a") == "n1"
+        # "a" moved to n2: its online there wins, n1's late offline changes nothing.
+        await s.devices.set_presence([PresenceUpdate("p1", "a", True, 200, 20, "n2")])
+        await s.devices.set_presence([PresenceUpdate("p1", "a", False, 150, 30, "n1")])
+        assert await s.devices.holder("p1", "a") == "n2"
+        assert await s.devices.presence("p1", "a") == Presence(True, 200, 20)
+        # The holder's own offline applies.
+        await s.devices.set_presence([PresenceUpdate("p1", "c", False, 300, 40, "n2")])
+        assert await s.devices.holder("p1", "c") is None
+        assert await s.devices.presence("p1", "c") == Presence(False, 300, 40)
+        assert await s.devices.release_node("n1", 500) == [("p1", "b")]
+        assert await s.devices.presence("p1", "b") == Presence(False, 100, 500)
+        assert await s.devices.holder("p1", "a") == "n2"
+        assert await s.devices.release_node("n1", 600) == []
+        assert await s.devices.release_node("n2", 700) == [("p1", "a")]
+        assert await s.devices.holder("p1", "a") is None
+
+    backend.run(scenario)
+
+
 # ------------------------------------------------------------------ settings
 
 

@@ -64,7 +64,8 @@ class NatsBus:
         self.prefix = f"th.{cluster_id}"
         self.local = LocalBus()
         self.nc: Client | None = None
-        #: Events not relayed because NATS was unreachable.
+        #: Events and broadcasts sent to NATS, and those dropped while it was unreachable.
+        self.relayed = 0
         self.dropped = 0
         self._queue: list[tuple[str, bytes]] = []
         self._flushing = False
@@ -287,6 +288,7 @@ class NatsBus:
                 assert self.nc is not None
                 for subject, data in queue:
                     await self.nc.publish(subject, data)
+                self.relayed += len(queue)
         except Exception:
             log.warning("relaying to the cluster failed", exc_info=True)
         finally:

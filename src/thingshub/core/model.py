@@ -72,6 +72,9 @@ class PresenceUpdate:
     online: bool
     last_activity: int | None
     changed_at: int
+    #: The cluster node holding the device's connection (None: no cluster node
+    #: named). An offline update from one node never overrides another's online.
+    node: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -118,6 +118,12 @@ class DeviceRepo(Protocol):
     async def mark_all_offline(self, now_ms: int) -> int:
         """At start-up: every device recorded online is offline now (returns how many)."""
 
+    async def holder(self, product_id: str, name: str) -> str | None:
+        """The node recorded holding the device's connection, if it is online there."""
+
+    async def release_node(self, node: str, now_ms: int) -> builtins.list[tuple[str, str]]:
+        """Every device recorded online on `node` is offline now; their keys."""
+
     async def set_tags(self, product_id: str, name: str, tags: Mapping[str, str]) -> bool:
         """Replace a device's tags; False if there is no such device."""
 

@@ -36,9 +36,17 @@ Key = tuple[str, str]
 
 class PresenceService:
     def __init__(
-        self, repo: DeviceRepo, clock: Clock, bus: EventBus, flush_interval: float = 1.0
+        self,
+        repo: DeviceRepo,
+        clock: Clock,
+        bus: EventBus,
+        flush_interval: float = 1.0,
+        *,
+        node: str | None = None,
     ) -> None:
         self.repo = repo
+        #: The cluster node this process is, recorded as holding its devices.
+        self.node = node
         self.clock = clock
         self.bus = bus
         self.flush_interval = flush_interval
@@ -142,7 +150,9 @@ class PresenceService:
         if state == old:
             return
         self._state[key] = state
-        self._pending[key] = PresenceUpdate(key[0], key[1], online, last, changed_at or now)
+        self._pending[key] = PresenceUpdate(
+            key[0], key[1], online, last, changed_at or now, self.node
+        )
         if transition:
             self.bus.publish(PresenceChanged(key[0], key[1], online, now))
 
@@ -177,8 +187,16 @@ class PresenceService:
             if not update.online and not self.is_online(*key) and key not in self._pending:
                 self._state.pop(key, None)
 
-    async def start(self) -> None:
-        await self.repo.mark_all_offline(self.clock.now_ms())
+    async def start(self, *, own_only: bool = False) -> None:
+        """Devices recorded online by the last run are offline now: every one (a
+        single process), or with `own_only` (a node of a cluster) only those this
+        node held, each announced, so the other nodes' devices stay as they are."""
+        now = self.clock.now_ms()
+        if own_only and self.node is not None:
+            for product_id, name in await self.repo.release_node(self.node, now):
+                self.bus.publish(PresenceChanged(product_id, name, False, now))
+        else:
+            await self.repo.mark_all_offline(now)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:

@@ -74,6 +74,8 @@ class _Data:
     by_username: dict[str, Key] = field(default_factory=dict)
     by_token: dict[str, Key] = field(default_factory=dict)
     presence: dict[Key, Presence] = field(default_factory=dict)
+    #: The node holding each device's connection (storage/sql: device_presence.node).
+    holders: dict[Key, str | None] = field(default_factory=dict)
     images: dict[Key, tuple[str, int]] = field(default_factory=dict)  # (JSON text, version)
     commands: dict[str, CommandRecord] = field(default_factory=dict)
     commands_of: dict[Key, set[str]] = field(default_factory=dict)  # device -> its cmd_ids
@@ -222,6 +224,7 @@ class MemoryDevices:
         if device.access_token is not None:
             self._data.by_token.pop(device.access_token, None)
         self._data.presence.pop(key, None)
+        self._data.holders.pop(key, None)
         self._data.images.pop(key, None)
         for cmd_id in self._data.commands_of.pop(key, set()):
             del self._data.commands[cmd_id]
@@ -243,8 +246,14 @@ class MemoryDevices:
     async def set_presence(self, updates: Sequence[PresenceUpdate]) -> None:
         for u in updates:
             key = (u.product_id, u.name)
-            if key in self._data.devices:
-                self._data.presence[key] = Presence(u.online, u.last_activity, u.changed_at)
+            if key not in self._data.devices:
+                continue
+            old, holder = self._data.presence.get(key), self._data.holders.get(key)
+            held = old is not None and old.online and holder is not None
+            if not u.online and held and u.node is not None and holder != u.node:
+                continue  # another node holds it
+            self._data.presence[key] = Presence(u.online, u.last_activity, u.changed_at)
+            self._data.holders[key] = u.node
 
     async def presence(self, product_id: str, name: str) -> Presence | None:
         key = (product_id, name)
@@ -266,6 +275,23 @@ class MemoryDevices:
                 self._data.presence[key], online=False, changed_at=now_ms
             )
         return len(online)
+
+    async def holder(self, product_id: str, name: str) -> str | None:
+        key = (product_id, name)
+        state = self._data.presence.get(key)
+        return self._data.holders.get(key) if state is not None and state.online else None
+
+    async def release_node(self, node: str, now_ms: int) -> builtins.list[Key]:
+        held = sorted(
+            key
+            for key, p in self._data.presence.items()
+            if p.online and self._data.holders.get(key) == node
+        )
+        for key in held:
+            self._data.presence[key] = replace(
+                self._data.presence[key], online=False, changed_at=now_ms
+            )
+        return held
 
     async def list(
         self, product_id: str, limit: int, after: str | None = None, search: str | None = None

@@ -93,12 +93,23 @@ QUEUE_PURGE = sql(
     " ON CONFLICT (device_id) DO NOTHING"
 )
 
+#: An offline update of one node leaves a device that another node holds alone.
 SET_PRESENCE = sql(
-    "INSERT INTO device_presence (product_id, name, online, last_activity, changed_at)"
-    " SELECT $1::text, $2::text, $3::boolean, $4::bigint, $5::bigint"
+    "INSERT INTO device_presence (product_id, name, online, last_activity, changed_at, node)"
+    " SELECT $1::text, $2::text, $3::boolean, $4::bigint, $5::bigint, $6::text"
     " WHERE EXISTS (SELECT 1 FROM devices WHERE product_id = $1 AND name = $2)"
     " ON CONFLICT (product_id, name) DO UPDATE SET online = excluded.online,"
-    " last_activity = excluded.last_activity, changed_at = excluded.changed_at"
+    " last_activity = excluded.last_activity, changed_at = excluded.changed_at,"
+    " node = excluded.node"
+    " WHERE excluded.online OR NOT device_presence.online OR device_presence.node IS NULL"
+    " OR excluded.node IS NULL OR device_presence.node = excluded.node"
+)
+HOLDER = sql(
+    "SELECT node FROM device_presence WHERE product_id = $1 AND name = $2 AND online = true"
+)
+RELEASE_NODE = sql(
+    "UPDATE device_presence SET online = false, changed_at = $2"
+    " WHERE online = true AND node = $1 RETURNING product_id, name"
 )
 #: The query of `Dialect.presence_many`, given the relation k(product_id, name) of keys.
 PRESENCE_OF_KEYS = (
@@ -257,7 +268,10 @@ class SqlDevices:
         if not updates:
             return
         presence = sorted(
-            ((u.product_id, u.name, u.online, u.last_activity, u.changed_at) for u in updates),
+            (
+                (u.product_id, u.name, u.online, u.last_activity, u.changed_at, u.node)
+                for u in updates
+            ),
             key=lambda r: (r[0], r[1]),  # stable: the last update of a device still wins
         )
         try:
@@ -280,6 +294,14 @@ class SqlDevices:
 
     async def mark_all_offline(self, now_ms: int) -> int:
         return await self._db.execute(MARK_ALL_OFFLINE, now_ms)
+
+    async def holder(self, product_id: str, name: str) -> str | None:
+        row = await self._db.fetchone(HOLDER, product_id, name)
+        return None if row is None or row[0] is None else str(row[0])
+
+    async def release_node(self, node: str, now_ms: int) -> builtins.list[tuple[str, str]]:
+        found = await self._db.transaction(lambda conn: conn.fetch(RELEASE_NODE, node, now_ms))
+        return sorted((str(r[0]), str(r[1])) for r in found)
 
     async def list(
         self, product_id: str, limit: int, after: str | None = None, search: str | None = None
