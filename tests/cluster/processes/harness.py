@@ -128,9 +128,7 @@ class NatsServer:
 class Node:
     """One `thingshub serve` process of the cluster."""
 
-    def __init__(
-        self, node_id: str, data_dir: Path, args: list[str], env: dict[str, str]
-    ) -> None:
+    def __init__(self, node_id: str, data_dir: Path, args: list[str], env: dict[str, str]) -> None:
         self.id = node_id
         self.data_dir = data_dir
         self.args = args

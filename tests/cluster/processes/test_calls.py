@@ -66,7 +66,8 @@ def command(node: Node, name: str, body: bytes, timeout: int = 5) -> httpx.Respo
 
 def call(node: Node, name: str, method: str, timeout: int = 5) -> httpx.Response:
     with node.api() as api:
-        return api.post(f"{BASE}/{name}/calls", json={"method": method}, params={"timeout": timeout})
+        body = {"method": method}
+        return api.post(f"{BASE}/{name}/calls", json=body, params={"timeout": timeout})
 
 
 def answered(r: httpx.Response, body: bytes) -> bool:
