@@ -5,7 +5,9 @@ Rules:
   services, MQTT listeners, HTTP listener; only then `ports.json` and the
   ready line.
 - Stop order: stop accepting (MQTT and HTTP), disconnect clients, stop
-  background work, flush pending writes, close storage.
+  background work, flush pending writes, close storage. A node of a cluster
+  records its devices offline and announces them (relayed to the other
+  nodes) before it leaves the nodes table and closes its NATS connection.
 - A problem the operator can fix (a taken port, an unwritable data dir, an
   unreachable database) is a `StartupError` with one sentence, not a traceback.
 - The HTTP server (uvicorn) runs in the same event loop; its own signal
@@ -18,6 +20,9 @@ Rules:
   without ever waiting on a client, so a stalled one delays nobody.
 - `ports.json` names the listeners that are on: `mqtt`, `mqtts`, `http`
   (a listener that is off has no key).
+- The workers of `serve --workers` and the nodes of a cluster listen with
+  SO_REUSEPORT (`shares_ports`): processes of one machine share the ports,
+  the kernel spreads new connections over them.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ from thingshub.core.ports import EventBus, Storage
 from thingshub.core.submessages import GatewayNote, SubRequest
 from thingshub.dialects.onenet.token import make_token
 from thingshub.dialects.registry import Registry, default_registry
+from thingshub.gateway.cluster import ClusterLogins
 from thingshub.gateway.hooks import DeviceGateway
 from thingshub.mqtt.server import Broker, BrokerConfig
 from thingshub.mqtt.server.websocket import MqttWebSocket
@@ -81,12 +87,14 @@ from thingshub.services.gateway_requests import GatewayRequests
 from thingshub.services.history import HistoryService
 from thingshub.services.images import ImageService
 from thingshub.services.ingest import IngestService
+from thingshub.services.jobs import Jobs
 from thingshub.services.keys import KeyService
 from thingshub.services.nodes import NodeIdInUse, NodeService
 from thingshub.services.ota import OtaService
 from thingshub.services.presence import PresenceService
 from thingshub.services.retention import RetentionService
 from thingshub.services.subdevices import GatewayReports
+from thingshub.services.sweep import PresenceSweep
 from thingshub.services.things import ThingService
 from thingshub.services.topology import TopologyService
 from thingshub.storage import open_storage
@@ -144,6 +152,10 @@ class Platform:
         #: The cluster's message bus, when this node is one of several (NATS).
         self.nats: NatsBus | None = None
         self.nodes: NodeService | None = None
+        #: The presence sweep of dead nodes (a node of a cluster only).
+        self.sweep: PresenceSweep | None = None
+        #: This node's cluster-wide jobs (services/jobs.py).
+        self.jobs: Jobs | None = None
         self._console: Console | None = None
 
     # ------------------------------------------------------------ start
@@ -172,6 +184,7 @@ class Platform:
         self.keys = KeyService(storage.api_keys, storage.products, clock, self.api_key)
         await self.keys.start()
         node_id = s.node_id or default_node_id(s.mqtt_port or s.mqtts_port)
+        jobs = self.jobs = Jobs(storage.locks, s.node_lease)
         bus = self.bus = await self._start_bus(storage, node_id)
         self.devices = DeviceService(storage, clock, bus, pepper)
         self.presence = PresenceService(storage.devices, clock, bus, node=node_id)
@@ -183,6 +196,7 @@ class Platform:
                 max_packet_size=s.max_packet_size,
                 max_keepalive=s.max_keepalive,
                 connect_timeout=s.connect_timeout,
+                reuse_port=shares_ports(s),
             ),
         )
         self.gateway.attach(self.broker)
@@ -208,9 +222,14 @@ class Platform:
         self.gateway.handle(ImageUpdateRefused, self.images.device_refused_update)
         self.gateway.handle(ImageGetRequest, self.images.device_get)
         self.gateway.on_device_subscribe(self.images.device_subscribed)
-        self.commands = CommandService(storage.commands, self.devices, self.gateway, clock, bus)
+        self.commands = CommandService(
+            storage.commands, self.devices, self.gateway, clock, bus, node=node_id
+        )
         self.gateway.handle(CallAnswer, self.commands.answer)
-        await self.commands.start()
+        # One process alone fails every unfinished call (its id changes with
+        # its port); a node of a cluster spares those of the other live nodes.
+        live = [n.id for n in await self.nodes.nodes()] if self.nats is not None else []
+        await self.commands.start(live)
         self.ingest = IngestService(
             storage.telemetry, storage.attributes, storage.events, self.gateway, clock, bus
         )
@@ -261,10 +280,12 @@ class Platform:
         self.history = HistoryService(
             self.devices, storage.telemetry, storage.attributes, storage.events
         )
-        self.retention = RetentionService(storage.products, storage.telemetry, clock)
+        self.retention = RetentionService(storage.products, storage.telemetry, clock, jobs)
         await self.retention.start()
         await self.presence.start(own_only=self.nats is not None)
-        await self._start_ota(data_dir, clock, bus)
+        if self.nats is not None:
+            await self._join_cluster(self.nats, clock, node_id)
+        await self._start_ota(data_dir, clock, bus, jobs)
 
         self.mqtt_port = await self._listen_mqtt(s.mqtt_port, None, "MQTT")
         if self._tls is not None:
@@ -294,6 +315,7 @@ class Platform:
             is_ready=lambda: self._ready,
             stream_limits=StreamLimits(s.stream_max_backlog, s.stream_stall_timeout),
             mqtt_websocket=self.mqtt_websocket,
+            nodes=self.nodes,
         )
         api = create_api(ctx)
         if s.console:
@@ -335,6 +357,18 @@ class Platform:
             raise StartupError(str(exc)) from exc
         self.nats = nats
         return nats
+
+    async def _join_cluster(self, nats: NatsBus, clock: SystemClock, node_id: str) -> None:
+        """Takeover across nodes, caches coherent across nodes, the presence sweep."""
+        assert self.gateway is not None and self.broker is not None and self.presence is not None
+        assert self.devices is not None and self.keys is not None and self.nodes is not None
+        assert self.images is not None and self.things is not None
+        self.gateway.logins = ClusterLogins(self.broker, self.presence, nats, clock, node_id)
+        for sync in (self.devices.sync, self.keys.sync, self.images.sync, self.things.sync):
+            sync.join(nats)
+        assert self.jobs is not None
+        self.sweep = PresenceSweep(self.nodes, self.presence, self.jobs)
+        await self.sweep.start()
 
     async def _mount_console(self, api: FastAPI, ctx: ApiContext, data_dir: Path) -> Console:
         from thingshub.console import ConsoleContext, mount_console
@@ -390,6 +424,8 @@ class Platform:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shares_ports(self.settings):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
@@ -428,8 +464,10 @@ class Platform:
             await self.ota.stop()
         if self.retention is not None:
             await self.retention.stop()
+        if self.sweep is not None:
+            await self.sweep.stop()
         if self.presence is not None:
-            await self.presence.stop()
+            await self.presence.stop()  # in a cluster, announced before NATS closes
         if self.keys is not None:
             await self.keys.stop()  # writes when keys were last used
         if self.nodes is not None:
@@ -439,7 +477,9 @@ class Platform:
         if self.storage is not None:
             await self.storage.close()
 
-    async def _start_ota(self, data_dir: Path, clock: SystemClock, bus: EventBus) -> None:
+    async def _start_ota(
+        self, data_dir: Path, clock: SystemClock, bus: EventBus, jobs: Jobs
+    ) -> None:
         """Firmware packages and OTA tasks (running tasks resume here)."""
         assert self.storage is not None and self.devices is not None and self.gateway is not None
         s = self.settings
@@ -461,14 +501,22 @@ class Platform:
             self.gateway,
             clock,
             bus,
+            jobs,
             secret=bytes.fromhex(secret),
             public_url="",
             tick=s.ota_tick,
+            shared=self.nats is not None,
         )
         self.gateway.handle(OtaProgress, self.ota.device_progress)
         self.gateway.handle(OtaProgressRefused, self.ota.device_refused_progress)
         self.gateway.on_device_subscribe(self.ota.device_subscribed)
         await self.ota.start()
+
+
+def shares_ports(s: Settings) -> bool:
+    """Whether the listeners let other processes listen on their ports too
+    (SO_REUSEPORT): the workers of `serve --workers`, and any node of a cluster."""
+    return s.workers > 1 or s.nats_url is not None
 
 
 def default_node_id(port: int | None) -> str:

@@ -11,10 +11,11 @@ Rules:
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +203,19 @@ def load(
     _check_tls(settings)
     _check_cluster(settings)
     return settings
+
+
+def dump(s: Settings) -> str:
+    """Settings as JSON, as `undump` reads them back (a supervisor hands its
+    resolved settings to its worker processes: cli/workers.py)."""
+    values = {f.name: getattr(s, f.name) for f in fields(s)}
+    return json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in values.items()})
+
+
+def undump(text: str) -> Settings:
+    values = json.loads(text)
+    paths = {k: Path(v) for k, v in values.items() if _TYPES[k] is Path and v is not None}
+    return replace(Settings(), **{**values, **paths})
 
 
 def is_postgres(url: str | None) -> bool:

@@ -24,6 +24,8 @@ class Served:
     http_port: int
     api_key: str
     log: Path
+    #: The process's id (a test may kill it: what follows is then a no-op).
+    pid: int = 0
 
     @property
     def base_url(self) -> str:
@@ -57,7 +59,7 @@ def serving(tmp_path: Path, *, config: str = "", fd_limit: int | None = None) ->
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError("serve did not start:\n" + log.read_text())
             time.sleep(0.05)
-        yield Served(int(ready.group(1)), int(ready.group(2)), KEY, log)
+        yield Served(int(ready.group(1)), int(ready.group(2)), KEY, log, proc.pid)
     finally:
         proc.terminate()
         proc.wait(30)

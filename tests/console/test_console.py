@@ -16,6 +16,7 @@ import secrets
 import time
 from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -128,6 +129,19 @@ def test_closed_pages_leave_no_bus_handlers(
 
 
 # ---------------------------------------------------------------- products and devices
+
+
+def test_the_overview_shows_the_nodes(console: Page, console_server: ConsoleServer) -> None:
+    """A single server is a cluster of one: its node, marked as the one serving."""
+    with httpx.Client(base_url=console_server.base_url) as http:
+        headers = {"Authorization": f"Bearer {console_server.api_key}"}
+        node = http.get("/api/v1/cluster", headers=headers).json()["node"]
+    console.goto(f"{console_server.base_url}/console/")
+    nodes = console.get_by_test_id("nodes")
+    expect(nodes.get_by_role("row", name=re.compile(re.escape(node)))).to_contain_text(
+        "(this page)"
+    )
+    expect(nodes.get_by_role("row")).to_have_count(2)  # the heading and the one node
 
 
 def test_create_a_product_and_a_device_that_comes_online(

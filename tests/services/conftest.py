@@ -55,6 +55,7 @@ from thingshub.services.devices import DeviceService
 from thingshub.services.firmware import FirmwareService
 from thingshub.services.images import ImageService
 from thingshub.services.ingest import IngestService
+from thingshub.services.jobs import Jobs
 from thingshub.services.ota import OtaService
 from thingshub.services.presence import PresenceService
 from thingshub.storage import open_storage
@@ -268,6 +269,7 @@ def build_world(
         link,
         clock,
         bus,
+        Jobs(storage.locks),
         secret=b"s" * 32,
         public_url=PUBLIC_URL,
     )

@@ -358,7 +358,7 @@ async def test_a_download_link_works_while_the_upgrade_is_under_way(world: World
     [inform] = informs(world, ref)
     token = parse_qs(urlsplit(inform.url).query)["token"][0]
     task_id = view.task.id
-    assert world.ota.authorize_download(task_id, "d1", token) == firmware
+    assert await world.ota.authorize_download(task_id, "d1", token) == firmware
     assert world.ota.file_of(firmware).read_bytes() == b"firmware 2.0.1"
     for bad_task, bad_name, bad_token in [
         (task_id, "d1", None),
@@ -367,10 +367,10 @@ async def test_a_download_link_works_while_the_upgrade_is_under_way(world: World
         ("other-task", "d1", token),
     ]:
         with pytest.raises(Forbidden):
-            world.ota.authorize_download(bad_task, bad_name, bad_token)
+            await world.ota.authorize_download(bad_task, bad_name, bad_token)
     await world.link.publish(ref, PROGRESS, SUCCESS)
     with pytest.raises(Forbidden, match="not running"):
-        world.ota.authorize_download(task_id, "d1", token)
+        await world.ota.authorize_download(task_id, "d1", token)
     assert world.ota.downloads == {"served": 1, "refused": 5}
 
 
@@ -383,7 +383,7 @@ async def test_a_download_link_expires_with_the_devices_time(world: World) -> No
     token = parse_qs(urlsplit(informs(world, ref)[0].url).query)["token"][0]
     world.clock.advance(61_000)
     with pytest.raises(Forbidden, match="expired"):
-        world.ota.authorize_download(view.task.id, "d1", token)
+        await world.ota.authorize_download(view.task.id, "d1", token)
 
 
 async def test_a_final_device_may_no_longer_download(world: World) -> None:
@@ -393,7 +393,7 @@ async def test_a_final_device_may_no_longer_download(world: World) -> None:
     token = parse_qs(urlsplit(informs(world, d1)[0].url).query)["token"][0]
     await world.link.publish(d1, PROGRESS, FAILURE)
     with pytest.raises(Forbidden, match="not under way"):
-        world.ota.authorize_download(view.task.id, "d1", token)
+        await world.ota.authorize_download(view.task.id, "d1", token)
 
 
 # ---------------------------------------------------------------- listing and restarts

@@ -13,6 +13,7 @@ from pathlib import Path
 from tests.services.conftest import World, build_world
 from thingshub.core.events import PresenceChanged
 from thingshub.core.model import Presence
+from thingshub.services.presence import PresenceService
 
 T0 = 1_700_000_000_000
 
@@ -131,3 +132,51 @@ async def test_stop_records_what_is_pending(world: World) -> None:
     await world.presence.stop()
     assert await world.storage.devices.presence("p1", "d1") == Presence(True, T0, T0)
     await world.presence.stop()  # stopping twice is harmless
+
+
+def nodes(world: World, *ids: str) -> list[PresenceService]:
+    """The presence of several nodes of a cluster on one store (and one bus)."""
+    return [PresenceService(world.storage.devices, world.clock, world.bus, node=n) for n in ids]
+
+
+async def test_a_nodes_release_takes_the_sub_devices_of_its_gateways(world: World) -> None:
+    """What the sweep does for a dead node: a sub-device reached through a
+    gateway's connection is recorded under the gateway's node, so it goes too;
+    devices of other nodes stay."""
+    for name in ("gw", "sub", "d3"):
+        await world.device(name, online=False)
+    n1, n2 = nodes(world, "n1", "n2")
+    n1.connected("p1", "gw", 1)
+    n1.reached("p1", "sub", ("p1", "gw"))
+    n2.connected("p1", "d3", 1)
+    await n1.flush()
+    await n2.flush()
+    changes = world.watch(PresenceChanged)
+    assert await n2.release("n1") == [("p1", "gw"), ("p1", "sub")]
+    assert [(c.name, c.online) for c in changes] == [("gw", False), ("sub", False)]
+    assert await world.storage.devices.holder("p1", "d3") == "n2"
+    assert await world.storage.devices.holder("p1", "gw") is None
+
+
+async def test_a_device_handed_over_leaves_a_node_without_an_offline(world: World) -> None:
+    """A newer login on n2: n1 announces nothing of the device, only its
+    sub-devices (reached through the closed connection) go offline; the device
+    ends up held by n2 whichever node writes first."""
+    for name in ("gw", "sub"):
+        await world.device(name, online=False)
+    for first in ("n1", "n2"):
+        n1, n2 = nodes(world, "n1", "n2")
+        n1.connected("p1", "gw", 1)
+        n1.reached("p1", "sub", ("p1", "gw"))
+        await n1.flush()
+        n2.connected("p1", "gw", 5)
+        changes = world.watch(PresenceChanged)
+        n1.handed_over("p1", "gw", 1)
+        assert [(c.name, c.online) for c in changes] == [("sub", False)]
+        assert not n1.is_online("p1", "gw")
+        for node in (n1, n2) if first == "n1" else (n2, n1):
+            await node.flush()
+        assert await world.storage.devices.holder("p1", "gw") == "n2"
+        n2.disconnected("p1", "gw", 5)
+        await n2.flush()
+        assert await world.storage.devices.holder("p1", "gw") is None

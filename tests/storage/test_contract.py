@@ -959,6 +959,27 @@ def test_fail_unfinished(backend: Backend) -> None:
     backend.run(scenario)
 
 
+def test_fail_unfinished_spares_the_calls_of_live_nodes(backend: Backend) -> None:
+    """A record names the node that sent it; a cluster's node starting fails its
+    own unfinished calls and those of nodes not kept (dead, stopped, none)."""
+
+    async def scenario(s: Storage) -> None:
+        await s.products.add(product("p1"))
+        await s.devices.add(device("p1", "d1"))
+        for cmd_id, node in (("mine", "n1"), ("live", "n2"), ("dead", "n3"), ("none", None)):
+            await s.commands.add(replace(command(cmd_id), node=node))
+        assert await s.commands.get("live") == replace(command("live"), node="n2")
+        if backend.kind == "sqlite":  # one process: it keeps nobody's
+            assert await s.commands.fail_unfinished(1000) == 4
+            return
+        assert await s.commands.fail_unfinished(1000, ["n2"]) == 3
+        statuses = {c: (await s.commands.get(c)).status for c in ("mine", "live", "dead", "none")}  # type: ignore[union-attr]
+        assert statuses == {"mine": "failed", "live": "sent", "dead": "failed", "none": "failed"}
+        assert await s.commands.fail_unfinished(2000) == 1
+
+    backend.run(scenario)
+
+
 def test_presence_of_a_device_deleted_meanwhile_is_skipped(pg_url: str) -> None:
     """PostgreSQL: a device deleted by another transaction between the presence
     query's EXISTS and its foreign key check fails the batch once; the write is

@@ -23,6 +23,7 @@ from starlette.routing import WebSocketRoute
 
 from thingshub import __version__
 from thingshub.api import (
+    cluster,
     commands,
     devices,
     errors,
@@ -132,6 +133,7 @@ def create_api(ctx: ApiContext) -> FastAPI:
         telemetry,
         firmware_api,
         ota_api,
+        cluster,
     )
     for router in routers:
         app.include_router(router.router)

@@ -16,6 +16,7 @@ from thingshub.services.firmware import FirmwareService
 from thingshub.services.history import HistoryService
 from thingshub.services.images import ImageService
 from thingshub.services.keys import KeyService
+from thingshub.services.nodes import NodeService
 from thingshub.services.ota import OtaService
 from thingshub.services.presence import PresenceService
 from thingshub.services.things import ThingService
@@ -53,3 +54,5 @@ class ApiContext:
     stream_limits: StreamLimits = field(default_factory=StreamLimits)
     #: MQTT over WebSocket, served at `/mqtt` (None: not served).
     mqtt_websocket: ASGIApp | None = None
+    #: This node's place in its cluster (a single process is a cluster of one).
+    nodes: NodeService | None = None

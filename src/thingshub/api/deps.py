@@ -29,6 +29,7 @@ from thingshub.services.firmware import FirmwareService
 from thingshub.services.history import HistoryService
 from thingshub.services.images import ImageService
 from thingshub.services.keys import KeyService
+from thingshub.services.nodes import NodeService
 from thingshub.services.ota import OtaService
 from thingshub.services.things import ThingService
 from thingshub.services.topology import TopologyService
@@ -97,3 +98,13 @@ Topology = Annotated[TopologyService, Depends(_topology)]
 Firmware = Annotated[FirmwareService, Depends(_firmware)]
 Ota = Annotated[OtaService, Depends(_ota)]
 Keys = Annotated[KeyService, Depends(_keys)]
+
+
+async def _nodes(request: Request) -> NodeService:
+    ctx = _ctx(request)
+    if ctx.nodes is None:
+        raise Unavailable("the cluster's nodes are not known on this server")
+    return ctx.nodes
+
+
+Nodes = Annotated[NodeService, Depends(_nodes)]

@@ -197,7 +197,7 @@ async def download(
     """The firmware file of a task, for the device the link was made for (no API key:
     the link's token admits it). Supports `Range` for resumed downloads."""
     service = ota
-    firmware = service.authorize_download(task_id, device, token)
+    firmware = await service.authorize_download(task_id, device, token)
     path = service.file_of(firmware)
     try:
         stat = await asyncio.to_thread(os.stat, path)

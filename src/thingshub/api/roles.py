@@ -46,6 +46,7 @@ ROUTES: Mapping[tuple[str, str], Need | None] = {
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/metrics"): PUBLIC,
     ("GET", "/api/v1/server"): _R,
+    ("GET", "/api/v1/cluster"): _R,
     # keys
     ("POST", "/api/v1/keys"): _EVERYWHERE,
     ("GET", "/api/v1/keys"): _EVERYWHERE,

@@ -352,3 +352,16 @@ CALL_ERRORS: dict[int | str, dict[str, Any]] = {
 OPTIONAL_ERRORS: dict[int | str, dict[str, Any]] = {
     503: _error("Not available on this server"),
 }
+
+
+class NodeOut(BaseModel):
+    id: str = Field(description="The node's id (`--node-id`)")
+    started_at: int = Field(description="When the node started, ms")
+    last_seen: int = Field(description="Its last heartbeat, ms")
+    connections: int = Field(description="MQTT connections open on it at that beat")
+    messages_in_per_s: int = Field(description="MQTT messages it received per second")
+
+
+class ClusterOut(BaseModel):
+    node: str = Field(description="The id of the node that answered")
+    nodes: list[NodeOut] = Field(description="The live nodes, by id (a single process: itself)")

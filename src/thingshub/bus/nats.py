@@ -11,7 +11,9 @@ Rules:
   listens for: each node announces the kinds it wants when they change and
   every `ANNOUNCE_S` seconds, and an announcement is forgotten after three of
   those. Most telemetry therefore never leaves its node unless a live stream
-  elsewhere asks for it. The connection is made with `no_echo`, so a node
+  elsewhere asks for it. A node heard of for the first time (or again after
+  forgetting it) is answered at once, so a node joining learns what the
+  others want without waiting. The connection is made with `no_echo`, so a node
   never hears its own events or broadcasts.
 - Relaying never blocks the publisher: events queue and one task writes
   them in a batch per loop turn. While NATS is unreachable they are dropped
@@ -48,6 +50,9 @@ log = logging.getLogger("thingshub.bus")
 #: How often a node says which events it wants (and the others forget it after 3).
 ANNOUNCE_S = 2.0
 
+#: How long a node waits at start for NATS to answer.
+CONNECT_TIMEOUT = 5.0
+
 RequestHandler = Callable[[bytes], Awaitable[bytes]]
 BroadcastHandler = Callable[[bytes], None]
 
@@ -75,26 +80,35 @@ class NatsBus:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._announcer: asyncio.Task[None] | None = None
         self._announced: frozenset[str] | None = None
+        self._closing = False
 
     # ------------------------------------------------------------ life
 
     async def start(self) -> None:
         """Connect (raising `Unavailable` if NATS cannot be reached) and subscribe."""
+        nc = Client()
         try:
-            self.nc = await nats.connect(
-                self.url,
-                name=f"thingshub {self.node_id}",
-                no_echo=True,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                connect_timeout=5,
-                error_cb=self._error,
-                disconnected_cb=self._disconnected,
-                reconnected_cb=self._reconnected,
+            # nats-py retries the first connection as long as any reconnect
+            # (forever here): a server absent at start is waited for only so long.
+            await asyncio.wait_for(
+                nc.connect(
+                    self.url,
+                    name=f"thingshub {self.node_id}",
+                    no_echo=True,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=1,
+                    connect_timeout=5,
+                    error_cb=self._error,
+                    disconnected_cb=self._disconnected,
+                    reconnected_cb=self._reconnected,
+                ),
+                CONNECT_TIMEOUT,
             )
         except (OSError, TimeoutError, nats.errors.Error) as exc:
-            raise Unavailable(f"cannot reach NATS at {self.url}: {exc}") from exc
+            await nc.close()
+            raise Unavailable(f"cannot reach NATS at {self.url}: {exc or 'no answer'}") from exc
+        self.nc = nc
         await self.nc.subscribe(f"{self.prefix}.ev.>", cb=self._on_event)
         await self.nc.subscribe(f"{self.prefix}.wants", cb=self._on_wants)
         await self.nc.subscribe(f"{self.prefix}.all.>", cb=self._on_broadcast)
@@ -103,6 +117,7 @@ class NatsBus:
         self._announcer = asyncio.get_running_loop().create_task(self._announce_loop())
 
     async def stop(self) -> None:
+        self._closing = True
         if self._announcer is not None:
             self._announcer.cancel()
         for task in list(self._tasks):
@@ -123,6 +138,8 @@ class NatsBus:
         log.debug("NATS: %s", exc)
 
     async def _disconnected(self) -> None:
+        if self._closing:
+            return
         log.warning("lost the connection to NATS at %s; reconnecting", self.url)
 
     async def _reconnected(self) -> None:
@@ -202,7 +219,12 @@ class NatsBus:
             node, kinds = str(body["node"]), frozenset(str(k) for k in body["kinds"])
         except (ValueError, KeyError, TypeError):
             return
-        self._remote[node] = (kinds, time.monotonic() + 3 * ANNOUNCE_S)
+        now = time.monotonic()
+        known = self._remote.get(node)
+        if known is None or known[1] < now:  # joining: tell it at once what this one wants
+            self._announced = None
+            self._kick_announce()
+        self._remote[node] = (kinds, now + 3 * ANNOUNCE_S)
 
     # ------------------------------------------------------------ requests
 

@@ -3,8 +3,8 @@
 Rules:
 - `serve.py` runs servers (`serve`, `broker`); `cert.py` makes TLS
   certificates (`cert create`) and needs no server; `devices.py` (`product`,
-  `device`), `model.py` (`model`), `ota.py` (`firmware`, `ota`) and `keys.py`
-  (`key`) are HTTP
+  `device`), `model.py` (`model`), `ota.py` (`firmware`, `ota`), `keys.py`
+  (`key`) and `cluster.py` (`cluster`) are HTTP
   clients of a running server and never open the database; `client.py` is
   how they reach it, `options.py` the options they share.
 """
@@ -40,7 +40,7 @@ def _root(
 
 
 def main() -> None:
-    from thingshub.cli import cert, devices, keys, model, ota, serve
+    from thingshub.cli import cert, cluster, devices, keys, model, ota, serve
 
     serve.register(app)
     cert.register(app)
@@ -48,6 +48,7 @@ def main() -> None:
     model.register(app)
     ota.register(app)
     keys.register(app)
+    cluster.register(app)
     app(prog_name="thingshub")
 
 

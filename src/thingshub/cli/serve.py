@@ -4,7 +4,8 @@ Rules:
 - Long-running commands (`broker`, `serve`) print one line when ready,
   stop cleanly on SIGINT/SIGTERM and exit 0; a port that cannot be bound is
   a one-line error and exit code 1, never a traceback.
-- This module and `app.py` are the only readers of settings.
+- This module and `app.py` are the only readers of settings (the workers of
+  `--workers N` get theirs from their supervisor, cli/workers.py).
 - `register` adds the commands to the root app (cli/__init__.py).
 """
 
@@ -21,7 +22,7 @@ from typing import Annotated, Any
 
 import typer
 
-from thingshub.config import Settings, SettingsError
+from thingshub.config import Settings, SettingsError, undump
 from thingshub.config import load as load_settings
 from thingshub.mqtt.hooks import OpenHooks
 from thingshub.mqtt.server import Broker, BrokerConfig
@@ -178,6 +179,19 @@ async def _serve(settings: Settings) -> int:
     return 0
 
 
+async def _supervise(settings: Settings, supervise: Any) -> int:
+    """`serve --workers N`: cli/workers.py, with this module's signals and lines."""
+    stop = StopSignal()  # installed before anything starts, as for one process
+
+    class Lent:
+        wait_for_stop = stop.wait
+        fail = staticmethod(fail)
+        ready_line = staticmethod(ready_line)
+
+    code: int = await supervise(settings, Lent())
+    return code
+
+
 def ready_line(host: str, mqtt: int | None, mqtts: int | None, http: int) -> str:
     """Where devices and people connect, e.g. "ThingsHub ready: MQTT on 127.0.0.1:1883,
     MQTT over TLS on 127.0.0.1:8883, HTTP on https://127.0.0.1:8080 (API docs at /docs)";
@@ -286,8 +300,11 @@ def serve(
         "node_id": node_id,
         "workers": workers,
     }
+    from thingshub.cli.workers import WORKER_ENV, supervise
+
+    worker = os.environ.get(WORKER_ENV)
     try:
-        settings = load_settings(options, os.environ, config)
+        settings = undump(worker) if worker else load_settings(options, os.environ, config)
     except SettingsError as exc:
         fail(str(exc))
         raise typer.Exit(2) from None
@@ -295,6 +312,8 @@ def serve(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if settings.workers > 1 and not worker:
+        raise typer.Exit(run_async(_supervise(settings, supervise)))
     raise typer.Exit(run_async(_serve(settings)))
 
 

@@ -6,6 +6,9 @@ Rules:
   few seconds and shared by every open overview, and the rates and the chart
   from the in-memory meter (meter.py).
 - The page refreshes itself every few seconds with a timer; no bus traffic.
+- The nodes of the cluster (a single process: itself) are read from the
+  nodes' heartbeats (services/nodes.py: one small table), as
+  `GET /api/v1/cluster` shows them; the node serving the page is marked.
 """
 
 from __future__ import annotations
@@ -99,6 +102,31 @@ def _ingest_chart(ctx: ConsoleContext) -> dict[str, Any]:
     }
 
 
+NODE_COLUMNS = [
+    {"name": "id", "label": "Node", "field": "id", "align": "left"},
+    {"name": "connections", "label": "Connections", "field": "connections"},
+    {"name": "rate", "label": "Messages in / s", "field": "rate"},
+    {"name": "started", "label": "Started", "field": "started", "align": "left"},
+    {"name": "seen", "label": "Last seen", "field": "seen", "align": "left"},
+]
+
+
+async def _node_rows(ctx: ConsoleContext) -> list[dict[str, str]]:
+    nodes = ctx.api.nodes
+    if nodes is None:
+        return []
+    return [
+        {
+            "id": f"{n.id} (this page)" if n.id == nodes.node_id else n.id,
+            "connections": f"{n.connections:,}",
+            "rate": f"{n.messages_in_per_s:,}",
+            "started": fmt.when(n.started_at),
+            "seen": fmt.ago(n.last_seen),
+        }
+        for n in await nodes.nodes()
+    ]
+
+
 def register(ctx: ConsoleContext) -> FleetCounts:
     counts = FleetCounts(ctx)
 
@@ -141,6 +169,13 @@ def register(ctx: ConsoleContext) -> FleetCounts:
                            class="text-primary font-medium no-underline">{{{{ props.value }}}}</a>
                     </q-td>""",
                 )
+            with card("Nodes", "hub"):
+                nodes = (
+                    ui.table(columns=NODE_COLUMNS, rows=[], row_key="id")
+                    .classes("w-full th-table")
+                    .props("flat dense hide-pagination :pagination='{rowsPerPage: 0}'")
+                    .props(tid("nodes"))
+                )
 
         async def refresh() -> None:
             products = [p for p in await counts.get() if who.sees(p.id)]
@@ -169,6 +204,8 @@ def register(ctx: ConsoleContext) -> FleetCounts:
                 for p in products
             ]
             table.update()
+            nodes.rows = await _node_rows(ctx)
+            nodes.update()
             fresh = _ingest_chart(ctx)
             for series, data in zip(chart.options["series"], fresh["series"], strict=True):
                 series["data"] = data["data"]

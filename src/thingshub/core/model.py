@@ -127,6 +127,7 @@ class CommandRecord:
     response: bytes | None = None
     detail: str | None = None  # why it failed or was rejected
     target: str | None = None  # what the call is for, where its kind needs it
+    node: str | None = None  # the node that sent it (a cluster's restart fails its own)
 
 
 @dataclass(frozen=True, slots=True)

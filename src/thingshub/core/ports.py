@@ -69,6 +69,15 @@ class EventBus(Protocol):
         """Whether anyone listens for events of this type."""
 
 
+class Peers(Protocol):
+    """The other nodes of a cluster (bus/nats.py): best-effort messages to every
+    one of them, never back to the sender."""
+
+    def broadcast(self, topic: str, payload: bytes) -> None: ...
+
+    def on_broadcast(self, topic: str, handler: Callable[[bytes], None]) -> None: ...
+
+
 class ProductRepo(Protocol):
     async def add(self, product: Product) -> None: ...
 
@@ -212,9 +221,10 @@ class CommandRepo(Protocol):
         """Newest first, by (created_at, cmd_id) descending; `before` is the
         (created_at, cmd_id) of the last record of the previous page."""
 
-    async def fail_unfinished(self, now_ms: int) -> int:
+    async def fail_unfinished(self, now_ms: int, keep: Sequence[str] = ()) -> int:
         """At start-up: records still `sent` belong to calls that can no longer be
-        answered (their caller is gone): mark them `failed`."""
+        answered (their caller is gone): mark them `failed`, except those sent by
+        the nodes in `keep` (the live nodes of a cluster other than this one)."""
 
 
 class TelemetryRepo(Protocol):

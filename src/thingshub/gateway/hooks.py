@@ -24,6 +24,8 @@ Rules:
   the device does not make it offline (the newer one holds it). Activity is
   sampled from the server once a second.
 - A deleted device's connections are closed at once.
+- In a cluster, logins are also told to `logins` (gateway/cluster.py), which
+  closes the device's older connection on another node.
 - Presence is also told to whoever listens for it (`PresenceNotice`: on
   ThingsPanel's `devices/status/{dn}`), as the connection opens and closes.
 - Client-chosen strings reach the log escaped (mqtt/logs.py).
@@ -53,6 +55,7 @@ from thingshub.core.throttle import LoginThrottle
 from thingshub.dialects.port import Login
 from thingshub.dialects.registry import Registry
 from thingshub.gateway.admission import Admission
+from thingshub.gateway.cluster import ClusterLogins
 from thingshub.mqtt.codec.reasons import ReasonCode
 from thingshub.mqtt.hooks import (
     Accept,
@@ -103,6 +106,8 @@ class DeviceGateway:
         self._handlers: dict[type, Handler] = {}
         self._subscribe_listeners: list[Callable[[DeviceRef, list[str]], None]] = []
         self.unhandled = 0
+        #: Takeover across the nodes of a cluster (None: one process).
+        self.logins: ClusterLogins | None = None
         bus.subscribe(self._on_event, [DeviceDeleted])
 
     def handle(self, kind: type, handler: Handler) -> None:
@@ -226,10 +231,14 @@ class DeviceGateway:
         p = client.principal
         if isinstance(p, DeviceRef):
             self.presence.connected(p.product_id, p.name, client.seq)
+            if self.logins is not None:
+                self.logins.logged_in(p, client.seq)
             self.send(p, PresenceNotice(True))
 
     def on_disconnect(self, client: ClientInfo, reason: CloseReason) -> None:
         p = client.principal
+        if self.logins is not None and isinstance(p, DeviceRef):
+            self.logins.logged_out(p, client.seq)
         # Taken over: a newer connection of the same device is being accepted
         # right now and keeps it online; going offline in between would flap.
         if isinstance(p, DeviceRef) and reason is not CloseReason.TAKEN_OVER:

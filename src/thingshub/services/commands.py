@@ -8,6 +8,9 @@ Rules (the requests, ids and verdicts are core/commands.py's):
 - Every call is recorded before it is sent (status `sent`) and finished once
   (answered, timeout, failed, rejected); records survive restarts, and calls
   left `sent` by a stopped server are marked failed when it starts again.
+  A record names the node that sent it: in a cluster a starting node fails
+  only the calls no live node can still see through (its own, those of dead
+  or stopped nodes, those of no node), never those another node waits for.
 - A device that is offline fails the call at once (409), without sending;
   a device that goes offline while calls wait fails them at once (409), not
   after their timeout. A device that is connected but did not subscribe to
@@ -37,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,8 +114,11 @@ class CommandService:
         bus: EventBus,
         *,
         async_expiry: float = ASYNC_EXPIRY_S,
+        node: str | None = None,
     ) -> None:
         self.repo = repo
+        #: This node's id, written in every record (None: not recorded).
+        self.node = node
         self.devices = devices
         self.link = link
         self.clock = clock
@@ -124,8 +131,11 @@ class CommandService:
         self.ignored: Counter[str] = Counter()
         bus.subscribe(self._on_event, [PresenceChanged, AttributesReported])
 
-    async def start(self) -> None:
-        failed = await self.repo.fail_unfinished(self.clock.now_ms())
+    async def start(self, live: Sequence[str] = ()) -> None:
+        """Fail the calls left unfinished, but those of the `live` nodes of a
+        cluster other than this one."""
+        keep = [n for n in live if n != self.node]
+        failed = await self.repo.fail_unfinished(self.clock.now_ms(), keep)
         if failed:
             log.info("%d command(s) left unanswered by the last run marked failed", failed)
 
@@ -254,6 +264,7 @@ class CommandService:
             now,
             sent_at=now,
             target=request.target,
+            node=self.node,
         )
         await self.repo.add(record)
         message = Call(request.family, request.kind, wire_id, request.body, request.target)

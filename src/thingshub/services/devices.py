@@ -10,7 +10,9 @@ Rules:
 - A product that still has devices cannot be deleted (409).
 - Deleting a device announces `DeviceDeleted`, so its connections are closed
   and its credentials stop working at once, here and in other processes.
-- Lookups for logins go through a bounded cache, dropped on deletion.
+- Lookups for logins go through a bounded cache, dropped on deletion (the
+  event reaches every node) and, in a cluster, on any change made on another
+  node (services/coherence.py).
 - Lists are paged with a cursor: the last key (core/cursors.py).
 - A device may be created under a gateway (core/topology.py's rules, checked
   against what is stored while holding `tree_lock`, which every change of
@@ -33,6 +35,7 @@ from thingshub.core.model import Device, DeviceLookup, Page, Product
 from thingshub.core.ports import Clock, EventBus, Storage
 from thingshub.core.products import check_settings
 from thingshub.services import credentials
+from thingshub.services.coherence import CacheSync
 from thingshub.services.ota_tasks import device_names as names_shown
 
 MAX_PAGE = 1000
@@ -117,6 +120,8 @@ class DeviceService:
         self._cache = _Lru(cache_size)
         #: Held by every change of the device tree (see the module's rules).
         self.tree_lock = asyncio.Lock()
+        #: The other nodes' caches, told of each device changed here.
+        self.sync = CacheSync("device", self._changed_elsewhere)
         bus.subscribe(self._on_event, [DeviceDeleted, TopologyChanged])
 
     # ------------------------------------------------------------ products
@@ -443,10 +448,8 @@ class DeviceService:
         if not await self.storage.devices.set_tags(product_id, name, tags):
             raise NotFound(f"device {name!r} does not exist in product {product_id!r}")
         updated = replace(device, tags=tags)
-        self._cache.put(("d", product_id, name), updated)
-        self._cache.drop(("u", device.username))
-        if device.access_token is not None:
-            self._cache.drop(("t", device.access_token))
+        self.remember(updated)
+        self.sync.changed(product_id, name)
         return updated
 
     async def delete_device(self, product_id: str, name: str) -> Device:
@@ -470,6 +473,17 @@ class DeviceService:
             )
             self.bus.publish(event)
         return device
+
+    def _changed_elsewhere(self, key: list[str]) -> None:
+        """Another node changed the device: the next lookup reads it again."""
+        if len(key) != 2:
+            return
+        device = self._cache.get(("d", key[0], key[1]))
+        self._cache.drop(("d", key[0], key[1]))
+        if device is not None:
+            self._cache.drop(("u", device.username))
+            if device.access_token is not None:
+                self._cache.drop(("t", device.access_token))
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, TopologyChanged):

@@ -7,10 +7,11 @@ Rules:
   leaves as neutral messages (accepted, rejected with a code, delta,
   snapshot) that its dialect words.
 - One update at a time per device (KeyedLocks); documents are cached and
-  written through. The store checks the version (`save(..., expected)`), so
-  two writers, here or in another process, never both win: the loser reloads
-  and applies its update again (an update that named a version then fails
-  with 165, as the rule says).
+  written through; in a cluster each write drops the document from the
+  other nodes' caches (services/coherence.py). The store checks the
+  version (`save(..., expected)`), so two writers, here or in another
+  process, never both win: the loser reloads and applies its update again
+  (an update that named a version then fails with 165, as the rule says).
 - A device's update is acknowledged (QoS 1 PUBACK) only once stored; the
   refusal of a bad update is told to the device, and the PUBACK still goes
   out (the message was handled).
@@ -45,6 +46,7 @@ from thingshub.core.messages import (
 from thingshub.core.model import StoredImage
 from thingshub.core.ports import Clock, DeviceLink, EventBus, ImageRepo
 from thingshub.core.ratelimit import RateLimiter
+from thingshub.services.coherence import CacheSync
 from thingshub.services.devices import DeviceService
 from thingshub.services.locks import KeyedLocks
 from thingshub.services.presence import PresenceService
@@ -83,6 +85,8 @@ class ImageService:
         self._cache_size = cache_size
         self._tasks: set[asyncio.Task[None]] = set()
         self.rate_limited = 0
+        #: The other nodes' caches, told of each image written here.
+        self.sync = CacheSync("image", lambda key: self._cache.pop((key[0], key[-1]), None))
         bus.subscribe(self._on_event, [DeviceDeleted])
 
     # ------------------------------------------------------------ from devices
@@ -249,6 +253,7 @@ class ImageService:
 
     def _announce(self, product_id: str, name: str, image: shadow.Image, now_ms: int) -> None:
         state = image.properties()["state"]
+        self.sync.changed(product_id, name)
         self.bus.publish(ImageChanged(product_id, name, image.version, state, now_ms))
 
     async def _document(

@@ -10,9 +10,10 @@ Rules (interfaces.md, "API keys and roles"):
   an admin of every product; it is neither stored, listed nor revocable.
 - Keys are checked from memory: every key is loaded at `start` and the
   cache changes with `create` and `revoke`, so a revoked key fails on the
-  very next request in this process. (In a cluster, issue 17, a revocation
-  must also reach the other nodes: a bus event that drops the key from
-  their caches.)
+  very next request in this process. In a cluster, both are told to the
+  other nodes (services/coherence.py), which load the keys again: a key
+  made on one node works on the others, and a revoked one fails there,
+  within a few milliseconds.
 - `last_used_at` is noted in memory on each use and written in one batch
   every `flush_every` seconds (and at stop), never a write per request;
   the list shows the newest of the stored and the noted time.
@@ -37,6 +38,7 @@ from thingshub.core.errors import InvalidRequest, NotFound
 from thingshub.core.model import ApiKey
 from thingshub.core.ports import ApiKeyRepo, Clock, ProductRepo
 from thingshub.services.background import cancel
+from thingshub.services.coherence import CacheSync
 
 log = logging.getLogger("thingshub.keys")
 
@@ -92,6 +94,9 @@ class KeyService:
         self._task: asyncio.Task[None] | None = None
         #: Called with the id of each key revoked (the live stream closes its clients).
         self._on_revoke: list[Callable[[str], None]] = []
+        #: The other nodes, told of each key made or revoked here.
+        self.sync = CacheSync("keys", lambda _key: self._reload_soon())
+        self._reloads: set[asyncio.Task[None]] = set()
 
     def on_revoke(self, listener: Callable[[str], None]) -> None:
         self._on_revoke.append(listener)
@@ -137,6 +142,7 @@ class KeyService:
         key = ApiKey(key_id, name, role, scope, hash_secret(secret), self.clock.now_ms())
         await self.repo.add(key)
         self._remember(key)
+        self.sync.changed(key.id)
         return key, f"{PREFIX}{key_id}_{secret}"
 
     def list(self) -> list[ApiKey]:
@@ -150,12 +156,35 @@ class KeyService:
     async def revoke(self, key_id: str) -> bool:
         """Delete a key; it fails from the next request on. False if there is none."""
         gone = await self.repo.delete(key_id)
+        self._forget(key_id)
+        self.sync.changed(key_id)
+        return gone
+
+    def _forget(self, key_id: str) -> None:
         self._keys.pop(key_id, None)
         self._principals.pop(key_id, None)
         self._used.pop(key_id, None)
         for listener in self._on_revoke:
             listener(key_id)
-        return gone
+
+    async def reload(self) -> None:
+        """Read the keys again (another node made or revoked one)."""
+        stored = {key.id: key for key in await self.repo.list()}
+        for key_id in [k for k in self._keys if k not in stored]:
+            self._forget(key_id)
+        for key in stored.values():
+            self._remember(key)
+
+    def _reload_soon(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._reloading())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def _reloading(self) -> None:
+        try:
+            await self.reload()
+        except Exception:
+            log.warning("reading the API keys again failed", exc_info=True)
 
     def _remember(self, key: ApiKey) -> None:
         self._keys[key.id] = key
@@ -177,6 +206,8 @@ class KeyService:
     async def stop(self) -> None:
         await cancel(self._task)
         self._task = None
+        for task in list(self._reloads):
+            await cancel(task)
         await self.flush()
 
     async def flush(self) -> None:

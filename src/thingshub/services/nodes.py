@@ -5,10 +5,12 @@ Rules:
   on PostgreSQL the server frees it when the process holding it dies, so a
   second live node with the same id is refused at once, while a node that
   restarts after a crash gets its id back without waiting for any lease.
-- The heartbeat writes the node's row every `lease / 3` seconds: when it
+- The heartbeat writes the node's row every `lease / 5` seconds: when it
   started, now, its connections and messages in per second since the last
-  beat. A node whose `last_seen` is older than the lease is dead; readers
-  judge that, nobody deletes a dead node's row (its leftovers are cleaned by
+  beat. A node whose `last_seen` is older than `dead_after` (0.6 of the
+  lease: three beats missed) is dead, so that its devices can be shown
+  offline within the lease of its death (services/sweep.py); readers judge
+  that, nobody deletes a dead node's row (its leftovers are cleaned by
   whoever holds the presence sweep, or by the node itself when it restarts).
 - A node that stops cleanly removes its row and frees its id.
 - One process alone (no cluster) runs the same: it holds its id, beats, and
@@ -27,6 +29,10 @@ from thingshub.core.ports import Clock, Locks, NodeRepo
 from thingshub.services.background import cancel
 
 log = logging.getLogger("thingshub.nodes")
+
+#: Heartbeats a lease, and the part of a lease without one that makes a node dead.
+BEATS_PER_LEASE = 5
+DEAD_AFTER = 0.6
 
 #: This node's connections now and its messages received so far (counters).
 Stats = Callable[[], tuple[int, int]]
@@ -59,8 +65,9 @@ class NodeService:
         self._task: asyncio.Task[None] | None = None
 
     @property
-    def lease_ms(self) -> int:
-        return int(self.lease * 1000)
+    def dead_after_ms(self) -> int:
+        """How old a heartbeat is when its node counts as dead."""
+        return int(self.lease * DEAD_AFTER * 1000)
 
     async def start(self) -> None:
         """Hold the id (or raise `NodeIdInUse`), beat once, and keep beating."""
@@ -95,7 +102,7 @@ class NodeService:
 
     async def _beating(self) -> None:
         while True:
-            await asyncio.sleep(self.lease / 3)
+            await asyncio.sleep(self.lease / BEATS_PER_LEASE)
             try:
                 await self.beat()
             except Exception:
@@ -103,7 +110,7 @@ class NodeService:
 
     def is_live(self, node: NodeInfo, now: int | None = None) -> bool:
         now = self.clock.now_ms() if now is None else now
-        return node.id == self.node_id or node.last_seen >= now - self.lease_ms
+        return node.id == self.node_id or node.last_seen >= now - self.dead_after_ms
 
     async def nodes(self) -> builtins.list[NodeInfo]:
         """The live nodes, this one included (with its last beat's figures)."""

@@ -23,12 +23,24 @@ Rules (docs/protocols.md section 4; the state machine and tokens are core/ota.py
   error. Every change of a device is announced as `OtaProgressed`.
 - Downloads: the URL carries a token bound to the task, the device and the
   file; ota_tasks.py says when it is good.
+- The rollout loop is a cluster-wide job (jobs.py, `ota`): one node of a
+  cluster informs at the pace and times out, another takes over if it dies.
+  Progress reports, creation and cancellation are handled on whichever node
+  gets them. In a cluster (`shared`) other nodes change the tasks too, so
+  every node reads the running tasks again every `tick` (`refresh`; the
+  job's holder before each round): tasks created or ended elsewhere, and
+  devices whose stored state is newer than the one in memory. A download
+  refused by this node's memory, or a progress report it would ignore, is
+  checked again after a refresh (at most one a tick for reports). Only the
+  job's holder informs QUEUED devices (the pace is its bucket's); any node
+  informs again a device it informed that subscribes again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import replace
@@ -44,6 +56,7 @@ from thingshub.core.ports import Clock, DeviceLink, EventBus, OtaRepo
 from thingshub.services.background import cancel
 from thingshub.services.devices import DeviceService, check_limit, decode_cursor, encode_cursor
 from thingshub.services.firmware import FirmwareService
+from thingshub.services.jobs import Job, Jobs
 from thingshub.services.ota_tasks import (
     RunningTask,
     TaskView,
@@ -69,11 +82,13 @@ class OtaService:
         link: DeviceLink,
         clock: Clock,
         bus: EventBus,
+        jobs: Jobs,
         *,
         secret: bytes,
         public_url: str,
         tick: float = 1.0,
         max_token_lifetime_s: int = MAX_TOKEN_LIFETIME_S,
+        shared: bool = False,
     ) -> None:
         self.repo = repo
         self.firmware = firmware
@@ -90,7 +105,11 @@ class OtaService:
         self._by_device: dict[Key, dict[str, str]] = {}  # device -> module -> running task
         self._unsubscribed: set[Key] = set()  # online, but not listening when last tried
         self._lock = asyncio.Lock()  # creating and cancelling tasks
-        self._loop_task: asyncio.Task[None] | None = None
+        #: Other nodes change the same tasks (a cluster): see the module rules.
+        self.shared = shared
+        self.job: Job = jobs.job("ota", self._round, every=tick)
+        self._following: asyncio.Task[None] | None = None
+        self._refreshed_at = 0.0  # monotonic time of the last refresh
         self._writes: set[asyncio.Task[Any]] = set()
         self._ids = ota.IdClock()
         #: Progress reports that changed nothing, by reason (core/ota.IGNORE_REASONS).
@@ -113,7 +132,14 @@ class OtaService:
                 await self._resume(task)
             except Exception:
                 log.exception("resuming OTA task %s failed", task.id)
-        self._loop_task = asyncio.get_running_loop().create_task(self._run())
+        await self.job.start()
+        if self.shared:
+            self._following = asyncio.get_running_loop().create_task(self._follow())
+
+    @property
+    def paces(self) -> bool:
+        """Whether this node informs QUEUED devices (it runs the rollout job)."""
+        return self.job.holding or not self.shared
 
     async def _resume(self, task: OtaTask) -> None:
         firmware = await self.firmware.repo.get(task.product_id, task.firmware_id)
@@ -134,6 +160,9 @@ class OtaService:
                 gone.append(d.name)
                 continue
             t.numbers[d.name] = device.device_number
+        if task.id in self._tasks:  # created here meanwhile (refresh)
+            return
+        for d in devices:
             self._track(t, d)
         self._tasks[task.id] = t
         for name in gone:
@@ -144,18 +173,49 @@ class OtaService:
             log.info("OTA task %s resumed (%d device(s) to go)", task.id, t.remaining)
 
     async def stop(self) -> None:
-        await cancel(self._loop_task)
-        self._loop_task = None
+        await self.job.stop()
+        await cancel(self._following)
+        self._following = None
         if self._writes:
             await asyncio.gather(*list(self._writes), return_exceptions=True)
 
-    async def _run(self) -> None:
+    async def _round(self) -> None:
+        if self.shared:
+            await self.refresh()
+        self.step()
+
+    async def _follow(self) -> None:
+        """A node not running the job keeps up with the others' changes."""
         while True:
             await asyncio.sleep(self.tick)
+            if self.job.holding:
+                continue
             try:
-                self.step()
+                await self.refresh()
             except Exception:
-                log.exception("the OTA rollout loop failed; going on")
+                log.warning("reading the running OTA tasks again failed", exc_info=True)
+
+    async def refresh(self, only: str | None = None) -> None:
+        """Read the running tasks (or task `only`) again from the database: those
+        created or ended by other nodes, and device states newer than ours."""
+        self._refreshed_at = time.monotonic()
+        known = set(self._tasks) if only is None else {only} & set(self._tasks)
+        running = [t for t in await self.repo.running() if only is None or t.id == only]
+        for task_id in known - {t.id for t in running}:  # ended elsewhere
+            gone = self._tasks.pop(task_id, None)
+            if gone is not None:
+                self._untrack(gone)
+        for task in running:
+            t = self._tasks.get(task.id)
+            if t is None:
+                await self._resume(task)
+                continue
+            for stored in await self.repo.devices(task.id):
+                mine = t.devices.get(stored.name)
+                if mine is not None and ota_newer(stored, mine):
+                    self._set(t, stored, stored.updated_at, announce=False)
+            if t.remaining == 0:
+                await self._complete(t)
 
     def step(self) -> None:
         """One round of the rollout loop: timeouts, informs, completions."""
@@ -232,7 +292,8 @@ class OtaService:
             firmware.module,
             firmware.version,
         )
-        self._rollout(t, started)
+        if self.paces:
+            self._rollout(t, started)
         return view(t)
 
     async def _numbers(self, product_id: str, targets: list[str] | None) -> dict[str, str]:
@@ -308,6 +369,9 @@ class OtaService:
 
     async def device_progress(self, ref: DeviceRef, message: OtaProgress) -> None:
         """A device's progress report: move its task along (or count why not)."""
+        stale = time.monotonic() - self._refreshed_at >= self.tick
+        if self.shared and stale and not self._expects(ref, message):
+            await self.refresh()  # informed by another node a moment ago?
         progress = message.progress
         key = (ref.product_id, ref.name)
         modules = self._by_device.get(key)
@@ -330,6 +394,12 @@ class OtaService:
         if t.remaining == 0:
             await self._complete(t)
 
+    def _expects(self, ref: DeviceRef, message: OtaProgress) -> bool:
+        """Whether this node's memory has the device's upgrade under way."""
+        task_id = self._by_device.get((ref.product_id, ref.name), {}).get(message.progress.module)
+        t = self._tasks.get(task_id) if task_id is not None else None
+        return t is not None and t.devices[ref.name].state in ota.ACTIVE
+
     def device_subscribed(self, ref: DeviceRef, filters: list[str]) -> None:
         """After SUBACK: inform the device if it now listens for its informs."""
         if not self.link.listens(ref, filters, OtaInform):
@@ -343,7 +413,7 @@ class OtaService:
                 continue
             t.numbers[ref.name] = ref.device_number
             state = t.devices[ref.name].state
-            if state == ota.QUEUED and t.rollout.available(now):
+            if state == ota.QUEUED and self.paces and t.rollout.available(now):
                 if self._inform(t, ref.name, now):
                     t.rollout.take(now)
             elif state == ota.INFORMED:
@@ -351,16 +421,25 @@ class OtaService:
 
     # ------------------------------------------------------------ downloads
 
-    def authorize_download(self, task_id: str, name: str, token: str | None) -> Firmware:
+    async def authorize_download(self, task_id: str, name: str, token: str | None) -> Firmware:
         """The package a download link may fetch now; Forbidden otherwise."""
-        t = self._tasks.get(task_id)
         try:
-            firmware = authorize(t, name, token, self.secret, self.clock.now_ms())
+            try:
+                firmware = self._authorize(task_id, name, token)
+            except Forbidden:
+                if not self.shared:
+                    raise
+                await self.refresh(task_id)  # another node may have informed it just now
+                firmware = self._authorize(task_id, name, token)
         except Forbidden:
             self.downloads["refused"] += 1
             raise
         self.downloads["served"] += 1
         return firmware
+
+    def _authorize(self, task_id: str, name: str, token: str | None) -> Firmware:
+        t = self._tasks.get(task_id)
+        return authorize(t, name, token, self.secret, self.clock.now_ms())
 
     def file_of(self, firmware: Firmware) -> Path:
         return self.firmware.path(firmware.id)
@@ -383,8 +462,18 @@ class OtaService:
         else:
             t.active.add(device.name)
 
-    def _set(self, t: RunningTask, device: OtaDevice, now: int) -> None:
-        """Record a device's new state in memory, and announce it."""
+    def _untrack(self, t: RunningTask) -> None:
+        """Forget the devices of a task no longer held."""
+        for name in [*t.queued, *t.active]:
+            modules = self._by_device.get((t.task.product_id, name))
+            if modules is not None and modules.get(t.task.module) == t.task.id:
+                del modules[t.task.module]
+                if not modules:
+                    del self._by_device[(t.task.product_id, name)]
+
+    def _set(self, t: RunningTask, device: OtaDevice, now: int, *, announce: bool = True) -> None:
+        """Record a device's new state in memory, and announce it (a state read
+        from the database was announced by the node that made it)."""
         name = device.name
         t.devices[name] = device
         t.queued.pop(name, None)
@@ -400,9 +489,10 @@ class OtaService:
                 if not modules:
                     del self._by_device[key]
             t.numbers.pop(name, None)
-        self.bus.publish(
-            OtaProgressed(t.task.product_id, name, t.task.id, device.state, device.step, now)
-        )
+        if announce:
+            self.bus.publish(
+                OtaProgressed(t.task.product_id, name, t.task.id, device.state, device.step, now)
+            )
 
     def _end(
         self, t: RunningTask, name: str, state: str, desc: str, now: int, *, save: bool = True
@@ -488,3 +578,11 @@ class OtaService:
                 self._end(t, event.name, ota.CANCELED, ota.DELETED_DESC, now)
                 if t.remaining == 0:
                     self._later(self._complete(t))
+
+
+def ota_newer(stored: OtaDevice, mine: OtaDevice) -> bool:
+    """Whether a device's stored state replaces the one in memory: a final state
+    never changes, and otherwise the later change wins (ties: memory's)."""
+    if mine.state in ota.FINAL:
+        return False
+    return stored.state in ota.FINAL or stored.updated_at > mine.updated_at

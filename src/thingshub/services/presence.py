@@ -14,6 +14,13 @@ Rules:
   leaves the tree (`detach`); its activity is that data's arrival.
 - Activity is reported coarsely by the gateway (about once a second per
   device at most), never per packet.
+- In a cluster (`node` set), each device's row names the node holding it. A
+  device that logged in on another node (`handed_over`) leaves this one
+  without an announcement (it is online there): its offline is recorded
+  under this node's name, which never overrides the other node's online, and
+  its sub-devices, reached through that connection, go offline here. A node
+  stopping cleanly releases what is still recorded under its name
+  (`stop`), each device announced offline, before it leaves the cluster.
 - Writes are batched: changes collect in memory and are flushed in one
   transaction every `flush_interval` seconds and at shutdown. Reads prefer
   the in-memory state, so they are never behind the truth.
@@ -58,6 +65,7 @@ class PresenceService:
         self._state: dict[Key, Presence] = {}
         self._pending: dict[Key, PresenceUpdate] = {}
         self._task: asyncio.Task[None] | None = None
+        self._own_only = False
 
     def connected(self, product_id: str, name: str, seq: int) -> None:
         """The device's connection number `seq` was accepted."""
@@ -76,7 +84,25 @@ class PresenceService:
             return  # not the holder: a newer connection holds the device, or none
         del self._connections[key]
         self._set(key, online=False, activity=None, transition=True)
-        for sub in sorted(self._reached.pop(key, ())):  # its sub-devices go with it
+        self._drop_reached(key)
+
+    def handed_over(self, product_id: str, name: str, seq: int) -> None:
+        """The device's connection number `seq` was closed because the device
+        logged in on another node: it is not offline, only not held here."""
+        key = (product_id, name)
+        if self._connections.get(key) != seq:
+            return
+        del self._connections[key]
+        old = self._state.pop(key, None)
+        last = old.last_activity if old is not None else None
+        self._pending[key] = PresenceUpdate(
+            product_id, name, False, last, self.clock.now_ms(), self.node
+        )
+        self._drop_reached(key)
+
+    def _drop_reached(self, key: Key) -> None:
+        """The sub-devices reached through `key`'s connection go offline with it."""
+        for sub in sorted(self._reached.pop(key, ())):
             del self._via[sub]
             if sub not in self._connections:
                 self._set(sub, online=False, activity=None, transition=True)
@@ -120,10 +146,7 @@ class PresenceService:
         via = self._via.pop(key, None)
         if via is not None:
             self._reached[via].discard(key)
-        for sub in sorted(self._reached.pop(key, ())):
-            del self._via[sub]
-            if sub not in self._connections:
-                self._set(sub, online=False, activity=None, transition=True)
+        self._drop_reached(key)
 
     def is_online(self, product_id: str, name: str) -> bool:
         key = (product_id, name)
@@ -191,13 +214,23 @@ class PresenceService:
         """Devices recorded online by the last run are offline now: every one (a
         single process), or with `own_only` (a node of a cluster) only those this
         node held, each announced, so the other nodes' devices stay as they are."""
-        now = self.clock.now_ms()
-        if own_only and self.node is not None:
-            for product_id, name in await self.repo.release_node(self.node, now):
-                self.bus.publish(PresenceChanged(product_id, name, False, now))
+        self._own_only = own_only and self.node is not None
+        if self._own_only:
+            await self.release()
         else:
-            await self.repo.mark_all_offline(now)
+            await self.repo.mark_all_offline(self.clock.now_ms())
         self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def release(self, node: str | None = None) -> list[Key]:
+        """Record offline every device held by `node` (this one by default: its
+        leftovers), each announced; the devices released."""
+        now = self.clock.now_ms()
+        node = node or self.node
+        assert node is not None, "a node of a cluster"
+        released = await self.repo.release_node(node, now)
+        for product_id, name in released:
+            self.bus.publish(PresenceChanged(product_id, name, False, now))
+        return released
 
     async def _run(self) -> None:
         while True:
@@ -211,3 +244,5 @@ class PresenceService:
         await cancel(self._task)
         self._task = None
         await self.flush()
+        if self._own_only:  # nothing stays recorded under a node leaving the cluster
+            await self.release()

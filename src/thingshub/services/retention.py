@@ -7,6 +7,8 @@ Rules:
   pause between chunks, so ingest never waits long behind it.
 - A failure is logged and tried again on the next round; it never stops the
   service.
+- It is a cluster-wide job (jobs.py, `retention`): one node of a cluster
+  deletes at a time, another takes over if it dies.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import asyncio
 import logging
 
 from thingshub.core.ports import Clock, ProductRepo, TelemetryRepo
-from thingshub.services.background import cancel
+from thingshub.services.jobs import Job, Jobs
 
 log = logging.getLogger("thingshub.retention")
 
@@ -28,6 +30,7 @@ class RetentionService:
         products: ProductRepo,
         points: TelemetryRepo,
         clock: Clock,
+        jobs: Jobs,
         *,
         interval: float = 600.0,
         chunk: int = 10_000,
@@ -40,7 +43,7 @@ class RetentionService:
         self.chunk = chunk
         self.pause = pause
         self.deleted = 0
-        self._task: asyncio.Task[None] | None = None
+        self.job: Job = jobs.job("retention", self._round, every=interval)
 
     async def run_once(self) -> int:
         """One round over every product; returns how many rows were deleted."""
@@ -65,18 +68,12 @@ class RetentionService:
         return total
 
     async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        await self.job.start()
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                deleted = await self.run_once()
-                if deleted:
-                    log.info("retention deleted %d old rows", deleted)
-            except Exception:
-                log.exception("retention failed; trying again in %s s", self.interval)
-            await asyncio.sleep(self.interval)
+    async def _round(self) -> None:
+        deleted = await self.run_once()
+        if deleted:
+            log.info("retention deleted %d old rows", deleted)
 
     async def stop(self) -> None:
-        await cancel(self._task)
-        self._task = None
+        await self.job.stop()

@@ -5,7 +5,8 @@ or sent and their codes thing_checks.py's, the wire the thing dialect's):
 - A product has at most one model; setting it checks the whole document
   (400 naming the JSON pointer of the fault) and raises its revision;
   replacing or deleting it never touches stored data. Models are cached per
-  product and dropped from the cache when they change.
+  product and dropped from the cache when they change, on every node of a
+  cluster (services/coherence.py).
 - Posts: every value is checked before anything is written, so a post is
   stored whole or refused whole. With a model, an identifier it lacks is
   309 and a value that does not fit is 302; without one, any identifier
@@ -76,6 +77,7 @@ from thingshub.core.ports import (
     ThingModelRepo,
 )
 from thingshub.services import thing_checks as checks
+from thingshub.services.coherence import CacheSync
 from thingshub.services.commands import CommandService
 from thingshub.services.devices import DeviceService
 from thingshub.services.presence import PresenceService
@@ -135,6 +137,8 @@ class ThingService:
         #: Telemetry points stored from properties and data points (for metrics,
         #: added to ingest's: they are telemetry like any other).
         self.stored_points = 0
+        #: The other nodes' caches, told of each model changed here.
+        self.sync = CacheSync("model", lambda key: self.forget(key[0]))
 
     # ------------------------------------------------------------ models
 
@@ -168,6 +172,7 @@ class ThingService:
         model = thingmodel.parse_model(document, max_points=self.max_points)
         stored = await self.models.put(product_id, dict(model.document), self.clock.now_ms())
         self._models.pop(product_id, None)
+        self.sync.changed(product_id)
         return stored
 
     async def delete_model(self, product_id: str) -> None:
@@ -179,6 +184,7 @@ class ThingService:
                 err_msg=thingmodel.CODES[thingmodel.NO_MODEL],
             )
         self._models.pop(product_id, None)
+        self.sync.changed(product_id)
 
     def _property_checks(
         self, product_id: str, model: thingmodel.ThingModel | None

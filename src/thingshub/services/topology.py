@@ -6,7 +6,8 @@ Rules (the tree's own rules are core/topology.py's):
   holds DeviceService.tree_lock, is judged against what is stored, and is
   announced as `TopologyChanged` (the live stream's `topology`).
 - A device moved or unbound is no longer reached through its old gateway:
-  it goes offline unless connected itself.
+  it goes offline unless connected itself (on whichever node of a cluster
+  holds that gateway: the change's event reaches every node).
 - Addresses are resolved level by level among a node's children; the
   children of a gateway are cached by address (at most `cache_size`
   gateways) and forgotten at any change of the tree or any deletion.
@@ -146,8 +147,6 @@ class TopologyService:
             )
         moved = replace(device, gateway=gateway, sub_address=address)
         self.devices.remember(moved)
-        if device.gateway != gateway:
-            self.presence.detach(device.product_id, device.name)
         event = TopologyChanged(
             device.product_id,
             device.name,
@@ -201,6 +200,8 @@ class TopologyService:
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, TopologyChanged):
+            if event.gateway != event.previous:  # made here or on another node
+                self.presence.detach(event.product_id, event.name)
             for gateway in (event.gateway, event.previous):
                 if gateway is not None:
                     self._children.pop(gateway, None)

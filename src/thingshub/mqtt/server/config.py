@@ -58,6 +58,9 @@ class BrokerConfig:
     max_retained: int = 100_000
     #: How often timers (keepalive, connect timeout) are checked, in seconds.
     sweep_interval: float = 0.5
+    #: Listen with SO_REUSEPORT: several processes share the port, the kernel
+    #: spreads new connections over them (`serve --workers`, a cluster's nodes).
+    reuse_port: bool = False
 
     def listen_options(self, ssl: SSLContext | None) -> dict[str, Any]:
         """`create_server`'s arguments for a listener, plain or over TLS. A TLS client
@@ -66,6 +69,8 @@ class BrokerConfig:
         delays nobody. Until its handshake is done a client is not counted against
         `max_connections`: the handshake timeout is what bounds it."""
         options: dict[str, Any] = {"backlog": 4096, "reuse_address": True}
+        if self.reuse_port:  # several processes share the port (serve --workers)
+            options["reuse_port"] = True
         if ssl is not None:
             options.update(ssl=ssl, ssl_handshake_timeout=self.connect_timeout)
         return options

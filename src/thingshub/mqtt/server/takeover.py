@@ -19,6 +19,9 @@ Rules:
   session or identity was accepted has lost before it began: it is closed
   without CONNACK (5.0 has no CONNACK code for "taken over"), and the newer
   connection stays.
+- An identity that logged in on another server (`evict`: a node of a
+  cluster, which judged that login the newer) loses its connection and its
+  session here as it would to a login here whose session key is another.
 """
 
 from __future__ import annotations
@@ -70,6 +73,19 @@ class Takeover:
                     CloseReason.TAKEN_OVER, ReasonCode.SESSION_TAKEN_OVER, send_will=True
                 )
             self._end_session(held)
+        return True
+
+    def evict(self, identity: str) -> bool:
+        """`identity` holds a connection elsewhere now: close its connection here
+        and end its session; False if it held none here."""
+        held = self._held.get(identity)
+        if held is None:
+            return False
+        if held.connection is not None:
+            held.connection.close(
+                CloseReason.TAKEN_OVER, ReasonCode.SESSION_TAKEN_OVER, send_will=True
+            )
+        self._end_session(held)
         return True
 
     def bind(self, session: Session, identity: str | None) -> None:

@@ -394,8 +394,12 @@ class MemoryCommands:
         records.sort(key=lambda r: (r.created_at, r.cmd_id), reverse=True)
         return records[:limit]
 
-    async def fail_unfinished(self, now_ms: int) -> int:
-        sent = [r for r in self._data.commands.values() if r.status == "sent"]
+    async def fail_unfinished(self, now_ms: int, keep: Sequence[str] = ()) -> int:
+        sent = [
+            r
+            for r in self._data.commands.values()
+            if r.status == "sent" and (r.node is None or r.node not in keep)
+        ]
         for r in sent:
             self._data.commands[r.cmd_id] = replace(
                 r, status="failed", answered_at=now_ms, detail=common.SERVER_RESTARTED

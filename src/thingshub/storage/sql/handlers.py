@@ -55,7 +55,7 @@ _IMAGE = "version bigint, document json, updated_at bigint"
 _COMMAND = (
     "cmd_id text, product_id text, name text, family text, kind text, request bytea, status text,"
     " created_at bigint, sent_at bigint, answered_at bigint, response bytea, detail text,"
-    " target text"
+    " target text, node text"
 )
 _OTA_DEVICE = (
     "task_id text, name text, state text, step integer, description text, detail text,"
@@ -89,7 +89,7 @@ IMAGE_VERSIONS = bulk(
 COMMAND_INSERT = bulk(
     f"INSERT INTO commands ({COMMAND_COLUMNS}) SELECT * FROM {_unnest(_COMMAND)}"
     f" WHERE {_IN_ARRAYS} ON CONFLICT (cmd_id) DO NOTHING RETURNING cmd_id",
-    f"INSERT INTO commands ({COMMAND_COLUMNS}) SELECT {_row(13)}"
+    f"INSERT INTO commands ({COMMAND_COLUMNS}) SELECT {_row(14)}"
     f" WHERE {_device_exists('$2', '$3')} ON CONFLICT (cmd_id) DO NOTHING",
 )
 COMMANDS_TAKEN = bulk(

@@ -11,12 +11,13 @@ Rules:
 from __future__ import annotations
 
 import builtins
+from collections.abc import Sequence
 
 from thingshub.core.model import CommandRecord, StoredImage
 from thingshub.storage import common
 from thingshub.storage.sql import rows, writes
 from thingshub.storage.sql.batch import GroupCommit
-from thingshub.storage.sql.connection import Database, one, page, pages, sql
+from thingshub.storage.sql.connection import Database, Query, one, page, pages, sql
 
 GET_IMAGE = sql(f"SELECT {rows.IMAGE_COLUMNS} FROM images WHERE product_id = $1 AND name = $2")
 GET_COMMAND = sql(f"SELECT {rows.COMMAND_COLUMNS} FROM commands WHERE cmd_id = $1")
@@ -26,9 +27,11 @@ LIST_COMMANDS = pages(
     "(created_at, cmd_id) < ($4::bigint, $5::text)",
     "ORDER BY created_at DESC, cmd_id DESC LIMIT $3",
 )
-FAIL_UNFINISHED = sql(
-    "UPDATE commands SET status = 'failed', answered_at = $1, detail = $2 WHERE status = 'sent'"
-)
+_FAIL = "UPDATE commands SET status = 'failed', answered_at = $1, detail = $2 WHERE status = 'sent'"
+FAIL_UNFINISHED = sql(_FAIL)
+#: Those of nodes other than the given ones: only a cluster keeps any, and a
+#: cluster is on PostgreSQL (SQLite serves one process, which keeps none).
+FAIL_UNFINISHED_BUT = Query(f"{_FAIL} AND (node IS NULL OR node <> ALL($3::text[]))", "")
 
 
 class SqlImages:
@@ -75,5 +78,8 @@ class SqlCommands:
         found = await page(self._db, LIST_COMMANDS, before, product_id, name, limit)
         return [rows.command(r) for r in found]
 
-    async def fail_unfinished(self, now_ms: int) -> int:
-        return await self._db.execute(FAIL_UNFINISHED, now_ms, common.SERVER_RESTARTED)
+    async def fail_unfinished(self, now_ms: int, keep: Sequence[str] = ()) -> int:
+        if not keep:
+            return await self._db.execute(FAIL_UNFINISHED, now_ms, common.SERVER_RESTARTED)
+        keep = list(keep)
+        return await self._db.execute(FAIL_UNFINISHED_BUT, now_ms, common.SERVER_RESTARTED, keep)

@@ -34,7 +34,7 @@ PRESENCE_COLUMNS = "p.online, p.last_activity, p.changed_at"  # of `device_prese
 IMAGE_COLUMNS = "document, version"
 COMMAND_COLUMNS = (
     "cmd_id, product_id, name, family, kind, request, status,"
-    " created_at, sent_at, answered_at, response, detail, target"
+    " created_at, sent_at, answered_at, response, detail, target, node"
 )
 FIRMWARE_COLUMNS = "id, product_id, name, version, module, size, md5, sha256, created_at, ext_data"
 TASK_COLUMNS = (
@@ -103,12 +103,14 @@ def image(row: Row) -> StoredImage:
 def command(row: Row) -> CommandRecord:
     request, response = bytes(row[5]), _body(row[10])
     head = (row[0], row[1], row[2], row[3], row[4])
-    return CommandRecord(*head, request, row[6], row[7], row[8], row[9], response, row[11], row[12])
+    tail = (row[11], row[12], row[13])
+    return CommandRecord(*head, request, row[6], row[7], row[8], row[9], response, *tail)
 
 
 def command_values(r: CommandRecord) -> tuple[Any, ...]:
     values = _fields(r)
-    return (*values[:5], bytes(r.request), *values[6:10], _body(r.response), r.detail, r.target)
+    body = _body(r.response)
+    return (*values[:5], bytes(r.request), *values[6:10], body, r.detail, r.target, r.node)
 
 
 def firmware(row: Row) -> Firmware:
