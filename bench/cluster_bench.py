@@ -6,20 +6,22 @@ node and with two, and command round trips across nodes.
                                   [--json out.json]
 
 (a) telemetry: ThingsPanel devices publish `devices/telemetry` at QoS 1 (3 values a
-    message, `--tel-window` in flight each) to one node, then to two nodes with the load
-    split between them (half the devices on each node's MQTT port), on a scratch
-    PostgreSQL database per run. Goal: two nodes acknowledge >= 1.3x the messages/s of
-    one, on this machine, load generator included.
+    message, `--tel-window` in flight each) to one process, then to two: `serve
+    --workers 2` on one port pair (`--two workers`, the default), or two nodes on their
+    own ports with half the devices on each (`--two nodes`); a scratch PostgreSQL
+    database per run. Goal: two acknowledge >= 1.3x the messages/s of one, on this
+    machine, load generator included.
 (b) commands: OneNET devices connected to node 2 answer every command; the calls go to
     node 1's API (`POST .../commands`) at `--cmd-rate` calls/s, open loop, so each call
     crosses from node 1 to node 2 over NATS and back. Goal: p99 < 25 ms at 500/s.
 
 Why it is built this way (bench/README.md, "Cluster", says what each figure means):
-- Two nodes are two `thingshub serve --nats-url ... --node-id ...` processes on their
-  own ports (what `serve --workers 2` starts behind one port pair, with the kernel
-  spreading the connections); the load is split between them by hand. The CPU they
-  use is the same either way. One node is a plain `serve` on PostgreSQL, as
-  `--workers 1` is: no NATS.
+- Two processes are either `serve --workers 2` (its supervisor, its two workers and
+  its private NATS: the kernel spreads the devices over the workers), or two `serve
+  --nats-url ... --node-id ...` nodes on their own ports and one NATS, the devices
+  split by hand. One is a plain `serve` on PostgreSQL, as `--workers 1` is: no NATS.
+  (b) always uses two nodes on their own ports: it must choose which node holds the
+  devices and which one takes the calls.
 - Nothing is pinned: the point of a second node is the second core, and the load
   generator, PostgreSQL and NATS share both cores with the nodes. The CPU figures say
   where the machine went: nodes (summed), load (this process), database backends
@@ -132,6 +134,58 @@ class Nats:
             self.proc.wait(10)
 
 
+def process_tree(root: int) -> list[tuple[int, str]]:
+    """`root` and its descendants: (pid, command name)."""
+    children: dict[int, list[int]] = {}
+    names: dict[int, str] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry.name}/stat").read_text()
+        except OSError:
+            continue
+        close = stat.rindex(")")
+        pid = int(entry.name)
+        names[pid] = stat[stat.index("(") + 1 : close]
+        children.setdefault(int(stat[close + 2 :].split()[1]), []).append(pid)
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append((pid, names.get(pid, "")))
+        todo += children.get(pid, [])
+    return out
+
+
+class TreeCpu:
+    """CPU of a process tree (`serve --workers`: supervisor and workers), or of its
+    `nats-server` alone (`nats=True`); processes that exit keep their last reading."""
+
+    def __init__(self, server: servers.PlatformServer, nats: bool = False) -> None:
+        self.server, self.nats = server, nats
+        self.seen: dict[int, float] = {}
+
+    def _pids(self) -> list[int]:
+        tree = process_tree(self.server.pid)
+        return [pid for pid, name in tree if (name == "nats-server") == self.nats]
+
+    def cpu_seconds(self) -> float:
+        for pid in self._pids():
+            self.seen[pid] = proc_cpu_seconds(pid)
+        return sum(self.seen.values())
+
+    def rss_kb(self) -> int:
+        total = 0
+        for pid in self._pids():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                status = Path(f"/proc/{pid}/status").read_text()
+                total += int(status.split("VmRSS:")[1].split()[0])
+        return total
+
+    def alive(self) -> bool:
+        return self.server.alive()
+
+
 @dataclass
 class Helpers:
     """The CPU of what serves the nodes outside them: database backends, NATS."""
@@ -143,32 +197,36 @@ class Helpers:
 
 
 class Nodes:
-    """The nodes seen as one server: CPU and RSS summed, alive while all are; the API
-    (host, port, key) is the first node's, which the commands test calls."""
+    """The processes under test seen as one server: CPU and RSS summed over `probes`,
+    alive while all are; the API (host, port, key) is the first node's, which the
+    commands test calls."""
 
-    def __init__(self, nodes: Sequence[servers.PlatformServer]) -> None:
-        self.nodes = list(nodes)
+    def __init__(
+        self, nodes: Sequence[servers.PlatformServer], probes: Sequence[mqttload.ServerProbe]
+    ) -> None:
+        self.nodes, self.probes = list(nodes), list(probes)
         front = self.nodes[0]
         self.host, self.port, self.http_port = front.host, front.port, front.http_port
         self.api_key, self.pid, self.http_url = front.api_key, front.pid, front.http_url
 
     def cpu_seconds(self) -> float:
-        return sum(n.cpu_seconds() for n in self.nodes)
+        return sum(p.cpu_seconds() for p in self.probes)
 
     def rss_kb(self) -> int:
-        return sum(n.rss_kb() for n in self.nodes)
+        return sum(p.rss_kb() for p in self.probes)
 
     def alive(self) -> bool:
-        return all(n.alive() for n in self.nodes)
+        return all(p.alive() for p in self.probes)
 
 
 class ClusterRun(contextlib.AbstractContextManager[Nodes]):
-    """`count` nodes on a scratch database (and a private NATS with two or more), stopped
-    and dropped on exit whatever happens. The first node starts alone: it migrates the
-    schema, which the others would race for."""
+    """`count` nodes on a scratch database (and a private NATS with two or more), or
+    with `workers`, one `serve --workers count`; stopped and dropped on exit whatever
+    happens. The first node starts alone: it migrates the schema, which the others
+    would race for."""
 
-    def __init__(self, a: argparse.Namespace, count: int) -> None:
-        self.a, self.count = a, count
+    def __init__(self, a: argparse.Namespace, count: int, workers: bool = False) -> None:
+        self.a, self.count, self.workers = a, count, workers and count > 1
         self.db = ScratchDatabase(a.database_url)
         self.helpers = Helpers([DatabaseCpu(self.db.name)])
         self.nats: Nats | None = None
@@ -178,6 +236,12 @@ class ClusterRun(contextlib.AbstractContextManager[Nodes]):
     def __enter__(self) -> Nodes:
         url = mqttload.run_loop(self.db.create())
         try:
+            if self.workers:
+                extra = ["--log-level", "warning", "--no-console", "--workers", str(self.count)]
+                server = servers.start_platform(None, url, 60, extra, self.a.src)
+                self.started.append(server)
+                self.helpers.probes.append(TreeCpu(server, nats=True))
+                return Nodes(self.started, [TreeCpu(server)])
             if self.count > 1:
                 self.nats = Nats()
                 self.helpers.probes.append(self.nats)
@@ -191,7 +255,7 @@ class ClusterRun(contextlib.AbstractContextManager[Nodes]):
         except BaseException:
             self.__exit__()
             raise
-        return Nodes(self.started)
+        return Nodes(self.started, self.started)
 
     def __exit__(self, *exc: object) -> None:
         try:
@@ -219,9 +283,10 @@ class ClusterRun(contextlib.AbstractContextManager[Nodes]):
 
 
 def run_telemetry(a: argparse.Namespace, count: int) -> dict[str, Any]:
-    """One run with `count` nodes: register through node 1, connect device i to node
-    i mod count, load, drain, read a sample back through node 1's API."""
-    run = ClusterRun(a, count)
+    """One run with `count` processes: register through the first, connect device i to
+    node i mod count (or all to the port of `--workers`), load, drain, read a sample
+    back through the first one's API."""
+    run = ClusterRun(a, count, workers=a.two == "workers")
     with run as nodes:
 
         async def go() -> dict[str, Any]:
@@ -232,13 +297,13 @@ def run_telemetry(a: argparse.Namespace, count: int) -> dict[str, Any]:
             names: list[str] = []
             try:
                 for k, node in enumerate(nodes.nodes):
-                    part = logins[k::count]
+                    part = logins[k :: len(nodes.nodes)]
                     devices += await connect_telemetry_devices(
                         node.host, node.port, part, a.tel_window, a.conn_concurrency
                     )
                     names += [d.name for d in part]
                 res = TelemetryResult(
-                    f"{count} node{'s' if count > 1 else ''}",
+                    f"{count} process{'es' if count > 1 else ''}",
                     a.tel_devices,
                     a.tel_window,
                     a.seconds,
@@ -334,18 +399,22 @@ def print_telemetry(by_count: dict[int, list[dict[str, Any]]], a: argparse.Names
         f"QoS 1, {len(KEYS)} values a message, {a.tel_window} in flight each; {a.seconds:g} s "
         f"measured after {a.tel_warmup:g} s; PUBACK once stored in PostgreSQL"
     )
-    print("    two nodes: two serve processes on their own ports, half the devices on each")
+    print(
+        "    two: serve --workers 2 on one port pair (and its private NATS)"
+        if a.two == "workers"
+        else "    two: two serve nodes on their own ports and one NATS, half the devices on each"
+    )
     rows = [
         ("messages/s acknowledged", "msgs_per_s", 0),
         ("PUBACK latency p50, ms", "p50_ms", 1),
         ("PUBACK latency p99, ms", "p99_ms", 1),
-        ("nodes' CPU, % of a core", "server_cpu_pct", 0),
-        ("nodes' CPU per message, us", "server_us_per_msg", 1),
+        ("ThingsHub CPU, % of a core", "server_cpu_pct", 0),
+        ("ThingsHub CPU per message, us", "server_us_per_msg", 1),
         ("database + NATS CPU, %", "db_cpu_pct", 0),
         ("load generator CPU, %", "load_cpu_pct", 0),
         ("other processes' CPU, %", "other_cpu_pct", 0),
     ]
-    print(f"{'figure':<32}{'1 node':>12}{'2 nodes':>12}{'2 / 1':>10}")
+    print(f"{'figure':<32}{'1 process':>12}{'2 processes':>12}{'2 / 1':>10}")
     ok = True
     for label, key, digits in rows:
         one, two = median(by_count[1], key), median(by_count[2], key)
@@ -358,7 +427,7 @@ def print_telemetry(by_count: dict[int, list[dict[str, Any]]], a: argparse.Names
         print(line)
     for count, runs in by_count.items():
         for r in runs:
-            flags = [f"run {r.get('run')}, {count} node(s):"]
+            flags = [f"run {r.get('run')}, {count} process(es):"]
             if not r.get("valid"):
                 flags.append("INVALID")
             if r.get("load_cpu_pct", 0) >= FLAG_LOAD:
@@ -427,6 +496,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--src", type=Path, help="run thingshub from this src/ dir (another commit)")
     p.add_argument("--seconds", type=float, help="telemetry: seconds measured (20; --quick 5)")
+    p.add_argument(
+        "--two",
+        choices=("workers", "nodes"),
+        default="workers",
+        help="telemetry: two processes as serve --workers 2, or as two nodes (workers)",
+    )
     p.add_argument("--tel-devices", type=int, help="telemetry: devices (1,000; --quick 200)")
     p.add_argument("--tel-window", type=int, default=4, help="telemetry: in flight each (4)")
     p.add_argument("--tel-warmup", type=float, help="telemetry: load before the window (2; 1)")
@@ -494,8 +569,8 @@ def main(argv: list[str] | None = None) -> int:
         by_count: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
         for n in range(a.runs):
             for count in (1, 2):
-                progress(f"[telemetry run {n + 1}/{a.runs}] {count} node(s)")
-                out = attempt(f"{count} node(s)", a, lambda c=count: run_telemetry(a, c))
+                progress(f"[telemetry run {n + 1}/{a.runs}] {count} process(es)")
+                out = attempt(f"{count} process(es)", a, lambda c=count: run_telemetry(a, c))
                 out["run"] = n + 1
                 by_count[count].append(out)
         ok = print_telemetry(by_count, a) and ok
