@@ -46,6 +46,7 @@ from thingshub.api.context import ApiContext
 from thingshub.api.listener import HttpServer
 from thingshub.api.stream import StreamLimits
 from thingshub.api.websocket import WebSocketProtocol
+from thingshub.bus.calls import ClusterCalls, ClusterLink, Holders
 from thingshub.bus.local import LocalBus
 from thingshub.bus.nats import NatsBus
 from thingshub.config import NODE_ID, Settings
@@ -70,7 +71,7 @@ from thingshub.core.messages import (
     ThingPost,
     ThingRefused,
 )
-from thingshub.core.ports import EventBus, Storage
+from thingshub.core.ports import DeviceLink, EventBus, Storage
 from thingshub.core.submessages import GatewayNote, SubRequest
 from thingshub.dialects.onenet.token import make_token
 from thingshub.dialects.registry import Registry, default_registry
@@ -156,6 +157,8 @@ class Platform:
         self.sweep: PresenceSweep | None = None
         #: This node's cluster-wide jobs (services/jobs.py).
         self.jobs: Jobs | None = None
+        #: Calls to devices connected to other nodes, and theirs to ours.
+        self.cluster_calls: ClusterCalls | None = None
         self._console: Console | None = None
 
     # ------------------------------------------------------------ start
@@ -215,16 +218,30 @@ class Platform:
             self.nodes = None
             raise StartupError(str(exc)) from exc
         self.mqtt_websocket = MqttWebSocket(self.broker.connection)
-        self.images = ImageService(
-            storage.images, self.devices, self.presence, self.gateway, clock, bus
-        )
+        # Devices connected to other nodes: reached through NATS (a single process: the gateway).
+        link: DeviceLink = self.gateway
+        ota_link: DeviceLink = self.gateway
+        if self.nats is not None:
+            holders = Holders(storage.devices, self.nats, node_id, self.nodes.nodes)
+            self.cluster_calls = ClusterCalls(self.nats, holders, self.gateway)
+            link = ClusterLink(self.gateway, self.cluster_calls, unknown_online=True)
+            ota_link = ClusterLink(self.gateway, self.cluster_calls, unknown_online=False)
+        self.images = ImageService(storage.images, self.devices, self.presence, link, clock, bus)
         self.gateway.handle(ImageUpdateRequest, self.images.device_update)
         self.gateway.handle(ImageUpdateRefused, self.images.device_refused_update)
         self.gateway.handle(ImageGetRequest, self.images.device_get)
         self.gateway.on_device_subscribe(self.images.device_subscribed)
         self.commands = CommandService(
-            storage.commands, self.devices, self.gateway, clock, bus, node=node_id
+            storage.commands,
+            self.devices,
+            self.gateway,
+            clock,
+            bus,
+            node=node_id,
+            remote=self.cluster_calls,
         )
+        if self.cluster_calls is not None:
+            self.cluster_calls.serve(self.commands.run_forwarded)
         self.gateway.handle(CallAnswer, self.commands.answer)
         # One process alone fails every unfinished call (its id changes with
         # its port); a node of a cluster spares those of the other live nodes.
@@ -285,7 +302,7 @@ class Platform:
         await self.presence.start(own_only=self.nats is not None)
         if self.nats is not None:
             await self._join_cluster(self.nats, clock, node_id)
-        await self._start_ota(data_dir, clock, bus, jobs)
+        await self._start_ota(data_dir, clock, bus, jobs, ota_link)
 
         self.mqtt_port = await self._listen_mqtt(s.mqtt_port, None, "MQTT")
         if self._tls is not None:
@@ -472,13 +489,15 @@ class Platform:
             await self.keys.stop()  # writes when keys were last used
         if self.nodes is not None:
             await self.nodes.stop()
+        if self.cluster_calls is not None:
+            await self.cluster_calls.holders.stop()
         if self.nats is not None:
             await self.nats.stop()
         if self.storage is not None:
             await self.storage.close()
 
     async def _start_ota(
-        self, data_dir: Path, clock: SystemClock, bus: EventBus, jobs: Jobs
+        self, data_dir: Path, clock: SystemClock, bus: EventBus, jobs: Jobs, link: DeviceLink
     ) -> None:
         """Firmware packages and OTA tasks (running tasks resume here)."""
         assert self.storage is not None and self.devices is not None and self.gateway is not None
@@ -498,7 +517,7 @@ class Platform:
             self.storage.ota,
             self.firmware,
             self.devices,
-            self.gateway,
+            link,
             clock,
             bus,
             jobs,

@@ -24,6 +24,8 @@ Rules:
   Handlers given to `serve` run each request in a task of its own, so a call
   waiting on a slow device never holds up the next.
 - nats-py reconnects by itself, forever; subscriptions survive reconnects.
+- While an event of another node is dispatched, `origin` names that node
+  (handlers run synchronously), for those who must know where it happened.
 """
 
 from __future__ import annotations
@@ -81,6 +83,8 @@ class NatsBus:
         self._announcer: asyncio.Task[None] | None = None
         self._announced: frozenset[str] | None = None
         self._closing = False
+        #: While an event of another node is dispatched here: that node's id.
+        self.origin: str | None = None
 
     # ------------------------------------------------------------ life
 
@@ -182,11 +186,15 @@ class NatsBus:
 
     async def _on_event(self, msg: Msg) -> None:
         try:
-            event, _node = wire.decode(msg.data)
+            event, node = wire.decode(msg.data)
         except ValueError:
             log.warning("ignored a message on %s that is not an event", msg.subject)
             return
-        self.local.publish(event)
+        self.origin = node
+        try:
+            self.local.publish(event)
+        finally:
+            self.origin = None
 
     # ------------------------------------------------------------ interest
 

@@ -17,6 +17,9 @@ Rules:
   quiet about it) on its own wire.
 - A record's status is one of sent, answered, timeout, failed, rejected; once
   it leaves `sent` it never changes again.
+- In a cluster, an operation of the command service on a device connected to
+  another node travels there whole as a `Forwarded` value (its timeout
+  already checked), and its `CallResult` or error comes back.
 """
 
 from __future__ import annotations
@@ -61,6 +64,38 @@ class CallRequest:
     #: Whether a sub-device is named by its addresses below its gateway (ThingsPanel);
     #: False: by its own ids (OneNET's thing model), so it needs no address.
     addressed: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    """A call's answer: the id it had on the wire, the device's bytes, what its
+    dialect read from them (None: the bytes are the answer), and the id of
+    its command record."""
+
+    call_id: str
+    payload: bytes
+    body: dict[str, Any] | None
+    record_id: str = ""
+
+
+#: The operations of the command service that can be forwarded to another node.
+CALL, SEND, ATTRIBUTES_GET, CONTROL = "call", "send", "attributes_get", "control"
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarded:
+    """An operation of the command service, to run on the node holding the
+    connection of the device (or of its top gateway): `request` and `seconds`
+    for CALL and SEND, `keys` and `seconds` for ATTRIBUTES_GET, `values` for
+    CONTROL."""
+
+    op: str
+    product_id: str
+    name: str
+    request: CallRequest | None = None
+    seconds: int = DEFAULT_TIMEOUT
+    keys: list[str] | None = None
+    values: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,8 @@ import builtins
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
+from thingshub.core.commands import Forwarded
+from thingshub.core.errors import DeviceOffline
 from thingshub.core.events import Event
 from thingshub.core.messages import DeviceRef, Outbound
 from thingshub.core.model import (
@@ -51,6 +53,16 @@ class DeviceLink(Protocol):
 
     def listens(self, ref: DeviceRef, filters: list[str], kind: type) -> bool:
         """Whether one of a device's topic filters takes messages of `kind`."""
+        ...
+
+
+class RemoteCalls(Protocol):
+    """Reaches devices connected to other nodes of a cluster (bus/calls.py)."""
+
+    async def run(self, via: tuple[str, str], offline: DeviceOffline, op: Forwarded) -> object:
+        """Run `op` on the node holding the connection of `via` (the device, or
+        its top gateway), as that node's command service runs it; its result,
+        or its error raised here. `offline` is raised when no node holds it."""
         ...
 
 

@@ -33,6 +33,13 @@ Rules (the requests, ids and verdicts are core/commands.py's):
   A sub-device with sub-devices of its own (as stored when the call is
   made) is marked a gateway there, for dialects that address sub-gateways
   in a form of their own.
+- In a cluster (`remote` given), a device (or top gateway) not connected to
+  this node is looked for on the others: the whole operation runs on the
+  node holding it (`remote.run`), which records the call and waits for the
+  answer, so timeouts and errors are those of one node; offline everywhere
+  is the same 409. An operation forwarded here runs with `here` set, and is
+  never forwarded again. The local path costs nothing more: the cluster is
+  asked only once this node has found the device offline.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from typing import Any
 
 from thingshub.core import commands as rules
 from thingshub.core import cursors
+from thingshub.core.commands import CallResult, Forwarded
 from thingshub.core.errors import (
     AnswerTooLarge,
     BadDeviceAnswer,
@@ -66,22 +74,10 @@ from thingshub.core.messages import (
     ViaGateway,
 )
 from thingshub.core.model import CommandRecord, Device, Page
-from thingshub.core.ports import Clock, CommandRepo, DeviceLink, EventBus
+from thingshub.core.ports import Clock, CommandRepo, DeviceLink, EventBus, RemoteCalls
 from thingshub.services.devices import DeviceService, check_limit
 
 log = logging.getLogger("thingshub.commands")
-
-
-@dataclass(frozen=True, slots=True)
-class CallResult:
-    """A call's answer: the id it had on the wire, the device's bytes, what its
-    dialect read from them (None: the bytes are the answer), and the id of
-    its command record."""
-
-    call_id: str
-    payload: bytes
-    body: dict[str, Any] | None
-    record_id: str = ""
 
 
 #: How long a call sent without waiting may be answered.
@@ -115,10 +111,13 @@ class CommandService:
         *,
         async_expiry: float = ASYNC_EXPIRY_S,
         node: str | None = None,
+        remote: RemoteCalls | None = None,
     ) -> None:
         self.repo = repo
         #: This node's id, written in every record (None: not recorded).
         self.node = node
+        #: The other nodes of a cluster, for devices not connected here.
+        self.remote = remote
         self.devices = devices
         self.link = link
         self.clock = clock
@@ -156,16 +155,29 @@ class CommandService:
         request: rules.CallRequest,
         timeout: object = None,
         default_timeout: int = rules.DEFAULT_TIMEOUT,
+        *,
+        here: bool = False,
     ) -> CallResult:
         """Send `request` to the device and wait for its answer."""
         seconds = rules.check_timeout(timeout, default_timeout)
-        device, via, route = await self._reach(product_id, name, request.addressed)
+        try:
+            device, via, route = await self._reach(product_id, name, request.addressed, here)
+        except _Elsewhere as away:
+            op = Forwarded(rules.CALL, product_id, name, request, seconds)
+            result = await away.run(op)
+            assert isinstance(result, CallResult)
+            return result
         return await self._call(device, via, route, request, seconds)
 
-    async def send(self, product_id: str, name: str, request: rules.CallRequest) -> str:
+    async def send(
+        self, product_id: str, name: str, request: rules.CallRequest, *, here: bool = False
+    ) -> str:
         """Send `request` without waiting; the id of its record, which the
         device's answer completes later (see the module's rules)."""
-        device, via, route = await self._reach(product_id, name, request.addressed)
+        try:
+            device, via, route = await self._reach(product_id, name, request.addressed, here)
+        except _Elsewhere as away:
+            return str(await away.run(Forwarded(rules.SEND, product_id, name, request)))
         record, pending_key, message = await self._record(device, request)
         future: asyncio.Future[CallAnswer] = asyncio.get_running_loop().create_future()
         loop = asyncio.get_running_loop()
@@ -208,13 +220,25 @@ class CommandService:
         task.add_done_callback(self._tasks.discard)
 
     async def get_attributes(
-        self, product_id: str, name: str, keys: object, timeout: object = None
+        self,
+        product_id: str,
+        name: str,
+        keys: object,
+        timeout: object = None,
+        *,
+        here: bool = False,
     ) -> dict[str, Any]:
         """Ask the device for attributes; the values of its next attribute report."""
         seconds = rules.check_timeout(timeout)
         if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
             raise InvalidRequest("keys must be a list of attribute names ([] for all)")
-        _, via, route = await self._reach(product_id, name)
+        try:
+            _, via, route = await self._reach(product_id, name, here=here)
+        except _Elsewhere as away:
+            op = Forwarded(rules.ATTRIBUTES_GET, product_id, name, seconds=seconds, keys=keys)
+            result = await away.run(op)
+            assert isinstance(result, dict)
+            return result
         wait = _AttributeWait(keys, asyncio.get_running_loop().create_future())
         key = (product_id, name)
         self._attribute_waits.setdefault(key, []).append(wait)
@@ -233,11 +257,17 @@ class CommandService:
             if not waits:
                 self._attribute_waits.pop(key, None)
 
-    async def control(self, product_id: str, name: str, values: object) -> None:
+    async def control(
+        self, product_id: str, name: str, values: object, *, here: bool = False
+    ) -> None:
         """`devices/telemetry/control/...`: fire and forget."""
         if not isinstance(values, dict) or not values:
             raise InvalidRequest("the control values must be a non-empty JSON object")
-        _, via, route = await self._reach(product_id, name)
+        try:
+            _, via, route = await self._reach(product_id, name, here=here)
+        except _Elsewhere as away:
+            await away.run(Forwarded(rules.CONTROL, product_id, name, values=values))
+            return
         if not self.link.send(via, _wrap(Control(values), route)):
             raise _not_subscribed("the topic of control values")
 
@@ -323,27 +353,53 @@ class CommandService:
         )
 
     async def _reach(
-        self, product_id: str, name: str, addressed: bool = True
+        self, product_id: str, name: str, addressed: bool = True, here: bool = False
     ) -> tuple[Device, DeviceRef, _Route | None]:
         """The device, the connected device that carries messages to it (itself
         or its top gateway), and the way down from that one (None: direct; no
-        addresses needed when not `addressed`, see CallRequest)."""
+        addresses needed when not `addressed`, see CallRequest). `_Elsewhere`
+        when that connected device may be on another node of the cluster."""
         device = await self.devices.get_device(product_id, name)
         if device.gateway is None:
             if not self.link.is_online(product_id, name):
-                raise DeviceOffline(f"device {name!r} of product {product_id!r} is offline")
+                raise self._away(
+                    device, here, f"device {name!r} of product {product_id!r} is offline"
+                )
             return device, _ref(device), None
         top, path = await self.devices.route(device, addressed=addressed)
         if not self.link.is_online(top.product_id, top.name):
-            raise DeviceOffline(
+            raise self._away(
+                top,
+                here,
                 f"gateway {top.name!r} of product {top.product_id!r}, through which device"
-                f" {name!r} is reached, is offline"
+                f" {name!r} is reached, is offline",
             )
         # Only a protocol that addresses the device by path words a sub-gateway apart.
         children = 0
         if addressed:
             children = await self.devices.storage.devices.count_children(product_id, name)
         return device, _ref(top), _Route(path, children > 0)
+
+    def _away(self, via: Device, here: bool, offline: str) -> Exception:
+        """The error of a device (or top gateway) `via` not connected here."""
+        if self.remote is None or here:
+            return DeviceOffline(offline)
+        return _Elsewhere(self.remote, (via.product_id, via.name), DeviceOffline(offline))
+
+    async def run_forwarded(self, op: Forwarded) -> object:
+        """An operation another node of the cluster forwarded here: run as ours,
+        never forwarded again."""
+        pid, name = op.product_id, op.name
+        if op.op == rules.CALL and op.request is not None:
+            return await self.call(pid, name, op.request, op.seconds, here=True)
+        if op.op == rules.SEND and op.request is not None:
+            return await self.send(pid, name, op.request, here=True)
+        if op.op == rules.ATTRIBUTES_GET:
+            return await self.get_attributes(pid, name, op.keys, op.seconds, here=True)
+        if op.op == rules.CONTROL:
+            await self.control(pid, name, op.values, here=True)
+            return None
+        raise InvalidRequest(f"unknown forwarded operation {op.op!r}")
 
     # ------------------------------------------------------------ answers from devices
 
@@ -424,6 +480,18 @@ class CommandService:
         items = items[:limit]
         last = items[-1] if items else None
         return Page(items, _encode_cursor(last.created_at, last.cmd_id) if more and last else None)
+
+
+class _Elsewhere(Exception):
+    """The device (or its top gateway `via`) is not connected here: it may be on
+    another node of the cluster (`offline` if not)."""
+
+    def __init__(self, remote: RemoteCalls, via: tuple[str, str], offline: DeviceOffline) -> None:
+        super().__init__(offline.message)
+        self.remote, self.via, self.offline = remote, via, offline
+
+    async def run(self, op: Forwarded) -> object:
+        return await self.remote.run(self.via, self.offline, op)
 
 
 @dataclass(frozen=True, slots=True)

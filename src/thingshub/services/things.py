@@ -51,6 +51,7 @@ from thingshub.core.errors import (
     DeviceOffline,
     NotFound,
     ThingsHubError,
+    Unavailable,
 )
 from thingshub.core.events import DesiredChanged, EventsReceived, TelemetryReceived
 from thingshub.core.jsontext import dumps
@@ -456,12 +457,16 @@ class ThingService:
         result = await self.desired_values.change(product_id, name, wanted, self.clock.now_ms())
         self._desired_changed(product_id, name, result)
         pushed = {k: v.value for k, v in result.items() if v is not None}
-        if pushed and self.link.is_online(product_id, name):
+        # In a cluster it may be connected to another node: the command service finds out.
+        online = self.commands.remote is not None or self.link.is_online(product_id, name)
+        if pushed and online:
             request = _request(DESIRED_PUSH, pushed)
             try:
                 await self.commands.send(product_id, name, request)
-            except DeviceOffline:  # not listening after all: it asks with desired/get
-                log.debug("desired values of %s/%s not pushed: not subscribed", product_id, name)
+            except DeviceOffline:  # offline or not listening: it asks with desired/get
+                log.debug("desired values of %s/%s not pushed: offline", product_id, name)
+            except Unavailable as exc:  # on a node out of reach now: the same
+                log.warning("desired values of %s/%s not pushed: %s", product_id, name, exc)
         return await self.desired(product_id, name)
 
     def _desired_changed(
