@@ -278,29 +278,30 @@ class Cluster:
         return node
 
     def start(self, *node_ids: str) -> list[Node]:
-        """Start these nodes together; returns them once every one is ready.
-
-        The first one is started alone: it makes the schema (the migrations), which
-        the others would otherwise race for."""
+        """Start these nodes together (their migrations take turns under a database
+        lock); returns them once every one is ready."""
         nodes = [self.nodes.get(i) or self.add(i) for i in node_ids]
-        first, *rest = nodes
-        first.start()
-        for node in rest:
+        for node in nodes:
             node.launch()
-        for node in rest:
+        for node in nodes:
             node.wait_ready()
         return nodes
 
     def __getitem__(self, node_id: str) -> Node:
         return self.nodes[node_id]
 
+    @property
+    def all(self) -> list[Node]:
+        return list(self.nodes.values())
+
     def stop(self) -> list[str]:
-        """Stop every running node cleanly; what they logged as errors."""
+        """Stop every running node cleanly; what went wrong: errors they logged, and a
+        clean stop that did not exit with 0."""
+        problems = []
         for node in self.nodes.values():
-            if node.running:
-                code = node.terminate()
-                assert code == 0, f"node {node.id} exited with {code}:\n{node.output()}"
-        return [f"{n.id}: {line}" for n in self.nodes.values() for line in n.errors()]
+            if node.running and (code := node.terminate()) != 0:
+                problems.append(f"{node.id}: exited with {code} on SIGTERM:\n{node.output()}")
+        return problems + [f"{n.id}: {line}" for n in self.nodes.values() for line in n.errors()]
 
 
 # ---------------------------------------------------------------- devices

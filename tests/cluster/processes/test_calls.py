@@ -29,14 +29,15 @@ from tests.cluster.processes.harness import (
 from tests.gateway.test_commands import answer_with, echo
 from tests.mqtt.clients import PahoClient
 
-BASE = "/api/v1/products/p/devices"
+PRODUCT = "calls"
+BASE = f"/api/v1/products/{PRODUCT}/devices"
 
 
 def onenet_device(node: Node, device: dict[str, Any], answer: bool = True) -> PahoClient:
     """A OneNET device on `node` that echoes its commands (or only listens)."""
     client_id, username, password = onenet_login(device)
     client = PahoClient(node.mqtt_port, client_id, username=username, password=password)
-    prefix = f"$sys/p/{device['name']}"
+    prefix = f"$sys/{PRODUCT}/{device['name']}"
     if answer:
         answer_with(client, f"{prefix}/cmd/request/+", echo(prefix))
     else:
@@ -75,16 +76,15 @@ def answered(r: httpx.Response, body: bytes) -> bool:
 
 
 def test_calls_reach_devices_on_other_nodes_with_the_errors_of_one_node(
-    cluster: Callable[..., Cluster],
+    three_nodes: Cluster,
 ) -> None:
-    c = cluster(lease=3.0)
-    n1, n2 = c.start("n1", "n2")
-    create_product(n1, "p")
-    onenet_device(n2, create_device(n1, "p", "on"))
-    thingspanel_device(n2, create_device(n1, "p", "tp"))
-    onenet_device(n2, create_device(n1, "p", "mute"), answer=False)
-    create_device(n1, "p", "off")  # never connected
-    gone = onenet_device(n2, create_device(n1, "p", "gone"))
+    n1, n2, _ = three_nodes.all
+    create_product(n1, PRODUCT)
+    onenet_device(n2, create_device(n1, PRODUCT, "on"))
+    thingspanel_device(n2, create_device(n1, PRODUCT, "tp"))
+    onenet_device(n2, create_device(n1, PRODUCT, "mute"), answer=False)
+    create_device(n1, PRODUCT, "off")  # never connected
+    gone = onenet_device(n2, create_device(n1, PRODUCT, "gone"))
 
     # The first call may race the presence of a device that just connected.
     wait_for(lambda: answered(command(n1, "on", b"\x00hi"), b"\x00hi"), 5, "a command via n1")
@@ -117,10 +117,10 @@ def test_without_nats_a_node_serves_its_own_devices_and_calls_elsewhere_are_503(
 ) -> None:
     c = cluster(lease=3.0)
     n1, n2 = c.start("n1", "n2")
-    create_product(n1, "p")
-    onenet_device(n2, create_device(n1, "p", "far"))
-    onenet_device(n1, create_device(n1, "p", "near"))
-    local = create_device(n1, "p", "sensor")
+    create_product(n1, PRODUCT)
+    onenet_device(n2, create_device(n1, PRODUCT, "far"))
+    onenet_device(n1, create_device(n1, PRODUCT, "near"))
+    local = create_device(n1, PRODUCT, "sensor")
     sensor = PahoClient(
         n1.mqtt_port, "sensor", username=local["username"], password=local["password"]
     )
@@ -138,7 +138,7 @@ def test_without_nats_a_node_serves_its_own_devices_and_calls_elsewhere_are_503(
     assert answered(command(n2, "far", b"d"), b"d")
     for k in range(20):
         assert sensor.publish("devices/telemetry", json.dumps({"v": k}).encode(), qos=1) == 0
-    assert stored_values(n1, "p", "sensor", "v") == set(range(20))
+    assert stored_values(n1, PRODUCT, "sensor", "v") == set(range(20))
 
     c.nats.start()  # on the same port: the nodes reconnect by themselves
     wait_for(lambda: answered(command(n1, "far", b"e"), b"e"), 20, "calls across nodes again")

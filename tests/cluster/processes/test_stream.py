@@ -4,7 +4,6 @@ over a real WebSocket to a real process."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 
 from websockets.sync.client import connect
 
@@ -13,15 +12,12 @@ from tests.cluster.processes.harness import Cluster, create_device, create_produ
 from tests.mqtt.clients import PahoClient
 
 
-def test_the_stream_of_n1_carries_events_of_devices_on_n2(
-    cluster: Callable[..., Cluster],
-) -> None:
-    c = cluster()
-    n1, n2 = c.start("n1", "n2")
-    create_product(n1, "p")
-    d = create_device(n1, "p", "d")
-    url = f"ws://127.0.0.1:{n1.http_port}/api/v1/stream?product=p"
-    headers = {"Authorization": f"Bearer {c.api_key}"}
+def test_the_stream_of_n1_carries_events_of_devices_on_n2(three_nodes: Cluster) -> None:
+    n1, n2, _ = three_nodes.all
+    create_product(n1, "stream")
+    d = create_device(n1, "stream", "d")
+    url = f"ws://127.0.0.1:{n1.http_port}/api/v1/stream?product=stream"
+    headers = {"Authorization": f"Bearer {three_nodes.api_key}"}
     with connect(url, additional_headers=headers, open_timeout=5) as ws:
         # The other nodes learn within moments that n1 now wants these events: the
         # device publishes until the first one crosses, then every one must.
@@ -35,7 +31,7 @@ def test_the_stream_of_n1_carries_events_of_devices_on_n2(
             except TimeoutError:
                 continue
         assert first is not None, "no telemetry of n2's device reached n1's stream"
-        assert first["device"] == "d" and first["product_id"] == "p"
+        assert first["device"] == "d" and first["product_id"] == "stream"
         for k in range(100, 110):
             client.publish("devices/telemetry", json.dumps({"k": k}).encode(), qos=1)
         got: list[int] = []

@@ -3,13 +3,13 @@ every node within 1 s (issue 17).
 
 Each node keeps a cache of devices and keys for its logins and requests: these
 tests warm the caches of the other nodes first, so a node that missed the
-change would still accept what the change took away.
+change would still accept what the change took away. The tests share one
+cluster of three nodes (`three_nodes`), each with a product of its own.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 from tests.cluster.processes.harness import (
@@ -43,13 +43,10 @@ def refused_everywhere(nodes: list[Node], username: str, password: str | None) -
     return not any(accepted(node, username, password) for node in nodes)
 
 
-def test_the_newer_login_on_another_node_closes_the_older(
-    cluster: Callable[..., Cluster],
-) -> None:
-    c = cluster()
-    n1, n2, _ = c.start("n1", "n2", "n3")
-    create_product(n1, "p")
-    d = create_device(n1, "p", "d")
+def test_the_newer_login_on_another_node_closes_the_older(three_nodes: Cluster) -> None:
+    n1, n2, _ = three_nodes.all
+    create_product(n1, "takeover")
+    d = create_device(n1, "takeover", "d")
     older = login(n1, d["username"], d["password"], "same-id")
     assert older.connack_code == 0
     taken = time.monotonic()
@@ -60,23 +57,22 @@ def test_the_newer_login_on_another_node_closes_the_older(
     assert time.monotonic() - taken < WITHIN + 0.5
     assert newer.publish("devices/telemetry", b'{"t": 1}', qos=1) == 0
     assert newer.disconnect_code is None  # the newer one is left alone
-    wait_for(lambda: n1.presence("p", ["d"]) == {"d": "online"}, 5, "d online on n1")
+    wait_for(lambda: n1.presence("takeover", ["d"]) == {"d": "online"}, 5, "d online on n1")
 
 
 def test_a_device_deleted_on_one_node_is_closed_and_refused_everywhere(
-    cluster: Callable[..., Cluster],
+    three_nodes: Cluster,
 ) -> None:
-    c = cluster()
-    n1, n2, n3 = c.start("n1", "n2", "n3")
-    create_product(n1, "p")
-    d = create_device(n1, "p", "d")
+    n1, n2, n3 = three_nodes.all
+    create_product(n1, "deleted")
+    d = create_device(n1, "deleted", "d")
     for node in (n2, n3):  # their caches know d
         assert accepted(node, d["username"], d["password"])
     client = login(n1, d["username"], d["password"], "d")
     assert client.connack_code == 0
 
     with n3.api() as api:
-        assert api.delete("/api/v1/products/p/devices/d").status_code == 204
+        assert api.delete("/api/v1/products/deleted/devices/d").status_code == 204
     deleted = time.monotonic()
     client.wait_disconnected(timeout=WITHIN + 0.5)
     assert time.monotonic() - deleted < WITHIN + 0.5
@@ -87,13 +83,10 @@ def test_a_device_deleted_on_one_node_is_closed_and_refused_everywhere(
     )
 
 
-def test_changed_credentials_hold_on_every_node_within_a_second(
-    cluster: Callable[..., Cluster],
-) -> None:
-    c = cluster()
-    n1, n2, n3 = c.start("n1", "n2", "n3")
-    create_product(n1, "p")
-    old = create_device(n1, "p", "d", access_token="token-one")
+def test_changed_credentials_hold_on_every_node_within_a_second(three_nodes: Cluster) -> None:
+    n1, n2, n3 = three_nodes.all
+    create_product(n1, "creds")
+    old = create_device(n1, "creds", "d", access_token="token-one")
     for node in (n2, n3):
         assert accepted(node, old["username"], old["password"])
         assert accepted(node, "token-one", None)
@@ -101,9 +94,9 @@ def test_changed_credentials_hold_on_every_node_within_a_second(
     # The device made again under the same name: new secrets, and the old access token
     # given to another device.
     with n1.api() as api:
-        assert api.delete("/api/v1/products/p/devices/d").status_code == 204
-    new = create_device(n1, "p", "d", access_token="token-two")
-    other = create_device(n1, "p", "other", access_token="token-one")
+        assert api.delete("/api/v1/products/creds/devices/d").status_code == 204
+    new = create_device(n1, "creds", "d", access_token="token-two")
+    other = create_device(n1, "creds", "other", access_token="token-one")
     changed = time.monotonic()
     wait_for(
         lambda: refused_everywhere([n2, n3], old["username"], old["password"]),
@@ -120,7 +113,7 @@ def test_changed_credentials_hold_on_every_node_within_a_second(
     client = login(n2, "token-one", None, "t1")
     assert client.connack_code == 0
     wait_for(
-        lambda: n3.presence("p", ["d", "other"]) == {"d": "offline", "other": "online"},
+        lambda: n3.presence("creds", ["d", "other"]) == {"d": "offline", "other": "online"},
         5,
         "token-one online as 'other'",
     )
@@ -128,10 +121,9 @@ def test_changed_credentials_hold_on_every_node_within_a_second(
 
 
 def test_a_revoked_api_key_stops_working_on_every_node_within_a_second(
-    cluster: Callable[..., Cluster],
+    three_nodes: Cluster,
 ) -> None:
-    c = cluster()
-    n1, n2, n3 = c.start("n1", "n2", "n3")
+    n1, n2, n3 = three_nodes.all
     with n1.api() as api:
         r = api.post("/api/v1/keys", json={"name": "app", "role": "reader"})
         assert r.status_code == 201, r.text
