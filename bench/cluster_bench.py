@@ -327,32 +327,36 @@ def run_telemetry(a: argparse.Namespace, count: int) -> dict[str, Any]:
 # ------------------------------------------------------------------ (b) commands
 
 
-async def warm_routes(nodes: Nodes, devices: Sequence[CommandDevice], limit: float) -> None:
+async def warm_routes(nodes: Nodes, devices: Sequence[CommandDevice], limit: float) -> Caller:
     """One call through node 1 to each device, until each is answered: the devices'
-    presence is recorded and node 1 has found where each one is. Not measured."""
+    presence is recorded and node 1 has found where each one is. Not measured; the
+    calls' ids are returned (as a `Caller`'s) for the check of the records."""
     deadline = now() + limit
+    warm = Caller(None, [d.name for d in devices], 5)  # type: ignore[arg-type]
     async with api(nodes.nodes[0], 16) as http:
 
-        async def one(name: str) -> None:
-            path = f"/api/v1/products/bench/devices/{name}/commands"
+        async def one(i: int) -> None:
+            path = f"/api/v1/products/bench/devices/{warm.names[i]}/commands"
             while True:
                 r = await http.post(path, content=b"warm", params={"timeout": 5})
                 if r.status_code == 200:
+                    warm.cmd_ids[i].append(r.json()["cmd_id"])
                     return
-                if now() > deadline:
+                if r.status_code != 409 or now() > deadline:
                     raise LoadError(
-                        f"a call through node 1 to {name} on node 2 still fails after "
-                        f"{limit:g} s: HTTP {r.status_code} {r.text[:200]}"
+                        f"a call through node 1 to {warm.names[i]} on node 2 failed (still,"
+                        f" after {limit:g} s): HTTP {r.status_code} {r.text[:200]}"
                     )
                 await asyncio.sleep(0.2)
 
         sem = asyncio.Semaphore(16)
 
-        async def bounded(name: str) -> None:
+        async def bounded(i: int) -> None:
             async with sem:
-                await one(name)
+                await one(i)
 
-        await asyncio.gather(*(bounded(d.name) for d in devices))
+        await asyncio.gather(*(bounded(i) for i in range(len(devices))))
+    return warm
 
 
 def run_commands(a: argparse.Namespace) -> dict[str, Any]:
@@ -366,7 +370,7 @@ def run_commands(a: argparse.Namespace) -> dict[str, Any]:
             devices = await connect_command_devices(back, logins, 0, a.conn_concurrency)
             callers: list[Caller] = []
             try:
-                await warm_routes(nodes, devices, 30.0)
+                callers.append(await warm_routes(nodes, devices, 30.0))
                 await quiet(a)
                 a.seconds, seconds = a.cmd_seconds, a.seconds  # commands_fixed reads a.seconds
                 try:
@@ -476,6 +480,7 @@ def print_commands(runs: list[dict[str, Any]], a: argparse.Namespace) -> bool:
         v = r.get("verify") or {}
         if v:
             extra.append(f"records {v['checked'] - len(v['bad'])}/{v['checked']} devices ok")
+            extra += v["bad"][:3]
         print(f"  run {r.get('run')}: {'ok' if r.get('valid') else 'INVALID'}; " + "; ".join(extra))
     return ok and all(r.get("valid") for r in runs)
 
