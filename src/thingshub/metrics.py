@@ -14,6 +14,7 @@ from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from thingshub.bus.calls import ClusterCalls
 from thingshub.bus.nats import NatsBus
 from thingshub.gateway.hooks import DeviceGateway
 from thingshub.mqtt.server import Broker
@@ -40,6 +41,9 @@ class Parts(Protocol):
 
     @property
     def nats(self) -> NatsBus | None: ...
+
+    @property
+    def cluster_calls(self) -> ClusterCalls | None: ...
 
     ingest: IngestService | None
     ota: OtaService | None
@@ -97,6 +101,8 @@ def collect(platform: Parts) -> Iterable[Metric]:
         families.append(handlers)
     if platform.nats is not None:
         families += _cluster_metrics(platform.nats)
+    if platform.cluster_calls is not None:
+        families += _cluster_call_metrics(platform.cluster_calls)
     if platform.ingest is not None:
         refused = CounterMetricFamily(
             "thingshub_reports_refused",
@@ -181,3 +187,14 @@ def _cluster_metrics(nats: NatsBus) -> list[Metric]:
     relay.add_metric(["sent"], nats.relayed)
     relay.add_metric(["dropped"], nats.dropped)
     return [up, relay]
+
+
+def _cluster_call_metrics(calls: ClusterCalls) -> list[Metric]:
+    forwarded = CounterMetricFamily(
+        "thingshub_cluster_forwarded",
+        "Operations on devices sent to the node holding them.",
+        labels=["kind"],
+    )
+    forwarded.add_metric(["call"], calls.forwarded)
+    forwarded.add_metric(["message"], calls.messages)
+    return [forwarded]

@@ -46,3 +46,4 @@ def test_metrics_say_whether_nats_is_reachable_and_what_was_relayed(
     text = a.http().get("/metrics").text
     assert "thingshub_cluster_nats_connected 1.0" in text
     assert 'thingshub_cluster_relayed_total{result="dropped"} 0.0' in text
+    assert 'thingshub_cluster_forwarded_total{kind="call"} 0.0' in text

@@ -215,3 +215,16 @@ def test_remembered_matches_are_bounded() -> None:
     for i in range(CACHE_SIZE + 10):
         assert len(r.match(f"t/{i}")) == 1
     assert len(r._cache) <= CACHE_SIZE
+
+
+def test_a_miss_is_remembered_only_when_wildcards_could_have_matched() -> None:
+    r = Router()
+    add(r, session("s"), "a/b")
+    for i in range(100):  # per-device topics nobody subscribes to take no memory
+        assert r.match(f"devices/status/{i}") == []
+    assert len(r._cache) == 0
+    assert matched(r, "a/b") == [("s", "a/b")]  # a hit is remembered
+    assert len(r._cache) == 1
+    add(r, session("w"), "x/+")
+    assert r.match("devices/status/1") == []
+    assert "devices/status/1" in r._cache  # a miss that took a walk of the trie

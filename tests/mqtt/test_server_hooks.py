@@ -49,7 +49,7 @@ from thingshub.mqtt.hooks import (
     PublishOutcome,
     Refuse,
 )
-from thingshub.mqtt.server import BrokerConfig
+from thingshub.mqtt.server import Broker, BrokerConfig
 
 VERSIONS = [pytest.param(4, id="v311"), pytest.param(5, id="v5")]
 
@@ -640,6 +640,17 @@ def test_broker_publish_reaches_subscribers(broker: RunningBroker, version: int)
     assert broker.call(lambda: broker.broker.publish("elsewhere/x", b"")) == 0
     with pytest.raises(ValueError):
         broker.call(lambda: broker.broker.publish("app/+", b"x"))
+
+
+def test_the_server_tells_whether_any_subscription_is_held(broker: RunningBroker) -> None:
+    assert not Broker().subscribed  # not started yet
+    assert not broker.call(lambda: broker.broker.subscribed)
+    a = PahoClient(broker.port, "a")
+    assert not broker.call(lambda: broker.broker.subscribed)
+    a.subscribe("app/x", qos=0)
+    assert broker.call(lambda: broker.broker.subscribed)
+    a.unsubscribe("app/x")
+    assert not broker.call(lambda: broker.broker.subscribed)
 
 
 # ------------------------------------------------------------ hook failures

@@ -31,6 +31,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -51,6 +52,9 @@ log = logging.getLogger("thingshub.bus")
 
 #: How often a node says which events it wants (and the others forget it after 3).
 ANNOUNCE_S = 2.0
+
+#: Pauses before asking again a subject nobody answers (see `_request`).
+NO_RESPONDERS_RETRY = (0.02, 0.1)
 
 #: How long a node waits at start for NATS to answer.
 CONNECT_TIMEOUT = 5.0
@@ -118,6 +122,9 @@ class NatsBus:
         await self.nc.subscribe(f"{self.prefix}.all.>", cb=self._on_broadcast)
         for op in self._served:
             await self._subscribe_op(op)
+        # The server has every subscription once this returns: a request from
+        # another node right after start finds its responder.
+        await self.nc.flush()
         self._announcer = asyncio.get_running_loop().create_task(self._announce_loop())
 
     async def stop(self) -> None:
@@ -128,10 +135,15 @@ class NatsBus:
             task.cancel()
         if self.nc is not None:
             try:
-                await self._flush()
-                await asyncio.wait_for(self.nc.drain(), 5)
+                if self.nc.is_connected:
+                    await self._flush()
+                    await asyncio.wait_for(self.nc.drain(), 5)
             except Exception:  # leaving anyway
-                log.debug("closing the NATS connection", exc_info=True)
+                log.debug("draining the NATS connection", exc_info=True)
+            # Closing ends nats-py's own tasks (reconnecting, flushing), also when
+            # NATS is away and draining was impossible.
+            with contextlib.suppress(Exception):
+                await self.nc.close()
             self.nc = None
 
     @property
@@ -272,7 +284,7 @@ class NatsBus:
         assert self.nc is not None
         subject = f"{self.prefix}.node.{node_token(node_id)}.{op}"
         try:
-            msg = await self.nc.request(subject, payload, timeout=timeout)
+            msg = await self._request(subject, payload, timeout)
         except nats.errors.NoRespondersError:
             raise Unavailable(f"node {node_id!r} of the cluster does not answer") from None
         except (nats.errors.TimeoutError, TimeoutError):
@@ -282,6 +294,19 @@ class NatsBus:
         except nats.errors.Error as exc:
             raise Unavailable(f"the cluster's message service failed: {exc}") from exc
         return bytes(msg.data)
+
+    async def _request(self, subject: str, payload: bytes, timeout: float) -> Msg:
+        """A request, asked again after `NO_RESPONDERS_RETRY` while nobody answers:
+        the server says so at once, and a node that has just started or
+        reconnected may be a moment from being heard (seen on a node that
+        had just flushed its subscriptions)."""
+        assert self.nc is not None
+        for wait in NO_RESPONDERS_RETRY:
+            try:
+                return await self.nc.request(subject, payload, timeout=timeout)
+            except nats.errors.NoRespondersError:
+                await asyncio.sleep(wait)
+        return await self.nc.request(subject, payload, timeout=timeout)
 
     # ------------------------------------------------------------ broadcasts
 

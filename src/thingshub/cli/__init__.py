@@ -6,7 +6,9 @@ Rules:
   `device`), `model.py` (`model`), `ota.py` (`firmware`, `ota`), `keys.py`
   (`key`) and `cluster.py` (`cluster`) are HTTP
   clients of a running server and never open the database; `client.py` is
-  how they reach it, `options.py` the options they share.
+  how they reach it, `options.py` the options they share. `simulate.py`
+  (`simulate`) is a client too, running devices of the SDK; `demo.py`
+  (`demo`) runs the platform and such a fleet in one process.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def _root(
 
 
 def main() -> None:
-    from thingshub.cli import cert, cluster, devices, keys, model, ota, serve
+    from thingshub.cli import cert, cluster, demo, devices, keys, model, ota, serve, simulate
 
     serve.register(app)
     cert.register(app)
@@ -49,6 +51,8 @@ def main() -> None:
     ota.register(app)
     keys.register(app)
     cluster.register(app)
+    simulate.register(app)
+    demo.register(app)
     app(prog_name="thingshub")
 
 

@@ -27,7 +27,9 @@ Rules:
 - In a cluster, logins are also told to `logins` (gateway/cluster.py), which
   closes the device's older connection on another node.
 - Presence is also told to whoever listens for it (`PresenceNotice`: on
-  ThingsPanel's `devices/status/{dn}`), as the connection opens and closes.
+  ThingsPanel's `devices/status/{dn}`), as the connection opens and closes;
+  while the server holds no subscription at all, nobody can, and the notice
+  is not even encoded.
 - Client-chosen strings reach the log escaped (mqtt/logs.py).
 """
 
@@ -233,7 +235,7 @@ class DeviceGateway:
             self.presence.connected(p.product_id, p.name, client.seq)
             if self.logins is not None:
                 self.logins.logged_in(p, client.seq)
-            self.send(p, PresenceNotice(True))
+            self._notify(p, True)
 
     def on_disconnect(self, client: ClientInfo, reason: CloseReason) -> None:
         p = client.principal
@@ -243,7 +245,11 @@ class DeviceGateway:
         # right now and keeps it online; going offline in between would flap.
         if isinstance(p, DeviceRef) and reason is not CloseReason.TAKEN_OVER:
             self.presence.disconnected(p.product_id, p.name, client.seq)
-            self.send(p, PresenceNotice(False))
+            self._notify(p, False)
+
+    def _notify(self, ref: DeviceRef, online: bool) -> None:
+        if self.broker.subscribed:  # else it reaches nobody: saved at every connect and close
+            self.send(ref, PresenceNotice(online))
 
     def on_publish(self, client: ClientInfo, message: Message) -> PublishOutcome:
         ref = client.principal

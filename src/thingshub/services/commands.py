@@ -60,7 +60,6 @@ from thingshub.core.errors import (
     CommandTimeout,
     DeviceOffline,
     InvalidRequest,
-    NotSubscribed,
 )
 from thingshub.core.events import AttributesReported, CommandFinished, Event, PresenceChanged
 from thingshub.core.messages import (
@@ -70,11 +69,10 @@ from thingshub.core.messages import (
     CallAnswer,
     Control,
     DeviceRef,
-    Outbound,
-    ViaGateway,
 )
 from thingshub.core.model import CommandRecord, Device, Page
 from thingshub.core.ports import Clock, CommandRepo, DeviceLink, EventBus, RemoteCalls
+from thingshub.services.call_routes import Elsewhere, Route, not_subscribed, ref, wrap
 from thingshub.services.devices import DeviceService, check_limit
 
 log = logging.getLogger("thingshub.commands")
@@ -162,7 +160,7 @@ class CommandService:
         seconds = rules.check_timeout(timeout, default_timeout)
         try:
             device, via, route = await self._reach(product_id, name, request.addressed, here)
-        except _Elsewhere as away:
+        except Elsewhere as away:
             op = Forwarded(rules.CALL, product_id, name, request, seconds)
             result = await away.run(op)
             assert isinstance(result, CallResult)
@@ -176,17 +174,17 @@ class CommandService:
         device's answer completes later (see the module's rules)."""
         try:
             device, via, route = await self._reach(product_id, name, request.addressed, here)
-        except _Elsewhere as away:
+        except Elsewhere as away:
             return str(await away.run(Forwarded(rules.SEND, product_id, name, request)))
         record, pending_key, message = await self._record(device, request)
         future: asyncio.Future[CallAnswer] = asyncio.get_running_loop().create_future()
         loop = asyncio.get_running_loop()
         pending = _Pending(record, future, via=(via.product_id, via.name))
         self._pending[pending_key] = pending
-        if not self.link.send(via, _wrap(message, route, device)):
+        if not self.link.send(via, wrap(message, route, device)):
             self._pending.pop(pending_key, None)
             await self._finish(record, rules.FAILED, None, "the device is not subscribed")
-            raise _not_subscribed("the topic of its requests")
+            raise not_subscribed("the topic of its requests")
         pending.expiry = loop.call_later(self.async_expiry, self._expire, pending_key)
         future.add_done_callback(lambda f: self._later(self._settle(pending_key, f)))
         return record.cmd_id
@@ -234,7 +232,7 @@ class CommandService:
             raise InvalidRequest("keys must be a list of attribute names ([] for all)")
         try:
             _, via, route = await self._reach(product_id, name, here=here)
-        except _Elsewhere as away:
+        except Elsewhere as away:
             op = Forwarded(rules.ATTRIBUTES_GET, product_id, name, seconds=seconds, keys=keys)
             result = await away.run(op)
             assert isinstance(result, dict)
@@ -243,8 +241,8 @@ class CommandService:
         key = (product_id, name)
         self._attribute_waits.setdefault(key, []).append(wait)
         try:
-            if not self.link.send(via, _wrap(AttributesGet(keys), route)):
-                raise _not_subscribed("the topic of attribute requests")
+            if not self.link.send(via, wrap(AttributesGet(keys), route)):
+                raise not_subscribed("the topic of attribute requests")
             return await asyncio.wait_for(asyncio.shield(wait.future), seconds)
         except TimeoutError:
             raise CommandTimeout(
@@ -265,11 +263,11 @@ class CommandService:
             raise InvalidRequest("the control values must be a non-empty JSON object")
         try:
             _, via, route = await self._reach(product_id, name, here=here)
-        except _Elsewhere as away:
+        except Elsewhere as away:
             await away.run(Forwarded(rules.CONTROL, product_id, name, values=values))
             return
-        if not self.link.send(via, _wrap(Control(values), route)):
-            raise _not_subscribed("the topic of control values")
+        if not self.link.send(via, wrap(Control(values), route)):
+            raise not_subscribed("the topic of control values")
 
     async def _record(
         self, device: Device, request: rules.CallRequest
@@ -304,7 +302,7 @@ class CommandService:
         self,
         device: Device,
         via: DeviceRef,
-        route: _Route | None,
+        route: Route | None,
         request: rules.CallRequest,
         seconds: int,
     ) -> CallResult:
@@ -316,9 +314,9 @@ class CommandService:
         self._pending[pending_key] = _Pending(record, future, via=key)
         self._by_device.setdefault(key, set()).add(pending_key)
         try:
-            if not self.link.send(via, _wrap(message, route, device)):
+            if not self.link.send(via, wrap(message, route, device)):
                 await self._finish(record, rules.FAILED, None, "the device is not subscribed")
-                raise _not_subscribed("its command topic")
+                raise not_subscribed("its command topic")
             try:
                 answer = await asyncio.wait_for(asyncio.shield(future), seconds)
             except TimeoutError:
@@ -354,10 +352,10 @@ class CommandService:
 
     async def _reach(
         self, product_id: str, name: str, addressed: bool = True, here: bool = False
-    ) -> tuple[Device, DeviceRef, _Route | None]:
+    ) -> tuple[Device, DeviceRef, Route | None]:
         """The device, the connected device that carries messages to it (itself
         or its top gateway), and the way down from that one (None: direct; no
-        addresses needed when not `addressed`, see CallRequest). `_Elsewhere`
+        addresses needed when not `addressed`, see CallRequest). `Elsewhere`
         when that connected device may be on another node of the cluster."""
         device = await self.devices.get_device(product_id, name)
         if device.gateway is None:
@@ -365,7 +363,7 @@ class CommandService:
                 raise self._away(
                     device, here, f"device {name!r} of product {product_id!r} is offline"
                 )
-            return device, _ref(device), None
+            return device, ref(device), None
         top, path = await self.devices.route(device, addressed=addressed)
         if not self.link.is_online(top.product_id, top.name):
             raise self._away(
@@ -378,13 +376,13 @@ class CommandService:
         children = 0
         if addressed:
             children = await self.devices.storage.devices.count_children(product_id, name)
-        return device, _ref(top), _Route(path, children > 0)
+        return device, ref(top), Route(path, children > 0)
 
     def _away(self, via: Device, here: bool, offline: str) -> Exception:
         """The error of a device (or top gateway) `via` not connected here."""
         if self.remote is None or here:
             return DeviceOffline(offline)
-        return _Elsewhere(self.remote, (via.product_id, via.name), DeviceOffline(offline))
+        return Elsewhere(self.remote, (via.product_id, via.name), DeviceOffline(offline))
 
     async def run_forwarded(self, op: Forwarded) -> object:
         """An operation another node of the cluster forwarded here: run as ours,
@@ -480,47 +478,6 @@ class CommandService:
         items = items[:limit]
         last = items[-1] if items else None
         return Page(items, _encode_cursor(last.created_at, last.cmd_id) if more and last else None)
-
-
-class _Elsewhere(Exception):
-    """The device (or its top gateway `via`) is not connected here: it may be on
-    another node of the cluster (`offline` if not)."""
-
-    def __init__(self, remote: RemoteCalls, via: tuple[str, str], offline: DeviceOffline) -> None:
-        super().__init__(offline.message)
-        self.remote, self.via, self.offline = remote, via, offline
-
-    async def run(self, op: Forwarded) -> object:
-        return await self.remote.run(self.via, self.offline, op)
-
-
-@dataclass(frozen=True, slots=True)
-class _Route:
-    """The way from a top gateway down to a sub-device: the addresses, and
-    whether the sub-device is a gateway of others."""
-
-    path: tuple[str, ...]
-    gateway: bool
-
-
-def _wrap(
-    message: Call | Control | AttributesGet,
-    route: _Route | None,
-    device: Device | None = None,
-) -> Outbound:
-    """The message, or the message on its way through a gateway down `route` to `device`."""
-    if route is None:
-        return message
-    target = None if device is None else (device.product_id, device.name)
-    return ViaGateway(route.path, message, target, route.gateway)
-
-
-def _ref(device: Device) -> DeviceRef:
-    return DeviceRef(device.product_id, device.name, device.device_number)
-
-
-def _not_subscribed(topic: str) -> NotSubscribed:
-    return NotSubscribed(f"the device is connected but not subscribed to {topic}")
 
 
 def _encode_cursor(created_at: int, cmd_id: str) -> str:

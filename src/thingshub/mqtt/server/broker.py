@@ -183,7 +183,10 @@ class Broker:
             await asyncio.sleep(interval)
             now = self.loop.time()
             for conn in list(self._connections):
-                conn.check_timeout(now)
+                # Asked of every connection every second: one call for those not yet due.
+                deadline = conn.machine.deadline()
+                if deadline is not None and now > deadline:
+                    conn.check_timeout(now)
 
     # ------------------------------------------------------------ the application's API
 
@@ -204,6 +207,12 @@ class Broker:
         if retain:
             self.delivery.retain(message)
         return self.delivery.route(message, None)
+
+    @property
+    def subscribed(self) -> bool:
+        """Whether any session holds a subscription: while none does, whatever the
+        server publishes reaches nobody (and a retained message is kept all the same)."""
+        return self._started and bool(self.delivery.router)
 
     def is_connected(self, session_key: str) -> bool:
         """Whether the session (by default keyed by client id) has a connection."""

@@ -13,7 +13,11 @@ Rules:
 - What a topic matched is remembered (up to `CACHE_SIZE` topics) until the
   next subscribe or unsubscribe, so a topic published again costs one lookup
   instead of a walk of the trie. Matches that involve a share group are not
-  remembered: each one picks its next member.
+  remembered: each one picks its next member. Nor is a topic that matched
+  nothing while no filter has a wildcard: finding that out again costs the
+  one lookup that remembering it would, and a fleet's per-device topics that
+  nobody subscribes to (presence notices, one a device) would otherwise fill
+  the memory with empty entries.
 """
 
 from __future__ import annotations
@@ -66,6 +70,9 @@ class _Node:
 
 #: Topics whose matches are remembered at most; beyond it the memory starts afresh.
 CACHE_SIZE = 10_000
+
+#: What a topic nothing matches gets (shared: `match`'s lists are read, never changed).
+_NOTHING: list[Subscription] = []
 
 
 class Router:
@@ -149,11 +156,13 @@ class Router:
         cached = self._cache.get(topic)
         if cached is not None:
             return cached
-        leaves: list[_Leaf] = []
         leaf = self._exact.get(topic)
-        if leaf is not None:
-            leaves.append(leaf)
-        if self._wild_count:
+        if not self._wild_count:
+            if leaf is None:
+                return _NOTHING  # one lookup, as remembering it would cost: not remembered
+            leaves = [leaf]
+        else:
+            leaves = [] if leaf is None else [leaf]
             _walk(self._root, topic.split("/"), 0, topic.startswith("$"), leaves)
         out: list[Subscription] = []
         shared = False

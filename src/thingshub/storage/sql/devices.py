@@ -22,6 +22,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Mapping, Sequence
 from functools import partial
+from operator import itemgetter
 
 from thingshub.core.model import PRODUCT_SETTINGS, Device, Presence, PresenceUpdate, Product
 from thingshub.storage import common
@@ -93,6 +94,8 @@ QUEUE_PURGE = sql(
     " ON CONFLICT (device_id) DO NOTHING"
 )
 
+#: A presence row's key, (product id, name): in C, as every flush sorts every row by it.
+_BY_KEY = itemgetter(0, 1)
 #: An offline update of one node leaves a device that another node holds alone.
 SET_PRESENCE = sql(
     "INSERT INTO device_presence (product_id, name, online, last_activity, changed_at, node)"
@@ -268,11 +271,11 @@ class SqlDevices:
         if not updates:
             return
         presence = sorted(
-            (
+            [
                 (u.product_id, u.name, u.online, u.last_activity, u.changed_at, u.node)
                 for u in updates
-            ),
-            key=lambda r: (r[0], r[1]),  # stable: the last update of a device still wins
+            ],
+            key=_BY_KEY,  # stable: the last update of a device still wins
         )
         try:
             await self._db.transaction(lambda conn: conn.executemany(SET_PRESENCE, presence))

@@ -1,0 +1,36 @@
+"""The device side of ThingsHub: a Python SDK for devices that talk to it over MQTT.
+
+`OneNetDevice` (token login, device image, commands, thing model),
+`ThingsPanelDevice` (telemetry, attributes, events, commands, attribute
+set/get, control, OTA) and `ThingsPanelGateway` (the same for sub-devices
+behind one connection). Each has an asyncio API and, through `.blocking()`, a
+blocking one for scripts; each reconnects and subscribes again by itself,
+over TCP, TLS or WebSocket.
+
+Rules:
+- A device is a device: it speaks the wire protocols of docs/protocols.md
+  over a socket, exactly as hardware would, and imports nothing of the
+  server (an import-linter contract in pyproject.toml says so).
+- The fleet simulator (`fleet.py`) is built on the same classes.
+"""
+
+from thingshub.device.blocking import Blocking
+from thingshub.device.client import DeviceError, LoginRefused, MqttClient, NotConnected
+from thingshub.device.gateway import ThingsPanelGateway
+from thingshub.device.onenet import OneNetDevice, Rejected, ThingError
+from thingshub.device.ota import Firmware
+from thingshub.device.thingspanel import ThingsPanelDevice
+
+__all__ = [
+    "Blocking",
+    "DeviceError",
+    "Firmware",
+    "LoginRefused",
+    "MqttClient",
+    "NotConnected",
+    "OneNetDevice",
+    "Rejected",
+    "ThingError",
+    "ThingsPanelDevice",
+    "ThingsPanelGateway",
+]
