@@ -22,7 +22,9 @@ Rules:
   (a listener that is off has no key).
 - The workers of `serve --workers` and the nodes of a cluster listen with
   SO_REUSEPORT (`shares_ports`): processes of one machine share the ports,
-  the kernel spreads new connections over them.
+  the kernel spreads new connections over them (startup.py).
+- What a node of a cluster adds (NATS, calls to other nodes, takeover,
+  coherent caches, the presence sweep) is wired by cluster.py.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import socket
 import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,18 +40,17 @@ from typing import TYPE_CHECKING
 import uvicorn
 from fastapi import FastAPI
 
-from thingshub import datadir, metrics
+from thingshub import cluster, datadir, metrics
 from thingshub.api.app import create_api
 from thingshub.api.connections import uvicorn_limits
 from thingshub.api.context import ApiContext
 from thingshub.api.listener import HttpServer
 from thingshub.api.stream import StreamLimits
 from thingshub.api.websocket import WebSocketProtocol
-from thingshub.bus.calls import ClusterCalls, ClusterLink, Holders
+from thingshub.bus.calls import ClusterCalls
 from thingshub.bus.local import LocalBus
 from thingshub.bus.nats import NatsBus
-from thingshub.config import NODE_ID, Settings
-from thingshub.core.errors import Unavailable
+from thingshub.config import Settings
 from thingshub.core.messages import (
     AttributesReport,
     CallAnswer,
@@ -75,7 +75,6 @@ from thingshub.core.ports import DeviceLink, EventBus, Storage
 from thingshub.core.submessages import GatewayNote, SubRequest
 from thingshub.dialects.onenet.token import make_token
 from thingshub.dialects.registry import Registry, default_registry
-from thingshub.gateway.cluster import ClusterLogins
 from thingshub.gateway.hooks import DeviceGateway
 from thingshub.mqtt.server import Broker, BrokerConfig
 from thingshub.mqtt.server.websocket import MqttWebSocket
@@ -91,6 +90,7 @@ from thingshub.services.ingest import IngestService
 from thingshub.services.jobs import Jobs
 from thingshub.services.keys import KeyService
 from thingshub.services.nodes import NodeIdInUse, NodeService
+from thingshub.services.onenet_ota import OneNetOta
 from thingshub.services.ota import OtaService
 from thingshub.services.presence import PresenceService
 from thingshub.services.retention import RetentionService
@@ -98,6 +98,13 @@ from thingshub.services.subdevices import GatewayReports
 from thingshub.services.sweep import PresenceSweep
 from thingshub.services.things import ThingService
 from thingshub.services.topology import TopologyService
+from thingshub.startup import (
+    StartupError,
+    bind_http,
+    default_node_id,
+    public_url,
+    shares_ports,
+)
 from thingshub.storage import open_storage
 from thingshub.tls import TlsError, server_context
 
@@ -108,10 +115,6 @@ log = logging.getLogger("thingshub")
 
 #: uvicorn's own limit on a WebSocket message (16 MiB), unless MQTT needs more.
 WS_MAX_MESSAGE = 16 * 1024 * 1024
-
-
-class StartupError(Exception):
-    """Something the operator must fix; the message says what."""
 
 
 class Platform:
@@ -188,7 +191,8 @@ class Platform:
         await self.keys.start()
         node_id = s.node_id or default_node_id(s.mqtt_port or s.mqtts_port)
         jobs = self.jobs = Jobs(storage.locks, s.node_lease)
-        bus = self.bus = await self._start_bus(storage, node_id)
+        bus = self.bus = await cluster.start_bus(s.nats_url, storage, node_id)
+        self.nats = bus if isinstance(bus, NatsBus) else None
         self.devices = DeviceService(storage, clock, bus, pepper)
         self.presence = PresenceService(storage.devices, clock, bus, node=node_id)
         self.gateway = DeviceGateway(self.devices, self.presence, clock, bus, self.dialects)
@@ -196,6 +200,7 @@ class Platform:
             self.gateway,
             BrokerConfig(
                 max_connections=s.max_connections,
+                max_connections_per_address=s.max_connections_per_address,
                 max_packet_size=s.max_packet_size,
                 max_keepalive=s.max_keepalive,
                 connect_timeout=s.connect_timeout,
@@ -203,6 +208,7 @@ class Platform:
             ),
         )
         self.gateway.attach(self.broker)
+        self.gateway.limit_publishes(s.device_publish_rate)
         stats = self.broker.stats
         self.nodes = NodeService(
             storage.nodes,
@@ -218,14 +224,9 @@ class Platform:
             self.nodes = None
             raise StartupError(str(exc)) from exc
         self.mqtt_websocket = MqttWebSocket(self.broker.connection)
-        # Devices connected to other nodes: reached through NATS (a single process: the gateway).
-        link: DeviceLink = self.gateway
-        ota_link: DeviceLink = self.gateway
-        if self.nats is not None:
-            holders = Holders(storage.devices, self.nats, node_id, self.nodes.nodes)
-            self.cluster_calls = ClusterCalls(self.nats, holders, self.gateway)
-            link = ClusterLink(self.gateway, self.cluster_calls, unknown_online=True)
-            ota_link = ClusterLink(self.gateway, self.cluster_calls, unknown_online=False)
+        link, ota_link, self.cluster_calls = cluster.links(
+            self.nats, storage, node_id, self.nodes, self.gateway
+        )
         self.images = ImageService(storage.images, self.devices, self.presence, link, clock, bus)
         self.gateway.handle(ImageUpdateRequest, self.images.device_update)
         self.gateway.handle(ImageUpdateRefused, self.images.device_refused_update)
@@ -307,11 +308,11 @@ class Platform:
         self.mqtt_port = await self._listen_mqtt(s.mqtt_port, None, "MQTT")
         if self._tls is not None:
             self.mqtts_port = await self._listen_mqtt(s.mqtts_port, self._tls, "MQTT over TLS")
-        sock = self._bind_http(s.host, s.http_port)
+        sock = bind_http(s.host, s.http_port, shared=shares_ports(s))
         self.http_port = sock.getsockname()[1]
         if self.ota is not None:  # devices are informed only once it is known
             scheme = "https" if self._tls is not None else "http"
-            self.ota.public_url = _public_url(s.public_url, s.host, self.http_port, scheme)
+            self.ota.public_url = public_url(s.public_url, s.host, self.http_port, scheme)
         ctx = ApiContext(
             devices=self.devices,
             presence=self.presence,
@@ -322,6 +323,7 @@ class Platform:
             topology=self.topology,
             firmware=self.firmware,
             ota=self.ota,
+            onenet_ota=OneNetOta(self.ota, self.devices) if self.ota is not None else None,
             bus=bus,
             api_key=self.api_key,
             keys=self.keys,
@@ -331,6 +333,7 @@ class Platform:
             collectors=[lambda: metrics.collect(self)],
             is_ready=lambda: self._ready,
             stream_limits=StreamLimits(s.stream_max_backlog, s.stream_stall_timeout),
+            body_timeout=s.http_head_timeout,
             mqtt_websocket=self.mqtt_websocket,
             nodes=self.nodes,
         )
@@ -361,31 +364,14 @@ class Platform:
         datadir.write_ports(data_dir, {k: v for k, v in ports.items() if v is not None})
         self._ready = True
 
-    async def _start_bus(self, storage: Storage, node_id: str) -> LocalBus | NatsBus:
-        """The in-process bus, or with `nats_url` this node's link to the cluster."""
-        url = self.settings.nats_url
-        if url is None:
-            return LocalBus()
-        cluster_id = await storage.settings.set_if_absent("cluster_id", secrets.token_hex(6))
-        nats = NatsBus(url, cluster_id, node_id)
-        try:
-            await nats.start()
-        except Unavailable as exc:
-            raise StartupError(str(exc)) from exc
-        self.nats = nats
-        return nats
-
     async def _join_cluster(self, nats: NatsBus, clock: SystemClock, node_id: str) -> None:
         """Takeover across nodes, caches coherent across nodes, the presence sweep."""
         assert self.gateway is not None and self.broker is not None and self.presence is not None
         assert self.devices is not None and self.keys is not None and self.nodes is not None
-        assert self.images is not None and self.things is not None
-        self.gateway.logins = ClusterLogins(self.broker, self.presence, nats, clock, node_id)
-        for sync in (self.devices.sync, self.keys.sync, self.images.sync, self.things.sync):
-            sync.join(nats)
-        assert self.jobs is not None
-        self.sweep = PresenceSweep(self.nodes, self.presence, self.jobs)
-        await self.sweep.start()
+        assert self.images is not None and self.things is not None and self.jobs is not None
+        syncs = (self.devices.sync, self.keys.sync, self.images.sync, self.things.sync)
+        self.gateway.logins = cluster.logins(self.broker, self.presence, nats, clock, node_id)
+        self.sweep = await cluster.join(nats, syncs, self.nodes, self.presence, self.jobs)
 
     async def _mount_console(self, api: FastAPI, ctx: ApiContext, data_dir: Path) -> Console:
         from thingshub.console import ConsoleContext, mount_console
@@ -436,23 +422,6 @@ class Platform:
             raise StartupError(
                 f"cannot listen for {what} on {host}:{port}: {exc.strerror or exc}"
             ) from exc
-
-    def _bind_http(self, host: str, port: int) -> socket.socket:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if shares_ports(self.settings):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            sock.close()
-            raise StartupError(
-                f"cannot listen for HTTP on {host}:{port}: {exc.strerror or exc}"
-            ) from exc
-        sock.listen(1024)
-        sock.setblocking(False)
-        return sock
 
     # ------------------------------------------------------------ stop
 
@@ -530,30 +499,3 @@ class Platform:
         self.gateway.handle(OtaProgressRefused, self.ota.device_refused_progress)
         self.gateway.on_device_subscribe(self.ota.device_subscribed)
         await self.ota.start()
-
-
-def shares_ports(s: Settings) -> bool:
-    """Whether the listeners let other processes listen on their ports too
-    (SO_REUSEPORT): the workers of `serve --workers`, and any node of a cluster."""
-    return s.workers > 1 or s.nats_url is not None
-
-
-def default_node_id(port: int | None) -> str:
-    """The host name and the MQTT port, as a node id may be written."""
-    host = "".join(c if NODE_ID.fullmatch(c) else "-" for c in socket.gethostname()) or "node"
-    return f"{host[:58]}-{port or 0}"
-
-
-def _public_url(configured: str | None, host: str, port: int, scheme: str = "http") -> str:
-    """Where devices download firmware: the setting, else this server's own address."""
-    if configured:
-        return configured.rstrip("/")
-    if host in ("0.0.0.0", "::", ""):
-        log.warning(
-            "listening on all addresses: set --public-url (THINGSHUB_PUBLIC_URL) to the"
-            " address devices reach this server at; firmware links use 127.0.0.1 until then"
-        )
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{scheme}://{host}:{port}"

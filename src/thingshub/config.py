@@ -39,9 +39,12 @@ class Settings:
     api_key: str | None = None
     # Limits of the MQTT server (see mqtt/server/config.py for their meaning).
     max_connections: int = 100_000
+    max_connections_per_address: int = 0  # 0: no cap
     max_packet_size: int = 1024 * 1024
     max_keepalive: int = 1200
     connect_timeout: float = 10.0
+    #: Messages a second one device may publish (0: no limit; gateway/hooks.py).
+    device_publish_rate: float = 0.0
     log_level: str = "info"
     # OTA: the base URL devices download firmware from (default http://{host}:{http_port}),
     # and the largest firmware file accepted, in bytes.
@@ -87,6 +90,8 @@ _TYPES: dict[str, type] = {
     "database_url": str,
     "api_key": str,
     "max_connections": int,
+    "max_connections_per_address": int,
+    "device_publish_rate": float,
     "max_packet_size": int,
     "max_keepalive": int,
     "connect_timeout": float,
@@ -142,6 +147,8 @@ def _convert(name: str, value: Any) -> Any:
         raise SettingsError(f"setting log_level: {out!r} is not debug, info, warning or error")
     if name == "public_url" and not out.startswith(("http://", "https://")):
         raise SettingsError(f"setting public_url: {out!r} is not an http:// or https:// URL")
+    if name in ("max_connections_per_address", "device_publish_rate") and out < 0:
+        raise SettingsError(f"setting {name}: {out} is negative (0: no limit)")
     if name == "ota_tick" and not 0 < out <= 60:
         raise SettingsError(f"setting ota_tick: {out} is not between 0 and 60 seconds")
     if name == "stream_max_backlog" and out < 1024:

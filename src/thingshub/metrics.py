@@ -77,6 +77,7 @@ def collect(platform: Parts) -> Iterable[Metric]:
     for name in (
         "connections_total",
         "connects_refused",
+        "connects_refused_per_address",
         "protocol_errors",
         "messages_in",
         "messages_out",
@@ -92,7 +93,12 @@ def collect(platform: Parts) -> Iterable[Metric]:
         "hook_errors",
     ):
         mqtt.add_metric([name], getattr(st, name))
-    families: list[Metric] = [conns, logins, msg_in, msg_out, mqtt]
+    limited = CounterMetricFamily(
+        "thingshub_publish_rate_limited",
+        "Device messages refused over the device's publish rate (device_publish_rate).",
+    )
+    limited.add_metric([], gateway.rate_limited)
+    families: list[Metric] = [conns, logins, msg_in, msg_out, mqtt, limited]
     if platform.mqtt_websocket is not None:
         families += _websocket_metrics(platform.mqtt_websocket)
     if platform.bus is not None:

@@ -9,6 +9,7 @@ tests set it short instead of sleeping through 15 s.
 from __future__ import annotations
 
 import contextlib
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from tests.api import rawhttp
 from tests.api.served import serving
 from tests.conftest import RunningPlatform
 from tests.mqtt.clients import PahoClient
+from thingshub.api import connections
 
 
 def test_a_request_head_that_stalls_is_closed(
@@ -44,6 +46,33 @@ def test_a_request_head_that_stalls_is_closed(
         for piece in (b"GET /hea", b"lthz HTTP/1.1\r\n", b"Host: x\r\n", b"\r\n"):
             slow.sendall(piece)
         assert rawhttp.read_response(slow).status == 200
+
+
+def test_a_request_body_that_stalls_is_408_and_closed(
+    platform_factory: Callable[..., RunningPlatform],
+) -> None:
+    """A body that stops coming (or trickles slower than the head timeout allows
+    between pieces) no longer holds its connection for ever (issue 19)."""
+    p = platform_factory(http_head_timeout=0.5)
+    auth = {"Authorization": f"Bearer {p.api_key}", "Content-Type": "application/json"}
+    body = b'{"id": "p1", "name": "p1"}'
+    with rawhttp.connect(p.http_port) as half:
+        half.sendall(rawhttp.request("POST", "/api/v1/products", auth, body)[: -len(body) + 5])
+        started = time.monotonic()
+        answer = rawhttp.read_response(half, timeout=5)
+        assert answer.status == 408, answer
+        assert answer.headers.get("connection") == "close"
+        assert "stalled" in answer.body.decode()
+        assert rawhttp.closed_by_server(half, timeout=5) == b""
+        assert time.monotonic() - started < 4
+    # A body sent in pieces, each in time, is taken.
+    with rawhttp.connect(p.http_port) as slow:
+        whole = rawhttp.request("POST", "/api/v1/products", auth, body)
+        for i in range(0, len(whole), 40):
+            slow.sendall(whole[i : i + 40])
+            time.sleep(0.1)
+        assert rawhttp.read_response(slow).status == 201
+    assert p.http().get("/api/v1/products/p1").status_code == 200
 
 
 def test_connections_beyond_the_cap_are_refused_at_once(
@@ -133,3 +162,67 @@ def test_an_http_flood_leaves_mqtt_reachable(small_server: tuple[int, int, str])
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def _names(head: bytes) -> list[bytes]:
+    """The header names of a raw response head, as written."""
+    return [line.partition(b":")[0] for line in head.split(b"\r\n\r\n")[0].split(b"\r\n")[1:]]
+
+
+def _head_of(sock: socket.socket) -> bytes:
+    """A response's head as written, its body (of `Content-Length` bytes) read past."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before a whole head: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        (int(line[16:]) for line in head.split(b"\r\n") if line.startswith(b"Content-Length: ")),
+        0,
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n"
+
+
+def test_header_names_are_written_in_canonical_case(platform: RunningPlatform) -> None:
+    """Some device SDKs (OneNET's C SDK) look `Content-Length` up case-sensitively;
+    uvicorn alone writes `content-length`. Read as bytes, every answer has them
+    canonical: an ordinary one, a 401 with its challenge, one after `100 Continue`,
+    and the 400 uvicorn writes itself for a request it cannot parse."""
+    auth = {"Authorization": f"Bearer {platform.api_key}"}
+    with rawhttp.connect(platform.http_port) as sock:
+        sock.sendall(rawhttp.request("GET", "/healthz"))
+        head = _head_of(sock)
+        assert b"\r\nContent-Length: 15\r\n" in head
+        assert b"\r\nContent-Type: application/json\r\n" in head
+        assert _names(head) == [b"Date", b"Content-Length", b"Content-Type"]
+        sock.sendall(rawhttp.request("GET", "/api/v1/products"))  # the same connection
+        head = _head_of(sock)
+        assert head.startswith(b"HTTP/1.1 401 ")
+        assert b"\r\nWWW-Authenticate: Bearer\r\n" in head
+        assert all(name[:1].isupper() for name in _names(head)), head
+    with rawhttp.connect(platform.http_port) as sock:
+        body = b'{"id": "p1", "name": "P"}'
+        headers = {**auth, "Content-Type": "application/json", "Expect": "100-continue"}
+        sock.sendall(rawhttp.request("POST", "/api/v1/products", headers, body)[: -len(body)])
+        assert _head_of(sock) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        head = _head_of(sock)
+        assert head.startswith(b"HTTP/1.1 201 ")
+        assert b"\r\nContent-Length: " in head and b"\r\nContent-Type: " in head
+    with rawhttp.connect(platform.http_port) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nBad Header\r\n\r\n")
+        answer = rawhttp.closed_by_server(sock, timeout=5)
+        assert answer.startswith(b"HTTP/1.1 400 ")
+        assert b"\r\nContent-Length: " in answer and b"\r\nConnection: close\r\n" in answer
+
+
+def test_only_the_head_is_recased() -> None:
+    head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\netag: x\r\nx-a-b: c: d\r\n\r\n"
+    body = b"5\r\nab-cd: e\r\n0\r\n\r\n"
+    assert connections.canonical_head(head + body) == (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nETag: x\r\nX-A-B: c: d\r\n\r\n" + body
+    )
+    assert connections.canonical_head(b"no head yet") == b"no head yet"

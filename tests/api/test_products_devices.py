@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import httpx
 import pytest
 
@@ -16,7 +18,9 @@ def api(platform: RunningPlatform) -> httpx.Client:
 def make_product(api: httpx.Client, pid: str = "p1", name: str = "Product 1") -> dict:
     r = api.post("/api/v1/products", json={"id": pid, "name": name})
     assert r.status_code == 201, r.text
-    return r.json()
+    created = r.json()
+    assert len(base64.b64decode(created.pop("access_key"), validate=True)) == 32  # shown once
+    return created
 
 
 def test_every_api_call_needs_the_key(platform: RunningPlatform) -> None:
@@ -132,7 +136,7 @@ def test_product_patch_errors_change_nothing(api: httpx.Client) -> None:
         {"gateway_auto_register": None},
         {"gateway_auto_register": 0},
         {"retention_days": 0},
-        {"dynamic_registration": True},  # not a setting (yet)
+        {"dynamic_registration": "yes"},
         {"name": "ok", "gateway_auto_register": "no"},  # one bad field: none stored
         [],
     ):

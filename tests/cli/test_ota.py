@@ -81,6 +81,9 @@ def test_upload_create_show_watch_cancel(server: Server, tmp_path: Path) -> None
     shown = server.cli("ota", "show", "gh", task_id).stdout
     assert task_id in shown and "RUNNING" in shown and "QUEUED" in shown and "s2" in shown
     assert "60 per minute" in shown
+    tids = [d["tid"] for d in created["devices"]]
+    assert tids[1] == tids[0] + 1  # OneNET's task ids, one a device, shown with each
+    assert "tid" in shown and f" {tids[1]} " in shown
 
     env = {**os.environ, "THINGSHUB_DATA_DIR": str(server.data_dir), "COLUMNS": "200"}
     watcher = subprocess.Popen(

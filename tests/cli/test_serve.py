@@ -266,6 +266,15 @@ def test_cli_manages_products_and_devices(server: Server) -> None:
     changed = server.cli("product", "set", "m", "--name", "Meter room", "--gateway-auto-register")
     assert "Meter room" in changed.stdout and "True" in changed.stdout
     assert json.loads(server.cli("product", "show", "m", "--json").stdout)["name"] == "Meter room"
+    made = server.cli("product", "create", "Reg", "--id", "r", "--dynamic-registration", "--json")
+    first_key = json.loads(made.stdout)["access_key"]
+    assert json.loads(made.stdout)["dynamic_registration"] is True
+    assert "access_key" in server.cli("product", "create", "T", "--id", "t").stdout  # shown once
+    closed = server.cli("product", "set", "r", "--no-dynamic-registration", "--json").stdout
+    assert json.loads(closed)["dynamic_registration"] is False
+    rotated = json.loads(server.cli("product", "rotate-key", "r", "--json").stdout)["access_key"]
+    assert len(rotated) == 44 and rotated != first_key
+    assert "access_key" not in server.cli("product", "show", "r", "--json").stdout
     empty = server.cli("product", "set", "m", check=False)
     assert empty.returncode != 0 and "nothing to change" in empty.stderr
     assert "deleted" in server.cli("product", "delete", "m").stdout

@@ -227,7 +227,8 @@ def test_files_it_cannot_use_are_one_sentence_at_start(
     tmp_path: Path, certs: Path, case: str
 ) -> None:
     """In-process (the startup path `serve` runs), each case; nothing starts."""
-    from thingshub.app import Platform, StartupError
+    from thingshub.app import Platform
+    from thingshub.startup import StartupError
 
     _write_bad_files(tmp_path, certs)
     where = {"certs": certs, "tmp": tmp_path}

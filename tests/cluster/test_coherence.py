@@ -116,3 +116,30 @@ def test_a_thing_model_replaced_on_one_node_checks_posts_on_another(
     assert n1.http().put(models, json=model(150)).status_code == 200
     within(1.0, lambda: post_code() == 200, "the new model on n2")
     device.disconnect()
+
+
+def test_a_product_key_rotated_on_one_node_is_refused_on_another_within_1_s(
+    node_factory: Callable[..., RunningPlatform],
+) -> None:
+    """n2 has the product's access key in its login cache; rotated on n1, a token
+    signed with the old key fails on n2 and one signed with the new key logs in."""
+    n1, n2 = node_factory("n1"), node_factory("n2")
+    api = n1.http()
+    old_key = api.post("/api/v1/products", json={"id": "p1", "name": "P"}).json()["access_key"]
+    assert api.post("/api/v1/products/p1/devices", json={"name": "d1"}).status_code == 201
+    later = int(time.time()) + 3600
+
+    def onenet_login(key: str) -> int:
+        token = onenet.make_token(key, "p1", "d1", later)
+        client = PahoClient(
+            n2.mqtt_port, "d1", username="p1", password=token, connect=False, version=4
+        )
+        try:
+            return client.connect()
+        finally:
+            client.close()
+
+    assert onenet_login(old_key) == 0  # n2 caches the device with the old key
+    new_key = api.post("/api/v1/products/p1/access-key").json()["access_key"]
+    within(1.0, lambda: onenet_login(old_key) != 0, "the old product key refused on n2")
+    assert onenet_login(new_key) == 0

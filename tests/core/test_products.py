@@ -10,7 +10,12 @@ from thingshub.core.products import MAX_PRODUCT_NAME, check_settings
 
 
 def test_good_settings_pass_as_given() -> None:
-    good = {"name": "n" * MAX_PRODUCT_NAME, "retention_days": 1, "gateway_auto_register": False}
+    good = {
+        "name": "n" * MAX_PRODUCT_NAME,
+        "retention_days": 1,
+        "gateway_auto_register": False,
+        "dynamic_registration": True,
+    }
     assert check_settings(good) == good
     assert check_settings({"retention_days": None}) == {"retention_days": None}
     assert check_settings({}) == {}
@@ -27,6 +32,7 @@ def test_good_settings_pass_as_given() -> None:
         ({"retention_days": True}, "retention_days"),
         ({"retention_days": 1.5}, "retention_days"),
         ({"gateway_auto_register": 1}, "gateway_auto_register must be true or false"),
+        ({"dynamic_registration": "yes"}, "dynamic_registration must be true or false"),
     ],
 )
 def test_bad_settings_are_named(changes: dict[str, object], named: str) -> None:

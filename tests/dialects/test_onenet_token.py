@@ -29,6 +29,7 @@ from thingshub.dialects.onenet.token import (
 )
 
 KEY_B64 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="  # bytes 0..31
+PRODUCT_KEY = base64.b64encode(bytes(range(100, 132))).decode()
 PID = "pid123"
 NAME = "dev-1"
 RES = "products/pid123/devices/dev-1"
@@ -226,6 +227,38 @@ def test_resource_check_holds_even_with_that_devices_key() -> None:
         parse_token(password), key_b64=KEY_B64, product_id=PID, device_name="dev-2", now_s=NOW
     )
     assert "another resource" in refusal(password, name=NAME)
+
+
+def admit(password: str, name: str | None = NAME) -> None:
+    """Verify `password` for device `name` (None: the product itself) of a product
+    whose access key is PRODUCT_KEY; raises Unauthorized if it is refused."""
+    verify_token(
+        parse_token(password),
+        key_b64=KEY_B64,
+        product_id=PID,
+        device_name=name,
+        now_s=NOW,
+        product_key=PRODUCT_KEY,
+    )
+
+
+def test_a_product_level_token_is_signed_with_the_product_key() -> None:
+    """`res` = products/{pid} admits any device of the product, and the product
+    itself (registration), only under the product's access key."""
+    password = make_token(PRODUCT_KEY, PID, None, ET)
+    for name in (NAME, "dev-2", None):
+        admit(password, name)
+    assert "signature is wrong" in refusal(password)  # no product key known
+    with pytest.raises(Unauthorized, match="signature is wrong"):
+        admit(make_token(KEY_B64, PID, None, ET))  # the device key signs no product token
+
+
+def test_a_device_token_may_be_signed_with_either_key() -> None:
+    for key in (KEY_B64, PRODUCT_KEY):
+        admit(make_token(key, PID, NAME, ET, version="2022-05-01"))
+    # Asked for the product alone, a device's token names another resource.
+    with pytest.raises(Unauthorized, match="another resource"):
+        admit(make_token(PRODUCT_KEY, PID, NAME, ET), None)
 
 
 @pytest.mark.parametrize("version", ["2018-10-30", "2018-10-31 ", "", "2019-01-01"])

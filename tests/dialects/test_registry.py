@@ -235,7 +235,8 @@ def test_covers_asks_whether_a_filter_takes_messages_of_a_kind() -> None:
     assert registry.covers(REF, ["devices/telemetry/control/dn", "$sys/p/d/#"], ImageDelta)
     assert registry.covers(REF, ["ota/devices/inform/+"], OtaInform)
     assert not registry.covers(REF, ["$sys/p/d/image/update/accepted"], ImageDelta)
-    assert not registry.covers(REF, ["$sys/p/d/#"], OtaInform)
+    assert registry.covers(REF, ["$sys/p/d/ota/inform"], OtaInform)  # OneNET's notice
+    assert not registry.covers(REF, ["$sys/p/d/image/#"], OtaInform)
     assert not registry.covers(REF, [], ImageDelta)
     assert not registry.covers(REF, ["#"], Control)  # no dialect names topics for it
 

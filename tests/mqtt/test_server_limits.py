@@ -7,6 +7,7 @@ messages, so "closed only the offending client" is observed, not assumed.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -221,6 +222,61 @@ def test_max_connections(broker_factory: Callable[..., RunningBroker]) -> None:
     wait_until(lambda: b.stats.connections == 1, what="the closed connection to be released")
     fourth = RawClient(b.port)
     assert fourth.connect("four").reason_code == 0
+
+
+def test_max_connections_per_address(broker_factory: Callable[..., RunningBroker]) -> None:
+    """One host cannot take every connection: beyond the per-address cap its new
+    sockets are closed as they arrive, while another host still gets in."""
+    b = broker_factory(config=BrokerConfig(max_connections_per_address=2))
+    first, second = RawClient(b.port), RawClient(b.port)
+    assert first.connect("one").reason_code == 0
+    assert second.connect("two").reason_code == 0
+    third = RawClient(b.port)
+    third.send(Connect("three", 5))
+    assert third.wait_closed() == []
+    elsewhere = RawClient(b.port, source="127.0.0.2")
+    assert elsewhere.connect("elsewhere").reason_code == 0
+    assert b.stats.connects_refused_per_address == 1
+    first.send(Disconnect())
+    first.wait_closed()
+    wait_until(lambda: b.stats.connections == 2, what="the closed connection to be released")
+    again = RawClient(b.port)
+    assert again.connect("again").reason_code == 0
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def test_a_flood_of_half_open_sockets_is_dropped_at_the_connect_timeout(
+    broker_factory: Callable[..., RunningBroker],
+) -> None:
+    """500 sockets that connect and never send CONNECT (or send half of one) are
+    all closed at `connect_timeout`; memory stays bounded; a real client gets in
+    throughout."""
+    b = broker_factory(config=BrokerConfig(connect_timeout=1.0, sweep_interval=0.1))
+    before = _rss()
+    flood = []
+    for i in range(500):
+        sock = socket.create_connection(("127.0.0.1", b.port))
+        if i % 2:
+            sock.sendall(encode(Connect(f"half{i}", 5), 5)[:7])  # a CONNECT cut short
+        flood.append(sock)
+    wait_until(lambda: b.stats.connections == 500, what="the flood to be accepted")
+    grown = _rss() - before
+    real = RawClient(b.port)
+    assert real.connect("real").reason_code == 0
+    try:
+        wait_until(lambda: b.stats.connections == 1, 10, "the half-open sockets to be dropped")
+        for sock in flood:
+            sock.settimeout(5)
+            assert sock.recv(16) == b""  # closed by the server, nothing sent
+        assert real.ping() == []
+    finally:
+        for sock in flood:
+            sock.close()
+    assert grown < 30 * 1024 * 1024, f"500 half-open sockets took {grown} bytes"
 
 
 def test_slow_consumer_does_not_stall_others(broker_factory: Callable[..., RunningBroker]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -104,7 +105,9 @@ async def test_a_device_is_created_with_its_secrets_shown_once(world: World) -> 
     assert world.devices.password_matches(device, created.password)
     assert not world.devices.password_matches(device, created.password + "x")
     stored = await world.storage.devices.get("p1", "lamp-1")
-    assert stored == device and dict(stored.tags) == {"floor": "1"}
+    product = await world.devices.get_product("p1")
+    assert device.product_key == product.access_key  # what a login checks a token against
+    assert stored == replace(device, product_key=None) and dict(stored.tags) == {"floor": "1"}
     # The secrets log the device in, through its dialects.
     registry = default_registry()
     login = registry.login("any", device.username, created.password.encode())

@@ -146,7 +146,7 @@ def test_task_add_get_list(backend: Backend) -> None:
         assert await s.ota.get_task("p2", "t2") is None
         devices = await s.ota.devices("t2")
         assert [d.name for d in devices] == ["zeta", "alpha", "mid"]  # rollout order
-        assert devices[0] == ota.queued("t2", "zeta", T0)
+        assert devices[0] == ota.queued("t2", "zeta", T0, tid=1)  # tids in rollout order
         assert [t.id for t in await s.ota.list_tasks("p1", 10)] == ["t1", "t2"]
         assert [t.id for t in await s.ota.list_tasks("p1", 1, "t1")] == ["t2"]
         assert [t.id for t in await s.ota.running()] == ["t1", "t2", "t9"]
@@ -270,3 +270,49 @@ def test_tasks_survive_a_reopen(durable_backend: Backend) -> None:
 
     durable_backend.run(write)
     durable_backend.run(read)
+
+
+def test_tids_are_consecutive_and_never_given_twice(backend: Backend) -> None:
+    async def scenario(s: Storage) -> None:
+        await setup(s, fw("f1"))
+        first = await s.ota.add_task(task("t1"), queued("t1", "a", "b", "c"))
+        assert first == 1
+        assert [d.tid for d in await s.ota.devices("t1")] == [1, 2, 3]
+        assert await s.ota.add_task(task("t2"), []) == 4  # a task of no device takes none
+        with pytest.raises(NotFound):  # a refused task takes none either
+            await s.ota.add_task(task("t3", "nope"), queued("t3", "x"))
+        with_tids = [replace(d, tid=99) for d in queued("t4", "x", "y")]  # theirs are ignored
+        assert await s.ota.add_task(task("t4"), with_tids) == 4
+        assert [(d.name, d.tid) for d in await s.ota.devices("t4")] == [("x", 4), ("y", 5)]
+        found = await s.ota.by_tid(5)
+        assert found is not None and (found[0].id, found[1].name) == ("t4", "y")
+
+    backend.run(scenario)
+
+
+def test_processes_sharing_a_database_never_give_a_tid_twice(durable_backend: Backend) -> None:
+    """Two storages open on one database (two processes of a cluster, or workers)
+    create tasks at the same time: every device part has its own tid."""
+
+    async def main() -> list[int]:
+        one, two = durable_backend.make(), durable_backend.make()
+        await one.open()
+        await two.open()
+        try:
+            await setup(one, fw("f1"))
+
+            async def add(s: Storage, i: int) -> int:
+                return await s.ota.add_task(task(f"t{i:02}"), queued(f"t{i:02}", "a", "b", "c"))
+
+            firsts = await asyncio.gather(*(add((one, two)[i % 2], i) for i in range(40)))
+            tids = []
+            for i in range(40):
+                tids += [d.tid for d in await two.ota.devices(f"t{i:02}")]
+            assert sorted(firsts) == list(range(1, 121, 3))
+            return [t for t in tids if t is not None]
+        finally:
+            await one.close()
+            await two.close()
+
+    tids = asyncio.run(main())
+    assert sorted(tids) == list(range(1, 121))

@@ -29,6 +29,7 @@ from thingshub.api import (
     errors,
     images,
     keys,
+    onenet_devices,
     openapi,
     products,
     stream,
@@ -115,7 +116,10 @@ def create_api(ctx: ApiContext) -> FastAPI:
     errors.install(app)
     openapi.install(app)
     app.add_middleware(
-        RequestGuard, authenticate=ctx.keys.authenticate, metrics=HttpMetrics(registry)
+        RequestGuard,
+        authenticate=ctx.keys.authenticate,
+        metrics=HttpMetrics(registry),
+        body_timeout=ctx.body_timeout,
     )
     for collect in ctx.collectors:
         registry.register(FunctionCollector(collect))
@@ -140,6 +144,7 @@ def create_api(ctx: ApiContext) -> FastAPI:
     app.include_router(things.models)
     app.include_router(things.router)
     app.include_router(ota_api.download_router)  # the token in the URL admits devices
+    app.include_router(onenet_devices.router)  # OneNET tokens admit devices
     app.state.stream = hub = stream.StreamHub(ctx.bus, stream.EVENT_TYPES, ctx.stream_limits)
     registry.register(FunctionCollector(hub.metrics))
     ctx.keys.on_revoke(hub.revoke)

@@ -23,13 +23,21 @@ Rules (docs/operations.md, "Limits against hostile input"):
   `LINGER_SECONDS` or `LINGER_BYTES`. Closing at once
   with unread bytes would reset the connection, and a reset can destroy the
   answer before the client reads it.
+- Every answer's header names are written in their canonical case
+  (`Content-Length`, `Content-Type`, `WWW-Authenticate`), as most servers
+  write them: uvicorn writes them lower-case, and some device SDKs (OneNET's
+  C SDK) look names up case-sensitively. Names are case-insensitive in HTTP,
+  so no client can mind; only the head is rewritten, never a body, and a
+  `100 Continue` before the head passes as it is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import resource
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -47,10 +55,37 @@ LINGER_BYTES = 1024 * 1024
 _BUSY = b'{"error":"too many HTTP connections; try again later"}'
 BUSY_RESPONSE = (
     b"HTTP/1.1 503 Service Unavailable\r\n"
-    b"content-type: application/json\r\n"
-    b"content-length: " + str(len(_BUSY)).encode() + b"\r\n"
-    b"connection: close\r\n\r\n" + _BUSY
+    b"Content-Type: application/json\r\n"
+    b"Content-Length: " + str(len(_BUSY)).encode() + b"\r\n"
+    b"Connection: close\r\n\r\n" + _BUSY
 )
+#: Names whose canonical case is not each word capitalised.
+_SPECIAL_NAMES = {
+    b"www-authenticate": b"WWW-Authenticate",
+    b"etag": b"ETag",
+    b"content-md5": b"Content-MD5",
+    b"te": b"TE",
+}
+
+
+@functools.lru_cache(maxsize=512)  # an application answers with few distinct names
+def canonical_name(name: bytes) -> bytes:
+    """`content-length` -> `Content-Length` (see the module rules)."""
+    special = _SPECIAL_NAMES.get(name.lower())
+    return special or b"-".join(word.capitalize() for word in name.split(b"-"))
+
+
+def canonical_head(data: bytes) -> bytes:
+    """`data` (a response head, perhaps followed by body bytes) with its header
+    names in canonical case; the status line and everything after the head unchanged."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return data
+    lines = data[:end].split(b"\r\n")
+    for i in range(1, len(lines)):
+        name, colon, value = lines[i].partition(b":")
+        lines[i] = canonical_name(name) + colon + value
+    return b"\r\n".join(lines) + data[end:]
 
 
 def connection_cap(configured: int) -> int:
@@ -111,7 +146,16 @@ def limited_protocol(
             super().on_headers_complete()
             cycle = self.cycle
             if cycle is not None and cycle.transport is self.transport:
-                cycle.transport = _CycleTransport(self)  # type: ignore[assignment]
+                answer = _AnswerTransport(self.transport, self.close_after_answer)
+                cycle.transport = answer  # type: ignore[assignment]
+
+        def send_400_response(self, msg: str) -> None:
+            transport = self.transport  # uvicorn writes this answer itself, head and body
+            self.transport = _AnswerTransport(transport, transport.close)  # type: ignore[assignment]
+            try:
+                super().send_400_response(msg)
+            finally:
+                self.transport = transport
 
         def close_after_answer(self) -> None:
             """Close, lingering if the request's body is still coming (see the rules)."""
@@ -147,22 +191,27 @@ def limited_protocol(
     return LimitedHttpProtocol
 
 
-class _CycleTransport:
-    """What a uvicorn request cycle writes its answer to: the connection's
-    transport, except that closing it goes through `close_after_answer`."""
+class _AnswerTransport:
+    """What one answer is written to: the connection's transport, except that
+    the head is written in canonical case and closing calls `close` (for a
+    request cycle, `close_after_answer`)."""
 
-    def __init__(self, protocol: Any) -> None:
-        self._protocol = protocol
-        self._transport: asyncio.Transport = protocol.transport
+    def __init__(self, transport: asyncio.Transport, close: Callable[[], None]) -> None:
+        self._transport = transport
+        self._close = close
+        self._head_written = False
 
     def write(self, data: bytes) -> None:
+        if not self._head_written and not data.startswith(b"HTTP/1.1 1"):  # not 100 Continue
+            self._head_written = True
+            data = canonical_head(data)
         self._transport.write(data)
 
     def is_closing(self) -> bool:
         return self._transport.is_closing()
 
     def close(self) -> None:
-        self._protocol.close_after_answer()
+        self._close()
 
 
 def uvicorn_limits(max_connections: int, head_timeout: float) -> dict[str, Any]:

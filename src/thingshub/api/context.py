@@ -17,6 +17,7 @@ from thingshub.services.history import HistoryService
 from thingshub.services.images import ImageService
 from thingshub.services.keys import KeyService
 from thingshub.services.nodes import NodeService
+from thingshub.services.onenet_ota import OneNetOta
 from thingshub.services.ota import OtaService
 from thingshub.services.presence import PresenceService
 from thingshub.services.things import ThingService
@@ -50,8 +51,12 @@ class ApiContext:
     #: Firmware packages and OTA tasks (None: the OTA routes answer 503).
     firmware: FirmwareService | None = None
     ota: OtaService | None = None
+    #: OneNET's OTA API for devices (None: it answers errno 7).
+    onenet_ota: OneNetOta | None = None
     #: When the live stream drops a client that does not read.
     stream_limits: StreamLimits = field(default_factory=StreamLimits)
+    #: Longest silence inside a request body, in seconds (guard.py): 408 and closed.
+    body_timeout: float = 15.0
     #: MQTT over WebSocket, served at `/mqtt` (None: not served).
     mqtt_websocket: ASGIApp | None = None
     #: This node's place in its cluster (a single process is a cluster of one).

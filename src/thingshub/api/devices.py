@@ -78,7 +78,8 @@ async def list_devices(
 @router.get("/{name}")
 async def get_device(request: Request, pid: ProductId, name: DeviceName, ctx: Context) -> DeviceOut:
     device = gateway_seen(principal(request.scope), await ctx.devices.get_device(pid, name))
-    return DeviceOut.of(device, await ctx.presence.get(pid, name))
+    versions = await ctx.devices.versions(pid, name)
+    return DeviceOut.of(device, await ctx.presence.get(pid, name), versions)
 
 
 @router.post("/{name}/token", responses=BODY_ERRORS)

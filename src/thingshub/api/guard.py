@@ -15,6 +15,10 @@ Rules (docs/operations.md, "Limits against hostile input"):
   declared Content-Length or the bytes received pass it, whether or not the
   body is chunked. A route that streams a larger body (the firmware upload)
   raises its own request's limit with `allow_body` before reading.
+- A body that stalls (no piece of it for `body_timeout` seconds, the HTTP
+  head timeout) is 408 and the connection closes: a client trickling a body,
+  or stopping half-way, holds a connection no longer than one sending its
+  head slowly.
 - An exception no handler took is a 500 JSON answer and the connection stays
   open (errors.py); one raised after the answer started ends the connection.
 - Every request is counted and timed (metrics.py), the 401s and 500s of this
@@ -26,6 +30,7 @@ Rules (docs/operations.md, "Limits against hostile input"):
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -92,12 +97,14 @@ class RequestGuard:
         authenticate: Callable[[str | None], Principal | None],
         metrics: HttpMetrics,
         max_body: int = MAX_BODY,
+        body_timeout: float = 15.0,
     ) -> None:
         self.app = app
         #: The presented key's Principal, or None (in memory: no I/O, services/keys.py).
         self.authenticate = authenticate
         self.metrics = metrics
         self.max_body = max_body
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -127,7 +134,7 @@ class RequestGuard:
                 scope[PRINCIPAL] = caller
             if body.pending:
                 scope[_LIMIT] = body
-                counted = _counting(receive, body, _declared_length(headers))
+                counted = _counting(receive, body, _declared_length(headers), self.body_timeout)
                 await self.app(scope, counted, send_tracked)
             else:
                 await self.app(scope, receive, send_tracked)
@@ -145,15 +152,21 @@ def _closing(start: Message) -> Message:
     return {**start, "headers": [*kept, (b"connection", b"close")]}
 
 
-def _counting(receive: Receive, body: _Body, declared: int) -> Receive:
-    """`receive`, counting the body against its limit and noting when it was all read."""
+def _counting(receive: Receive, body: _Body, declared: int, timeout: float) -> Receive:
+    """`receive`, counting the body against its limit, noting when it was all
+    read, and giving up on a piece that does not come within `timeout`."""
     received = 0
 
     async def receive_counted() -> Message:
         nonlocal received
         if body.limit >= 0 and declared > body.limit:
             raise _too_large(body.limit)
-        message = await receive()
+        try:
+            message = await asyncio.wait_for(receive(), timeout)
+        except TimeoutError:
+            raise HTTPException(
+                408, f"the request body stalled: nothing of it came for {timeout:g} s"
+            ) from None
         if message["type"] != "http.request" or not message.get("more_body", False):
             body.pending = False
         if message["type"] == "http.request" and body.limit >= 0:

@@ -111,6 +111,8 @@ def device_out(d: OtaDevice) -> dict[str, Any]:
         "informed_at": d.informed_at,
         "updated_at": d.updated_at,
         "finished_at": d.finished_at,
+        "protocol": d.protocol,
+        "tid": d.tid,
     }
 
 

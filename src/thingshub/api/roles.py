@@ -57,6 +57,7 @@ ROUTES: Mapping[tuple[str, str], Need | None] = {
     ("GET", _P): _R,
     ("PATCH", _P): _A,
     ("DELETE", _P): _A,
+    ("POST", f"{_P}/access-key"): _A,
     # thing models
     ("PUT", f"{_P}/thing-model"): _A,
     ("GET", f"{_P}/thing-model"): _R,
@@ -104,6 +105,21 @@ ROUTES: Mapping[tuple[str, str], Need | None] = {
     ("POST", f"{_P}/ota-tasks/{{task_id}}/cancel"): _O,
     ("GET", "/ota/download/{task_id}/{device}"): PUBLIC,
     ("HEAD", "/ota/download/{task_id}/{device}"): PUBLIC,
+    # OneNET's device APIs: a OneNET token admits the device (api/onenet_devices.py)
+    **{
+        (method, f"/{prefix}/{{pid}}/{{name}}{path}"): PUBLIC
+        for prefix in ("ota", "fuse-ota")
+        for method, path in (
+            ("POST", "/version"),
+            ("GET", "/version"),
+            ("GET", "/check"),
+            ("GET", "/{tid}/check"),
+            ("GET", "/{tid}/download"),
+            ("GET", "/{tid}/download/"),
+            ("POST", "/{tid}/status"),
+        )
+    },
+    ("POST", "/mqtt/v1/devices/reg"): PUBLIC,
 }
 
 

@@ -80,6 +80,9 @@ class ProductIn(Strict):
     gateway_auto_register: StrictBool = Field(
         True, description="false: its gateways' `devices/register` is refused."
     )
+    dynamic_registration: StrictBool = Field(
+        False, description="true: devices may register themselves (`/mqtt/v1/devices/reg`)."
+    )
     thing_model: dict[str, Any] | None = Field(
         None, description="A thing model in OneNET's export shape, set with the product."
     )
@@ -95,6 +98,9 @@ class ProductOut(BaseModel):
     gateway_auto_register: bool = Field(
         True, description="Its gateways may create sub-devices on `devices/register`."
     )
+    dynamic_registration: bool = Field(
+        False, description="Its devices may register themselves with a product-level token."
+    )
 
     @classmethod
     def of(cls, p: Product) -> ProductOut:
@@ -104,12 +110,23 @@ class ProductOut(BaseModel):
             created_at=p.created_at,
             retention_days=p.retention_days,
             gateway_auto_register=p.gateway_auto_register,
+            dynamic_registration=p.dynamic_registration,
         )
 
 
+class CreatedProductOut(ProductOut):
+    access_key: str = Field(
+        description="The product's OneNET access key (base64; signs tokens for any of its"
+        " devices). Shown only here and when rotated."
+    )
+
+
+class AccessKeyOut(BaseModel):
+    access_key: str = Field(description="The new access key; the old one no longer works.")
+
+
 class ProductPatch(Strict):
-    """Settings to change; a field left out keeps its value. More flags (such as
-    OneNET's dynamic registration) join as further optional fields."""
+    """Settings to change; a field left out keeps its value."""
 
     name: ProductName | SkipJsonSchema[None] = Field(None, description="A new human name.")
     retention_days: Annotated[int, Field(ge=1, le=MAX_RETENTION_DAYS), NUMBER] | None = Field(
@@ -117,6 +134,9 @@ class ProductPatch(Strict):
     )
     gateway_auto_register: StrictBool | SkipJsonSchema[None] = Field(
         None, description="false: its gateways' `devices/register` is refused."
+    )
+    dynamic_registration: StrictBool | SkipJsonSchema[None] = Field(
+        None, description="true: devices may register themselves."
     )
 
     def changes(self) -> dict[str, object]:
@@ -187,6 +207,11 @@ class DeviceIn(Strict):
     sub_address: SubAddress | None = None
 
 
+class VersionsOut(BaseModel):
+    f_version: str | None = Field(None, description="The module firmware version it reported.")
+    s_version: str | None = Field(None, description="The application version it reported.")
+
+
 class DeviceOut(BaseModel):
     product_id: str
     name: str
@@ -200,10 +225,20 @@ class DeviceOut(BaseModel):
     gateway: GatewayOut | None = Field(
         None, description="The gateway it is reached through, and its address there."
     )
+    versions: VersionsOut | None = Field(
+        None, description="The versions it reported to OneNET's OTA API (on a single device)."
+    )
 
     @classmethod
-    def of(cls, d: Device, presence: Presence) -> DeviceOut:
+    def of(
+        cls, d: Device, presence: Presence, versions: tuple[str | None, str | None] | None = None
+    ) -> DeviceOut:
         return cls(
+            versions=(
+                VersionsOut(f_version=versions[0], s_version=versions[1])
+                if versions is not None
+                else None
+            ),
             product_id=d.product_id,
             name=d.name,
             device_number=d.device_number,

@@ -34,9 +34,10 @@ FAMILIES = {"onenet": "onenet", "thingspanel": "panel", "thing-model": "thing"}
 async def _demo(
     data_dir: Path, host: str, mqtt_port: int, http_port: int, devices: int, duration: float | None
 ) -> int:
-    from thingshub.app import Platform, StartupError
+    from thingshub.app import Platform
     from thingshub.config import Settings
     from thingshub.device.fleet import Fleet
+    from thingshub.startup import StartupError
 
     settings = Settings(
         data_dir=data_dir,

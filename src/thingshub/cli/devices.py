@@ -23,11 +23,16 @@ device_app = typer.Typer(help="Create, list, show and delete devices.", no_args_
 
 # ---------------------------------------------------------------- products
 
-PRODUCT_COLUMNS = ["id", "name", "created_at", "gateway_auto_register"]
+PRODUCT_COLUMNS = ["id", "name", "created_at", "gateway_auto_register", "dynamic_registration"]
 #: `--gateway-auto-register/--no-...`: may its gateways create sub-devices (devices/register)?
 AutoRegister = Annotated[
     bool | None,
     typer.Option(help="Let its gateways create sub-devices on devices/register."),
+]
+#: `--dynamic-registration/--no-...`: may devices register themselves (OneNET's API)?
+DynamicRegistration = Annotated[
+    bool | None,
+    typer.Option(help="Let devices register themselves (OneNET's /mqtt/v1/devices/reg)."),
 ]
 
 
@@ -36,19 +41,22 @@ def product_create(
     name: str,
     id: Annotated[str | None, typer.Option(help="Product id.")] = None,
     gateway_auto_register: AutoRegister = None,
+    dynamic_registration: DynamicRegistration = None,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
     data_dir: DirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create a product."""
+    """Create a product; its OneNET access key is shown this once."""
     body: dict[str, Any] = {"name": name, **({"id": id} if id else {})}
     if gateway_auto_register is not None:
         body["gateway_auto_register"] = gateway_auto_register
+    if dynamic_registration is not None:
+        body["dynamic_registration"] = dynamic_registration
     show(
         Api(url, api_key, data_dir).call("POST", "/api/v1/products", json=body),
         as_json,
-        PRODUCT_COLUMNS,
+        [*PRODUCT_COLUMNS, "access_key"],
     )
 
 
@@ -80,21 +88,43 @@ def product_set(
     pid: str,
     name: Annotated[str | None, typer.Option(help="A new name.")] = None,
     gateway_auto_register: AutoRegister = None,
+    dynamic_registration: DynamicRegistration = None,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
     data_dir: DirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Change a product's name or settings; those not given keep their values."""
-    body: dict[str, Any] = {"name": name, "gateway_auto_register": gateway_auto_register}
+    body: dict[str, Any] = {
+        "name": name,
+        "gateway_auto_register": gateway_auto_register,
+        "dynamic_registration": dynamic_registration,
+    }
     body = {k: v for k, v in body.items() if v is not None}
     if not body:
-        die("nothing to change: give --name or --[no-]gateway-auto-register")
+        die(
+            "nothing to change: give --name, --[no-]gateway-auto-register"
+            " or --[no-]dynamic-registration"
+        )
     show(
         Api(url, api_key, data_dir).call("PATCH", f"/api/v1/products/{pid}", json=body),
         as_json,
         PRODUCT_COLUMNS,
     )
+
+
+@product_app.command("rotate-key")
+def product_rotate_key(
+    pid: str,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    data_dir: DirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Give a product a new OneNET access key (shown this once); the old one
+    stops working at once, for tokens and registrations signed with it."""
+    answer = Api(url, api_key, data_dir).call("POST", f"/api/v1/products/{pid}/access-key")
+    show(answer, as_json, ["access_key"])
 
 
 @product_app.command("delete")

@@ -214,12 +214,15 @@ def task_tables(task: dict[str, Any]) -> Group:
     summary.add_row("device timeout", f"{task['device_timeout_s']} s")
     summary.add_row("devices", _counts(task))
     devices = Table()
-    for col in ("name", "state", "step", "desc"):
+    for col in ("name", "state", "step", "desc", "protocol", "tid"):
         devices.add_column(col)
     for d in task.get("devices", []):
         style = STATE_STYLES.get(d["state"], "")
         step = "-" if d["step"] is None else str(d["step"])
-        devices.add_row(d["name"], f"[{style}]{d['state']}[/{style}]", step, d["desc"] or "-")
+        state = f"[{style}]{d['state']}[/{style}]"
+        # protocol: the family it takes part through; tid: its OneNET task id.
+        via = (d.get("protocol") or "-", "-" if d.get("tid") is None else str(d["tid"]))
+        devices.add_row(d["name"], state, step, d["desc"] or "-", *via)
     return Group(summary, devices)
 
 

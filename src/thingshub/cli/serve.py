@@ -150,7 +150,8 @@ def broker(
 
 
 async def _serve(settings: Settings) -> int:
-    from thingshub.app import Platform, StartupError
+    from thingshub.app import Platform
+    from thingshub.startup import StartupError
 
     # Whatever this process writes (the database, its WAL, secrets, firmware,
     # the console's storage) is for the server's user alone; datadir.py also

@@ -123,7 +123,7 @@ class Supervisor:
         s = self._reserve_ports(self.settings)
         if s.nats_url is None:
             s = replace(s, nats_url=await self._start_nats())
-        from thingshub.app import default_node_id
+        from thingshub.startup import default_node_id
 
         base = s.node_id or default_node_id(s.mqtt_port or s.mqtts_port)
         self.settings = s

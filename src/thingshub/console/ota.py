@@ -311,6 +311,8 @@ def register(ctx: ConsoleContext) -> None:
                         {"name": "state", "label": "State", "field": "state", "align": "left"},
                         {"name": "step", "label": "Progress", "field": "step", "align": "left"},
                         {"name": "desc", "label": "Detail", "field": "desc", "align": "left"},
+                        {"name": "protocol", "label": "Via", "field": "protocol", "align": "left"},
+                        {"name": "tid", "label": "tid", "field": "tid", "align": "left"},
                     ],
                     rows=[],
                     row_key="name",
@@ -411,7 +413,17 @@ def _device_row(d: dict[str, Any]) -> dict[str, Any]:
         "name": d.get("name"),
         "state": state.lower().replace("_", " "),
         "color": STATE_COLORS.get(state, "grey-6"),
-        "progress": (step / 100) if isinstance(step, int) and step > 0 else 0,
-        "step": f"{step} %" if isinstance(step, int) and step >= 0 else "—",
+        "progress": (min(step, 100) / 100) if isinstance(step, int) and step > 0 else 0,
+        "step": _step(step),
         "desc": d.get("desc") or "",
+        "protocol": d.get("protocol") or "—",
+        "tid": d.get("tid") if d.get("tid") is not None else "—",
     }
+
+
+def _step(step: object) -> str:
+    """A percentage, or one of OneNET's step codes past 100 (101 downloaded, 201
+    upgraded, the others failures) as it is."""
+    if not isinstance(step, int) or step < 0:
+        return "—"
+    return f"{step} %" if step <= 100 else str(step)

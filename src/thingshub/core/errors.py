@@ -16,6 +16,7 @@
     ├── LimitExceeded              a size or rate limit (413 / 429)
     │   └── TooLarge               ... a size: the body is larger than allowed (413)
     └── Unavailable                a dependency failed (500 / 503)
+        └── StorageUnreachable     ... the database is down or its disk full: it passes (503)
 
 Rules:
 - Code raises these by meaning, never an HTTP status or a protocol code.
@@ -96,3 +97,9 @@ class TooLarge(LimitExceeded):
 
 class Unavailable(ThingsHubError):
     pass
+
+
+class StorageUnreachable(Unavailable):
+    """The database cannot be reached or written for now (stopped, connection lost,
+    disk full): a fault of the world that passes, not of the request. Writes of
+    device reports wait for it to pass (storage/sql/batch.py); the rest fail fast."""

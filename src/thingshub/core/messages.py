@@ -451,6 +451,10 @@ class OtaInform:
     firmware: Firmware
     sign_method: str
     url: str
+    #: The protocol family it is for ("thingspanel", "onenet"): each has its topic.
+    family: str = "thingspanel"
+    #: OneNET's task id of the device's part.
+    tid: int | None = None
 
 
 Outbound = (

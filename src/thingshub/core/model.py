@@ -27,10 +27,16 @@ class Product:
     retention_days: int | None = None
     #: Its gateways may create sub-devices by publishing on `devices/register`.
     gateway_auto_register: bool = True
+    #: Its devices may register themselves (OneNET's dynamic registration).
+    dynamic_registration: bool = False
+    #: The OneNET product access key (base64 of 32 random bytes): it signs tokens
+    #: for any device of the product. None for a product made before it had one
+    #: (until the key is rotated).
+    access_key: str | None = None
 
 
 #: The fields of a Product that can change after its creation (PATCH).
-PRODUCT_SETTINGS = ("name", "retention_days", "gateway_auto_register")
+PRODUCT_SETTINGS = ("name", "retention_days", "gateway_auto_register", "dynamic_registration")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +56,8 @@ class Device:
     gateway: tuple[str, str] | None = None
     #: Its address among its gateway's sub-devices, if it has one.
     sub_address: str | None = None
+    #: Its product's access key, as a login found it (never stored with the device).
+    product_key: str | None = None
 
 
 #: How a login names its device: ("d", product id, device name) or ("u", user name).
@@ -235,3 +243,8 @@ class OtaDevice:
     informed_at: int | None  # ms, the first inform
     updated_at: int  # ms
     finished_at: int | None  # ms, when it became final
+    #: OneNET's task id of this device's part (a positive integer, unique).
+    tid: int | None = None
+    #: The protocol family the device takes part through ("onenet",
+    #: "thingspanel"), once known: how it was informed or asked.
+    protocol: str | None = None

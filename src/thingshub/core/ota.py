@@ -113,8 +113,8 @@ class IdClock:
 # ---------------------------------------------------------------- the device state machine
 
 
-def queued(task_id: str, name: str, now_ms: int) -> OtaDevice:
-    return OtaDevice(task_id, name, QUEUED, None, "", None, None, now_ms, None)
+def queued(task_id: str, name: str, now_ms: int, tid: int | None = None) -> OtaDevice:
+    return OtaDevice(task_id, name, QUEUED, None, "", None, None, now_ms, None, tid)
 
 
 def informed(device: OtaDevice, now_ms: int) -> OtaDevice:

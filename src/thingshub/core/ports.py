@@ -100,8 +100,8 @@ class ProductRepo(Protocol):
     async def delete(self, product_id: str) -> bool: ...
 
     async def update(self, product_id: str, changes: Mapping[str, object]) -> bool:
-        """Set the given settings (PRODUCT_SETTINGS, already checked) of a product;
-        False if it does not exist."""
+        """Set the given settings (PRODUCT_SETTINGS, already checked, or `access_key`)
+        of a product; False if it does not exist."""
 
 
 class DeviceRepo(Protocol):
@@ -116,6 +116,14 @@ class DeviceRepo(Protocol):
     async def by_username(self, username: str) -> Device | None: ...
 
     async def by_access_token(self, token: str) -> Device | None: ...
+
+    async def versions(self, product_id: str, name: str) -> tuple[str | None, str | None] | None:
+        """The OneNET (f_version, s_version) a device reported; None: no such device."""
+
+    async def set_versions(
+        self, product_id: str, name: str, f_version: str | None, s_version: str | None
+    ) -> bool:
+        """Set the versions given (None keeps one); False if there is no such device."""
 
     async def list(
         self, product_id: str, limit: int, after: str | None = None, search: str | None = None
@@ -341,9 +349,14 @@ class OtaRepo(Protocol):
     """OTA tasks and the state of each of their devices. Writes are group-committed;
     a device row that is final (SUCCEEDED, FAILED, CANCELED, TIMED_OUT) never changes."""
 
-    async def add_task(self, task: OtaTask, devices: Sequence[OtaDevice]) -> None:
+    async def add_task(self, task: OtaTask, devices: Sequence[OtaDevice]) -> int:
         """Store a task and its devices (in this order: the rollout order), atomically.
-        NotFound if its firmware is not one of its product's."""
+        NotFound if its firmware is not one of its product's.
+
+        The devices get consecutive OneNET tids (what they carry is ignored),
+        taken in the same transaction from one counter, so that processes
+        sharing the database never give one twice; returns the first:
+        `devices[i]` has `first + i`."""
 
     async def get_task(self, product_id: str, task_id: str) -> OtaTask | None: ...
 
@@ -365,6 +378,9 @@ class OtaRepo(Protocol):
     async def save_device(self, device: OtaDevice) -> bool:
         """Store a device's new state unless its row is final already (or absent):
         returns whether it was stored."""
+
+    async def by_tid(self, tid: int) -> tuple[OtaTask, OtaDevice] | None:
+        """The task and device entry of a tid."""
 
     async def finish_task(
         self, task_id: str, status: str, finished_at: int, devices: Sequence[OtaDevice]

@@ -5,6 +5,8 @@ Rules:
 - `retention_days`: a whole number of days, 1-36500, or None (keep everything).
 - `gateway_auto_register`: a boolean; false refuses `devices/register` from
   the product's gateways (field-protocols §3.3: on unless set false).
+- `dynamic_registration`: a boolean; true lets devices register themselves
+  with a product-level OneNET token (field-protocols §5.4: off unless set).
 - Only the fields of PRODUCT_SETTINGS can change; a change is checked whole,
   so a bad field stores nothing.
 """
@@ -45,4 +47,6 @@ def check_settings(changes: Mapping[str, object]) -> dict[str, object]:
         changes["gateway_auto_register"], bool
     ):
         raise InvalidRequest("gateway_auto_register must be true or false")
+    if "dynamic_registration" in changes and not isinstance(changes["dynamic_registration"], bool):
+        raise InvalidRequest("dynamic_registration must be true or false")
     return dict(changes)

@@ -31,6 +31,11 @@ Rules:
   while the server holds no subscription at all, nobody can, and the notice
   is not even encoded.
 - Client-chosen strings reach the log escaped (mqtt/logs.py).
+- Publishes per device are limited when `limit_publishes` set a rate (a
+  token bucket holding one second's worth): a message over it stores
+  nothing and is counted (`rate_limited`); 5.0 QoS 1/2 get PUBACK/PUBREC
+  0x97 (quota exceeded), 3.1.1 QoS 1/2, which has no refusal, are closed
+  unacknowledged (the device sends again later), QoS 0 is dropped.
 """
 
 from __future__ import annotations
@@ -53,11 +58,13 @@ from thingshub.core.messages import (
 )
 from thingshub.core.model import Device
 from thingshub.core.ports import Clock, EventBus
+from thingshub.core.ratelimit import RateLimiter
 from thingshub.core.throttle import LoginThrottle
 from thingshub.dialects.port import Login
 from thingshub.dialects.registry import Registry
 from thingshub.gateway.admission import Admission
 from thingshub.gateway.cluster import ClusterLogins
+from thingshub.mqtt.codec.packets import MQTT_5
 from thingshub.mqtt.codec.reasons import ReasonCode
 from thingshub.mqtt.hooks import (
     Accept,
@@ -108,9 +115,15 @@ class DeviceGateway:
         self._handlers: dict[type, Handler] = {}
         self._subscribe_listeners: list[Callable[[DeviceRef, list[str]], None]] = []
         self.unhandled = 0
+        self.publish_limit: RateLimiter | None = None
+        self.rate_limited = 0  # publishes refused over a device's rate
         #: Takeover across the nodes of a cluster (None: one process).
         self.logins: ClusterLogins | None = None
         bus.subscribe(self._on_event, [DeviceDeleted])
+
+    def limit_publishes(self, rate: float) -> None:
+        """At most `rate` messages a second per device, `rate` at once (0: no limit)."""
+        self.publish_limit = RateLimiter(rate, max(rate, 1.0)) if rate > 0 else None
 
     def handle(self, kind: type, handler: Handler) -> None:
         """Route device messages of type `kind` (from a dialect's decode) to `handler`."""
@@ -256,6 +269,9 @@ class DeviceGateway:
         if not isinstance(ref, DeviceRef):
             self.messages_in[self.dialects.family(message.topic)] += 1
             return None
+        limit = self.publish_limit
+        if limit is not None and not limit.allow(ref, self.clock.now_ms() / 1000):
+            return self._over_rate(client, message)
         decoded = self.dialects.decode(ref, message.topic, message.payload, self.clock.now_ms())
         if decoded is None:
             self.messages_in[self.dialects.family(message.topic)] += 1
@@ -268,6 +284,14 @@ class DeviceGateway:
             self.unhandled += 1
             return 0
         return asyncio.get_running_loop().create_task(_run(handler, ref, inbound))
+
+    def _over_rate(self, client: ClientInfo, message: Message) -> int:
+        self.rate_limited += 1
+        if message.qos and client.protocol_level != MQTT_5:
+            # 3.1.1 cannot refuse a message: close without acknowledging it.
+            self.broker.disconnect(client.session_key, ReasonCode.QUOTA_EXCEEDED)
+            return 0
+        return ReasonCode.QUOTA_EXCEEDED if message.qos else 0
 
     def on_subscribe(self, client: ClientInfo, granted: list[tuple[str, int]]) -> None:
         ref = client.principal

@@ -73,7 +73,8 @@ from thingshub.core.messages import (
 from thingshub.core.model import CommandRecord, Device, Page
 from thingshub.core.ports import Clock, CommandRepo, DeviceLink, EventBus, RemoteCalls
 from thingshub.services.call_routes import Elsewhere, Route, not_subscribed, ref, wrap
-from thingshub.services.devices import DeviceService, check_limit
+from thingshub.services.devices import DeviceService
+from thingshub.services.products import check_limit
 
 log = logging.getLogger("thingshub.commands")
 

@@ -35,6 +35,18 @@ def new_device_key() -> str:
     return base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode()
 
 
+def check_device_key(value: object) -> str:
+    """A key a device chose (dynamic registration): base64 of 1 to 32 bytes."""
+    try:
+        raw = base64.b64decode(value, validate=True) if isinstance(value, str) else b""
+    except ValueError:
+        raw = b""
+    if not 1 <= len(raw) <= KEY_BYTES:
+        raise InvalidRequest(f"key must be the base64 of 1 to {KEY_BYTES} bytes")
+    assert isinstance(value, str)
+    return value
+
+
 def new_username() -> str:
     return secrets.token_urlsafe(12)
 

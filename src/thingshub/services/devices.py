@@ -7,12 +7,18 @@ Rules:
   is never a device number: its topics would be everyone's answer topics.
 - Secrets are made here and returned once, in `CreatedDevice`; only the key
   and the password's keyed hash are stored.
-- A product that still has devices cannot be deleted (409).
+- Products are made, changed and deleted by the base class
+  (services/products.py).
 - Deleting a device announces `DeviceDeleted`, so its connections are closed
   and its credentials stop working at once, here and in other processes.
 - Lookups for logins go through a bounded cache, dropped on deletion (the
   event reaches every node) and, in a cluster, on any change made on another
   node (services/coherence.py).
+- A device found carries its product's OneNET access key (`product_key`),
+  so that a login checks a token against both keys without another lookup.
+- Dynamic registration (field-protocols §5.4) creates a device with the key
+  the device chose (base64 of at most 32 bytes) or a new one, or returns
+  the device of that name if it exists.
 - Lists are paged with a cursor: the last key (core/cursors.py).
 - A device may be created under a gateway (core/topology.py's rules, checked
   against what is stored while holding `tree_lock`, which every change of
@@ -24,21 +30,25 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from thingshub.core import cursors, names, topology
-from thingshub.core.errors import AlreadyExists, Conflict, InvalidRequest, NotFound
+from thingshub.core import names, topology
+from thingshub.core.errors import AlreadyExists, Conflict, Forbidden, InvalidRequest, NotFound
 from thingshub.core.events import DeviceDeleted, Event, TopologyChanged
-from thingshub.core.model import Device, DeviceLookup, Page, Product
+from thingshub.core.model import Device, DeviceLookup, Page
 from thingshub.core.ports import Clock, EventBus, Storage
-from thingshub.core.products import check_settings
 from thingshub.services import credentials
 from thingshub.services.coherence import CacheSync
+from thingshub.services.login_cache import LoginCache
 from thingshub.services.ota_tasks import device_names as names_shown
+from thingshub.services.products import (
+    ProductOps,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+)
 
-MAX_PAGE = 1000
 MAX_TAGS = 64
 MAX_TAG_KEY = 64
 MAX_TAG_VALUE = 256
@@ -53,20 +63,6 @@ RESERVED_NUMBERS = frozenset({"response"})
 class CreatedDevice:
     device: Device
     password: str  # shown once
-
-
-def encode_cursor(key: str) -> str:
-    return cursors.key(key)
-
-
-def decode_cursor(cursor: str | None) -> str | None:
-    return cursors.after_key(cursor)
-
-
-def check_limit(limit: int) -> int:
-    if not 1 <= limit <= MAX_PAGE:
-        raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}")
-    return limit
 
 
 def check_tags(tags: object) -> dict[str, str]:
@@ -88,28 +84,7 @@ def check_tags(tags: object) -> dict[str, str]:
     return out
 
 
-class _Lru:
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._items: OrderedDict[object, Device] = OrderedDict()
-
-    def get(self, key: object) -> Device | None:
-        device = self._items.get(key)
-        if device is not None:
-            self._items.move_to_end(key)
-        return device
-
-    def put(self, key: object, device: Device) -> None:
-        self._items[key] = device
-        self._items.move_to_end(key)
-        while len(self._items) > self.capacity:
-            self._items.popitem(last=False)
-
-    def drop(self, key: object) -> None:
-        self._items.pop(key, None)
-
-
-class DeviceService:
+class DeviceService(ProductOps):
     def __init__(
         self, storage: Storage, clock: Clock, bus: EventBus, pepper: str, cache_size: int = 200_000
     ) -> None:
@@ -117,59 +92,13 @@ class DeviceService:
         self.clock = clock
         self.bus = bus
         self.pepper = pepper
-        self._cache = _Lru(cache_size)
+        self._cache = LoginCache(cache_size)
+        self._product_keys: dict[str, str | None] = {}  # product id -> its access key
         #: Held by every change of the device tree (see the module's rules).
         self.tree_lock = asyncio.Lock()
         #: The other nodes' caches, told of each device changed here.
         self.sync = CacheSync("device", self._changed_elsewhere)
         bus.subscribe(self._on_event, [DeviceDeleted, TopologyChanged])
-
-    # ------------------------------------------------------------ products
-
-    async def create_product(
-        self, product_id: str | None, name: object, gateway_auto_register: object = True
-    ) -> Product:
-        check_settings({"name": name, "gateway_auto_register": gateway_auto_register})
-        assert isinstance(name, str) and isinstance(gateway_auto_register, bool)  # checked
-        pid = names.check("id", product_id) if product_id is not None else None
-        if pid is None:
-            pid = credentials.new_product_id()
-        product = Product(
-            pid, name, self.clock.now_ms(), gateway_auto_register=gateway_auto_register
-        )
-        await self.storage.products.add(product)
-        return product
-
-    async def get_product(self, product_id: str) -> Product:
-        product = await self.storage.products.get(product_id)
-        if product is None:
-            raise NotFound(f"product {product_id!r} does not exist")
-        return product
-
-    async def set_retention(self, product_id: str, days: object) -> Product:
-        """Keep telemetry and events of the product's devices `days` days (None: forever)."""
-        return await self.update_product(product_id, {"retention_days": days})
-
-    async def update_product(self, product_id: str, changes: Mapping[str, object]) -> Product:
-        """Change some of the product's settings (PRODUCT_SETTINGS; the others stay);
-        every one is checked before any is stored."""
-        if not await self.storage.products.update(product_id, check_settings(changes)):
-            raise NotFound(f"product {product_id!r} does not exist")
-        return await self.get_product(product_id)
-
-    async def list_products(self, limit: int = 100, cursor: str | None = None) -> Page[Product]:
-        check_limit(limit)
-        items = await self.storage.products.list(limit + 1, decode_cursor(cursor))
-        more = len(items) > limit
-        items = items[:limit]
-        return Page(items, encode_cursor(items[-1].id) if more else None)
-
-    async def delete_product(self, product_id: str) -> None:
-        await self.get_product(product_id)
-        count = await self.storage.devices.count(product_id)
-        if count:
-            raise Conflict(f"product {product_id!r} still has {count} device(s); delete them first")
-        await self.storage.products.delete(product_id)
 
     # ------------------------------------------------------------ devices
 
@@ -212,8 +141,9 @@ class DeviceService:
         access_token: object,
         gateway: tuple[str, str] | None = None,
         sub_address: str | None = None,
+        key: str | None = None,
     ) -> CreatedDevice:
-        await self.get_product(product_id)
+        product = await self.get_product(product_id)
         dev_name = names.check("name", name)
         tag_map = check_tags(tags)
         token = credentials.check_access_token(access_token)
@@ -230,7 +160,7 @@ class DeviceService:
             product_id=product_id,
             name=dev_name,
             device_number=number,
-            key=credentials.new_device_key(),
+            key=key if key is not None else credentials.new_device_key(),
             username=credentials.new_username(),
             password_hash=credentials.hash_password(self.pepper, password),
             created_at=self.clock.now_ms(),
@@ -250,8 +180,29 @@ class DeviceService:
                 device = _with_username(device, credentials.new_username())
         else:  # pragma: no cover
             raise Conflict("could not allocate a unique user name")
+        self._product_keys[product_id] = product.access_key
+        device = replace(device, product_key=product.access_key)
         self._remember(device)
         return CreatedDevice(device, password)
+
+    async def register_itself(
+        self, product_id: str, name: object, key: object = None
+    ) -> tuple[Device, bool]:
+        """Dynamic registration: the device of that name (created with `key`, or
+        a new key, if it does not exist yet) and whether it was created."""
+        product = await self.get_product(product_id)
+        if not product.dynamic_registration:
+            raise Forbidden(f"product {product_id!r} does not allow dynamic registration")
+        chosen = None if key is None else credentials.check_device_key(key)
+        dev_name = names.check("name", name)
+        found = await self.find_device(product_id, dev_name)
+        if found is not None:
+            return found, False
+        try:
+            created = await self._create(product_id, dev_name, None, None, None, key=chosen)
+        except AlreadyExists:  # registered meanwhile by another request
+            return await self.get_device(product_id, dev_name), False
+        return created.device, True
 
     async def get_device(self, product_id: str, name: str) -> Device:
         device = await self.find_device(product_id, name)
@@ -334,7 +285,7 @@ class DeviceService:
         key = ("t", token)
         device = self._cache.get(key)
         if device is None:
-            device = await self.storage.devices.by_access_token(token)
+            device = await self._keyed(await self.storage.devices.by_access_token(token))
             if device is not None:
                 self._cache.put(key, device)
         return device
@@ -343,7 +294,7 @@ class DeviceService:
         key = ("d", product_id, name)
         device = self._cache.get(key)
         if device is None:
-            device = await self.storage.devices.get(product_id, name)
+            device = await self._keyed(await self.storage.devices.get(product_id, name))
             if device is not None:
                 self._cache.put(key, device)
         return device
@@ -375,7 +326,7 @@ class DeviceService:
         key = ("u", username)
         device = self._cache.get(key)
         if device is None:
-            device = await self.storage.devices.by_username(username)
+            device = await self._keyed(await self.storage.devices.by_username(username))
             if device is not None:
                 self._cache.put(key, device)
         return device
@@ -389,11 +340,12 @@ class DeviceService:
         while loaded < capacity:
             products = await self.storage.products.list(1000, after_product)
             for product in products:
+                self._product_keys[product.id] = product.access_key
                 after: str | None = None
                 while loaded < capacity:
                     devices = await self.storage.devices.list(product.id, 1000, after)
                     for device in devices:
-                        self._remember(device)
+                        self._remember(replace(device, product_key=product.access_key))
                     loaded += len(devices)
                     if len(devices) < 1000:
                         break
@@ -403,11 +355,25 @@ class DeviceService:
             after_product = products[-1].id
         return loaded
 
+    async def _keyed(self, device: Device | None) -> Device | None:
+        """The device with its product's access key (read once a product)."""
+        if device is None:
+            return None
+        pid = device.product_id
+        if pid not in self._product_keys:
+            product = await self.storage.products.get(pid)
+            self._product_keys[pid] = product.access_key if product is not None else None
+        return replace(device, product_key=self._product_keys[pid])
+
     def _remember(self, device: Device) -> None:
         self._cache.put(("d", device.product_id, device.name), device)
         self._cache.put(("u", device.username), device)
         if device.access_token is not None:
             self._cache.put(("t", device.access_token), device)
+
+    async def versions(self, product_id: str, name: str) -> tuple[str | None, str | None]:
+        """The (f_version, s_version) the device reported to OneNET's OTA API."""
+        return await self.storage.devices.versions(product_id, name) or (None, None)
 
     def password_matches(self, device: Device, password: str) -> bool:
         return credentials.password_matches(self.pepper, password, device.password_hash)
@@ -475,7 +441,12 @@ class DeviceService:
         return device
 
     def _changed_elsewhere(self, key: list[str]) -> None:
-        """Another node changed the device: the next lookup reads it again."""
+        """Another node changed the device (or, a key of one part, the product's
+        access key): the next lookup reads it again."""
+        if len(key) == 1:
+            self._product_keys.pop(key[0], None)
+            self._cache.drop_product(key[0])
+            return
         if len(key) != 2:
             return
         device = self._cache.get(("d", key[0], key[1]))

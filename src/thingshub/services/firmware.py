@@ -36,7 +36,8 @@ from thingshub.core.errors import InvalidRequest, NotFound, TooLarge, Unavailabl
 from thingshub.core.jsontext import loads_unicode
 from thingshub.core.model import Firmware, Page
 from thingshub.core.ports import Clock, FirmwareRepo
-from thingshub.services.devices import DeviceService, check_limit, decode_cursor, encode_cursor
+from thingshub.services.devices import DeviceService
+from thingshub.services.products import check_limit, decode_cursor, encode_cursor
 
 log = logging.getLogger("thingshub.firmware")
 

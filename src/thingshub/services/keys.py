@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from thingshub.core import access
-from thingshub.core.errors import InvalidRequest, NotFound
+from thingshub.core.errors import InvalidRequest, NotFound, Unavailable
 from thingshub.core.model import ApiKey
 from thingshub.core.ports import ApiKeyRepo, Clock, ProductRepo
 from thingshub.services.background import cancel
@@ -208,7 +208,10 @@ class KeyService:
         self._task = None
         for task in list(self._reloads):
             await cancel(task)
-        await self.flush()
+        try:
+            await self.flush()
+        except Unavailable as exc:  # stopping goes on: only "last used" times are lost
+            log.warning("when keys were last used not recorded at stop: %s", exc.message)
 
     async def flush(self) -> None:
         """Write the uses noted since the last flush (a failure keeps them for the next)."""

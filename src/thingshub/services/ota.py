@@ -7,22 +7,22 @@ Rules (docs/protocols.md section 4; the state machine and tokens are core/ota.py
   row is written from its current state at the moment the write is queued,
   so writes queued later always carry a state at least as new; progress
   reports are acknowledged (QoS 1) only once their state is durable.
-- A device is informed (QoS 0, `ota/devices/inform/{device_number}`) when
-  its task has a rollout token for it and it is online and subscribed to
-  that topic: by the rollout loop (every `tick` seconds), at once when the
-  task is created, and right after it subscribes to the topic. A device
-  that was informed but had not started reporting is informed again when it
-  subscribes again (a QoS 0 inform may have been lost); that costs no token.
+- Informing devices at the pace, timeouts, and how each change of a device
+  is kept, announced and written: ota_rollout.py (this class's base).
 - A device has at most one running task per module: a task naming a device
   busy with the same module is refused (409).
-- The rollout loop also times out devices informed `device_timeout_s` ago
-  that did not reach a final state; a task whose devices are all final is
-  COMPLETED. Cancelling turns the non-final devices to CANCELED; a deleted
-  device's part of its tasks is canceled too.
+- Cancelling turns the non-final devices to CANCELED; a deleted device's
+  part of its tasks is canceled too.
 - Progress that changes nothing is counted in `ignored` by reason, never an
   error. Every change of a device is announced as `OtaProgressed`.
 - Downloads: the URL carries a token bound to the task, the device and the
   file; ota_tasks.py says when it is good.
+- Both families take part in one task: each device's part has a OneNET
+  `tid` (positive; storage gives them in the task's transaction, so that
+  processes sharing a database never give one twice) and the `protocol` through
+  which it was informed or asked (an inform goes on ThingsPanel's topic if
+  the device listens there, else on OneNET's `ota/inform`); OneNET's HTTP
+  API (onenet_ota.py) moves the same states.
 - The rollout loop is a cluster-wide job (jobs.py, `ota`): one node of a
   cluster informs at the pace and times out, another takes over if it dies.
   Progress reports, creation and cancellation are handled on whichever node
@@ -42,38 +42,38 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from thingshub.core import ota
 from thingshub.core.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from thingshub.core.events import DeviceDeleted, Event, OtaProgressed, PresenceChanged
-from thingshub.core.messages import DeviceRef, OtaInform, OtaProgress, OtaProgressRefused
+from thingshub.core.events import DeviceDeleted, Event, PresenceChanged
+from thingshub.core.messages import DeviceRef, OtaProgress, OtaProgressRefused
 from thingshub.core.model import Firmware, OtaDevice, OtaTask, Page
 from thingshub.core.ports import Clock, DeviceLink, EventBus, OtaRepo
 from thingshub.services.background import cancel
-from thingshub.services.devices import DeviceService, check_limit, decode_cursor, encode_cursor
+from thingshub.services.devices import DeviceService
 from thingshub.services.firmware import FirmwareService
 from thingshub.services.jobs import Job, Jobs
+from thingshub.services.ota_rollout import OtaRollout
 from thingshub.services.ota_tasks import (
+    Running,
     RunningTask,
     TaskView,
     authorize,
     device_names,
-    summary,
     view,
 )
+from thingshub.services.products import check_limit, decode_cursor, encode_cursor
 
 log = logging.getLogger("thingshub.ota")
 
-Key = tuple[str, str]
 #: Longest life of a download token, whatever the device timeout.
 MAX_TOKEN_LIFETIME_S = 86_400
 
 
-class OtaService:
+class OtaService(OtaRollout):
     def __init__(
         self,
         repo: OtaRepo,
@@ -101,9 +101,10 @@ class OtaService:
         #: Seconds between two rounds of the rollout loop (informs and timeouts).
         self.tick = tick
         self.max_token_lifetime_s = max_token_lifetime_s
-        self._tasks: dict[str, RunningTask] = {}
-        self._by_device: dict[Key, dict[str, str]] = {}  # device -> module -> running task
-        self._unsubscribed: set[Key] = set()  # online, but not listening when last tried
+        #: The running tasks, by id and by device.
+        self.running = Running()
+        self._tasks = self.running.tasks
+        self._unsubscribed: set[tuple[str, str]] = set()  # online, not listening when last tried
         self._lock = asyncio.Lock()  # creating and cancelling tasks
         #: Other nodes change the same tasks (a cluster): see the module rules.
         self.shared = shared
@@ -136,11 +137,6 @@ class OtaService:
         if self.shared:
             self._following = asyncio.get_running_loop().create_task(self._follow())
 
-    @property
-    def paces(self) -> bool:
-        """Whether this node informs QUEUED devices (it runs the rollout job)."""
-        return self.job.holding or not self.shared
-
     async def _resume(self, task: OtaTask) -> None:
         firmware = await self.firmware.repo.get(task.product_id, task.firmware_id)
         devices = await self.repo.devices(task.id)
@@ -163,7 +159,7 @@ class OtaService:
         if task.id in self._tasks:  # created here meanwhile (refresh)
             return
         for d in devices:
-            self._track(t, d)
+            self.running.track(t, d)
         self._tasks[task.id] = t
         for name in gone:
             self._end(t, name, ota.CANCELED, ota.DELETED_DESC, now)
@@ -204,7 +200,7 @@ class OtaService:
         for task_id in known - {t.id for t in running}:  # ended elsewhere
             gone = self._tasks.pop(task_id, None)
             if gone is not None:
-                self._untrack(gone)
+                self.running.untrack(gone)
         for task in running:
             t = self._tasks.get(task.id)
             if t is None:
@@ -216,19 +212,6 @@ class OtaService:
                     self._set(t, stored, stored.updated_at, announce=False)
             if t.remaining == 0:
                 await self._complete(t)
-
-    def step(self) -> None:
-        """One round of the rollout loop: timeouts, informs, completions."""
-        now = self.clock.now_ms()
-        for t in list(self._tasks.values()):
-            if t.task.status != ota.RUNNING:
-                continue
-            timeout = t.task.device_timeout_s
-            for name in [n for n in t.active if ota.timeout_due(t.devices[n], timeout, now)]:
-                self._end(t, name, ota.TIMED_OUT, "", now)
-            self._rollout(t, now)
-            if t.remaining == 0:
-                self._later(self._complete(t))
 
     # ------------------------------------------------------------ tasks
 
@@ -252,9 +235,7 @@ class OtaService:
         firmware = await self.firmware.get(product_id, firmware_id)
         numbers = await self._numbers(product_id, targets)
         async with self._lock:
-            busy = [
-                n for n in numbers if firmware.module in self._by_device.get((product_id, n), {})
-            ]
+            busy = [n for n in numbers if firmware.module in self.running.modules(product_id, n)]
             if busy:
                 raise Conflict(
                     f"{device_names(busy)} already upgrading module {firmware.module!r} in a"
@@ -274,7 +255,8 @@ class OtaService:
                 created_at=now,
             )
             rows = [ota.queued(task.id, name, now) for name in numbers]
-            await self.repo.add_task(task, rows)
+            first_tid = await self.repo.add_task(task, rows)  # tids unique across processes
+            rows = [replace(d, tid=first_tid + i) for i, d in enumerate(rows)]
             # The pace starts with the rollout, once the task is stored: a bucket
             # started before that write would have gained a fraction of a device
             # by the first inform, and let the second come early.
@@ -282,7 +264,7 @@ class OtaService:
             rollout = ota.Rollout(rate, started)
             t = RunningTask(task, firmware, {d.name: d for d in rows}, numbers, rollout)
             for d in rows:
-                self._track(t, d)
+                self.running.track(t, d)
             self._tasks[task.id] = t
         log.info(
             "OTA task %s: %d device(s) of %s to %s %s",
@@ -373,8 +355,7 @@ class OtaService:
         if self.shared and stale and not self._expects(ref, message):
             await self.refresh()  # informed by another node a moment ago?
         progress = message.progress
-        key = (ref.product_id, ref.name)
-        modules = self._by_device.get(key)
+        modules = self.running.modules(ref.product_id, ref.name)
         if not modules:
             self.ignored[ota.IGNORED_NO_TASK] += 1
             return
@@ -396,28 +377,9 @@ class OtaService:
 
     def _expects(self, ref: DeviceRef, message: OtaProgress) -> bool:
         """Whether this node's memory has the device's upgrade under way."""
-        task_id = self._by_device.get((ref.product_id, ref.name), {}).get(message.progress.module)
+        task_id = self.running.modules(ref.product_id, ref.name).get(message.progress.module)
         t = self._tasks.get(task_id) if task_id is not None else None
         return t is not None and t.devices[ref.name].state in ota.ACTIVE
-
-    def device_subscribed(self, ref: DeviceRef, filters: list[str]) -> None:
-        """After SUBACK: inform the device if it now listens for its informs."""
-        if not self.link.listens(ref, filters, OtaInform):
-            return
-        key = (ref.product_id, ref.name)
-        self._unsubscribed.discard(key)
-        now = self.clock.now_ms()
-        for task_id in list(self._by_device.get(key, {}).values()):
-            t = self._tasks.get(task_id)
-            if t is None or t.task.status != ota.RUNNING:
-                continue
-            t.numbers[ref.name] = ref.device_number
-            state = t.devices[ref.name].state
-            if state == ota.QUEUED and self.paces and t.rollout.available(now):
-                if self._inform(t, ref.name, now):
-                    t.rollout.take(now)
-            elif state == ota.INFORMED:
-                self._inform(t, ref.name, now)  # again: the first may have been lost
 
     # ------------------------------------------------------------ downloads
 
@@ -444,134 +406,15 @@ class OtaService:
     def file_of(self, firmware: Firmware) -> Path:
         return self.firmware.path(firmware.id)
 
-    def download_url(self, task_id: str, name: str, informed_at: int, timeout_s: int) -> str:
-        expires = ota.token_expiry(informed_at, timeout_s, self.max_token_lifetime_s)
-        firmware_id = self._tasks[task_id].task.firmware_id
-        token = ota.sign_token(self.secret, task_id, name, firmware_id, expires)
-        return f"{self.public_url}/ota/download/{task_id}/{name}?token={token}"
-
-    # ------------------------------------------------------------ the machinery
-
-    def _track(self, t: RunningTask, device: OtaDevice) -> None:
-        """Index a non-final device of a running task."""
-        if device.state in ota.FINAL:
-            return
-        self._by_device.setdefault((t.task.product_id, device.name), {})[t.task.module] = t.task.id
-        if device.state == ota.QUEUED:
-            t.queued[device.name] = None
-        else:
-            t.active.add(device.name)
-
-    def _untrack(self, t: RunningTask) -> None:
-        """Forget the devices of a task no longer held."""
-        for name in [*t.queued, *t.active]:
-            modules = self._by_device.get((t.task.product_id, name))
-            if modules is not None and modules.get(t.task.module) == t.task.id:
-                del modules[t.task.module]
-                if not modules:
-                    del self._by_device[(t.task.product_id, name)]
-
-    def _set(self, t: RunningTask, device: OtaDevice, now: int, *, announce: bool = True) -> None:
-        """Record a device's new state in memory, and announce it (a state read
-        from the database was announced by the node that made it)."""
-        name = device.name
-        t.devices[name] = device
-        t.queued.pop(name, None)
-        if device.state in ota.ACTIVE:
-            t.active.add(name)
-        else:
-            t.active.discard(name)
-        if device.state in ota.FINAL:
-            key = (t.task.product_id, name)
-            modules = self._by_device.get(key)
-            if modules is not None and modules.get(t.task.module) == t.task.id:
-                del modules[t.task.module]
-                if not modules:
-                    del self._by_device[key]
-            t.numbers.pop(name, None)
-        if announce:
-            self.bus.publish(
-                OtaProgressed(t.task.product_id, name, t.task.id, device.state, device.step, now)
-            )
-
-    def _end(
-        self, t: RunningTask, name: str, state: str, desc: str, now: int, *, save: bool = True
-    ) -> None:
-        """CANCELED or TIMED_OUT, unless the device is final already."""
-        device = t.devices[name]
-        if state == ota.TIMED_OUT:
-            ended = ota.timed_out(device, t.task.device_timeout_s, now)
-        else:
-            ended = ota.ended(device, state, desc, now)
-        if ended is not device:
-            self._set(t, ended, now)
-            if save:
-                self._later(self._save(t.task.id, name))
-
-    def _rollout(self, t: RunningTask, now: int) -> None:
-        """Inform the queued devices that can be, as far as the pace allows."""
-        pid = t.task.product_id
-        for name in list(t.queued):
-            if not t.rollout.available(now):
-                return
-            if (pid, name) in self._unsubscribed or not self.link.is_online(pid, name):
-                continue
-            if self._inform(t, name, now):
-                t.rollout.take(now)
-
-    def _inform(self, t: RunningTask, name: str, now: int) -> bool:
-        device = t.devices[name]
-        number = t.numbers.get(name)
-        if number is None or not self.public_url:  # the URL is known once HTTP listens
-            return False
-        informed = ota.informed(device, now)
-        assert informed.informed_at is not None
-        url = self.download_url(t.task.id, name, informed.informed_at, t.task.device_timeout_s)
-        inform = OtaInform(t.task.id, t.firmware, t.task.sign_method, url)
-        if not self.link.send(DeviceRef(t.task.product_id, name, number), inform):
-            self._unsubscribed.add((t.task.product_id, name))
-            return False
-        self.informs += 1
-        if device.state == ota.QUEUED:
-            self._set(t, informed, now)
-            self._later(self._save(t.task.id, name))
-        return True
-
-    async def _save(self, task_id: str, name: str) -> None:
-        """Write a device's current state (nothing if its task is no longer held)."""
-        t = self._tasks.get(task_id)
-        if t is not None:
-            await self.repo.save_device(t.devices[name])
-
-    async def _complete(self, t: RunningTask) -> None:
-        if t.task.status != ota.RUNNING or self._tasks.get(t.task.id) is not t:
-            return
-        now = self.clock.now_ms()
-        t.task = replace(t.task, status=ota.COMPLETED, finished_at=now)
-        try:
-            await self.repo.finish_task(t.task.id, ota.COMPLETED, now, list(t.devices.values()))
-        finally:
-            self._tasks.pop(t.task.id, None)
-        log.info("OTA task %s completed: %s", t.task.id, summary(t))
-
-    def _later(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._writes.add(task)
-        task.add_done_callback(self._written)
-
-    def _written(self, task: asyncio.Task[Any]) -> None:
-        self._writes.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("recording OTA state failed: %r", task.exception())
+    # ------------------------------------------------------------ events
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, PresenceChanged):
             self._unsubscribed.discard((event.product_id, event.name))
         elif isinstance(event, DeviceDeleted):
-            key = (event.product_id, event.name)
-            self._unsubscribed.discard(key)
+            self._unsubscribed.discard((event.product_id, event.name))
             now = self.clock.now_ms()
-            for task_id in list(self._by_device.get(key, {}).values()):
+            for task_id in list(self.running.modules(event.product_id, event.name).values()):
                 t = self._tasks.get(task_id)
                 if t is None or t.task.status != ota.RUNNING:
                     continue

@@ -5,6 +5,9 @@ Rules:
   the device numbers of those not yet final, the names still QUEUED (in
   order) and those under way (INFORMED, IN_PROGRESS): the rollout takes
   from the first, timeouts look at the second.
+- `Running` holds the running tasks, and indexes each device not yet final
+  by (product, name) and module, and by its OneNET tid: a device has at most
+  one running task per module, and a tid names one device's part.
 - A view is a snapshot for the API and the console: the task and its devices.
 - A download link is good while its device's upgrade is under way
   (INFORMED, IN_PROGRESS) in a running task, and until its token expires
@@ -35,6 +38,74 @@ class RunningTask:
     @property
     def remaining(self) -> int:
         return len(self.queued) + len(self.active)
+
+
+class Running:
+    """The RUNNING tasks held, with the indexes of their devices not yet final."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, RunningTask] = {}
+        self._by_device: dict[tuple[str, str], dict[str, str]] = {}  # -> module -> task id
+        self._tids: dict[int, tuple[str, str]] = {}  # tid -> (task id, name)
+
+    def modules(self, product_id: str, name: str) -> dict[str, str]:
+        """module -> the running task upgrading it on this device."""
+        return self._by_device.get((product_id, name), {})
+
+    def track(self, t: RunningTask, device: OtaDevice) -> None:
+        """Index a non-final device of a running task."""
+        if device.state in ota.FINAL:
+            return
+        if device.tid is not None:
+            self._tids[device.tid] = (t.task.id, device.name)
+        self._by_device.setdefault((t.task.product_id, device.name), {})[t.task.module] = t.task.id
+        if device.state == ota.QUEUED:
+            t.queued[device.name] = None
+        else:
+            t.active.add(device.name)
+
+    def settle(self, t: RunningTask, device: OtaDevice) -> None:
+        """Keep `device`, the new state of one of `t`'s devices, and its indexes."""
+        name = device.name
+        t.devices[name] = device
+        t.queued.pop(name, None)
+        if device.state in ota.ACTIVE:
+            t.active.add(name)
+        else:
+            t.active.discard(name)
+        if device.state not in ota.FINAL:
+            return
+        modules = self._by_device.get((t.task.product_id, name))
+        if modules is not None and modules.get(t.task.module) == t.task.id:
+            del modules[t.task.module]
+            if not modules:
+                del self._by_device[(t.task.product_id, name)]
+        t.numbers.pop(name, None)
+        if device.tid is not None:
+            self._tids.pop(device.tid, None)
+
+    def untrack(self, t: RunningTask) -> None:
+        """Forget the devices of a task no longer held (it ended on another node)."""
+        for name in [*t.queued, *t.active]:
+            modules = self._by_device.get((t.task.product_id, name))
+            if modules is not None and modules.get(t.task.module) == t.task.id:
+                del modules[t.task.module]
+                if not modules:
+                    del self._by_device[(t.task.product_id, name)]
+            tid = t.devices[name].tid
+            if tid is not None and self._tids.get(tid) == (t.task.id, name):
+                del self._tids[tid]
+
+    def running_of(self, product_id: str, name: str) -> list[RunningTask]:
+        """The running tasks a device takes part in and is not final in, oldest first."""
+        ids = self.modules(product_id, name).values()
+        return sorted((self.tasks[i] for i in ids if i in self.tasks), key=lambda t: t.task.id)
+
+    def by_tid(self, tid: int) -> tuple[RunningTask, str] | None:
+        """The running task and device name of a tid still under way."""
+        found = self._tids.get(tid)
+        t = self.tasks.get(found[0]) if found is not None else None
+        return None if t is None or found is None else (t, found[1])
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from thingshub.core.errors import Unavailable
 from thingshub.core.events import PresenceChanged
 from thingshub.core.model import Presence, PresenceUpdate
 from thingshub.core.ports import Clock, DeviceRepo, EventBus
@@ -243,6 +244,10 @@ class PresenceService:
     async def stop(self) -> None:
         await cancel(self._task)
         self._task = None
-        await self.flush()
+        try:
+            await self.flush()
+        except Unavailable as exc:
+            # Stopping goes on (the next start records every device offline anyway).
+            log.warning("presence not recorded at stop: %s", exc.message)
         if self._own_only:  # nothing stays recorded under a node leaving the cluster
             await self.release()

@@ -16,7 +16,8 @@ from dataclasses import replace
 from thingshub.core.access import Principal
 from thingshub.core.errors import NotFound
 from thingshub.core.model import Device, Page, Product
-from thingshub.services.devices import DeviceService, check_limit, decode_cursor, encode_cursor
+from thingshub.services.devices import DeviceService
+from thingshub.services.products import check_limit, decode_cursor, encode_cursor
 
 
 async def list_products(

@@ -41,8 +41,9 @@ from thingshub.core.messages import (
 )
 from thingshub.core.model import Device, Page
 from thingshub.core.ports import Clock, DeviceLink, EventBus
-from thingshub.services.devices import DeviceService, check_limit
+from thingshub.services.devices import DeviceService
 from thingshub.services.presence import PresenceService
+from thingshub.services.products import check_limit
 
 Key = tuple[str, str]
 

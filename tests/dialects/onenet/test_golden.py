@@ -419,6 +419,42 @@ ENCODE: list[tuple[str, object, list[tuple[str, bytes]]]] = [
         [(OWN + "image/update/rejected", b'{"err_code":128,"err_msg":"unspecified error","id":4}')],
     ),
     (
+        "an OTA notice: OneJSON, the tid as its id, type 2 for a module other than FOTA",
+        OtaInform(
+            "t1",
+            Firmware("f", "p1", "n", "1.2.0", "MCU", 1024, "0a1b", "s", 0),
+            "MD5",
+            "http://h/api/v1/ota/download/x",
+            family="onenet",
+            tid=7,
+        ),
+        [
+            (
+                OWN + "ota/inform",
+                b'{"id":"7","version":"1.0","params":{"tid":7,"type":2,"target":"1.2.0",'
+                b'"size":1024,"md5":"0a1b","url":"http://h/api/v1/ota/download/x"}}',
+            )
+        ],
+    ),
+    (
+        "an OTA notice of a FOTA package: type 1",
+        OtaInform(
+            "t1",
+            Firmware("f", "p1", "n", "2", "fota", 9, "m", "s", 0),
+            "SHA256",
+            "u",
+            family="onenet",
+            tid=12,
+        ),
+        [
+            (
+                OWN + "ota/inform",
+                b'{"id":"12","version":"1.0","params":{"tid":12,"type":1,"target":"2",'
+                b'"size":9,"md5":"m","url":"u"}}',
+            )
+        ],
+    ),
+    (
         "a command: the application's bytes, untouched",
         Call("onenet", calls.COMMAND, "0f3c9a1b2c3d4e5f", b"\x01\x02 raw"),
         [(OWN + "cmd/request/0f3c9a1b2c3d4e5f", b"\x01\x02 raw")],
@@ -587,5 +623,6 @@ def test_a_device_subscribes_only_within_its_own_prefix(topic_filter: str, grant
 
 def test_deltas_are_the_one_kind_a_device_is_asked_to_listen_for() -> None:
     assert ONENET.topics(REF, ImageDelta) == (OWN + "image/update/delta",)
-    for kind in (ImageAccepted, ImageSnapshot, Call, OtaInform):
+    assert ONENET.topics(REF, OtaInform) == (OWN + "ota/inform",)
+    for kind in (ImageAccepted, ImageSnapshot, Call):
         assert ONENET.topics(REF, kind) == ()

@@ -25,10 +25,11 @@ from thingshub.core.messages import (
     ImageSnapshot,
     ImageUpdateRefused,
     ImageUpdateRequest,
+    OtaInform,
 )
 from thingshub.core.model import Device
 from thingshub.core.shadow import ImageError
-from thingshub.dialects.onenet import commands, datapoints, image, topics
+from thingshub.dialects.onenet import commands, datapoints, image, ota, topics
 from thingshub.dialects.onenet import token as tokens
 from thingshub.dialects.port import Login, PasswordCheck, Wire
 
@@ -44,6 +45,7 @@ _CARRIED = (
     ImageRejected,
     Call,
     AnswerVerdict,
+    OtaInform,
 )
 
 
@@ -85,6 +87,8 @@ class OneNet:
         own = topics.prefix(ref.product_id, ref.name)
         if kind is ImageDelta:
             return (own + "image/update/delta",)
+        if kind is OtaInform:
+            return (own + "ota/inform",)
         return ()
 
     # ------------------------------------------------------------ messages
@@ -135,6 +139,10 @@ class OneNet:
         if isinstance(message, ImageRejected):
             body = image.rejected(message.err_code, message.request_id, message.detail)
             return [(own + f"image/{message.request}/rejected", dumps(body))]
+        if isinstance(message, OtaInform):
+            if message.family != NAME:
+                return None
+            return [(own + "ota/inform", dumps(ota.inform_body(message)))]
         if isinstance(message, Call) and message.family == NAME:
             return [(own + "cmd/request/" + message.call_id, message.body)]
         if isinstance(message, AnswerVerdict) and message.family == NAME:

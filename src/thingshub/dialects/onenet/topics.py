@@ -19,7 +19,13 @@ def prefix(product_id: str, device_name: str) -> str:
 
 
 #: Device-to-platform topics, relative to the device's prefix.
-PUBLISH_PATTERNS = ("image/update", "image/get", "cmd/response/+", "dp/post/json")
+PUBLISH_PATTERNS = (
+    "image/update",
+    "image/get",
+    "cmd/response/+",
+    "dp/post/json",
+    "ota/inform_reply",
+)
 
 
 def may_publish(product_id: str, device_name: str, topic: str) -> bool:

@@ -163,7 +163,7 @@ class ThingsPanel:
             if message.gateway:  # and the direct form, for gateways that listen there
                 return [(f"gateway/{tail}", body), (f"devices/{tail}", body)]
             return [(f"devices/{tail}", body)]
-        if isinstance(message, OtaInform):
+        if isinstance(message, OtaInform) and message.family == NAME:
             body = dumps(ota.inform_body(message))  # to whichever spelling it listens on
             return [(f"ota/devices/inform/{dn}", body), (f"ota/devices/infrom/{dn}", body)]
         if isinstance(message, PresenceNotice):

@@ -61,6 +61,7 @@ from thingshub.mqtt.hooks import (
 from thingshub.mqtt.logs import logger
 from thingshub.mqtt.protocol.lifetimes import session_expiry
 from thingshub.mqtt.protocol.machine import AUTHENTICATING, CONNECTED
+from thingshub.mqtt.server.census import Census
 from thingshub.mqtt.server.config import BrokerConfig
 from thingshub.mqtt.server.connection import Connection
 from thingshub.mqtt.server.delivery import BrokerStats, Delivery
@@ -84,7 +85,8 @@ class Broker:
         self.stats = BrokerStats()
         self.sessions: dict[str, Session] = {}
         self.takeover = Takeover(self.sessions, self.end_session)
-        self._connections: set[Connection] = set()
+        self.census = Census(self.config, self.stats)
+        self._connections = self.census.open
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -441,18 +443,11 @@ class Broker:
     # ------------------------------------------------------------ a connection's requests
 
     def register(self, conn: Connection) -> bool:
-        """A socket opened: False if it is one too many (it is closed at once)."""
-        if len(self._connections) >= self.config.max_connections:
-            self.stats.connects_refused += 1
-            return False
-        self._connections.add(conn)
-        self.stats.connections = len(self._connections)
-        self.stats.connections_total += 1
-        return True
+        """A socket opened: False if it is one too many (census.py; it is closed at once)."""
+        return self.census.add(conn)
 
     def unregister(self, conn: Connection) -> None:
-        self._connections.discard(conn)
-        self.stats.connections = len(self._connections)
+        self.census.remove(conn)
 
     def schedule_flush(self, conn: Connection) -> None:
         """`conn` has output: it leaves with everyone's at the end of this loop turn."""

@@ -25,6 +25,8 @@ class BrokerConfig:
     max_packet_size: int = 1024 * 1024
     #: Open connections beyond this are closed as they arrive.
     max_connections: int = 100_000
+    #: Open connections from one host beyond this are closed as they arrive (0: no cap).
+    max_connections_per_address: int = 0
     #: QoS 1/2 messages sent to a client and not yet acknowledged (per session);
     #: a 5.0 client's smaller Receive Maximum wins.
     max_inflight: int = 100

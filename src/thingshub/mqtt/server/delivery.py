@@ -41,6 +41,7 @@ class BrokerStats:
     connections: int = 0
     connections_total: int = 0
     connects_refused: int = 0
+    connects_refused_per_address: int = 0  # also in connects_refused
     protocol_errors: int = 0
     messages_in: int = 0
     messages_out: int = 0

@@ -22,6 +22,7 @@ class OtaData:
     firmware: dict[str, Firmware] = field(default_factory=dict)
     tasks: dict[str, OtaTask] = field(default_factory=dict)
     devices: dict[str, dict[str, OtaDevice]] = field(default_factory=dict)  # in rollout order
+    last_tid: int = 0  # the last OneNET tid given
 
     def forget_product(self, product_id: str) -> None:
         """The product was deleted: its packages and tasks go with it."""
@@ -92,7 +93,7 @@ class MemoryOta:
     def __init__(self, data: OtaData) -> None:
         self._data = data
 
-    async def add_task(self, task: OtaTask, devices: Sequence[OtaDevice]) -> None:
+    async def add_task(self, task: OtaTask, devices: Sequence[OtaDevice]) -> int:
         ota_common.check_task(task, devices)  # the same checks as the SQL backends
         data = self._data
         if task.id in data.tasks:
@@ -100,8 +101,11 @@ class MemoryOta:
         f = data.firmware.get(task.firmware_id)
         if f is None or f.product_id != task.product_id:
             raise ota_common.firmware_missing(task.product_id, task.firmware_id)
+        first = data.last_tid + 1
+        data.last_tid += len(devices)
         data.tasks[task.id] = task
-        data.devices[task.id] = {d.name: d for d in devices}
+        data.devices[task.id] = {d.name: replace(d, tid=first + i) for i, d in enumerate(devices)}
+        return first
 
     async def get_task(self, product_id: str, task_id: str) -> OtaTask | None:
         t = self._data.tasks.get(task_id)
@@ -145,6 +149,13 @@ class MemoryOta:
     async def save_device(self, device: OtaDevice) -> bool:
         ota_common.check_device(device)
         return self._save(device)
+
+    async def by_tid(self, tid: int) -> tuple[OtaTask, OtaDevice] | None:
+        for task_id, rows in self._data.devices.items():
+            for d in rows.values():
+                if d.tid == tid:
+                    return self._data.tasks[task_id], d
+        return None
 
     async def finish_task(
         self, task_id: str, status: str, finished_at: int, devices: Sequence[OtaDevice]

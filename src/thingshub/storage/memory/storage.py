@@ -83,6 +83,7 @@ class _Data:
     series: dict[Key, Series] = field(default_factory=dict)  # what devices reported
     models: Models = field(default_factory=dict)  # thing models (memory/things.py)
     desired: Desired = field(default_factory=dict)  # desired values (memory/things.py)
+    versions: dict[Key, tuple[str | None, str | None]] = field(default_factory=dict)
     ota: OtaData = field(init=False)  # firmware packages and OTA tasks (memory/ota.py)
 
     def __post_init__(self) -> None:
@@ -230,6 +231,7 @@ class MemoryDevices:
             del self._data.commands[cmd_id]
         self._data.series.pop(key, None)
         self._data.desired.pop(key, None)
+        self._data.versions.pop(key, None)
         for child_key, child in self._data.devices.items():
             if child.gateway == key:
                 self._data.devices[child_key] = replace(child, gateway=None, sub_address=None)
@@ -241,6 +243,22 @@ class MemoryDevices:
         if device is None:
             return False
         self._data.devices[key] = replace(device, tags=dict(tags))
+        return True
+
+    async def versions(self, product_id: str, name: str) -> tuple[str | None, str | None] | None:
+        key = (product_id, name)
+        if key not in self._data.devices:
+            return None
+        return self._data.versions.get(key, (None, None))
+
+    async def set_versions(
+        self, product_id: str, name: str, f_version: str | None, s_version: str | None
+    ) -> bool:
+        key = (product_id, name)
+        if key not in self._data.devices:
+            return False
+        f, s = self._data.versions.get(key, (None, None))
+        self._data.versions[key] = (f_version or f, s_version or s)
         return True
 
     async def set_presence(self, updates: Sequence[PresenceUpdate]) -> None:

@@ -7,17 +7,21 @@ Rules:
   Until `open()` sets it (and after `close()`), every use is `Unavailable`.
 - A bulk statement is one round trip: its rows go as one array a column.
 - The row count of `execute` is read from the command status ("UPDATE 3").
+- A server that cannot be reached or written (refused, connection lost,
+  shutting down, out of disk) is `StorageUnreachable`, whatever asyncpg or
+  the socket raised: the API answers it 503, the writer waits it out.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
 import asyncpg
 
-from thingshub.core.errors import Unavailable
+from thingshub.core.errors import StorageUnreachable, Unavailable
 from thingshub.storage.sql import connection
 from thingshub.storage.sql.connection import Body, Bulk, Query, Row, Rows
 
@@ -36,14 +40,48 @@ def columns(rows: Rows, width: int) -> list[list[Any]]:
     return [[row[i] for row in rows] for i in range(width)]
 
 
+#: What asyncpg raises when the server is away or cannot write, rather than
+#: because of the statement: connection errors (class 08), shutdowns (57P01-3),
+#: insufficient resources such as a full disk (class 53).
+_AWAY = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InsufficientResourcesError,
+)
+
+
+def unreachable(exc: BaseException) -> StorageUnreachable | None:
+    """`exc` as StorageUnreachable if it says the server is away, else None."""
+    away = isinstance(exc, _AWAY) or (
+        isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
+    )
+    if not away:
+        return None
+    error = StorageUnreachable(
+        f"the PostgreSQL database is unreachable ({type(exc).__name__}: {exc})"
+    )
+    error.__cause__ = exc
+    return error
+
+
 @contextmanager
-def _violations() -> Iterator[None]:
+def translated() -> Iterator[None]:
+    """Constraint violations as ours, a server away as StorageUnreachable."""
     try:
         yield
     except asyncpg.UniqueViolationError as exc:
         raise connection.UniqueViolation(str(exc.constraint_name)) from exc
     except asyncpg.ForeignKeyViolationError as exc:
         raise connection.ForeignKeyViolation(str(exc.constraint_name)) from exc
+    except Exception as exc:
+        away = unreachable(exc)
+        if away is None:
+            raise
+        raise away from exc
 
 
 class PgConnection:
@@ -58,26 +96,26 @@ class PgConnection:
         return self.conn
 
     async def execute(self, query: Query, *args: Any) -> int:
-        with _violations():
+        with translated():
             return rowcount(await self.raw().execute(query.postgres, *args))
 
     async def executemany(self, query: Query | Bulk, rows: Rows) -> None:
-        with _violations():
+        with translated():
             if isinstance(query, Bulk):
                 await self.raw().execute(query.postgres, *columns(rows, query.width))
             else:
                 await self.raw().executemany(query.postgres, rows)
 
     async def fetch(self, query: Query, *args: Any) -> list[Row]:
-        with _violations():
+        with translated():
             return cast(list[Row], await self.raw().fetch(query.postgres, *args))
 
     async def fetchone(self, query: Query, *args: Any) -> Row | None:
-        with _violations():
+        with translated():
             return cast(Row | None, await self.raw().fetchrow(query.postgres, *args))
 
     async def bulk(self, query: Bulk, rows: Rows) -> list[Row]:
-        with _violations():
+        with translated():
             found = await self.raw().fetch(query.postgres, *columns(rows, query.width))
         return cast(list[Row], found)
 
@@ -86,5 +124,6 @@ class Pool(PgConnection):
     """The storage's pool (`conn` is the asyncpg pool, set by `open()`)."""
 
     async def transaction(self, body: Body[T]) -> T:
-        async with self.raw().acquire() as conn, conn.transaction():
-            return await body(PgConnection(conn))
+        with translated():
+            async with self.raw().acquire() as conn, conn.transaction():
+                return await body(PgConnection(conn))

@@ -25,6 +25,7 @@ TYPES = {
     "int64": "bigint",
     "bool": "boolean",
     "true": "TRUE",
+    "false": "FALSE",
     "online": "online",
     "json": "json",
     "jsonb": "jsonb",

@@ -25,7 +25,8 @@ from typing import Any
 
 import asyncpg
 
-from thingshub.storage.postgres.pool import PgConnection, Pool
+from thingshub.core.errors import StorageUnreachable
+from thingshub.storage.postgres.pool import PgConnection, Pool, translated
 from thingshub.storage.sql import handlers
 from thingshub.storage.sql.batch import Write
 from thingshub.storage.sql.connection import Connection, Rows, sql
@@ -107,6 +108,16 @@ class BatchRunner:
             await self._pool.raw().release(conn)
 
     async def __call__(self, batch: list[Write]) -> list[object]:
-        await self.connect()
-        async with self.conn.transaction():
-            return await handlers.apply(WRITE_HANDLERS, batch, PgConnection(self.conn))
+        with translated():
+            await self.connect()
+            try:
+                async with self.conn.transaction():
+                    return await handlers.apply(WRITE_HANDLERS, batch, PgConnection(self.conn))
+            except Exception as exc:
+                # A connection lost mid-batch can surface as anything (the
+                # rollback of a dead connection: "another operation is in progress").
+                if isinstance(exc, StorageUnreachable) or _usable(self.conn):
+                    raise
+                raise StorageUnreachable(
+                    f"the PostgreSQL database is unreachable (connection lost: {exc})"
+                ) from exc

@@ -19,6 +19,16 @@ Rules:
   failed commit) fails the whole batch: the transaction is rolled back and
   every caller of the batch gets `Unavailable`, with the cause chained. The
   writer goes on with the next batch.
+- A batch that fails because the database is away (`StorageUnreachable`:
+  stopped, connection lost, disk full) is an outage, logged (a warning) once when
+  it starts and once when it ends, and counted. The writes of `held` kinds (device reports,
+  whose senders wait for an acknowledgement: backpressure, not loss) are
+  kept and tried again, after 50 ms doubling to 1 s, until they commit;
+  the others fail at once with that error, and so do new ones while held
+  writes wait, so an API call is a quick 503, not a hang. Held
+  writes are bounded by what devices may leave unacknowledged (the MQTT
+  server's Receive Maximum and `max_waiting_acks`). `close()` during an
+  outage makes one last try, then fails what is held.
 - Writes with the same key are applied in the order they were submitted;
   `plan()` orders a batch into groups of one kind with distinct keys, which
   a backend may apply with one bulk statement each.
@@ -38,7 +48,7 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from thingshub.core.errors import ThingsHubError, Unavailable
+from thingshub.core.errors import StorageUnreachable, ThingsHubError, Unavailable
 
 log = logging.getLogger("thingshub.storage")
 
@@ -73,6 +83,8 @@ class WriterStats:
     failed_writes: int = 0  # writes of failed batches
     largest_batch: int = 0
     dropped: int = 0  # writes whose caller was cancelled before their batch
+    outages: int = 0  # times the database went away (StorageUnreachable)
+    held: int = 0  # writes held now, waiting for the database to come back
 
 
 def plan(writes: Sequence[Write]) -> list[tuple[str, list[int]]]:
@@ -101,10 +113,24 @@ class _Pending:
 class GroupCommit:
     """The writer of one storage; `run` applies a batch in one transaction."""
 
-    def __init__(self, run: RunBatch, backend: str, max_batch: int = MAX_BATCH) -> None:
+    #: Seconds between tries of a held batch: the first, and the longest.
+    RETRY_FIRST = 0.05
+    RETRY_MAX = 1.0
+
+    def __init__(
+        self,
+        run: RunBatch,
+        backend: str,
+        max_batch: int = MAX_BATCH,
+        held: frozenset[str] = frozenset(),
+    ) -> None:
         self.run = run
         self.backend = backend  # "SQLite", "PostgreSQL": for messages
         self.max_batch = max_batch
+        self.held = held  # kinds of writes that wait out an outage
+        #: The error of the outage going on (None: the database is there).
+        self.outage: StorageUnreachable | None = None
+        self._outage_since = 0.0
         self.stats = WriterStats()
         self._queue: deque[_Pending] = deque()
         self._wakeup: asyncio.Event | None = None
@@ -130,6 +156,8 @@ class GroupCommit:
         """Queue `write` and return its outcome once its batch is committed."""
         if self._closing or self._task is None or self._task.done() or self._wakeup is None:
             raise Unavailable(f"the {self.backend} storage is not open")
+        if self.outage is not None and write.kind not in self.held:
+            raise StorageUnreachable(self.outage.message)
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(write, future))
         self._wakeup.set()
@@ -179,6 +207,76 @@ class GroupCommit:
         return batch
 
     async def _write(self, batch: list[_Pending]) -> None:
+        delay = self.RETRY_FIRST
+        while True:
+            try:
+                outcomes = await self._try(batch)
+            except StorageUnreachable as exc:
+                batch = self._hold(batch, exc)
+                if not batch:  # nothing held: the next write tries the database again
+                    self.outage = None
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.RETRY_MAX)
+                continue
+            if outcomes is None:  # it failed, but the database answered: it is there
+                if self.outage is not None:
+                    self._back(0)
+                return
+            break
+        if self.outage is not None:
+            self._back(len(batch))
+        self.stats.batches += 1
+        self.stats.writes += len(batch)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        for item, outcome in zip(batch, outcomes, strict=True):
+            if item.future.done():  # cancelled while its batch was written
+                continue
+            if isinstance(outcome, ThingsHubError):
+                item.future.set_exception(outcome)
+            else:
+                item.future.set_result(outcome)
+
+    def _hold(self, batch: list[_Pending], exc: StorageUnreachable) -> list[_Pending]:
+        """An outage: fail the writes of `batch` that are not held (all of them
+        when closing, after this last try) and return those to try again."""
+        self.stats.failed_batches += 1
+        self.stats.failed_writes += len(batch)
+        if self.outage is None:
+            self.stats.outages += 1
+            self._outage_since = asyncio.get_running_loop().time()
+            log.warning(
+                "%s storage: %s; device reports wait for it (not acknowledged), other"
+                " writes fail until it is back",
+                self.backend,
+                exc.message,
+            )
+        self.outage = exc
+        kept = []
+        for item in batch:
+            if item.future.done():
+                continue
+            if self._closing or item.write.kind not in self.held:
+                self._fail(item, exc)
+            else:
+                kept.append(item)
+        self.stats.held = len(kept)
+        return kept
+
+    def _back(self, count: int) -> None:
+        took = asyncio.get_running_loop().time() - self._outage_since
+        self.outage = None
+        self.stats.held = 0
+        log.warning(
+            "%s storage: the database is back after %.1f s; %d held writes committed",
+            self.backend,
+            took,
+            count,
+        )
+
+    async def _try(self, batch: list[_Pending]) -> Sequence[object] | None:
+        """Run the batch: its outcomes, or None once a failure was told to its
+        callers; an outage is raised."""
         try:
             outcomes = await self.run([item.write for item in batch])
             if len(outcomes) != len(batch):
@@ -186,6 +284,8 @@ class GroupCommit:
         except asyncio.CancelledError:
             for item in batch:
                 self._fail(item, None)
+            raise
+        except StorageUnreachable:
             raise
         except Exception as exc:
             self.stats.failed_batches += 1
@@ -198,20 +298,14 @@ class GroupCommit:
             )
             for item in batch:
                 self._fail(item, exc)
-            return
-        self.stats.batches += 1
-        self.stats.writes += len(batch)
-        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
-        for item, outcome in zip(batch, outcomes, strict=True):
-            if item.future.done():  # cancelled while its batch was written
-                continue
-            if isinstance(outcome, ThingsHubError):
-                item.future.set_exception(outcome)
-            else:
-                item.future.set_result(outcome)
+            return None
+        return outcomes
 
     def _fail(self, item: _Pending, cause: BaseException | None) -> None:
         if item.future.done():
+            return
+        if isinstance(cause, StorageUnreachable):
+            item.future.set_exception(cause)
             return
         if cause is None:
             error = Unavailable(

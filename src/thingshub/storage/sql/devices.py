@@ -43,8 +43,7 @@ from thingshub.storage.sql.purge import Purger
 
 _PRODUCTS = f"SELECT {rows.PRODUCT_COLUMNS} FROM products"
 ADD_PRODUCT = sql(
-    "INSERT INTO products (id, name, created_at, retention_days, gateway_auto_register)"
-    " VALUES ($1, $2, $3, $4, $5)"
+    f"INSERT INTO products ({rows.PRODUCT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
 )
 GET_PRODUCT = sql(f"{_PRODUCTS} WHERE id = $1")
 LIST_PRODUCTS = (
@@ -54,8 +53,14 @@ LIST_PRODUCTS = (
 DELETE_PRODUCT = sql("DELETE FROM products WHERE id = $1")
 #: One statement per setting: PATCH changes some of them, in one transaction.
 SET_PRODUCT = {
-    column: sql(f"UPDATE products SET {column} = $2 WHERE id = $1") for column in PRODUCT_SETTINGS
+    column: sql(f"UPDATE products SET {column} = $2 WHERE id = $1")
+    for column in (*PRODUCT_SETTINGS, "access_key")
 }
+GET_VERSIONS = sql("SELECT f_version, s_version FROM devices WHERE product_id = $1 AND name = $2")
+SET_VERSIONS = sql(
+    "UPDATE devices SET f_version = coalesce($3, f_version), s_version = coalesce($4, s_version)"
+    " WHERE product_id = $1 AND name = $2"
+)
 
 _DEVICES = f"SELECT {rows.DEVICE_COLUMNS} FROM devices"
 DEVICE_CLASHES = sql(
@@ -153,6 +158,8 @@ class SqlProducts:
                 product.created_at,
                 product.retention_days,
                 product.gateway_auto_register,
+                product.dynamic_registration,
+                product.access_key,
             )
         except UniqueViolation:
             raise common.product_exists(product.id) from None
@@ -244,6 +251,15 @@ class SqlDevices:
 
     async def set_tags(self, product_id: str, name: str, tags: Mapping[str, str]) -> bool:
         return await self._db.execute(SET_TAGS, product_id, name, common.dump_tags(tags)) > 0
+
+    async def versions(self, product_id: str, name: str) -> tuple[str | None, str | None] | None:
+        row = await self._db.fetchone(GET_VERSIONS, product_id, name)
+        return None if row is None else (row[0], row[1])
+
+    async def set_versions(
+        self, product_id: str, name: str, f_version: str | None, s_version: str | None
+    ) -> bool:
+        return await self._db.execute(SET_VERSIONS, product_id, name, f_version, s_version) > 0
 
     async def set_gateway(
         self, product_id: str, name: str, gateway: tuple[str, str] | None, sub_address: str | None

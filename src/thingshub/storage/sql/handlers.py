@@ -59,7 +59,7 @@ _COMMAND = (
 )
 _OTA_DEVICE = (
     "task_id text, name text, state text, step integer, description text, detail text,"
-    " informed_at bigint, updated_at bigint, finished_at bigint"
+    " informed_at bigint, updated_at bigint, finished_at bigint, tid bigint, protocol text"
 )
 _IN_ARRAYS = _device_exists("u.product_id", "u.name")
 
@@ -125,6 +125,9 @@ TASK_INSERT = sql(
     " ON CONFLICT (id) DO NOTHING RETURNING id"
 )
 TASK_TAKEN = sql("SELECT 1 FROM ota_tasks WHERE id = $1")
+TIDS_TAKE = sql("UPDATE ota_tids SET last = last + $1 WHERE id = 1 RETURNING last")
+#: Where a device's tid is in the rows of OTA_DEVICES_INSERT (after `position`).
+_TID = 1 + OTA_DEVICE_COLUMNS.split(", ").index("tid")
 TASK_FINISH = sql(
     "UPDATE ota_tasks SET status = $2, finished_at = $3"
     " WHERE id = $1 AND status = 'RUNNING' RETURNING id"
@@ -132,16 +135,17 @@ TASK_FINISH = sql(
 OTA_DEVICES_INSERT = bulk(
     f"INSERT INTO ota_task_devices (position, {OTA_DEVICE_COLUMNS})"
     f" SELECT * FROM {_unnest('position integer, ' + _OTA_DEVICE)}",
-    f"INSERT INTO ota_task_devices (position, {OTA_DEVICE_COLUMNS}) VALUES ({_row(10)})",
+    f"INSERT INTO ota_task_devices (position, {OTA_DEVICE_COLUMNS}) VALUES ({_row(12)})",
 )
 OTA_DEVICES_UPDATE = bulk(  # rows that are final are kept
     "UPDATE ota_task_devices AS d SET state = u.state, step = u.step,"
     " description = u.description, detail = u.detail, informed_at = u.informed_at,"
-    f" updated_at = u.updated_at, finished_at = u.finished_at FROM {_unnest(_OTA_DEVICE)}"
+    f" updated_at = u.updated_at, finished_at = u.finished_at, protocol = u.protocol"
+    f" FROM {_unnest(_OTA_DEVICE)}"
     " WHERE d.task_id = u.task_id AND d.name = u.name"
     f" AND d.state NOT IN ({writes.FINAL_STATES}) RETURNING d.task_id, d.name",
     "UPDATE ota_task_devices SET state = $3, step = $4, description = $5, detail = $6,"
-    " informed_at = $7, updated_at = $8, finished_at = $9"
+    " informed_at = $7, updated_at = $8, finished_at = $9, protocol = $11"
     f" WHERE task_id = $1 AND name = $2 AND state NOT IN ({writes.FINAL_STATES})",
 )
 
@@ -228,12 +232,19 @@ async def events_append(device_ids: DeviceIds, conn: Connection, rows: Rows) -> 
 
 
 async def task_add(conn: Connection, rows: Rows) -> list[object]:
+    """Each task's first tid (its devices numbered from it), or its error."""
     out: list[object] = []
     for task, devices in rows:
         if await conn.fetchone(TASK_INSERT, *task) is not None:
-            if devices:
-                await conn.executemany(OTA_DEVICES_INSERT, devices)
-            out.append(None)
+            # The counter's row stays locked to the commit: another process's
+            # transaction taking tids waits for it, then counts on from here.
+            taken = await conn.fetchone(TIDS_TAKE, len(devices))
+            assert taken is not None  # the row migration 11 made
+            first = int(taken[0]) - len(devices) + 1
+            if devices:  # (position, task_id, ..., tid, protocol): tid = first + position
+                numbered = [(*d[:_TID], first + d[0], *d[_TID + 1 :]) for d in devices]
+                await conn.executemany(OTA_DEVICES_INSERT, numbered)
+            out.append(first)
         elif await conn.fetchone(TASK_TAKEN, task[0]) is not None:
             out.append(ota_common.task_exists(task[0]))
         else:

@@ -49,6 +49,8 @@ RUNNING_TASKS = sql(f"{_TASKS} WHERE status = 'RUNNING' ORDER BY id")
 TASK_COUNTS = (
     "SELECT task_id, state, count(*) FROM ota_task_devices WHERE task_id {} GROUP BY task_id, state"
 )
+BY_TID = sql(f"SELECT {rows.OTA_DEVICE_COLUMNS} FROM ota_task_devices WHERE tid = $1")
+TASK_BY_ID = sql(f"{_TASKS} WHERE id = $1")
 TASK_DEVICES = sql(
     f"SELECT {rows.OTA_DEVICE_COLUMNS} FROM ota_task_devices WHERE task_id = $1 ORDER BY position"
 )
@@ -100,8 +102,10 @@ class SqlOta:
         self._dialect = dialect
         self._writer = writer
 
-    async def add_task(self, task: OtaTask, devices: Sequence[OtaDevice]) -> None:
-        await self._writer.submit(writes.task_add(task, devices))
+    async def add_task(self, task: OtaTask, devices: Sequence[OtaDevice]) -> int:
+        first = await self._writer.submit(writes.task_add(task, devices))
+        assert isinstance(first, int)  # the handler's outcome, or its error raised
+        return first
 
     async def get_task(self, product_id: str, task_id: str) -> OtaTask | None:
         return await one(self._db, rows.task, GET_TASK, product_id, task_id)
@@ -131,6 +135,14 @@ class SqlOta:
 
     async def save_device(self, device: OtaDevice) -> bool:
         return bool(await self._writer.submit(writes.device_save(device)))
+
+    async def by_tid(self, tid: int) -> tuple[OtaTask, OtaDevice] | None:
+        row = await self._db.fetchone(BY_TID, tid)
+        if row is None:
+            return None
+        device = rows.ota_device(row)
+        task = await one(self._db, rows.task, TASK_BY_ID, device.task_id)
+        return None if task is None else (task, device)
 
     async def finish_task(
         self, task_id: str, status: str, finished_at: int, devices: Sequence[OtaDevice]

@@ -25,7 +25,9 @@ from thingshub.core.model import (
 from thingshub.storage import common
 from thingshub.storage.sql.connection import Row
 
-PRODUCT_COLUMNS = "id, name, created_at, retention_days, gateway_auto_register"
+PRODUCT_COLUMNS = (
+    "id, name, created_at, retention_days, gateway_auto_register, dynamic_registration, access_key"
+)
 DEVICE_COLUMNS = (
     "product_id, name, device_number, key, username, password_hash, created_at, tags, status,"
     " access_token, gateway_product_id, gateway_name, sub_address"
@@ -42,7 +44,8 @@ TASK_COLUMNS = (
     " device_timeout_s, status, created_at, finished_at"
 )
 OTA_DEVICE_COLUMNS = (
-    "task_id, name, state, step, description, detail, informed_at, updated_at, finished_at"
+    "task_id, name, state, step, description, detail, informed_at, updated_at, finished_at,"
+    " tid, protocol"
 )
 
 
@@ -55,7 +58,7 @@ def _body(value: bytes | None) -> bytes | None:
 
 
 def product(row: Row) -> Product:
-    return Product(row[0], row[1], row[2], row[3], bool(row[4]))
+    return Product(row[0], row[1], row[2], row[3], bool(row[4]), bool(row[5]), row[6])
 
 
 def device(row: Row) -> Device:
@@ -133,7 +136,8 @@ def task_values(t: OtaTask) -> tuple[Any, ...]:
 
 
 def ota_device(row: Row) -> OtaDevice:
-    return OtaDevice(row[0], row[1], row[2], row[3], row[4], row[5], row[6], int(row[7]), row[8])
+    head = (row[0], row[1], row[2], row[3], row[4], row[5], row[6], int(row[7]), row[8])
+    return OtaDevice(*head, None if row[9] is None else int(row[9]), row[10])
 
 
 def ota_device_values(d: OtaDevice) -> tuple[Any, ...]:

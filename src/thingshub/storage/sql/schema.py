@@ -263,6 +263,24 @@ _CLUSTER = (
 )
 
 
+_ONENET_LIFECYCLE = (
+    "ALTER TABLE products ADD COLUMN access_key {text}",
+    "ALTER TABLE products ADD COLUMN dynamic_registration {bool} NOT NULL DEFAULT {false}",
+    "ALTER TABLE devices ADD COLUMN f_version {text}",
+    "ALTER TABLE devices ADD COLUMN s_version {text}",
+    "ALTER TABLE ota_task_devices ADD COLUMN tid {int64}",
+    "ALTER TABLE ota_task_devices ADD COLUMN protocol {text}",
+    "CREATE UNIQUE INDEX ota_task_devices_tid_key ON ota_task_devices (tid)",
+    # The last tid given: one row, updated in each task's transaction.
+    """CREATE TABLE ota_tids (
+        id    {int32} NOT NULL,
+        last  {int64} NOT NULL,
+        CONSTRAINT ota_tids_pkey PRIMARY KEY (id)
+    )""",
+    "INSERT INTO ota_tids (id, last) VALUES (1, 0)",
+)
+
+
 def migrations(types: Mapping[str, str], series: Sequence[str]) -> Sequence[Migration]:
     """A database's migrations, given its `types` (see the module rules) and the
     statements of migration 3 that are its own: device ids, points, latest values,
@@ -295,5 +313,10 @@ def migrations(types: Mapping[str, str], series: Sequence[str]) -> Sequence[Migr
             Migration(8, "products: gateway auto-registration", ddl(*_AUTO_REGISTER)),
             Migration(9, "API keys with roles and products", ddl(*_API_KEYS)),
             Migration(10, "cluster: nodes, the node holding a device or a call", ddl(*_CLUSTER)),
+            Migration(
+                11,
+                "OneNET: product access keys, dynamic registration, OTA tids and versions",
+                ddl(*_ONENET_LIFECYCLE),
+            ),
         ]
     )

@@ -16,7 +16,7 @@ from functools import partial
 
 from thingshub.core import ports
 from thingshub.storage.locks import ProcessLocks
-from thingshub.storage.sql import series
+from thingshub.storage.sql import series, writes
 from thingshub.storage.sql.batch import GroupCommit, RunBatch
 from thingshub.storage.sql.connection import Database
 from thingshub.storage.sql.devices import SqlDevices, SqlProducts, SqlSettings
@@ -29,10 +29,16 @@ from thingshub.storage.sql.records import SqlCommands, SqlImages
 from thingshub.storage.sql.series import SqlAttributes, SqlEvents, SqlTelemetry
 from thingshub.storage.sql.things import SqlDesired, SqlThingModels
 
+#: The writes that wait out an outage of the database (batch.py): the reports of
+#: devices, whose QoS 1 acknowledgement waits for them.
+DEVICE_REPORTS = frozenset(
+    {writes.TELEMETRY_APPEND, writes.ATTRIBUTES_UPSERT, writes.EVENTS_APPEND}
+)
+
 
 class SqlStorage(ABC):
     def __init__(self, db: Database, reader: Database, dialect: Dialect, run: RunBatch) -> None:
-        self.writer = GroupCommit(run, dialect.name)
+        self.writer = GroupCommit(run, dialect.name, held=DEVICE_REPORTS)
         self.purger = Purger(
             partial(db.transaction, partial(series.purge_step, dialect)), dialect.name
         )

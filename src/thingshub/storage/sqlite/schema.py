@@ -26,6 +26,7 @@ TYPES = {
     "int64": "INTEGER",
     "bool": "INTEGER",
     "true": "1",
+    "false": "0",
     "online": "online = 1",
     "json": "TEXT",
     "jsonb": "TEXT",

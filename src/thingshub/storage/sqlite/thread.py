@@ -10,6 +10,9 @@ Rules:
   (`ROLLBACK` if anything raises). The body gets a `ThreadConnection`,
   whose methods never suspend, so `drive` runs it at once: nothing lands
   inside another's transaction, and no lock is needed.
+- A database that cannot be written for now (its disk full, an I/O
+  error) is `StorageUnreachable`: the API answers it 503, the writer waits
+  it out.
 - `Connection` is the writer's: it carries the cache of device ids of the
   telemetry writes, touched only on its thread (writes.py).
 """
@@ -23,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from thingshub.core.errors import Unavailable
+from thingshub.core.errors import StorageUnreachable, Unavailable
 from thingshub.storage.sql import connection
 from thingshub.storage.sql.connection import Body, Bulk, Query, Row, Rows
 
@@ -44,6 +47,16 @@ class Connection(sqlite3.Connection):
         super().__init__(*args, **kwargs)
         self.device_ids: dict[tuple[str, str], int] = {}
         self.data_version: int | None = None  # PRAGMA data_version when the cache was checked
+
+
+#: Primary result codes of a database that cannot be written for now.
+_AWAY = {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR}
+
+
+def _unreachable(exc: sqlite3.OperationalError) -> StorageUnreachable | None:
+    if exc.sqlite_errorcode & 0xFF not in _AWAY:
+        return None
+    return StorageUnreachable(f"the SQLite database cannot be written ({exc})")
 
 
 def _run(call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -136,7 +149,13 @@ class Db:
         conn, thread = self.conn, self.thread
         if conn is None or thread is None:
             raise Unavailable("the SQLite storage is not open")
-        return await asyncio.get_running_loop().run_in_executor(thread, fn, conn)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(thread, fn, conn)
+        except sqlite3.OperationalError as exc:
+            away = _unreachable(exc)
+            if away is None:
+                raise
+            raise away from exc
 
     execute = _on_thread(ThreadConnection.execute)
     executemany = _on_thread(ThreadConnection.executemany)

@@ -1,0 +1,69 @@
+"""What starting needs before the parts exist: where to listen, under which
+name, and the one error an operator can fix.
+
+Rules:
+- A problem the operator can fix (a taken port, an unwritable data dir, an
+  unreachable database) is a `StartupError` with one sentence, never a
+  traceback (cli/serve.py prints it).
+- Listeners share their ports with other processes (SO_REUSEPORT) only for the
+  workers of `serve --workers` and the nodes of a cluster (`shares_ports`).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+from thingshub.config import NODE_ID, Settings
+
+log = logging.getLogger("thingshub")
+
+
+class StartupError(Exception):
+    """Something the operator must fix; the message says what."""
+
+
+def bind_http(host: str, port: int, *, shared: bool = False) -> socket.socket:
+    """The HTTP listener's socket, bound and listening (`shared`: SO_REUSEPORT)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if shared:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(
+            f"cannot listen for HTTP on {host}:{port}: {exc.strerror or exc}"
+        ) from exc
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def shares_ports(s: Settings) -> bool:
+    """Whether the listeners let other processes listen on their ports too
+    (SO_REUSEPORT): the workers of `serve --workers`, and any node of a cluster."""
+    return s.workers > 1 or s.nats_url is not None
+
+
+def default_node_id(port: int | None) -> str:
+    """The host name and the MQTT port, as a node id may be written."""
+    host = "".join(c if NODE_ID.fullmatch(c) else "-" for c in socket.gethostname()) or "node"
+    return f"{host[:58]}-{port or 0}"
+
+
+def public_url(configured: str | None, host: str, port: int, scheme: str = "http") -> str:
+    """Where devices download firmware: the setting, else this server's own address."""
+    if configured:
+        return configured.rstrip("/")
+    if host in ("0.0.0.0", "::", ""):
+        log.warning(
+            "listening on all addresses: set --public-url (THINGSHUB_PUBLIC_URL) to the"
+            " address devices reach this server at; firmware links use 127.0.0.1 until then"
+        )
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"

@@ -1,0 +1,101 @@
+"""A device publishing numbered QoS 1 telemetry over a raw socket, for fault tests.
+
+It keeps a window of messages in flight and records, with the time, every
+sequence number acknowledged, and whether the server closed the connection,
+so a test can tell "held" (open, no acknowledgement) from "dropped".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+
+from thingshub.mqtt.codec import Connack, Connect, PubAck, Publish, Reader, encode
+
+
+class Publisher(threading.Thread):
+    def __init__(
+        self,
+        port: int,
+        username: str,
+        password: str,
+        key: str,
+        window: int = 10,
+        version: int = 4,
+        pause: float = 0.0,
+    ) -> None:
+        super().__init__(daemon=True)
+        self.port, self.username, self.password, self.key = port, username, password, key
+        self.window = window
+        self.version = version
+        self.pause = pause  # seconds between messages (0: as fast as acknowledged)
+        self.acked: list[int] = []
+        self.codes: list[int] = []  # reason codes of 5.0 PUBACKs that were not 0
+        self.last_ack_at = 0.0
+        self.closed = False  # the server closed the connection
+        self.error: BaseException | None = None
+        self._halt = threading.Event()
+        self.sock: socket.socket | None = None
+
+    def run(self) -> None:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=60) as sock:
+                self.sock = sock
+                self._publish(sock)
+        except OSError:
+            self.closed = not self._halt.is_set()
+        except BaseException as exc:
+            self.error = exc
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
+        self.join(10)
+
+    def _publish(self, sock: socket.socket) -> None:
+        reader = Reader(self.version)
+        sock.sendall(
+            encode(
+                Connect(
+                    f"c-{self.key}", self.version, True, 60, self.username, self.password.encode()
+                ),
+                self.version,
+            )
+        )
+
+        def recv() -> object:
+            while (packet := reader.next_packet()) is None:
+                data = sock.recv(65536)
+                if not data:
+                    raise OSError("closed")
+                reader.feed(data)
+            return packet
+
+        connack = recv()
+        assert isinstance(connack, Connack) and connack.reason_code == 0, connack
+        in_flight: dict[int, int] = {}
+        seq = 0
+        while not self._halt.is_set():
+            while len(in_flight) < self.window:
+                seq += 1
+                pid = seq % 65535 + 1
+                in_flight[pid] = seq
+                body = json.dumps({self.key: seq}).encode()
+                sock.sendall(
+                    encode(Publish("devices/telemetry", body, 1, packet_id=pid), self.version)
+                )
+                if self.pause:
+                    time.sleep(self.pause)
+            ack = recv()
+            assert isinstance(ack, PubAck), ack
+            number = in_flight.pop(ack.packet_id)
+            if ack.reason_code:
+                self.codes.append(ack.reason_code)
+            else:
+                self.acked.append(number)
+            self.last_ack_at = time.monotonic()
