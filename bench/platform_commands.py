@@ -440,6 +440,7 @@ class CommandsResult:
     waited_for_connection: int = 0
     rate: float = 0.0  # calls answered right per second
     p50_ms: float = 0.0
+    p90_ms: float = 0.0
     p95_ms: float = 0.0
     p99_ms: float = 0.0
     max_ms: float = 0.0
@@ -485,6 +486,7 @@ def finish_commands(
     lat = sorted(st.latencies)
     if lat:
         res.p50_ms, res.p95_ms = 1e3 * percentile(lat, 50), 1e3 * percentile(lat, 95)
+        res.p90_ms = 1e3 * percentile(lat, 90)
         res.p99_ms, res.max_ms = 1e3 * percentile(lat, 99), 1e3 * lat[-1]
         res.mean_ms = 1e3 * statistics.fmean(lat)
     res.server_cpu_pct, res.load_cpu_pct = cpu.server_pct, cpu.load_pct
