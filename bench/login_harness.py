@@ -221,7 +221,9 @@ async def main() -> None:
                 tracemalloc.stop()
                 everything = sum(s.size_diff for s in stats)
                 own = sum(s.size_diff for s in stats if "thingshub" in str(s.traceback))
-                print(f"  tracemalloc: {everything / N:,.0f} B a device, {own / N:,.0f} thingshub's")
+                print(
+                    f"  tracemalloc: {everything / N:,.0f} B a device, {own / N:,.0f} thingshub's"
+                )
             cg.start()
             d0 = time.process_time()
             for c, t in conns:

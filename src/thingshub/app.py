@@ -191,8 +191,12 @@ class Platform:
         self.keys = KeyService(storage.api_keys, storage.products, clock, self.api_key)
         await self.keys.start()
         node_id = s.node_id or default_node_id(s.mqtt_port or s.mqtts_port)
-        jobs = self.jobs = Jobs(storage.locks, s.node_lease)
-        bus = self.bus = await cluster.start_bus(s.nats_url, storage, node_id)
+        # Locks are the database's (PostgreSQL: the server's, across schemas), the
+        # cluster id tells its clusters apart: several can share one database.
+        cluster_id = await storage.settings.set_if_absent("cluster_id", secrets.token_hex(6))
+        scope = f"{cluster_id}:"
+        jobs = self.jobs = Jobs(storage.locks, s.node_lease, scope)
+        bus = self.bus = await cluster.start_bus(s.nats_url, cluster_id, node_id)
         self.nats = bus if isinstance(bus, NatsBus) else None
         self.devices = DeviceService(storage, clock, bus, pepper)
         self.presence = PresenceService(storage.devices, clock, bus, node=node_id)
@@ -218,6 +222,7 @@ class Platform:
             node_id,
             lease=s.node_lease,
             stats=lambda: (stats.connections, stats.messages_in),
+            scope=scope,
         )
         try:
             await self.nodes.start()

@@ -12,7 +12,6 @@ Rules:
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterable
 
 from thingshub.bus.calls import ClusterCalls, ClusterLink, Holders
@@ -31,11 +30,10 @@ from thingshub.services.sweep import PresenceSweep
 from thingshub.startup import StartupError
 
 
-async def start_bus(url: str | None, storage: Storage, node_id: str) -> LocalBus | NatsBus:
+async def start_bus(url: str | None, cluster_id: str, node_id: str) -> LocalBus | NatsBus:
     """The in-process bus, or with a NATS `url` this node's link to the cluster."""
     if url is None:
         return LocalBus()
-    cluster_id = await storage.settings.set_if_absent("cluster_id", secrets.token_hex(6))
     nats = NatsBus(url, cluster_id, node_id)
     try:
         await nats.start()

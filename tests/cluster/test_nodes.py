@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -11,7 +13,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.conftest import RunningPlatform
+from tests.conftest import RunningPlatform, _admin
 from thingshub.config import Settings, SettingsError
 from thingshub.config import load as load_settings
 from thingshub.core.events import Event, PresenceChanged
@@ -66,3 +68,32 @@ def test_nodes_see_each_other_and_events_cross(
         client.loop_stop()
         client.disconnect()
     assert any(isinstance(e, PresenceChanged) and e.name == "d1" for e in seen)
+
+
+def test_clusters_sharing_one_database_keep_their_ids_and_jobs_apart(
+    platform_factory: Callable[..., RunningPlatform],
+    pg_database: str,
+    nats_url: str,
+    tmp_path: Any,
+) -> None:
+    """Advisory locks are the server's, across schemas: each cluster's names
+    carry its own id, so two clusters (two schemas) both have a node "n1", and
+    each runs its own jobs."""
+    nodes = []
+    for name in ("one", "two"):
+        schema = f"t_{secrets.token_hex(6)}"
+        asyncio.run(_admin(pg_database, f'CREATE SCHEMA "{schema}"'))
+        nodes.append(
+            platform_factory(
+                data_dir=tmp_path / name,
+                database_url=f"{pg_database}?search_path={schema}",
+                nats_url=nats_url,
+                node_id="n1",
+            )
+        )
+    a, b = nodes
+    assert a.run(a.platform.storage.settings.get("cluster_id")) != b.run(
+        b.platform.storage.settings.get("cluster_id")
+    )
+    for node in nodes:
+        assert node.platform.retention.job.holding  # each cluster's retention runs

@@ -47,8 +47,11 @@ class Job:
         every: float,
         retry: float,
         on_take: Round | None = None,
+        scope: str = "",
     ) -> None:
         self.locks = locks
+        #: Prefixed to the lock's name: one cluster's jobs apart from another's.
+        self.scope = scope
         self.name = name
         self.round = round
         self.every = every
@@ -63,7 +66,7 @@ class Job:
 
     @property
     def lock_name(self) -> str:
-        return f"job:{self.name}"
+        return f"{self.scope}job:{self.name}"
 
     async def start(self) -> None:
         await self._take()
@@ -124,9 +127,18 @@ class Job:
 class Jobs:
     """Makes this node's jobs: one set of locks, one lease (`node_lease`)."""
 
-    def __init__(self, locks: Locks, lease: float = 15.0) -> None:
+    def __init__(self, locks: Locks, lease: float = 15.0, scope: str = "") -> None:
         self.locks = locks
         self.lease = lease
+        self.scope = scope
 
     def job(self, name: str, round: Round, *, every: float, on_take: Round | None = None) -> Job:
-        return Job(self.locks, name, round, every=every, retry=self.lease / 3, on_take=on_take)
+        return Job(
+            self.locks,
+            name,
+            round,
+            every=every,
+            retry=self.lease / 3,
+            on_take=on_take,
+            scope=self.scope,
+        )

@@ -52,9 +52,12 @@ class NodeService:
         *,
         lease: float = 15.0,
         stats: Stats = lambda: (0, 0),
+        scope: str = "",
     ) -> None:
         self.repo = repo
         self.locks = locks
+        #: Prefixed to the id's lock: one cluster's nodes apart from another's.
+        self.scope = scope
         self.clock = clock
         self.node_id = node_id
         self.lease = lease
@@ -80,7 +83,7 @@ class NodeService:
 
     @property
     def lock_name(self) -> str:
-        return f"node:{self.node_id}"
+        return f"{self.scope}node:{self.node_id}"
 
     async def stop(self) -> None:
         await cancel(self._task)
