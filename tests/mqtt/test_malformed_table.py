@@ -26,7 +26,6 @@ KNOWN = {
     "[5.0 MQTT-3.3.2-14] will-response-topic-with-a-wildcard v5",
     "[MQTT-3.3.2-14] response-topic-with-a-wildcard v5",
     "[5.0 3.1.2.11.10] authentication-data-without-authentication-method v5",
-    "[MQTT-3-8.3-4 (3.1.1) / 3.8.3.1 (5.0)] subscription-with-maximum-qos-3 v5",
 }
 CASES = [
     pytest.param(
