@@ -202,6 +202,9 @@ CASES = [
         id="v5-session-expiry-in-will",
     ),
     pytest.param(connect_bytes(level=5), None, M, id="v5-connect-props-missing"),
+    pytest.param(
+        connect_bytes(level=5, props=h("04 16 00 01 61")), None, P, id="v5-auth-data-no-method"
+    ),
     # CONNACK.
     pytest.param(h("20 02 02 00"), MQTT_3_1_1, M, id="connack-reserved-ack-flags"),
     pytest.param(h("20 03 00 00 00"), MQTT_3_1_1, M, id="connack-v4-trailing-byte"),

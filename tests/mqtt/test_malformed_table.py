@@ -25,7 +25,6 @@ ROWS = rows_connect.ROWS + rows_packets.ROWS
 KNOWN = {
     "[5.0 MQTT-3.3.2-14] will-response-topic-with-a-wildcard v5",
     "[MQTT-3.3.2-14] response-topic-with-a-wildcard v5",
-    "[5.0 3.1.2.11.10] authentication-data-without-authentication-method v5",
 }
 CASES = [
     pytest.param(

@@ -266,6 +266,8 @@ def _connect(body: bytes) -> Connect:
     props = EMPTY
     if level == MQTT_5:
         props, pos = read_properties(body, pos, end, CONNECT)
+        if props.authentication_data is not None and props.authentication_method is None:
+            raise ProtocolError("authentication data without an authentication method")
     client_id, pos = read_str(body, pos, end)
     will = None
     if has_will:
