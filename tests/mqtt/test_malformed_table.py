@@ -20,22 +20,7 @@ from tests.mqtt.malformed.harness import Row, healthy, play
 from thingshub.mqtt.server import Broker, BrokerConfig
 
 ROWS = rows_connect.ROWS + rows_packets.ROWS
-#: Rows our server breaks, each until the commit that fixes it (strict: a fixed
-#: row left here fails).
-KNOWN = {
-    "[5.0 MQTT-3.3.2-14] will-response-topic-with-a-wildcard v5",
-    "[MQTT-3.3.2-14] response-topic-with-a-wildcard v5",
-}
-CASES = [
-    pytest.param(
-        row,
-        v,
-        id=row.id(v),
-        marks=[pytest.mark.xfail(strict=True)] if row.id(v) in KNOWN else [],
-    )
-    for row in ROWS
-    for v in sorted(row.expect)
-]
+CASES = [pytest.param(row, v, id=row.id(v)) for row in ROWS for v in sorted(row.expect)]
 
 
 @pytest.fixture(scope="module")
