@@ -8,6 +8,7 @@ avoid U+0000 and surrogates. So `parse(encode(p, v)) == p` must hold for all.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -274,6 +275,9 @@ def connects(draw: st.DrawFn, version: int) -> Connect:
     password = draw(st.none() | st.binary(max_size=16))
     if version != MQTT_5 and username is None:
         password = None  # a password needs a user name before 5.0
+    props = draw(_props(PacketType.CONNECT, version))
+    if props.authentication_method is None and props.authentication_data is not None:
+        props = dataclasses.replace(props, authentication_data=None)  # data needs a method
     return Connect(
         client_id=draw(text(max_size=23)),
         protocol_level=version,
@@ -282,7 +286,7 @@ def connects(draw: st.DrawFn, version: int) -> Connect:
         username=username,
         password=password,
         will=draw(st.none() | wills(version)),
-        properties=draw(_props(PacketType.CONNECT, version)),
+        properties=props,
     )
 
 

@@ -130,9 +130,9 @@ CASES = [
     pytest.param(publish_v5(h("00")), MQTT_5, M, id="prop-unknown-id-00"),
     pytest.param(publish_v5(h("80 01 00")), MQTT_5, M, id="prop-unknown-id-128"),
     pytest.param(publish_v5(h("81 00")), MQTT_5, M, id="prop-id-non-minimal"),
-    pytest.param(publish_v5(h("11 00 00 00 01")), MQTT_5, P, id="prop-session-expiry-in-publish"),
-    pytest.param(publish_v5(h("24 01")), MQTT_5, P, id="prop-maximum-qos-in-publish"),
-    pytest.param(publish_v5(h("18 00 00 00 01")), MQTT_5, P, id="prop-will-delay-in-publish"),
+    pytest.param(publish_v5(h("11 00 00 00 01")), MQTT_5, M, id="prop-session-expiry-in-publish"),
+    pytest.param(publish_v5(h("24 01")), MQTT_5, M, id="prop-maximum-qos-in-publish"),
+    pytest.param(publish_v5(h("18 00 00 00 01")), MQTT_5, M, id="prop-will-delay-in-publish"),
     pytest.param(publish_v5(h("03 00 01 61 03 00 01 62")), MQTT_5, P, id="prop-content-type-twice"),
     pytest.param(publish_v5(h("23 00 01 23 00 01")), MQTT_5, P, id="prop-topic-alias-twice"),
     pytest.param(publish_v5(h("01 02")), MQTT_5, P, id="prop-payload-format-2"),
@@ -185,7 +185,7 @@ CASES = [
         frame(0x10, h("00 04 4d 51 54 54 04 02 00")), None, M, id="connect-ends-in-keepalive"
     ),
     pytest.param(
-        connect_bytes(level=5, props=h("05 18 00 00 00 01")), None, P, id="v5-will-delay-in-connect"
+        connect_bytes(level=5, props=h("05 18 00 00 00 01")), None, M, id="v5-will-delay-in-connect"
     ),
     pytest.param(connect_bytes(level=5, props=h("03 21 00 00")), None, P, id="v5-receive-max-0"),
     pytest.param(
@@ -198,10 +198,13 @@ CASES = [
     pytest.param(
         connect_bytes(level=5, flags=0x06, props=h("00"), payload=h("000163 05 1100000001")),
         None,
-        P,
+        M,
         id="v5-session-expiry-in-will",
     ),
     pytest.param(connect_bytes(level=5), None, M, id="v5-connect-props-missing"),
+    pytest.param(
+        connect_bytes(level=5, props=h("04 16 00 01 61")), None, P, id="v5-auth-data-no-method"
+    ),
     # CONNACK.
     pytest.param(h("20 02 02 00"), MQTT_3_1_1, M, id="connack-reserved-ack-flags"),
     pytest.param(h("20 03 00 00 00"), MQTT_3_1_1, M, id="connack-v4-trailing-byte"),
@@ -209,7 +212,7 @@ CASES = [
     pytest.param(h("20 02 00 00"), MQTT_5, M, id="connack-v5-props-missing"),
     pytest.param(h("20 05 00 00 02 24 02"), MQTT_5, P, id="connack-maximum-qos-2"),
     pytest.param(h("20 05 00 00 02 28 02"), MQTT_5, P, id="connack-wildcard-available-2"),
-    pytest.param(h("20 06 00 00 03 23 00 01"), MQTT_5, P, id="connack-topic-alias"),
+    pytest.param(h("20 06 00 00 03 23 00 01"), MQTT_5, M, id="connack-topic-alias"),
     pytest.param(h("20 06 00 00 03 21 00 00"), MQTT_5, P, id="connack-receive-maximum-0"),
     pytest.param(h("20 07 00 00 03 21 00 01 ff"), MQTT_5, M, id="connack-v5-trailing"),
     # PUBACK, PUBREC, PUBREL, PUBCOMP.
@@ -221,8 +224,8 @@ CASES = [
     pytest.param(h("40 03 00 01 00"), MQTT_3_1_1, M, id="puback-v4-trailing-byte"),
     pytest.param(h("40 05 00 01 00 00 ff"), MQTT_5, M, id="puback-v5-trailing-byte"),
     pytest.param(h("40 04 00 01 00 05"), MQTT_5, M, id="puback-v5-props-past-end"),
-    pytest.param(h("40 07 00 01 00 03 23 00 01"), MQTT_5, P, id="puback-topic-alias"),
-    pytest.param(h("62 09 00 01 92 05 11 00 00 00 01"), MQTT_5, P, id="pubrel-session-expiry"),
+    pytest.param(h("40 07 00 01 00 03 23 00 01"), MQTT_5, M, id="puback-topic-alias"),
+    pytest.param(h("62 09 00 01 92 05 11 00 00 00 01"), MQTT_5, M, id="pubrel-session-expiry"),
     # SUBSCRIBE.
     pytest.param(h("82 02 00 01"), MQTT_3_1_1, P, id="subscribe-v4-no-filters"),
     pytest.param(h("82 03 00 01 00"), MQTT_5, P, id="subscribe-v5-no-filters"),
@@ -231,7 +234,7 @@ CASES = [
     pytest.param(h("82 06 00 01 00 01 ff 00"), MQTT_3_1_1, M, id="subscribe-filter-bad-utf8"),
     pytest.param(h("82 08 00 01 00 03 ed a0 80 00"), MQTT_3_1_1, M, id="subscribe-filter-surr"),
     pytest.param(h("82 06 00 01 00 01 61 03"), MQTT_3_1_1, M, id="subscribe-v4-qos-3"),
-    pytest.param(h("82 07 00 01 00 00 01 61 03"), MQTT_5, M, id="subscribe-v5-qos-3"),
+    pytest.param(h("82 07 00 01 00 00 01 61 03"), MQTT_5, P, id="subscribe-v5-qos-3"),
     pytest.param(h("82 06 00 01 00 01 61 04"), MQTT_3_1_1, M, id="subscribe-v4-no-local-bit"),
     pytest.param(h("82 06 00 01 00 01 61 80"), MQTT_3_1_1, M, id="subscribe-v4-bit-7"),
     pytest.param(h("82 07 00 01 00 00 01 61 40"), MQTT_5, M, id="subscribe-v5-bit-6"),
@@ -240,7 +243,7 @@ CASES = [
     pytest.param(h("82 0b 00 01 04 0b 01 0b 02 00 01 61 00"), MQTT_5, P, id="subscribe-2-sub-ids"),
     pytest.param(h("82 09 00 01 02 0b 00 00 01 61 00"), MQTT_5, P, id="subscribe-sub-id-0"),
     pytest.param(
-        h("82 0c 00 01 05 02 00 00 00 01 00 01 61 00"), MQTT_5, P, id="subscribe-message-expiry"
+        h("82 0c 00 01 05 02 00 00 00 01 00 01 61 00"), MQTT_5, M, id="subscribe-message-expiry"
     ),
     # SUBACK, UNSUBSCRIBE, UNSUBACK.
     pytest.param(h("90 02 00 01"), MQTT_3_1_1, P, id="suback-v4-no-codes"),
@@ -261,12 +264,12 @@ CASES = [
     pytest.param(h("e0 01 00"), MQTT_3_1_1, M, id="disconnect-v4-with-body"),
     pytest.param(h("e0 01 00"), None, M, id="disconnect-unknown-version-with-body"),
     pytest.param(h("e0 03 00 00 ff"), MQTT_5, M, id="disconnect-v5-trailing-byte"),
-    pytest.param(h("e0 05 00 03 23 00 01"), MQTT_5, P, id="disconnect-topic-alias"),
-    pytest.param(h("e0 05 00 03 21 00 01"), MQTT_5, P, id="disconnect-receive-maximum"),
+    pytest.param(h("e0 05 00 03 23 00 01"), MQTT_5, M, id="disconnect-topic-alias"),
+    pytest.param(h("e0 05 00 03 21 00 01"), MQTT_5, M, id="disconnect-receive-maximum"),
     pytest.param(h("f0 00"), MQTT_3_1_1, M, id="auth-v4"),
     pytest.param(h("f0 00"), MQTT_3_1, M, id="auth-v3"),
     pytest.param(h("f0 00"), None, M, id="auth-before-connect"),
-    pytest.param(h("f0 05 18 03 23 00 01"), MQTT_5, P, id="auth-topic-alias"),
+    pytest.param(h("f0 05 18 03 23 00 01"), MQTT_5, M, id="auth-topic-alias"),
     pytest.param(h("f0 06 18 04 15 00 01 ff"), MQTT_5, M, id="auth-method-bad-utf8"),
 ]
 

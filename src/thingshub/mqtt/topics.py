@@ -1,7 +1,8 @@
 """Topic names and topic filters (spec section 4.7).
 
 Rules:
-- A topic name is 1 to 65,535 bytes of UTF-8 with no `+` or `#`.
+- A topic name (and a 5.0 Response Topic) is 1 to 65,535 bytes of UTF-8 with
+  no `+` or `#`.
 - A topic filter is at least one character; `#` only as the whole last level;
   `+` only as a whole level.
 - A filter whose first level is a wildcard never matches a topic that starts
@@ -15,6 +16,11 @@ from __future__ import annotations
 
 def valid_topic_name(topic: str) -> bool:
     return bool(topic) and "+" not in topic and "#" not in topic
+
+
+def valid_response_topic(topic: str | None) -> bool:
+    """A 5.0 Response Topic, where there is one, is a topic name [MQTT-3.3.2-14]."""
+    return topic is None or valid_topic_name(topic)
 
 
 def valid_topic_filter(topic_filter: str) -> bool:

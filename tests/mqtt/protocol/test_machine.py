@@ -231,6 +231,12 @@ def test_a_topic_alias_is_set_and_then_used() -> None:
             "subscription identifier in PUBLISH",
         ),
         ([Publish("")], 0x82, "empty topic without an alias"),
+        (
+            [Publish("a", properties=Properties(response_topic="r/#"))],
+            0x82,
+            "invalid response topic",
+        ),
+        ([Publish("a", properties=Properties(response_topic=""))], 0x82, "invalid response topic"),
         ([Publish("a/+")], 0x90, "invalid topic 'a/\\+'"),
     ],
 )

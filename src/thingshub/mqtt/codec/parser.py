@@ -266,6 +266,8 @@ def _connect(body: bytes) -> Connect:
     props = EMPTY
     if level == MQTT_5:
         props, pos = read_properties(body, pos, end, CONNECT)
+        if props.authentication_data is not None and props.authentication_method is None:
+            raise ProtocolError("authentication data without an authentication method")
     client_id, pos = read_str(body, pos, end)
     will = None
     if has_will:
@@ -331,9 +333,9 @@ def _subscribe(_ptype: int, body: bytes, version: int) -> Subscribe:
         topic_filter, pos = read_str(body, pos, end)
         options, pos = read_u8(body, pos, end)
         qos = options & 3
-        if qos == 3:
-            raise MalformedPacket("subscription with QoS 3")
         if version == MQTT_5:
+            if qos == 3:  # 5.0 section 3.8.3.1: "It is a Protocol Error ..."
+                raise ProtocolError("subscription with maximum QoS 3")
             if options & 0xC0:
                 raise MalformedPacket("reserved subscription option bits are set")
             retain_handling = (options >> 4) & 3
@@ -344,9 +346,9 @@ def _subscribe(_ptype: int, body: bytes, version: int) -> Subscribe:
                     topic_filter, qos, bool(options & 4), bool(options & 8), retain_handling
                 )
             )
-        else:
-            if options & 0xFC:
-                raise MalformedPacket("reserved subscription option bits are set")
+        else:  # 3.1.1 [MQTT-3-8.3-4]: QoS 3 and reserved bits alike are malformed
+            if options & 0xFC or qos == 3:
+                raise MalformedPacket("subscription with QoS 3 or reserved option bits set")
             subs.append(SubscriptionRequest(topic_filter, qos))
     if not subs:
         raise ProtocolError("SUBSCRIBE without a topic filter")

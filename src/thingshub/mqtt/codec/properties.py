@@ -4,11 +4,13 @@ Rules:
 - `Properties` is immutable; absent properties are None (or an empty tuple
   for the two that may repeat: user properties and subscription identifiers).
   `EMPTY` is shared, so a packet without properties allocates nothing.
-- A property may appear only in the packets the spec lists for it, at most
-  once unless it is a user property or (in PUBLISH) a subscription identifier.
-  Breaking either rule, or a value outside its range (a 0/1 flag that is 2, a
-  receive maximum or maximum packet size of 0, a subscription identifier of 0)
-  is a protocol error.
+- A property may appear only in the packets the spec lists for it: one in
+  another packet is malformed, like an unknown one (5.0 section 2.2.2.2: "an
+  Identifier which is not valid for its packet type ... is a Malformed
+  Packet"). At most once unless it is a user property or (in PUBLISH) a
+  subscription identifier: a second one, or a value outside its range (a 0/1
+  flag that is 2, a receive maximum or maximum packet size of 0, a
+  subscription identifier of 0) is a protocol error.
 - Properties are written in ascending identifier order, user properties last,
   so equal `Properties` always serialize to equal bytes.
 """
@@ -160,7 +162,7 @@ def read_properties(data: bytes, pos: int, end: int, kind: int) -> tuple[Propert
             raise MalformedPacket(f"unknown property identifier 0x{ident:02x}")
         name, typ, kinds, is_flag = spec
         if kind not in kinds:
-            raise ProtocolError(f"property {name} is not allowed in this packet")
+            raise MalformedPacket(f"property {name} is not allowed in this packet")
         value: Any
         if typ == _BYTE:
             value, pos = read_u8(data, pos, stop)

@@ -15,6 +15,7 @@ Rules:
   unless we were not reading from it (its silence was ours); a connection
   without CONNECT has timed out `connect_timeout` seconds after it opened.
   A 5.0 client gets at most `max_keepalive`, and that much if it asked for none.
+- A topic name, and a 5.0 Response Topic, has no wildcard and is not empty.
 - Topic aliases from a 5.0 client: 1..`topic_alias_maximum`, a topic with an
   alias sets it, an empty topic uses it; to the client, at most its Topic
   Alias Maximum, assigned in order and never changed.
@@ -46,7 +47,7 @@ from thingshub.mqtt.codec.packets import (
 from thingshub.mqtt.codec.properties import EMPTY, Properties
 from thingshub.mqtt.codec.reasons import ReasonCode, connack_code_v3
 from thingshub.mqtt.codec.writer import encode, encode_ack
-from thingshub.mqtt.topics import valid_topic_name
+from thingshub.mqtt.topics import valid_response_topic, valid_topic_name
 
 
 class State(Enum):
@@ -234,6 +235,9 @@ class Machine:
                 packet.properties = props = dataclasses.replace(props, topic_alias=None)
             if props.subscription_identifiers:
                 raise Violation(ReasonCode.PROTOCOL_ERROR, "subscription identifier in PUBLISH")
+            if not valid_response_topic(props.response_topic):
+                # [MQTT-3.3.2-14]: forwarded, it would break the rule in our PUBLISH too.
+                raise Violation(ReasonCode.PROTOCOL_ERROR, "invalid response topic")
         if not valid_topic_name(topic):
             if not topic:  # 5.0: an empty topic without an alias is a protocol error
                 raise Violation(ReasonCode.PROTOCOL_ERROR, "empty topic without an alias")

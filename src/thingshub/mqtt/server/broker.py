@@ -5,8 +5,8 @@ Rules:
   that loop; nothing here blocks it.
 - A session, and an identity the application gives, has at most one
   connection: the newest CONNECT takes over (takeover.py).
-- A will topic that is no topic name closes a 3.1.1 connection without
-  CONNACK [MQTT-3.1.4-1]; 5.0 first gets CONNACK 0x82 (protocol error).
+- A will topic (or will Response Topic) that is no topic name closes a 3.1.1
+  connection without CONNACK [MQTT-3.1.4-1]; 5.0 first gets CONNACK 0x82.
 - Sessions: a clean start discards what was there; otherwise the session
   resumes with its subscriptions, its in-flight messages (resent with DUP)
   and its queue. A session ends `expiry_interval` seconds after its
@@ -70,7 +70,7 @@ from thingshub.mqtt.server.inbound import AckBudget
 from thingshub.mqtt.server.session import Session
 from thingshub.mqtt.server.subscriptions import Subscriptions
 from thingshub.mqtt.server.takeover import Takeover
-from thingshub.mqtt.topics import valid_topic_name
+from thingshub.mqtt.topics import valid_response_topic, valid_topic_name
 
 log = logger("thingshub.mqtt")
 
@@ -261,8 +261,10 @@ class Broker:
         if v5 and packet.properties.authentication_method is not None:
             conn.refuse(ReasonCode.BAD_AUTHENTICATION_METHOD, "enhanced authentication")
             return
-        if packet.will is not None and not valid_topic_name(packet.will.topic):
-            # No topic name at all [MQTT-4.7.1-1]: not 0x90 ("valid, not accepted").
+        will = packet.will
+        if will is not None and not (
+            valid_topic_name(will.topic) and valid_response_topic(will.properties.response_topic)
+        ):  # no topic name at all [MQTT-4.7.1-1]: not 0x90 ("valid, not accepted")
             conn.refuse(ReasonCode.PROTOCOL_ERROR, "invalid will topic", connack=v5)
             return
         request = ConnectRequest(
