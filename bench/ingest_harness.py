@@ -48,13 +48,12 @@ from pathlib import Path
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).parent))
-from login_harness import Counter, FakeTransport, connect_bytes  # noqa: E402
-
-from thingshub.app import Platform  # noqa: E402
-from thingshub.cli import serve  # noqa: E402
-from thingshub.config import Settings  # noqa: E402
-from thingshub.mqtt.codec import encode_publish  # noqa: E402
-from thingshub.mqtt.server.connection import Connection  # noqa: E402
+from login_harness import Counter, FakeTransport, connect_bytes
+from thingshub.app import Platform
+from thingshub.cli import serve
+from thingshub.config import Settings
+from thingshub.mqtt.codec import encode_publish
+from thingshub.mqtt.server.connection import Connection
 
 P = argparse.ArgumentParser()
 P.add_argument("messages", type=int, nargs="?", default=20_000)
