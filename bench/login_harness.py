@@ -50,7 +50,7 @@ try:
 except ImportError:  # 7fdb9da: one module
     from thingshub.dialects.onenet import make_token  # type: ignore[no-redef]
 
-ARGS = [a for a in sys.argv[1:] if a.isdigit()]
+ARGS = [a for a in sys.argv[1:] if a.isdigit()] if __name__ == "__main__" else []
 N = int(ARGS[0]) if ARGS else 2000
 ROUNDS = int(ARGS[1]) if len(ARGS) > 1 else 3
 TRACE = "--trace" in sys.argv
@@ -241,4 +241,5 @@ async def main() -> None:
         await p.stop()
 
 
-uvloop.run(main())
+if __name__ == "__main__":
+    uvloop.run(main())

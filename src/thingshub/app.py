@@ -257,7 +257,7 @@ class Platform:
         self.ingest = IngestService(
             storage.telemetry, storage.attributes, storage.events, self.gateway, clock, bus
         )
-        self.gateway.handle(TelemetryReport, self.ingest.telemetry_report)
+        self.gateway.handle(TelemetryReport, self.ingest.telemetry_now)
         self.gateway.handle(AttributesReport, self.ingest.attribute_report)
         self.gateway.handle(EventReport, self.ingest.event_report)
         self.gateway.handle(ReportRefused, self.ingest.refused_report)

@@ -134,6 +134,34 @@ def test_an_outcome_error_fails_its_own_caller_only() -> None:
     run_writer(scenario)
 
 
+def test_submit_now_hands_out_the_future_and_may_take_not_found_as_a_value() -> None:
+    async def scenario(writer: GroupCommit, script: Script) -> None:
+        plain = writer.submit_now(w("a"))
+        missing_ok = writer.submit_now(w(NotFound("gone")), missing=0)
+        missing = writer.submit_now(w(NotFound("gone")))
+        other = writer.submit_now(w(VersionConflict("stale")), missing=0)
+        assert not plain.done()  # nothing is written before the writer's turn
+        assert await plain == "a" and await missing_ok == 0
+        with pytest.raises(NotFound):
+            await missing
+        with pytest.raises(VersionConflict):  # only NotFound becomes the value
+            await other
+        assert len(script.batches) == 1
+
+    run_writer(scenario)
+
+
+def test_submit_now_on_a_closed_writer_is_a_failed_future() -> None:
+    async def main() -> None:
+        writer = GroupCommit(Script(), "Test")
+        future = writer.submit_now(w(0))
+        assert future.done()
+        with pytest.raises(Unavailable, match="Test storage is not open"):
+            await future
+
+    asyncio.run(main())
+
+
 @pytest.mark.allow_logged_errors
 def test_a_failed_batch_fails_its_callers_and_the_writer_goes_on() -> None:
     async def scenario(writer: GroupCommit, script: Script) -> None:

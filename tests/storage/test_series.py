@@ -273,6 +273,26 @@ def test_missing_device(backend: Backend) -> None:
     backend.run(scenario)
 
 
+def test_append_now_is_append_as_a_future(backend: Backend) -> None:
+    """The ingest path's form: None once stored, 0 for a missing device, a bad
+    value or a failure as the future's exception; the same rows as `append`."""
+
+    async def scenario(s: Storage) -> None:
+        await setup(s)
+        results = await asyncio.gather(
+            s.telemetry.append_now("p1", "d1", [Point("t", T0, 1)]),
+            s.telemetry.append_now("p1", "ghost", [Point("t", T0, 2)]),
+            s.telemetry.append_now("p1", "d1", [Point("t", T0, 3)]),
+            s.telemetry.append_now("p1", "d1", [Point("t", T0, math.nan)]),
+            return_exceptions=True,
+        )
+        assert results[:3] == [None, 0, None]
+        assert isinstance(results[3], ValueError)
+        assert await everything(s, "d1", "t") == [(T0, 1), (T0, 3)]
+
+    backend.run(scenario)
+
+
 def test_concurrent_devices_keep_their_own_order(backend: Backend) -> None:
     names = [f"d{i:02d}" for i in range(20)]
 

@@ -13,7 +13,7 @@ Rules:
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from thingshub.core.commands import Forwarded
@@ -255,6 +255,13 @@ class TelemetryRepo(Protocol):
         and update the latest value per key (newest by ts, then by arrival),
         all in one transaction with the other appends of its batch. Returns once
         durable. NotFound if the device does not exist."""
+
+    def append_now(
+        self, product_id: str, name: str, points: Sequence[Point]
+    ) -> Awaitable[int | None]:
+        """`append` for the ingest path, as a future made at once (no coroutine):
+        None once durable, 0 if the device does not exist (nothing stored); a
+        value the storage refuses, or the storage's failure, is its exception."""
 
     async def latest(self, product_id: str, name: str) -> dict[str, tuple[int, object]]:
         """key -> (ts ms, value) of the newest point of each key."""

@@ -86,6 +86,8 @@ log = logger("thingshub.gateway")
 
 #: Handles one kind of message from a device; its result is the QoS 1
 #: acknowledgement's reason code (None: success), given once it is stored.
+#: A coroutine function runs in a task of its own; a handler that returns an
+#: asyncio future (ingest's telemetry) has it handed to the server as it is.
 Handler = Callable[[DeviceRef, Any], Awaitable[int | None]]
 
 
@@ -283,7 +285,16 @@ class DeviceGateway:
         if handler is None:
             self.unhandled += 1
             return 0
-        return asyncio.get_running_loop().create_task(_run(handler, ref, inbound))
+        loop = self.broker.loop
+        try:
+            outcome = handler(ref, inbound)
+        except Exception as exc:  # as if raised in its task: no acknowledgement
+            failed: asyncio.Future[int] = loop.create_future()
+            failed.set_exception(exc)
+            return failed
+        if isinstance(outcome, asyncio.Future):
+            return outcome  # resolves to int | None: None is 0
+        return loop.create_task(_run(outcome))
 
     def _over_rate(self, client: ClientInfo, message: Message) -> int:
         self.rate_limited += 1
@@ -368,8 +379,8 @@ def _identity(request: ConnectRequest, login: Login | ThingsHubError) -> str:
     return f"u/{request.username or ''}"
 
 
-async def _run(handler: Handler, ref: DeviceRef, inbound: object) -> int:
-    code = await handler(ref, inbound)
+async def _run(handling: Awaitable[int | None]) -> int:
+    code = await handling
     return code or 0
 
 

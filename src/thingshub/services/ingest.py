@@ -18,12 +18,18 @@ Rules:
   for a historical batch.
 - Accepted reports are announced on the bus (for the live stream, and for
   calls waiting on an attribute report), but only built when someone listens.
+- Telemetry, the hot path, is handled without a coroutine (`telemetry_now`):
+  the gateway hands the storage's own future to the MQTT server, which
+  acknowledges as it resolves; what follows the commit (the counters, the
+  announcement) is a done callback, which runs before the acknowledgement's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
+from functools import partial
 
 from thingshub.core.errors import NotFound, ThingsHubError
 from thingshub.core.events import AttributesReported, EventsReceived, TelemetryReceived
@@ -73,10 +79,25 @@ class IngestService:
         self.stored_messages = 0
 
     async def telemetry_report(self, ref: DeviceRef, report: TelemetryReport) -> None:
-        try:
-            await self.points.append(ref.product_id, ref.name, report.points)
-        except NotFound:
-            return  # the device was deleted meanwhile; its connection is being closed
+        await self.telemetry_now(ref, report)
+
+    def telemetry_now(self, ref: DeviceRef, report: TelemetryReport) -> asyncio.Future[int | None]:
+        """Store a report: a future that resolves once it is durable, to 0 if
+        the device was deleted meanwhile (its connection is being closed)."""
+        stored = asyncio.ensure_future(
+            self.points.append_now(ref.product_id, ref.name, report.points)
+        )
+        if stored.done():  # stored already (in memory): counted before anyone hears of it
+            self._telemetry_stored(ref, report, stored)
+        else:
+            stored.add_done_callback(partial(self._telemetry_stored, ref, report))
+        return stored
+
+    def _telemetry_stored(
+        self, ref: DeviceRef, report: TelemetryReport, stored: asyncio.Future[int | None]
+    ) -> None:
+        if stored.cancelled() or stored.exception() is not None or stored.result() is not None:
+            return  # failed (the caller hears it), or the device is gone: nothing stored
         self.stored_points += len(report.points)
         self.stored_messages += 1
         if self.bus.wants(TelemetryReceived):

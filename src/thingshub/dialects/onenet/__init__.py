@@ -94,6 +94,8 @@ class OneNet:
     # ------------------------------------------------------------ messages
 
     def decode(self, ref: DeviceRef, topic: str, payload: bytes, now_ms: int) -> object | None:
+        if not topic.startswith(topics.ROOT):
+            return None
         own = topics.prefix(ref.product_id, ref.name)
         if not topic.startswith(own):
             return None

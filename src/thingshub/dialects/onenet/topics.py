@@ -29,6 +29,8 @@ PUBLISH_PATTERNS = (
 
 
 def may_publish(product_id: str, device_name: str, topic: str) -> bool:
+    if not topic.startswith(ROOT):
+        return False  # another family's topic: no prefix built
     own = prefix(product_id, device_name)
     if not topic.startswith(own):
         return False

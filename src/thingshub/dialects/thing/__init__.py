@@ -105,6 +105,8 @@ class Thing:
         return len(levels) > 3 and levels[3] == "thing"
 
     def may_publish(self, ref: DeviceRef, topic: str) -> bool:
+        if not topic.startswith(onenet_topics.ROOT):
+            return False  # another family's topic (ThingsPanel's telemetry): no prefix built
         own = _thing(ref)
         if not topic.startswith(own):
             return False
@@ -131,6 +133,8 @@ class Thing:
     # ------------------------------------------------------------ messages
 
     def decode(self, ref: DeviceRef, topic: str, payload: bytes, now_ms: int) -> object | None:
+        if not topic.startswith(onenet_topics.ROOT):
+            return None
         own = _thing(ref)
         if not topic.startswith(own):
             return None

@@ -16,12 +16,14 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 from bisect import bisect_left, insort
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from thingshub.core.errors import NotFound
 from thingshub.core.model import DeviceEvent, Point
 from thingshub.storage import common
 
@@ -63,6 +65,9 @@ class MemoryTelemetry:
         self._data = data
 
     async def append(self, product_id: str, name: str, points: Sequence[Point]) -> None:
+        self._append(product_id, name, points)
+
+    def _append(self, product_id: str, name: str, points: Sequence[Point]) -> None:
         rows = common.point_rows(points)
         series = _series(self._data, product_id, name)
         stored = []
@@ -74,6 +79,20 @@ class MemoryTelemetry:
             current = series.latest.get(key)
             if current is None or newest[0] >= current[0]:
                 series.latest[key] = newest
+
+    def append_now(
+        self, product_id: str, name: str, points: Sequence[Point]
+    ) -> asyncio.Future[int | None]:
+        future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        try:
+            self._append(product_id, name, points)
+        except NotFound:
+            future.set_result(0)
+        except Exception as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(None)
+        return future
 
     async def latest(self, product_id: str, name: str) -> dict[str, tuple[int, object]]:
         series = self._data.series.get((product_id, name))

@@ -32,6 +32,11 @@ Rules:
 - Writes with the same key are applied in the order they were submitted;
   `plan()` orders a batch into groups of one kind with distinct keys, which
   a backend may apply with one bulk statement each.
+- `submit_now` is `submit` without a coroutine: it returns the write's
+  future at once (already failed with `Unavailable` when the writer is not
+  open), for callers on the ingest path that hand that future on rather
+  than await it (one message: no task, no coroutine). With `missing=` a
+  `NotFound` outcome resolves the future to that value instead of failing it.
 - A caller cancelled before its write joins a batch drops that write; once
   the batch has begun the write is committed (or not) with its batch.
   Cancelling callers never breaks a batch.
@@ -48,7 +53,7 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from thingshub.core.errors import StorageUnreachable, ThingsHubError, Unavailable
+from thingshub.core.errors import NotFound, StorageUnreachable, ThingsHubError, Unavailable
 
 log = logging.getLogger("thingshub.storage")
 
@@ -104,10 +109,15 @@ def plan(writes: Sequence[Write]) -> list[tuple[str, list[int]]]:
     return [(kind, indexes) for groups in rounds for kind, indexes in groups.items()]
 
 
+#: `missing` of a write whose NotFound is an error (the default).
+_RAISE: Any = object()
+
+
 @dataclass(slots=True)
 class _Pending:
     write: Write
-    future: asyncio.Future[object]
+    future: asyncio.Future[Any]
+    missing: Any = _RAISE
 
 
 class GroupCommit:
@@ -135,6 +145,7 @@ class GroupCommit:
         self._queue: deque[_Pending] = deque()
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
 
     @property
@@ -148,20 +159,29 @@ class GroupCommit:
             return
         self._closing = False
         self._wakeup = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(
-            self._serve(), name=f"{self.backend} group commit"
-        )
+        self._loop = loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._serve(), name=f"{self.backend} group commit")
 
     async def submit(self, write: Write) -> object:
         """Queue `write` and return its outcome once its batch is committed."""
+        return await self.submit_now(write)
+
+    def submit_now(self, write: Write, missing: Any = _RAISE) -> asyncio.Future[Any]:
+        """Queue `write`; its future resolves once its batch is committed (to
+        `missing`, if given, where the outcome is NotFound)."""
+        loop = self._loop
         if self._closing or self._task is None or self._task.done() or self._wakeup is None:
-            raise Unavailable(f"the {self.backend} storage is not open")
+            future: asyncio.Future[Any] = (loop or asyncio.get_running_loop()).create_future()
+            future.set_exception(Unavailable(f"the {self.backend} storage is not open"))
+            return future
+        assert loop is not None
+        future = loop.create_future()
         if self.outage is not None and write.kind not in self.held:
-            raise StorageUnreachable(self.outage.message)
-        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(write, future))
+            future.set_exception(StorageUnreachable(self.outage.message))
+            return future
+        self._queue.append(_Pending(write, future, missing))
         self._wakeup.set()
-        return await future
+        return future
 
     async def close(self) -> None:
         """Refuse new writes, commit those queued, stop the writer."""
@@ -233,7 +253,10 @@ class GroupCommit:
             if item.future.done():  # cancelled while its batch was written
                 continue
             if isinstance(outcome, ThingsHubError):
-                item.future.set_exception(outcome)
+                if item.missing is not _RAISE and isinstance(outcome, NotFound):
+                    item.future.set_result(item.missing)
+                else:
+                    item.future.set_exception(outcome)
             else:
                 item.future.set_result(outcome)
 

@@ -20,6 +20,7 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 from collections.abc import Mapping, Sequence
 from functools import partial
@@ -140,6 +141,17 @@ class SqlTelemetry:
 
     async def append(self, product_id: str, name: str, points: Sequence[Point]) -> None:
         await self._writer.submit(writes.telemetry(product_id, name, points))
+
+    def append_now(
+        self, product_id: str, name: str, points: Sequence[Point]
+    ) -> asyncio.Future[int | None]:
+        try:
+            write = writes.telemetry(product_id, name, points)
+        except (TypeError, ValueError) as exc:  # a value no storage takes: this caller's failure
+            future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+            future.set_exception(exc)
+            return future
+        return self._writer.submit_now(write, missing=0)
 
     async def latest(self, product_id: str, name: str) -> dict[str, tuple[int, object]]:
         found = await self._reader.fetch(LATEST, product_id, name)
