@@ -16,7 +16,8 @@ Rules (docs/protocols.md section 4; the state machine and tokens are core/ota.py
 - A device has at most one running task per module: a task naming a device
   busy with the same module is refused (409).
 - The rollout loop also times out devices informed `device_timeout_s` ago
-  that did not reach a final state; a task whose devices are all final is
+  that did not reach a final state (on the monotonic clock, as the pace:
+  ota_tasks.py); a task whose devices are all final is
   COMPLETED. Cancelling turns the non-final devices to CANCELED; a deleted
   device's part of its tasks is canceled too.
 - Progress that changes nothing is counted in `ignored` by reason, never an
@@ -149,7 +150,7 @@ class OtaService:
             ended = [ota.ended(d, ota.CANCELED, "the firmware is gone", now) for d in devices]
             await self.repo.finish_task(task.id, ota.CANCELED, now, ended)
             return
-        rollout = ota.Rollout(task.rollout_per_minute, now)
+        rollout = ota.Rollout(task.rollout_per_minute, self.clock.monotonic_ms())
         t = RunningTask(task, firmware, {d.name: d for d in devices}, {}, rollout)
         gone = []
         for d in devices:
@@ -219,12 +220,11 @@ class OtaService:
 
     def step(self) -> None:
         """One round of the rollout loop: timeouts, informs, completions."""
-        now = self.clock.now_ms()
+        now, mono = self.clock.now_ms(), self.clock.monotonic_ms()
         for t in list(self._tasks.values()):
             if t.task.status != ota.RUNNING:
                 continue
-            timeout = t.task.device_timeout_s
-            for name in [n for n in t.active if ota.timeout_due(t.devices[n], timeout, now)]:
+            for name in [n for n in t.active if t.deadlines.get(n, mono + 1) <= mono]:
                 self._end(t, name, ota.TIMED_OUT, "", now)
             self._rollout(t, now)
             if t.remaining == 0:
@@ -279,7 +279,7 @@ class OtaService:
             # started before that write would have gained a fraction of a device
             # by the first inform, and let the second come early.
             started = self.clock.now_ms()
-            rollout = ota.Rollout(rate, started)
+            rollout = ota.Rollout(rate, self.clock.monotonic_ms())
             t = RunningTask(task, firmware, {d.name: d for d in rows}, numbers, rollout)
             for d in rows:
                 self._track(t, d)
@@ -413,9 +413,10 @@ class OtaService:
                 continue
             t.numbers[ref.name] = ref.device_number
             state = t.devices[ref.name].state
-            if state == ota.QUEUED and self.paces and t.rollout.available(now):
+            mono = self.clock.monotonic_ms()
+            if state == ota.QUEUED and self.paces and t.rollout.available(mono):
                 if self._inform(t, ref.name, now):
-                    t.rollout.take(now)
+                    t.rollout.take(mono)
             elif state == ota.INFORMED:
                 self._inform(t, ref.name, now)  # again: the first may have been lost
 
@@ -461,6 +462,7 @@ class OtaService:
             t.queued[device.name] = None
         else:
             t.active.add(device.name)
+            t.deadline(device, self.clock)
 
     def _untrack(self, t: RunningTask) -> None:
         """Forget the devices of a task no longer held."""
@@ -479,8 +481,10 @@ class OtaService:
         t.queued.pop(name, None)
         if device.state in ota.ACTIVE:
             t.active.add(name)
+            t.deadline(device, self.clock)
         else:
             t.active.discard(name)
+            t.deadlines.pop(name, None)
         if device.state in ota.FINAL:
             key = (t.task.product_id, name)
             modules = self._by_device.get(key)
@@ -511,13 +515,14 @@ class OtaService:
     def _rollout(self, t: RunningTask, now: int) -> None:
         """Inform the queued devices that can be, as far as the pace allows."""
         pid = t.task.product_id
+        mono = self.clock.monotonic_ms()
         for name in list(t.queued):
-            if not t.rollout.available(now):
+            if not t.rollout.available(mono):
                 return
             if (pid, name) in self._unsubscribed or not self.link.is_online(pid, name):
                 continue
             if self._inform(t, name, now):
-                t.rollout.take(now)
+                t.rollout.take(mono)
 
     def _inform(self, t: RunningTask, name: str, now: int) -> bool:
         device = t.devices[name]

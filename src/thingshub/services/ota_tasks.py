@@ -4,7 +4,12 @@ Rules:
 - A running task keeps, beside its record, its devices in rollout order,
   the device numbers of those not yet final, the names still QUEUED (in
   order) and those under way (INFORMED, IN_PROGRESS): the rollout takes
-  from the first, timeouts look at the second.
+  from the first, timeouts look at the second. A device's timeout is set
+  on the monotonic clock when this process first sees it under way (from
+  its `informed_at` and the wall clock then, never more than its whole
+  time): a jump of the wall clock afterwards moves no deadline. The rollout
+  pace is kept on the monotonic clock too, so a jump neither times every
+  device out at once nor stalls the rollout.
 - A view is a snapshot for the API and the console: the task and its devices.
 - A download link is good while its device's upgrade is under way
   (INFORMED, IN_PROGRESS) in a running task, and until its token expires
@@ -18,6 +23,7 @@ from dataclasses import dataclass, field
 from thingshub.core import ota
 from thingshub.core.errors import Forbidden
 from thingshub.core.model import Firmware, OtaDevice, OtaTask
+from thingshub.core.ports import Clock
 
 
 @dataclass
@@ -31,10 +37,19 @@ class RunningTask:
     rollout: ota.Rollout
     queued: dict[str, None] = field(default_factory=dict)  # QUEUED names, in order
     active: set[str] = field(default_factory=set)  # INFORMED and IN_PROGRESS names
+    #: active name -> when it times out, on the monotonic clock (services/clock.py)
+    deadlines: dict[str, int] = field(default_factory=dict)
 
     @property
     def remaining(self) -> int:
         return len(self.queued) + len(self.active)
+
+    def deadline(self, device: OtaDevice, clock: Clock) -> None:
+        """Set once when an active device times out, on the monotonic clock."""
+        if device.name not in self.deadlines:
+            left = ota.time_left_ms(device, self.task.device_timeout_s, clock.now_ms())
+            if left is not None:
+                self.deadlines[device.name] = clock.monotonic_ms() + left
 
 
 @dataclass(frozen=True, slots=True)
