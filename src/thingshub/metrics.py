@@ -5,6 +5,8 @@ Rules:
   bus keep their own counters (plain integers on their hot paths); this
   module only turns them into Prometheus families, once per scrape.
 - HTTP's own metrics (requests by route and status) are api/metrics.py's.
+- The storage writer's outage counters are read off the storage when it has
+  one (SQLite and PostgreSQL do; the memory store has nothing to go away).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from thingshub.services.ingest import IngestService
 from thingshub.services.ota import OtaService
 from thingshub.services.subdevices import GatewayReports
 from thingshub.services.things import ThingService
+from thingshub.storage.sql.batch import GroupCommit
 
 
 class Bus(Protocol):
@@ -47,6 +50,10 @@ class Parts(Protocol):
 
     ingest: IngestService | None
     ota: OtaService | None
+
+    @property
+    def storage(self) -> object: ...
+
     things: ThingService | None
     gateway_reports: GatewayReports | None
 
@@ -132,6 +139,9 @@ def collect(platform: Parts) -> Iterable[Metric]:
         families.append(skipped)
     if platform.ota is not None:
         families += _ota_metrics(platform.ota)
+    writer = getattr(platform.storage, "writer", None)
+    if isinstance(writer, GroupCommit):  # SQLite and PostgreSQL (not the memory store)
+        families += _writer_metrics(writer)
     if platform.things is not None:
         things = CounterMetricFamily(
             "thingshub_thing_requests_refused",
@@ -181,6 +191,22 @@ def _ota_metrics(ota: OtaService) -> list[Metric]:
     running = GaugeMetricFamily("thingshub_ota_running_tasks", "OTA tasks running.")
     running.add_metric([], ota.running_count)
     return [ignored, accepted, informs, downloads, running]
+
+
+def _writer_metrics(writer: GroupCommit) -> list[Metric]:
+    """Outages of the database, as the writer rides them out (storage/sql/batch.py)."""
+    outages = CounterMetricFamily(
+        "thingshub_storage_outages", "Times the database went away (stopped, lost, disk full)."
+    )
+    outages.add_metric([], writer.stats.outages)
+    down = GaugeMetricFamily("thingshub_storage_outage", "1 while the database is away.")
+    down.add_metric([], 0 if writer.outage is None else 1)
+    held = GaugeMetricFamily(
+        "thingshub_storage_held_writes",
+        "Device reports held now, unacknowledged, until the database is back.",
+    )
+    held.add_metric([], writer.stats.held)
+    return [outages, down, held]
 
 
 def _cluster_metrics(nats: NatsBus) -> list[Metric]:

@@ -114,13 +114,16 @@ def test_final_states_never_change() -> None:
 
 def test_timeouts_count_from_the_first_inform() -> None:
     d = informed(T0)
-    assert not ota.timeout_due(d, 60, T0 + 59_999)
-    assert ota.timeout_due(d, 60, T0 + 60_000)
+    assert ota.time_left_ms(d, 60, T0 + 59_999) == 1
+    assert ota.time_left_ms(d, 60, T0 + 60_000) == 0
     d = ota.progressed(d, Progress(50, "", "MCU"), T0 + 50_000)  # progress does not reset it
-    assert ota.timeout_due(d, 60, T0 + 60_000)
+    assert ota.time_left_ms(d, 60, T0 + 50_000) == 10_000
+    assert ota.time_left_ms(d, 60, T0 + 10**9) == 0  # a clock set forward: none left
+    assert ota.time_left_ms(d, 60, T0 - 10**9) == 60_000  # set back: never more than all
     timed = ota.timed_out(d, 60, T0 + 60_000)
     assert timed.state == "TIMED_OUT" and timed.step == 50 and "60 s" in timed.desc
-    assert not ota.timeout_due(ota.queued("t", "d", T0), 1, T0 + 10**9)  # not informed yet
+    assert ota.time_left_ms(timed, 60, T0) is None  # final
+    assert ota.time_left_ms(ota.queued("t", "d", T0), 1, T0 + 10**9) is None  # not informed yet
 
 
 def test_task_status_and_counts() -> None:

@@ -99,3 +99,11 @@ class Publisher(threading.Thread):
             else:
                 self.acked.append(number)
             self.last_ack_at = time.monotonic()
+
+
+def metric(api: object, name: str) -> float:
+    """The value of an unlabelled sample `name` in /metrics (`api`: an httpx client)."""
+    for line in api.get("/metrics").text.splitlines():  # type: ignore[attr-defined]
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} is not in /metrics")

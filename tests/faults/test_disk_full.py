@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import RunningPlatform
-from tests.faults.publisher import Publisher
+from tests.faults.publisher import Publisher, metric
 from tests.faults.services import SmallDisk, mount_unavailable_reason
 from tests.mqtt.clients import wait_until
 
@@ -38,7 +38,6 @@ def _quiet(publishers: list[Publisher], seconds: float) -> bool:
     return all(time.monotonic() - p.last_ack_at > seconds for p in publishers)
 
 
-@pytest.mark.allow_logged_errors  # a full disk fails other writes loudly: it should
 def test_a_full_disk_holds_publishers_and_loses_nothing(
     small_disk: SmallDisk, platform_factory: Callable[..., RunningPlatform]
 ) -> None:
@@ -67,12 +66,17 @@ def test_a_full_disk_holds_publishers_and_loses_nothing(
     assert r.status_code == 503 and "SQLite" in r.json()["error"], r.text
 
     assert p.call(lambda: p.platform.storage.writer.stats.held) > 0, "nothing held"
+    assert metric(api, "thingshub_storage_held_writes") > 0
+    assert metric(api, "thingshub_storage_outage") == 1
     filler.unlink()
     wait_until(
         lambda: all(len(x.acked) > b + 100 for x, b in zip(publishers, before, strict=True)),
         30,
         "acknowledgements once space was freed",
     )
+    assert metric(api, "thingshub_storage_outage") == 0
+    assert metric(api, "thingshub_storage_held_writes") == 0
+    assert metric(api, "thingshub_storage_outages_total") >= 1
     for pub in publishers:
         pub.stop()
         assert pub.error is None, pub.error

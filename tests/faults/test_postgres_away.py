@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 from tests.conftest import RunningPlatform
-from tests.faults.publisher import Publisher
+from tests.faults.publisher import Publisher, metric
 from tests.faults.services import PrivatePostgres, postgres_unavailable_reason
 from tests.mqtt.clients import wait_until
 
@@ -48,7 +48,6 @@ async def _stored(url: str, keys: list[str]) -> dict[str, set[int]]:
     return out
 
 
-@pytest.mark.allow_logged_errors  # the outage is logged as an error: it is one
 def test_postgres_stopped_under_qos1_load_holds_publishers_and_loses_nothing(
     private_pg: PrivatePostgres, platform_factory: Callable[..., RunningPlatform]
 ) -> None:
@@ -79,6 +78,8 @@ def test_postgres_stopped_under_qos1_load_holds_publishers_and_loses_nothing(
     assert r.status_code in (409, 503), r.text  # never a hang, never a 500
 
     assert p.call(lambda: p.platform.storage.writer.stats.held) > 0, "nothing held"
+    assert metric(api, "thingshub_storage_held_writes") > 0
+    assert metric(api, "thingshub_storage_outage") == 1
     private_pg.start()
     wait_until(
         lambda: all(len(x.acked) > b + 100 for x, b in zip(publishers, before, strict=True)),
@@ -86,6 +87,9 @@ def test_postgres_stopped_under_qos1_load_holds_publishers_and_loses_nothing(
         "acknowledgements after the database came back",
     )
     assert api.get("/api/v1/products/p/devices").status_code == 200
+    assert metric(api, "thingshub_storage_outage") == 0
+    assert metric(api, "thingshub_storage_held_writes") == 0
+    assert metric(api, "thingshub_storage_outages_total") >= 1
     for pub in publishers:
         pub.stop()
         assert pub.error is None, pub.error

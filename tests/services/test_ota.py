@@ -446,3 +446,34 @@ async def test_a_restarted_service_resumes_its_running_tasks(world: World, tmp_p
         assert [i.task_id for i in restarted.link.received(d1, OtaInform)] == [view.task.id]
     finally:
         await restarted.ota.stop()
+
+
+async def test_a_wall_clock_jump_times_out_nobody_early_and_stalls_no_rollout(
+    world: World,
+) -> None:
+    """Timeouts and the pace run on the monotonic clock: the wall clock set an
+    hour forward times out no device (the old rule timed out every informed
+    device at once), and set a day back does not stall the rollout for a day."""
+    names = ["d0", "d1", "d2"]
+    for name in names:
+        await listening(world, name)
+    firmware = (await world.upload()).id
+    view = await world.ota.create_task(
+        "p1", firmware, names, rollout_per_minute=2, device_timeout_s=60
+    )
+    assert states(view) == {"d0": "INFORMED", "d1": "QUEUED", "d2": "QUEUED"}
+    world.clock.jump(3_600_000)
+    world.ota.step()
+    assert states(await world.ota.get_task("p1", view.task.id))["d0"] == "INFORMED"
+    world.clock.jump(-86_400_000)
+    world.clock.advance(30_000)
+    world.ota.step()
+    assert states(await world.ota.get_task("p1", view.task.id)) == {
+        "d0": "INFORMED",
+        "d1": "INFORMED",
+        "d2": "QUEUED",
+    }
+    world.clock.advance(30_000)  # d0's 60 s have passed; d1 was informed 30 s ago
+    world.ota.step()
+    after = states(await world.ota.get_task("p1", view.task.id))
+    assert after == {"d0": "TIMED_OUT", "d1": "INFORMED", "d2": "INFORMED"}

@@ -203,13 +203,14 @@ def timed_out(device: OtaDevice, timeout_s: int, now_ms: int) -> OtaDevice:
     return ended(device, TIMED_OUT, f"no final report within {timeout_s} s of the inform", now_ms)
 
 
-def timeout_due(device: OtaDevice, timeout_s: int, now_ms: int) -> bool:
-    """Whether an informed device has run out of time."""
-    return (
-        device.state in ACTIVE
-        and device.informed_at is not None
-        and now_ms >= device.informed_at + timeout_s * 1000
-    )
+def time_left_ms(device: OtaDevice, timeout_s: int, now_ms: int) -> int | None:
+    """What is left of an informed device's time (None: not under way, or not
+    informed yet), between none and all of it: a wall clock set back does not
+    give a device more than its whole time, nor one set forward less than none."""
+    if device.state not in ACTIVE or device.informed_at is None:
+        return None
+    whole = timeout_s * 1000
+    return min(whole, max(0, device.informed_at + whole - now_ms))
 
 
 def task_status_after(devices: Iterable[OtaDevice]) -> str:

@@ -40,7 +40,12 @@ from thingshub.core.model import (
 
 
 class Clock(Protocol):
+    """Two clocks (services/clock.py): the wall clock, recorded and shown, which
+    may jump; and a monotonic one, for durations measured in memory."""
+
     def now_ms(self) -> int: ...
+
+    def monotonic_ms(self) -> int: ...
 
 
 class DeviceLink(Protocol):

@@ -28,7 +28,7 @@ class Admission:
         self.clock = clock
 
     def at_once(self, address: str, identity: str) -> bool:
-        return self.throttle.at_once(address, identity, self.clock.now_ms())
+        return self.throttle.at_once(address, identity, self.clock.monotonic_ms())
 
     @asynccontextmanager
     async def admitted(self, address: str, identity: str) -> AsyncIterator[None]:
@@ -38,11 +38,11 @@ class Admission:
         held: list[str] = []
         served = 0.0
         try:
-            for lane in throttle.plan(address, identity, self.clock.now_ms()):
+            for lane in throttle.plan(address, identity, self.clock.monotonic_ms()):
                 await _enter(lanes, lane.key, lane.limit)
                 held.append(lane.key)
                 # Decided once the lane is ours: the failures of those before us count.
-                delay = throttle.penalty(lane, address, identity, served, self.clock.now_ms())
+                delay = throttle.penalty(lane, address, identity, served, self.clock.monotonic_ms())
                 if delay > 0:
                     await asyncio.sleep(delay)
                     served += delay

@@ -196,7 +196,7 @@ class DeviceGateway:
             return self._refuse(request, host, who, exc)
         assert device is not None
         self.logins_ok += 1
-        self.throttle.succeeded(host, who, self.clock.now_ms())
+        self.throttle.succeeded(host, who, self.clock.monotonic_ms())
         principal = DeviceRef(device.product_id, device.name, device.device_number)
         return Accept(
             principal,
@@ -205,7 +205,7 @@ class DeviceGateway:
         )
 
     def _refuse(self, request: ConnectRequest, host: str, who: str, exc: ThingsHubError) -> Refuse:
-        self.throttle.failed(host, who, self.clock.now_ms())
+        self.throttle.failed(host, who, self.clock.monotonic_ms())
         self.logins_failed[type(exc).__name__] += 1
         log.info(
             "login refused for %s from %s: %s", request.client_id, request.address, exc.message
@@ -272,7 +272,7 @@ class DeviceGateway:
             self.messages_in[self.dialects.family(message.topic)] += 1
             return None
         limit = self.publish_limit
-        if limit is not None and not limit.allow(ref, self.clock.now_ms() / 1000):
+        if limit is not None and not limit.allow(ref, self.clock.monotonic_ms() / 1000):
             return self._over_rate(client, message)
         decoded = self.dialects.decode(ref, message.topic, message.payload, self.clock.now_ms())
         if decoded is None:

@@ -113,7 +113,7 @@ class ImageService:
 
     def _allowed(self, ref: DeviceRef, request_id: shadow.RequestId) -> bool:
         """Within the device's update rate; if not, the update is rejected with 128."""
-        if self.limiter.allow((ref.product_id, ref.name), self.clock.now_ms() / 1000):
+        if self.limiter.allow((ref.product_id, ref.name), self.clock.monotonic_ms() / 1000):
             return True
         self.rate_limited += 1
         detail = f"too many updates: at most {self.limiter.rate:g} per second"

@@ -30,7 +30,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from thingshub.core.ports import Locks
-from thingshub.services.background import cancel
+from thingshub.services.background import Retries, cancel
 
 log = logging.getLogger("thingshub.jobs")
 
@@ -61,6 +61,7 @@ class Job:
         self.holding = False
         #: Rounds run here, and how many times the job was taken here.
         self.rounds = 0
+        self._retries = Retries(log, f"job {name}")
         self.taken = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -92,7 +93,7 @@ class Job:
             self.taken += 1
             log.info("job %s runs on this node now", self.name)
             if self.on_take is not None:
-                await self._guarded(self.on_take, "taking")
+                await self._guarded(self.on_take)
         return self.holding
 
     async def _still_held(self) -> bool:
@@ -113,15 +114,17 @@ class Job:
             if not await self._still_held():
                 await asyncio.sleep(self.retry * 3)
                 continue
-            await self._guarded(self.round, "a round of")
+            await self._guarded(self.round)
             self.rounds += 1
             await asyncio.sleep(self.every)
 
-    async def _guarded(self, work: Round, what: str) -> None:
+    async def _guarded(self, work: Round) -> None:
         try:
             await work()
-        except Exception:
-            log.exception("%s job %s failed; going on", what, self.name)
+        except Exception as exc:
+            self._retries.failed(exc)
+        else:
+            self._retries.succeeded()
 
 
 class Jobs:

@@ -37,7 +37,7 @@ from thingshub.core import access
 from thingshub.core.errors import InvalidRequest, NotFound, Unavailable
 from thingshub.core.model import ApiKey
 from thingshub.core.ports import ApiKeyRepo, Clock, ProductRepo
-from thingshub.services.background import cancel
+from thingshub.services.background import Retries, cancel
 from thingshub.services.coherence import CacheSync
 
 log = logging.getLogger("thingshub.keys")
@@ -230,9 +230,12 @@ class KeyService:
                 self._keys[key_id] = replace(key, last_used_at=ts)
 
     async def _flushing(self) -> None:
+        retries = Retries(log, "writing when API keys were last used")
         while True:
             await asyncio.sleep(self.flush_every)
             try:
                 await self.flush()
-            except Exception:
-                log.exception("writing when API keys were last used failed")
+            except Exception as exc:
+                retries.failed(exc)
+            else:
+                retries.succeeded()

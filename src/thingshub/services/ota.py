@@ -145,7 +145,7 @@ class OtaService(OtaRollout):
             ended = [ota.ended(d, ota.CANCELED, "the firmware is gone", now) for d in devices]
             await self.repo.finish_task(task.id, ota.CANCELED, now, ended)
             return
-        rollout = ota.Rollout(task.rollout_per_minute, now)
+        rollout = ota.Rollout(task.rollout_per_minute, self.clock.monotonic_ms())
         t = RunningTask(task, firmware, {d.name: d for d in devices}, {}, rollout)
         gone = []
         for d in devices:
@@ -159,7 +159,7 @@ class OtaService(OtaRollout):
         if task.id in self._tasks:  # created here meanwhile (refresh)
             return
         for d in devices:
-            self.running.track(t, d)
+            self.running.track(t, d, self.clock)
         self._tasks[task.id] = t
         for name in gone:
             self._end(t, name, ota.CANCELED, ota.DELETED_DESC, now)
@@ -261,10 +261,10 @@ class OtaService(OtaRollout):
             # started before that write would have gained a fraction of a device
             # by the first inform, and let the second come early.
             started = self.clock.now_ms()
-            rollout = ota.Rollout(rate, started)
+            rollout = ota.Rollout(rate, self.clock.monotonic_ms())
             t = RunningTask(task, firmware, {d.name: d for d in rows}, numbers, rollout)
             for d in rows:
-                self.running.track(t, d)
+                self.running.track(t, d, self.clock)
             self._tasks[task.id] = t
         log.info(
             "OTA task %s: %d device(s) of %s to %s %s",

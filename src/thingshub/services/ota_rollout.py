@@ -70,12 +70,11 @@ class OtaRollout:
 
     def step(self) -> None:
         """One round of the rollout loop: timeouts, informs, completions."""
-        now = self.clock.now_ms()
+        now, mono = self.clock.now_ms(), self.clock.monotonic_ms()
         for t in list(self._tasks.values()):
             if t.task.status != ota.RUNNING:
                 continue
-            timeout = t.task.device_timeout_s
-            for name in [n for n in t.active if ota.timeout_due(t.devices[n], timeout, now)]:
+            for name in [n for n in t.active if t.deadlines.get(n, mono + 1) <= mono]:
                 self._end(t, name, ota.TIMED_OUT, "", now)
             self._rollout(t, now)
             if t.remaining == 0:
@@ -93,9 +92,10 @@ class OtaRollout:
                 continue
             t.numbers[ref.name] = ref.device_number
             state = t.devices[ref.name].state
-            if state == ota.QUEUED and self.paces and t.rollout.available(now):
+            mono = self.clock.monotonic_ms()
+            if state == ota.QUEUED and self.paces and t.rollout.available(mono):
                 if self._inform(t, ref.name, now):
-                    t.rollout.take(now)
+                    t.rollout.take(mono)
             elif state == ota.INFORMED:
                 self._inform(t, ref.name, now)  # again: the first may have been lost
 
@@ -108,7 +108,7 @@ class OtaRollout:
     def _set(self, t: RunningTask, device: OtaDevice, now: int, *, announce: bool = True) -> None:
         """Record a device's new state in memory, and announce it (a state read
         from the database was announced by the node that made it)."""
-        self.running.settle(t, device)
+        self.running.settle(t, device, self.clock)
         if announce:
             self.bus.publish(
                 OtaProgressed(
@@ -133,13 +133,14 @@ class OtaRollout:
     def _rollout(self, t: RunningTask, now: int) -> None:
         """Inform the queued devices that can be, as far as the pace allows."""
         pid = t.task.product_id
+        mono = self.clock.monotonic_ms()
         for name in list(t.queued):
-            if not t.rollout.available(now):
+            if not t.rollout.available(mono):
                 return
             if (pid, name) in self._unsubscribed or not self.link.is_online(pid, name):
                 continue
             if self._inform(t, name, now):
-                t.rollout.take(now)
+                t.rollout.take(mono)
 
     def _inform(self, t: RunningTask, name: str, now: int) -> bool:
         device = t.devices[name]
@@ -165,10 +166,10 @@ class OtaRollout:
 
     def inform_by_request(self, t: RunningTask, name: str, protocol: str) -> bool:
         """A QUEUED device asks for its task: informed now if the rollout pace allows."""
-        now = self.clock.now_ms()
-        if t.devices[name].state != ota.QUEUED or not t.rollout.available(now):
+        now, mono = self.clock.now_ms(), self.clock.monotonic_ms()
+        if t.devices[name].state != ota.QUEUED or not t.rollout.available(mono):
             return False
-        t.rollout.take(now)
+        t.rollout.take(mono)
         self._set(t, replace(ota.informed(t.devices[name], now), protocol=protocol), now)
         self._later(self._save(t.task.id, name))
         return True

@@ -4,7 +4,12 @@ Rules:
 - A running task keeps, beside its record, its devices in rollout order,
   the device numbers of those not yet final, the names still QUEUED (in
   order) and those under way (INFORMED, IN_PROGRESS): the rollout takes
-  from the first, timeouts look at the second.
+  from the first, timeouts look at the second. A device's timeout is set
+  on the monotonic clock when this process first sees it under way (from
+  its `informed_at` and the wall clock then, never more than its whole
+  time): a jump of the wall clock afterwards moves no deadline. The rollout
+  pace is kept on the monotonic clock too, so a jump neither times every
+  device out at once nor stalls the rollout.
 - `Running` holds the running tasks, and indexes each device not yet final
   by (product, name) and module, and by its OneNET tid: a device has at most
   one running task per module, and a tid names one device's part.
@@ -21,6 +26,7 @@ from dataclasses import dataclass, field
 from thingshub.core import ota
 from thingshub.core.errors import Forbidden
 from thingshub.core.model import Firmware, OtaDevice, OtaTask
+from thingshub.core.ports import Clock
 
 
 @dataclass
@@ -34,10 +40,19 @@ class RunningTask:
     rollout: ota.Rollout
     queued: dict[str, None] = field(default_factory=dict)  # QUEUED names, in order
     active: set[str] = field(default_factory=set)  # INFORMED and IN_PROGRESS names
+    #: active name -> when it times out, on the monotonic clock (services/clock.py)
+    deadlines: dict[str, int] = field(default_factory=dict)
 
     @property
     def remaining(self) -> int:
         return len(self.queued) + len(self.active)
+
+    def deadline(self, device: OtaDevice, clock: Clock) -> None:
+        """Set once when an active device times out, on the monotonic clock."""
+        if device.name not in self.deadlines:
+            left = ota.time_left_ms(device, self.task.device_timeout_s, clock.now_ms())
+            if left is not None:
+                self.deadlines[device.name] = clock.monotonic_ms() + left
 
 
 class Running:
@@ -52,7 +67,7 @@ class Running:
         """module -> the running task upgrading it on this device."""
         return self._by_device.get((product_id, name), {})
 
-    def track(self, t: RunningTask, device: OtaDevice) -> None:
+    def track(self, t: RunningTask, device: OtaDevice, clock: Clock) -> None:
         """Index a non-final device of a running task."""
         if device.state in ota.FINAL:
             return
@@ -63,16 +78,19 @@ class Running:
             t.queued[device.name] = None
         else:
             t.active.add(device.name)
+            t.deadline(device, clock)
 
-    def settle(self, t: RunningTask, device: OtaDevice) -> None:
+    def settle(self, t: RunningTask, device: OtaDevice, clock: Clock) -> None:
         """Keep `device`, the new state of one of `t`'s devices, and its indexes."""
         name = device.name
         t.devices[name] = device
         t.queued.pop(name, None)
         if device.state in ota.ACTIVE:
             t.active.add(name)
+            t.deadline(device, clock)
         else:
             t.active.discard(name)
+            t.deadlines.pop(name, None)
         if device.state not in ota.FINAL:
             return
         modules = self._by_device.get((t.task.product_id, name))

@@ -23,7 +23,9 @@ Rules:
   (`stop`), each device announced offline, before it leaves the cluster.
 - Writes are batched: changes collect in memory and are flushed in one
   transaction every `flush_interval` seconds and at shutdown. Reads prefer
-  the in-memory state, so they are never behind the truth.
+  the in-memory state, so they are never behind the truth. While the
+  database is away the changes wait in memory (one per device, the newest)
+  and the flush is retried; the outage is a warning as it starts and ends.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from thingshub.core.errors import Unavailable
 from thingshub.core.events import PresenceChanged
 from thingshub.core.model import Presence, PresenceUpdate
 from thingshub.core.ports import Clock, DeviceRepo, EventBus
-from thingshub.services.background import cancel
+from thingshub.services.background import Retries, cancel
 
 log = logging.getLogger("thingshub.presence")
 
@@ -234,12 +236,15 @@ class PresenceService:
         return released
 
     async def _run(self) -> None:
+        retries = Retries(log, "recording presence")
         while True:
             await asyncio.sleep(self.flush_interval)
             try:
                 await self.flush()
-            except Exception:
-                log.exception("recording presence failed; will retry")
+            except Exception as exc:
+                retries.failed(exc)
+            else:
+                retries.succeeded()
 
     async def stop(self) -> None:
         await cancel(self._task)

@@ -7,7 +7,11 @@ Rules:
   hands packets to the server (`Host`), writes what comes back and pauses or
   resumes reading.
 - The first packet must be CONNECT, within `connect_timeout`; anything else
-  closes the connection. While the application authenticates, reading
+  closes the connection. Keepalive counts whole packets ([MQTT-3.1.2-24]: a
+  Control Packet within 1.5x the keepalive), not bytes: a client trickling
+  a packet byte by byte is silent until it completes, so it is dropped at
+  its keepalive like a silent one (slowloris), and what it buffers meanwhile
+  is bounded by `max_packet_size`. While the application authenticates, reading
   pauses; closing the connection meanwhile (the connect timeout) cancels
   its authentication.
 - Output is coalesced: everything written during one turn of the event loop
@@ -159,7 +163,6 @@ class Connection(Inbound, Backpressure, asyncio.Protocol):
         if state is CLOSED:
             return  # lingering after a DISCONNECT: discard
         broker = self.broker
-        machine.last_rx = broker.loop.time()
         broker.stats.bytes_in += len(data)
         if broker.track_activity and not self.enlisted:
             self.enlisted = True
@@ -276,6 +279,7 @@ class Connection(Inbound, Backpressure, asyncio.Protocol):
     def _process(self) -> None:
         reader = self.reader
         machine = self.machine
+        heard = False
         try:
             while True:
                 state = machine.state
@@ -286,6 +290,9 @@ class Connection(Inbound, Backpressure, asyncio.Protocol):
                 packet = reader.next_packet()
                 if packet is None:
                     return
+                if not heard:  # a whole packet is what keeps a client alive, not a byte
+                    heard = True
+                    machine.last_rx = self.broker.loop.time()
                 if state is CONNECTED:
                     if type(packet) is Publish:
                         self._on_publish(packet)
