@@ -13,6 +13,11 @@ Rules:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from thingshub.mqtt.codec.packets import Will
+
 
 def valid_topic_name(topic: str) -> bool:
     return bool(topic) and "+" not in topic and "#" not in topic
@@ -21,6 +26,11 @@ def valid_topic_name(topic: str) -> bool:
 def valid_response_topic(topic: str | None) -> bool:
     """A 5.0 Response Topic, where there is one, is a topic name [MQTT-3.3.2-14]."""
     return topic is None or valid_topic_name(topic)
+
+
+def valid_will(will: Will) -> bool:
+    """A will's topic, and its Response Topic where it has one, are topic names."""
+    return valid_topic_name(will.topic) and valid_response_topic(will.properties.response_topic)
 
 
 def valid_topic_filter(topic_filter: str) -> bool:

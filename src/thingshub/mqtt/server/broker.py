@@ -70,7 +70,7 @@ from thingshub.mqtt.server.inbound import AckBudget
 from thingshub.mqtt.server.session import Session
 from thingshub.mqtt.server.subscriptions import Subscriptions
 from thingshub.mqtt.server.takeover import Takeover
-from thingshub.mqtt.topics import valid_response_topic, valid_topic_name
+from thingshub.mqtt.topics import valid_topic_name, valid_will
 
 log = logger("thingshub.mqtt")
 
@@ -261,10 +261,8 @@ class Broker:
         if v5 and packet.properties.authentication_method is not None:
             conn.refuse(ReasonCode.BAD_AUTHENTICATION_METHOD, "enhanced authentication")
             return
-        will = packet.will
-        if will is not None and not (
-            valid_topic_name(will.topic) and valid_response_topic(will.properties.response_topic)
-        ):  # no topic name at all [MQTT-4.7.1-1]: not 0x90 ("valid, not accepted")
+        if packet.will is not None and not valid_will(packet.will):
+            # No topic name at all [MQTT-4.7.1-1]: not 0x90 ("valid, not accepted").
             conn.refuse(ReasonCode.PROTOCOL_ERROR, "invalid will topic", connack=v5)
             return
         request = ConnectRequest(
