@@ -19,6 +19,9 @@ Rules (docs/protocols.md sections 1.2, 2, 3, 5):
   raises answers 500 with the exception's words.
 - Posts (`post_properties`, `post_event`, `post_history`, `pack_post`) wait
   for the reply and raise `Rejected` unless its code is 200.
+- OTA: `on_ota(install, api_url=..., version=...)` takes upgrades through
+  OneNET's HTTP API, set off by the `ota/inform` notice and checked after
+  every connect (device/onenet_ota.py).
 """
 
 from __future__ import annotations
@@ -31,17 +34,11 @@ import time
 from collections.abc import Callable
 from typing import Any, Self
 
+from thingshub.device import ota
 from thingshub.device.base import Device, call
-from thingshub.device.client import DeviceError
+from thingshub.device.client import Rejected
+from thingshub.device.onenet_ota import OneNetOta
 from thingshub.dialects.onenet.token import make_token
-
-
-class Rejected(DeviceError):
-    """The platform refused a request: `code` and its words."""
-
-    def __init__(self, code: int | str, message: str) -> None:
-        super().__init__(f"refused ({code}): {message}")
-        self.code = code
 
 
 class ThingError(Exception):
@@ -100,6 +97,9 @@ class OneNetDevice(Device):
         self._on_get: Callable[[list[str]], Any] | None = None
         self._services: dict[str, Callable[[dict[str, Any]], Any]] = {}
         self.calls_answered = 0
+        self.ota: OneNetOta | None = None
+        #: Final OTA steps by tid (100 upgraded, negative failed), as ota.upgrade gives them.
+        self.ota_results: dict[str, int] = {}
         if image:
             self.client.subscriptions[self.prefix + "image/#"] = 1
             self.client.on_connect.append(self._after_connect)
@@ -143,6 +143,31 @@ class OneNetDevice(Device):
         self._services[identifier] = handler
         self.listen_soon(self.prefix + "thing/#")
         return handler
+
+    def on_ota(
+        self,
+        install: ota.Install | None = None,
+        *,
+        api_url: str,
+        version: str,
+        module_version: str | None = None,
+        prefix: str = "/ota",
+        check_on_connect: bool = True,
+    ) -> OneNetOta:
+        """Take firmware upgrades through the OneNET OTA API at `api_url` (the server's
+        HTTP address); `install(firmware, data)` (sync or async) flashes the file.
+        `version` is the application's version, `module_version` the module's."""
+        self.ota = OneNetOta(self, install, api_url, version, module_version, prefix)
+        self.listen_soon(self.prefix + "ota/inform")
+        if check_on_connect:
+            self.client.on_connect.append(self._check_ota)
+            if self.online:
+                self._check_ota()
+        return self.ota
+
+    def _check_ota(self) -> None:
+        if self.ota is not None:
+            self.spawn(self.ota.after_connect())
 
     # ---------------------------------------------------------------- image
 
@@ -290,6 +315,8 @@ class OneNetDevice(Device):
             self._image_message(rest, payload)
         elif rest.startswith("thing/"):
             self._thing_message(rest[len("thing/") :], payload)
+        elif rest == "ota/inform" and self.ota is not None:
+            self.ota.inform(payload)
 
     def _image_message(self, rest: str, payload: bytes) -> None:
         try:
