@@ -22,6 +22,9 @@ Rules (docs/protocols.md sections 1.2, 2, 3, 5):
 - OTA: `on_ota(install, api_url=..., version=...)` takes upgrades through
   OneNET's HTTP API, set off by the `ota/inform` notice and checked after
   every connect (device/onenet_ota.py).
+- `await OneNetDevice.register(api_url, pid, access_key, name, url)`: a
+  device holding only its product's access key registers itself (OneNET's
+  dynamic registration) and is made with the key the platform gave it.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Self
 
-from thingshub.device import ota
+from thingshub.device import ota, registration
 from thingshub.device.base import Device, call
 from thingshub.device.client import Rejected
 from thingshub.device.onenet_ota import OneNetOta
@@ -104,6 +107,29 @@ class OneNetDevice(Device):
             self.client.subscriptions[self.prefix + "image/#"] = 1
             self.client.on_connect.append(self._after_connect)
             self.client.on_disconnect.append(self.synced.clear)
+
+    @classmethod
+    async def register(
+        cls,
+        api_url: str,
+        product_id: str,
+        access_key: str,
+        name: str,
+        url: str = "mqtt://127.0.0.1:1883",
+        **options: Any,
+    ) -> OneNetDevice:
+        """The device `name`, registered by itself with only its product's access key
+        (dynamic registration, device/registration.py), ready to connect with the key
+        it was given. `options` are the constructor's."""
+        data = await registration.register(
+            api_url,
+            product_id,
+            access_key,
+            name,
+            ssl_context=options.get("ssl_context"),
+            timeout=options.get("timeout", 10.0),
+        )
+        return cls(product_id, name, str(data["key"]), url, **options)
 
     def token(self) -> str:
         """A fresh login token, valid `token_ttl` seconds."""
