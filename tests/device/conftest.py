@@ -9,6 +9,7 @@ stop the loop the device answers on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,11 +75,26 @@ class BreakingProxy:
         self.cut_at = 60_000
         self.ranges: list[str | None] = []
         self.paths: list[str] = []
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> asyncio.Server:
-        return await asyncio.start_server(self._serve, sock=self.sock)
+        self._server = await asyncio.start_server(self._serve, sock=self.sock)
+        return self._server
+
+    async def stop(self) -> None:
+        """Stop listening and end the connections still open (a test's loop ends next)."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        self._handlers.add(me)
+        me.add_done_callback(self._handlers.discard)
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
 
         async def upstream() -> None:
@@ -108,3 +124,5 @@ class BreakingProxy:
             task.cancel()
             writer.close()
             up_writer.close()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -23,10 +23,10 @@ from thingshub.device.onenet_ota import onenet_step
 TASKS = "/api/v1/products/p1/ota-tasks"
 
 
-def upload(hub: RunningPlatform, images: dict[str, bytes], module: str = "MCU") -> dict[str, str]:
+def upload(http: httpx.Client, images: dict[str, bytes], module: str = "MCU") -> dict[str, str]:
     ids = {}
     for version, data in images.items():
-        r = hub.http().post(
+        r = http.post(
             "/api/v1/products/p1/firmware",
             files={"file": ("fw.bin", data, "application/octet-stream")},
             data={"version": version, "module": module},
@@ -55,10 +55,10 @@ def test_an_ota_notice_upgrades_with_a_resumed_download_and_a_bad_md5_fails(
     proxy = BreakingProxy(hub.http_port)
     creds = register(hub, "p1", "d1")
     images = {v: os.urandom(150_000) for v in ("1.0.1", "1.0.2")}
-    firmware = upload(hub, images)
+    firmware = upload(hub.http(), images)
 
     async def scenario() -> None:
-        server = await proxy.start()
+        await proxy.start()
         dev = OneNetDevice(
             "p1", "d1", creds.key, f"mqtt://127.0.0.1:{hub.mqtt_port}", backoff=(0.05, 0.5)
         )
@@ -105,7 +105,7 @@ def test_an_ota_notice_upgrades_with_a_resumed_download_and_a_bad_md5_fails(
             assert dev.ota_results[str(failed["tid"])] == -3
             assert len(installed) == 1 and ota.versions[2] == "1.0.1"
         await dev.close()
-        server.close()
+        await proxy.stop()
 
     asyncio.run(scenario())
 
@@ -114,7 +114,7 @@ def test_an_offline_device_finds_its_task_at_connect_and_a_failed_install_is_206
     hub: RunningPlatform,
 ) -> None:
     creds = register(hub, "p1", "d1")
-    firmware = upload(hub, {"2.0": os.urandom(5_000)}, module="FOTA")
+    firmware = upload(hub.http(), {"2.0": os.urandom(5_000)}, module="FOTA")
 
     async def scenario() -> None:
         async with api(hub) as client:

@@ -120,7 +120,7 @@ def test_ota_resumes_a_broken_download_and_reports_a_bad_digest(
         firmware[version] = r.json()["id"]
 
     async def scenario() -> None:
-        server = await proxy.start()
+        await proxy.start()
         dev = device(hub, creds)
         installed: list[tuple[Firmware, bytes]] = []
         dev.on_ota(lambda fw, data: installed.append((fw, data)))
@@ -157,7 +157,7 @@ def test_ota_resumes_a_broken_download_and_reports_a_bad_digest(
             assert "verification failed" in failed["detail"]
             assert len(installed) == 1  # nothing installed from a bad file
         await dev.close()
-        server.close()
+        await proxy.stop()
 
     asyncio.run(scenario())
 
