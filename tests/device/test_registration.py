@@ -1,6 +1,7 @@
 """A OneNET device with only its product's access key registers itself over the HTTP
 API, then logs in with the key it was given and answers a command; registering again
-returns the same key; a product that does not allow registration refuses (000002)."""
+returns the same key; a key of its own is kept; a product that does not allow
+registration refuses (000002)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from tests.conftest import RunningPlatform
 from tests.device.conftest import api
-from thingshub.device import OneNetDevice, Rejected
+from thingshub.device import OneNetDevice, Rejected, registration
 
 
 def test_a_device_registers_itself_then_logs_in(hub: RunningPlatform) -> None:
@@ -32,6 +33,12 @@ def test_a_device_registers_itself_then_logs_in(hub: RunningPlatform) -> None:
             assert r.json()["response_text"] == "registered:hi"
         again = await OneNetDevice.register(hub.base_url, "p1", access_key, "boot-1", mqtt)
         assert again.key == dev.key
+
+        own_key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+        data = await registration.register(
+            hub.base_url, "p1", access_key, "boot-4", key=own_key, desc="made at the factory"
+        )
+        assert data["key"] == own_key and data["name"] == "boot-4" and data["pid"] == "p1"
 
         with pytest.raises(Rejected, match="000002") as refused:
             await OneNetDevice.register(hub.base_url, "p2", closed_key, "boot-2", mqtt)
