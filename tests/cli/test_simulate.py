@@ -148,3 +148,30 @@ def test_help_and_bad_input(server: Server, tmp_path: Path) -> None:  # noqa: F8
         check=False,
     )
     assert lost.returncode == 1 and "secrets" in lost.stderr + lost.stdout
+
+
+def test_a_onenet_fleet_performs_the_ota_task_made_for_it(server: Server, tmp_path: Path) -> None:  # noqa: F811
+    with server.api() as api:
+        proc = simulate(
+            server, tmp_path, "--devices", "2", "--protocol", "onenet", "--duration", "10"
+        )
+        wait_online(api, 2)
+        r = api.post(
+            f"{PRODUCT}/firmware",
+            files={"file": ("fw.bin", os.urandom(20_000), "application/octet-stream")},
+            data={"version": "1.1.0", "module": "MCU"},
+        )
+        assert r.status_code == 201, r.text
+        body = {"firmware_id": r.json()["id"], "devices": ["sim-00001", "sim-00002"]}
+        r = api.post(f"{PRODUCT}/ota-tasks", json=body)
+        assert r.status_code == 201, r.text
+        task_url = f"{PRODUCT}/ota-tasks/{r.json()['id']}"
+        deadline = time.monotonic() + 20
+        while (task := api.get(task_url).json())["status"] != "COMPLETED":
+            assert time.monotonic() < deadline, task
+            time.sleep(0.1)
+        for entry in task["devices"]:
+            assert entry["state"] == "SUCCEEDED" and entry["step"] == 201, entry
+            assert entry["protocol"] == "onenet"
+        out = finish(proc)
+        assert "2 upgrades" in out and " 0 errors" in out

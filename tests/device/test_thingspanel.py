@@ -8,13 +8,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
 from tests.conftest import RunningPlatform
-from tests.device.conftest import api, register
+from tests.device.conftest import BreakingProxy, api, register
 from thingshub.device import Firmware, ThingsPanelDevice, ThingsPanelGateway
 
 DEV = "/api/v1/products/p1/devices/d1"
@@ -101,57 +100,6 @@ def test_websocket_and_the_blocking_face(hub: RunningPlatform) -> None:
     assert http.get(DEV).json()["connectionState"] == "offline"
 
 
-class BreakingProxy:
-    """A TCP proxy in front of the HTTP port. Each new connection takes the next of
-    `plan`: "cut" (the answer stops after `cut_at` bytes), "corrupt" (one byte of the
-    answer flipped at `cut_at`) or "pass" (anything after the plan); it records the
-    Range header of every request."""
-
-    def __init__(self, upstream: int) -> None:
-        self.upstream = upstream
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.port = int(self.sock.getsockname()[1])
-        self.plan: list[str] = []
-        self.cut_at = 60_000
-        self.ranges: list[str | None] = []
-
-    async def start(self) -> asyncio.Server:
-        return await asyncio.start_server(self._serve, sock=self.sock)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        mode = self.plan.pop(0) if self.plan else "pass"
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
-
-        async def upstream() -> None:
-            while data := await reader.read(65536):
-                for line in data.split(b"\r\n"):
-                    if line.startswith(b"GET "):
-                        self.ranges.append(None)
-                    if line.lower().startswith(b"range:"):
-                        self.ranges[-1] = line.split(b":", 1)[1].strip().decode()
-                up_writer.write(data)
-            up_writer.close()
-
-        sent = 0
-        task = asyncio.create_task(upstream())
-        try:
-            while data := await up_reader.read(65536):
-                if mode != "pass" and sent <= self.cut_at < sent + len(data):
-                    at = self.cut_at - sent
-                    if mode == "cut":
-                        writer.write(data[:at])
-                        break
-                    data = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
-                writer.write(data)
-                sent += len(data)
-        finally:
-            task.cancel()
-            writer.close()
-            up_writer.close()
-
-
 def test_ota_resumes_a_broken_download_and_reports_a_bad_digest(
     platform_factory: Callable[..., RunningPlatform],
 ) -> None:
@@ -172,7 +120,7 @@ def test_ota_resumes_a_broken_download_and_reports_a_bad_digest(
         firmware[version] = r.json()["id"]
 
     async def scenario() -> None:
-        server = await proxy.start()
+        await proxy.start()
         dev = device(hub, creds)
         installed: list[tuple[Firmware, bytes]] = []
         dev.on_ota(lambda fw, data: installed.append((fw, data)))
@@ -209,7 +157,7 @@ def test_ota_resumes_a_broken_download_and_reports_a_bad_digest(
             assert "verification failed" in failed["detail"]
             assert len(installed) == 1  # nothing installed from a bad file
         await dev.close()
-        server.close()
+        await proxy.stop()
 
     asyncio.run(scenario())
 

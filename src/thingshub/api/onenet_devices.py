@@ -266,8 +266,8 @@ async def _read(path: Path, offset: int, length: int) -> AsyncIterator[bytes]:
                 return
             length -= len(block)
             yield block
-    finally:
-        await asyncio.to_thread(file.close)
+    finally:  # closed at once: an await here is canceled again when the client went away
+        file.close()
 
 
 _OTA_ROUTES: tuple[tuple[str, str, Callable[..., Any]], ...] = (

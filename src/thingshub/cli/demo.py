@@ -73,7 +73,9 @@ async def _demo(
             names = [f"{stem}-{i:03d}" for i in range(1, devices + 1)]
             specs += await ensure_devices(base, headers, PRODUCT, protocol, names, known)
         secrets_file.write_text(json.dumps(known))
-        fleet = Fleet(f"mqtt://{host}:{platform.mqtt_port}", specs, rate=len(specs) / 2)
+        fleet = Fleet(
+            f"mqtt://{host}:{platform.mqtt_port}", specs, rate=len(specs) / 2, api_url=base
+        )
         title = f"ThingsHub demo: {len(specs)} devices, console at {base}/console/"
         stats, elapsed = await run_fleet(fleet, duration, title, live=console.is_terminal)
         print(summary(stats, elapsed), flush=True)

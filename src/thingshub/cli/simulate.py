@@ -148,9 +148,9 @@ def simulate(
     protocol: Annotated[
         str,
         typer.Option(
-            help="onenet (token login, device image, commands, data points), thingspanel"
-            " (telemetry, attributes, events, commands, OTA) or thing-model (OneNET's"
-            " properties, events and services)."
+            help="onenet (token login, device image, commands, data points, OTA over"
+            " OneNET's HTTP API), thingspanel (telemetry, attributes, events, commands, OTA)"
+            " or thing-model (OneNET's properties, events and services, OTA)."
         ),
     ] = "thingspanel",
     rate: Annotated[
@@ -217,6 +217,7 @@ def simulate(
         rate=devices / 10 if rate is None else rate,
         profile=profile,
         connect_at_once=connect_at_once,
+        api_url=api.base,
     )
     title = f"{devices} {protocol} devices of {product} on {broker}"
 

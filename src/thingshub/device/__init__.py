@@ -15,9 +15,15 @@ Rules:
 """
 
 from thingshub.device.blocking import Blocking
-from thingshub.device.client import DeviceError, LoginRefused, MqttClient, NotConnected
+from thingshub.device.client import (
+    DeviceError,
+    LoginRefused,
+    MqttClient,
+    NotConnected,
+    Rejected,
+)
 from thingshub.device.gateway import ThingsPanelGateway
-from thingshub.device.onenet import OneNetDevice, Rejected, ThingError
+from thingshub.device.onenet import OneNetDevice, ThingError
 from thingshub.device.ota import Firmware
 from thingshub.device.thingspanel import ThingsPanelDevice
 

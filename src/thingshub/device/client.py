@@ -82,6 +82,14 @@ class NotConnected(DeviceError):
     """No connection within the time allowed, or the client is closed."""
 
 
+class Rejected(DeviceError):
+    """The platform refused a request: `code` and its words."""
+
+    def __init__(self, code: int | str, message: str) -> None:
+        super().__init__(f"refused ({code}): {message}")
+        self.code = code
+
+
 MessageHandler = Callable[[str, bytes], None]
 ConnectHook = Callable[[], Any]
 

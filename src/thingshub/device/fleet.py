@@ -12,6 +12,10 @@ Rules:
 - Devices answer every call (commands, attribute and property sets and gets,
   services), follow desired state and perform OTA upgrades (installing is a
   no-op); `Stats` counts what happened for the live view and the summary.
+- OneNET devices (both kinds) take upgrades through the OneNET OTA API at
+  `api_url` when it is given, set off by the `ota/inform` notice only (no
+  check at connect: ten thousand HTTP checks at once would be a load test of
+  their own); they start at version 1.0.0.
 """
 
 from __future__ import annotations
@@ -92,8 +96,17 @@ class Profile:
 class Simulated:
     """One device of the fleet: its SDK device, its profile and its state."""
 
-    def __init__(self, spec: Spec, url: str, profile: str, seed: int, stats: Stats) -> None:
+    def __init__(
+        self,
+        spec: Spec,
+        url: str,
+        profile: str,
+        seed: int,
+        stats: Stats,
+        api_url: str | None = None,
+    ) -> None:
         self.spec = spec
+        self.api_url = api_url
         self.stats = stats
         self.profile = Profile(profile, seed)
         self.state: dict[str, Any] = {"mode": "auto", "fw": "1.0.0"}
@@ -119,6 +132,8 @@ class Simulated:
             one.on_service("reboot", lambda params: {"rebooted": True, **params})
         else:
             one.on_command(lambda payload: b"ok:" + payload)
+        if self.api_url is not None:
+            one.on_ota(self._install, api_url=self.api_url, version="1.0.0", check_on_connect=False)
         return one
 
     def _command(self, method: str, params: Any) -> dict[str, Any]:
@@ -169,10 +184,11 @@ class Fleet:
         rate: float,
         profile: str = "sine",
         connect_at_once: int = 100,
+        api_url: str | None = None,
     ) -> None:
         self.stats = Stats(devices=len(specs))
         self.members = [
-            Simulated(spec, url, profile, i, self.stats) for i, spec in enumerate(specs)
+            Simulated(spec, url, profile, i, self.stats, api_url) for i, spec in enumerate(specs)
         ]
         self.rate = rate
         self.connect_at_once = connect_at_once

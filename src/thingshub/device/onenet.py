@@ -19,6 +19,12 @@ Rules (docs/protocols.md sections 1.2, 2, 3, 5):
   raises answers 500 with the exception's words.
 - Posts (`post_properties`, `post_event`, `post_history`, `pack_post`) wait
   for the reply and raise `Rejected` unless its code is 200.
+- OTA: `on_ota(install, api_url=..., version=...)` takes upgrades through
+  OneNET's HTTP API, set off by the `ota/inform` notice and checked after
+  every connect (device/onenet_ota.py).
+- `await OneNetDevice.register(api_url, pid, access_key, name, url)`: a
+  device holding only its product's access key registers itself (OneNET's
+  dynamic registration) and is made with the key the platform gave it.
 """
 
 from __future__ import annotations
@@ -31,17 +37,11 @@ import time
 from collections.abc import Callable
 from typing import Any, Self
 
+from thingshub.device import ota, registration
 from thingshub.device.base import Device, call
-from thingshub.device.client import DeviceError
+from thingshub.device.client import Rejected
+from thingshub.device.onenet_ota import OneNetOta
 from thingshub.dialects.onenet.token import make_token
-
-
-class Rejected(DeviceError):
-    """The platform refused a request: `code` and its words."""
-
-    def __init__(self, code: int | str, message: str) -> None:
-        super().__init__(f"refused ({code}): {message}")
-        self.code = code
 
 
 class ThingError(Exception):
@@ -100,10 +100,36 @@ class OneNetDevice(Device):
         self._on_get: Callable[[list[str]], Any] | None = None
         self._services: dict[str, Callable[[dict[str, Any]], Any]] = {}
         self.calls_answered = 0
+        self.ota: OneNetOta | None = None
+        #: Final OTA steps by tid (100 upgraded, negative failed), as ota.upgrade gives them.
+        self.ota_results: dict[str, int] = {}
         if image:
             self.client.subscriptions[self.prefix + "image/#"] = 1
             self.client.on_connect.append(self._after_connect)
             self.client.on_disconnect.append(self.synced.clear)
+
+    @classmethod
+    async def register(
+        cls,
+        api_url: str,
+        product_id: str,
+        access_key: str,
+        name: str,
+        url: str = "mqtt://127.0.0.1:1883",
+        **options: Any,
+    ) -> OneNetDevice:
+        """The device `name`, registered by itself with only its product's access key
+        (dynamic registration, device/registration.py), ready to connect with the key
+        it was given. `options` are the constructor's."""
+        data = await registration.register(
+            api_url,
+            product_id,
+            access_key,
+            name,
+            ssl_context=options.get("ssl_context"),
+            timeout=options.get("timeout", 10.0),
+        )
+        return cls(product_id, name, str(data["key"]), url, **options)
 
     def token(self) -> str:
         """A fresh login token, valid `token_ttl` seconds."""
@@ -143,6 +169,31 @@ class OneNetDevice(Device):
         self._services[identifier] = handler
         self.listen_soon(self.prefix + "thing/#")
         return handler
+
+    def on_ota(
+        self,
+        install: ota.Install | None = None,
+        *,
+        api_url: str,
+        version: str,
+        module_version: str | None = None,
+        prefix: str = "/ota",
+        check_on_connect: bool = True,
+    ) -> OneNetOta:
+        """Take firmware upgrades through the OneNET OTA API at `api_url` (the server's
+        HTTP address); `install(firmware, data)` (sync or async) flashes the file.
+        `version` is the application's version, `module_version` the module's."""
+        self.ota = OneNetOta(self, install, api_url, version, module_version, prefix)
+        self.listen_soon(self.prefix + "ota/inform")
+        if check_on_connect:
+            self.client.on_connect.append(self._check_ota)
+            if self.online:
+                self._check_ota()
+        return self.ota
+
+    def _check_ota(self) -> None:
+        if self.ota is not None:
+            self.spawn(self.ota.after_connect())
 
     # ---------------------------------------------------------------- image
 
@@ -290,6 +341,8 @@ class OneNetDevice(Device):
             self._image_message(rest, payload)
         elif rest.startswith("thing/"):
             self._thing_message(rest[len("thing/") :], payload)
+        elif rest == "ota/inform" and self.ota is not None:
+            self.ota.inform(payload)
 
     def _image_message(self, rest: str, payload: bytes) -> None:
         try:

@@ -10,9 +10,9 @@ Rules (docs/protocols.md section 4.8):
   install hook raised. It returns the final step.
 - A protocol only translates: ThingsPanel's inform becomes a `Firmware`
   (`Firmware.from_thingspanel`) and its `report` publishes on
-  `ota/devices/progress`. Another protocol (OneNET's OTA over HTTP) plugs in
-  the same way: a `Firmware` from its own check-for-update answer and a
-  `report` that posts its progress.
+  `ota/devices/progress`; OneNET's check answer becomes one too, its
+  `report` posts OneNET's steps and its download carries the device's token
+  (`authorization`), in device/onenet_ota.py.
 """
 
 from __future__ import annotations
@@ -79,9 +79,11 @@ async def download(
     attempts: int = 5,
     ssl_context: ssl.SSLContext | None = None,
     retry_delay: float = 0.5,
+    authorization: Callable[[], str] | None = None,
 ) -> bytes:
     """The file, resumed with Range after a broken transfer; raises OSError when every
-    attempt failed."""
+    attempt failed. `authorization` gives each request's `Authorization` header (a
+    fresh token: a long download outlives none)."""
     import httpx
 
     data = bytearray()
@@ -91,6 +93,8 @@ async def download(
     async with httpx.AsyncClient(timeout=30, verify=verify) as http:
         for attempt in range(attempts):
             headers = {"Range": f"bytes={len(data)}-"} if data else {}
+            if authorization is not None:
+                headers["Authorization"] = authorization()
             try:
                 async with http.stream("GET", firmware.url, headers=headers) as response:
                     if response.status_code not in (200, 206):
@@ -123,11 +127,18 @@ async def upgrade(
     *,
     attempts: int = 5,
     ssl_context: ssl.SSLContext | None = None,
+    authorization: Callable[[], str] | None = None,
 ) -> int:
     """Download, verify, install, reporting all the way; the final step sent."""
     await report(1, "downloading")
     try:
-        data = await download(firmware, report, attempts=attempts, ssl_context=ssl_context)
+        data = await download(
+            firmware,
+            report,
+            attempts=attempts,
+            ssl_context=ssl_context,
+            authorization=authorization,
+        )
     except OSError as exc:
         await report(DOWNLOAD_FAILED, str(exc))
         return DOWNLOAD_FAILED

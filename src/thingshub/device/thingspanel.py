@@ -28,7 +28,7 @@ from typing import Any
 
 from thingshub.device import ota
 from thingshub.device.base import Device, call
-from thingshub.device.onenet import Rejected
+from thingshub.device.client import Rejected
 
 
 class ThingsPanelDevice(Device):
