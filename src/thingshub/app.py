@@ -63,6 +63,7 @@ from thingshub.core.messages import (
     ImageGetRequest,
     ImageUpdateRefused,
     ImageUpdateRequest,
+    OtaInformReply,
     OtaProgress,
     OtaProgressRefused,
     ReportRefused,
@@ -148,6 +149,7 @@ class Platform:
         self.retention: RetentionService | None = None
         self.firmware: FirmwareService | None = None
         self.ota: OtaService | None = None
+        self.onenet_ota: OneNetOta | None = None
         self.keys: KeyService | None = None
         self._http: HttpServer | None = None
         self._http_task: asyncio.Task[None] | None = None
@@ -329,7 +331,7 @@ class Platform:
             topology=self.topology,
             firmware=self.firmware,
             ota=self.ota,
-            onenet_ota=OneNetOta(self.ota, self.devices) if self.ota is not None else None,
+            onenet_ota=self.onenet_ota,
             bus=bus,
             api_key=self.api_key,
             keys=self.keys,
@@ -433,32 +435,24 @@ class Platform:
         if self._http_task is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._http_task, 10)
-        if self._console is not None:
-            await self._console.stop()
-        if self.gateway is not None:
-            await self.gateway.stop()
-        if self.images is not None:
-            await self.images.stop()
-        if self.commands is not None:
-            await self.commands.stop()
-        if self.gateway_requests is not None:
-            await self.gateway_requests.stop()
-        if self.ota is not None:
-            await self.ota.stop()
-        if self.retention is not None:
-            await self.retention.stop()
-        if self.sweep is not None:
-            await self.sweep.stop()
-        if self.presence is not None:
-            await self.presence.stop()  # in a cluster, announced before NATS closes
-        if self.keys is not None:
-            await self.keys.stop()  # writes when keys were last used
-        if self.nodes is not None:
-            await self.nodes.stop()
-        if self.cluster_calls is not None:
-            await self.cluster_calls.holders.stop()
-        if self.nats is not None:
-            await self.nats.stop()
+        holders = self.cluster_calls.holders if self.cluster_calls is not None else None
+        for part in (
+            self._console,
+            self.gateway,
+            self.images,
+            self.commands,
+            self.gateway_requests,
+            self.ota,
+            self.retention,
+            self.sweep,
+            self.presence,  # in a cluster, its devices' going is told before NATS closes
+            self.keys,  # writes when keys were last used
+            self.nodes,
+            holders,
+            self.nats,
+        ):
+            if part is not None:
+                await part.stop()
         if self.storage is not None:
             await self.storage.close()
 
@@ -494,5 +488,7 @@ class Platform:
         )
         self.gateway.handle(OtaProgress, self.ota.device_progress)
         self.gateway.handle(OtaProgressRefused, self.ota.device_refused_progress)
+        self.onenet_ota = OneNetOta(self.ota, self.devices)
+        self.gateway.handle(OtaInformReply, self.onenet_ota.inform_reply)
         self.gateway.on_device_subscribe(self.ota.device_subscribed)
         await self.ota.start()

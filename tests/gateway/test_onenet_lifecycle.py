@@ -358,6 +358,17 @@ def test_one_task_upgrades_onenet_and_thingspanel_devices(platform: RunningPlatf
         json.dumps({"id": notice["id"], "code": 200, "msg": "success"}).encode(),
         qos=1,
     )
+    # The answer is noted in the device's entry (field-protocols §4.1).
+    noted = "inform_reply code 200: success"
+    wait_until(
+        lambda: {d["name"]: d for d in task(api, task_id)["devices"]}["n1"]["desc"] == noted,
+        5,
+        "the answer noted",
+    )
+    ignored = platform.platform.ota.ignored
+    onenet_client.publish("$sys/p1/n1/ota/inform_reply", b'{"id":"999999"}', qos=1)
+    onenet_client.publish("$sys/p1/n1/ota/inform_reply", b"not json", qos=1)
+    wait_until(lambda: ignored["inform_reply_without_task"] == 2, 5, "two answers counted")
     inform = json.loads(tp_client.wait_messages(1)[0].payload)
     assert httpx.get(inform["params"]["url"]).content == data
 

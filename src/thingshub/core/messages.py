@@ -155,6 +155,16 @@ class OtaProgress:
 
 
 @dataclass(frozen=True, slots=True)
+class OtaInformReply:
+    """A OneNET device's answer to an OTA notice, for the task part of `tid`
+    (None: the answer named no tid it could have been given)."""
+
+    tid: int | None
+    code: int | None
+    msg: str
+
+
+@dataclass(frozen=True, slots=True)
 class OtaProgressRefused:
     """An OTA progress report its dialect refused (counted, never answered)."""
 

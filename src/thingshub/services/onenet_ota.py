@@ -24,13 +24,16 @@ from dataclasses import replace
 
 from thingshub.core import onenet_ota as rules
 from thingshub.core import ota
-from thingshub.core.errors import Forbidden, NotFound
+from thingshub.core.errors import Forbidden, NotFound, ThingsHubError
+from thingshub.core.messages import DeviceRef, OtaInformReply
 from thingshub.core.model import Firmware, OtaDevice, OtaTask
 from thingshub.services.devices import DeviceService
 from thingshub.services.ota import OtaService
 from thingshub.services.ota_tasks import RunningTask
 
 REPORTED_DESC = "the device reports the target version"
+#: Why an answer to a notice changed nothing (`OtaService.ignored`).
+IGNORED_INFORM_REPLY = "inform_reply_without_task"
 
 
 class OneNetOta:
@@ -110,6 +113,22 @@ class OneNetOta:
         await self.ota.update(running, moved)
         if moved.state == ota.SUCCEEDED:
             await self._installed(running, name)
+
+    async def inform_reply(self, ref: DeviceRef, reply: OtaInformReply) -> None:
+        """A device's answer to its notice is noted in its entry's `desc` (field-
+        protocols §4.1); one that names no part of its running tasks is counted."""
+        try:
+            if reply.tid is None:
+                raise rules.error(NotFound, rules.NO_TASK)
+            running, device = await self._locate(ref.product_id, ref.name, reply.tid)
+        except ThingsHubError:
+            self.ota.ignored[IGNORED_INFORM_REPLY] += 1
+            return
+        if running is None:  # ended meanwhile: its entries are final
+            self.ota.ignored[IGNORED_INFORM_REPLY] += 1
+            return
+        desc = f"inform_reply code {reply.code}: {reply.msg}".rstrip(": ")
+        await self.ota.update(running, replace(_marked(device), desc=desc))
 
     # ------------------------------------------------------------ the machinery
 

@@ -33,6 +33,7 @@ from thingshub.core.messages import (
     ImageUpdateRefused,
     ImageUpdateRequest,
     OtaInform,
+    OtaInformReply,
     ReportAck,
 )
 from thingshub.core.model import Device, Firmware
@@ -157,6 +158,31 @@ SEED_IMAGE = Image.from_stored(json.loads(SEED_PROPERTIES))
 # ---------------------------------------------------------------- decode
 
 DECODE: list[tuple[str, str, bytes, object]] = [
+    (
+        "an answer to an OTA notice",
+        OWN + "ota/inform_reply",
+        b'{"id":"12","code":200,"msg":"success"}',
+        OtaInformReply(12, 200, "success"),
+    ),
+    (
+        "an answer whose id is no tid, code no number, msg no string",
+        OWN + "ota/inform_reply",
+        b'{"id":12,"code":true,"msg":[1]}',
+        OtaInformReply(None, None, ""),
+    ),
+    (
+        "an answer whose msg is long",
+        OWN + "ota/inform_reply",
+        b'{"id":"3","code":500,"msg":"' + b"x" * 300 + b'"}',
+        OtaInformReply(3, 500, "x" * 200),
+    ),
+    (
+        "an answer that is no object",
+        OWN + "ota/inform_reply",
+        b"[1]",
+        OtaInformReply(None, None, ""),
+    ),
+    ("an answer that is no JSON", OWN + "ota/inform_reply", b"{", OtaInformReply(None, None, "")),
     (
         "the seed's image update example",
         OWN + "image/update",

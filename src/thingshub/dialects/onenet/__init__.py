@@ -113,6 +113,8 @@ class OneNet:
             except datapoints.PointsError as exc:
                 return DataPointsRefused(exc.id, exc)
             return DataPoints(post_id, points, now_ms)
+        if rest == "ota/inform_reply":
+            return ota.parse_inform_reply(payload)
         if rest.startswith("cmd/response/"):
             cmd_id = rest[len("cmd/response/") :]
             if cmd_id and "/" not in cmd_id:
