@@ -237,8 +237,12 @@ async def traffic(
         c.command_ms.append((now() - t) * 1000)
         c.n["commands"] += 1
 
+    calls: set[asyncio.Task[None]] = set()
+
     def commands() -> None:
-        asyncio.get_running_loop().create_task(call())
+        task = asyncio.get_running_loop().create_task(call())
+        calls.add(task)
+        task.add_done_callback(calls.discard)
 
     async def download() -> None:
         url = ota_conn.url
@@ -323,6 +327,8 @@ async def traffic(
         stream_client(),
     ]
     await asyncio.gather(*jobs)
+    if calls:  # the last calls answer before the HTTP client closes
+        await asyncio.wait(calls, timeout=10)
     return samples
 
 
