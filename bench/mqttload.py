@@ -1035,8 +1035,14 @@ class IdleClients:
     checks its own deadlines.
     """
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(
+        self, host: str, port: int, sources: Sequence[str] = (), per_source: int = 0
+    ) -> None:
         self.addr = (host, port)
+        # Client i binds to sources[i // per_source]: one loopback source address has
+        # only ~28k ephemeral ports, so 100,000 connections need several (127.0.0.2, ...).
+        self.sources = list(sources)
+        self.per_source = per_source
         self.socks: list[socket.socket] = []
         self.errors: list[str] = []
         self.failed = 0
@@ -1088,6 +1094,10 @@ class IdleClients:
                     # No TCP_NODELAY: each packet is one write with nothing unacknowledged
                     # before it, which Nagle never delays.
                     sock = socket.socket(socket.AF_INET, kind)
+                    if self.sources:
+                        # Port chosen at connect, per (source, destination): not at bind.
+                        sock.setsockopt(socket.SOL_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
+                        sock.bind((self.sources[(i // self.per_source) % len(self.sources)], 0))
                     err = sock.connect_ex(self.addr)
                     if err not in (0, errno.EINPROGRESS):
                         self._fail(sock, f"{ids[i]}: connect: {os.strerror(err)}")
@@ -1239,6 +1249,9 @@ class IdleClients:
         self.socks = []
 
 
+_IP_BIND_ADDRESS_NO_PORT = 24  # linux/in.h; not in the socket module
+
+
 def _only_tls_records(sock: socket.socket) -> bool:
     """Readable, but only with TLS records that carry no data (a TLS 1.3 server's
     session tickets, read here): the connection is still there."""
@@ -1268,7 +1281,9 @@ def _describe(data: bytes) -> str:
 
 async def conns_role(link: Link, job: dict[str, Any]) -> None:
     """Idle clients: connect all (timed), hold, check and ping all on request, then close."""
-    clients = IdleClients(job["host"], job["port"])
+    clients = IdleClients(
+        job["host"], job["port"], job.get("sources", ()), job.get("per_source", 0)
+    )
     try:
         ids = job.get("client_ids") or [f"{job['prefix']}-{i}" for i in job["ids"]]
         logins = [tuple(x) for x in job["logins"]] if job.get("logins") else None
@@ -1624,6 +1639,8 @@ async def connections(
     client_ids: Sequence[str] | None = None,
     logins: Sequence[tuple[str, str]] | None = None,
     helpers: CpuProbe | None = None,
+    sources: Sequence[str] = (),
+    per_source: int = 20_000,
 ) -> ConnectionsResult:
     """`count` clients connect, `concurrency` at a time; hold them idle; ping them all.
 
@@ -1633,7 +1650,8 @@ async def connections(
     Clients are `{prefix}-{i}`, or `client_ids` when given (then `count` is its length);
     `logins[i]` is client i's (user name, password) for a server that wants a login.
     `helpers` reads the CPU of the server's other processes (its database), reported
-    apart and kept out of `other`.
+    apart and kept out of `other`. `sources`: loopback source addresses, `per_source`
+    clients on each (more connections than one address has ephemeral ports).
     """
     probe = probe or NoProbe()
     if client_ids is not None:
@@ -1650,6 +1668,8 @@ async def connections(
             "prefix": prefix,
             "keepalive": keepalive,
             "concurrency": max(1, concurrency // workers),
+            "sources": list(sources),
+            "per_source": per_source,
         }
         for r in split(count, workers)
     ]
