@@ -149,9 +149,10 @@ def _load(payload: bytes, max_payload: int) -> Any:
         raise ReportError(INVALID_JSON, f"the payload is not valid JSON: {exc}") from None
 
 
-def _check_entry(key: str, value: Any, where: str) -> None:
-    """Raise INVALID_PARAM unless `key` is a name and `value` a value it may hold."""
-    problem = values.entry_problem(key, value)
+def check_entries(entries: dict[str, Any], where: str) -> None:
+    """Raise INVALID_PARAM unless each key is a name and its value one it may
+    hold (the first entry, in order, that is not)."""
+    problem = values.entries_problem(entries)
     if problem:
         raise _param(f"{where}{problem}")
 
@@ -182,8 +183,7 @@ def parse_telemetry(payload: bytes, now_ms: int, max_payload: int = MAX_PAYLOAD)
             raise _too_large(
                 f"the message carries {len(body)} points; at most {MAX_POINTS} are accepted"
             )
-        for key, value in body.items():
-            _check_entry(key, value, "")
+        check_entries(body, "")
         return [Point(key, now_ms, value) for key, value in body.items()]
     if not isinstance(body, list):
         raise _param(
@@ -226,9 +226,8 @@ def parse_telemetry(payload: bytes, now_ms: int, max_payload: int = MAX_PAYLOAD)
                 f"the message carries more than {MAX_POINTS} points (passed at record "
                 f"[{index}]); at most {MAX_POINTS} are accepted"
             )
-        for key, value in record_values.items():
-            _check_entry(key, value, where)
-            points.append(Point(key, ts, value))
+        check_entries(record_values, where)
+        points += [Point(key, ts, value) for key, value in record_values.items()]
     return points
 
 
@@ -246,8 +245,7 @@ def parse_attributes(payload: bytes, max_payload: int = MAX_PAYLOAD) -> dict[str
         raise _too_large(
             f"the message carries {len(body)} attributes; at most {MAX_ATTRIBUTES} are accepted"
         )
-    for key, value in body.items():
-        _check_entry(key, value, "")
+    check_entries(body, "")
     return body
 
 
@@ -331,7 +329,6 @@ def event_method(payload: bytes, max_payload: int = MAX_PAYLOAD) -> str | None:
 
 #: The rules the gateway grammar (gateway.py) applies to each of its nodes.
 load = _load
-check_entry = _check_entry
 event_record = _event
 
 
