@@ -119,17 +119,13 @@ def _load(payload: bytes, max_payload: int) -> Any:
     if size > max_payload:
         raise _too_large(f"the payload has {size} bytes; at most {max_payload} are accepted")
     try:
-        text = bytes(payload).decode("utf-8")
+        text = str(payload, "utf-8")  # from a memoryview too, without copying it first
     except UnicodeDecodeError as exc:
         raise ReportError(
             INVALID_JSON,
             f"the payload is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
             f"{exc.start})",
         ) from None
-    if not text.strip(_WS):
-        raise ReportError(INVALID_JSON, "the payload is empty: a JSON value is expected")
-    if text.startswith("\ufeff"):
-        raise ReportError(INVALID_JSON, "the payload starts with a byte order mark; send bare JSON")
     try:
         return _DECODER.decode(text)
     except RecursionError:
@@ -141,6 +137,16 @@ def _load(payload: bytes, max_payload: int) -> Any:
             raise ReportError(INVALID_JSON, f"the payload is not valid JSON: {exc}") from None
         raise _param(f"objects and arrays are nested more than {MAX_NESTING} levels deep") from None
     except json.JSONDecodeError as exc:
+        # Asked only of a payload that failed: neither parses, and these two
+        # say better than the parser what is wrong with them.
+        if not text.strip(_WS):
+            raise ReportError(
+                INVALID_JSON, "the payload is empty: a JSON value is expected"
+            ) from None
+        if text.startswith("\ufeff"):
+            raise ReportError(
+                INVALID_JSON, "the payload starts with a byte order mark; send bare JSON"
+            ) from None
         raise ReportError(
             INVALID_JSON,
             f"the payload is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
