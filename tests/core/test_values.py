@@ -165,3 +165,30 @@ def test_a_time_that_is_not_one_says_why(value: object, seconds: bool, problem: 
 def test_a_day_ahead_is_the_last_time_taken() -> None:
     assert values.timestamp(NOW + MAX_AHEAD_MS, NOW, seconds=False) == NOW + MAX_AHEAD_MS
     assert values.timestamp(MIN_TS_MS, NOW, seconds=False) == MIN_TS_MS
+
+
+@pytest.mark.parametrize(
+    ("entries", "problem"),
+    [
+        ({"t": True, "h": 40, "x": 21.5}, None),  # all inline
+        ({"t": 1, "s": "text", "n": {"a": [1]}}, None),  # entry by entry, all fine
+        ({"t": 1, "bad\x01": 2}, "key 'bad\\x01' must not hold control characters"),
+        ({"t": float("nan"), "bad\x01": 2}, "key 't': numbers must be finite"),
+        ({"bad\x01": 2, "t": None}, "key 'bad\\x01' must not hold control characters"),
+        ({"t": 1, "u": None}, "key 'u': null is not a value"),
+        ({"t": 1, "": 2}, "key '' must not be empty"),
+        ({"t": MAX_INT + 1}, "key 't': integers must be within"),
+    ],
+)
+def test_entries_report_the_first_problem_in_order(
+    entries: dict[str, object], problem: str | None
+) -> None:
+    """The inline checks of the common entries answer as `entry_problem` of
+    each entry in turn would: the same sentence, of the first entry at fault."""
+    first = next(filter(None, (values.entry_problem(k, v) for k, v in entries.items())), None)
+    found = values.entries_problem(entries)
+    assert found == first
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and found.startswith(problem)

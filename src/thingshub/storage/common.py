@@ -188,6 +188,10 @@ _EXACT = 2**53  # doubles hold every integer up to this exactly
 DELETE_CHUNK = 5000
 
 
+_isfinite = math.isfinite
+_dumps = orjson.dumps
+
+
 def encode_value(value: object) -> tuple[float | None, str]:
     """(num, JSON text) of a telemetry value: num is the value as a double when it is
     a number (a bool is not), else None. ValueError for an int outside signed 64 bits
@@ -234,11 +238,33 @@ def check_ts(value: object) -> int:
 
 
 def point_rows(points: Sequence[Point]) -> list[tuple[str, int, float | None, str]]:
-    """(key, ts, num, JSON text) of each point, checked and encoded (in the caller)."""
-    rows = []
+    """(key, ts, num, JSON text) of each point, checked and encoded (in the caller).
+
+    The values devices send nearly always (a finite float, an int within 64
+    bits, a bool, under a str key at an int ts) are checked and encoded here
+    inline, on the ingest path's every point: one branch each instead of four
+    calls. Anything else goes through `encode_value` and the checks, which
+    raise as they always did (the value first, then the key, then the ts)."""
+    rows: list[tuple[str, int, float | None, str]] = []
+    append = rows.append
     for p in points:
-        num, text = encode_value(p.value)
-        rows.append((_check_name("telemetry key", p.key), check_ts(p.ts), num, text))
+        key, ts, value = p.key, p.ts, p.value
+        if type(value) is float and _isfinite(value):
+            num: float | None = value
+            text = _dumps(value).decode()
+        elif type(value) is int and MIN_INT64 <= value <= MAX_INT64:
+            num, text = float(value), str(value)
+        elif value is True:
+            num, text = None, "true"
+        elif value is False:
+            num, text = None, "false"
+        else:
+            num, text = encode_value(value)
+        if type(key) is not str:
+            _check_name("telemetry key", key)
+        if type(ts) is not int or not MIN_INT64 <= ts <= MAX_INT64:
+            check_ts(ts)
+        append((key, ts, num, text))
     return rows
 
 

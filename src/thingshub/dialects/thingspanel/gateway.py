@@ -113,8 +113,7 @@ class _Reader:
         if not body:
             raise _param(f"{where} is empty: there is nothing to store")
         self._add(len(body))
-        for key, value in body.items():
-            reports.check_entry(key, value, f"{where}: ")
+        reports.check_entries(body, f"{where}: ")
         if self.kind == "telemetry":
             points = tuple(Point(k, self.now_ms, v) for k, v in body.items())
             self.nodes.append(NodeData(path, points=points))

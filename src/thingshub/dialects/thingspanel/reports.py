@@ -119,17 +119,13 @@ def _load(payload: bytes, max_payload: int) -> Any:
     if size > max_payload:
         raise _too_large(f"the payload has {size} bytes; at most {max_payload} are accepted")
     try:
-        text = bytes(payload).decode("utf-8")
+        text = str(payload, "utf-8")  # from a memoryview too, without copying it first
     except UnicodeDecodeError as exc:
         raise ReportError(
             INVALID_JSON,
             f"the payload is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
             f"{exc.start})",
         ) from None
-    if not text.strip(_WS):
-        raise ReportError(INVALID_JSON, "the payload is empty: a JSON value is expected")
-    if text.startswith("\ufeff"):
-        raise ReportError(INVALID_JSON, "the payload starts with a byte order mark; send bare JSON")
     try:
         return _DECODER.decode(text)
     except RecursionError:
@@ -141,6 +137,16 @@ def _load(payload: bytes, max_payload: int) -> Any:
             raise ReportError(INVALID_JSON, f"the payload is not valid JSON: {exc}") from None
         raise _param(f"objects and arrays are nested more than {MAX_NESTING} levels deep") from None
     except json.JSONDecodeError as exc:
+        # Asked only of a payload that failed: neither parses, and these two
+        # say better than the parser what is wrong with them.
+        if not text.strip(_WS):
+            raise ReportError(
+                INVALID_JSON, "the payload is empty: a JSON value is expected"
+            ) from None
+        if text.startswith("\ufeff"):
+            raise ReportError(
+                INVALID_JSON, "the payload starts with a byte order mark; send bare JSON"
+            ) from None
         raise ReportError(
             INVALID_JSON,
             f"the payload is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
@@ -149,9 +155,10 @@ def _load(payload: bytes, max_payload: int) -> Any:
         raise ReportError(INVALID_JSON, f"the payload is not valid JSON: {exc}") from None
 
 
-def _check_entry(key: str, value: Any, where: str) -> None:
-    """Raise INVALID_PARAM unless `key` is a name and `value` a value it may hold."""
-    problem = values.entry_problem(key, value)
+def check_entries(entries: dict[str, Any], where: str) -> None:
+    """Raise INVALID_PARAM unless each key is a name and its value one it may
+    hold (the first entry, in order, that is not)."""
+    problem = values.entries_problem(entries)
     if problem:
         raise _param(f"{where}{problem}")
 
@@ -182,8 +189,7 @@ def parse_telemetry(payload: bytes, now_ms: int, max_payload: int = MAX_PAYLOAD)
             raise _too_large(
                 f"the message carries {len(body)} points; at most {MAX_POINTS} are accepted"
             )
-        for key, value in body.items():
-            _check_entry(key, value, "")
+        check_entries(body, "")
         return [Point(key, now_ms, value) for key, value in body.items()]
     if not isinstance(body, list):
         raise _param(
@@ -226,9 +232,8 @@ def parse_telemetry(payload: bytes, now_ms: int, max_payload: int = MAX_PAYLOAD)
                 f"the message carries more than {MAX_POINTS} points (passed at record "
                 f"[{index}]); at most {MAX_POINTS} are accepted"
             )
-        for key, value in record_values.items():
-            _check_entry(key, value, where)
-            points.append(Point(key, ts, value))
+        check_entries(record_values, where)
+        points += [Point(key, ts, value) for key, value in record_values.items()]
     return points
 
 
@@ -246,8 +251,7 @@ def parse_attributes(payload: bytes, max_payload: int = MAX_PAYLOAD) -> dict[str
         raise _too_large(
             f"the message carries {len(body)} attributes; at most {MAX_ATTRIBUTES} are accepted"
         )
-    for key, value in body.items():
-        _check_entry(key, value, "")
+    check_entries(body, "")
     return body
 
 
@@ -331,7 +335,6 @@ def event_method(payload: bytes, max_payload: int = MAX_PAYLOAD) -> str | None:
 
 #: The rules the gateway grammar (gateway.py) applies to each of its nodes.
 load = _load
-check_entry = _check_entry
 event_record = _event
 
 

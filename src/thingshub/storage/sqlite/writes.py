@@ -79,13 +79,15 @@ async def _telemetry_append(conn: Connection, rows: Rows) -> list[object]:
     seq = raw.execute("SELECT max(seq) FROM points").fetchone()[0] or 0
     points: list[tuple[object, ...]] = []
     newest: dict[tuple[int, str], tuple[int, str, int, int, str]] = {}  # of the batch
+    append = points.append
     for device_id, (_, _, values) in found:
         for key, ts, num, value in values:
             seq += 1
-            points.append((seq, device_id, key, ts, num, value))
-            current = newest.get((device_id, key))
+            append((seq, device_id, key, ts, num, value))
+            series = (device_id, key)
+            current = newest.get(series)
             if current is None or ts >= current[2]:  # a later arrival wins a tie
-                newest[(device_id, key)] = (device_id, key, ts, seq, value)
+                newest[series] = (device_id, key, ts, seq, value)
     raw.executemany(_INSERT_POINTS, points)
     raw.executemany(_UPSERT_LATEST, newest.values())
     return out
