@@ -14,7 +14,8 @@ Rules:
   became a hash join over a sequential scan of every command ever recorded
   (at 500 calls/s, ~300 us of the database a call after 20 s, growing with
   the table until autovacuum's next ANALYZE). Planning a batch's few
-  statements costs tens of microseconds, shared by its writes.
+  statements costs tens of microseconds, shared by its writes. (The setting
+  is PostgreSQL 12's; older servers, long out of support, refuse it.)
 - The devices of a group are found and locked by one statement (`FOR KEY
   SHARE`): a device deleted by another connection meanwhile waits for our
   commit, and its delete then sees our rows.
