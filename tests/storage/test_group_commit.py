@@ -481,5 +481,34 @@ def test_postgres_writer_replaces_a_lost_connection(pg_url: str) -> None:
         await s.images.save("p1", "d000", image(stored.version + 1), stored.version)
         await s.images.save("p1", "d001", image(1), 0)
         assert s._runner.conn.get_server_pid() != pid
+        assert await s._runner.conn.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
+
+    backend.run(scenario)
+
+
+def test_postgres_writer_plans_each_batch_and_leaves_the_pool_as_it_was(pg_url: str) -> None:
+    """The writer's connection plans each statement for its batch (a generic plan
+    made while a table was empty would scan it whole forever after); the
+    other connections of the pool, and the writer's once given back, keep the
+    server's default."""
+    backend = Backend("postgres", lambda: PostgresStorage(pg_url), pg_url)
+
+    async def scenario(s: Storage) -> None:
+        assert isinstance(s, PostgresStorage)
+        await add_devices(s, 1)
+        for i in range(8):  # past the five executions after which a plan may be kept
+            await s.commands.add(command(f"c{i}", name="d000"))
+            assert await s.commands.finish(f"c{i}", "answered", 1, b"ok")
+        writer = s._runner.conn
+        assert await writer.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
+        pool = s._pool.raw()
+        async with pool.acquire() as other:
+            assert other is not writer
+            assert await other.fetchval("SHOW plan_cache_mode") == "auto"
+        await s._runner.release()
+        async with pool.acquire() as back:
+            assert await back.fetchval("SHOW plan_cache_mode") == "auto"
+        await s._runner.connect()
+        assert await s._runner.conn.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
 
     backend.run(scenario)
