@@ -313,3 +313,26 @@ def test_a_qos1_publish_nobody_acknowledges_times_out() -> None:
             assert c.closing
 
     asyncio.run(scenario())
+
+
+def test_bad_bytes_from_the_server_end_the_connection_not_the_client(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def script(n: int, incoming: AsyncIterator[Packet], writer: asyncio.StreamWriter) -> None:
+        async for packet in incoming:
+            if isinstance(packet, Connect):
+                writer.write(connack())
+                if n == 0:
+                    writer.write(b"\x00\x00")  # packet type 0 is reserved
+
+    async def scenario() -> None:
+        async with ScriptedServer(script) as server:
+            c = client(server.url)
+            with caplog.at_level(logging.WARNING, "thingshub.device"):
+                await c.start()
+                await until(lambda: c.connects == 2, "the reconnect")
+            assert "bad bytes from the server" in caplog.text
+            await c.publish("up", b"fine")
+            await c.close()
+
+    asyncio.run(scenario())
