@@ -309,7 +309,14 @@ def test_a_qos1_publish_nobody_acknowledges_times_out() -> None:
             with pytest.raises(NotConnected, match="no acknowledgement within"):
                 await c.publish("up", b"x", qos=1, timeout=0.3)
             assert c._unacked == {}  # given up: not sent again after a reconnect
+            # A publisher cancelled while it waits (a fleet closing): `close` fails its
+            # acknowledgement, and nothing is logged about it.
+            waiting = asyncio.create_task(c.publish("up", b"z", qos=1, timeout=10))
+            await asyncio.sleep(0.05)
+            waiting.cancel()
+            await asyncio.sleep(0)
             await c.close()
+            assert waiting.cancelled()
             assert c.closing
 
     asyncio.run(scenario())
