@@ -381,6 +381,9 @@ class MqttClient:
             return
         pid = self._next_id()
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        # A caller cancelled while waiting (shielded) leaves `fut` to `close`, which fails
+        # it: marked retrieved, so asyncio logs no "exception was never retrieved".
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._acks[pid] = fut
         message = Publish(topic, data, 1, packet_id=pid)
         self._unacked[pid] = message
