@@ -201,8 +201,14 @@ class LoginThrottle:
         self.pairs = FailureThrottle(free, window_ms, base_delay, max_delay, max_keys)
         self.identities = FailureThrottle(free, window_ms, base_delay, max_delay, max_keys)
         self.lanes: Lanes[Any] = Lanes()
-        # pair -> time of its last login, oldest first
+        # pair -> time of its last login, oldest first. The times are rounded
+        # down to `_grain` (a second for a week's trust: a pair's trust ends up
+        # to a second early, never late), and the logins of one grain share one
+        # int object: a connected device keeps its pair a week, and an int of
+        # its own would be 32 B of it.
         self._trusted: OrderedDict[str, int] = OrderedDict()
+        self._grain = max(1, min(1000, trust_ms // 1000))
+        self._at = -1
 
     @staticmethod
     def pair(address: str, identity: str) -> str:
@@ -260,7 +266,10 @@ class LoginThrottle:
         key = self.pair(address, identity)
         trusted = self._trusted
         trusted.pop(key, None)
-        trusted[key] = now_ms
+        at = now_ms - now_ms % self._grain
+        if at != self._at:
+            self._at = at
+        trusted[key] = self._at
         # Oldest first: drop beyond the bound, and what has expired at the front.
         while trusted:
             oldest, at = next(iter(trusted.items()))
