@@ -288,7 +288,7 @@ class LoginThrottle:
         trusted = self._trusted
         bound = self.max_keys
         excess = len(trusted) - (bound - bound // 8 if len(trusted) > bound else bound)
-        drop = []
+        drop: list[str] = []
         for key, at in trusted.items():
             if len(drop) >= excess and now_ms - at < self.trust_ms:
                 break
