@@ -140,6 +140,28 @@ def test_withdrawing_a_waiter_that_is_not_waiting_changes_nothing() -> None:
     assert len(lanes) == 0
 
 
+def test_expired_trust_is_dropped_in_passes() -> None:
+    """Expired pairs leave the table within the logins of a pass, not a week later."""
+    throttle = LoginThrottle(trust_ms=1_000)
+    for i in range(100):
+        throttle.succeeded(f"10.0.0.{i}", "u/x", 0)
+    assert len(throttle._trusted) == 100
+    for i in range(64):
+        throttle.succeeded(f"10.0.1.{i}", "u/x", 5_000)
+    assert len(throttle._trusted) == 64
+    assert not throttle.trusted("10.0.0.1", "u/x", 5_000)
+    assert throttle.trusted("10.0.1.1", "u/x", 5_000)
+
+
+def test_trust_beyond_the_bound_drops_the_oldest() -> None:
+    throttle = LoginThrottle(max_keys=16)
+    for i in range(17):
+        throttle.succeeded(f"10.0.0.{i}", "u/x", i)
+    assert len(throttle._trusted) == 14  # down to 7/8 of the bound
+    assert not throttle.trusted("10.0.0.2", "u/x", 20)
+    assert throttle.trusted("10.0.0.3", "u/x", 20)
+
+
 def test_a_trust_table_of_no_keys_trusts_nobody() -> None:
     """The bound holds at its extreme: the pair just trusted is dropped too."""
     throttle = LoginThrottle(max_keys=0)
