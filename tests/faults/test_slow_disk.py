@@ -62,6 +62,7 @@ class SlowProxy:
         asyncio.run_coroutine_threadsafe(stop(), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+        self.loop.close()  # else its collection warns (unclosed), in whichever test runs then
 
 
 @pytest.fixture

@@ -111,7 +111,8 @@ class WsLink(Link):
         )
         self.outbox = bytearray()
         self.ready = asyncio.Event()
-        self.tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._send())]
+        self._sender = asyncio.create_task(self._send())
+        self.tasks = [asyncio.create_task(self._read()), self._sender]
 
     async def _read(self) -> None:
         try:
@@ -121,6 +122,7 @@ class WsLink(Link):
         except Exception as exc:
             log.debug("device %s: websocket ended: %r", self.client.client_id, exc)
         finally:
+            self._sender.cancel()  # nothing more to send: it would wait for ever
             self.connection_lost(None)
 
     async def _send(self) -> None:
