@@ -16,6 +16,13 @@ Why it is built this way:
   RLIMIT_NOFILE to `fs.nr_open` (as root), and the servers inherit it.
 - Registration is setup and timed apart: the API has no batch registration, so it goes
   over `--register-concurrency` HTTP connections.
+- Where the hard RLIMIT_NOFILE cannot be raised (no CAP_SYS_RESOURCE), one process holds
+  at most that many sockets: `--workers N` runs `serve --workers N` on a scratch
+  PostgreSQL database instead (the kernel spreads the connects over the workers by
+  SO_REUSEPORT; RSS and CPU are summed over the supervisor and its workers, its private
+  NATS reported apart), and `--procs N` splits the clients over N load processes.
+  Mosquitto, one process, then gets the largest storm its descriptors allow, from the
+  same clients, and the note says so.
 - RSS of the server: idle (registered, nothing connected), then with everyone connected
   and held `--hold` seconds.
 """
@@ -33,6 +40,7 @@ from typing import Any
 
 import mqttload
 import servers
+from cluster_bench import ClusterRun, TreeCpu, process_tree
 from platform_bench import mosquitto_logins
 from platform_common import PRODUCT, DeviceLogin, progress, register
 
@@ -81,7 +89,13 @@ def figures(r: mqttload.ConnectionsResult) -> dict[str, Any]:
     }
 
 
-async def storm(server: servers.Server, ids: list[str], logins: Any, a: argparse.Namespace) -> Any:
+async def storm(
+    server: servers.Server,
+    probe: mqttload.ServerProbe,
+    ids: list[str],
+    logins: Any,
+    a: argparse.Namespace,
+) -> Any:
     return await mqttload.connections(
         server.host,
         server.port,
@@ -90,38 +104,65 @@ async def storm(server: servers.Server, ids: list[str], logins: Any, a: argparse
         concurrency=a.concurrency,
         hold=a.hold,
         keepalive=600,
-        probe=server,
+        procs=a.procs,
+        probe=probe,
         limit=a.limit,
         sources=sources(len(ids), a.per_source),
         per_source=a.per_source,
     )
 
 
+def connect_all(
+    server: servers.PlatformServer, probe: mqttload.ServerProbe, a: argparse.Namespace
+) -> tuple[list[DeviceLogin], dict[str, Any]]:
+    """Register `--conns` devices through `server`'s API, then the storm against it."""
+    out: dict[str, Any] = {}
+    devs, reg_s = mqttload.run_loop(register(server, a.conns, a.register_concurrency, a.limit * 10))
+    out["register_seconds"] = round(reg_s, 1)
+    progress(f"registered {len(devs):,} devices in {reg_s:.0f} s")
+    ids, logins = logins_of(devs)
+    out["thingshub"] = figures(mqttload.run_loop(storm(server, probe, ids, logins, a)))
+    progress(f"thingshub: {out['thingshub']}")
+    return devs, out
+
+
+def run_thingshub(a: argparse.Namespace, out: dict[str, Any]) -> list[DeviceLogin]:
+    """One `serve` on SQLite, or `serve --workers N` on a scratch PostgreSQL database."""
+    if not a.workers:
+        server = servers.start_platform(None, timeout=60)
+        try:
+            devs, got = connect_all(server, server, a)
+            out.update(got)
+        finally:
+            out["thingshub_exit"] = server.stop()
+        return devs
+    run = ClusterRun(a, a.workers, workers=True)
+    with run as nodes:
+        nats = TreeCpu(nodes.nodes[0], nats=True)
+        devs, got = connect_all(nodes.nodes[0], nodes, a)
+        out.update(got)
+        tree = process_tree(nodes.nodes[0].pid)
+        out["thingshub"]["processes"] = sum(name != "nats-server" for _, name in tree)
+        out["thingshub"]["nats_rss_mb"] = round(nats.rss_kb() / 1024, 1)
+    run.note_exit(out)
+    return devs
+
+
 def run(a: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {"conns": a.conns, "nofile": raise_nofile()}
+    out: dict[str, Any] = {"conns": a.conns, "workers": a.workers, "nofile": raise_nofile()}
     progress(f"RLIMIT_NOFILE {out['nofile']:,}; {len(sources(a.conns, a.per_source))} sources")
-    server = servers.start_platform(None, timeout=60)
-    devs: list[DeviceLogin] = []
-    try:
-        devs, reg_s = mqttload.run_loop(
-            register(server, a.conns, a.register_concurrency, a.limit * 10)
-        )
-        out["register_seconds"] = round(reg_s, 1)
-        progress(f"registered {len(devs):,} devices in {reg_s:.0f} s")
-        ids, logins = logins_of(devs)
-        r = mqttload.run_loop(storm(server, ids, logins, a))
-        out["thingshub"] = figures(r)
-        progress(f"thingshub: {out['thingshub']}")
-    finally:
-        out["thingshub_exit"] = server.stop()
-    users = mosquitto_logins(devs)
+    devs = run_thingshub(a, out)
+    # One Mosquitto process holds at most what its descriptors allow.
+    mosq_count = min(len(devs), out["nofile"] - 500)
+    out["mosquitto_conns"] = mosq_count
+    users = mosquitto_logins(devs[:mosq_count])
     pw = servers.mosquitto_password_file(users)
     try:
         mosq = servers.start_mosquitto(
             None, a.mosquitto, ["allow_anonymous false", f"password_file {pw}"]
         )
         try:
-            r = mqttload.run_loop(storm(mosq, [u for u, _ in users], users, a))
+            r = mqttload.run_loop(storm(mosq, mosq, [u for u, _ in users], users, a))
             out["mosquitto"] = figures(r)
             progress(f"mosquitto: {out['mosquitto']}")
         finally:
@@ -142,6 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hold", type=float, default=10.0)
     p.add_argument("--limit", type=float, default=900.0, help="deadline of the storm (s)")
     p.add_argument("--mosquitto", default=servers.MOSQUITTO)
+    p.add_argument("--workers", type=int, default=0, help="serve --workers N on PostgreSQL")
+    p.add_argument("--procs", type=int, default=0, help="load processes (0: this one)")
+    p.add_argument(
+        "--database-url",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="with --workers: PostgreSQL server (admin URL) for the scratch database",
+    )
+    p.add_argument("--src", type=Path, help="run thingshub from this src/ dir (another commit)")
     p.add_argument("--json", type=Path)
     a = p.parse_args(argv)
     progress(f"uptime: {os.getloadavg()}")
@@ -151,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if a.json:
         a.json.write_text(text)
-    ok = out["thingshub"]["alive"] == a.conns and out["mosquitto"]["alive"] == a.conns
+    mosquitto_ok = out["mosquitto"]["alive"] == out["mosquitto_conns"]
+    ok = out["thingshub"]["alive"] == a.conns and mosquitto_ok
     return 0 if ok else 1
 
 
