@@ -311,7 +311,9 @@ class OneNetDevice(Device):
             raise Rejected(reply.get("code", "?"), reply.get("msg", ""))
         return reply.get("data")
 
-    async def _answer_thing(self, topic: str, request: dict[str, Any], work: Any) -> None:
+    async def _answer_thing(
+        self, topic: str, request: dict[str, Any], work: Any, *, is_call: bool = True
+    ) -> None:
         reply: dict[str, Any] = {"id": str(request.get("id", "")), "code": 200, "msg": "success"}
         try:
             data = await work
@@ -323,7 +325,7 @@ class OneNetDevice(Device):
             reply.update(code=500, msg=f"device error: {exc}")
             self.errors += 1
         await self.client.publish(topic, json.dumps(reply).encode(), 1, self.timeout)
-        self.calls_answered += 1
+        self.calls_answered += is_call  # a gateway's answer to a notice is not a call
 
     # ---------------------------------------------------------------- messages in
 
