@@ -212,7 +212,7 @@ def test_tree_changes_are_told_to_the_gateway(hub: RunningPlatform) -> None:
     register(hub, "p2", "s2")
 
     async def scenario() -> None:
-        gw = gateway(hub, gw_creds)
+        gw = gateway(hub, gw_creds, image=True)  # its own image kept in sync as well
         told: list[list[str]] = []
         gw.on_topology_change(lambda children: told.append(sorted(c.name for c in children)))
         async with gw, api(hub) as http:
