@@ -55,6 +55,11 @@ def test_sub_devices_added_logged_in_and_posting(hub: RunningPlatform) -> None:
             children = await gw.topology()
             assert sorted(c.name for c in children) == sorted(f"s{n}" for n in range(1, 13))
             assert gw.sub_device("p2", "s2") is s2 and s2 in children
+            url = "/api/v1/products/p1/devices/gw/events?start=0&end=99999999999999"
+            noted = (await http.get(url)).json()  # the gateway's result of the listing
+            assert [(e["method"], e["params"]["code"]) for e in noted] == [
+                ("sub/topo/get/result", 200)
+            ]
 
             assert await state(http, "s2") == "offline"
             await s2.login()

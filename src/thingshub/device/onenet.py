@@ -302,9 +302,9 @@ class OneNetDevice(Device):
         data = await self._thing("property/desired/get", list(identifiers))
         return dict(data or {})
 
-    async def _thing(self, path: str, params: Any) -> Any:
+    async def _thing(self, path: str, params: Any, key: str | None = None) -> Any:
         await self.listen(self.prefix + "thing/#")
-        key = self.next_id()
+        key = key or self.next_id()
         body = json.dumps({"id": key, "version": "1.0", "params": params}).encode()
         reply = await self.request("thing:" + key, self.prefix + "thing/" + path, body)
         if reply.get("code") != 200:

@@ -201,12 +201,8 @@ class OneNetGateway(OneNetDevice):
     async def topology(self) -> list[SubDevice]:
         """The gateway's children as the platform has them (`sub/topo/get`); the
         gateway tells the platform it took the list (`sub/topo/get/result`)."""
-        key = self.next_id()
-        body = json.dumps({"id": key, "version": "1.0", "params": {}}).encode()
-        reply = await self.request("thing:" + key, self.prefix + "thing/sub/topo/get", body)
-        if reply.get("code") != 200:
-            raise Rejected(reply.get("code", "?"), reply.get("msg", ""))
-        self.children = self._listed(reply.get("data"))
+        key = self.next_id()  # the result names the listing it answers
+        self.children = self._listed(await self._thing("sub/topo/get", {}, key))
         result = {"id": key, "code": 200, "msg": "success"}
         await self.client.publish(
             self.prefix + "thing/sub/topo/get/result", json.dumps(result).encode(), 1, self.timeout
