@@ -199,6 +199,8 @@ def test_a_handler_less_gateway_answers_309_and_refusals_are_raised(hub: Running
             # Adding needs the sub-device's own key: another key's token is 1106.
             with pytest.raises(DeviceError, match="needs its key"):
                 await gw.add_sub_device(("p2", "free"))
+            with pytest.raises(ValueError, match="not base64"):
+                gw.sub_device("p2", "free", key="not base64!")
             with pytest.raises(Rejected) as refused:
                 await gw.sub_device("p2", "free", key=gw_creds.key).add()
             assert refused.value.code == 1106

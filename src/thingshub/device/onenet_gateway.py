@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from thingshub.core.errors import Unauthorized
 from thingshub.device.base import call
 from thingshub.device.client import DeviceError, Rejected
 from thingshub.device.onenet import OneNetDevice, ThingError
@@ -152,6 +153,10 @@ class OneNetGateway(OneNetDevice):
         if sub is None:
             sub = self.subs[product_id, name] = SubDevice(self, product_id, name)
         if key is not None:
+            try:
+                make_token(key, product_id, name, 0)  # a bad key fails here, not at add()
+            except Unauthorized as exc:
+                raise ValueError(f"{sub!r}: its key is not base64") from exc
             sub.key = key
         return sub
 
