@@ -1,6 +1,8 @@
 """The device side of ThingsHub: a Python SDK for devices that talk to it over MQTT.
 
 `OneNetDevice` (token login, device image, commands, thing model),
+`OneNetGateway` (a OneNET device that also speaks for its sub-devices:
+topology, their login, their data, calls to them routed to handlers),
 `ThingsPanelDevice` (telemetry, attributes, events, commands, attribute
 set/get, control, OTA) and `ThingsPanelGateway` (the same for sub-devices
 behind one connection). Each has an asyncio API and, through `.blocking()`, a
@@ -24,6 +26,7 @@ from thingshub.device.client import (
 )
 from thingshub.device.gateway import ThingsPanelGateway
 from thingshub.device.onenet import OneNetDevice, ThingError
+from thingshub.device.onenet_gateway import OneNetGateway, SubDevice
 from thingshub.device.ota import Firmware
 from thingshub.device.thingspanel import ThingsPanelDevice
 
@@ -35,7 +38,9 @@ __all__ = [
     "MqttClient",
     "NotConnected",
     "OneNetDevice",
+    "OneNetGateway",
     "Rejected",
+    "SubDevice",
     "ThingError",
     "ThingsPanelDevice",
     "ThingsPanelGateway",

@@ -302,16 +302,18 @@ class OneNetDevice(Device):
         data = await self._thing("property/desired/get", list(identifiers))
         return dict(data or {})
 
-    async def _thing(self, path: str, params: Any) -> Any:
+    async def _thing(self, path: str, params: Any, key: str | None = None) -> Any:
         await self.listen(self.prefix + "thing/#")
-        key = self.next_id()
+        key = key or self.next_id()
         body = json.dumps({"id": key, "version": "1.0", "params": params}).encode()
         reply = await self.request("thing:" + key, self.prefix + "thing/" + path, body)
         if reply.get("code") != 200:
             raise Rejected(reply.get("code", "?"), reply.get("msg", ""))
         return reply.get("data")
 
-    async def _answer_thing(self, topic: str, request: dict[str, Any], work: Any) -> None:
+    async def _answer_thing(
+        self, topic: str, request: dict[str, Any], work: Any, *, is_call: bool = True
+    ) -> None:
         reply: dict[str, Any] = {"id": str(request.get("id", "")), "code": 200, "msg": "success"}
         try:
             data = await work
@@ -323,7 +325,7 @@ class OneNetDevice(Device):
             reply.update(code=500, msg=f"device error: {exc}")
             self.errors += 1
         await self.client.publish(topic, json.dumps(reply).encode(), 1, self.timeout)
-        self.calls_answered += 1
+        self.calls_answered += is_call  # a gateway's answer to a notice is not a call
 
     # ---------------------------------------------------------------- messages in
 
