@@ -17,16 +17,20 @@ The traffic, all at once, on one `thingshub serve` (fresh SQLite data dir):
 - reconnect churn: `--churn` OneNET devices; every 0.5 s one of them connects, and
   leaves with DISCONNECT or by dropping the socket (no goodbye), in turn.
 
-Every `--interval` s it samples the server's RSS (/proc/PID/status), its open file
-descriptors (/proc/PID/fd), the event loop's lag seen from outside (the time of a
+Every `--interval` s it samples the server's RSS (/proc/PID/status), SQLite's share of
+it (`thingshub_sqlite_memory_bytes` on /metrics: its page caches above all), its open
+file descriptors (/proc/PID/fd), the event loop's lag seen from outside (the time of a
 `GET /healthz`, which does nothing but answer), and the p99 of the telemetry PUBACKs and
 of the command calls over that interval. Errors of every kind are counted.
 
 Verdict, the rule: of the samples after `--warmup` (default 60 s, or a fifth of a short
 run), the baseline is the median of the first third (at least 3 samples) and the end the
 median of the last third (medians: one noisy sample on a shared machine is no trend).
-"flat" when RSS at the end is within +10 % (+8 MiB for small processes) of the baseline,
-open fds within +10 % (+5), the p99s and the lag at the end within 3x the baseline
+"flat" when RSS less SQLite's heap at the end is within +10 % (+8 MiB for small
+processes) of the baseline and SQLite's heap within the bound of its page caches
+(`thingshub_sqlite_cache_limit_bytes`: a cache filling as the database grows is growth
+by design, up to that bound, and a leak anywhere else still shows), open fds within
++10 % (+5), the p99s and the lag at the end within 3x the baseline
 (+20 ms; a shared machine is noisy), the server alive and no errors. Else "NOT flat" and
 why; the exit status is 0 for flat, 1 otherwise.
 
@@ -304,9 +308,18 @@ async def traffic(
             fds = len(os.listdir(f"/proc/{server.pid}/fd"))
         except OSError:
             fds = -1
+        try:
+            sqlite = await sqlite_memory(http)
+        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            c.error("metrics", repr(exc))
+            sqlite = (float("nan"), float("nan"))
+        rss = server.rss_kb() / 1024
         s = {
             "t": round(t - t0),
-            "rss_mb": round(server.rss_kb() / 1024, 1),
+            "rss_mb": round(rss, 1),
+            "sqlite_mb": round(sqlite[0], 1),
+            "sqlite_limit_mb": round(sqlite[1], 1),
+            "rss_less_sqlite_mb": round(rss - sqlite[0], 1),
             "fds": fds,
             "lag_ms": round(lag, 1),
             "puback_p99_ms": round(percentile(pub, 99), 1),
@@ -332,6 +345,22 @@ async def traffic(
     return samples
 
 
+async def sqlite_memory(http: httpx.AsyncClient) -> tuple[float, float]:
+    """SQLite's heap and the bound of its page caches, in MB, off /metrics (KeyError
+    when either is missing: the caller counts it as an error of the run)."""
+    r = await http.get("/metrics")
+    values = {
+        name: float(value)
+        for name, value in (line.split(" ", 1) for line in r.text.splitlines())
+        if name in ("thingshub_sqlite_memory_bytes", "thingshub_sqlite_cache_limit_bytes")
+    }
+    mb = 1024 * 1024
+    return (
+        values["thingshub_sqlite_memory_bytes"] / mb,
+        values["thingshub_sqlite_cache_limit_bytes"] / mb,
+    )
+
+
 def verdict(
     samples: list[dict[str, Any]], a: argparse.Namespace, alive: bool, errors: int
 ) -> tuple[bool, list[str]]:
@@ -343,7 +372,7 @@ def verdict(
     base, end = warm[:third], warm[-third:]
     why = []
     for key, pct, slack in (
-        ("rss_mb", 1.10, 8.0),
+        ("rss_less_sqlite_mb", 1.10, 8.0),
         ("fds", 1.10, 5.0),
         ("lag_ms", 3.0, 20.0),
         ("puback_p99_ms", 3.0, 20.0),
@@ -352,6 +381,9 @@ def verdict(
         b, e = (statistics.median(r[key] for r in rows) for rows in (base, end))
         if e > max(b * pct, b + slack):
             why.append(f"{key} grew from {b:.1f} to {e:.1f}")
+    over = [r for r in warm if r["sqlite_mb"] > r["sqlite_limit_mb"]]
+    if over:
+        why.append(f"SQLite's heap {over[0]['sqlite_mb']} MB over its bound at {over[0]['t']} s")
     if not alive:
         why.append("the server died")
     if errors:

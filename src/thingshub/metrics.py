@@ -142,6 +142,7 @@ def collect(platform: Parts) -> Iterable[Metric]:
     writer = getattr(platform.storage, "writer", None)
     if isinstance(writer, GroupCommit):  # SQLite and PostgreSQL (not the memory store)
         families += _writer_metrics(writer)
+    families += _sqlite_memory_metrics(platform.storage)
     if platform.things is not None:
         things = CounterMetricFamily(
             "thingshub_thing_requests_refused",
@@ -207,6 +208,22 @@ def _writer_metrics(writer: GroupCommit) -> list[Metric]:
     )
     held.add_metric([], writer.stats.held)
     return [outages, down, held]
+
+
+def _sqlite_memory_metrics(storage: object) -> list[Metric]:
+    """SQLite's own heap and the bound of its page caches (storage/sqlite/memory.py):
+    RSS that grows towards the bound with the database is a cache filling, not a leak."""
+    used = getattr(storage, "memory_used", None)
+    value = used() if callable(used) else None
+    if not isinstance(value, int):  # not SQLite, or a Python whose SQLite cannot be read
+        return []
+    heap = GaugeMetricFamily("thingshub_sqlite_memory_bytes", "Memory SQLite holds now.")
+    heap.add_metric([], value)
+    limit = GaugeMetricFamily(
+        "thingshub_sqlite_cache_limit_bytes", "Bytes SQLite's page caches may grow to."
+    )
+    limit.add_metric([], getattr(storage, "cache_limit", 0))
+    return [heap, limit]
 
 
 def _cluster_metrics(nats: NatsBus) -> list[Metric]:

@@ -49,6 +49,17 @@ def test_health_metrics_and_docs_need_no_key(platform: RunningPlatform) -> None:
     assert metrics.status_code == 200
     assert "thingshub_mqtt_connections" in metrics.text
     assert "thingshub_http_requests_total" in metrics.text
+    # SQLite's heap beside the cap of its page caches (64 + 16 MiB); none on PostgreSQL.
+    values = {
+        name: float(value)
+        for name, value in (line.split(" ", 1) for line in metrics.text.splitlines())
+        if name.startswith("thingshub_sqlite")
+    }
+    if platform.platform.settings.database_url is None:
+        assert 0 < values["thingshub_sqlite_memory_bytes"] < 80 * 1024 * 1024
+        assert values["thingshub_sqlite_cache_limit_bytes"] == 80 * 1024 * 1024
+    else:
+        assert values == {}
     assert bare.get("/docs").status_code == 200
     spec = bare.get("/openapi.json").json()
     assert "/api/v1/products/{pid}/devices" in spec["paths"]

@@ -39,4 +39,8 @@ def test_soak_smoke_run_has_every_traffic_and_no_error(tmp_path: Path) -> None:
     samples = data["samples"]
     assert len(samples) >= 6
     assert all(s["rss_mb"] > 0 and s["fds"] > 0 and s["lag_ms"] > 0 for s in samples)
+    assert all(0 < s["sqlite_mb"] < s["sqlite_limit_mb"] == 80 for s in samples)
+    assert all(
+        abs(s["rss_less_sqlite_mb"] - (s["rss_mb"] - s["sqlite_mb"])) <= 0.11 for s in samples
+    )
     assert "verdict: " in proc.stdout

@@ -34,7 +34,7 @@ from pathlib import Path
 from thingshub.storage.sql.connection import Connection, sql
 from thingshub.storage.sql.migrations import Migration, log_migrated, migrate
 from thingshub.storage.sql.storage import SqlStorage
-from thingshub.storage.sqlite import dialect
+from thingshub.storage.sqlite import dialect, memory
 from thingshub.storage.sqlite import thread as sqlite_thread
 from thingshub.storage.sqlite.schema import MIGRATIONS
 from thingshub.storage.sqlite.thread import Db, run_body
@@ -79,6 +79,16 @@ class SqliteStorage(SqlStorage):
     async def _disconnect(self) -> None:
         await self._reader.close()
         await self._db.close()
+
+    def memory_used(self) -> int | None:
+        """SQLite's heap in this process (memory.py): the page caches, bounded by
+        `cache_limit`, and what its statements hold."""
+        return memory.memory_used()
+
+    @property
+    def cache_limit(self) -> int:
+        """Bytes the page caches of both connections may grow to."""
+        return (CACHE_KIB + READER_CACHE_KIB) * 1024
 
     async def pragmas(self) -> dict[str, object]:
         """The connection's settings that matter for durability (for tests and diagnostics)."""
