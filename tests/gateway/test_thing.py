@@ -147,7 +147,12 @@ def test_a_model_checks_what_devices_post(platform: RunningPlatform, device: Pah
     events = api.get(
         "/api/v1/products/p1/devices/d1/events", params={"start": 0, "end": 2**62}
     ).json()
-    assert events[-1]["method"] == "alarm" and events[-1]["params"] == {"level": 3}
+    assert events[-1] == {
+        "ts": events[-1]["ts"],
+        "method": "alarm",
+        "params": {"level": 3},
+        "type": "alert",  # the model's eventType
+    }
 
 
 def test_a_replaced_model_checks_the_next_post(

@@ -82,9 +82,15 @@ async def events(
     limit: HistoryLimit = None,
     cursor: PointCursor = None,
 ) -> JSONResponse:
-    """`[{"ts", "method", "params"}, ...]` ascending. When there are more than `limit`,
-    the `X-Next-Cursor` header carries the cursor of the next page."""
+    """`[{"ts", "method", "params"}, ...]` ascending, with `type` (info, alert, error)
+    where the product's thing model gives the event one. When there are more than
+    `limit`, the `X-Next-Cursor` header carries the cursor of the next page."""
     items, next_cursor = await history.event_list(pid, name, start, end, limit, cursor)
     headers = {"X-Next-Cursor": next_cursor} if next_cursor else None
-    body = [{"ts": e.ts, "method": e.method, "params": e.params} for e in items]
+    body = [
+        {"ts": e.ts, "method": e.method, "params": e.params}
+        if e.type is None
+        else {"ts": e.ts, "method": e.method, "params": e.params, "type": e.type}
+        for e in items
+    ]
     return JSONResponse(body, headers=headers)
