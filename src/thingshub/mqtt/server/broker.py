@@ -348,10 +348,18 @@ class Broker:
         expiry, capped_expiry = session_expiry(packet, config.max_session_expiry)
 
         key = decision.session_key or client_id
-        if not self.takeover.claim(conn, key, decision.identity):
-            conn.refuse(ReasonCode.SESSION_TAKEN_OVER, "a newer login came first", connack=False)
-            return
-        existing = self.sessions.get(key)
+        identity = decision.identity
+        sessions = self.sessions
+        existing = sessions.get(key)
+        # Nobody to take over from (no session of that key, no identity): the
+        # takeover has nothing to do, and most connects skip its two calls.
+        if existing is not None or identity is not None:
+            if not self.takeover.claim(conn, key, identity):
+                conn.refuse(
+                    ReasonCode.SESSION_TAKEN_OVER, "a newer login came first", connack=False
+                )
+                return
+            existing = sessions.get(key)  # the claim may have ended it
         session_present = False
         if existing is not None and packet.clean_start:
             self.end_session(existing)
@@ -370,8 +378,9 @@ class Broker:
                 config.max_queued,
                 config.max_queued_bytes,
             )
-            self.sessions[key] = session
-        self.takeover.bind(session, decision.identity)
+            sessions[key] = session
+        if identity is not None or session.identity is not None:
+            self.takeover.bind(session, identity)
         session.expiry_interval = capped_expiry
         receive_max = props.receive_maximum if v5 and props.receive_maximum else 65535
         session.max_inflight = min(config.max_inflight, receive_max)
