@@ -399,8 +399,13 @@ class Broker:
         )
         session.connection = conn
 
+        # The CONNACK leaves now, not with the loop's next flush: a burst of
+        # connects would otherwise get every CONNACK only after the last CONNECT
+        # of the burst was handled, and the clients would wait idle meanwhile.
+        # What follows it (resent messages, what the hook writes) goes with the
+        # loop's flush.
         if not v5:
-            conn.write(_CONNACK_V3[session_present])
+            conn.write_now(_CONNACK_V3[session_present])
         else:
             ack_props = Properties(
                 session_expiry_interval=capped_expiry if capped_expiry != expiry else None,
@@ -410,7 +415,7 @@ class Broker:
                 topic_alias_maximum=config.topic_alias_maximum,
                 maximum_packet_size=config.max_packet_size,
             )
-            conn.write(encode(Connack(0, session_present, ack_props), MQTT_5))
+            conn.write_now(encode(Connack(0, session_present, ack_props), MQTT_5))
         try:  # before activate(), which may handle packets sent after CONNECT (a DISCONNECT)
             self.hooks.on_connect(conn.client)
         except Exception:
@@ -419,10 +424,6 @@ class Broker:
         conn.activate()
         if session_present and session.connection is conn:
             self.delivery.resend(session)
-        # Out now, not with the loop's next flush: a burst of connects would
-        # otherwise get every CONNACK only after the last CONNECT of the burst
-        # was handled, and the clients would wait idle meanwhile.
-        conn.flush()
 
     # ------------------------------------------------------------ PUBLISH
 

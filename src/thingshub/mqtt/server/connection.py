@@ -16,6 +16,8 @@ Rules:
   its authentication.
 - Output is coalesced: everything written during one turn of the event loop
   leaves in one `transport.write`, which is what makes small packets cheap.
+  The CONNACK is the exception (`write_now`): it leaves at once, as the
+  client waits for nothing else.
 - A malformed or forbidden packet closes only this connection: a 5.0 client
   first gets a DISCONNECT with the reason code, a 3.1.1 client just a close.
 - What a connected client publishes, and the order and timing of our
@@ -195,6 +197,16 @@ class Connection(Inbound, Backpressure, asyncio.Protocol):
         else:
             buf.append(data)
         self._wbytes += len(data)
+
+    def write_now(self, data: bytes) -> None:
+        """Write `data` at once, after whatever is already waiting (a CONNACK:
+        the client is idle until it has it)."""
+        if self._wbuf is not None:
+            self.write(data)
+            self.flush()
+        elif self.transport is not None and self.machine.state is not CLOSED:
+            self.broker.stats.bytes_out += len(data)
+            self.transport.write(data)
 
     def flush(self) -> None:
         buf = self._wbuf
