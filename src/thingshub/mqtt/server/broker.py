@@ -97,16 +97,14 @@ class Broker:
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
-        #: Connections with output for the end of this loop turn: a connection
-        #: appends itself (connection.py); not empty exactly while the flush is
-        #: scheduled, so only the first one of a turn calls `schedule_flush`.
-        self.dirty: list[Connection] = []
+        self._dirty: list[Connection] = []
         #: Messages handed to the application whose acknowledgement still waits.
         self.acks = AckBudget(self.config.max_waiting_acks)
         #: Connections that received data since `activity()` was last called;
         #: kept only when the application asks for it (and calls activity()).
         self.track_activity = False
         self.active: list[Connection] = []
+        self._flush_scheduled = False
         self._started = False
 
     # ------------------------------------------------------------ lifecycle
@@ -182,8 +180,9 @@ class Broker:
         task.add_done_callback(self._tasks.discard)
 
     def _flush_all(self) -> None:
-        dirty = self.dirty
-        self.dirty = []
+        self._flush_scheduled = False
+        dirty = self._dirty
+        self._dirty = []
         for conn in dirty:
             conn.flush()
 
@@ -459,9 +458,12 @@ class Broker:
 
     # ------------------------------------------------------------ a connection's requests
 
-    def schedule_flush(self) -> None:
-        """The first output of this loop turn: everyone's leaves at its end (`dirty`)."""
-        self.loop.call_soon(self._flush_all)
+    def schedule_flush(self, conn: Connection) -> None:
+        """`conn` has output: it leaves with everyone's at the end of this loop turn."""
+        self._dirty.append(conn)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush_all)
 
     def subscribe(self, conn: Connection, packet: Subscribe) -> None:
         self.subscriptions.subscribe(conn, packet)
