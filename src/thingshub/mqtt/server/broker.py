@@ -114,6 +114,9 @@ class Broker:
     delivery: Delivery
     subscriptions: Subscriptions
     departures: Departures
+    #: A connection that was CONNECTED has ended: departures.py's `detach`
+    #: itself, bound by `start` (connection.py's `Host` states its arguments).
+    detach: Callable[..., None]
 
     def _bind_loop(self) -> None:
         if not self._started:
@@ -130,6 +133,7 @@ class Broker:
                 self.incoming,
                 self.loop,
             )
+            self.detach = self.departures.detach
             self._sweeper = self.loop.create_task(self._sweep())
 
     async def start(
@@ -470,10 +474,6 @@ class Broker:
 
     def unsubscribe(self, conn: Connection, packet: Unsubscribe) -> None:
         self.subscriptions.unsubscribe(conn, packet)
-
-    def detach(self, conn: Connection, reason: CloseReason, *, send_will: bool) -> None:
-        """A connection that was CONNECTED has ended (departures.py)."""
-        self.departures.detach(conn, reason, send_will=send_will)
 
     def end_session(self, session: Session) -> None:
         self.departures.end(session)
