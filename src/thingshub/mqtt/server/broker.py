@@ -87,13 +87,10 @@ class Broker:
         self.takeover = Takeover(self.sessions, self.end_session)
         self.census = Census(self.config, self.stats)
         self._connections = self.census.open
-        # What a connection asks of the server on every connect, bound once
-        # here rather than passed on by a method of ours (a call less each).
-        #: A socket opened: False if it is one too many (census.py; it is closed at once).
-        self.register: Callable[[Connection], bool] = self.census.add
+        # Asked on every connect: bound once, with no method of ours in between.
+        self.register: Callable[[Connection], bool] = self.census.add  # False: one too many
         self.unregister: Callable[[Connection], None] = self.census.remove
-        #: The number of a CONNECT that has just arrived (takeover.py).
-        self.next_seq: Callable[[], int] = self.takeover.number
+        self.next_seq: Callable[[], int] = self.takeover.number  # a CONNECT's number
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -114,8 +111,7 @@ class Broker:
     delivery: Delivery
     subscriptions: Subscriptions
     departures: Departures
-    #: A connection that was CONNECTED has ended: departures.py's `detach`
-    #: itself, bound by `start` (connection.py's `Host` states its arguments).
+    #: A CONNECTED connection ended: departures.py's, bound at start (see `Host`).
     detach: Callable[..., None]
 
     def _bind_loop(self) -> None:
@@ -355,8 +351,7 @@ class Broker:
         identity = decision.identity
         sessions = self.sessions
         existing = sessions.get(key)
-        # Nobody to take over from (no session of that key, no identity): the
-        # takeover has nothing to do, and most connects skip its two calls.
+        # No session of that key, no identity (most connects): no takeover to do.
         if existing is not None or identity is not None:
             if not self.takeover.claim(conn, key, identity):
                 conn.refuse(
@@ -403,11 +398,8 @@ class Broker:
         )
         session.connection = conn
 
-        # The CONNACK leaves now, not with the loop's next flush: a burst of
-        # connects would otherwise get every CONNACK only after the last CONNECT
-        # of the burst was handled, and the clients would wait idle meanwhile.
-        # What follows it (resent messages, what the hook writes) goes with the
-        # loop's flush.
+        # The CONNACK leaves now, not at the loop's flush after the whole burst of
+        # CONNECTs (the clients would idle meanwhile); what follows it waits for that.
         if not v5:
             conn.write_now(_CONNACK_V3[session_present])
         else:
