@@ -22,10 +22,12 @@ own instructions (Python, uvloop, the C library; not the kernel's) for:
 Why: on the shared 2-core machine the bench's connects/s move by 20% between
 runs of one tree, and a 5% difference between trees cannot be told apart from
 the machine's load. Instruction counts do not depend on the load: the same
-tree counts within ~1% run after run. The server's timer sweep (every 0.5 s,
-over every connection) is left out: under callgrind a phase lasts 50 times as
-long, so it would run 50 times as often as in the bench; `login_harness.py`
-counts it per connection.
+tree counts within 0.5% run after run (messages within 1.5%: how many packets
+one read brings, and whether a publisher is held by backpressure, follow the
+timing; `--publishers 100` keeps the subscriber's queue under its window). The
+server's timer sweep (every 0.5 s, over every connection) is left out: under
+callgrind a phase lasts 50 times as long, so it would run 50 times as often as
+in the bench; `login_harness.py` counts it per connection.
 
 Before the phases, 200 clients connect and disconnect (a warmup: the first
 connects import and cache what later ones reuse). `SRC` may be any tree since
