@@ -196,7 +196,7 @@ class Connection(Inbound, Backpressure, asyncio.Protocol):
 
     def write_now(self, data: bytes) -> None:
         """Write `data` at once, not at the loop's flush (a CONNACK: the client idles for it)."""
-        if self._wbuf is not None:  # nothing is, before a CONNACK; order kept all the same
+        if self._wbuf is not None:  # never before a CONNACK; if so, what waits goes first
             self.flush()
         if self.transport is not None and self.machine.state is not CLOSED:
             self.broker.stats.bytes_out += len(data)
