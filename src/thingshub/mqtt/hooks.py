@@ -49,8 +49,12 @@ class _Addressed:
     __slots__ = ("_address", "_peer")
 
     def __init__(self, address: str | Peer) -> None:
-        self._address = address if isinstance(address, str) else None
-        self._peer = address if not isinstance(address, str) else None
+        if isinstance(address, str):
+            self._address: str | None = address
+            self._peer: Peer | None = None
+        else:
+            self._address = None
+            self._peer = address
 
     @property
     def address(self) -> str:
@@ -92,7 +96,7 @@ class ConnectRequest(_Addressed):
         self.clean_start = clean_start
         self.keepalive = keepalive
         self.properties = properties
-        super().__init__(address)
+        _Addressed.__init__(self, address)  # by name: super() costs a lookup per connect
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +168,7 @@ class ClientInfo(_Addressed):
         self.connected_at = connected_at
         self.session_key = session_key
         self.seq = seq
-        super().__init__(address)
+        _Addressed.__init__(self, address)  # by name: super() costs a lookup per connect
 
     def __repr__(self) -> str:
         return (

@@ -222,8 +222,13 @@ def _publish(flags: int, data: bytes, pos: int, end: int, version: int) -> Publi
     if "\x00" in topic:
         raise MalformedPacket("topic contains U+0000")
     packet_id = None
-    if qos:
-        packet_id, pos = _packet_id(data, pos, end)
+    if qos:  # _packet_id written out: every QoS 1/2 message comes this way
+        if pos + 2 > end:
+            raise MalformedPacket("packet ends inside a two-byte integer")
+        packet_id = (data[pos] << 8) | data[pos + 1]
+        if not packet_id:
+            raise MalformedPacket("packet identifier 0")
+        pos += 2
     props = EMPTY
     if version == MQTT_5:
         if pos < end and data[pos] == 0:

@@ -49,6 +49,13 @@ class Departure:
     expires_at: float | None = None
 
 
+#: The plans of a session that ends with its connection (clean session 1, the
+#: most common), made once: a frozen dataclass costs a call per field to build.
+_END = Departure(end_now=True)
+_WILL_AND_END = Departure(will_now=True, end_now=True)
+_NOTHING = Departure()
+
+
 def depart(
     now: float, *, expiry: int, will_delay: int | None, taken_over: bool = False
 ) -> Departure:
@@ -59,11 +66,11 @@ def depart(
     """
     if taken_over:
         if will_delay is None:
-            return Departure()
+            return _NOTHING
         delay = 0 if expiry == 0 else min(will_delay, expiry)
         return _will(now, delay)
     if expiry == 0:
-        return Departure(will_now=will_delay is not None, end_now=True)
+        return _END if will_delay is None else _WILL_AND_END
     expires_at = None if expiry == NEVER else now + expiry
     if will_delay is None:
         return Departure(expires_at=expires_at)

@@ -87,6 +87,10 @@ class Broker:
         self.takeover = Takeover(self.sessions, self.end_session)
         self.census = Census(self.config, self.stats)
         self._connections = self.census.open
+        # Asked on every connect: bound once, with no method of ours in between.
+        self.register: Callable[[Connection], bool] = self.census.add  # False: one too many
+        self.unregister: Callable[[Connection], None] = self.census.remove
+        self.next_seq: Callable[[], int] = self.takeover.number  # a CONNECT's number
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -107,6 +111,8 @@ class Broker:
     delivery: Delivery
     subscriptions: Subscriptions
     departures: Departures
+    #: A CONNECTED connection ended: departures.py's, bound at start (see `Host`).
+    detach: Callable[..., None]
 
     def _bind_loop(self) -> None:
         if not self._started:
@@ -123,6 +129,7 @@ class Broker:
                 self.incoming,
                 self.loop,
             )
+            self.detach = self.departures.detach
             self._sweeper = self.loop.create_task(self._sweep())
 
     async def start(
@@ -341,10 +348,17 @@ class Broker:
         expiry, capped_expiry = session_expiry(packet, config.max_session_expiry)
 
         key = decision.session_key or client_id
-        if not self.takeover.claim(conn, key, decision.identity):
-            conn.refuse(ReasonCode.SESSION_TAKEN_OVER, "a newer login came first", connack=False)
-            return
-        existing = self.sessions.get(key)
+        identity = decision.identity
+        sessions = self.sessions
+        existing = sessions.get(key)
+        # No session of that key, no identity (most connects): no takeover to do.
+        if existing is not None or identity is not None:
+            if not self.takeover.claim(conn, key, identity):
+                conn.refuse(
+                    ReasonCode.SESSION_TAKEN_OVER, "a newer login came first", connack=False
+                )
+                return
+            existing = sessions.get(key)  # the claim may have ended it
         session_present = False
         if existing is not None and packet.clean_start:
             self.end_session(existing)
@@ -363,8 +377,9 @@ class Broker:
                 config.max_queued,
                 config.max_queued_bytes,
             )
-            self.sessions[key] = session
-        self.takeover.bind(session, decision.identity)
+            sessions[key] = session
+        if identity is not None or session.identity is not None:
+            self.takeover.bind(session, identity)
         session.expiry_interval = capped_expiry
         receive_max = props.receive_maximum if v5 and props.receive_maximum else 65535
         session.max_inflight = min(config.max_inflight, receive_max)
@@ -383,8 +398,10 @@ class Broker:
         )
         session.connection = conn
 
+        # The CONNACK leaves now, not at the loop's flush after the whole burst of
+        # CONNECTs (the clients would idle meanwhile); what follows it waits for that.
         if not v5:
-            conn.write(_CONNACK_V3[session_present])
+            conn.write_now(_CONNACK_V3[session_present])
         else:
             ack_props = Properties(
                 session_expiry_interval=capped_expiry if capped_expiry != expiry else None,
@@ -394,7 +411,7 @@ class Broker:
                 topic_alias_maximum=config.topic_alias_maximum,
                 maximum_packet_size=config.max_packet_size,
             )
-            conn.write(encode(Connack(0, session_present, ack_props), MQTT_5))
+            conn.write_now(encode(Connack(0, session_present, ack_props), MQTT_5))
         try:  # before activate(), which may handle packets sent after CONNECT (a DISCONNECT)
             self.hooks.on_connect(conn.client)
         except Exception:
@@ -403,10 +420,6 @@ class Broker:
         conn.activate()
         if session_present and session.connection is conn:
             self.delivery.resend(session)
-        # Out now, not with the loop's next flush: a burst of connects would
-        # otherwise get every CONNACK only after the last CONNECT of the burst
-        # was handled, and the clients would wait idle meanwhile.
-        conn.flush()
 
     # ------------------------------------------------------------ PUBLISH
 
@@ -441,13 +454,6 @@ class Broker:
 
     # ------------------------------------------------------------ a connection's requests
 
-    def register(self, conn: Connection) -> bool:
-        """A socket opened: False if it is one too many (census.py; it is closed at once)."""
-        return self.census.add(conn)
-
-    def unregister(self, conn: Connection) -> None:
-        self.census.remove(conn)
-
     def schedule_flush(self, conn: Connection) -> None:
         """`conn` has output: it leaves with everyone's at the end of this loop turn."""
         self._dirty.append(conn)
@@ -455,18 +461,11 @@ class Broker:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush_all)
 
-    def next_seq(self) -> int:
-        return self.takeover.number()
-
     def subscribe(self, conn: Connection, packet: Subscribe) -> None:
         self.subscriptions.subscribe(conn, packet)
 
     def unsubscribe(self, conn: Connection, packet: Unsubscribe) -> None:
         self.subscriptions.unsubscribe(conn, packet)
-
-    def detach(self, conn: Connection, reason: CloseReason, *, send_will: bool) -> None:
-        """A connection that was CONNECTED has ended (departures.py)."""
-        self.departures.detach(conn, reason, send_will=send_will)
 
     def end_session(self, session: Session) -> None:
         self.departures.end(session)

@@ -15,7 +15,7 @@ Rules:
   pauses; closing the connection meanwhile (the connect timeout) cancels
   its authentication.
 - Output is coalesced: everything written during one turn of the event loop
-  leaves in one `transport.write`, which is what makes small packets cheap.
+  leaves in one `transport.write` (but the CONNACK, at once: `write_now`).
 - A malformed or forbidden packet closes only this connection: a 5.0 client
   first gets a DISCONNECT with the reason code, a 3.1.1 client just a close.
 - What a connected client publishes, and the order and timing of our
@@ -116,7 +116,7 @@ class Connection(Inbound, Backpressure, asyncio.Protocol):
     broker: Host
 
     def __init__(self, broker: Host) -> None:
-        super().__init__()
+        Backpressure.__init__(self)  # the one base with state: no super() lookup per accept
         self.broker = broker
         self.transport: asyncio.Transport | None = None
         self.machine = Machine(broker.config, 0.0)
@@ -193,6 +193,14 @@ class Connection(Inbound, Backpressure, asyncio.Protocol):
         else:
             buf.append(data)
         self._wbytes += len(data)
+
+    def write_now(self, data: bytes) -> None:
+        """Write `data` at once, not at the loop's flush (a CONNACK: the client idles for it)."""
+        if self._wbuf is not None:  # never before a CONNACK; if so, what waits goes first
+            self.flush()
+        if self.transport is not None and self.machine.state is not CLOSED:
+            self.broker.stats.bytes_out += len(data)
+            self.transport.write(data)
 
     def flush(self) -> None:
         buf = self._wbuf

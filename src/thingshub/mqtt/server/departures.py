@@ -116,9 +116,11 @@ class Departures:
         session.cancel_timers()
         if pending is not None:
             self.publish_will(*pending)
-        self.delivery.forget(session)
+        if session.subscriptions is not NONE_YET:  # most sessions never subscribe
+            self.delivery.forget(session)
         session.inflight = NONE_YET
         session.clear_queue()
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
-        self.takeover.release(session)
+        if session.identity is not None:  # else it holds nothing in the takeover
+            self.takeover.release(session)

@@ -126,7 +126,8 @@ class Inbound:
                 # A resent QoS 2 message we already have: acknowledge, deliver nothing.
                 self._queue_ack(pid, _PUBREC, 0)
                 return
-            if machine.admit(session.qos2_count()):
+            qos2 = session.inbound_qos2  # its size is session.qos2_count(), without the call
+            if machine.admit(len(qos2) if qos2 is not None else 0):
                 self.throttle()
         props = packet.properties
         message = Message(packet.topic, packet.payload, qos, packet.retain, props)
@@ -146,7 +147,12 @@ class Inbound:
         if qos == 2:
             session.qos2_add(pid)
         if outcome is None or isinstance(outcome, int):
-            self._queue_ack(pid, ack_type, outcome or 0)
+            # _queue_ack and _send_ack written out: this is every QoS 1/2 message's path.
+            code = outcome or 0
+            if machine.ack_now(pid, ack_type, code):
+                self.write(machine.ack(pid, ack_type, code))
+                if code and machine.refuses_qos2(ack_type, code):
+                    session.qos2_release(pid)
         else:
             entry = machine.ack_later(pid, ack_type)
             outcome.add_done_callback(lambda fut: self._ack_done(entry, fut))

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 
 class Takeover:
-    __slots__ = ("_end_session", "_held", "_seqs", "_sessions")
+    __slots__ = ("_end_session", "_held", "_sessions", "number")
 
     def __init__(
         self, sessions: dict[str, Session], end_session: Callable[[Session], None]
@@ -47,13 +47,11 @@ class Takeover:
         #: The server's sessions by key, and how it ends one.
         self._sessions = sessions
         self._end_session = end_session
-        self._seqs = itertools.count(1)
+        #: The number of a CONNECT that has just arrived (`Link.seq`): the
+        #: counter's own `__next__`, no Python frame per connect.
+        self.number: Callable[[], int] = itertools.count(1).__next__
         #: identity -> the session it holds
         self._held: dict[str, Session] = {}
-
-    def number(self) -> int:
-        """The number of a CONNECT that has just arrived (`Link.seq`)."""
-        return next(self._seqs)
 
     def claim(self, conn: Link, key: str, identity: str | None) -> bool:
         """Make way for `conn`, about to be accepted for session `key` and
