@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any, Final
 
 from thingshub.core import jsontext, values
@@ -112,6 +113,9 @@ def _too_large(message: str) -> ReportError:
 # UTF-16/32; the payload is decoded as UTF-8 here, then parsed strictly.
 _DECODER = jsontext.DECODER
 _WS = jsontext.WHITESPACE
+#: The decoder's scanner called straight: a document with nothing around it (what
+#: devices send) is read without `decode`'s two Python frames and whitespace matches.
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
 
 
 def _load(payload: bytes, max_payload: int) -> Any:
@@ -126,6 +130,12 @@ def _load(payload: bytes, max_payload: int) -> Any:
             f"the payload is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
             f"{exc.start})",
         ) from None
+    try:
+        body, end = _SCAN(text, 0)
+        if end == len(text):
+            return body
+    except (StopIteration, ValueError, RecursionError):
+        pass  # whitespace first, or not JSON: `decode` below reads it and says why
     try:
         return _DECODER.decode(text)
     except RecursionError:
