@@ -37,6 +37,10 @@ Rules:
   open), for callers on the ingest path that hand that future on rather
   than await it (one message: no task, no coroutine). With `missing=` a
   `NotFound` outcome resolves the future to that value instead of failing it.
+  With `then=`, that callable runs in the writer as the write's future is
+  resolved with a value (committed; not for `missing`), before any of its done
+  callbacks: the caller's bookkeeping without a scheduled callback per write.
+  What it raises is logged and changes nothing else.
 - A caller cancelled before its write joins a batch drops that write; once
   the batch has begun the write is committed (or not) with its batch.
   Cancelling callers never breaks a batch.
@@ -118,6 +122,7 @@ class _Pending:
     write: Write
     future: asyncio.Future[Any]
     missing: Any = _RAISE
+    then: Callable[[], None] | None = None
 
 
 class GroupCommit:
@@ -166,9 +171,12 @@ class GroupCommit:
         """Queue `write` and return its outcome once its batch is committed."""
         return await self.submit_now(write)
 
-    def submit_now(self, write: Write, missing: Any = _RAISE) -> asyncio.Future[Any]:
+    def submit_now(
+        self, write: Write, missing: Any = _RAISE, then: Callable[[], None] | None = None
+    ) -> asyncio.Future[Any]:
         """Queue `write`; its future resolves once its batch is committed (to
-        `missing`, if given, where the outcome is NotFound)."""
+        `missing`, if given, where the outcome is NotFound); `then()` is called
+        as it resolves to a value."""
         loop = self._loop
         if self._closing or self._task is None or self._task.done() or self._wakeup is None:
             future: asyncio.Future[Any] = (loop or asyncio.get_running_loop()).create_future()
@@ -179,7 +187,7 @@ class GroupCommit:
         if self.outage is not None and write.kind not in self.held:
             future.set_exception(StorageUnreachable(self.outage.message))
             return future
-        self._queue.append(_Pending(write, future, missing))
+        self._queue.append(_Pending(write, future, missing, then))
         self._wakeup.set()
         return future
 
@@ -259,6 +267,14 @@ class GroupCommit:
                     item.future.set_exception(outcome)
             else:
                 item.future.set_result(outcome)
+                if item.then is not None:
+                    self._then(item.then)
+
+    def _then(self, then: Callable[[], None]) -> None:
+        try:
+            then()
+        except Exception:  # the caller's bookkeeping: it must not stop the writer
+            log.exception("%s storage: a write's follow-up failed", self.backend)
 
     def _hold(self, batch: list[_Pending], exc: StorageUnreachable) -> list[_Pending]:
         """An outage: fail the writes of `batch` that are not held (all of them
