@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from typing import Any, Final
 
 from thingshub.core import jsontext, values
@@ -113,9 +112,7 @@ def _too_large(message: str) -> ReportError:
 # UTF-16/32; the payload is decoded as UTF-8 here, then parsed strictly.
 _DECODER = jsontext.DECODER
 _WS = jsontext.WHITESPACE
-#: The decoder's scanner called straight: a document with nothing around it (what
-#: devices send) is read without `decode`'s two Python frames and whitespace matches.
-_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
+_SCAN = jsontext.SCAN
 
 
 def _load(payload: bytes, max_payload: int) -> Any:
