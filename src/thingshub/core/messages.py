@@ -58,12 +58,24 @@ class ImageGetRequest:
     request_id: RequestId
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class TelemetryReport:
-    """Telemetry points, checked; stored whole, never answered."""
+    """Telemetry points, checked; stored whole, never answered.
+
+    One a message on the ingest path: its `__init__` sets the slots through
+    their descriptors, as `Point`'s does (the generated one calls
+    `object.__setattr__` per field)."""
 
     points: list[Point]
     received_at: int
+
+    def __init__(self, points: list[Point], received_at: int) -> None:
+        _SET_POINTS(self, points)
+        _SET_RECEIVED_AT(self, received_at)
+
+
+_SET_POINTS = TelemetryReport.__dict__["points"].__set__
+_SET_RECEIVED_AT = TelemetryReport.__dict__["received_at"].__set__
 
 
 @dataclass(frozen=True, slots=True)

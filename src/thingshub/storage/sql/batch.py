@@ -69,14 +69,28 @@ log = logging.getLogger("thingshub.storage")
 MAX_BATCH = 500
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Write:
     """One write: `kind` names the backend's handler, `key` what it touches
-    (None: nothing any other write reads, e.g. an append), `args` its values."""
+    (None: nothing any other write reads, e.g. an append), `args` its values.
+
+    One a message on the ingest path: its `__init__` sets the slots through
+    their descriptors (the generated one calls `object.__setattr__` per
+    field, most of the cost of making one)."""
 
     kind: str
     key: Hashable | None
     args: tuple[Any, ...]
+
+    def __init__(self, kind: str, key: Hashable | None, args: tuple[Any, ...]) -> None:
+        _SET_KIND(self, kind)
+        _SET_KEY(self, key)
+        _SET_ARGS(self, args)
+
+
+_SET_KIND = Write.__dict__["kind"].__set__
+_SET_KEY = Write.__dict__["key"].__set__
+_SET_ARGS = Write.__dict__["args"].__set__
 
 
 RunBatch = Callable[[list[Write]], Awaitable[Sequence[object]]]
