@@ -210,14 +210,27 @@ class CallAnswer:
 # ---------------------------------------------------------------- the thing model
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class ThingValue:
     """One reported value: a property's value or an event's output, at `ts`
-    (Unix ms; None: when the platform received it)."""
+    (Unix ms; None: when the platform received it).
+
+    One per value of a post: its `__init__` sets the slots through their
+    descriptors, as `Point`'s does."""
 
     identifier: str
     value: Any
     ts: int | None
+
+    def __init__(self, identifier: str, value: Any, ts: int | None) -> None:
+        _SET_IDENTIFIER(self, identifier)
+        _SET_VALUE(self, value)
+        _SET_TS(self, ts)
+
+
+_SET_IDENTIFIER = ThingValue.__dict__["identifier"].__set__
+_SET_VALUE = ThingValue.__dict__["value"].__set__
+_SET_TS = ThingValue.__dict__["ts"].__set__
 
 
 @dataclass(frozen=True, slots=True)
