@@ -281,14 +281,12 @@ class GroupCommit:
                     item.future.set_exception(outcome)
             else:
                 item.future.set_result(outcome)
-                if item.then is not None:
-                    self._then(item.then)
-
-    def _then(self, then: Callable[[], None]) -> None:
-        try:
-            then()
-        except Exception:  # the caller's bookkeeping: it must not stop the writer
-            log.exception("%s storage: a write's follow-up failed", self.backend)
+                then = item.then
+                if then is not None:
+                    try:
+                        then()
+                    except Exception:  # the caller's bookkeeping: it must not stop the writer
+                        log.exception("%s storage: a write's follow-up failed", self.backend)
 
     def _hold(self, batch: list[_Pending], exc: StorageUnreachable) -> list[_Pending]:
         """An outage: fail the writes of `batch` that are not held (all of them
