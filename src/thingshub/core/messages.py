@@ -60,22 +60,14 @@ class ImageGetRequest:
 
 @dataclass(frozen=True, slots=True, init=False)
 class TelemetryReport:
-    """Telemetry points, checked; stored whole, never answered.
-
-    One a message on the ingest path: its `__init__` sets the slots through
-    their descriptors, as `Point`'s does (the generated one calls
-    `object.__setattr__` per field)."""
+    """Telemetry points, checked; stored whole, never answered. `__init__`: as `Point`'s."""
 
     points: list[Point]
     received_at: int
 
     def __init__(self, points: list[Point], received_at: int) -> None:
-        _SET_POINTS(self, points)
-        _SET_RECEIVED_AT(self, received_at)
-
-
-_SET_POINTS = TelemetryReport.__dict__["points"].__set__
-_SET_RECEIVED_AT = TelemetryReport.__dict__["received_at"].__set__
+        _REPORT[0](self, points)
+        _REPORT[1](self, received_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,25 +204,17 @@ class CallAnswer:
 
 @dataclass(frozen=True, slots=True, init=False)
 class ThingValue:
-    """One reported value: a property's value or an event's output, at `ts`
-    (Unix ms; None: when the platform received it).
-
-    One per value of a post: its `__init__` sets the slots through their
-    descriptors, as `Point`'s does."""
+    """One reported value: a property's value or an event's output, at `ts` (Unix
+    ms; None: when the platform received it). `__init__` as `Point`'s."""
 
     identifier: str
     value: Any
     ts: int | None
 
     def __init__(self, identifier: str, value: Any, ts: int | None) -> None:
-        _SET_IDENTIFIER(self, identifier)
-        _SET_VALUE(self, value)
-        _SET_TS(self, ts)
-
-
-_SET_IDENTIFIER = ThingValue.__dict__["identifier"].__set__
-_SET_VALUE = ThingValue.__dict__["value"].__set__
-_SET_TS = ThingValue.__dict__["ts"].__set__
+        _VALUE[0](self, identifier)
+        _VALUE[1](self, value)
+        _VALUE[2](self, ts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -510,3 +494,7 @@ Outbound = (
     | SubRegisterReply
     | TopologyNotice
 )
+
+
+_REPORT = tuple(TelemetryReport.__dict__[n].__set__ for n in ("points", "received_at"))
+_VALUE = tuple(ThingValue.__dict__[n].__set__ for n in ("identifier", "value", "ts"))
