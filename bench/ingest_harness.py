@@ -22,6 +22,11 @@ the bench's load.
 
 `--shape gateway`: one gateway connection instead, each message 50 sub-devices'
 3 values (150 points, as `--tests gateway`), 20 in flight; figures per point too.
+`--shape thing`: the devices log in with their OneNET token and post the 10 typed
+properties of `platform_thing.py` on `$sys/{pid}/{name}/thing/property/post`
+(OneJSON, a time per value), checked against that product model; nobody subscribes
+to the replies, so they are built but not sent. `--shape tp10`: the same 10 values on
+`devices/telemetry`, its ThingsPanel counterpart (per point, the issue's comparison).
 
 It prints the process CPU per message (noisy on a shared machine), the batches
 the writer formed, and with `--cg PREFIX` under callgrind (instrumentation off
@@ -49,9 +54,11 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).parent))
 from login_harness import Counter, FakeTransport, connect_bytes
+from platform_thing import BASE_MS, KEYS, thing_model, values
 from thingshub.app import Platform
 from thingshub.cli import serve
 from thingshub.config import Settings
+from thingshub.dialects.onenet.token import make_token
 from thingshub.mqtt.codec import encode_publish
 from thingshub.mqtt.server.connection import Connection
 
@@ -59,7 +66,7 @@ P = argparse.ArgumentParser()
 P.add_argument("messages", type=int, nargs="?", default=20_000)
 P.add_argument("--devices", type=int, default=200)
 P.add_argument("--window", type=int, default=10)
-P.add_argument("--shape", choices=("telemetry", "gateway"), default="telemetry")
+P.add_argument("--shape", choices=("telemetry", "gateway", "thing", "tp10"), default="telemetry")
 P.add_argument("--cg")
 P.add_argument("--trace", action="store_true")
 P.add_argument("--gc", action="store_true", help="count the collections and their time")
@@ -70,6 +77,8 @@ if ARGS.shape == "gateway" and "--window" not in sys.argv:
     ARGS.window = 20
 SUBS = 1000 if ARGS.shape == "gateway" else 0
 PER_MSG = 50
+POINTS = {"telemetry": 3, "gateway": 3 * PER_MSG, "thing": len(KEYS), "tp10": len(KEYS)}
+_KEYS = [k.encode() for k in KEYS]
 
 
 class Device(FakeTransport):
@@ -139,6 +148,19 @@ class Run:
                 k, dev.index % 100 + 0.25, b"true" if k % 2 == 0 else b"false",
             )  # fmt: skip
             return encode_publish(b"devices/telemetry", payload, 1, False, False, pid, 4)
+        if ARGS.shape == "tp10":
+            kvs = zip(_KEYS, values(k, dev.index), strict=True)
+            body = b",".join(b'"%s":%s' % kv for kv in kvs)
+            return encode_publish(b"devices/telemetry", b"{%s}" % body, 1, False, False, pid, 4)
+        if ARGS.shape == "thing":
+            at = b"%d" % (BASE_MS + k)
+            params = b",".join(
+                b'"%s":{"value":%s,"time":%s}' % (key, v, at)
+                for key, v in zip(_KEYS, values(k, dev.index), strict=True)
+            )
+            payload = b'{"id":"%d","version":"1.0","params":{%s}}' % (k + 1, params)
+            topic = b"$sys/bench/dev%06d/thing/property/post" % dev.index
+            return encode_publish(topic, payload, 1, False, False, pid, 4)
         group = k % (SUBS // PER_MSG)
         subs = ", ".join(
             f'"s{s:05d}": {{"temperature": {k}.5, "humidity": {s % 100}.25, '
@@ -173,11 +195,19 @@ async def main() -> None:
         assert p.devices is not None and p.broker is not None
         await p.devices.create_product("bench", "bench")
         logins = []
-        if ARGS.shape == "telemetry":
+        if ARGS.shape == "thing":
+            assert p.things is not None
+            await p.things.set_model("bench", thing_model())
+        if ARGS.shape != "gateway":
+            expiry = int(time.time()) + 86400
             for i in range(ARGS.devices):
                 created = await p.devices.create_device("bench", f"dev{i:06d}")
                 d = created.device
-                logins.append(connect_bytes(d.name, d.username, created.password))
+                if ARGS.shape == "thing":
+                    token = make_token(d.key, "bench", d.name, expiry)
+                    logins.append(connect_bytes(d.name, "bench", token))
+                else:
+                    logins.append(connect_bytes(d.name, d.username, created.password))
         else:
             created = await p.devices.create_device("bench", "gw000000")
             gw = created.device
@@ -224,6 +254,8 @@ async def main() -> None:
         await run.at(warm + total)
         c1, t1 = time.process_time(), time.perf_counter()
         cg.stop("message", total)
+        if ARGS.cg:
+            print(f"  ({POINTS[ARGS.shape]} points a message)", flush=True)
         if ARGS.cycles:
             gc.set_debug(gc.DEBUG_SAVEALL)
             gc.collect()
@@ -245,7 +277,7 @@ async def main() -> None:
             _, peak = tracemalloc.get_traced_memory()
             tracemalloc.stop()
             print(f"  tracemalloc: peak {peak / 1e6:.1f} MB while measuring")
-        points = 3 if ARGS.shape == "telemetry" else 3 * PER_MSG
+        points = POINTS[ARGS.shape]
         print(
             f"{total:,} messages ({points} points each): {(c1 - c0) / total * 1e6:.1f} us CPU "
             f"a message, {(c1 - c0) / total / points * 1e6:.2f} a point; "
@@ -255,6 +287,9 @@ async def main() -> None:
         if writer:
             b, w = writer.stats.batches - stats0[0], writer.stats.writes - stats0[1]
             print(f"  writer: {b} batches, {w / max(b, 1):.0f} writes each", flush=True)
+        assert p.ingest is not None and p.things is not None
+        stored = p.ingest.stored_points + p.things.stored_points
+        print(f"  stored: {stored:,} points in all (warmup included)", flush=True)
         run.sending = False
         await asyncio.sleep(0.5)
     finally:

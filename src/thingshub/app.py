@@ -295,7 +295,7 @@ class Platform:
         self.gateway.handle(SubRequest, self.gateway_requests.request)
         self.gateway.handle(GatewayNote, self.gateway_requests.note)
         for kind, handler in (
-            (ThingPost, self.things.device_post),
+            (ThingPost, self.things.device_post_now),
             (ThingRefused, self.things.device_refused),
             (DesiredGet, self.things.desired_get),
             (DesiredDelete, self.things.desired_delete),

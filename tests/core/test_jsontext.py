@@ -7,6 +7,7 @@ Unicode (a lone surrogate) refused by `loads_unicode`."""
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 
 import pytest
@@ -72,6 +73,38 @@ def test_an_integer_of_more_than_32_digits_is_out_of_every_range_its_sign_kept()
 def test_a_syntax_error_says_where(text: str, where: str) -> None:
     with pytest.raises(JsonError, match=where):
         jsontext.loads(text)
+
+
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=5)
+)
+DOCS = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=8,
+)
+
+
+@given(
+    DOCS,
+    st.sampled_from(["", " ", "\n\t", "\r\n "]),
+    st.sampled_from(["", " ", "\n", " x", ",1"]),
+)
+def test_the_scanner_first_reads_what_decode_reads(doc: object, before: str, after: str) -> None:
+    """A bare document is read by the scanner alone; anything around it goes to
+    `decode`: the same value, or the same error, either way."""
+    text = before + json.dumps(doc) + after
+    try:
+        expected = json.loads(text)
+    except ValueError:
+        with pytest.raises(JsonError):
+            jsontext.loads(text)
+    else:
+        assert jsontext.loads(text) == expected
 
 
 def test_a_failure_is_a_value_error() -> None:

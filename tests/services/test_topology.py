@@ -9,8 +9,19 @@ import pytest
 from tests.services.conftest import World
 from thingshub.core.errors import AlreadyExists, InvalidRequest, NotFound
 from thingshub.core.events import PresenceChanged, TopologyChanged
-from thingshub.core.messages import SubRegister, SubRegisterReply, SubRegisterRequest
+from thingshub.core.messages import (
+    GatewayReport,
+    NodeData,
+    ReportAck,
+    SubRegister,
+    SubRegisterReply,
+    SubRegisterRequest,
+)
+from thingshub.core.model import Point
+from thingshub.services.subdevices import GatewayReports
 from thingshub.services.topology import TopologyService
+
+NOW = 1_700_000_000_000  # the fake clock's start
 
 
 def topology(world: World) -> TopologyService:
@@ -159,3 +170,41 @@ async def test_a_name_taken_is_refused_and_a_race_for_an_address_is_exists(world
         "t": "INVALID_PARAM",
         "r": "exists",
     }
+
+
+async def test_a_gateways_telemetry_for_a_sub_device_deleted_meanwhile_skips_it(
+    world: World,
+) -> None:
+    """The tree still names it (another process deleted it): its points are not
+    stored, it is counted and named as skipped, the others are stored."""
+    tree = topology(world)
+    reports = GatewayReports(
+        tree,
+        world.storage.telemetry,
+        world.storage.attributes,
+        world.storage.events,
+        world.presence,
+        world.link,
+        world.clock,
+        world.bus,
+    )
+    gw = await world.device("gw")
+    await world.device("a", online=False, gateway=("p1", "gw"), sub_address="a")
+    await world.device("b", online=False, gateway=("p1", "gw"), sub_address="b")
+    report = GatewayReport(
+        "attributes",
+        None,
+        (NodeData(("a",), attributes={"x": 1}), NodeData(("b",), attributes={"x": 1})),
+        NOW,
+    )
+    await reports.report(gw, report)  # resolves both: the tree is cached now
+    assert await world.storage.devices.delete("p1", "b")  # not through this process
+    telemetry = tuple(
+        NodeData((address,), points=(Point("t", NOW, 1.5),)) for address in ("a", "b")
+    )
+    await reports.report(gw, GatewayReport("telemetry", "9", telemetry, NOW))
+    assert reports.skipped == 1 and reports.stored_nodes == 3
+    assert await world.storage.telemetry.latest("p1", "a") == {"t": (NOW, 1.5)}
+    assert await world.storage.telemetry.latest("p1", "b") == {}
+    (ack,) = world.link.received(gw, ReportAck)
+    assert (ack.error, ack.note) == (None, "1 unknown sub-device address skipped: b")

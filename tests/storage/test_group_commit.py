@@ -151,6 +151,41 @@ def test_submit_now_hands_out_the_future_and_may_take_not_found_as_a_value() -> 
     run_writer(scenario)
 
 
+@pytest.mark.allow_logged_errors  # the follow-up that raises is logged
+def test_then_runs_as_a_write_resolves_to_a_value_before_its_done_callbacks() -> None:
+    async def scenario(writer: GroupCommit, script: Script) -> None:
+        seen: list[str] = []
+
+        def then(label: str) -> Callable[[], None]:
+            return lambda: seen.append(f"then {label}")
+
+        def broken() -> None:
+            raise RuntimeError("bookkeeping bug")
+
+        plain = writer.submit_now(w("a"), then=then("a"))
+        plain.add_done_callback(lambda _: seen.append("callback a"))
+        missing = writer.submit_now(w(NotFound("gone")), missing=0, then=then("missing"))
+        error = writer.submit_now(w(VersionConflict("stale")), then=then("error"))
+        raising = writer.submit_now(w("b"), then=broken)
+        after = writer.submit_now(w("c"), then=then("c"))
+        assert seen == []  # nothing before the commit
+        assert await plain == "a" and await missing == 0 and await raising == "b"
+        assert await after == "c"
+        with pytest.raises(VersionConflict):
+            await error
+        # Only the writes resolved to a value, each before its future's callbacks; a
+        # follow-up that raises stops neither the others nor the writer.
+        assert seen == ["then a", "then c", "callback a"]
+        script.fail_next = OSError("disk on fire")
+        failed = writer.submit_now(w("d"), then=then("d"))
+        with pytest.raises(Unavailable):
+            await failed
+        assert await writer.submit(w("e")) == "e"
+        assert seen == ["then a", "then c", "callback a"]
+
+    run_writer(scenario)
+
+
 def test_submit_now_on_a_closed_writer_is_a_failed_future() -> None:
     async def main() -> None:
         writer = GroupCommit(Script(), "Test")

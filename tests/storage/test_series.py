@@ -289,6 +289,18 @@ def test_append_now_is_append_as_a_future(backend: Backend) -> None:
         assert results[:3] == [None, 0, None]
         assert isinstance(results[3], ValueError)
         assert await everything(s, "d1", "t") == [(T0, 1), (T0, 3)]
+        # `then`: once a write is durable, never for a missing device or a refused value.
+        told: list[str] = []
+        results = await asyncio.gather(
+            s.telemetry.append_now("p1", "d1", [Point("t", T0, 4)], lambda: told.append("d1")),
+            s.telemetry.append_now("p1", "ghost", [Point("t", T0, 5)], lambda: told.append("x")),
+            s.telemetry.append_now(
+                "p1", "d1", [Point("t", T0, math.inf)], lambda: told.append("y")
+            ),
+            return_exceptions=True,
+        )
+        assert results[:2] == [None, 0] and isinstance(results[2], ValueError)
+        assert told == ["d1"]
 
     backend.run(scenario)
 

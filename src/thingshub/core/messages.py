@@ -58,12 +58,16 @@ class ImageGetRequest:
     request_id: RequestId
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class TelemetryReport:
-    """Telemetry points, checked; stored whole, never answered."""
+    """Telemetry points, checked; stored whole, never answered. `__init__`: as `Point`'s."""
 
     points: list[Point]
     received_at: int
+
+    def __init__(self, points: list[Point], received_at: int) -> None:
+        _REPORT[0](self, points)
+        _REPORT[1](self, received_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,14 +202,19 @@ class CallAnswer:
 # ---------------------------------------------------------------- the thing model
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class ThingValue:
-    """One reported value: a property's value or an event's output, at `ts`
-    (Unix ms; None: when the platform received it)."""
+    """One reported value: a property's value or an event's output, at `ts` (Unix
+    ms; None: when the platform received it). `__init__` as `Point`'s."""
 
     identifier: str
     value: Any
     ts: int | None
+
+    def __init__(self, identifier: str, value: Any, ts: int | None) -> None:
+        _VALUE[0](self, identifier)
+        _VALUE[1](self, value)
+        _VALUE[2](self, ts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -485,3 +494,7 @@ Outbound = (
     | SubRegisterReply
     | TopologyNotice
 )
+
+
+_REPORT = tuple(TelemetryReport.__dict__[n].__set__ for n in ("points", "received_at"))
+_VALUE = tuple(ThingValue.__dict__[n].__set__ for n in ("identifier", "value", "ts"))

@@ -64,17 +64,36 @@ class Device:
 DeviceLookup = tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Presence:
-    """Whether a device is connected, and when it was last heard from."""
+    """Whether a device is connected, and when it was last heard from.
+
+    Made anew whenever a device is heard from (every sub-device of every
+    gateway message): its `__init__` sets the slots through their
+    descriptors, as `Point`'s does."""
 
     online: bool
     last_activity: int | None = None  # ms
     changed_at: int | None = None  # ms, last online/offline transition
 
+    def __init__(
+        self, online: bool, last_activity: int | None = None, changed_at: int | None = None
+    ) -> None:
+        _SET_ONLINE(self, online)
+        _SET_LAST_ACTIVITY(self, last_activity)
+        _SET_CHANGED_AT(self, changed_at)
 
-@dataclass(frozen=True, slots=True)
+
+_SET_ONLINE = Presence.__dict__["online"].__set__
+_SET_LAST_ACTIVITY = Presence.__dict__["last_activity"].__set__
+_SET_CHANGED_AT = Presence.__dict__["changed_at"].__set__
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class PresenceUpdate:
+    """A change of presence waiting to be written (as often as `Presence`: the same
+    descriptor-set `__init__`)."""
+
     product_id: str
     name: str
     online: bool
@@ -83,6 +102,28 @@ class PresenceUpdate:
     #: The cluster node holding the device's connection (None: no cluster node
     #: named). An offline update from one node never overrides another's online.
     node: str | None = None
+
+    def __init__(
+        self,
+        product_id: str,
+        name: str,
+        online: bool,
+        last_activity: int | None,
+        changed_at: int,
+        node: str | None = None,
+    ) -> None:
+        _UPDATE_SLOTS[0](self, product_id)
+        _UPDATE_SLOTS[1](self, name)
+        _UPDATE_SLOTS[2](self, online)
+        _UPDATE_SLOTS[3](self, last_activity)
+        _UPDATE_SLOTS[4](self, changed_at)
+        _UPDATE_SLOTS[5](self, node)
+
+
+_UPDATE_SLOTS = tuple(
+    PresenceUpdate.__dict__[name].__set__
+    for name in ("product_id", "name", "online", "last_activity", "changed_at", "node")
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -262,11 +262,18 @@ class TelemetryRepo(Protocol):
         durable. NotFound if the device does not exist."""
 
     def append_now(
-        self, product_id: str, name: str, points: Sequence[Point]
+        self,
+        product_id: str,
+        name: str,
+        points: Sequence[Point],
+        then: Callable[[], None] | None = None,
     ) -> Awaitable[int | None]:
         """`append` for the ingest path, as a future made at once (no coroutine):
         None once durable, 0 if the device does not exist (nothing stored); a
-        value the storage refuses, or the storage's failure, is its exception."""
+        value the storage refuses, or the storage's failure, is its exception.
+        `then` is called once the points are durable (not when nothing was
+        stored), before the future's done callbacks run: the caller's
+        bookkeeping without a callback of its own per message."""
 
     async def latest(self, product_id: str, name: str) -> dict[str, tuple[int, object]]:
         """key -> (ts ms, value) of the newest point of each key."""

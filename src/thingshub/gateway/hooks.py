@@ -86,8 +86,9 @@ log = logger("thingshub.gateway")
 
 #: Handles one kind of message from a device; its result is the QoS 1
 #: acknowledgement's reason code (None: success), given once it is stored.
-#: A coroutine function runs in a task of its own; a handler that returns an
-#: asyncio future (ingest's telemetry) has it handed to the server as it is.
+#: A coroutine runs in a task of its own; an asyncio future (ingest's telemetry,
+#: the thing model's common post) is handed to the server as it is, so one
+#: handler may return either, message by message.
 Handler = Callable[[DeviceRef, Any], Awaitable[int | None]]
 
 

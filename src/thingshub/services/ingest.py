@@ -21,7 +21,9 @@ Rules:
 - Telemetry, the hot path, is handled without a coroutine (`telemetry_now`):
   the gateway hands the storage's own future to the MQTT server, which
   acknowledges as it resolves; what follows the commit (the counters, the
-  announcement) is a done callback, which runs before the acknowledgement's.
+  announcement) is the append's `then`, which the storage calls as it
+  resolves the future, before the acknowledgement's callback runs (no done
+  callback of its own per message).
 """
 
 from __future__ import annotations
@@ -84,20 +86,13 @@ class IngestService:
     def telemetry_now(self, ref: DeviceRef, report: TelemetryReport) -> asyncio.Future[int | None]:
         """Store a report: a future that resolves once it is durable, to 0 if
         the device was deleted meanwhile (its connection is being closed)."""
-        stored = asyncio.ensure_future(
-            self.points.append_now(ref.product_id, ref.name, report.points)
+        stored = self.points.append_now(
+            ref.product_id, ref.name, report.points, partial(self._telemetry_stored, ref, report)
         )
-        if stored.done():  # stored already (in memory): counted before anyone hears of it
-            self._telemetry_stored(ref, report, stored)
-        else:
-            stored.add_done_callback(partial(self._telemetry_stored, ref, report))
-        return stored
+        return stored if isinstance(stored, asyncio.Future) else asyncio.ensure_future(stored)
 
-    def _telemetry_stored(
-        self, ref: DeviceRef, report: TelemetryReport, stored: asyncio.Future[int | None]
-    ) -> None:
-        if stored.cancelled() or stored.exception() is not None or stored.result() is not None:
-            return  # failed (the caller hears it), or the device is gone: nothing stored
+    def _telemetry_stored(self, ref: DeviceRef, report: TelemetryReport) -> None:
+        """The report is durable (the storage calls it; never when nothing was stored)."""
         self.stored_points += len(report.points)
         self.stored_messages += 1
         if self.bus.wants(TelemetryReceived):

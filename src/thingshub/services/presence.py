@@ -121,9 +121,8 @@ class PresenceService:
                 self._reached[previous].discard(key)
             self._via[key] = via
             self._reached.setdefault(via, set()).add(key)
-        now = self.clock.now_ms()
         online = previous is not None or key in self._connections
-        self._set(key, online=True, activity=now, transition=not online)
+        self._set(key, online=True, activity=None, transition=not online, heard=True)
 
     def detach(self, product_id: str, name: str) -> None:
         """The sub-device left its gateway's tree: offline unless it is connected itself."""
@@ -165,17 +164,32 @@ class PresenceService:
             return len(self._connections)
         return sum(1 for pid, _ in self._connections if pid == product_id)
 
-    def _set(self, key: Key, *, online: bool, activity: int | None, transition: bool) -> None:
+    def _set(
+        self,
+        key: Key,
+        *,
+        online: bool,
+        activity: int | None,
+        transition: bool,
+        heard: bool = False,
+    ) -> None:
+        """`heard`: the activity is now (one clock reading for both)."""
         now = self.clock.now_ms()
+        if heard:
+            activity = now
         old = self._state.get(key)
         last = activity if activity is not None else (old.last_activity if old else None)
         if old is not None and old.last_activity is not None and last is not None:
             last = max(last, old.last_activity)
         changed_at = now if transition else (old.changed_at if old else now)
-        state = Presence(online, last, changed_at)
-        if state == old:
-            return
-        self._state[key] = state
+        if (
+            old is not None
+            and old.online == online
+            and old.last_activity == last
+            and old.changed_at == changed_at
+        ):
+            return  # nothing new (compared before a Presence is made)
+        self._state[key] = Presence(online, last, changed_at)
         self._pending[key] = PresenceUpdate(
             key[0], key[1], online, last, changed_at or now, self.node
         )

@@ -11,7 +11,9 @@ Rules:
   writer takes them into one batch and the QoS 1 acknowledgement leaves once
   all are durable. A storage failure is the platform's: the gateway gets the
   failure answer and no acknowledgement (it sends again), as for a direct
-  report (ingest.py).
+  report (ingest.py). Telemetry goes in as the storage's futures
+  (`append_now`, a device deleted meanwhile resolving to 0), one per node and
+  no task each: a report of 50 sub-devices made 50 tasks.
 - Data for a sub-device makes it online, reached through the sender's
   connection (presence.py); each device's data is announced on the bus under
   its own ids, so the live stream and waiting attribute gets see sub-devices
@@ -109,7 +111,7 @@ class GatewayReports:
         failure: ThingsHubError | None = None
         stored: list[tuple[Key, NodeData]] = []
         for (key, node), outcome in zip(resolved, outcomes, strict=True):
-            if isinstance(outcome, NotFound):  # deleted meanwhile: as if unknown
+            if isinstance(outcome, NotFound) or outcome == 0:  # deleted meanwhile: as if unknown
                 unknown.append("/".join(node.path))
             elif isinstance(outcome, ThingsHubError):
                 failure = failure or outcome
@@ -128,9 +130,9 @@ class GatewayReports:
             self._announce(report, key, node)
         self._answer(ref, report, None, _skipped(unknown))
 
-    def _store(self, kind: str, key: Key, node: NodeData, now: int) -> Awaitable[None]:
-        if kind == "telemetry":
-            return self.points.append(*key, node.points)
+    def _store(self, kind: str, key: Key, node: NodeData, now: int) -> Awaitable[int | None]:
+        if kind == "telemetry":  # the storage's future (0: no such device): no task per node
+            return self.points.append_now(*key, node.points)
         if kind == "attributes":
             assert node.attributes is not None
             return self.attributes.upsert(*key, node.attributes, now)

@@ -40,7 +40,6 @@ or sent and their codes thing_checks.py's, the wire the thing dialect's):
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any, Final
@@ -53,7 +52,7 @@ from thingshub.core.errors import (
     ThingsHubError,
     Unavailable,
 )
-from thingshub.core.events import DesiredChanged, EventsReceived, TelemetryReceived
+from thingshub.core.events import DesiredChanged, TelemetryReceived
 from thingshub.core.jsontext import dumps
 from thingshub.core.messages import (
     DataPoints,
@@ -62,12 +61,9 @@ from thingshub.core.messages import (
     DesiredDelete,
     DesiredGet,
     DeviceRef,
-    ThingData,
-    ThingPost,
-    ThingRefused,
     ThingReply,
 )
-from thingshub.core.model import DesiredValue, DeviceEvent, Point, StoredModel
+from thingshub.core.model import DesiredValue, StoredModel
 from thingshub.core.ports import (
     Clock,
     DesiredRepo,
@@ -82,8 +78,8 @@ from thingshub.services.coherence import CacheSync
 from thingshub.services.commands import CommandService
 from thingshub.services.devices import DeviceService
 from thingshub.services.presence import PresenceService
-from thingshub.services.subdevices import Rows, write_together
-from thingshub.services.topology import Key, TopologyService
+from thingshub.services.thing_posts import ThingPosts
+from thingshub.services.topology import TopologyService
 
 log = logging.getLogger("thingshub.things")
 
@@ -100,7 +96,7 @@ DEFAULT_TIMEOUT: Final = 5
 DATA_POINTS_REFUSED = 98
 
 
-class ThingService:
+class ThingService(ThingPosts):
     def __init__(
         self,
         models: ThingModelRepo,
@@ -204,73 +200,7 @@ class ThingService:
         self._models.pop(product_id, None)
 
     # ------------------------------------------------------------ from devices
-
-    async def device_post(self, ref: DeviceRef, post: ThingPost) -> None:
-        try:
-            rows = await self._checked(ref, post)
-        except checks.ThingError as exc:
-            self._reply_error(ref, post.request, post.request_id, exc)
-            return
-        try:
-            await write_together(self.points, self.events, rows)
-        except NotFound:
-            self._reply_error(ref, post.request, post.request_id, checks.internal("device deleted"))
-            return
-        except ThingsHubError:
-            self._reply_error(ref, post.request, post.request_id, checks.internal("storage failed"))
-            raise
-        # Sent as soon as this handler has returned, so that the reply is written
-        # together with the PUBACK, not a loop turn ahead of it in a write of its own.
-        reply = ThingReply(post.request, post.request_id, thingmodel.SUCCESS)
-        asyncio.get_running_loop().call_soon(self.link.send, ref, reply)
-        now = post.received_at
-        sender = (ref.product_id, ref.name)
-        for key, (points, events) in rows.items():
-            self.stored_points += len(points)
-            if key != sender and self.presence is not None:
-                self.presence.reached(*key, via=sender)
-            if points and self.bus.wants(TelemetryReceived):
-                self.bus.publish(TelemetryReceived(*key, points, now))
-            if events and self.bus.wants(EventsReceived):
-                self.bus.publish(EventsReceived(*key, events, now))
-
-    async def _checked(self, ref: DeviceRef, post: ThingPost) -> dict[Key, Rows]:
-        """Each device's rows (the sender first), every value checked."""
-        sender = (ref.product_id, ref.name)
-        rows: dict[Key, Rows] = {sender: ([], [])}
-        for data in post.data:
-            key = await self._owner(sender, data)
-            points, events = rows.setdefault(key, ([], []))
-            model = await self.model(key[0])
-            compiled = self._property_checks(key[0], model)
-            at = post.received_at
-            for value in data.properties:
-                checked = checks.property_value(model, value.identifier, value.value, compiled)
-                points.append(Point(value.identifier, value.ts or at, checked))
-            for value in data.events:
-                params, kind = checks.event_value(model, value.identifier, value.value)
-                events.append(DeviceEvent(value.ts or at, value.identifier, params, kind))
-        return rows
-
-    async def _owner(self, sender: Key, data: ThingData) -> Key:
-        """Whose data it is: the sender's, or one of its sub-devices' (at any level)."""
-        if data.identity is None or data.identity == sender:
-            return sender
-        device = await self.devices.find_device(*data.identity)
-        if device is None or self.topology is None or not await self.topology.below(device, sender):
-            product, name = data.identity
-            raise checks.ThingError(
-                thingmodel.INVALID_IDENTITY,
-                f"{product}/{name} is neither this device nor one of its sub-devices",
-            )
-        return data.identity
-
-    async def device_refused(self, ref: DeviceRef, message: ThingRefused) -> None:
-        error = message.error
-        code = error.err_code if isinstance(error.err_code, int) else thingmodel.BAD_REQUEST
-        self._reply_error(
-            ref, message.request, message.request_id, checks.ThingError(code, error.message)
-        )
+    # (posts: thing_posts.py)
 
     async def desired_get(self, ref: DeviceRef, message: DesiredGet) -> None:
         request = "property/desired/get"

@@ -18,6 +18,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 from thingshub.mqtt.codec.packets import MQTT_5, Disconnect, PacketType, Publish
@@ -155,7 +156,8 @@ class Inbound:
                     session.qos2_release(pid)
         else:
             entry = machine.ack_later(pid, ack_type)
-            outcome.add_done_callback(lambda fut: self._ack_done(entry, fut))
+            # A partial, not a lambda: no Python frame of its own per message.
+            outcome.add_done_callback(partial(self._ack_done, entry))
             broker.acks.add(self)
 
     def _queue_ack(self, pid: int, ack_type: int, code: int) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 from bisect import bisect_left, insort
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,7 +81,11 @@ class MemoryTelemetry:
                 series.latest[key] = newest
 
     def append_now(
-        self, product_id: str, name: str, points: Sequence[Point]
+        self,
+        product_id: str,
+        name: str,
+        points: Sequence[Point],
+        then: Callable[[], None] | None = None,
     ) -> asyncio.Future[int | None]:
         future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
         try:
@@ -92,6 +96,8 @@ class MemoryTelemetry:
             future.set_exception(exc)
         else:
             future.set_result(None)
+            if then is not None:
+                then()
         return future
 
     async def latest(self, product_id: str, name: str) -> dict[str, tuple[int, object]]:

@@ -37,6 +37,10 @@ Rules:
   open), for callers on the ingest path that hand that future on rather
   than await it (one message: no task, no coroutine). With `missing=` a
   `NotFound` outcome resolves the future to that value instead of failing it.
+  With `then=`, that callable runs in the writer as the write's future is
+  resolved with a value (committed; not for `missing`), before any of its done
+  callbacks: the caller's bookkeeping without a scheduled callback per write.
+  What it raises is logged and changes nothing else.
 - A caller cancelled before its write joins a batch drops that write; once
   the batch has begun the write is committed (or not) with its batch.
   Cancelling callers never breaks a batch.
@@ -65,14 +69,28 @@ log = logging.getLogger("thingshub.storage")
 MAX_BATCH = 500
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Write:
     """One write: `kind` names the backend's handler, `key` what it touches
-    (None: nothing any other write reads, e.g. an append), `args` its values."""
+    (None: nothing any other write reads, e.g. an append), `args` its values.
+
+    One a message on the ingest path: its `__init__` sets the slots through
+    their descriptors (the generated one calls `object.__setattr__` per
+    field, most of the cost of making one)."""
 
     kind: str
     key: Hashable | None
     args: tuple[Any, ...]
+
+    def __init__(self, kind: str, key: Hashable | None, args: tuple[Any, ...]) -> None:
+        _SET_KIND(self, kind)
+        _SET_KEY(self, key)
+        _SET_ARGS(self, args)
+
+
+_SET_KIND = Write.__dict__["kind"].__set__
+_SET_KEY = Write.__dict__["key"].__set__
+_SET_ARGS = Write.__dict__["args"].__set__
 
 
 RunBatch = Callable[[list[Write]], Awaitable[Sequence[object]]]
@@ -118,6 +136,7 @@ class _Pending:
     write: Write
     future: asyncio.Future[Any]
     missing: Any = _RAISE
+    then: Callable[[], None] | None = None
 
 
 class GroupCommit:
@@ -166,9 +185,12 @@ class GroupCommit:
         """Queue `write` and return its outcome once its batch is committed."""
         return await self.submit_now(write)
 
-    def submit_now(self, write: Write, missing: Any = _RAISE) -> asyncio.Future[Any]:
+    def submit_now(
+        self, write: Write, missing: Any = _RAISE, then: Callable[[], None] | None = None
+    ) -> asyncio.Future[Any]:
         """Queue `write`; its future resolves once its batch is committed (to
-        `missing`, if given, where the outcome is NotFound)."""
+        `missing`, if given, where the outcome is NotFound); `then()` is called
+        as it resolves to a value."""
         loop = self._loop
         if self._closing or self._task is None or self._task.done() or self._wakeup is None:
             future: asyncio.Future[Any] = (loop or asyncio.get_running_loop()).create_future()
@@ -179,7 +201,7 @@ class GroupCommit:
         if self.outage is not None and write.kind not in self.held:
             future.set_exception(StorageUnreachable(self.outage.message))
             return future
-        self._queue.append(_Pending(write, future, missing))
+        self._queue.append(_Pending(write, future, missing, then))
         self._wakeup.set()
         return future
 
@@ -259,6 +281,12 @@ class GroupCommit:
                     item.future.set_exception(outcome)
             else:
                 item.future.set_result(outcome)
+                then = item.then
+                if then is not None:
+                    try:
+                        then()
+                    except Exception:  # the caller's bookkeeping: it must not stop the writer
+                        log.exception("%s storage: a write's follow-up failed", self.backend)
 
     def _hold(self, batch: list[_Pending], exc: StorageUnreachable) -> list[_Pending]:
         """An outage: fail the writes of `batch` that are not held (all of them

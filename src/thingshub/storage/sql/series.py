@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 
 from thingshub.core.model import DeviceEvent, Point
@@ -143,7 +143,11 @@ class SqlTelemetry:
         await self._writer.submit(writes.telemetry(product_id, name, points))
 
     def append_now(
-        self, product_id: str, name: str, points: Sequence[Point]
+        self,
+        product_id: str,
+        name: str,
+        points: Sequence[Point],
+        then: Callable[[], None] | None = None,
     ) -> asyncio.Future[int | None]:
         try:
             write = writes.telemetry(product_id, name, points)
@@ -151,7 +155,7 @@ class SqlTelemetry:
             future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
             future.set_exception(exc)
             return future
-        return self._writer.submit_now(write, missing=0)
+        return self._writer.submit_now(write, missing=0, then=then)
 
     async def latest(self, product_id: str, name: str) -> dict[str, tuple[int, object]]:
         found = await self._reader.fetch(LATEST, product_id, name)

@@ -1,0 +1,180 @@
+"""What devices post to their thing model: properties and events, checked, stored, replied.
+
+Rules (the thing service's, services/things.py, of which this is a base):
+- Every value is checked before anything is written: a post is stored whole
+  or refused whole, and its reply (200, or the code of the first value that
+  does not fit) names its request id.
+- A post names the sender or, in `pack`/`history` posts, a device of its
+  tree by `identity`; each device's rows are written together
+  (subdevices.write_together).
+- The reply (200) leaves once the post is durable, together with the
+  PUBACK; a device deleted meanwhile is answered 303 and acknowledged; a
+  storage failure is answered 303 and NOT acknowledged (the device resends).
+- The common post (the sender's own properties, its product's model cached,
+  every value fitting) is handled without a task (`device_post_now`): the
+  storage's future goes to the MQTT server as it is, and the reply and the
+  bookkeeping are its done callback, which runs before the acknowledgement's.
+  Anything else (events, sub-devices, a model to load, a refusal) takes the
+  coroutine, which decides it exactly as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from functools import partial
+from typing import TYPE_CHECKING
+
+from thingshub.core import thingchecks, thingmodel
+from thingshub.core.errors import NotFound, ThingsHubError
+from thingshub.core.events import EventsReceived, TelemetryReceived
+from thingshub.core.messages import DeviceRef, ThingData, ThingPost, ThingRefused, ThingReply
+from thingshub.core.model import DeviceEvent, Point
+from thingshub.services import thing_checks as checks
+from thingshub.services.subdevices import Rows, write_together
+from thingshub.services.topology import Key
+
+if TYPE_CHECKING:
+    from thingshub.core.ports import DeviceLink, EventBus, EventRepo, TelemetryRepo
+    from thingshub.services.devices import DeviceService
+    from thingshub.services.presence import PresenceService
+    from thingshub.services.topology import TopologyService
+
+
+class ThingPosts:
+    """The thing service's handling of posts (a base of `ThingService`, which has
+    the attributes and the model cache declared here)."""
+
+    if TYPE_CHECKING:
+        topology: TopologyService | None
+        presence: PresenceService | None
+        points: TelemetryRepo
+        events: EventRepo
+        devices: DeviceService
+        link: DeviceLink
+        bus: EventBus
+        stored_points: int
+        _models: dict[str, thingmodel.ThingModel | None]
+
+        async def model(self, product_id: str) -> thingmodel.ThingModel | None: ...
+        def _property_checks(
+            self, product_id: str, model: thingmodel.ThingModel | None
+        ) -> dict[str, thingchecks.Check] | None: ...
+        def _reply_error(
+            self, ref: DeviceRef, request: str, request_id: str, exc: checks.ThingError
+        ) -> None: ...
+
+    def device_post_now(self, ref: DeviceRef, post: ThingPost) -> Awaitable[int | None]:
+        """The storage's future for the common post; `device_post` for any other."""
+        product_id = ref.product_id
+        sender = (product_id, ref.name)
+        if product_id not in self._models:
+            return self.device_post(ref, post)  # its model is loaded there
+        model = self._models[product_id]
+        compiled = self._property_checks(product_id, model)
+        at = post.received_at
+        points: list[Point] = []
+        try:
+            for data in post.data:
+                if data.events or (data.identity is not None and data.identity != sender):
+                    return self.device_post(ref, post)
+                for value in data.properties:
+                    checked = checks.property_value(model, value.identifier, value.value, compiled)
+                    points.append(Point(value.identifier, value.ts or at, checked))
+        except checks.ThingError:
+            return self.device_post(ref, post)  # refused there, with the same reply
+        if not points:
+            return self.device_post(ref, post)
+        stored = self.points.append_now(product_id, ref.name, points)
+        if not isinstance(stored, asyncio.Future):
+            stored = asyncio.ensure_future(stored)
+        stored.add_done_callback(partial(self._posted, ref, post, points))
+        return stored
+
+    def _posted(
+        self,
+        ref: DeviceRef,
+        post: ThingPost,
+        points: list[Point],
+        stored: asyncio.Future[int | None],
+    ) -> None:
+        """`device_post`'s ending, as the future of `device_post_now` resolves."""
+        if stored.cancelled():
+            return
+        error = stored.exception()
+        if error is None and stored.result() is None:
+            product_id = ref.product_id
+            self.stored_points += len(points)
+            self.link.send(ref, ThingReply(post.request, post.request_id, thingmodel.SUCCESS))
+            if self.bus.wants(TelemetryReceived):
+                self.bus.publish(TelemetryReceived(product_id, ref.name, points, post.received_at))
+        elif error is None or isinstance(error, ThingsHubError):
+            problem = "device deleted" if error is None else "storage failed"
+            self._reply_error(ref, post.request, post.request_id, checks.internal(problem))
+
+    async def device_post(self, ref: DeviceRef, post: ThingPost) -> None:
+        try:
+            rows = await self._checked(ref, post)
+        except checks.ThingError as exc:
+            self._reply_error(ref, post.request, post.request_id, exc)
+            return
+        try:
+            await write_together(self.points, self.events, rows)
+        except NotFound:
+            self._reply_error(ref, post.request, post.request_id, checks.internal("device deleted"))
+            return
+        except ThingsHubError:
+            self._reply_error(ref, post.request, post.request_id, checks.internal("storage failed"))
+            raise
+        # Sent as soon as this handler has returned, so that the reply is written
+        # together with the PUBACK, not a loop turn ahead of it in a write of its own.
+        reply = ThingReply(post.request, post.request_id, thingmodel.SUCCESS)
+        asyncio.get_running_loop().call_soon(self.link.send, ref, reply)
+        now = post.received_at
+        sender = (ref.product_id, ref.name)
+        for key, (points, events) in rows.items():
+            self.stored_points += len(points)
+            if key != sender and self.presence is not None:
+                self.presence.reached(*key, via=sender)
+            if points and self.bus.wants(TelemetryReceived):
+                self.bus.publish(TelemetryReceived(*key, points, now))
+            if events and self.bus.wants(EventsReceived):
+                self.bus.publish(EventsReceived(*key, events, now))
+
+    async def _checked(self, ref: DeviceRef, post: ThingPost) -> dict[Key, Rows]:
+        """Each device's rows (the sender first), every value checked."""
+        sender = (ref.product_id, ref.name)
+        rows: dict[Key, Rows] = {sender: ([], [])}
+        for data in post.data:
+            key = await self._owner(sender, data)
+            points, events = rows.setdefault(key, ([], []))
+            model = await self.model(key[0])
+            compiled = self._property_checks(key[0], model)
+            at = post.received_at
+            for value in data.properties:
+                checked = checks.property_value(model, value.identifier, value.value, compiled)
+                points.append(Point(value.identifier, value.ts or at, checked))
+            for value in data.events:
+                params, kind = checks.event_value(model, value.identifier, value.value)
+                events.append(DeviceEvent(value.ts or at, value.identifier, params, kind))
+        return rows
+
+    async def _owner(self, sender: Key, data: ThingData) -> Key:
+        """Whose data it is: the sender's, or one of its sub-devices' (at any level)."""
+        if data.identity is None or data.identity == sender:
+            return sender
+        device = await self.devices.find_device(*data.identity)
+        if device is None or self.topology is None or not await self.topology.below(device, sender):
+            product, name = data.identity
+            raise checks.ThingError(
+                thingmodel.INVALID_IDENTITY,
+                f"{product}/{name} is neither this device nor one of its sub-devices",
+            )
+        return data.identity
+
+    async def device_refused(self, ref: DeviceRef, message: ThingRefused) -> None:
+        error = message.error
+        code = error.err_code if isinstance(error.err_code, int) else thingmodel.BAD_REQUEST
+        self._reply_error(
+            ref, message.request, message.request_id, checks.ThingError(code, error.message)
+        )
