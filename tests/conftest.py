@@ -161,24 +161,31 @@ def serve_in_thread(
 ) -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
     """Run `start()` on a new loop in a daemon thread, keep the loop running until
     it is stopped (`loop.call_soon_threadsafe(loop.stop)`), then run `stop()`.
-    Returns once `start()` has finished; re-raises what it raised."""
+    Returns once `start()` has finished; re-raises what it raised.
+
+    Ready is only said from inside `run_forever`: a `loop.stop` that arrived while
+    `run_until_complete(boot())` was still winding down would end that call instead,
+    and the loop would then run for ever (a test stopping its server at once waited
+    out the join's timeout, 10 or 30 s, and left the server running)."""
     loop = asyncio.new_event_loop()
     ready: Future[None] = Future()
 
     def serve() -> None:
         asyncio.set_event_loop(loop)
 
-        async def boot() -> None:
+        async def boot() -> BaseException | None:
             try:
                 await start()
             except BaseException as exc:
                 await stop()
-                ready.set_exception(exc)
-                return
-            ready.set_result(None)
+                return exc
+            return None
 
-        loop.run_until_complete(boot())
-        if ready.exception() is None:
+        failed = loop.run_until_complete(boot())
+        if failed is not None:
+            ready.set_exception(failed)
+        else:
+            loop.call_soon(ready.set_result, None)
             loop.run_forever()
             loop.run_until_complete(stop())
         loop.run_until_complete(loop.shutdown_asyncgens())
