@@ -39,11 +39,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import io
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -65,16 +63,22 @@ from platform_commands import (
     verify_records,
 )
 from platform_common import (
-    FLAG_LOAD,
     DatabaseCpu,
     ScratchDatabase,
+    add_command_args,
+    add_noise_args,
+    add_setup_args,
+    add_telemetry_args,
     api,
     attempt,
+    check_args,
     fmt,
     median,
     progress,
     quiet,
     register,
+    run_notes,
+    start_main,
 )
 from platform_telemetry import (
     KEYS,
@@ -431,19 +435,8 @@ def print_telemetry(by_count: dict[int, list[dict[str, Any]]], a: argparse.Names
         print(line)
     for count, runs in by_count.items():
         for r in runs:
-            flags = [f"run {r.get('run')}, {count} process(es):"]
-            if not r.get("valid"):
-                flags.append("INVALID")
-            if r.get("load_cpu_pct", 0) >= FLAG_LOAD:
-                flags.append("L (load generator saturated)")
-            if r.get("other_cpu_pct", 0) > a.max_other:
-                flags.append(f"N (other processes {r['other_cpu_pct']:.0f}%)")
-            flags += r.get("errors", []) + r.get("notes", [])
-            v = r.get("verify") or {}
-            if v:
-                flags.append(f"API check {v['checked'] - len(v['bad'])}/{v['checked']} ok")
-                flags += v["bad"][:3]
-            print("  " + " ".join(flags))
+            notes = run_notes(r, a.max_other, "API check")
+            print(f"  run {r.get('run')}, {count} process(es): " + " ".join(notes))
     return ok and all(r.get("valid") for runs in by_count.values() for r in runs)
 
 
@@ -476,12 +469,8 @@ def print_commands(runs: list[dict[str, Any]], a: argparse.Namespace) -> bool:
             line += f"   goal < {TARGET_P99_MS:g} ms: {'met' if met else 'MISSED'}"
         print(line)
     for r in runs:
-        extra = r.get("errors", []) + r.get("notes", []) + r.get("examples", [])[:3]
-        v = r.get("verify") or {}
-        if v:
-            extra.append(f"records {v['checked'] - len(v['bad'])}/{v['checked']} devices ok")
-            extra += v["bad"][:3]
-        print(f"  run {r.get('run')}: {'ok' if r.get('valid') else 'INVALID'}; " + "; ".join(extra))
+        notes = run_notes(r, a.max_other, "records of devices")
+        print(f"  run {r.get('run')}: " + "; ".join(notes or ["ok"]))
     return ok and all(r.get("valid") for r in runs)
 
 
@@ -493,13 +482,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="small counts, short runs: a smoke test")
     p.add_argument("--tests", default=",".join(TESTS), help="telemetry,commands (both)")
     p.add_argument("--runs", type=int, default=2, help="runs of each configuration (2)")
-    p.add_argument("--json", type=Path, metavar="PATH", help="write every run and the summary here")
     p.add_argument(
         "--database-url",
         default="postgresql://postgres@127.0.0.1:5432/postgres",
         help="PostgreSQL server (admin URL) for the scratch databases",
     )
-    p.add_argument("--src", type=Path, help="run thingshub from this src/ dir (another commit)")
     p.add_argument("--seconds", type=float, help="telemetry: seconds measured (20; --quick 5)")
     p.add_argument(
         "--two",
@@ -507,63 +494,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="workers",
         help="telemetry: two processes as serve --workers 2, or as two nodes (workers)",
     )
-    p.add_argument("--tel-devices", type=int, help="telemetry: devices (1,000; --quick 200)")
-    p.add_argument("--tel-window", type=int, default=4, help="telemetry: in flight each (4)")
-    p.add_argument("--tel-warmup", type=float, help="telemetry: load before the window (2; 1)")
-    p.add_argument("--tel-verify", type=int, default=50, help="telemetry: devices read back (50)")
     p.add_argument("--drain", type=float, default=30.0, help="telemetry: wait for PUBACKs, s (30)")
     p.add_argument("--cmd-devices", type=int, help="commands: devices on node 2 (100; --quick 50)")
-    p.add_argument("--cmd-rate", type=float, default=500.0, help="commands: calls/s offered (500)")
     p.add_argument("--cmd-seconds", type=float, help="commands: seconds of calls (20; --quick 5)")
-    p.add_argument("--cmd-timeout", type=int, default=10, help="commands: ?timeout= of a call")
-    p.add_argument("--http-pool", type=int, default=64, help="commands: HTTP connections (64)")
-    p.add_argument("--http-client", choices=("raw", "httpx"), default="raw", help="(raw)")
-    p.add_argument("--cmd-verify", type=int, default=10, help="commands: records checked (10)")
-    p.add_argument("--conn-concurrency", type=int, default=100, help="connects at a time (100)")
-    p.add_argument("--register-concurrency", type=int, default=32, help="API requests at once")
-    p.add_argument(
-        "--max-other",
-        type=float,
-        default=25.0,
-        help="other processes' CPU (%% of a core) above which a run is redone (25)",
-    )
-    p.add_argument("--noise-retries", type=int, default=1, help="redos of a disturbed run (1)")
-    p.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=20.0,
-        help="before each measured phase, wait up to this many s for a quiet machine (20)",
-    )
-    p.add_argument("--limit", type=float, default=120.0, help="time limit of one phase, s (120)")
+    add_setup_args(p)
+    add_telemetry_args(p, "telemetry")
+    add_command_args(p)
+    add_noise_args(p)
     a = p.parse_args(argv)
+    check_args(p, a)
     a.seconds = a.seconds or (5.0 if a.quick else 20.0)
-    a.tel_devices = a.tel_devices or (200 if a.quick else 1_000)
-    a.tel_warmup = a.tel_warmup if a.tel_warmup is not None else (1.0 if a.quick else 2.0)
     a.cmd_devices = a.cmd_devices or (50 if a.quick else 100)
     a.cmd_seconds = a.cmd_seconds or (5.0 if a.quick else 20.0)
     a.tests = [t.strip() for t in a.tests.split(",") if t.strip()]
     if set(a.tests) - set(TESTS):
         p.error(f"unknown tests: {', '.join(sorted(set(a.tests) - set(TESTS)))}")
-    if a.tel_devices < 2 or a.tel_window < 1 or a.cmd_rate <= 0 or a.http_pool < 1:
-        p.error("--tel-devices >= 2, --tel-window, --cmd-rate and --http-pool positive")
-    if not 1 <= a.cmd_timeout <= 30:
-        p.error("--cmd-timeout must be between 1 and 30 (the platform's range)")
-    if not a.database_url.startswith(("postgresql://", "postgres://")):
+    if a.tel_devices < 2:
+        p.error("--tel-devices must be at least 2: the devices are split over two processes")
+    if not a.database_url:
         p.error("--database-url must be a postgresql:// URL: a cluster needs PostgreSQL")
     a.py_spy = None  # what platform_commands.commands_fixed reads
     return a
 
 
 def main(argv: list[str] | None = None) -> int:
-    if isinstance(sys.stdout, io.TextIOWrapper):
-        sys.stdout.reconfigure(line_buffering=True)
     a = parse_args(argv)
-    servers.raise_open_files(max(a.tel_devices, a.cmd_devices + a.http_pool) + 500)
-
-    def stop(_sig: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
+    start_main(max(a.tel_devices, a.cmd_devices + a.http_pool) + 500)
     env = servers.machine_info()
     print(f"ThingsHub cluster benchmark, {env['date']}, git {env['git']}")
     print(f"machine: {env['cpu']}, {env['cpus']} CPUs, {env['kernel']}; nothing pinned")

@@ -39,11 +39,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.metadata
-import io
 import json
 import os
 import shutil
-import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -59,7 +57,12 @@ from platform_common import (
     PRODUCT,
     DeviceLogin,
     PlatformRun,
+    add_command_args,
+    add_noise_args,
+    add_setup_args,
+    add_telemetry_args,
     attempt,
+    check_args,
     exit_noted,
     fmt,
     local_logins,
@@ -68,6 +71,8 @@ from platform_common import (
     py_spy,
     quiet,
     register,
+    runs_flags,
+    start_main,
     wait_disconnected,
 )
 from platform_gateway import print_gateway, run_gateway
@@ -218,14 +223,7 @@ def run_connects_mosquitto(a: argparse.Namespace, logins: Sequence[DeviceLogin])
 
 
 def connect_flags(runs: Sequence[dict[str, Any]], i: int, a: argparse.Namespace) -> str:
-    f = ""
-    if any(not r.get("valid") for r in runs):
-        f += "!"
-    if any(r.get(f"load_cpu_{i}", 0) >= FLAG_LOAD for r in runs):
-        f += "L"
-    if any(r.get(f"other_cpu_{i}", 0) > a.max_other for r in runs):
-        f += "N"
-    return f
+    return runs_flags(runs, a.max_other, f"load_cpu_{i}", f"other_cpu_{i}")
 
 
 def print_connects(
@@ -310,20 +308,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--tests", default=",".join(TESTS), help=f"comma list of {','.join(TESTS)} (all)"
     )
-    p.add_argument("--json", type=Path, metavar="PATH", help="write every run and the summary here")
     p.add_argument(
         "--database-url",
         metavar="URL",
         help="run the platform on PostgreSQL: a scratch database is created on this server "
         "for each run and dropped after it (e.g. postgresql://postgres@127.0.0.1:5432/postgres)",
-    )
-    p.add_argument(
-        "--src",
-        type=Path,
-        metavar="DIR",
-        help="run the platform from this source dir (PYTHONPATH) instead of the installed "
-        "package, e.g. a commit: mkdir /tmp/h && git archive HEAD src | tar -x -C /tmp/h; "
-        "--src /tmp/h/src",
     )
     p.add_argument(
         "--py-spy",
@@ -338,7 +327,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--runs", type=int, default=1, help="runs per server and test (median shown)")
     p.add_argument("--conns", type=int, help="connects: devices (default 10,000; --quick 500)")
-    p.add_argument("--conn-concurrency", type=int, default=100, help="connects at a time (100)")
     p.add_argument("--hold", type=float, help="connects: seconds held (default 5; --quick 1)")
     p.add_argument("--image-devices", type=int, help="image: devices (1,000; --quick 500)")
     p.add_argument("--rate", type=float, default=1000.0, help="image (a): offered updates/s")
@@ -363,41 +351,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--verify", type=int, default=50, help="image: devices checked via API (50)")
     p.add_argument("--cmd-devices", type=int, help="commands: devices (500; --quick 100)")
-    p.add_argument("--cmd-rate", type=float, default=500.0, help="commands (a): calls/s (500)")
-    p.add_argument("--cmd-timeout", type=int, default=10, help="commands: ?timeout= of a call")
-    p.add_argument("--http-pool", type=int, default=64, help="commands (a): HTTP connections (64)")
     p.add_argument(
         "--http-concurrency",
         help="commands (b): calls in flight, one HTTP connection each; a comma list runs "
         "(b) once per value, e.g. 64,128,256 (default 128; --quick 64)",
     )
     p.add_argument(
-        "--http-client",
-        choices=("raw", "httpx"),
-        default="raw",
-        help="commands: our keep-alive HTTP/1.1 client (raw, default) or httpx",
-    )
-    p.add_argument(
         "--answer-qos", type=int, choices=(0, 1), default=0, help="commands: QoS of answers (0)"
-    )
-    p.add_argument("--cmd-verify", type=int, default=10, help="commands: records checked (10)")
-    p.add_argument("--tel-devices", type=int, help="telemetry, thing: devices (1,000; --quick 200)")
-    p.add_argument(
-        "--tel-window",
-        type=int,
-        default=4,
-        help="telemetry, thing, gateway (direct): messages in flight per device (4)",
-    )
-    p.add_argument(
-        "--tel-warmup",
-        type=float,
-        help="telemetry, thing, gateway: load before the window, s (2; --quick 1)",
-    )
-    p.add_argument(
-        "--tel-verify",
-        type=int,
-        default=50,
-        help="telemetry, thing, gateway: devices read back via API (50)",
     )
     p.add_argument(
         "--gw-subs",
@@ -411,9 +371,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--gw-window", type=int, default=20, help="gateway: the gateway's messages in flight (20)"
     )
     p.add_argument(
-        "--register-concurrency", type=int, default=32, help="API requests at a time (32)"
-    )
-    p.add_argument(
         "--pin",
         action=argparse.BooleanOptionalAction,
         default=len(os.sched_getaffinity(0)) >= 2,
@@ -421,22 +378,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--server-cpus", default="0", help="taskset CPU list for the server (0)")
     p.add_argument("--load-cpus", default="1", help="CPU list for the load generator (1)")
-    p.add_argument(
-        "--max-other",
-        type=float,
-        default=25.0,
-        help="other processes' CPU (%% of a core) above which a run is redone",
-    )
-    p.add_argument("--noise-retries", type=int, default=1, help="redos of a disturbed run (1)")
-    p.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=20.0,
-        help="before each measured phase, wait up to this many s for a quiet machine (20)",
-    )
-    p.add_argument("--limit", type=float, default=120.0, help="time limit of one phase, s (120)")
     p.add_argument("--mosquitto", default=servers.MOSQUITTO, help="mosquitto binary")
+    add_setup_args(p)
+    add_telemetry_args(p, "telemetry, thing, gateway")
+    add_command_args(p)
+    add_noise_args(p)
     a = p.parse_args(argv)
+    check_args(p, a)
     quick = a.quick
     a.conns = a.conns or (500 if quick else 10_000)
     a.hold = a.hold if a.hold is not None else (1.0 if quick else 5.0)
@@ -449,8 +397,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ]
     except ValueError:
         p.error("--http-concurrency takes whole numbers, e.g. 128 or 64,128,256")
-    a.tel_devices = a.tel_devices or (200 if quick else 1_000)
-    a.tel_warmup = a.tel_warmup if a.tel_warmup is not None else (1.0 if quick else 2.0)
     a.gw_subs = a.gw_subs or (200 if quick else 1_000)
     if a.gw_per_msg < 1 or a.gw_subs % a.gw_per_msg or a.gw_window < 1:
         p.error("--gw-per-msg must divide --gw-subs, and --gw-window be at least 1")
@@ -460,33 +406,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown tests: {', '.join(sorted(unknown))}")
     if a.device_rate_cap <= 0 or a.window < 1:
         p.error("--device-rate-cap must be positive and --window at least 1")
-    if a.tel_window < 1 or a.http_pool < 1 or min(a.http_concurrency) < 1 or a.cmd_rate <= 0:
-        p.error("--tel-window, --http-pool, --http-concurrency and --cmd-rate must be positive")
-    if not 1 <= a.cmd_timeout <= 30:
-        p.error("--cmd-timeout must be between 1 and 30 (the platform's range)")
-    if a.database_url and not a.database_url.startswith(("postgresql://", "postgres://")):
-        p.error("--database-url must be a postgresql:// URL")
+    if min(a.http_concurrency) < 1:
+        p.error("--http-concurrency must be positive")
     return a
 
 
 def prepare(a: argparse.Namespace) -> None:
-    """Pin ourselves, allow enough sockets, and turn SIGTERM into a clean stop."""
+    """Pin ourselves, then what every benchmark's main does first (`start_main`)."""
     if a.pin:
         os.sched_setaffinity(0, servers.cpu_list(a.load_cpus))
     need = max(
         a.conns, a.image_devices, a.tel_devices, a.gw_subs, a.cmd_devices + max(a.http_concurrency)
     )
-    servers.raise_open_files(need + 500)
-
-    def stop(_sig: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
+    start_main(need + 500)
 
 
 def main(argv: list[str] | None = None) -> int:
-    if isinstance(sys.stdout, io.TextIOWrapper):
-        sys.stdout.reconfigure(line_buffering=True)
     a = parse_args(argv)
     prepare(a)
     storage = (

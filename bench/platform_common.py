@@ -13,11 +13,13 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import io
 import math
 import os
 import re
 import secrets
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -430,3 +432,130 @@ def median(runs: Sequence[dict[str, Any]], key: str) -> float | None:
 
 def fmt(v: float | None, digits: int = 0) -> str:
     return "-" if v is None else f"{v:,.{digits}f}"
+
+
+# ------------------------------------------------------------------ command line
+
+
+def add_setup_args(p: argparse.ArgumentParser) -> None:
+    """Options every platform benchmark takes: the report file, the code under test, and
+    how fast the setup registers and connects devices (setup, not a figure)."""
+    p.add_argument("--json", type=Path, metavar="PATH", help="write every run and the summary here")
+    p.add_argument(
+        "--src",
+        type=Path,
+        metavar="DIR",
+        help="run the platform from this source dir (PYTHONPATH) instead of the installed "
+        "package, e.g. a commit: mkdir /tmp/h && git archive HEAD src | tar -x -C /tmp/h; "
+        "--src /tmp/h/src",
+    )
+    p.add_argument("--conn-concurrency", type=int, default=100, help="connects at a time (100)")
+    p.add_argument(
+        "--register-concurrency", type=int, default=32, help="API requests at a time (32)"
+    )
+
+
+def add_telemetry_args(p: argparse.ArgumentParser, tests: str) -> None:
+    """The telemetry load's options; `tests` names the tests that use them, for the help."""
+    p.add_argument("--tel-devices", type=int, help=f"{tests}: devices (1,000; --quick 200)")
+    p.add_argument(
+        "--tel-window", type=int, default=4, help=f"{tests}: messages in flight per device (4)"
+    )
+    p.add_argument(
+        "--tel-warmup", type=float, help=f"{tests}: load before the window, s (2; --quick 1)"
+    )
+    p.add_argument(
+        "--tel-verify", type=int, default=50, help=f"{tests}: devices read back via API (50)"
+    )
+
+
+def add_command_args(p: argparse.ArgumentParser) -> None:
+    """The command calls' options, shared so that the single-node and the cross-node
+    round trips are measured with the same client and checked the same way."""
+    p.add_argument("--cmd-rate", type=float, default=500.0, help="commands: calls/s offered (500)")
+    p.add_argument("--cmd-timeout", type=int, default=10, help="commands: ?timeout= of a call")
+    p.add_argument("--http-pool", type=int, default=64, help="commands: HTTP connections (64)")
+    p.add_argument(
+        "--http-client",
+        choices=("raw", "httpx"),
+        default="raw",
+        help="commands: our keep-alive HTTP/1.1 client (raw, default) or httpx",
+    )
+    p.add_argument("--cmd-verify", type=int, default=10, help="commands: records checked (10)")
+
+
+def add_noise_args(p: argparse.ArgumentParser) -> None:
+    """How a run judges and waits out other processes (`attempt`, `quiet`), and the time
+    limit of one phase."""
+    p.add_argument(
+        "--max-other",
+        type=float,
+        default=25.0,
+        help="other processes' CPU (%% of a core) above which a run is redone (25)",
+    )
+    p.add_argument("--noise-retries", type=int, default=1, help="redos of a disturbed run (1)")
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=20.0,
+        help="before each measured phase, wait up to this many s for a quiet machine (20)",
+    )
+    p.add_argument("--limit", type=float, default=120.0, help="time limit of one phase, s (120)")
+
+
+def check_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    """The checks both command lines make; `p.error` exits with the parser's usage."""
+    a.tel_devices = a.tel_devices or (200 if a.quick else 1_000)
+    a.tel_warmup = a.tel_warmup if a.tel_warmup is not None else (1.0 if a.quick else 2.0)
+    if a.tel_window < 1 or a.http_pool < 1 or a.cmd_rate <= 0:
+        p.error("--tel-window, --http-pool and --cmd-rate must be positive")
+    if not 1 <= a.cmd_timeout <= 30:
+        p.error("--cmd-timeout must be between 1 and 30 (the platform's range)")
+    if a.database_url and not a.database_url.startswith(("postgresql://", "postgres://")):
+        p.error("--database-url must be a postgresql:// URL")
+
+
+def start_main(open_files: int) -> None:
+    """What a benchmark's main does first: print lines as they come (the runs are long),
+    allow `open_files` sockets, and turn SIGTERM into a clean stop (servers stopped,
+    scratch databases dropped)."""
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
+    servers.raise_open_files(open_files)
+
+    def stop(_sig: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+# ---------------------------------------------------------------------- report
+
+
+def runs_flags(
+    runs: Sequence[dict[str, Any]],
+    max_other: float,
+    load_key: str = "load_cpu_pct",
+    other_key: str = "other_cpu_pct",
+) -> str:
+    """The flags of a figure's runs: ! a run invalid, L the load generator saturated,
+    N other processes above `max_other` (bench/README.md reads them the same way)."""
+    f = "!" if any(not r.get("valid") for r in runs) else ""
+    f += "L" if any(r.get(load_key, 0) >= FLAG_LOAD for r in runs) else ""
+    return f + ("N" if any(r.get(other_key, 0) > max_other for r in runs) else "")
+
+
+def run_notes(r: dict[str, Any], max_other: float, verified: str) -> list[str]:
+    """One run's verdict in words: INVALID, L, N, its errors and notes, and how many of
+    the checks read back through the API held (`verified` names what was checked)."""
+    out = [] if r.get("valid") else ["INVALID"]
+    if r.get("load_cpu_pct", 0) >= FLAG_LOAD:
+        out.append("L (load generator saturated)")
+    if r.get("other_cpu_pct", 0) > max_other:
+        out.append(f"N (other processes {r['other_cpu_pct']:.0f}%)")
+    out += r.get("errors", []) + r.get("notes", []) + r.get("examples", [])[:3]
+    v = r.get("verify") or {}
+    if v:
+        out.append(f"{verified} {v['checked'] - len(v['bad'])}/{v['checked']} ok")
+        out += v["bad"][:3]
+    return out

@@ -52,6 +52,7 @@ from platform_common import (
     py_spy,
     quiet,
     register,
+    runs_flags,
 )
 from thingshub.mqtt.codec import CodecError, PacketType, PubAck, encode_publish
 
@@ -498,10 +499,7 @@ def print_telemetry(
     print()
 
     def flags(n: str) -> str:
-        runs = by_server[n]
-        f = "!" if any(not r.get("valid") for r in runs) else ""
-        f += "L" if any(r.get("load_cpu_pct", 0) >= FLAG_LOAD for r in runs) else ""
-        return f + ("N" if any(r.get("other_cpu_pct", 0) > a.max_other for r in runs) else "")
+        return runs_flags(by_server[n], a.max_other)
 
     # label, key, digits, scale, flags shown, ratio shown
     rows: list[tuple[str, str, int, float, bool, bool]] = [

@@ -39,7 +39,6 @@ import mqttload
 import servers
 from mqttload import VERSION, LoadError, now, packet_id
 from platform_common import (
-    FLAG_LOAD,
     PRODUCT,
     DeviceLogin,
     PlatformRun,
@@ -52,6 +51,7 @@ from platform_common import (
     progress,
     quiet,
     register,
+    runs_flags,
 )
 from platform_telemetry import (
     END_MS,
@@ -411,10 +411,7 @@ def print_thing(
     print()
 
     def flags(side: str) -> str:
-        runs = by_side[side]
-        f = "!" if any(not r.get("valid") for r in runs) else ""
-        f += "L" if any(r.get("load_cpu_pct", 0) >= FLAG_LOAD for r in runs) else ""
-        return f + ("N" if any(r.get("other_cpu_pct", 0) > a.max_other for r in runs) else "")
+        return runs_flags(by_side[side], a.max_other)
 
     # label, key, digits, flags shown, ratio shown
     rows: list[tuple[str, str, int, bool, bool]] = [

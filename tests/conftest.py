@@ -5,10 +5,11 @@
   during it. A background task that died must not pass silently.
 - `pg_database` / `pg_url`: the PostgreSQL server of `THINGSHUB_TEST_PG_URL`
   (an admin URL, default `postgresql://postgres@127.0.0.1:5432/postgres`).
-  The session gets its own database `thingshub_test_<random>`, dropped at the
-  end, and every test its own schema in it (through `?search_path=`), so each
-  test starts from an empty store. An unreachable server fails the tests: CI
-  guarantees it is up, so a skip would only hide a broken setup.
+  The session gets its own database `thingshub_test_<random>`, dropped after
+  the session by a process of its own, and every test its own schema in it
+  (through `?search_path=`), so each test starts from an empty store. An
+  unreachable server fails the tests: CI guarantees it is up, so a skip would
+  only hide a broken setup.
 - `platform` runs every test that uses it twice: on SQLite and on PostgreSQL.
 - `broker_factory`: a real `Broker` listening on a loopback port, running on
   its own event loop in a background thread, so blocking clients (paho-mqtt,
@@ -23,6 +24,7 @@ import asyncio
 import logging
 import os
 import secrets
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
@@ -120,7 +122,39 @@ def pg_database() -> Iterator[str]:
     try:
         yield urlsplit(admin)._replace(path=f"/{name}", query="").geturl()
     finally:
-        asyncio.run(_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        _drop_later(admin, name)
+
+
+_DROP = """
+import asyncio, sys
+import asyncpg
+
+async def drop(admin, name):
+    conn = await asyncpg.connect(admin, timeout=30)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', timeout=600)
+    finally:
+        await conn.close()
+
+asyncio.run(drop(sys.argv[1], sys.argv[2]))
+"""
+
+
+def _drop_later(admin: str, name: str) -> None:
+    """Drop the session's database in a process that outlives the session.
+
+    Why not wait for it: by the end a session's database holds a schema of
+    migrated tables for each of hundreds of tests, and DROP DATABASE (its files,
+    its checkpoint) took 40 to 60 s, during which the session's last test stood
+    in teardown. The name is the session's own, so nothing waits on the drop."""
+    devnull = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
+    os.posix_spawn(
+        sys.executable,
+        [sys.executable, "-c", _DROP, admin, name],
+        dict(os.environ),
+        file_actions=devnull,
+        setsid=True,
+    )
 
 
 @pytest.fixture
@@ -161,24 +195,31 @@ def serve_in_thread(
 ) -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
     """Run `start()` on a new loop in a daemon thread, keep the loop running until
     it is stopped (`loop.call_soon_threadsafe(loop.stop)`), then run `stop()`.
-    Returns once `start()` has finished; re-raises what it raised."""
+    Returns once `start()` has finished; re-raises what it raised.
+
+    Ready is only said from inside `run_forever`: a `loop.stop` that arrived while
+    `run_until_complete(boot())` was still winding down would end that call instead,
+    and the loop would then run for ever (a test stopping its server at once waited
+    out the join's timeout, 10 or 30 s, and left the server running)."""
     loop = asyncio.new_event_loop()
     ready: Future[None] = Future()
 
     def serve() -> None:
         asyncio.set_event_loop(loop)
 
-        async def boot() -> None:
+        async def boot() -> BaseException | None:
             try:
                 await start()
             except BaseException as exc:
                 await stop()
-                ready.set_exception(exc)
-                return
-            ready.set_result(None)
+                return exc
+            return None
 
-        loop.run_until_complete(boot())
-        if ready.exception() is None:
+        failed = loop.run_until_complete(boot())
+        if failed is not None:
+            ready.set_exception(failed)
+        else:
+            loop.call_soon(ready.set_result, None)
             loop.run_forever()
             loop.run_until_complete(stop())
         loop.run_until_complete(loop.shutdown_asyncgens())

@@ -39,9 +39,14 @@ class StartupError(Exception):
 
 
 def bind_http(host: str, port: int, *, shared: bool = False) -> socket.socket:
-    """The HTTP listener's socket, bound and listening (`shared`: SO_REUSEPORT)."""
+    """The HTTP listener's socket, bound and listening (`shared`: SO_REUSEPORT).
+
+    Made with IPPROTO_TCP named, not 0: asyncio turns Nagle off (TCP_NODELAY) only
+    on accepted sockets whose `proto` says TCP. With Nagle on, a response written
+    as head then body waited for the client's delayed ACK: 40 ms on every
+    keep-alive request."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if shared:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)

@@ -226,3 +226,29 @@ def test_only_the_head_is_recased() -> None:
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nETag: x\r\nX-A-B: c: d\r\n\r\n" + body
     )
     assert connections.canonical_head(b"no head yet") == b"no head yet"
+
+
+def test_answers_are_sent_without_waiting_for_the_clients_ack(
+    platform_factory: Callable[..., RunningPlatform],
+) -> None:
+    """Nagle is off on the server's side of every HTTP connection: uvicorn writes an
+    answer's head and body apart, and with Nagle on the body waited for the
+    client's delayed ACK, 40 ms on each keep-alive request."""
+    p = platform_factory()
+    with rawhttp.connect(p.http_port) as sock:
+        for _ in range(2):  # the second answer is the one Nagle held back
+            sock.sendall(rawhttp.request("GET", "/healthz"))
+            assert rawhttp.read_response(sock).status == 200
+
+        def nodelay() -> list[int]:
+            http = p.platform._http
+            assert http is not None
+            return [
+                c.transport.get_extra_info("socket").getsockopt(
+                    socket.IPPROTO_TCP, socket.TCP_NODELAY
+                )
+                for c in http.server_state.connections
+            ]
+
+        flags = p.call(nodelay)
+    assert flags and all(flags), flags

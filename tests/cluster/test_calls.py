@@ -17,14 +17,14 @@ from typing import Any
 
 import httpx
 import pytest
-from paho.mqtt.client import Client, MQTTMessage
+from paho.mqtt.client import MQTTMessage
 
 from tests.conftest import RunningPlatform
+from tests.gateway.test_commands import Answer, answer_with, cmd_id_of, echo
 from tests.mqtt.clients import PahoClient, wait_until
 from thingshub.dialects.onenet import token as onenet
 
 Node = Callable[..., RunningPlatform]
-Answer = Callable[[MQTTMessage], tuple[str, bytes] | None]
 DEV = "/api/v1/products/{}/devices/{}"
 
 
@@ -56,25 +56,6 @@ def online_for(api: httpx.Client, pid: str, name: str) -> None:
     wait_until(online, 5, f"{pid}/{name} online")
 
 
-def answer_with(client: PahoClient, topic_filter: str, answer: Answer) -> list[MQTTMessage]:
-    """Answer every request on `topic_filter` from paho's thread; the requests seen."""
-    seen: list[MQTTMessage] = []
-
-    def on_request(c: Client, _u: object, message: MQTTMessage) -> None:
-        seen.append(message)
-        reply = answer(message)
-        if reply is not None:
-            c.publish(reply[0], reply[1], qos=1)
-
-    client.client.message_callback_add(topic_filter, on_request)
-    client.subscribe(topic_filter, qos=1)
-    return seen
-
-
-def last_part(message: MQTTMessage) -> str:
-    return message.topic.rsplit("/", 1)[1]
-
-
 @pytest.fixture
 def nodes(node_factory: Node) -> tuple[RunningPlatform, RunningPlatform]:
     return node_factory("n1", ota_tick=0.05), node_factory("n2", ota_tick=0.05)
@@ -84,16 +65,12 @@ def test_onenet_command_answered_across_nodes(nodes: Any) -> None:
     n1, n2 = nodes
     api = n1.http()
     client = onenet_device(n2, make(api, "p1", "d1"))
-    seen = answer_with(
-        client,
-        "$sys/p1/d1/cmd/request/+",
-        lambda m: (f"$sys/p1/d1/cmd/response/{last_part(m)}", b"done:" + m.payload),
-    )
+    seen = answer_with(client, "$sys/p1/d1/cmd/request/+", echo("$sys/p1/d1"))
     online_for(api, "p1", "d1")
     r = api.post(DEV.format("p1", "d1") + "/commands", content=b"\x00go", params={"timeout": 5})
     assert r.status_code == 200, r.text
     assert base64.b64decode(r.json()["response"]) == b"done:\x00go"
-    assert seen[0].payload == b"\x00go" and last_part(seen[0]) == r.json()["cmd_id"]
+    assert seen[0].payload == b"\x00go" and cmd_id_of(seen[0]) == r.json()["cmd_id"]
     # Recorded by the node that ran it, read on either.
     records = api.get(DEV.format("p1", "d1") + "/commands").json()["items"]
     assert records[0]["cmd_id"] == r.json()["cmd_id"] and records[0]["status"] == "answered"
@@ -109,7 +86,7 @@ def test_thingspanel_call_attributes_and_control_across_nodes(nodes: Any) -> Non
     def respond(kind: str) -> Answer:
         def answer(m: MQTTMessage) -> tuple[str, bytes]:
             body = {"result": 0, "message": "success", "ts": 1, "method": kind}
-            return f"devices/{kind}/response/{last_part(m)}", json.dumps(body).encode()
+            return f"devices/{kind}/response/{cmd_id_of(m)}", json.dumps(body).encode()
 
         return answer
 
@@ -151,7 +128,7 @@ def test_a_device_that_moves_to_another_node_is_reached_there(
             client,
             "$sys/p1/d1/cmd/request/+",
             lambda m: (
-                f"$sys/p1/d1/cmd/response/{last_part(m)}",
+                f"$sys/p1/d1/cmd/response/{cmd_id_of(m)}",
                 node.platform.nodes.node_id.encode(),
             ),
         )
@@ -193,7 +170,7 @@ def test_errors_across_nodes_are_those_of_one_node(nodes: Any) -> None:
     answer_with(
         client,
         "$sys/p1/d1/cmd/request/+",
-        lambda m: (f"$sys/p1/d1/cmd/response/{last_part(m)}", b"x" * 1024),
+        lambda m: (f"$sys/p1/d1/cmd/response/{cmd_id_of(m)}", b"x" * 1024),
     )
     r = api.post(cmd, content=b"big", params={"timeout": 5})
     assert r.status_code == 400 and r.json()["err_code"] == 99, r.text
@@ -360,15 +337,9 @@ def test_nats_away_fails_remote_calls_with_503_and_local_ones_go_on(
     n2 = node_factory("n2", nats_url=private_nats.url)
     api: httpx.Client = n1.http()
 
-    def echo(client: PahoClient, name: str) -> None:
-        answer_with(
-            client,
-            f"$sys/p1/{name}/cmd/request/+",
-            lambda m: (f"$sys/p1/{name}/cmd/response/{last_part(m)}", b"ok"),
-        )
-
-    echo(onenet_device(n2, make(api, "p1", "far")), "far")
-    echo(onenet_device(n1, make(api, "p1", "near")), "near")
+    for node, name in ((n2, "far"), (n1, "near")):
+        client = onenet_device(node, make(api, "p1", name))
+        answer_with(client, f"$sys/p1/{name}/cmd/request/+", echo(f"$sys/p1/{name}"))
     online_for(api, "p1", "far")
 
     def call(name: str) -> httpx.Response:

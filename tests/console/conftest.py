@@ -37,6 +37,18 @@ import pytest
 from thingshub.core.model import Product
 from thingshub.storage import open_storage
 
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A module's console tests in one xdist group: with `--dist loadgroup` (as
+    scripts/test runs them) they run on one worker, which starts the module's
+    server (the seeded fleet, `serve`, the sign-in) and Chromium once; spread
+    test by test, every worker that got one of them started its own."""
+    here = Path(__file__).parent
+    for item in items:
+        if item.path.parent == here:
+            item.add_marker(pytest.mark.xdist_group(f"console-{item.path.stem}"))
+
+
 CHROMIUM = Path(os.environ.get("THINGSHUB_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--no-sandbox",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 
 from tests.conftest import RunningPlatform
 from tests.device.conftest import register
+from tests.mqtt.clients import stream_packets, until
 from thingshub.device.client import LoginRefused, MqttClient, NotConnected
 from thingshub.mqtt.codec import (
     MQTT_3_1_1,
@@ -28,7 +28,6 @@ from thingshub.mqtt.codec import (
     PingResp,
     PubAck,
     Publish,
-    Reader,
     Suback,
     Subscribe,
     encode,
@@ -36,21 +35,6 @@ from thingshub.mqtt.codec import (
 )
 
 Script = Callable[[int, AsyncIterator[Packet], asyncio.StreamWriter], Awaitable[None]]
-
-
-async def until(predicate: Callable[[], Any], what: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-
-
-async def packets(stream: asyncio.StreamReader) -> AsyncIterator[Packet]:
-    reader = Reader()
-    while data := await stream.read(65536):
-        reader.feed(data)
-        while (packet := reader.next_packet()) is not None:
-            yield packet
 
 
 class ScriptedServer:
@@ -89,7 +73,7 @@ class ScriptedServer:
         me.add_done_callback(self._handlers.discard)
 
         async def recorded() -> AsyncIterator[Packet]:
-            async for packet in packets(stream):
+            async for packet in stream_packets(stream):
                 self.seen.append((n, packet))
                 yield packet
 

@@ -7,7 +7,6 @@ ignored, and OTA turned on while online."""
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import pytest
@@ -15,14 +14,8 @@ import pytest
 from tests.conftest import RunningPlatform
 from tests.device.conftest import api, register
 from tests.device.test_onenet import DEV, device
+from tests.mqtt.clients import until
 from thingshub.device import Rejected
-
-
-async def until(predicate: Any, what: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 def test_desired_state_data_points_and_pack(hub: RunningPlatform) -> None:

@@ -16,7 +16,7 @@ import httpx
 
 from tests.conftest import RunningPlatform
 from tests.device.conftest import BreakingProxy, api, register
-from tests.device.test_thingspanel import until
+from tests.mqtt.clients import until
 from thingshub.device import Firmware, OneNetDevice
 from thingshub.device.onenet_ota import onenet_step
 

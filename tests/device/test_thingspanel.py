@@ -8,12 +8,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import time
 from collections.abc import Callable
 from typing import Any
 
 from tests.conftest import RunningPlatform
 from tests.device.conftest import BreakingProxy, api, register
+from tests.mqtt.clients import until
 from thingshub.device import Firmware, ThingsPanelDevice, ThingsPanelGateway
 
 DEV = "/api/v1/products/p1/devices/d1"
@@ -28,13 +28,6 @@ def device(hub: RunningPlatform, creds: Any, url: str | None = None) -> ThingsPa
         url or f"mqtt://127.0.0.1:{hub.mqtt_port}",
         backoff=(0.05, 0.5),
     )
-
-
-async def until(predicate: Callable[[], Any], what: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 def test_reports_and_calls(hub: RunningPlatform) -> None:

@@ -12,7 +12,8 @@ import pytest
 
 from tests.conftest import RunningPlatform
 from tests.device.conftest import api, free_port, register
-from tests.device.test_thingspanel import DEV, device, until
+from tests.device.test_thingspanel import DEV, device
+from tests.mqtt.clients import until
 from thingshub.device import Rejected
 
 

@@ -14,8 +14,8 @@ import httpx
 
 from tests.conftest import RunningPlatform
 from tests.device.test_onenet_ota import TASKS, finished, upload
-from tests.device.test_thingspanel import until
 from tests.e2e.test_tls import certs, other_ca, tls_settings, trusting  # noqa: F401 - fixtures
+from tests.mqtt.clients import until
 from thingshub.device import OneNetDevice, ThingsPanelDevice
 
 

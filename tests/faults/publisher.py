@@ -12,7 +12,10 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Iterable
 
+from tests.conftest import RunningPlatform
+from tests.mqtt.clients import wait_until
 from thingshub.mqtt.codec import Connack, Connect, PubAck, Publish, Reader, encode
 
 
@@ -107,3 +110,57 @@ def metric(api: object, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[1])
     raise AssertionError(f"{name} is not in /metrics")
+
+
+def start_publishers(p: RunningPlatform, api: object, versions: Iterable[int]) -> list[Publisher]:
+    """Product `p`, device d<i> publishing key k<i> with MQTT `versions[i]`, all
+    started and past their first 100 acknowledgements: a load in full flow before
+    the fault."""
+    api.post("/api/v1/products", json={"id": "p", "name": "p"})  # type: ignore[attr-defined]
+    publishers = []
+    for i, version in enumerate(versions):
+        d = api.post("/api/v1/products/p/devices", json={"name": f"d{i}"}).json()  # type: ignore[attr-defined]
+        publishers.append(
+            Publisher(p.mqtt_port, d["username"], d["password"], f"k{i}", version=version)
+        )
+    for pub in publishers:
+        pub.start()
+    wait_until(lambda: all(len(x.acked) > 100 for x in publishers), 20, "acknowledgements")
+    return publishers
+
+
+def assert_held(
+    p: RunningPlatform, api: object, publishers: list[Publisher], before: list[int], what: str
+) -> None:
+    """During the outage: nothing more acknowledged since `before`, nobody dropped or
+    refused, the writes held and the outage shown in /metrics."""
+    assert [len(x.acked) for x in publishers] == before, f"acknowledged without {what}"
+    assert not any(x.closed for x in publishers), "a publisher was dropped, not held"
+    assert all(x.codes == [] for x in publishers), "a 5.0 publisher got a failure code"
+    assert p.call(lambda: p.platform.storage.writer.stats.held) > 0, "nothing held"
+    assert metric(api, "thingshub_storage_held_writes") > 0
+    assert metric(api, "thingshub_storage_outage") == 1
+
+
+def assert_resumed(api: object, publishers: list[Publisher], before: list[int], what: str) -> None:
+    """Once the fault is gone: 100 more acknowledgements each, the outage over in
+    /metrics and counted, and the publishers stopped with no error, never closed."""
+    wait_until(
+        lambda: all(len(x.acked) > b + 100 for x, b in zip(publishers, before, strict=True)),
+        30,
+        f"acknowledgements {what}",
+    )
+    assert metric(api, "thingshub_storage_outage") == 0
+    assert metric(api, "thingshub_storage_held_writes") == 0
+    assert metric(api, "thingshub_storage_outages_total") >= 1
+    for pub in publishers:
+        pub.stop()
+        assert pub.error is None, pub.error
+        assert not pub.closed
+
+
+def assert_stored(publishers: list[Publisher], stored: dict[str, set[int]]) -> None:
+    """Every message a publisher had acknowledged is in `stored` (values by key)."""
+    for i, pub in enumerate(publishers):
+        missing = set(pub.acked) - stored[f"k{i}"]
+        assert not missing, f"{len(missing)} acknowledged messages of d{i} were not stored"

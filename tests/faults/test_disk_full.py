@@ -16,7 +16,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import RunningPlatform
-from tests.faults.publisher import Publisher, metric
+from tests.faults.publisher import (
+    Publisher,
+    assert_held,
+    assert_resumed,
+    assert_stored,
+    start_publishers,
+)
 from tests.faults.services import SmallDisk, mount_unavailable_reason
 from tests.mqtt.clients import wait_until
 
@@ -43,49 +49,21 @@ def test_a_full_disk_holds_publishers_and_loses_nothing(
 ) -> None:
     p = platform_factory(data_dir=small_disk.path / "data")
     api = p.http()
-    api.post("/api/v1/products", json={"id": "p", "name": "p"})
-    publishers = []
-    for i, version in enumerate((4, 5)):
-        d = api.post("/api/v1/products/p/devices", json={"name": f"d{i}"}).json()
-        publishers.append(
-            Publisher(p.mqtt_port, d["username"], d["password"], f"k{i}", version=version)
-        )
-    for pub in publishers:
-        pub.start()
-    wait_until(lambda: all(len(x.acked) > 100 for x in publishers), 20, "acknowledgements")
+    publishers = start_publishers(p, api, (4, 5))
 
     filler = small_disk.fill()
     # What the WAL already has room for may still go in; then nothing more.
     wait_until(lambda: _quiet(publishers, 1.0), 60, "the disk to be full")
     before = [len(x.acked) for x in publishers]
     time.sleep(1.5)
-    assert [len(x.acked) for x in publishers] == before, "acknowledged without a write"
-    assert not any(x.closed for x in publishers), "a publisher was dropped, not held"
-    assert all(x.codes == [] for x in publishers), "a 5.0 publisher got a failure code"
+    assert_held(p, api, publishers, before, "a write")
     r = api.post("/api/v1/products", json={"id": "q", "name": "q"})
     assert r.status_code == 503 and "SQLite" in r.json()["error"], r.text
 
-    assert p.call(lambda: p.platform.storage.writer.stats.held) > 0, "nothing held"
-    assert metric(api, "thingshub_storage_held_writes") > 0
-    assert metric(api, "thingshub_storage_outage") == 1
     filler.unlink()
-    wait_until(
-        lambda: all(len(x.acked) > b + 100 for x, b in zip(publishers, before, strict=True)),
-        30,
-        "acknowledgements once space was freed",
-    )
-    assert metric(api, "thingshub_storage_outage") == 0
-    assert metric(api, "thingshub_storage_held_writes") == 0
-    assert metric(api, "thingshub_storage_outages_total") >= 1
-    for pub in publishers:
-        pub.stop()
-        assert pub.error is None, pub.error
-        assert not pub.closed
+    assert_resumed(api, publishers, before, "once space was freed")
     assert api.post("/api/v1/products", json={"id": "q", "name": "q"}).status_code == 201
-    stored = _stored(small_disk.path / "data")
-    for i, pub in enumerate(publishers):
-        missing = set(pub.acked) - stored[f"k{i}"]
-        assert not missing, f"{len(missing)} acknowledged messages of d{i} were not stored"
+    assert_stored(publishers, _stored(small_disk.path / "data"))
 
 
 def _stored(data: Path) -> dict[str, set[int]]:

@@ -18,9 +18,8 @@ import asyncpg
 import pytest
 
 from tests.conftest import RunningPlatform
-from tests.faults.publisher import Publisher, metric
+from tests.faults.publisher import assert_held, assert_resumed, assert_stored, start_publishers
 from tests.faults.services import PrivatePostgres, postgres_unavailable_reason
-from tests.mqtt.clients import wait_until
 
 
 @pytest.fixture
@@ -53,48 +52,20 @@ def test_postgres_stopped_under_qos1_load_holds_publishers_and_loses_nothing(
 ) -> None:
     p = platform_factory(database_url=private_pg.url)
     api = p.http()
-    api.post("/api/v1/products", json={"id": "p", "name": "p"})
-    publishers = []
-    for i, version in enumerate((4, 5)):  # MQTT 3.1.1 and 5.0
-        d = api.post("/api/v1/products/p/devices", json={"name": f"d{i}"}).json()
-        publishers.append(
-            Publisher(p.mqtt_port, d["username"], d["password"], f"k{i}", version=version)
-        )
-    for pub in publishers:
-        pub.start()
-    wait_until(lambda: all(len(x.acked) > 100 for x in publishers), 20, "acknowledgements")
+    publishers = start_publishers(p, api, (4, 5))  # MQTT 3.1.1 and 5.0
 
     private_pg.stop()
     time.sleep(0.5)  # what was committed before the stop may still be acknowledged
     before = [len(x.acked) for x in publishers]
     time.sleep(2)
-    assert [len(x.acked) for x in publishers] == before, "acknowledged without the database"
-    assert not any(x.closed for x in publishers), "a publisher was dropped, not held"
-    assert all(x.codes == [] for x in publishers), "a 5.0 publisher got a failure code"
+    assert_held(p, api, publishers, before, "the database")
     r = api.get("/api/v1/products/p/devices")
     assert r.status_code == 503, r.text
     assert "PostgreSQL" in r.json()["error"], r.text
     r = api.post("/api/v1/products/p/devices/d0/commands", content=b"x")
     assert r.status_code in (409, 503), r.text  # never a hang, never a 500
 
-    assert p.call(lambda: p.platform.storage.writer.stats.held) > 0, "nothing held"
-    assert metric(api, "thingshub_storage_held_writes") > 0
-    assert metric(api, "thingshub_storage_outage") == 1
     private_pg.start()
-    wait_until(
-        lambda: all(len(x.acked) > b + 100 for x, b in zip(publishers, before, strict=True)),
-        30,
-        "acknowledgements after the database came back",
-    )
+    assert_resumed(api, publishers, before, "after the database came back")
     assert api.get("/api/v1/products/p/devices").status_code == 200
-    assert metric(api, "thingshub_storage_outage") == 0
-    assert metric(api, "thingshub_storage_held_writes") == 0
-    assert metric(api, "thingshub_storage_outages_total") >= 1
-    for pub in publishers:
-        pub.stop()
-        assert pub.error is None, pub.error
-        assert not pub.closed
-    stored = asyncio.run(_stored(private_pg.url, ["k0", "k1"]))
-    for i, pub in enumerate(publishers):
-        missing = set(pub.acked) - stored[f"k{i}"]
-        assert not missing, f"{len(missing)} acknowledged messages of d{i} were not stored"
+    assert_stored(publishers, asyncio.run(_stored(private_pg.url, ["k0", "k1"])))

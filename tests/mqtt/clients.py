@@ -19,10 +19,11 @@ each test, so a failing test leaves no threads or sockets behind.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, TypeVar, cast
 
 from paho.mqtt.client import (
@@ -78,6 +79,15 @@ def wait_until(predicate: Callable[[], object], timeout: float = TIMEOUT, what: 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
         time.sleep(0.002)
+
+
+async def until(predicate: Callable[[], object], what: str = "", timeout: float = 10.0) -> None:
+    """`wait_until` for a test that runs an event loop (the device SDK's): it polls
+    with `asyncio.sleep`, so the loop keeps serving what the predicate waits for."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        await asyncio.sleep(0.02)
 
 
 def track(client: Any) -> None:
@@ -387,6 +397,17 @@ class PahoClient:
 
 class ConnectionClosed(Exception):
     """The server closed the connection (EOF or reset)."""
+
+
+async def stream_packets(stream: asyncio.StreamReader, version: int = 4) -> AsyncIterator[Packet]:
+    """The packets on an asyncio stream, read through our codec as `RawClient.recv`
+    reads a socket: for the server's side of a scripted connection. Ends when the
+    peer closes."""
+    reader = Reader(version)
+    while data := await stream.read(65536):
+        reader.feed(data)
+        while (packet := reader.next_packet()) is not None:
+            yield packet
 
 
 class RawClient:

@@ -48,6 +48,9 @@ class WsRawClient(RawClient):
             max_size=None,
             max_queue=max_queue,
             open_timeout=TIMEOUT,
+            # Closing waits this long for the server's close frame: a client that
+            # stopped reading (its queue full) never takes it in, and waited 10 s.
+            close_timeout=1,
             compression=None,
             additional_headers=headers,
         ).__enter__()  # as `with connect(...) as ws` would; close() ends it

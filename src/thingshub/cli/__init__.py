@@ -13,6 +13,8 @@ Rules:
 
 from __future__ import annotations
 
+import importlib
+import sys
 from typing import Annotated
 
 import typer
@@ -41,18 +43,31 @@ def _root(
         raise typer.Exit(2)
 
 
-def main() -> None:
-    from thingshub.cli import cert, cluster, demo, devices, keys, model, ota, serve, simulate
+#: The module of each command, in the order `--help` lists them. `main` imports
+#: only the module of the command a command line names: a client command such as
+#: `thingshub product list` then starts without importing the platform and the
+#: console (NiceGUI), a second or more of its run time.
+COMMANDS = {
+    "broker": "serve",
+    "serve": "serve",
+    "cert": "cert",
+    "product": "devices",
+    "device": "devices",
+    "model": "model",
+    "firmware": "ota",
+    "ota": "ota",
+    "key": "keys",
+    "cluster": "cluster",
+    "simulate": "simulate",
+    "demo": "demo",
+}
 
-    serve.register(app)
-    cert.register(app)
-    devices.register(app)
-    model.register(app)
-    ota.register(app)
-    keys.register(app)
-    cluster.register(app)
-    simulate.register(app)
-    demo.register(app)
+
+def main() -> None:
+    named = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
+    modules = [COMMANDS[named]] if named in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
+    for module in modules:  # no command, or an unknown one: all, for the help or the error
+        importlib.import_module(f"thingshub.cli.{module}").register(app)
     app(prog_name="thingshub")
 
 
