@@ -66,6 +66,7 @@ from platform_common import (
     DatabaseCpu,
     ScratchDatabase,
     add_command_args,
+    add_database_arg,
     add_noise_args,
     add_setup_args,
     add_telemetry_args,
@@ -482,11 +483,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="small counts, short runs: a smoke test")
     p.add_argument("--tests", default=",".join(TESTS), help="telemetry,commands (both)")
     p.add_argument("--runs", type=int, default=2, help="runs of each configuration (2)")
-    p.add_argument(
-        "--database-url",
-        default="postgresql://postgres@127.0.0.1:5432/postgres",
-        help="PostgreSQL server (admin URL) for the scratch databases",
-    )
+    add_database_arg(p, "the scratch databases")
     p.add_argument("--seconds", type=float, help="telemetry: seconds measured (20; --quick 5)")
     p.add_argument(
         "--two",

@@ -437,6 +437,17 @@ def fmt(v: float | None, digits: int = 0) -> str:
 # ------------------------------------------------------------------ command line
 
 
+#: The PostgreSQL server the cluster benchmarks make their scratch databases on.
+ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def add_database_arg(p: argparse.ArgumentParser, what: str) -> None:
+    """`--database-url`: the PostgreSQL server (admin URL) for `what`."""
+    p.add_argument(
+        "--database-url", default=ADMIN_URL, help=f"PostgreSQL server (admin URL) for {what}"
+    )
+
+
 def add_setup_args(p: argparse.ArgumentParser) -> None:
     """Options every platform benchmark takes: the report file, the code under test, and
     how fast the setup registers and connects devices (setup, not a figure)."""

@@ -42,7 +42,7 @@ import mqttload
 import servers
 from cluster_bench import ClusterRun, TreeCpu, process_tree
 from platform_bench import mosquitto_logins
-from platform_common import PRODUCT, DeviceLogin, progress, register
+from platform_common import PRODUCT, DeviceLogin, add_database_arg, progress, register
 
 
 def raise_nofile() -> int:
@@ -185,11 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mosquitto", default=servers.MOSQUITTO)
     p.add_argument("--workers", type=int, default=0, help="serve --workers N on PostgreSQL")
     p.add_argument("--procs", type=int, default=0, help="load processes (0: this one)")
-    p.add_argument(
-        "--database-url",
-        default="postgresql://postgres@127.0.0.1:5432/postgres",
-        help="with --workers: PostgreSQL server (admin URL) for the scratch database",
-    )
+    add_database_arg(p, "the scratch database of --workers")
     p.add_argument("--src", type=Path, help="run thingshub from this src/ dir (another commit)")
     p.add_argument("--json", type=Path)
     a = p.parse_args(argv)

@@ -53,6 +53,17 @@ WHITESPACE = " \t\n\r"
 SCAN: Callable[[str, int], tuple[Any, int]] = DECODER.scan_once  # type: ignore[attr-defined]
 
 
+def scan_whole(text: str) -> tuple[bool, Any]:
+    """`(True, value)` when `text` is one JSON document with nothing around it, read by
+    the scanner straight; else `(False, None)`: whitespace around it, or not JSON, which
+    the caller's `decode` then reads and says why (each caller in its own errors)."""
+    try:
+        value, end = SCAN(text, 0)
+    except (StopIteration, ValueError, RecursionError):
+        return False, None
+    return (True, value) if end == len(text) else (False, None)
+
+
 def has_lone_surrogate(value: Any) -> bool:
     """Whether a string anywhere in `value` (keys too) holds a lone surrogate."""
     stack = [value]
@@ -92,12 +103,9 @@ def loads_unicode(data: bytes | str) -> Any:
 def loads(data: bytes | str) -> Any:
     """Parse strict JSON (bytes must be UTF-8); raises JsonError."""
     text = _text(data)
-    try:
-        value, end = SCAN(text, 0)
-        if end == len(text):
-            return value
-    except (StopIteration, ValueError, RecursionError):
-        pass  # whitespace first, or not JSON: `decode` below reads it and says why
+    whole, value = scan_whole(text)
+    if whole:
+        return value
     try:
         try:
             value = DECODER.decode(text)

@@ -112,7 +112,6 @@ def _too_large(message: str) -> ReportError:
 # UTF-16/32; the payload is decoded as UTF-8 here, then parsed strictly.
 _DECODER = jsontext.DECODER
 _WS = jsontext.WHITESPACE
-_SCAN = jsontext.SCAN
 
 
 def _load(payload: bytes, max_payload: int) -> Any:
@@ -127,12 +126,9 @@ def _load(payload: bytes, max_payload: int) -> Any:
             f"the payload is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
             f"{exc.start})",
         ) from None
-    try:
-        body, end = _SCAN(text, 0)
-        if end == len(text):
-            return body
-    except (StopIteration, ValueError, RecursionError):
-        pass  # whitespace first, or not JSON: `decode` below reads it and says why
+    whole, body = jsontext.scan_whole(text)
+    if whole:
+        return body
     try:
         return _DECODER.decode(text)
     except RecursionError:
