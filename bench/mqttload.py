@@ -1036,13 +1036,21 @@ class IdleClients:
     """
 
     def __init__(
-        self, host: str, port: int, sources: Sequence[str] = (), per_source: int = 0
+        self,
+        host: str,
+        port: int,
+        sources: Sequence[str] = (),
+        per_source: int = 0,
+        first: int = 0,
     ) -> None:
         self.addr = (host, port)
-        # Client i binds to sources[i // per_source]: one loopback source address has
-        # only ~28k ephemeral ports, so 100,000 connections need several (127.0.0.2, ...).
+        # Client i binds to sources[(first + i) // per_source]: one loopback source
+        # address has only ~28k ephemeral ports, so 100,000 connections need several
+        # (127.0.0.2, ...). `first` is the run-wide index of this process's first client,
+        # so that the load processes of one run use different addresses.
         self.sources = list(sources)
         self.per_source = per_source
+        self.first = first
         self.socks: list[socket.socket] = []
         self.errors: list[str] = []
         self.failed = 0
@@ -1097,7 +1105,8 @@ class IdleClients:
                     if self.sources:
                         # Port chosen at connect, per (source, destination): not at bind.
                         sock.setsockopt(socket.SOL_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
-                        sock.bind((self.sources[(i // self.per_source) % len(self.sources)], 0))
+                        k = (self.first + i) // self.per_source
+                        sock.bind((self.sources[k % len(self.sources)], 0))
                     err = sock.connect_ex(self.addr)
                     if err not in (0, errno.EINPROGRESS):
                         self._fail(sock, f"{ids[i]}: connect: {os.strerror(err)}")
@@ -1282,7 +1291,11 @@ def _describe(data: bytes) -> str:
 async def conns_role(link: Link, job: dict[str, Any]) -> None:
     """Idle clients: connect all (timed), hold, check and ping all on request, then close."""
     clients = IdleClients(
-        job["host"], job["port"], job.get("sources", ()), job.get("per_source", 0)
+        job["host"],
+        job["port"],
+        job.get("sources", ()),
+        job.get("per_source", 0),
+        first=job["ids"][0] if job["ids"] else 0,
     )
     try:
         ids = job.get("client_ids") or [f"{job['prefix']}-{i}" for i in job["ids"]]
