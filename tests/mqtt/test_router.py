@@ -13,7 +13,7 @@ from typing import Any, cast
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from thingshub.mqtt.server.router import CACHE_SIZE, Router, Subscription
+from thingshub.mqtt.server.router import CACHE_SIZE, SEEN_BITS, Router, Subscription
 from thingshub.mqtt.server.session import Session
 from thingshub.mqtt.topics import matches, split_shared
 
@@ -214,7 +214,31 @@ def test_remembered_matches_are_bounded() -> None:
     add(r, session("s"), "#")
     for i in range(CACHE_SIZE + 10):
         assert len(r.match(f"t/{i}")) == 1
+        assert len(r.match(f"t/{i}")) == 1  # the second time: remembered
     assert len(r._cache) <= CACHE_SIZE
+
+
+def test_a_topic_routed_once_is_not_remembered() -> None:
+    r = Router()
+    add(r, session("s"), "cmd/request/+")
+    for i in range(5000):  # one-shot topics (a command's id in each)
+        assert len(r.match(f"cmd/request/{i}")) == 1
+    # Only those whose bit another topic set first (about 2 %, 5000 bits of 131,072).
+    assert len(r._cache) < 500
+    assert "cmd/request/x" not in r._cache
+    assert len(r.match("cmd/request/x")) == 1
+    assert matched(r, "cmd/request/x") == [("s", "cmd/request/+")]
+    assert "cmd/request/x" in r._cache  # routed twice: remembered
+
+
+def test_the_table_of_topics_routed_once_is_wiped_before_it_fills() -> None:
+    r = Router()
+    add(r, session("s"), "#")
+    for i in range(3 * CACHE_SIZE):
+        r.match(f"t/{i}")
+    assert r._seen_count < CACHE_SIZE
+    assert sum(bin(b).count("1") for b in r._seen) <= r._seen_count  # wiped, not kept
+    assert SEEN_BITS > 10 * CACHE_SIZE  # so a bit is rarely another topic's
 
 
 def test_a_miss_is_remembered_only_when_wildcards_could_have_matched() -> None:
@@ -223,8 +247,10 @@ def test_a_miss_is_remembered_only_when_wildcards_could_have_matched() -> None:
     for i in range(100):  # per-device topics nobody subscribes to take no memory
         assert r.match(f"devices/status/{i}") == []
     assert len(r._cache) == 0
-    assert matched(r, "a/b") == [("s", "a/b")]  # a hit is remembered
+    assert matched(r, "a/b") == [("s", "a/b")]
+    assert matched(r, "a/b") == [("s", "a/b")]  # a hit, the second time, is remembered
     assert len(r._cache) == 1
     add(r, session("w"), "x/+")
+    assert r.match("devices/status/1") == []
     assert r.match("devices/status/1") == []
     assert "devices/status/1" in r._cache  # a miss that took a walk of the trie

@@ -17,14 +17,19 @@ Rules:
   nothing while no filter has a wildcard: finding that out again costs the
   one lookup that remembering it would, and a fleet's per-device topics that
   nobody subscribes to (presence notices, one a device) would otherwise fill
-  the memory with empty entries.
+  the memory with empty entries. And a topic is remembered only the second
+  time it is routed (a bit set by its first time, in a fixed table of
+  `SEEN_BITS` bits wiped every `CACHE_SIZE` first times): a topic used once
+  (a command's `cmd/request/{id}`, its `.../accepted` answer) would hold an
+  entry until the memory starts afresh, and push out the topics that repeat.
+  A bit shared by two topics only remembers a topic early.
 """
 
 from __future__ import annotations
 
 from thingshub.mqtt.server.session import Subscription
 
-__all__ = ["CACHE_SIZE", "Router", "Subscription"]
+__all__ = ["CACHE_SIZE", "SEEN_BITS", "Router", "Subscription"]
 
 
 class _Leaf:
@@ -71,15 +76,20 @@ class _Node:
 #: Topics whose matches are remembered at most; beyond it the memory starts afresh.
 CACHE_SIZE = 10_000
 
+#: Bits of the table of topics routed once (a power of two; 16 KiB).
+SEEN_BITS = 1 << 17
+
 #: What a topic nothing matches gets (shared: `match`'s lists are read, never changed).
 _NOTHING: list[Subscription] = []
 
 
 class Router:
-    __slots__ = ("_cache", "_exact", "_root", "_wild_count")
+    __slots__ = ("_cache", "_exact", "_root", "_seen", "_seen_count", "_wild_count")
 
     def __init__(self) -> None:
         self._cache: dict[str, list[Subscription]] = {}
+        self._seen = bytearray(SEEN_BITS // 8)
+        self._seen_count = 0  # topics marked in `_seen` since it was wiped
         self._exact: dict[str, _Leaf] = {}
         self._root = _Node()
         self._wild_count = 0
@@ -174,9 +184,18 @@ class Router:
                 if picked is not None:
                     out.append(picked)
         if not shared:
-            if len(self._cache) >= CACHE_SIZE:
-                self._cache.clear()
-            self._cache[topic] = out
+            h = hash(topic) & (SEEN_BITS - 1)
+            seen, bit = self._seen, 1 << (h & 7)
+            if seen[h >> 3] & bit:
+                if len(self._cache) >= CACHE_SIZE:
+                    self._cache.clear()
+                self._cache[topic] = out
+            else:
+                seen[h >> 3] |= bit
+                self._seen_count += 1
+                if self._seen_count >= CACHE_SIZE:
+                    self._seen = bytearray(SEEN_BITS // 8)
+                    self._seen_count = 0
         return out
 
     def __len__(self) -> int:
