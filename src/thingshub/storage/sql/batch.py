@@ -58,6 +58,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from thingshub.core.errors import NotFound, StorageUnreachable, ThingsHubError, Unavailable
+from thingshub.core.model import slot_setters
 
 log = logging.getLogger("thingshub.storage")
 
@@ -88,9 +89,7 @@ class Write:
         _SET_ARGS(self, args)
 
 
-_SET_KIND = Write.__dict__["kind"].__set__
-_SET_KEY = Write.__dict__["key"].__set__
-_SET_ARGS = Write.__dict__["args"].__set__
+_SET_KIND, _SET_KEY, _SET_ARGS = slot_setters(Write, "kind", "key", "args")
 
 
 RunBatch = Callable[[list[Write]], Awaitable[Sequence[object]]]
