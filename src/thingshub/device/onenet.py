@@ -358,11 +358,8 @@ class OneNetDevice(Device):
             self.answer(f"image:{body.get('id')}", (rest.endswith("/accepted"), body))
 
     def _thing_message(self, rest: str, payload: bytes) -> None:
-        try:
-            body = json.loads(payload)
-        except ValueError:
-            return
-        if not isinstance(body, dict):
+        body = json_object(payload)
+        if body is None:
             return
         reply_topic = self.prefix + "thing/" + rest + "_reply"
         params = body.get("params")
@@ -403,3 +400,12 @@ def _merge(target: dict[str, Any], values: dict[str, Any]) -> None:
             _merge(target[key], value)
         else:
             target[key] = value
+
+
+def json_object(payload: bytes) -> dict[str, Any] | None:
+    """A thing-model message's JSON object, or None for anything else (ignored)."""
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None

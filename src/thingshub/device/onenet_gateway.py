@@ -37,7 +37,7 @@ from typing import Any
 from thingshub.core.errors import Unauthorized
 from thingshub.device.base import call
 from thingshub.device.client import DeviceError, Rejected
-from thingshub.device.onenet import OneNetDevice, ThingError
+from thingshub.device.onenet import OneNetDevice, ThingError, json_object
 from thingshub.dialects.onenet.token import make_token
 
 log = logging.getLogger("thingshub.device")
@@ -315,11 +315,8 @@ class OneNetGateway(OneNetDevice):
         if rest not in CALLS and rest != TOPO_CHANGE:
             super()._thing_message(rest, payload)
             return
-        try:
-            body = json.loads(payload)
-        except ValueError:
-            return
-        if not isinstance(body, dict):
+        body = json_object(payload)
+        if body is None:
             return
         reply_topic = self.prefix + "thing/" + rest + "_reply"
         if rest == TOPO_CHANGE:
