@@ -135,6 +135,11 @@ def limited_protocol(
                 return
             self._cancel_head_timer()
             super().connection_lost(exc)
+            # The cycle's transport calls back `close_after_answer`: a reference
+            # cycle through this protocol that only the cyclic collector's oldest
+            # generation would free (~10 KB a connection; see the module rules).
+            # The app task may still hold the cycle; it no longer reaches here.
+            self.cycle = None  # type: ignore[assignment]
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
