@@ -64,6 +64,16 @@ class _Addressed:
             self._peer = None
         return self._address
 
+    def release_peer(self) -> None:
+        """Forget the peer (its connection is gone): the peer is the server's
+        connection, which holds this object, so keeping it would make a reference
+        cycle per connection that only the cyclic collector frees. An address
+        nobody asked for while connected is not looked up now (the socket is
+        closed); it reads as the empty string."""
+        if self._peer is not None:
+            self._address = getattr(self._peer, "_address", None) or ""
+            self._peer = None
+
 
 class ConnectRequest(_Addressed):
     """What a client presented in CONNECT, for `authenticate`."""

@@ -182,6 +182,8 @@ class Connection(Inbound, Backpressure, asyncio.Protocol):
             self.authenticating.cancel()  # nobody is left to answer
         self.teardown(CloseReason.CONNECTION_LOST)
         self.broker.unregister(self)
+        if self.client is not None:
+            self.client.release_peer()
 
     def write(self, data: bytes) -> None:
         if self.machine.state is CLOSED:
