@@ -154,12 +154,15 @@ class Delivery:
             message.expires_at,
             sub_ids,
         )
-        if conn is not None and not session.queue and session.window_open():
+        # session.window_open() and queued() read in place: every QoS 1/2 message's path.
+        if conn is not None and not session.queue and len(session.inflight) < session.max_inflight:
             self.send_new(session, out)
             return
         if not session.enqueue(out):
             self.stats.dropped_queue_full += 1
-        elif conn is not None and not conn.stuck and session.queued() >= session.max_inflight:
+        elif (
+            conn is not None and not conn.stuck and len(session.queue or ()) >= session.max_inflight
+        ):
             # A window's worth waits behind the window: the client acknowledges
             # slower than it is published to; slow the publisher down rather
             # than let the queue fill up and drop.
@@ -184,7 +187,7 @@ class Delivery:
     def pump(self, session: Session) -> None:
         """Move queued messages into the in-flight window while it has room; once
         the queue is empty, release the publishers it held up."""
-        while session.connection is not None and session.window_open():
+        while session.connection is not None and len(session.inflight) < session.max_inflight:
             out = session.dequeue()
             if out is None:
                 break

@@ -138,10 +138,16 @@ class Session:
 
     def next_packet_id(self) -> int:
         inflight = self.inflight
-        for _ in range(65535):
-            self._next_id = self._next_id % 65535 + 1
-            if self._next_id not in inflight:
-                return self._next_id
+        pid = self._next_id
+        # A countdown, not a range() object made per message: at most one pass
+        # over the 65,535 ids, and almost always the first id tried is free.
+        left = 65535
+        while left:
+            pid = pid % 65535 + 1
+            if pid not in inflight:
+                self._next_id = pid
+                return pid
+            left -= 1
         raise RuntimeError("no free packet identifier")  # unreachable: inflight <= 65535
 
     def enqueue(self, message: OutMessage) -> bool:
