@@ -127,22 +127,24 @@ class Reader:
         if size - pos < 2:
             return None
         first = buf[pos]
-        length = 0
-        shift = 0
-        i = pos + 1
-        while True:
-            if i >= size:
-                return None
-            byte = buf[i]
-            i += 1
-            length |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                if byte == 0 and shift:
-                    raise MalformedPacket("remaining length is not minimally encoded")
-                break
-            shift += 7
-            if shift == 28:
-                raise MalformedPacket("remaining length longer than four bytes")
+        length = buf[pos + 1]
+        i = pos + 2
+        if length & 0x80:  # a remaining length past 127: the loop, for its other bytes
+            length &= 0x7F
+            shift = 7
+            while True:
+                if i >= size:
+                    return None
+                byte = buf[i]
+                i += 1
+                length |= (byte & 0x7F) << shift
+                if not byte & 0x80:
+                    if byte == 0:
+                        raise MalformedPacket("remaining length is not minimally encoded")
+                    break
+                shift += 7
+                if shift == 28:
+                    raise MalformedPacket("remaining length longer than four bytes")
         end = i + length
         if end - pos > self.max_packet_size:
             raise PacketTooLarge(f"packet of {end - pos} bytes exceeds {self.max_packet_size}")
