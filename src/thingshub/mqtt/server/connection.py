@@ -301,7 +301,7 @@ class Connection(Inbound, Backpressure, asyncio.Protocol):
                     return
                 if self._paused or self._held is not None:
                     return  # what is already buffered waits too: resuming processes it
-                packet = reader.next_packet()
+                packet = reader.next_item()
                 if packet is None:
                     return
                 if not heard:  # a whole packet is what keeps a client alive, not a byte
@@ -310,10 +310,11 @@ class Connection(Inbound, Backpressure, asyncio.Protocol):
                 if state is CONNECTED:
                     if type(packet) is Publish:
                         self._on_publish(packet)
-                    elif type(packet) is PubAck and packet.type == _PUBACK:
-                        # The hot one after PUBLISH: every QoS 1 delivery ends with it.
+                    elif type(packet) is int:
+                        # A plain PUBACK, as its packet id (no object made): the hot
+                        # one after PUBLISH, every QoS 1 delivery ends with it.
                         assert self.session is not None
-                        self.broker.delivery.acked(self.session, packet.packet_id, 1)
+                        self.broker.delivery.acked(self.session, packet, 1)
                     else:
                         self._dispatch(packet)
                 else:
@@ -327,10 +328,12 @@ class Connection(Inbound, Backpressure, asyncio.Protocol):
 
     def _dispatch(self, packet: object) -> None:
         kind = type(packet)
-        if kind is PubAck:  # PUBREC, PUBREL, PUBCOMP: _process takes PUBACK itself
+        if kind is PubAck:  # _process takes a plain PUBACK itself
             assert isinstance(packet, PubAck) and self.session is not None
             ptype = packet.type
-            if ptype == _PUBREC:
+            if ptype == _PUBACK:  # a 5.0 one with a reason code or properties
+                self.broker.delivery.acked(self.session, packet.packet_id, 1)
+            elif ptype == _PUBREC:
                 self._on_pubrec(packet.packet_id, packet.reason_code)
             elif ptype == _PUBREL:
                 self._on_pubrel(packet.packet_id)
