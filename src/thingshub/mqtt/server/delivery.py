@@ -182,7 +182,10 @@ class Delivery:
         pid = session.next_packet_id()
         out.packet_id = pid
         if conn.send_publish(out, out.qos, out.retain, out.sub_ids, pid):
-            session.send(pid, out)
+            inflight = session.inflight  # session.send(pid, out), without its call
+            if inflight is NONE_YET:
+                inflight = session.inflight = {}
+            inflight[pid] = out
 
     def pump(self, session: Session) -> None:
         """Move queued messages into the in-flight window while it has room; once
