@@ -63,7 +63,7 @@ from thingshub.mqtt.server.backpressure import Backpressure
 from thingshub.mqtt.server.inbound import Inbound, InboundHost
 
 if TYPE_CHECKING:
-    from thingshub.mqtt.server.ports import Link, Outgoing
+    from thingshub.mqtt.server.ports import Outgoing
     from thingshub.mqtt.server.session import Session
 
 log = logger("thingshub.mqtt")
@@ -497,5 +497,5 @@ class Connection(Inbound, Backpressure, asyncio.Protocol):
             self.transport.resume_reading()
             self._process_later()
 
-    def _hold_timer(self, slow: Link) -> asyncio.TimerHandle:
-        return self.broker.loop.call_later(self.broker.config.max_hold, self.hold_expired, slow)
+    def _hold_timer(self) -> asyncio.TimerHandle:
+        return self.broker.loop.call_later(self.broker.config.max_hold, self.hold_expired)
