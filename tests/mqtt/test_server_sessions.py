@@ -360,6 +360,25 @@ def test_puback_with_a_reason_code_ends_the_delivery(
     assert [p.payload for p in raw.ping() if isinstance(p, Publish)] == [b"1"]
 
 
+def test_packet_ids_wrap_and_skip_one_still_in_flight(
+    broker_factory: Callable[..., RunningBroker],
+) -> None:
+    """Packet ids to a client run 1..65535 and wrap, skipping an id whose
+    message is still in flight (here 1, never acknowledged)."""
+    b = broker_factory(config=BrokerConfig(max_inflight=10))
+    raw = RawClient(b.port, 4)
+    raw.connect("wrap")
+    raw.subscribe("w/t", qos=1)
+    app_publish(b, "w/t", b"old", 1)
+    assert [p.packet_id for p in raw.ping() if isinstance(p, Publish)] == [1]
+    # As if 65,533 more had come and been acknowledged since.
+    b.call(lambda: setattr(b.broker.sessions["wrap"], "last_packet_id", 65534))
+    for payload in (b"a", b"b"):
+        app_publish(b, "w/t", payload, 1)
+    got = [(p.payload, p.packet_id) for p in raw.ping() if isinstance(p, Publish)]
+    assert got == [(b"a", 65535), (b"b", 2)]
+
+
 # ------------------------------------------------------------ takeover
 
 

@@ -77,7 +77,6 @@ class Subscription:
 
 class Session:
     __slots__ = (
-        "_next_id",
         "client_id",
         "connection",
         "expiry_handle",
@@ -85,6 +84,7 @@ class Session:
         "identity",
         "inbound_qos2",
         "inflight",
+        "last_packet_id",
         "max_inflight",
         "max_queued",
         "max_queued_bytes",
@@ -122,7 +122,8 @@ class Session:
         self.expiry_handle: asyncio.TimerHandle | None = None
         #: The identity (`Accept.identity`) that holds this session, if any.
         self.identity: str | None = None
-        self._next_id = 0
+        #: The packet id last given to a message to the client (next_packet_id).
+        self.last_packet_id = 0
 
     def subscribe(self, sub: Subscription) -> None:
         """Hold `sub` (replacing a subscription to the same filter)."""
@@ -138,14 +139,14 @@ class Session:
 
     def next_packet_id(self) -> int:
         inflight = self.inflight
-        pid = self._next_id
+        pid = self.last_packet_id
         # A countdown, not a range() object made per message: at most one pass
         # over the 65,535 ids, and almost always the first id tried is free.
         left = 65535
         while left:
             pid = pid % 65535 + 1
             if pid not in inflight:
-                self._next_id = pid
+                self.last_packet_id = pid
                 return pid
             left -= 1
         raise RuntimeError("no free packet identifier")  # unreachable: inflight <= 65535
