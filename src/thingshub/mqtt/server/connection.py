@@ -310,9 +310,7 @@ class Connection(Inbound, Backpressure, asyncio.Protocol):
                 if state is CONNECTED:
                     if type(packet) is Publish:
                         self._on_publish(packet)
-                    elif type(packet) is int:
-                        # A plain PUBACK, as its packet id (no object made): the hot
-                        # one after PUBLISH, every QoS 1 delivery ends with it.
+                    elif type(packet) is int:  # a plain PUBACK's id: ends a QoS 1 delivery
                         assert self.session is not None
                         self.broker.delivery.acked(self.session, packet, 1)
                     else:
@@ -331,14 +329,13 @@ class Connection(Inbound, Backpressure, asyncio.Protocol):
         if kind is PubAck:  # _process takes a plain PUBACK itself
             assert isinstance(packet, PubAck) and self.session is not None
             ptype = packet.type
-            if ptype == _PUBACK:  # a 5.0 one with a reason code or properties
-                self.broker.delivery.acked(self.session, packet.packet_id, 1)
-            elif ptype == _PUBREC:
+            if ptype == _PUBREC:
                 self._on_pubrec(packet.packet_id, packet.reason_code)
             elif ptype == _PUBREL:
                 self._on_pubrel(packet.packet_id)
-            else:
-                self.broker.delivery.acked(self.session, packet.packet_id, 2)
+            else:  # PUBCOMP, or a 5.0 PUBACK with a reason code or properties
+                qos = 1 if ptype == _PUBACK else 2
+                self.broker.delivery.acked(self.session, packet.packet_id, qos)
         elif kind is PingReq:
             self.write(PINGRESP_BYTES)
         elif kind is Subscribe:
