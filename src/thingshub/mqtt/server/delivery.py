@@ -156,7 +156,7 @@ class Delivery:
             message.expires_at,
             sub_ids,
         )
-        # session.window_open() and queued() read in place: every QoS 1/2 message's path.
+        # The window and the queue read in place: every QoS 1/2 message's path.
         if conn is not None and not session.queue and len(session.inflight) < session.max_inflight:
             self.send_new(session, out)
             return
@@ -189,7 +189,7 @@ class Delivery:
             session.last_packet_id = pid
         out.packet_id = pid
         if conn.send_publish(out, out.qos, out.retain, out.sub_ids, pid):
-            # session.send(pid, out), without its call
+            # In flight until acknowledged (session.py: the shared empty mapping until then).
             if inflight is NONE_YET:
                 inflight = session.inflight = {}
             inflight[pid] = out
@@ -198,7 +198,7 @@ class Delivery:
         """Move queued messages into the in-flight window while it has room; once
         the queue is empty, release the publishers it held up."""
         while session.connection is not None and len(session.inflight) < session.max_inflight:
-            queue = session.queue  # session.dequeue(), without its call
+            queue = session.queue
             if not queue:
                 break
             out = queue.popleft()
