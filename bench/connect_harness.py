@@ -1,7 +1,7 @@
 """The bare MQTT server's connects and window-1 messages, counted in instructions.
 
     .venv/bin/python bench/connect_harness.py --src SRC [--conns N] [--messages M]
-        [--publishers P] [--cg DIR] [--pyspy FILE]
+        [--publishers P] [--cg DIR] [--pyspy FILE] [--strace]
 
 `thingshub broker --host 127.0.0.1 --port 0 --max-queued 1000000` (the command
 `bench/mqtt_broker.py` measures) runs from the tree SRC under callgrind with its
@@ -34,6 +34,10 @@ connects import and cache what later ones reuse). `SRC` may be any tree since
 7fdb9da (`git archive REV src | tar -x -C DIR`). `--cg DIR` keeps callgrind's
 dumps there (for callgrind_annotate); `--pyspy FILE` runs the server natively
 under `py-spy record --native` instead, phases repeated to give it samples.
+`--strace` runs it natively and counts its system calls instead (`strace -c
+-f` attached while a phase runs; the tables kept in DIR); with `--src
+mosquitto` the same load goes to Mosquitto (the config of `mqtt_broker.py`),
+for its system calls a message or a connect beside ours.
 """
 
 from __future__ import annotations
@@ -47,10 +51,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import uvloop
+
+import servers
 
 BROKER_ARGS = ["broker", "--host", "127.0.0.1", "--port", "0", "--max-queued", "1000000"]
 AT_ONCE = 100
@@ -114,7 +121,9 @@ def serve() -> None:
 class Server:
     """The broker subprocess; `measure` brackets a phase with callgrind's controls."""
 
-    def __init__(self, src: str, cg_dir: str | None, pyspy: str | None) -> None:
+    def __init__(
+        self, src: str, cg_dir: str | None, pyspy: str | None, strace: bool = False
+    ) -> None:
         self.dir = cg_dir or tempfile.mkdtemp(prefix="connect-harness-")
         os.makedirs(self.dir, exist_ok=True)
         self.prefix = os.path.join(self.dir, "cg.out")
@@ -123,7 +132,23 @@ class Server:
         env = dict(os.environ, PYTHONPATH=src)
         cmd = [sys.executable, __file__, "--serve"]
         self.pyspy = pyspy
-        if pyspy:
+        self.strace = strace
+        self.tracer: subprocess.Popen[bytes] | None = None
+        if src == "mosquitto":  # the same load on Mosquitto, as mqtt_broker.py runs it
+            self.port = servers.free_port()
+            conf = os.path.join(self.dir, "mosquitto.conf")
+            Path(conf).write_text(servers.mosquitto_config(self.port))
+            self.proc = subprocess.Popen([servers.MOSQUITTO, "-c", conf])
+            deadline = time.monotonic() + 10
+            while not servers._can_connect(servers.HOST, self.port):
+                if time.monotonic() > deadline:
+                    raise SystemExit("mosquitto did not start")
+                time.sleep(0.05)
+            self.pid = str(self.proc.pid)
+            return
+        if strace:
+            pass  # natively: strace attaches while a phase runs
+        elif pyspy:
             spy = str(Path(sys.executable).parent / "py-spy")
             cmd = [spy, "record", "--native", "-r", "250", "-f", "raw", "-o", pyspy, "--", *cmd]
         else:
@@ -151,11 +176,18 @@ class Server:
         return str(self.proc.pid)
 
     def _control(self, *args: str) -> None:
-        if self.pyspy:
+        if self.pyspy or self.strace:
             return
         subprocess.run(["callgrind_control", *args, self.pid], capture_output=True, check=True)
 
     def start(self) -> None:
+        if self.strace:
+            self.counts = os.path.join(self.dir, "strace.out")
+            trace = ["strace", "-c", "-f", "-o", self.counts, "-p", self.pid]
+            self.tracer = subprocess.Popen(trace, stderr=subprocess.PIPE)
+            assert self.tracer.stderr is not None
+            self.tracer.stderr.readline()  # "strace: Process N attached"
+            return
         self._control("-z")
         self._control("-i", "on")
 
@@ -164,6 +196,11 @@ class Server:
         collector (0, 0 under py-spy). The collector runs every 50,000
         allocations, over whatever is young: whether a phase contains one of
         its passes moves a phase's count by a few percent, so it is given apart."""
+        if self.tracer is not None:
+            self.tracer.send_signal(2)
+            self.tracer.wait(60)
+            self.tracer = None
+            return self._syscalls(label), 0
         if self.pyspy:
             return 0, 0
         self._control("-i", "off")
@@ -184,6 +221,16 @@ class Server:
             0,
         )  # fmt: skip
         return total, gc
+
+    def _syscalls(self, label: str) -> int:
+        """System calls since `start`, by name, kept as `label`.strace; their total."""
+        kept = os.path.join(self.dir, f"{label}.strace")
+        shutil.copy(self.counts, kept)
+        for line in Path(kept).read_text().splitlines():
+            fields = line.split()
+            if fields and fields[-1] == "total":
+                return int(fields[3])
+        raise SystemExit(f"no total in {kept}")  # unreachable in practice
 
     def end(self) -> None:
         pid = self.proc.pid
@@ -390,15 +437,28 @@ def main() -> None:
     p.add_argument("--phases", default="connect,message", help="connect, message or both")
     p.add_argument("--cg", help="directory for callgrind's dumps (default a temporary one)")
     p.add_argument("--pyspy", help="py-spy --native raw output instead of callgrind")
+    p.add_argument(
+        "--strace",
+        action="store_true",
+        help="count the server's system calls (strace -c -f) instead of its instructions",
+    )
     a = p.parse_args()
-    server = Server(os.path.abspath(a.src), a.cg, a.pyspy)
+    if a.src == "mosquitto" and not a.strace:
+        p.error("--src mosquitto counts only system calls (--strace)")
+    src = a.src if a.src == "mosquitto" else os.path.abspath(a.src)
+    server = Server(src, a.cg, a.pyspy, a.strace)
     try:
         out = uvloop.run(phases(a, server))
     finally:
         server.end()
-    src = a.src
     if a.pyspy:
         print(f"{src}: py-spy samples in {a.pyspy}")
+        return
+    if a.strace:
+        print(f"{src} (strace's tables in {server.dir}), system calls:")
+        for key in ("connect", "disconnect", "message"):
+            if key in out:
+                print(f"  a {key}: {out[key]:.2f}", flush=True)
         return
     print(f"{src} (callgrind's dumps in {server.dir}), instructions:")
     for key in ("connect", "disconnect", "message"):

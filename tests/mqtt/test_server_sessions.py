@@ -336,6 +336,49 @@ def test_inflight_window_honours_max_inflight(broker_factory: Callable[..., Runn
     assert [p.payload for p in raw.ping() if isinstance(p, Publish)] == [b"3"]
 
 
+@pytest.mark.parametrize(
+    "code", [0, ReasonCode.NO_MATCHING_SUBSCRIBERS, ReasonCode.UNSPECIFIED_ERROR]
+)
+def test_puback_with_a_reason_code_ends_the_delivery(
+    broker_factory: Callable[..., RunningBroker], code: int
+) -> None:
+    """A 5.0 PUBACK with a reason code (or an empty property list) acknowledges
+    as a plain one does: the message leaves the in-flight window and the next
+    one goes out. (The server reads plain PUBACKs on a path of their own.)"""
+    b = broker_factory(config=BrokerConfig(max_inflight=1))
+    raw = RawClient(b.port, 5)
+    raw.connect("v5")
+    raw.subscribe("w/t", qos=1)
+    for i in range(2):
+        app_publish(b, "w/t", str(i).encode(), 1)
+    first = [p for p in raw.ping() if isinstance(p, Publish)]
+    assert [p.payload for p in first] == [b"0"]
+    # Encoded with the code byte and a property length of 0, even for code 0.
+    raw.send_bytes(
+        bytes([0x40, 4]) + (first[0].packet_id or 0).to_bytes(2, "big") + bytes([code, 0])
+    )
+    assert [p.payload for p in raw.ping() if isinstance(p, Publish)] == [b"1"]
+
+
+def test_packet_ids_wrap_and_skip_one_still_in_flight(
+    broker_factory: Callable[..., RunningBroker],
+) -> None:
+    """Packet ids to a client run 1..65535 and wrap, skipping an id whose
+    message is still in flight (here 1, never acknowledged)."""
+    b = broker_factory(config=BrokerConfig(max_inflight=10))
+    raw = RawClient(b.port, 4)
+    raw.connect("wrap")
+    raw.subscribe("w/t", qos=1)
+    app_publish(b, "w/t", b"old", 1)
+    assert [p.packet_id for p in raw.ping() if isinstance(p, Publish)] == [1]
+    # As if 65,533 more had come and been acknowledged since.
+    b.call(lambda: setattr(b.broker.sessions["wrap"], "last_packet_id", 65534))
+    for payload in (b"a", b"b"):
+        app_publish(b, "w/t", payload, 1)
+    got = [(p.payload, p.packet_id) for p in raw.ping() if isinstance(p, Publish)]
+    assert got == [(b"a", 65535), (b"b", 2)]
+
+
 # ------------------------------------------------------------ takeover
 
 

@@ -3,7 +3,8 @@
 Rules:
 - `Reader.feed` takes whatever the socket gave; `Reader.next_packet` returns a
   whole packet, or None until one has arrived. Bytes are never lost between
-  calls, however the stream is cut.
+  calls, however the stream is cut. `Reader.next_item` is the server's: the
+  same, but a plain PUBACK (no reason code, no properties) is its packet id.
 - The packet size (fixed header included) is checked against
   `max_packet_size` as soon as the remaining length is known, before the body
   is buffered, so a client cannot make us hold a huge packet.
@@ -121,28 +122,40 @@ class Reader:
         return len(self._buf) - self._pos
 
     def next_packet(self) -> Packet | None:
+        """The next whole packet, or None until one has arrived."""
+        packet = self.next_item()
+        if isinstance(packet, int):
+            return PubAck(PacketType.PUBACK, packet)
+        return packet
+
+    def next_item(self) -> Packet | int | None:
+        """As `next_packet`, but a PUBACK of success without properties (in any
+        version) comes as its packet id alone: a subscriber at QoS 1 sends one
+        for every message, and the server needs nothing of it but the id."""
         buf = self._buf
         pos = self._pos
         size = len(buf)
         if size - pos < 2:
             return None
         first = buf[pos]
-        length = 0
-        shift = 0
-        i = pos + 1
-        while True:
-            if i >= size:
-                return None
-            byte = buf[i]
-            i += 1
-            length |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                if byte == 0 and shift:
-                    raise MalformedPacket("remaining length is not minimally encoded")
-                break
-            shift += 7
-            if shift == 28:
-                raise MalformedPacket("remaining length longer than four bytes")
+        length = buf[pos + 1]
+        i = pos + 2
+        if length & 0x80:  # a remaining length past 127: the loop, for its other bytes
+            length &= 0x7F
+            shift = 7
+            while True:
+                if i >= size:
+                    return None
+                byte = buf[i]
+                i += 1
+                length |= (byte & 0x7F) << shift
+                if not byte & 0x80:
+                    if byte == 0:
+                        raise MalformedPacket("remaining length is not minimally encoded")
+                    break
+                shift += 7
+                if shift == 28:
+                    raise MalformedPacket("remaining length longer than four bytes")
         end = i + length
         if end - pos > self.max_packet_size:
             raise PacketTooLarge(f"packet of {end - pos} bytes exceeds {self.max_packet_size}")
@@ -162,7 +175,7 @@ class Reader:
             pid = (buf[i] << 8) | buf[i + 1]
             if not pid:
                 raise MalformedPacket("packet identifier 0")
-            return PubAck(PacketType.PUBACK, pid)
+            return pid
         return decode_packet(first, buf[i:end], self.version, self)
 
 

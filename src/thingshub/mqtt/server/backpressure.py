@@ -6,8 +6,12 @@ Rules:
   session) holds up whoever publishes to it: reading from the publisher stops
   until the slow client has drained, instead of buffering without bound.
 - A hold lasts at most `max_hold` seconds. A slow client that has not drained
-  by then is `stuck`: it holds nobody up again until it drains, so one dead
-  subscriber cannot stop a publisher for good.
+  `max_hold` seconds after it first held someone up is `stuck`: everyone it
+  holds goes on, and it holds nobody up again until it drains, so one dead
+  subscriber cannot stop a publisher for good. That is one timer per slow
+  client that holds someone up, not one per held publisher (a timer is made
+  and closed for each: under a window-1 fan-in, holds come and go every few
+  messages).
 - A publisher's silence while it is held is ours: its keepalive restarts
   when it is released.
 - The connection supplies the I/O (`_can_hold`, `_stop_reading`,
@@ -23,14 +27,22 @@ if TYPE_CHECKING:
     from thingshub.mqtt.server.ports import Link
 
 
+class Blocked(list["Backpressure"]):
+    """The publishers a slow client holds up, and the timer that gives up on it."""
+
+    __slots__ = ("timer",)
+
+    timer: asyncio.TimerHandle
+
+
 class Backpressure:
     __slots__ = ("_blocked", "_held", "stuck", "write_paused")
 
     def __init__(self) -> None:
-        #: The timer that gives up waiting for the client holding us up.
-        self._held: asyncio.TimerHandle | None = None
+        #: The client holding us up, if one is.
+        self._held: Backpressure | None = None
         #: Publishers held up because of us.
-        self._blocked: list[Backpressure] | None = None
+        self._blocked: Blocked | None = None
         self.write_paused = False  # our socket buffer is above the high-water mark
         self.stuck = False  # we held a publisher up for `max_hold` and did not drain
 
@@ -44,7 +56,8 @@ class Backpressure:
     def _start_reading(self) -> None:
         raise NotImplementedError  # unreachable in practice
 
-    def _hold_timer(self, slow: Link) -> asyncio.TimerHandle:
+    def _hold_timer(self) -> asyncio.TimerHandle:
+        """A timer that calls `hold_expired` of ours after `max_hold` seconds."""
         raise NotImplementedError  # unreachable in practice
 
     # asyncio's flow control of our socket
@@ -69,35 +82,38 @@ class Backpressure:
 
     def _release_blocked(self) -> None:
         blocked = self._blocked
+        if blocked is None:
+            return
         self._blocked = None
-        for publisher in blocked or ():
+        blocked.timer.cancel()
+        for publisher in blocked:
             publisher.release()
 
     def hold(self, slow: Link) -> None:
         """Stop reading from this (publishing) client until `slow`, a client we
         deliver to, has drained its socket buffer or its queue of QoS 1/2
-        messages. A `slow` that has not drained after `max_hold` seconds is
-        `stuck`: it holds nobody up again until it drains."""
+        messages. A `slow` that has not drained `max_hold` seconds after it
+        first held someone up is `stuck`: it holds nobody up again until it drains."""
         if self._held is not None or not self._can_hold():
             return
         assert isinstance(slow, Backpressure)
-        if slow._blocked is None:
-            slow._blocked = []
-        slow._blocked.append(self)
+        blocked = slow._blocked
+        if blocked is None:
+            blocked = slow._blocked = Blocked()
+            blocked.timer = slow._hold_timer()
+        blocked.append(self)
         self._stop_reading()
-        self._held = self._hold_timer(slow)
+        self._held = slow
 
-    def hold_expired(self, slow: Link) -> None:
-        """The timer of the current hold (a release cancels it): give up on `slow`."""
-        assert isinstance(slow, Backpressure)
-        if slow._blocked is not None and self in slow._blocked:
-            slow.stuck = True
-            slow._blocked.remove(self)
-        self.release()
+    def hold_expired(self) -> None:
+        """`max_hold` has passed since we first held someone up, and we have not
+        drained (draining cancels the timer): let them all go, hold nobody again
+        until we drain."""
+        self.stuck = True
+        self._release_blocked()
 
     def release(self) -> None:
         if self._held is None:
             return
-        self._held.cancel()
         self._held = None
         self._start_reading()

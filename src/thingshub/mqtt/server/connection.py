@@ -63,7 +63,7 @@ from thingshub.mqtt.server.backpressure import Backpressure
 from thingshub.mqtt.server.inbound import Inbound, InboundHost
 
 if TYPE_CHECKING:
-    from thingshub.mqtt.server.ports import Link, Outgoing
+    from thingshub.mqtt.server.ports import Outgoing
     from thingshub.mqtt.server.session import Session
 
 log = logger("thingshub.mqtt")
@@ -303,7 +303,7 @@ class Connection(Inbound, Backpressure, asyncio.Protocol):
                     return
                 if self._paused or self._held is not None:
                     return  # what is already buffered waits too: resuming processes it
-                packet = reader.next_packet()
+                packet = reader.next_item()
                 if packet is None:
                     return
                 if not heard:  # a whole packet is what keeps a client alive, not a byte
@@ -312,10 +312,9 @@ class Connection(Inbound, Backpressure, asyncio.Protocol):
                 if state is CONNECTED:
                     if type(packet) is Publish:
                         self._on_publish(packet)
-                    elif type(packet) is PubAck and packet.type == _PUBACK:
-                        # The hot one after PUBLISH: every QoS 1 delivery ends with it.
+                    elif type(packet) is int:  # a plain PUBACK's id: ends a QoS 1 delivery
                         assert self.session is not None
-                        self.broker.delivery.acked(self.session, packet.packet_id, 1)
+                        self.broker.delivery.acked(self.session, packet, 1)
                     else:
                         self._dispatch(packet)
                 else:
@@ -329,15 +328,16 @@ class Connection(Inbound, Backpressure, asyncio.Protocol):
 
     def _dispatch(self, packet: object) -> None:
         kind = type(packet)
-        if kind is PubAck:  # PUBREC, PUBREL, PUBCOMP: _process takes PUBACK itself
+        if kind is PubAck:  # _process takes a plain PUBACK itself
             assert isinstance(packet, PubAck) and self.session is not None
             ptype = packet.type
             if ptype == _PUBREC:
                 self._on_pubrec(packet.packet_id, packet.reason_code)
             elif ptype == _PUBREL:
                 self._on_pubrel(packet.packet_id)
-            else:
-                self.broker.delivery.acked(self.session, packet.packet_id, 2)
+            else:  # PUBCOMP, or a 5.0 PUBACK with a reason code or properties
+                qos = 1 if ptype == _PUBACK else 2
+                self.broker.delivery.acked(self.session, packet.packet_id, qos)
         elif kind is PingReq:
             self.write(PINGRESP_BYTES)
         elif kind is Subscribe:
@@ -496,5 +496,5 @@ class Connection(Inbound, Backpressure, asyncio.Protocol):
             self.transport.resume_reading()
             self._process_later()
 
-    def _hold_timer(self, slow: Link) -> asyncio.TimerHandle:
-        return self.broker.loop.call_later(self.broker.config.max_hold, self.hold_expired, slow)
+    def _hold_timer(self) -> asyncio.TimerHandle:
+        return self.broker.loop.call_later(self.broker.config.max_hold, self.hold_expired)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 from thingshub.mqtt.codec.packets import MQTT_5, Disconnect, PacketType, Publish
 from thingshub.mqtt.codec.properties import EMPTY
 from thingshub.mqtt.codec.reasons import ReasonCode
+from thingshub.mqtt.codec.writer import encode_ack
 from thingshub.mqtt.hooks import ClientInfo, CloseReason, Message, PublishOutcome
 from thingshub.mqtt.logs import logger
 from thingshub.mqtt.protocol.machine import CLOSED, Ack, Machine
@@ -151,8 +152,11 @@ class Inbound:
             # _queue_ack and _send_ack written out: this is every QoS 1/2 message's path.
             code = outcome or 0
             if machine.ack_now(pid, ack_type, code):
+                if not code:  # machine.ack's own answer to a success, without its call
+                    self.write(encode_ack(ack_type, pid))
+                    return
                 self.write(machine.ack(pid, ack_type, code))
-                if code and machine.refuses_qos2(ack_type, code):
+                if machine.refuses_qos2(ack_type, code):
                     session.qos2_release(pid)
         else:
             entry = machine.ack_later(pid, ack_type)

@@ -13,9 +13,13 @@ Rules:
 - A session's connection is a `Link` (ports.py): the session knows nothing of
   sockets.
 - Its subscriptions and in-flight messages are the shared `NONE_YET` until
-  the first one arrives (`subscribe`, `send`): an empty dict is 64 bytes, and
-  10,000 idle connections should cost little memory. Reading it is reading
-  an empty mapping; writing to it is a bug, and raises.
+  the first one arrives (`subscribe`, delivery's `send_new`): an empty dict is
+  64 bytes, and 10,000 idle connections should cost little memory. Reading it
+  is reading an empty mapping; writing to it is a bug, and raises.
+- Delivery (delivery.py) puts messages in flight (as `send` does), takes
+  them off the queue (`queue` None once empty, `queued_bytes` kept with it)
+  and picks the next packet id in place: that runs for every QoS 1/2 message,
+  and a call would cost more than what it does.
 """
 
 from __future__ import annotations
@@ -77,7 +81,6 @@ class Subscription:
 
 class Session:
     __slots__ = (
-        "_next_id",
         "client_id",
         "connection",
         "expiry_handle",
@@ -85,6 +88,7 @@ class Session:
         "identity",
         "inbound_qos2",
         "inflight",
+        "last_packet_id",
         "max_inflight",
         "max_queued",
         "max_queued_bytes",
@@ -122,7 +126,8 @@ class Session:
         self.expiry_handle: asyncio.TimerHandle | None = None
         #: The identity (`Accept.identity`) that holds this session, if any.
         self.identity: str | None = None
-        self._next_id = 0
+        #: The packet id last given to a message to the client (next_packet_id).
+        self.last_packet_id = 0
 
     def subscribe(self, sub: Subscription) -> None:
         """Hold `sub` (replacing a subscription to the same filter)."""
@@ -131,17 +136,24 @@ class Session:
         self.subscriptions[sub.topic_filter] = sub
 
     def send(self, packet_id: int, out: OutMessage) -> None:
-        """`out` has gone to the client as `packet_id`: in flight until acknowledged."""
+        """`out` has gone to the client as `packet_id`: in flight until acknowledged
+        (delivery's `send_new` does the same in place)."""
         if self.inflight is NONE_YET:
             self.inflight = {}
         self.inflight[packet_id] = out
 
     def next_packet_id(self) -> int:
         inflight = self.inflight
-        for _ in range(65535):
-            self._next_id = self._next_id % 65535 + 1
-            if self._next_id not in inflight:
-                return self._next_id
+        pid = self.last_packet_id
+        # A countdown, not a range() object made per message: at most one pass
+        # over the 65,535 ids, and almost always the first id tried is free.
+        left = 65535
+        while left:
+            pid = pid % 65535 + 1
+            if pid not in inflight:
+                self.last_packet_id = pid
+                return pid
+            left -= 1
         raise RuntimeError("no free packet identifier")  # unreachable: inflight <= 65535
 
     def enqueue(self, message: OutMessage) -> bool:
@@ -155,18 +167,6 @@ class Session:
         queue.append(message)
         self.queued_bytes += size
         return True
-
-    def queued(self) -> int:
-        return len(self.queue) if self.queue is not None else 0
-
-    def dequeue(self) -> OutMessage | None:
-        if not self.queue:
-            return None
-        message = self.queue.popleft()
-        if not self.queue:
-            self.queue = None
-        self.queued_bytes -= len(message.payload)
-        return message
 
     def qos2_received(self, packet_id: int) -> bool:
         """Whether a QoS 2 message with this id was received and not yet released."""
@@ -193,9 +193,6 @@ class Session:
     def clear_queue(self) -> None:
         self.queue = None
         self.queued_bytes = 0
-
-    def window_open(self) -> bool:
-        return len(self.inflight) < self.max_inflight
 
     def cancel_timers(self) -> None:
         # Each written out: no tuple to build and walk on every session's end.
