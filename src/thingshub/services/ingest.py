@@ -23,7 +23,8 @@ Rules:
   acknowledges as it resolves; what follows the commit (the counters, the
   announcement) is the append's `then`, which the storage calls as it
   resolves the future, before the acknowledgement's callback runs (no done
-  callback of its own per message).
+  callback of its own per message). With SQL storage that is a `Settlement`,
+  one for the whole batch, which the MQTT server waits for once per connection.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from thingshub.core.ports import (
     EventRepo,
     TelemetryRepo,
 )
+from thingshub.core.settlement import Settlement
 
 log = logging.getLogger("thingshub.ingest")
 
@@ -81,15 +83,22 @@ class IngestService:
         self.stored_messages = 0
 
     async def telemetry_report(self, ref: DeviceRef, report: TelemetryReport) -> None:
-        await self.telemetry_now(ref, report)
+        """`telemetry_now`, awaited (a future, never a settlement)."""
+        then = partial(self._telemetry_stored, ref, report)
+        await self.points.append_now(ref.product_id, ref.name, report.points, then)
 
-    def telemetry_now(self, ref: DeviceRef, report: TelemetryReport) -> asyncio.Future[int | None]:
+    def telemetry_now(
+        self, ref: DeviceRef, report: TelemetryReport
+    ) -> asyncio.Future[int | None] | Settlement:
         """Store a report: a future that resolves once it is durable, to 0 if
-        the device was deleted meanwhile (its connection is being closed)."""
-        stored = self.points.append_now(
+        the device was deleted meanwhile (its connection is being closed); or
+        the storage's `Settlement` whose `last` member it is, decided alike."""
+        stored = self.points.append_settled(
             ref.product_id, ref.name, report.points, partial(self._telemetry_stored, ref, report)
         )
-        return stored if isinstance(stored, asyncio.Future) else asyncio.ensure_future(stored)
+        if isinstance(stored, asyncio.Future | Settlement):
+            return stored
+        return asyncio.ensure_future(stored)
 
     def _telemetry_stored(self, ref: DeviceRef, report: TelemetryReport) -> None:
         """The report is durable (the storage calls it; never when nothing was stored)."""
