@@ -47,6 +47,11 @@ class Settlement:
             raise RuntimeError("waiting for a settlement already settled")
         self._waiters.append(waiter)
 
+    @property
+    def clean(self) -> bool:
+        """Settled, every member with 0 (none failed)."""
+        return self.settled and self.error is None and self.failures is None
+
     def outcome(self, member: int) -> int | BaseException:
         """A settled member's outcome: 0, or the exception of its failure."""
         if self.error is not None:

@@ -213,6 +213,10 @@ class Settling(Protocol):
 
     @property
     def last(self) -> int: ...
+    @property
+    def clean(self) -> bool:
+        """Settled with every outcome 0 (no member failed)."""
+
     def wait(self, waiter: Callable[[], None]) -> None: ...
     def outcome(self, member: int) -> int | BaseException: ...
 

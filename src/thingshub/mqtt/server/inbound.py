@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from thingshub.mqtt.codec.packets import MQTT_5, Disconnect, PacketType, Publish
 from thingshub.mqtt.codec.properties import EMPTY
@@ -72,6 +72,10 @@ class AckBudget:
                 conn.unthrottle()
 
 
+#: A settlement waited for, its messages' ack entries, their member numbers.
+Held = tuple[Settling, list[Ack], list[int]]
+
+
 class InboundHost(Protocol):
     """What handling a client's messages needs of the server (the `Broker`)."""
 
@@ -101,9 +105,9 @@ class Inbound:
     session: Session | None
     client: ClientInfo | None
     _paused: bool
-    #: The settlement this connection waits for last, and its messages in it
-    #: as (ack entry, member) pairs: [settlement, entry, member, ...] or None.
-    _settling: list[Any] | None
+    #: The settlement this connection waits for last, with its messages' ack
+    #: entries and member numbers in it, in arrival order; or None.
+    _settling: Held | None
 
     if TYPE_CHECKING:
 
@@ -172,12 +176,12 @@ class Inbound:
                 # after it as (ack entry, member) pairs.
                 held = self._settling
                 if held is None or held[0] is not outcome:
-                    held = [outcome, entry, outcome.last]
+                    held = (outcome, [entry], [outcome.last])
                     self._settling = held  # type: ignore[misc]  # a slot of Connection
                     outcome.wait(partial(self._settled, held))
                 else:
-                    held.append(entry)
-                    held.append(outcome.last)
+                    held[1].append(entry)
+                    held[2].append(outcome.last)
             broker.acks.add(self)
 
     def _queue_ack(self, pid: int, ack_type: int, code: int) -> None:
@@ -212,39 +216,44 @@ class Inbound:
             machine.settle(entry, fut.result() or 0)
         self._send_ready()
 
-    def _settled(self, held: list[Any]) -> None:
+    def _settled(self, held: Held) -> None:
         """A settlement this connection waited for is decided: its messages'
         acknowledgements, all at once, in arrival order."""
         if self._settling is held:
             self._settling = None  # type: ignore[misc]  # a slot of Connection
-        count = len(held) >> 1  # held: [settlement, entry, member, entry, member, ...]
-        self.broker.acks.done(count)
+        settlement, entries, members = held
+        self.broker.acks.done(len(entries))
         machine = self.machine
         if machine.state is CLOSED:
             return
-        settlement: Settling = held[0]
-        settle = machine.settle
-        for i in range(1, len(held), 2):
-            code = settlement.outcome(held[i + 1])
-            if isinstance(code, BaseException):
-                log.error(
-                    "handling a message from %s failed", self.client_id_for_log(), exc_info=code
-                )
-                if machine.version != MQTT_5:
-                    # No way to say "failed" in 3.1.1: close unacknowledged, so the client resends.
-                    self.close(CloseReason.PROTOCOL_ERROR, send_will=True)
-                    return
-                code = ReasonCode.UNSPECIFIED_ERROR
-            settle(held[i], code)
+        if settlement.clean:  # no member failed: all 0 (the common case)
+            machine.settle_all(entries, 0)
+        else:
+            for entry, member in zip(entries, members, strict=True):
+                code = settlement.outcome(member)
+                if isinstance(code, BaseException):
+                    log.error(
+                        "handling a message from %s failed", self.client_id_for_log(), exc_info=code
+                    )
+                    if machine.version != MQTT_5:
+                        # No way to say "failed" in 3.1.1: close unacknowledged, so it resends.
+                        self.close(CloseReason.PROTOCOL_ERROR, send_will=True)
+                        return
+                    code = ReasonCode.UNSPECIFIED_ERROR
+                machine.settle(entry, code)
         self._send_ready()
 
     def _send_ready(self) -> None:
-        """Send the acknowledgements that may leave now; read again if it was
-        paused for them and half have left."""
+        """Send the acknowledgements that may leave now, in one write; read again
+        if it was paused for them and half have left."""
         machine = self.machine
-        while (ready := machine.ready()) is not None:
-            pid, ack_type, code = ready
-            self._send_ack(pid, ack_type, code)  # type: ignore[arg-type]
+        data, ended = machine.drain_acks()
+        if data:
+            self.write(data)
+            if ended is not None:
+                assert self.session is not None
+                for pid in ended:
+                    self.session.qos2_release(pid)
         if self._paused and machine.pending_acks() <= self.broker.config.receive_maximum // 2:
             self.unthrottle()
 
