@@ -56,3 +56,18 @@ def test_settled_once_and_no_waiter_after() -> None:
         s.settle()
     with pytest.raises(RuntimeError, match="already settled"):
         s.wait(lambda: None)
+
+
+def test_a_missing_member_is_0_but_not_done() -> None:
+    s = Settlement()
+    for _ in range(3):
+        s.join()
+    s.settle({2: VersionConflict("stale")}, missing={1})
+    assert [s.outcome(0), s.outcome(1)] == [0, 0]
+    assert [s.done(0), s.done(1), s.done(2)] == [True, False, False]
+    assert not s.clean
+    clean = Settlement()
+    clean.join()
+    assert not clean.clean  # not before it is settled
+    clean.settle(missing=set())  # an empty set is none missing
+    assert clean.clean and clean.missing is None and clean.done(0)

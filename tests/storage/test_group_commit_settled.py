@@ -110,6 +110,8 @@ def test_not_found_is_0_and_another_error_its_members_own() -> None:
             s = writer.join_now(append(value), lambda i=i: thens.append(i))
         await settled(s)
         assert [s.outcome(i) for i in range(4)] == [0, 0, stale, 0]
+        assert s.missing == {1}
+        assert [s.done(i) for i in range(4)] == [True, False, False, True]
         assert thens == [0, 3]  # only what was stored
 
     run_writer(scenario)
@@ -222,6 +224,7 @@ def test_the_storages_appends_settle_together(durable_backend: Backend) -> None:
         settlement = await settled(joined[0])
         assert all(j is settlement for j in joined)
         assert [settlement.outcome(i) for i in range(3)] == [0, 0, 0]  # ghost: NotFound is 0
+        assert settlement.missing == {2}
         assert stored == ["d000", "d001"]
         assert writer.stats.batches == before + 1
         assert await s.telemetry.latest("p1", "d001") == {"t": (1, 1.5)}

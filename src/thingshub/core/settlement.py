@@ -9,6 +9,9 @@ Rules:
   members (the MQTT server registers one per connection, not one per
   message); `settle` hands them back, in the order they came, for the settler
   to call: this module calls nothing and knows no loop, clock or log.
+- `missing` are members settled with 0 that changed nothing (a report of a
+  device deleted meanwhile): their outcome is 0, but nothing of theirs is
+  to be counted as done (`done`).
 - `last` is the member that joined most recently: the message whose write just
   joined reads its own number there, without a per-message object.
 - Settled once: a second `settle` is a bug (`RuntimeError`); a waiter that
@@ -23,7 +26,7 @@ from collections.abc import Callable
 class Settlement:
     """Many members' outcomes, settled together (see the module's rules)."""
 
-    __slots__ = ("_waiters", "error", "failures", "last", "settled", "size")
+    __slots__ = ("_waiters", "error", "failures", "last", "missing", "settled", "size")
 
     def __init__(self) -> None:
         self.size = 0  # members joined so far
@@ -33,6 +36,8 @@ class Settlement:
         self.failures: dict[int, BaseException] | None = None
         #: The failure of every member, once settled so (None: it committed).
         self.error: BaseException | None = None
+        #: Members settled with 0 that changed nothing, once settled (None: none).
+        self.missing: set[int] | None = None
         self._waiters: list[Callable[[], None]] = []
 
     def join(self) -> int:
@@ -52,6 +57,12 @@ class Settlement:
         """Settled, every member with 0 (none failed)."""
         return self.settled and self.error is None and self.failures is None
 
+    def done(self, member: int) -> bool:
+        """Whether a settled member's change was made (0, and not missing)."""
+        if self.outcome(member) != 0:
+            return False
+        return self.missing is None or member not in self.missing
+
     def outcome(self, member: int) -> int | BaseException:
         """A settled member's outcome: 0, or the exception of its failure."""
         if self.error is not None:
@@ -65,6 +76,7 @@ class Settlement:
         self,
         failures: dict[int, BaseException] | None = None,
         error: BaseException | None = None,
+        missing: set[int] | None = None,
     ) -> list[Callable[[], None]]:
         """Decide every member; the waiters to call now, in the order they came."""
         if self.settled:
@@ -72,6 +84,7 @@ class Settlement:
         self.settled = True
         self.failures = failures or None
         self.error = error
+        self.missing = missing or None
         waiters = self._waiters
         self._waiters = []
         return waiters

@@ -48,9 +48,10 @@ Rules:
   write. The writer takes the oldest settlement whole with the other writes
   queued (at most `max_batch` of them) into one transaction, calls each
   committed member's `then`, settles it (a member whose outcome is NotFound
-  gets 0, as `missing=0`; any other error that member's failure; a failed
-  batch fails every member) and calls its waiters. Any other write, or one
-  while the writer is not open, goes the `submit_now` way (missing=0).
+  gets 0, as `missing=0`, and is one of its `missing`; any other error that
+  member's failure; a failed batch fails every member) and calls its waiters.
+  Any other write, or one while the writer is not open, goes the
+  `submit_now` way (missing=0).
 - A caller cancelled before its write joins a batch drops that write; once
   the batch has begun the write is committed (or not) with its batch.
   Cancelling callers never breaks a batch.
@@ -346,10 +347,15 @@ class GroupCommit:
     def _settle(self, group: _Group, outcomes: Sequence[object]) -> None:
         """A committed group: its members' `then`s, its settlement, its waiters."""
         failures: dict[int, BaseException] | None = None
+        missing: set[int] | None = None
         thens = group.thens
         for member, outcome in enumerate(outcomes):
             if isinstance(outcome, ThingsHubError):
-                if not isinstance(outcome, NotFound):
+                if isinstance(outcome, NotFound):
+                    if missing is None:
+                        missing = set()
+                    missing.add(member)
+                else:
                     if failures is None:
                         failures = {}
                     failures[member] = outcome
@@ -360,7 +366,7 @@ class GroupCommit:
                     then()
                 except Exception:  # the caller's bookkeeping: it must not stop the writer
                     log.exception("%s storage: a write's follow-up failed", self.backend)
-        self._wake(group.settlement.settle(failures))
+        self._wake(group.settlement.settle(failures, missing=missing))
 
     def _wake(self, waiters: list[Callable[[], None]]) -> None:
         for waiter in waiters:
