@@ -47,11 +47,15 @@ class Marker:
 
 class Stub:
     """A dialect that owns `{name}/...`, takes logins whose user name starts with
-    `{name}:` (or every login, when `catch_all`), and carries `Marker`s of its name."""
+    `{name}:` (or every login, when `catch_all`), and carries `Marker`s of its name.
+    It decodes its `open_topics` too (a payload of "-" as nothing)."""
 
-    def __init__(self, name: str, *, catch_all: bool = False) -> None:
+    def __init__(
+        self, name: str, *, catch_all: bool = False, open_topics: frozenset[str] = frozenset()
+    ) -> None:
         self.name = name
         self.catch_all = catch_all
+        self.open_topics = open_topics
 
     def login(self, client_id: str, username: str | None, password: bytes | None) -> Login | None:
         if username is None:
@@ -73,7 +77,7 @@ class Stub:
         return topic_filter == f"{self.name}/{ref.name}/down"
 
     def decode(self, ref: DeviceRef, topic: str, payload: bytes, now_ms: int) -> object | None:
-        if topic == f"{self.name}/{ref.name}/up":
+        if topic == f"{self.name}/{ref.name}/up" or (topic in self.open_topics and payload != b"-"):
             return TelemetryReport([Point(self.name, now_ms, payload.decode())], now_ms)
         return None
 
@@ -216,6 +220,50 @@ def test_a_device_may_publish_or_subscribe_where_any_dialect_allows_it() -> None
     assert registry.may_subscribe(REF, "b/d/down")
     assert not registry.may_subscribe(REF, "a/d/up")
     assert not Registry().may_publish(REF, "a/d/up")
+
+
+def test_an_open_topic_is_granted_to_every_device_and_goes_to_its_dialect() -> None:
+    a, b = Stub("a"), Stub("b", open_topics=frozenset({"b/open"}))
+    registry = Registry([a, b])
+    assert not b.may_publish(REF, "b/open")  # the registry asks nobody: the promise stands
+    assert registry.may_publish(REF, "b/open")
+    assert registry.may_publish(DeviceRef("q", "other", "x"), "b/open")
+    report = TelemetryReport([Point("b", 1000, "1")], 1000)
+    assert registry.decode(REF, "b/open", b"1", 1000) == (b, report)
+    assert registry.decode(REF, "b/open", b"-", 1000) is None  # its dialect said nothing
+
+
+def test_an_open_topic_another_dialect_owns_is_decoded_by_asking_round() -> None:
+    a, b = Stub("a", open_topics=frozenset({"b/shared"})), Stub("b")
+    registry = Registry([a, b])
+    assert registry.may_publish(REF, "b/shared")
+    decoded = registry.decode(REF, "b/shared", b"1", 1000)
+    assert decoded is not None and decoded[0] is a  # asked in turn: a first
+    registry.register(Stub("z"))  # a registration keeps the rule
+    decoded = registry.decode(REF, "b/shared", b"1", 1000)
+    assert decoded is not None and decoded[0] is a
+
+
+def test_a_plug_in_dialect_without_open_topics_is_asked_round() -> None:
+    """A dialect written before the port had `open_topics` still registers; its
+    topics are granted and decoded by asking round, as they always were."""
+    old = Stub("old")
+    del old.open_topics
+    registry = Registry([Stub("a")])
+    registry.register(old)  # type: ignore[arg-type]  # what an older plug-in is
+    assert registry.may_publish(REF, "old/d/up") and not registry.may_publish(REF, "b/open")
+    decoded = registry.decode(REF, "old/d/up", b"1", 1000)
+    assert decoded is not None and decoded[0] is old
+
+
+def test_thingspanels_open_topics_are_its_own_and_every_devices() -> None:
+    registry = default_registry()
+    thingspanel = registry.get("thingspanel")
+    assert "devices/telemetry" in thingspanel.open_topics
+    for topic in thingspanel.open_topics:
+        assert registry.family(topic) == "thingspanel"
+        for ref in (REF, DeviceRef("q", "other", "x")):
+            assert thingspanel.may_publish(ref, topic)
 
 
 def test_the_default_registry_grants_both_protocols_topics() -> None:

@@ -39,6 +39,7 @@ def prefix(ref: DeviceRef) -> str:
 
 class Toy:
     name = NAME
+    open_topics: frozenset[str] = frozenset()
 
     def login(self, client_id: str, username: str | None, password: bytes | None) -> Login | None:
         if username is None or not username.startswith("toy:") or password is None:

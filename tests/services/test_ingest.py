@@ -9,11 +9,16 @@ reports on the bus only when someone listens.
 
 from __future__ import annotations
 
-from tests.services.conftest import World
+import asyncio
+from pathlib import Path
+
+from tests.services.conftest import World, build_world
 from thingshub.core.errors import InvalidRequest, NotFound
 from thingshub.core.events import AttributesReported, EventsReceived, TelemetryReceived
-from thingshub.core.messages import ReportAck, ReportRefused, TelemetryReport
+from thingshub.core.messages import DeviceRef, ReportAck, ReportRefused, TelemetryReport
 from thingshub.core.model import DeviceEvent, Point
+from thingshub.core.settlement import Settlement
+from thingshub.storage import open_storage
 
 NOW = 1_700_000_000_000  # the fake clock's start
 
@@ -158,3 +163,34 @@ async def test_a_telemetry_report_handed_in_directly_is_stored_whole(world: Worl
         "a": (NOW - 5, 2),
         "b": (NOW, {"x": [1]}),
     }
+
+
+async def test_telemetry_settled_in_one_batch_counts_and_announces_what_it_stored(
+    tmp_path: Path,
+) -> None:
+    """On SQLite, reports of one batch share a settlement: the counters count the
+    reports it stored (not one of a device that does not exist), announced once each."""
+    storage = open_storage("", tmp_path)
+    await storage.open()
+    try:
+        world = build_world(tmp_path, storage)
+        ref = await world.device()
+        telemetry = world.watch(TelemetryReceived)
+        ghost = DeviceRef("p1", "ghost", "dn-ghost")
+        reports = [TelemetryReport([Point("t", NOW, i), Point("u", NOW, i)], NOW) for i in (1, 2)]
+        outcomes = [
+            world.ingest.telemetry_now(ref, reports[0]),
+            world.ingest.telemetry_now(ghost, reports[0]),
+            world.ingest.telemetry_now(ref, reports[1]),
+        ]
+        settlement = outcomes[0]
+        assert isinstance(settlement, Settlement) and all(o is settlement for o in outcomes)
+        decided = asyncio.Event()
+        settlement.wait(decided.set)
+        await decided.wait()
+        assert [settlement.outcome(i) for i in range(3)] == [0, 0, 0]  # the ghost too: 0
+        assert (world.ingest.stored_messages, world.ingest.stored_points) == (2, 4)
+        assert [e.points for e in telemetry] == [r.points for r in reports]
+        assert await storage.telemetry.latest("p1", "d1") == {"t": (NOW, 2), "u": (NOW, 2)}
+    finally:
+        await storage.close()

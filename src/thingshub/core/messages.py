@@ -20,7 +20,7 @@ from typing import Any
 
 from thingshub.core.commands import AnswerLimit
 from thingshub.core.errors import ThingsHubError
-from thingshub.core.model import DeviceEvent, Firmware, Point
+from thingshub.core.model import DeviceEvent, Firmware, Point, fast_init
 from thingshub.core.ota import Progress
 from thingshub.core.shadow import Applied, Image, ImageError, RequestId, Update
 from thingshub.core.submessages import TopologyNotice
@@ -202,21 +202,18 @@ class CallAnswer:
 # ---------------------------------------------------------------- the thing model
 
 
-@dataclass(frozen=True, slots=True, init=False)
+@fast_init
+@dataclass(frozen=True, slots=True)
 class ThingValue:
     """One reported value: a property's value or an event's output, at `ts` (Unix
-    ms; None: when the platform received it). `__init__` as `Point`'s."""
+    ms; None: when the platform received it). One per value: `fast_init`."""
 
     identifier: str
     value: Any
     ts: int | None
 
-    def __init__(self, identifier: str, value: Any, ts: int | None) -> None:
-        _VALUE[0](self, identifier)
-        _VALUE[1](self, value)
-        _VALUE[2](self, ts)
 
-
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ThingData:
     """What one device reports in a post: its properties and its events.
@@ -229,6 +226,7 @@ class ThingData:
     events: tuple[ThingValue, ...]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ThingPost:
     """A post of properties and/or events, answered under `reply_to` once stored.
@@ -363,6 +361,7 @@ class PresenceNotice:
     online: bool
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ThingReply:
     """The answer to a device's thing-model request: `code` (200 or the rule
@@ -497,4 +496,3 @@ Outbound = (
 
 
 _REPORT = tuple(TelemetryReport.__dict__[n].__set__ for n in ("points", "received_at"))
-_VALUE = tuple(ThingValue.__dict__[n].__set__ for n in ("identifier", "value", "ts"))

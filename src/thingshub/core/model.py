@@ -11,6 +11,7 @@ Rules:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -24,6 +25,28 @@ def slot_setters(cls: type, *names: str) -> tuple[Callable[[object, object], Non
     through `object.__setattr__` for every field: for the objects made once per
     message or per value on the ingest path (Presence, Point, storage's Write)."""
     return tuple(cls.__dict__[name].__set__ for name in names)
+
+
+def fast_init(cls: type[T]) -> type[T]:
+    """Give a frozen, slotted dataclass an `__init__` with the generated one's
+    parameters and defaults that sets its slots through `slot_setters`, for the
+    objects made per message whose `__init__` is not written out by hand (the
+    thing model's posts and replies). A field with a default factory is refused."""
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    names = [f.name for f in fields]
+    setters = slot_setters(cls, *names)
+    namespace: dict[str, Any] = {f"_set_{n}": s for n, s in zip(names, setters, strict=True)}
+    params = []
+    for f in fields:
+        if f.default_factory is not dataclasses.MISSING:
+            raise TypeError(f"{cls.__name__}.{f.name}: a default factory is not supported")
+        default = "" if f.default is dataclasses.MISSING else f"=_default_{f.name}"
+        namespace[f"_default_{f.name}"] = f.default
+        params.append(f"{f.name}{default}")
+    body = "".join(f"\n    _set_{name}(self, {name})" for name in names)
+    exec(f"def __init__(self, {', '.join(params)}):{body}", namespace)
+    cls.__init__ = namespace["__init__"]  # type: ignore[method-assign]
+    return cls
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ from thingshub.core.model import (
     StoredImage,
     StoredModel,
 )
+from thingshub.core.settlement import Settlement
 
 
 class Clock(Protocol):
@@ -274,6 +275,18 @@ class TelemetryRepo(Protocol):
         `then` is called once the points are durable (not when nothing was
         stored), before the future's done callbacks run: the caller's
         bookkeeping without a callback of its own per message."""
+
+    def append_settled(
+        self,
+        product_id: str,
+        name: str,
+        points: Sequence[Point],
+        then: Callable[[], None] | None = None,
+    ) -> Settlement | Awaitable[int | None]:
+        """`append_now` for one message of the ingest path: what it returns
+        may instead be the `Settlement` its write joined (its `last` member
+        until the next append: 0 once durable or when the device does not exist,
+        else the failure), decided with the others of its batch at once."""
 
     async def latest(self, product_id: str, name: str) -> dict[str, tuple[int, object]]:
         """key -> (ts ms, value) of the newest point of each key."""

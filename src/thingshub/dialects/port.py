@@ -52,6 +52,10 @@ PasswordCheck = Callable[[Device, str], bool]
 class Dialect(Protocol):
     #: The protocol family: the label of its metrics and of its command records.
     name: str
+    #: Topics every device may publish on, whoever it is, which this dialect
+    #: decodes (ThingsPanel's `devices/telemetry`): the registry answers
+    #: `may_publish` for them, and routes their messages, without asking round.
+    open_topics: frozenset[str]
 
     def login(self, client_id: str, username: str | None, password: bytes | None) -> Login | None:
         """The credentials in this dialect's form; None if they are not in it.

@@ -10,6 +10,10 @@ Rules:
   dialect that owns its topic and encoded by the one that carries its type.
 - A message no dialect carries is a programming error (TypeError), never
   something a device caused.
+- A dialect's `open_topics` any device may publish on, asked of nobody; and
+  such a topic that no other dialect owns goes straight to its dialect's
+  decode (the answers are those of asking round: the hot path, without
+  asking round).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ class Registry:
     def __init__(self, dialects: Iterable[Dialect] = ()) -> None:
         self._dialects: list[Dialect] = []
         self._all: tuple[Dialect, ...] = ()
+        self._open: frozenset[str] = frozenset()  # every dialect's open topics
+        self._routes: dict[str, Dialect] = {}  # open topics no other dialect owns
         for dialect in dialects:
             self._add(dialect, len(self._dialects))
 
@@ -36,7 +42,18 @@ class Registry:
         if any(d.name == dialect.name for d in self._dialects):
             raise ValueError(f"a dialect named {dialect.name!r} is already registered")
         self._dialects.insert(at, dialect)
-        self._all = tuple(self._dialects)
+        self._all = dialects = tuple(self._dialects)
+        # A plug-in dialect written before `open_topics` has none: it is asked round.
+        opened: list[tuple[Dialect, frozenset[str]]] = [
+            (d, getattr(d, "open_topics", frozenset())) for d in dialects
+        ]
+        self._open = frozenset(t for _, topics in opened for t in topics)
+        self._routes = {
+            topic: d
+            for d, topics in opened
+            for topic in topics
+            if not any(other.owns(topic) for other in dialects if other is not d)
+        }
 
     def __iter__(self) -> Iterator[Dialect]:
         return iter(self._all)
@@ -66,6 +83,8 @@ class Registry:
         return "other"
 
     def may_publish(self, ref: DeviceRef, topic: str) -> bool:
+        if topic in self._open:
+            return True
         for dialect in self._all:  # noqa: SIM110 - every PUBLISH asks: a loop, not a generator
             if dialect.may_publish(ref, topic):
                 return True
@@ -84,6 +103,10 @@ class Registry:
     def decode(
         self, ref: DeviceRef, topic: str, payload: bytes, now_ms: int
     ) -> tuple[Dialect, object] | None:
+        routed = self._routes.get(topic)
+        if routed is not None:
+            message = routed.decode(ref, topic, payload, now_ms)
+            return None if message is None else (routed, message)
         for dialect in self._all:
             message = dialect.decode(ref, topic, payload, now_ms)
             if message is not None:

@@ -36,6 +36,9 @@ Rules:
   nothing and is counted (`rate_limited`); 5.0 QoS 1/2 get PUBACK/PUBREC
   0x97 (quota exceeded), 3.1.1 QoS 1/2, which has no refusal, are closed
   unacknowledged (the device sends again later), QoS 0 is dropped.
+- A handler's outcome goes to the MQTT server as it is when it is a future or
+  a `Settlement` (the storage's batch, acknowledged as it commits); any other
+  awaitable runs as a task.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from thingshub.core.messages import (
 from thingshub.core.model import Device
 from thingshub.core.ports import Clock, EventBus
 from thingshub.core.ratelimit import RateLimiter
+from thingshub.core.settlement import Settlement
 from thingshub.core.throttle import LoginThrottle
 from thingshub.dialects.port import Login
 from thingshub.dialects.registry import Registry
@@ -89,7 +93,7 @@ log = logger("thingshub.gateway")
 #: A coroutine runs in a task of its own; an asyncio future (ingest's telemetry,
 #: the thing model's common post) is handed to the server as it is, so one
 #: handler may return either, message by message.
-Handler = Callable[[DeviceRef, Any], Awaitable[int | None]]
+Handler = Callable[[DeviceRef, Any], Awaitable[int | None] | Settlement]
 
 
 class DeviceGateway:
@@ -293,8 +297,8 @@ class DeviceGateway:
             failed: asyncio.Future[int] = loop.create_future()
             failed.set_exception(exc)
             return failed
-        if isinstance(outcome, asyncio.Future):
-            return outcome  # resolves to int | None: None is 0
+        if isinstance(outcome, asyncio.Future | Settlement):
+            return outcome  # resolves to int | None (None is 0); settles to 0 or a failure
         return loop.create_task(_run(outcome))
 
     def _over_rate(self, client: ClientInfo, message: Message) -> int:

@@ -16,6 +16,10 @@ Rules:
       Acknowledgements still leave in the order the PUBLISHes arrived. A
       future that fails makes the server close a 3.1.1 connection without
       acknowledging (the client will resend) and answer 0x80 to a 5.0 client.
+    * a `Settling`: as a future, for a message decided with many others at
+      once: the server registers one waiter per connection and settlement,
+      not a callback per message, and acknowledges the connection's messages
+      of it in one go (still in arrival order).
 - `authorize_subscribe` returns True to grant, False to refuse as "not
   authorized" (0x87; 0x80 for 3.1.1), or a reason code >= 0x80 to refuse with
   that code (3.1.1 clients always see 0x80).
@@ -26,7 +30,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
@@ -210,7 +214,24 @@ class CloseReason(Enum):
     SHUTDOWN = "server shutting down"
 
 
-PublishOutcome = None | int | asyncio.Future[int]
+class Settling(Protocol):
+    """Many messages' outcomes decided at once (e.g. one storage commit).
+
+    The message just handed over is its member `last`; the server waits once
+    per connection (`wait`), then reads each of its messages' `outcome`: a
+    reason code, or the exception of a failure."""
+
+    @property
+    def last(self) -> int: ...
+    @property
+    def clean(self) -> bool:
+        """Settled with every outcome 0 (no member failed)."""
+
+    def wait(self, waiter: Callable[[], None]) -> None: ...
+    def outcome(self, member: int) -> int | BaseException: ...
+
+
+PublishOutcome = None | int | asyncio.Future[int] | Settling
 
 
 class Hooks(Protocol):

@@ -20,10 +20,13 @@ Rules:
   calls waiting on an attribute report), but only built when someone listens.
 - Telemetry, the hot path, is handled without a coroutine (`telemetry_now`):
   the gateway hands the storage's own future to the MQTT server, which
-  acknowledges as it resolves; what follows the commit (the counters, the
-  announcement) is the append's `then`, which the storage calls as it
-  resolves the future, before the acknowledgement's callback runs (no done
-  callback of its own per message).
+  acknowledges as it resolves. With SQL storage that is a `Settlement`, one
+  for the whole batch, which the MQTT server waits for once per connection;
+  the counters of what was stored are counted by one waiter per settlement
+  too (a device deleted meanwhile, or a failure, counts nothing). The bus
+  announcement, only when someone listens as the report arrives, is the
+  append's `then`, which the storage calls as the report is committed,
+  before the acknowledgement's callback runs.
 """
 
 from __future__ import annotations
@@ -51,12 +54,17 @@ from thingshub.core.ports import (
     EventRepo,
     TelemetryRepo,
 )
+from thingshub.core.settlement import Settlement
 
 log = logging.getLogger("thingshub.ingest")
 
 
 #: The metrics label of a report refused or failed for the platform's own reasons.
 INTERNAL = "INTERNAL"
+
+
+#: A settlement, its reports' member numbers, their point counts.
+Tally = tuple[Settlement, list[int], list[int]]
 
 
 class IngestService:
@@ -79,26 +87,69 @@ class IngestService:
         self.refused: Counter[tuple[str, str]] = Counter()
         self.stored_points = 0
         self.stored_messages = 0
+        #: The settlement of telemetry counted last, with its reports' member
+        #: numbers and point counts (one waiter a settlement, not a callback a report).
+        self._tally: Tally | None = None
 
     async def telemetry_report(self, ref: DeviceRef, report: TelemetryReport) -> None:
-        await self.telemetry_now(ref, report)
+        """`telemetry_now`, awaited (a future, never a settlement)."""
+        then = partial(self._telemetry_stored, ref, report)
+        await self.points.append_now(ref.product_id, ref.name, report.points, then)
 
-    def telemetry_now(self, ref: DeviceRef, report: TelemetryReport) -> asyncio.Future[int | None]:
+    def telemetry_now(
+        self, ref: DeviceRef, report: TelemetryReport
+    ) -> asyncio.Future[int | None] | Settlement:
         """Store a report: a future that resolves once it is durable, to 0 if
-        the device was deleted meanwhile (its connection is being closed)."""
-        stored = self.points.append_now(
-            ref.product_id, ref.name, report.points, partial(self._telemetry_stored, ref, report)
+        the device was deleted meanwhile (its connection is being closed); or
+        the storage's `Settlement` whose `last` member it is, decided alike."""
+        points = report.points
+        then = partial(self._announce, ref, report) if self.bus.wants(TelemetryReceived) else None
+        stored = self.points.append_settled(ref.product_id, ref.name, points, then)
+        if isinstance(stored, Settlement):
+            tally = self._tally
+            if tally is None or tally[0] is not stored:
+                self._tally = tally = (stored, [], [])
+                stored.wait(partial(self._count, tally))
+            tally[1].append(stored.last)
+            tally[2].append(len(points))
+            return stored
+        if not isinstance(stored, asyncio.Future):
+            stored = asyncio.ensure_future(stored)
+        stored.add_done_callback(partial(self._counted, len(points)))
+        return stored
+
+    def _count(self, tally: Tally) -> None:
+        """A settlement of telemetry is decided: count what it stored."""
+        settlement, members, sizes = tally
+        if self._tally is tally:
+            self._tally = None
+        if settlement.clean and settlement.missing is None:
+            self.stored_messages += len(sizes)
+            self.stored_points += sum(sizes)
+            return
+        for member, size in zip(members, sizes, strict=True):
+            if settlement.done(member):
+                self.stored_messages += 1
+                self.stored_points += size
+
+    def _counted(self, size: int, stored: asyncio.Future[int | None]) -> None:
+        """A report's future is done: counted if it stored (None; 0 is a device gone)."""
+        if not stored.cancelled() and stored.exception() is None and stored.result() is None:
+            self.stored_messages += 1
+            self.stored_points += size
+
+    def _announce(self, ref: DeviceRef, report: TelemetryReport) -> None:
+        """The report is durable (the storage calls it; never when nothing was stored)."""
+        self.bus.publish(
+            TelemetryReceived(ref.product_id, ref.name, report.points, report.received_at)
         )
-        return stored if isinstance(stored, asyncio.Future) else asyncio.ensure_future(stored)
 
     def _telemetry_stored(self, ref: DeviceRef, report: TelemetryReport) -> None:
         """The report is durable (the storage calls it; never when nothing was stored)."""
         self.stored_points += len(report.points)
         self.stored_messages += 1
         if self.bus.wants(TelemetryReceived):
-            self.bus.publish(
-                TelemetryReceived(ref.product_id, ref.name, report.points, report.received_at)
-            )
+            self._announce(ref, report)
 
     async def attribute_report(self, ref: DeviceRef, report: AttributesReport) -> None:
         now = report.received_at

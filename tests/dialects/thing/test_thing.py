@@ -250,8 +250,10 @@ def test_topic_rights_and_ownership() -> None:
         T + "service/add/invoke",
         T + "service/a/b/invoke_reply",
         "$sys/pid/other/thing/property/post",
+        "devices/telemetry",  # another family's topic
     ):
         assert not thing.may_publish(REF, topic), topic
+    assert thing.decode(REF, "devices/telemetry", b"{}", 1) is None
     assert thing.owns(T + "property/post") and not thing.owns("$sys/pid/dev/image/update")
     registry = default_registry()
     assert registry.family(T + "event/post") == "thing"

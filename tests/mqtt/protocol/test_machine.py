@@ -303,6 +303,43 @@ def test_acknowledgements_leave_in_arrival_order() -> None:
 
 
 @pytest.mark.parametrize("version", [4, 5])
+def test_drain_acks_gives_what_may_leave_in_one_piece(version: int) -> None:
+    m = connected(version)
+    assert m.drain_acks() == (b"", None)
+    first = m.ack_later(1, PacketType.PUBACK)
+    batch = [m.ack_later(2, PacketType.PUBREC), m.ack_later(3, PacketType.PUBACK)]
+    refused = m.ack_later(4, PacketType.PUBREC)
+    m.ack_now(5, PacketType.PUBACK, 0x10)
+    last = m.ack_later(6, PacketType.PUBREC)
+    m.settle_all(batch, 0)
+    assert m.drain_acks() == (b"", None)  # the first still waits for the application
+    m.settle(first, 0x80)
+    m.settle(refused, 0x87)
+    data, ended = m.drain_acks()
+    expected = [
+        m.ack(1, PacketType.PUBACK, 0x80),
+        m.ack(2, PacketType.PUBREC, 0),
+        m.ack(3, PacketType.PUBACK, 0),
+        m.ack(4, PacketType.PUBREC, 0x87),
+        m.ack(5, PacketType.PUBACK, 0x10),
+    ]
+    assert data == b"".join(expected)
+    assert ended == ([4] if version == 5 else None)  # a 5.0 PUBREC refusal ends its flow
+    assert m.pending_acks() == 1
+    m.settle(last, 0x87)
+    assert m.drain_acks() == (m.ack(6, PacketType.PUBREC, 0x87), [6] if version == 5 else None)
+    assert m.pending_acks() == 0
+    assert m.ack_now(7, PacketType.PUBACK, 0) is True
+
+
+def test_drain_acks_lists_every_refused_qos2_flow() -> None:
+    m = connected(5)
+    for pid in (1, 2):
+        m.settle(m.ack_later(pid, PacketType.PUBREC), 0x80)
+    assert m.drain_acks()[1] == [1, 2]
+
+
+@pytest.mark.parametrize("version", [4, 5])
 @pytest.mark.parametrize("ack_type", [PacketType.PUBACK, PacketType.PUBREC])
 @pytest.mark.parametrize("code", [0, 0x10, 0x87])
 def test_the_bytes_of_an_acknowledgement(version: int, ack_type: PacketType, code: int) -> None:

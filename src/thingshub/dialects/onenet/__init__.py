@@ -51,6 +51,7 @@ _CARRIED = (
 
 class OneNet:
     name = NAME
+    open_topics: frozenset[str] = frozenset()  # every topic names its device
 
     # ------------------------------------------------------------ login
 

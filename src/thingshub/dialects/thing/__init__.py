@@ -89,6 +89,7 @@ def _thing(ref: DeviceRef) -> str:
 
 class Thing:
     name = NAME
+    open_topics: frozenset[str] = frozenset()  # every topic names its device
 
     def login(self, client_id: str, username: str | None, password: bytes | None) -> Login | None:
         return None  # OneNET's login admits thing-model devices

@@ -29,6 +29,7 @@ from typing import Any, Final
 
 from thingshub.core import jsontext, thingmodel
 from thingshub.core.errors import InvalidRequest
+from thingshub.core.model import fast_init
 
 VERSION: Final = "1.0"
 MAX_PAYLOAD: Final = 256 * 1024  # bytes
@@ -47,6 +48,7 @@ class EnvelopeError(InvalidRequest):
         self.id = id
 
 
+@fast_init  # one a request: no `object.__setattr__` per field
 @dataclass(frozen=True, slots=True)
 class Request:
     id: str

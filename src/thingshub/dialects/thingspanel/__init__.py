@@ -59,6 +59,7 @@ _GATEWAY_REPORTS = {"gateway/attributes/": "attributes", "gateway/event/": "even
 
 class ThingsPanel:
     name = NAME
+    open_topics = topics.OPEN
 
     # ------------------------------------------------------------ login
 

@@ -40,6 +40,9 @@ PUBLISH_PATTERNS = (
     "gateway/attributes/set/response/+",
 )
 
+#: The publish topics without a wildcard: every device may publish there.
+OPEN = frozenset(p for p in PUBLISH_PATTERNS if "+" not in p)
+
 #: Topics the platform publishes to a device, `{dn}` being its device number.
 SUBSCRIBE_PATTERNS = (
     "devices/telemetry/control/{dn}",

@@ -279,6 +279,12 @@ class Machine:
     def settle(entry: Ack, code: int) -> None:
         entry[2] = code
 
+    @staticmethod
+    def settle_all(entries: list[Ack], code: int) -> None:
+        """`settle` of each of `entries` with one code (a batch's messages)."""
+        for entry in entries:
+            entry[2] = code
+
     def ready(self) -> Ack | None:
         """The next acknowledgement that may leave, in arrival order, if any."""
         acks = self._acks
@@ -288,6 +294,29 @@ class Machine:
                 self._acks = None
             return entry
         return None
+
+    def drain_acks(self) -> tuple[bytes, list[int] | None]:
+        """The bytes of every acknowledgement that may leave now, in arrival
+        order (b"" for none), and the packet ids of the QoS 2 flows they end
+        (`refuses_qos2`; None for none): what `ready` and `ack` give one by one."""
+        acks = self._acks
+        if not acks or acks[0][2] is None:
+            return b"", None
+        parts: list[bytes] = []
+        ended: list[int] | None = None
+        while acks and (code := acks[0][2]) is not None:
+            entry = acks.popleft()
+            pid: int = entry[0]  # type: ignore[assignment]  # set by ack_later / ack_now
+            ack_type: int = entry[1]  # type: ignore[assignment]
+            if code:
+                parts.append(self.ack(pid, ack_type, code))
+                if self.refuses_qos2(ack_type, code):
+                    ended = [pid] if ended is None else [*ended, pid]
+            else:
+                parts.append(encode_ack(ack_type, pid))
+        if not acks:
+            self._acks = None
+        return b"".join(parts), ended
 
     def pending_acks(self) -> int:
         return len(self._acks) if self._acks is not None else 0

@@ -99,6 +99,7 @@ class Connection(Inbound, Backpressure, asyncio.Protocol):
     __slots__ = (
         "_address",
         "_paused",
+        "_settling",
         "_wbuf",
         "_wbytes",
         "authenticating",
@@ -133,6 +134,7 @@ class Connection(Inbound, Backpressure, asyncio.Protocol):
         # are made and freed from the interpreter's free list).
         self._wbuf: list[bytes] | None = None
         self._wbytes = 0
+        self._settling = None  # no settlement waited for (inbound.py)
         self._paused = False  # reading paused: acknowledgements wait, or authentication
 
     @property
@@ -173,9 +175,6 @@ class Connection(Inbound, Backpressure, asyncio.Protocol):
         self.reader.feed(data)
         if state is CONNECTED or state is AWAITING_CONNECT:
             self._process()
-
-    def eof_received(self) -> bool | None:
-        return None  # close the transport; connection_lost does the rest
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.authenticating is not None:

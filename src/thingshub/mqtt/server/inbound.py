@@ -8,6 +8,11 @@ Rules:
   the application has finished with its message (see hooks.py); a failure
   there is 0x80 for 5.0, and for 3.1.1 (which cannot say it) a close without
   acknowledgement, so the client sends again.
+- Messages the application decides together (a `Settling`, one storage
+  commit) cost one waiter per connection and settlement: consecutive messages
+  of a connection that join the same one are listed behind that waiter, and
+  acknowledged together when it is called (those of other outcomes between
+  them still keep their place: the machine orders every acknowledgement).
 - While more than `receive_maximum` acknowledgements of one client wait,
   reading from it pauses; while more than `max_waiting_acks` wait across all
   clients (`AckBudget`), reading pauses for every client that adds one, until
@@ -25,7 +30,7 @@ from thingshub.mqtt.codec.packets import MQTT_5, Disconnect, PacketType, Publish
 from thingshub.mqtt.codec.properties import EMPTY
 from thingshub.mqtt.codec.reasons import ReasonCode
 from thingshub.mqtt.codec.writer import encode_ack
-from thingshub.mqtt.hooks import ClientInfo, CloseReason, Message, PublishOutcome
+from thingshub.mqtt.hooks import ClientInfo, CloseReason, Message, PublishOutcome, Settling
 from thingshub.mqtt.logs import logger
 from thingshub.mqtt.protocol.machine import CLOSED, Ack, Machine
 
@@ -59,13 +64,17 @@ class AckBudget:
             conn.throttle()
             self.starved.append(conn)
 
-    def done(self) -> None:
-        self.waiting -= 1
+    def done(self, count: int = 1) -> None:
+        self.waiting -= count
         if self.starved and self.waiting <= self.limit // 2:
             starved = self.starved
             self.starved = []
             for conn in starved:
                 conn.unthrottle()
+
+
+#: A settlement waited for, its messages' ack entries, their member numbers.
+Held = tuple[Settling, list[Ack], list[int]]
 
 
 class InboundHost(Protocol):
@@ -97,6 +106,9 @@ class Inbound:
     session: Session | None
     client: ClientInfo | None
     _paused: bool
+    #: The settlement this connection waits for last, with its messages' ack
+    #: entries and member numbers in it, in arrival order; or None.
+    _settling: Held | None
 
     if TYPE_CHECKING:
 
@@ -160,8 +172,20 @@ class Inbound:
                     session.qos2_release(pid)
         else:
             entry = machine.ack_later(pid, ack_type)
-            # A partial, not a lambda: no Python frame of its own per message.
-            outcome.add_done_callback(partial(self._ack_done, entry))
+            if isinstance(outcome, asyncio.Future):
+                # A partial, not a lambda: no Python frame of its own per message.
+                outcome.add_done_callback(partial(self._ack_done, entry))
+            else:
+                # A settlement: one waiter per connection, its messages listed
+                # after it as (ack entry, member) pairs.
+                held = self._settling
+                if held is None or held[0] is not outcome:
+                    held = (outcome, [entry], [outcome.last])
+                    self._settling = held  # type: ignore[misc]  # a slot of Connection
+                    outcome.wait(partial(self._settled, held))
+                else:
+                    held[1].append(entry)
+                    held[2].append(outcome.last)
             broker.acks.add(self)
 
     def _queue_ack(self, pid: int, ack_type: int, code: int) -> None:
@@ -194,9 +218,46 @@ class Inbound:
             machine.settle(entry, ReasonCode.UNSPECIFIED_ERROR)
         else:
             machine.settle(entry, fut.result() or 0)
-        while (ready := machine.ready()) is not None:
-            pid, ack_type, code = ready
-            self._send_ack(pid, ack_type, code)  # type: ignore[arg-type]
+        self._send_ready()
+
+    def _settled(self, held: Held) -> None:
+        """A settlement this connection waited for is decided: its messages'
+        acknowledgements, all at once, in arrival order."""
+        if self._settling is held:
+            self._settling = None  # type: ignore[misc]  # a slot of Connection
+        settlement, entries, members = held
+        self.broker.acks.done(len(entries))
+        machine = self.machine
+        if machine.state is CLOSED:
+            return
+        if settlement.clean:  # no member failed: all 0 (the common case)
+            machine.settle_all(entries, 0)
+        else:
+            for entry, member in zip(entries, members, strict=True):
+                code = settlement.outcome(member)
+                if isinstance(code, BaseException):
+                    log.error(
+                        "handling a message from %s failed", self.client_id_for_log(), exc_info=code
+                    )
+                    if machine.version != MQTT_5:
+                        # No way to say "failed" in 3.1.1: close unacknowledged, so it resends.
+                        self.close(CloseReason.PROTOCOL_ERROR, send_will=True)
+                        return
+                    code = ReasonCode.UNSPECIFIED_ERROR
+                machine.settle(entry, code)
+        self._send_ready()
+
+    def _send_ready(self) -> None:
+        """Send the acknowledgements that may leave now, in one write; read again
+        if it was paused for them and half have left."""
+        machine = self.machine
+        data, ended = machine.drain_acks()
+        if data:
+            self.write(data)
+            if ended is not None:
+                assert self.session is not None
+                for pid in ended:
+                    self.session.qos2_release(pid)
         if self._paused and machine.pending_acks() <= self.broker.config.receive_maximum // 2:
             self.unthrottle()
 

@@ -100,6 +100,9 @@ class MemoryTelemetry:
                 then()
         return future
 
+    #: No writer to batch with: a settled future, as `append_now`.
+    append_settled = append_now
+
     async def latest(self, product_id: str, name: str) -> dict[str, tuple[int, object]]:
         series = self._data.series.get((product_id, name))
         if series is None:

@@ -41,6 +41,17 @@ Rules:
   resolved with a value (committed; not for `missing`), before any of its done
   callbacks: the caller's bookkeeping without a scheduled callback per write.
   What it raises is logged and changes nothing else.
+- `join_now` is the ingest path's `submit_now` without a future: a write of
+  a `held` kind with no key (an append) joins the open `Settlement` (at most
+  `max_batch` members each), and that settlement is returned: one object and
+  one decision a batch, not a future, a `_Pending` and a scheduled callback a
+  write. The writer takes the oldest settlement whole with the other writes
+  queued (at most `max_batch` of them) into one transaction, calls each
+  committed member's `then`, settles it (a member whose outcome is NotFound
+  gets 0, as `missing=0`, and is one of its `missing`; any other error that
+  member's failure; a failed batch fails every member) and calls its waiters.
+  Any other write, or one while the writer is not open, goes the
+  `submit_now` way (missing=0).
 - A caller cancelled before its write joins a batch drops that write; once
   the batch has begun the write is committed (or not) with its batch.
   Cancelling callers never breaks a batch.
@@ -59,6 +70,7 @@ from typing import Any
 
 from thingshub.core.errors import NotFound, StorageUnreachable, ThingsHubError, Unavailable
 from thingshub.core.model import slot_setters
+from thingshub.core.settlement import Settlement
 
 log = logging.getLogger("thingshub.storage")
 
@@ -138,6 +150,15 @@ class _Pending:
     then: Callable[[], None] | None = None
 
 
+@dataclass(slots=True)
+class _Group:
+    """The writes of one settlement, in the order they joined (member numbers)."""
+
+    settlement: Settlement
+    writes: list[Write]
+    thens: list[Callable[[], None] | None]
+
+
 class GroupCommit:
     """The writer of one storage; `run` applies a batch in one transaction."""
 
@@ -161,6 +182,7 @@ class GroupCommit:
         self._outage_since = 0.0
         self.stats = WriterStats()
         self._queue: deque[_Pending] = deque()
+        self._groups: deque[_Group] = deque()  # the last one open while not full
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -169,7 +191,7 @@ class GroupCommit:
     @property
     def pending(self) -> int:
         """Writes waiting for a batch (not counting the batch being written)."""
-        return len(self._queue)
+        return len(self._queue) + sum(len(group.writes) for group in self._groups)
 
     def start(self) -> None:
         """Start the writer task on the running loop."""
@@ -204,6 +226,35 @@ class GroupCommit:
         self._wakeup.set()
         return future
 
+    def join_now(
+        self, write: Write, then: Callable[[], None] | None = None
+    ) -> Settlement | asyncio.Future[Any]:
+        """Queue `write` as a member of the open settlement, and return that
+        settlement (see the module's rules); `then()` is called once it is
+        committed. A write that cannot join gets `submit_now(write, 0, then)`."""
+        wakeup = self._wakeup
+        task = self._task
+        if (
+            self._closing
+            or wakeup is None
+            or task is None
+            or task.done()
+            or write.key is not None
+            or write.kind not in self.held
+        ):
+            return self.submit_now(write, 0, then)
+        groups = self._groups
+        if groups and len((group := groups[-1]).writes) < self.max_batch:
+            group.settlement.join()
+            group.writes.append(write)
+            group.thens.append(then)
+        else:
+            group = _Group(Settlement(), [write], [then])
+            group.settlement.join()
+            groups.append(group)
+        wakeup.set()
+        return group.settlement
+
     async def close(self) -> None:
         """Refuse new writes, commit those queued, stop the writer."""
         self._closing = True
@@ -221,20 +272,23 @@ class GroupCommit:
         assert self._wakeup is not None
         try:
             while True:
-                if not self._queue:
+                if not self._queue and not self._groups:
                     if self._closing:
                         return
                     self._wakeup.clear()
                     await self._wakeup.wait()
                     continue
                 batch = self._take()
-                if batch:
-                    await self._write(batch)
+                group = self._groups.popleft() if self._groups else None
+                if batch or group is not None:
+                    await self._write(batch, group)
         finally:
             # Reached with writes left only when the task is cancelled (its
             # loop is going away): nobody will write them, so tell their callers.
             while self._queue:
                 self._fail(self._queue.popleft(), None)
+            while self._groups:
+                self._fail_group(self._groups.popleft(), None)
 
     def _take(self) -> list[_Pending]:
         batch: list[_Pending] = []
@@ -247,14 +301,14 @@ class GroupCommit:
                 batch.append(item)
         return batch
 
-    async def _write(self, batch: list[_Pending]) -> None:
+    async def _write(self, batch: list[_Pending], group: _Group | None) -> None:
         delay = self.RETRY_FIRST
         while True:
             try:
-                outcomes = await self._try(batch)
+                outcomes = await self._try(batch, group)
             except StorageUnreachable as exc:
-                batch = self._hold(batch, exc)
-                if not batch:  # nothing held: the next write tries the database again
+                batch, group = self._hold(batch, group, exc)
+                if not batch and group is None:  # nothing held: the next write tries again
                     self.outage = None
                     return
                 await asyncio.sleep(delay)
@@ -265,12 +319,15 @@ class GroupCommit:
                     self._back(0)
                 return
             break
+        size = len(outcomes)
         if self.outage is not None:
-            self._back(len(batch))
+            self._back(size)
         self.stats.batches += 1
-        self.stats.writes += len(batch)
-        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
-        for item, outcome in zip(batch, outcomes, strict=True):
+        self.stats.writes += size
+        self.stats.largest_batch = max(self.stats.largest_batch, size)
+        if group is not None:
+            self._settle(group, outcomes[len(batch) :] if batch else outcomes)
+        for item, outcome in zip(batch, outcomes, strict=False):
             if item.future.done():  # cancelled while its batch was written
                 continue
             if isinstance(outcome, ThingsHubError):
@@ -287,11 +344,50 @@ class GroupCommit:
                     except Exception:  # the caller's bookkeeping: it must not stop the writer
                         log.exception("%s storage: a write's follow-up failed", self.backend)
 
-    def _hold(self, batch: list[_Pending], exc: StorageUnreachable) -> list[_Pending]:
+    def _settle(self, group: _Group, outcomes: Sequence[object]) -> None:
+        """A committed group: its members' `then`s, its settlement, its waiters."""
+        failures: dict[int, BaseException] | None = None
+        missing: set[int] | None = None
+        thens = group.thens
+        for member, outcome in enumerate(outcomes):
+            if isinstance(outcome, ThingsHubError):
+                if isinstance(outcome, NotFound):
+                    if missing is None:
+                        missing = set()
+                    missing.add(member)
+                else:
+                    if failures is None:
+                        failures = {}
+                    failures[member] = outcome
+                continue
+            then = thens[member]
+            if then is not None:
+                try:
+                    then()
+                except Exception:  # the caller's bookkeeping: it must not stop the writer
+                    log.exception("%s storage: a write's follow-up failed", self.backend)
+        self._wake(group.settlement.settle(failures, missing=missing))
+
+    def _wake(self, waiters: list[Callable[[], None]]) -> None:
+        for waiter in waiters:
+            try:
+                waiter()
+            except Exception:  # a waiter's failure is its own: the others still hear
+                log.exception("%s storage: a settlement's waiter failed", self.backend)
+
+    def _fail_group(self, group: _Group, cause: BaseException | None) -> None:
+        if not group.settlement.settled:
+            self._wake(group.settlement.settle(error=self._error(cause)))
+
+    def _hold(
+        self, batch: list[_Pending], group: _Group | None, exc: StorageUnreachable
+    ) -> tuple[list[_Pending], _Group | None]:
         """An outage: fail the writes of `batch` that are not held (all of them
-        when closing, after this last try) and return those to try again."""
+        when closing, after this last try, and the group too) and return those
+        to try again (a group's writes are all held)."""
+        size = len(batch) + (len(group.writes) if group is not None else 0)
         self.stats.failed_batches += 1
-        self.stats.failed_writes += len(batch)
+        self.stats.failed_writes += size
         if self.outage is None:
             self.stats.outages += 1
             self._outage_since = asyncio.get_running_loop().time()
@@ -310,8 +406,11 @@ class GroupCommit:
                 self._fail(item, exc)
             else:
                 kept.append(item)
-        self.stats.held = len(kept)
-        return kept
+        if group is not None and self._closing:
+            self._fail_group(group, exc)
+            group = None
+        self.stats.held = len(kept) + (len(group.writes) if group is not None else 0)
+        return kept, group
 
     def _back(self, count: int) -> None:
         took = asyncio.get_running_loop().time() - self._outage_since
@@ -324,39 +423,48 @@ class GroupCommit:
             count,
         )
 
-    async def _try(self, batch: list[_Pending]) -> Sequence[object] | None:
-        """Run the batch: its outcomes, or None once a failure was told to its
-        callers; an outage is raised."""
+    async def _try(self, batch: list[_Pending], group: _Group | None) -> Sequence[object] | None:
+        """Run the batch (its writes, then the group's): their outcomes, or None
+        once a failure was told to its callers; an outage is raised."""
+        writes = [item.write for item in batch]
+        if group is not None:
+            writes = writes + group.writes if writes else group.writes
         try:
-            outcomes = await self.run([item.write for item in batch])
-            if len(outcomes) != len(batch):
-                raise RuntimeError(f"{len(outcomes)} outcomes for {len(batch)} writes")
+            outcomes = await self.run(writes)
+            if len(outcomes) != len(writes):
+                raise RuntimeError(f"{len(outcomes)} outcomes for {len(writes)} writes")
         except asyncio.CancelledError:
             for item in batch:
                 self._fail(item, None)
+            if group is not None:
+                self._fail_group(group, None)
             raise
         except StorageUnreachable:
             raise
         except Exception as exc:
             self.stats.failed_batches += 1
-            self.stats.failed_writes += len(batch)
+            self.stats.failed_writes += len(writes)
             log.error(
                 "%s storage: a batch of %d writes failed and was rolled back: %r",
                 self.backend,
-                len(batch),
+                len(writes),
                 exc,
             )
             for item in batch:
                 self._fail(item, exc)
+            if group is not None:
+                self._fail_group(group, exc)
             return None
         return outcomes
 
     def _fail(self, item: _Pending, cause: BaseException | None) -> None:
-        if item.future.done():
-            return
+        if not item.future.done():
+            item.future.set_exception(self._error(cause))
+
+    def _error(self, cause: BaseException | None) -> BaseException:
+        """What the callers of a write that failed with its batch get."""
         if isinstance(cause, StorageUnreachable):
-            item.future.set_exception(cause)
-            return
+            return cause
         if cause is None:
             error = Unavailable(
                 f"the {self.backend} storage stopped while this write was pending;"
@@ -368,4 +476,4 @@ class GroupCommit:
                 f" ({type(cause).__name__}: {cause}); it may not have been stored"
             )
             error.__cause__ = cause
-        item.future.set_exception(error)
+        return error

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 
 from thingshub.core.model import DeviceEvent, Point
+from thingshub.core.settlement import Settlement
 from thingshub.storage import common
 from thingshub.storage.sql import writes
 from thingshub.storage.sql.batch import GroupCommit
@@ -130,6 +131,13 @@ async def _delete_before(
     return deleted
 
 
+def _failed(exc: Exception) -> asyncio.Future[int | None]:
+    """A write refused before it is queued (a value no storage takes): the caller's failure."""
+    future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+    future.set_exception(exc)
+    return future
+
+
 class SqlTelemetry:
     def __init__(
         self, db: Database, reader: Database, dialect: Dialect, writer: GroupCommit
@@ -152,10 +160,21 @@ class SqlTelemetry:
         try:
             write = writes.telemetry(product_id, name, points)
         except (TypeError, ValueError) as exc:  # a value no storage takes: this caller's failure
-            future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-            future.set_exception(exc)
-            return future
+            return _failed(exc)
         return self._writer.submit_now(write, missing=0, then=then)
+
+    def append_settled(
+        self,
+        product_id: str,
+        name: str,
+        points: Sequence[Point],
+        then: Callable[[], None] | None = None,
+    ) -> Settlement | asyncio.Future[int | None]:
+        try:
+            write = writes.telemetry(product_id, name, points)
+        except (TypeError, ValueError) as exc:
+            return _failed(exc)
+        return self._writer.join_now(write, then)
 
     async def latest(self, product_id: str, name: str) -> dict[str, tuple[int, object]]:
         found = await self._reader.fetch(LATEST, product_id, name)
