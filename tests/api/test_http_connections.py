@@ -273,14 +273,15 @@ def test_a_closed_connection_is_freed_without_the_cyclic_collector(
     gc.collect()
     gc.disable()
     try:
+        before = protocols()  # another test's server may still hold some
         for _ in range(10):
             for path, head in (("/healthz", {}), ("/api/v1/products", auth)):
                 with rawhttp.connect(p.http_port) as sock:
                     sock.sendall(rawhttp.request("GET", path, head))
                     assert rawhttp.read_response(sock).status == 200
         deadline = time.monotonic() + 5
-        while protocols() and time.monotonic() < deadline:  # the server sees each EOF
+        while protocols() > before and time.monotonic() < deadline:  # the server sees each EOF
             time.sleep(0.05)
-        assert protocols() == 0
+        assert protocols() <= before
     finally:
         gc.enable()
