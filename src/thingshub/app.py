@@ -377,7 +377,13 @@ class Platform:
         assert self.gateway is not None and self.broker is not None and self.presence is not None
         assert self.devices is not None and self.keys is not None and self.nodes is not None
         assert self.images is not None and self.things is not None and self.jobs is not None
-        syncs = (self.devices.sync, self.keys.sync, self.images.sync, self.things.sync)
+        syncs = (
+            self.devices.sync,
+            self.devices.news,
+            self.keys.sync,
+            self.images.sync,
+            self.things.sync,
+        )
         self.gateway.logins = cluster.logins(self.broker, self.presence, nats, clock, node_id)
         self.sweep = await cluster.join(nats, syncs, self.nodes, self.presence, self.jobs)
 

@@ -23,6 +23,7 @@ from thingshub.gateway.cluster import ClusterLogins
 from thingshub.gateway.hooks import DeviceGateway
 from thingshub.mqtt.server import Broker
 from thingshub.services.coherence import CacheSync
+from thingshub.services.device_news import DeviceNews
 from thingshub.services.jobs import Jobs
 from thingshub.services.nodes import NodeService
 from thingshub.services.presence import PresenceService
@@ -70,12 +71,13 @@ def logins(
 
 async def join(
     nats: NatsBus,
-    syncs: Iterable[CacheSync],
+    syncs: Iterable[CacheSync | DeviceNews],
     nodes: NodeService,
     presence: PresenceService,
     jobs: Jobs,
 ) -> PresenceSweep:
-    """Caches kept coherent across nodes, and the presence sweep (started)."""
+    """Caches kept coherent across nodes (and filled with the devices registered
+    elsewhere), and the presence sweep (started)."""
     for sync in syncs:
         sync.join(nats)
     sweep = PresenceSweep(nodes, presence, jobs)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from thingshub.bus import wire
+from thingshub.bus import frames, wire
 from thingshub.bus.nats import NatsBus
 from thingshub.core.errors import Unavailable
 from thingshub.core.events import DeviceDeleted, Event, PresenceChanged
@@ -163,7 +163,7 @@ def test_events_are_relayed_only_to_kinds_another_node_wants(nats_url: str) -> N
             await until(lambda: not a.wants(PresenceChanged))
             # A message on the events subject that is not an event is ignored.
             assert a.nc is not None
-            await a.nc.publish(f"{a.prefix}.ev.presence", b"{not json")
+            await a.nc.publish(f"{a.prefix}.out", frames.pack([(frames.EVENT, "x", b"{")], 99)[0])
             await a.nc.publish(f"{a.prefix}.wants", b"[]")
             await asyncio.sleep(0.1)
             assert got == [event]

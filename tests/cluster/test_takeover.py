@@ -9,9 +9,11 @@ import time
 from collections.abc import Callable
 
 import pytest
+from nats.aio.msg import Msg
 
 from tests.cluster.fleet import login, register, state, within
 from tests.conftest import Registered, RunningPlatform
+from thingshub.bus import frames
 
 
 def sessions(node: RunningPlatform, dev: Registered) -> list[str]:
@@ -100,3 +102,54 @@ def test_the_newest_login_wins_whatever_order_the_news_arrive_in(
     tell(dev, ms + 1)
     assert client.wait_disconnected(1.0) == 0x8E
     assert not n2.call(lambda: n2.platform.presence.is_connected(dev.product_id, dev.name))
+
+
+def test_a_batch_of_logins_closes_the_older_login_of_each_on_every_node(
+    node_factory: Callable[..., RunningPlatform],
+) -> None:
+    """The logins told in one flush travel in one message (bus/frames.py); each
+    is judged by its own stamp on every node: the newer ones close the older
+    connections on n2 and on n3, the one stamped before its device's
+    connection closes nothing."""
+    n1, n2, n3 = node_factory("n1"), node_factory("n2"), node_factory("n3")
+    devs = [register(n1, name=f"d{i}") for i in range(6)]
+    nodes = [n2 if i % 2 else n3 for i in range(6)]
+    clients = [
+        login(node.mqtt_port, dev, f"c{i}")
+        for i, (node, dev) in enumerate(zip(nodes, devs, strict=True))
+    ]
+    held = [
+        node.call(lambda node=node, dev=dev: node.platform.gateway.logins._held[f"p1/{dev.name}"])
+        for node, dev in zip(nodes, devs, strict=True)
+    ]
+    messages: list[bytes] = []
+
+    async def listen() -> None:  # what n2 hears from n1 on the nodes' subject
+        nats = n2.platform.nats
+        assert nats.nc is not None
+
+        async def heard(msg: Msg) -> None:
+            messages.append(msg.data)
+
+        await nats.nc.subscribe(f"{nats.prefix}.out", cb=heard)
+        await nats.nc.flush()
+
+    n2.run(listen())
+    stale = 3
+
+    def tell_all() -> None:  # one loop turn of n1: one flush
+        for i, dev in enumerate(devs):
+            ms = held[i][0] + (-1 if i == stale else 1)
+            n1.platform.nats.broadcast("login", f"p1/{dev.name}\n{ms}\nn1\n{100 + i}".encode())
+
+    n1.call(tell_all)
+    for i, client in enumerate(clients):
+        if i != stale:
+            assert client.wait_disconnected(1.0) == 0x8E, f"d{i} on {nodes[i].platform}"
+    clients[stale].fence()
+    assert clients[stale].disconnect_code is None
+    assert state(nodes[stale], devs[stale]) == "online"
+    told = [
+        [f for f in frames.unpack(m) if f[1] == "login" and b"\nn1\n" in f[2]] for m in messages
+    ]
+    assert [len(f) for f in told if f] == [6]  # n1's, in one message (n3's are its own)

@@ -3,8 +3,9 @@
 Rules:
 - Every subject starts with `th.<cluster id>.` (the id is kept in the
   database), so clusters and test runs can share one NATS server:
-  `ev.<kind>` carries events, `node.<node>.<op>` requests to one node,
-  `all.<topic>` broadcasts to every node, `wants` which events a node wants.
+  `out` carries a node's events and broadcasts to every other node (framed,
+  bus/frames.py), `node.<node>.<op>` requests to one node, `wants` which
+  events a node wants.
   A node id's dots become `~` in a subject (a dot separates tokens).
 - Events are dispatched in this process first (`LocalBus`, synchronously),
   then relayed to the other nodes, but only events of kinds some other node
@@ -15,10 +16,15 @@ Rules:
   forgetting it) is answered at once, so a node joining learns what the
   others want without waiting. The connection is made with `no_echo`, so a node
   never hears its own events or broadcasts.
-- Relaying never blocks the publisher: events queue and one task writes
-  them in a batch per loop turn. While NATS is unreachable they are dropped
-  (counted in `dropped`): the live stream is best effort, durable data is in
-  the database.
+- Relaying never blocks the publisher: events and broadcasts queue and one
+  task sends them, in the order they were made, in one message (bus/frames.py)
+  per flush. A flush follows the previous one by at least `FLUSH_GAP_S`, so
+  that a storm of them (a login and its presence per connect) travels in a
+  few messages, each one write here and one message to handle on every other
+  node, not two per connect; an event waits at most that long. While NATS
+  is unreachable they are dropped (counted in `dropped`, as `relayed` counts
+  those sent): the live stream is best effort, durable data is in the
+  database. Broadcasts are heard in the order they were sent.
 - `request` fails at once with `Unavailable` (HTTP 503) while NATS is
   unreachable or no node answers on the subject, and after `timeout`.
   Handlers given to `serve` run each request in a task of its own, so a call
@@ -43,7 +49,7 @@ import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from thingshub.bus import wire
+from thingshub.bus import frames, wire
 from thingshub.bus.local import Handler, LocalBus
 from thingshub.core.errors import Unavailable
 from thingshub.core.events import Event
@@ -55,6 +61,9 @@ ANNOUNCE_S = 2.0
 
 #: Pauses before asking again a subject nobody answers (see `_request`).
 NO_RESPONDERS_RETRY = (0.02, 0.1)
+
+#: The least time between two flushes of the relay queue (see the module's rules).
+FLUSH_GAP_S = 0.005
 
 #: How long a node waits at start for NATS to answer.
 CONNECT_TIMEOUT = 5.0
@@ -78,8 +87,9 @@ class NatsBus:
         #: Events and broadcasts sent to NATS, and those dropped while it was unreachable.
         self.relayed = 0
         self.dropped = 0
-        self._queue: list[tuple[str, bytes]] = []
+        self._queue: list[frames.Frame] = []
         self._flushing = False
+        self._flushed_at = 0.0  # loop time of the last flush
         self._remote: dict[str, tuple[frozenset[str], float]] = {}
         self._served: dict[str, RequestHandler] = {}
         self._broadcasts: dict[str, list[BroadcastHandler]] = {}
@@ -117,9 +127,8 @@ class NatsBus:
             await nc.close()
             raise Unavailable(f"cannot reach NATS at {self.url}: {exc or 'no answer'}") from exc
         self.nc = nc
-        await self.nc.subscribe(f"{self.prefix}.ev.>", cb=self._on_event)
+        await self.nc.subscribe(f"{self.prefix}.out", cb=self._on_out)
         await self.nc.subscribe(f"{self.prefix}.wants", cb=self._on_wants)
-        await self.nc.subscribe(f"{self.prefix}.all.>", cb=self._on_broadcast)
         for op in self._served:
             await self._subscribe_op(op)
         # The server has every subscription once this returns: a request from
@@ -173,7 +182,7 @@ class NatsBus:
         except TypeError:
             log.exception("event %s cannot be relayed", event.kind)
             return
-        self._queue.append((f"{self.prefix}.ev.{event.kind}", data))
+        self._queue.append((frames.EVENT, event.kind, data))
         self._kick()
 
     def subscribe(self, handler: Handler, kinds: Iterable[type]) -> Callable[[], None]:
@@ -196,11 +205,22 @@ class NatsBus:
         now = time.monotonic()
         return any(kind in kinds and now < until for kinds, until in self._remote.values())
 
-    async def _on_event(self, msg: Msg) -> None:
+    async def _on_out(self, msg: Msg) -> None:
+        """Another node's events and broadcasts, in the order it made them."""
         try:
-            event, node = wire.decode(msg.data)
+            for kind, name, payload in frames.unpack(msg.data):
+                if kind == frames.EVENT:
+                    self._on_event(payload)
+                else:
+                    self._on_broadcast(name, payload)
+        except ValueError as exc:
+            log.warning("ignored the rest of a message on %s: %s", msg.subject, exc)
+
+    def _on_event(self, data: bytes) -> None:
+        try:
+            event, node = wire.decode(data)
         except ValueError:
-            log.warning("ignored a message on %s that is not an event", msg.subject)
+            log.warning("ignored an event from another node that is not one: %r", data[:100])
             return
         self.origin = node
         try:
@@ -312,17 +332,16 @@ class NatsBus:
 
     def broadcast(self, topic: str, payload: bytes) -> None:
         """Tell every other node (best effort, like events)."""
-        self._queue.append((f"{self.prefix}.all.{topic}", payload))
+        self._queue.append((frames.BROADCAST, topic, payload))
         self._kick()
 
     def on_broadcast(self, topic: str, handler: BroadcastHandler) -> None:
         self._broadcasts.setdefault(topic, []).append(handler)
 
-    async def _on_broadcast(self, msg: Msg) -> None:
-        topic = msg.subject[len(self.prefix) + len(".all.") :]
+    def _on_broadcast(self, topic: str, data: bytes) -> None:
         for handler in self._broadcasts.get(topic, ()):
             try:
-                handler(msg.data)
+                handler(data)
             except Exception:
                 log.exception("a handler of cluster broadcast %s failed", topic)
 
@@ -334,15 +353,20 @@ class NatsBus:
             self._spawn(self._flush())
 
     async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
             while self._queue:
+                wait = self._flushed_at + FLUSH_GAP_S - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                self._flushed_at = loop.time()
                 queue, self._queue = self._queue, []
                 if not self.connected:
                     self.dropped += len(queue)
                     continue
                 assert self.nc is not None
-                for subject, data in queue:
-                    await self.nc.publish(subject, data)
+                for message in frames.pack(queue, self.nc.max_payload):
+                    await self.nc.publish(f"{self.prefix}.out", message)
                 self.relayed += len(queue)
         except Exception:
             log.warning("relaying to the cluster failed", exc_info=True)

@@ -16,6 +16,8 @@ Rules:
   is stamped later than that one (the stamp's time never goes back below
   what was heard: a Lamport clock over milliseconds), so skewed clocks
   cannot make a later login lose.
+- The logins told in one flush of the bus travel in one message (bus/frames.py):
+  each is judged alone, by its stamp, as if it had come alone.
 - Broadcasts are best effort: a login told while NATS is unreachable is not
   heard, and an older connection elsewhere stays until it closes.
 """

@@ -13,7 +13,8 @@ Rules:
   and its credentials stop working at once, here and in other processes.
 - Lookups for logins go through a bounded cache, dropped on deletion (the
   event reaches every node) and, in a cluster, on any change made on another
-  node (services/coherence.py).
+  node (services/coherence.py); a device registered on another node is put
+  into it from that node's news (services/device_news.py).
 - A device found carries its product's OneNET access key (`product_key`),
   so that a login checks a token against both keys without another lookup.
 - Dynamic registration (field-protocols §5.4) creates a device with the key
@@ -40,6 +41,7 @@ from thingshub.core.model import Device, DeviceLookup, Page
 from thingshub.core.ports import Clock, EventBus, Storage
 from thingshub.services import credentials
 from thingshub.services.coherence import CacheSync
+from thingshub.services.device_news import DeviceNews
 from thingshub.services.login_cache import LoginCache
 from thingshub.services.ota_tasks import device_names as names_shown
 from thingshub.services.products import (
@@ -98,6 +100,8 @@ class DeviceService(ProductOps):
         self.tree_lock = asyncio.Lock()
         #: The other nodes' caches, told of each device changed here.
         self.sync = CacheSync("device", self._changed_elsewhere)
+        #: The other nodes' login caches, given each device registered here.
+        self.news = DeviceNews(clock, self._created_elsewhere)
         bus.subscribe(self._on_event, [DeviceDeleted, TopologyChanged])
 
     # ------------------------------------------------------------ devices
@@ -183,6 +187,7 @@ class DeviceService(ProductOps):
         self._product_keys[product_id] = product.access_key
         device = replace(device, product_key=product.access_key)
         self._remember(device)
+        self.news.created(device)
         return CreatedDevice(device, password)
 
     async def register_itself(
@@ -264,6 +269,7 @@ class DeviceService(ProductOps):
 
     def remember(self, device: Device) -> None:
         """A device changed (its place in the tree, say): the cache holds the new value."""
+        self.news.changed(("d", device.product_id, device.name))
         self._cache.put(("d", device.product_id, device.name), device)
         self._cache.drop(("u", device.username))
         if device.access_token is not None:
@@ -443,6 +449,7 @@ class DeviceService(ProductOps):
     def _changed_elsewhere(self, key: list[str]) -> None:
         """Another node changed the device (or, a key of one part, the product's
         access key): the next lookup reads it again."""
+        self.news.changed(("p", key[0]) if len(key) == 1 else ("d", *key))
         if len(key) == 1:
             self._product_keys.pop(key[0], None)
             self._cache.drop_product(key[0])
@@ -456,11 +463,21 @@ class DeviceService(ProductOps):
             if device.access_token is not None:
                 self._cache.drop(("t", device.access_token))
 
+    def _created_elsewhere(self, device: Device) -> None:
+        """Another node registered the device (news older than a change heard
+        since are not given): the cache holds it, unless the product's access
+        key known here is another."""
+        known = self._product_keys.get(device.product_id, device.product_key)
+        if known == device.product_key:
+            self._remember(device)
+
     def _on_event(self, event: Event) -> None:
         if isinstance(event, TopologyChanged):
             # The next lookup reads the device's new place (here or in another process).
+            self.news.changed(("d", event.product_id, event.name))
             self._cache.drop(("d", event.product_id, event.name))
         elif isinstance(event, DeviceDeleted):
+            self.news.changed(("u", event.username))
             self._cache.drop(("d", event.product_id, event.name))
             self._cache.drop(("u", event.username))
             if event.access_token is not None:

@@ -7,7 +7,8 @@ Rules:
   `open()`, given back at `close()`; a broken one is replaced before the
   next batch). Reads never use it.
 - Its statements are planned afresh at each batch (`plan_cache_mode =
-  force_custom_plan` on that connection): they join arrays whose length only
+  force_custom_plan` on that connection, reset before it goes back to the
+  pool, which resets no session state itself: storage.py): they join arrays whose length only
   the batch knows to tables that grow. A generic plan, which PostgreSQL
   settles on after five executions, keeps the statistics of that moment: on a
   new database the `commands` table was empty then, and finishing a call
@@ -99,8 +100,9 @@ def _usable(conn: Any) -> bool:
 
 
 #: The writer's connection plans every statement for its own batch (the module's
-#: rules); the pool's RESET ALL drops it when the connection is given back.
+#: rules); `PLAN_AS_DEFAULT` undoes it before the connection goes back to the pool.
 PLAN_EACH_BATCH = "SET plan_cache_mode = force_custom_plan"
+PLAN_AS_DEFAULT = "RESET plan_cache_mode"
 
 
 class BatchRunner:
@@ -125,7 +127,12 @@ class BatchRunner:
 
     async def release(self) -> None:
         conn, self.conn = self.conn, None
-        if conn is not None:
+        if conn is None:
+            return
+        try:
+            if _usable(conn):  # a lost one is closed by the pool
+                await conn.execute(PLAN_AS_DEFAULT)
+        finally:
             await self._pool.raw().release(conn)
 
     async def __call__(self, batch: list[Write]) -> list[object]:
