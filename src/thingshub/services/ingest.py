@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 from thingshub.core.errors import NotFound, ThingsHubError
@@ -93,8 +94,9 @@ class IngestService:
 
     async def telemetry_report(self, ref: DeviceRef, report: TelemetryReport) -> None:
         """`telemetry_now`, awaited (a future, never a settlement)."""
-        then = partial(self._telemetry_stored, ref, report)
-        await self.points.append_now(ref.product_id, ref.name, report.points, then)
+        points = report.points
+        stored = self.points.append_now(ref.product_id, ref.name, points, self._then(ref, report))
+        await self._counting(stored, len(points))
 
     def telemetry_now(
         self, ref: DeviceRef, report: TelemetryReport
@@ -103,7 +105,7 @@ class IngestService:
         the device was deleted meanwhile (its connection is being closed); or
         the storage's `Settlement` whose `last` member it is, decided alike."""
         points = report.points
-        then = partial(self._announce, ref, report) if self.bus.wants(TelemetryReceived) else None
+        then = self._then(ref, report)
         stored = self.points.append_settled(ref.product_id, ref.name, points, then)
         if isinstance(stored, Settlement):
             tally = self._tally
@@ -113,10 +115,20 @@ class IngestService:
             tally[1].append(stored.last)
             tally[2].append(len(points))
             return stored
-        if not isinstance(stored, asyncio.Future):
-            stored = asyncio.ensure_future(stored)
-        stored.add_done_callback(partial(self._counted, len(points)))
-        return stored
+        return self._counting(stored, len(points))
+
+    def _then(self, ref: DeviceRef, report: TelemetryReport) -> Callable[[], None] | None:
+        """What follows a report's commit: its announcement, if someone listens now."""
+        return partial(self._announce, ref, report) if self.bus.wants(TelemetryReceived) else None
+
+    def _counting(self, stored: Awaitable[int | None], size: int) -> asyncio.Future[int | None]:
+        """`stored` as a future that counts its report once it is durable."""
+        future = stored if isinstance(stored, asyncio.Future) else asyncio.ensure_future(stored)
+        if future.done():  # a storage without a writer: counted before anyone awaits it
+            self._counted(size, future)
+        else:  # before the awaiting task resumes: its wake-up is added after this
+            future.add_done_callback(partial(self._counted, size))
+        return future
 
     def _count(self, tally: Tally) -> None:
         """A settlement of telemetry is decided: count what it stored."""
@@ -143,13 +155,6 @@ class IngestService:
         self.bus.publish(
             TelemetryReceived(ref.product_id, ref.name, report.points, report.received_at)
         )
-
-    def _telemetry_stored(self, ref: DeviceRef, report: TelemetryReport) -> None:
-        """The report is durable (the storage calls it; never when nothing was stored)."""
-        self.stored_points += len(report.points)
-        self.stored_messages += 1
-        if self.bus.wants(TelemetryReceived):
-            self._announce(ref, report)
 
     async def attribute_report(self, ref: DeviceRef, report: AttributesReport) -> None:
         now = report.received_at

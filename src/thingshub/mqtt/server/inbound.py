@@ -205,20 +205,24 @@ class Inbound:
         if machine.state is CLOSED:
             return
         if fut.cancelled() or fut.exception() is not None:
-            if not fut.cancelled():
-                log.error(
-                    "handling a message from %s failed",
-                    self.client_id_for_log(),
-                    exc_info=fut.exception(),
-                )
-            if machine.version != MQTT_5:
-                # No way to say "failed" in 3.1.1: close unacknowledged, so the client resends.
-                self.close(CloseReason.PROTOCOL_ERROR, send_will=True)
+            code = self._failed(None if fut.cancelled() else fut.exception())
+            if code is None:
                 return
-            machine.settle(entry, ReasonCode.UNSPECIFIED_ERROR)
+            machine.settle(entry, code)
         else:
             machine.settle(entry, fut.result() or 0)
         self._send_ready()
+
+    def _failed(self, exc: BaseException | None) -> int | None:
+        """A message's handling failed (`exc`; None: cancelled): the code to
+        acknowledge it with, or None once the connection is closed for it."""
+        if exc is not None:
+            log.error("handling a message from %s failed", self.client_id_for_log(), exc_info=exc)
+        if self.machine.version != MQTT_5:
+            # No way to say "failed" in 3.1.1: close unacknowledged, so the client resends.
+            self.close(CloseReason.PROTOCOL_ERROR, send_will=True)
+            return None
+        return ReasonCode.UNSPECIFIED_ERROR
 
     def _settled(self, held: Held) -> None:
         """A settlement this connection waited for is decided: its messages'
@@ -234,16 +238,10 @@ class Inbound:
             machine.settle_all(entries, 0)
         else:
             for entry, member in zip(entries, members, strict=True):
-                code = settlement.outcome(member)
-                if isinstance(code, BaseException):
-                    log.error(
-                        "handling a message from %s failed", self.client_id_for_log(), exc_info=code
-                    )
-                    if machine.version != MQTT_5:
-                        # No way to say "failed" in 3.1.1: close unacknowledged, so it resends.
-                        self.close(CloseReason.PROTOCOL_ERROR, send_will=True)
-                        return
-                    code = ReasonCode.UNSPECIFIED_ERROR
+                outcome = settlement.outcome(member)
+                code = self._failed(outcome) if isinstance(outcome, BaseException) else outcome
+                if code is None:
+                    return
                 machine.settle(entry, code)
         self._send_ready()
 
