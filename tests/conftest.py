@@ -38,6 +38,7 @@ from hypothesis import HealthCheck, settings
 
 from thingshub.mqtt.hooks import Hooks
 from thingshub.mqtt.server import Broker, BrokerConfig
+from thingshub.startup import raise_open_file_limit
 
 T = TypeVar("T")
 
@@ -82,6 +83,9 @@ def _close_mqtt_clients() -> Iterator[None]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # Tests hold hundreds of sockets at once (both ends in one process), as the
+    # server does in production: the same raise `serve` makes.
+    raise_open_file_limit()
     config.addinivalue_line(
         "markers", "allow_logged_errors: the test provokes errors that are logged on purpose"
     )

@@ -12,6 +12,7 @@ Rules:
 from __future__ import annotations
 
 import logging
+import resource
 import socket
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,32 @@ async def warm(devices: DeviceService) -> None:
         log.exception("loading devices into the login cache failed")
     else:
         log.info("%d device(s) loaded into the login cache", n)
+
+
+#: Where the soft limit goes when the hard one is unlimited (Linux's default fs.nr_open).
+NOFILE_CEILING = 1_048_576
+
+
+def raise_open_file_limit() -> int:
+    """Raise the soft limit on open files to the hard one; return the soft limit now.
+
+    Every connection is a descriptor, and many systems start a process at a soft
+    1,024 under a hard limit far above it (systemd gives 524,288): left there, a
+    server refuses its 1,000th device with EMFILE on a machine that allows far
+    more. Raising the soft limit up to the hard one needs no privilege, and what
+    epoll-based asyncio does with many descriptors is fine (nothing here uses
+    select()). Where the limit cannot be raised the old one stays: never fatal.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = NOFILE_CEILING if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, want, exc)
+        else:
+            soft = want
+    return soft
 
 
 class StartupError(Exception):

@@ -398,3 +398,56 @@ def wait_online(api: httpx.Client) -> str | None:
             break
         time.sleep(0.1)
     return state
+
+
+def _open_file_limits(pid: int) -> tuple[int, int]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError("no open-file limit in /proc")
+
+
+def test_serve_raises_its_open_file_limit_to_the_hard_one(tmp_path: Path) -> None:
+    """Started under a soft limit of 256 (what many shells and units give, or
+    less), serve raises it to the hard limit before it listens: otherwise the
+    256th device would be refused on a machine that allows thousands."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert hard > 256, "this machine's hard limit leaves nothing to raise"
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        proc, _ = start_server(tmp_path / "data")  # inherits the soft 256
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        assert _open_file_limits(proc.pid) == (hard, hard)
+    finally:
+        assert stop(proc)[0] == 0
+
+
+def test_a_limit_that_cannot_be_raised_is_kept_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A system that refuses the raise (a sandbox, say) leaves the limit as it
+    was and says so once: starting goes on."""
+    import resource
+
+    from thingshub.startup import raise_open_file_limit
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    def refuse(_which: int, _limits: tuple[int, int]) -> None:
+        raise OSError(1, "Operation not permitted")
+
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(resource, "setrlimit", refuse)
+            assert raise_open_file_limit() == 256
+        assert "cannot raise the open-file limit from 256" in caplog.text
+        assert raise_open_file_limit() == hard  # and where the system allows it, raised
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -29,7 +29,11 @@ from thingshub.mqtt.server import Broker, BrokerConfig
 
 
 def run_async(main: Coroutine[Any, Any, int]) -> int:
-    """Run `main` on uvloop when it is installed, on asyncio otherwise."""
+    """Run `main` on uvloop when it is installed, on asyncio otherwise, with the
+    open-file limit raised first (every connection is a descriptor)."""
+    from thingshub.startup import raise_open_file_limit
+
+    raise_open_file_limit()
     try:
         import uvloop
 
