@@ -280,6 +280,18 @@ def test_a_shutdown_tells_websocket_clients_why(wsb: WsBroker) -> None:
     assert c.close_code == 1000
 
 
+def test_a_client_arriving_while_the_server_stops_is_turned_away(wsb: WsBroker) -> None:
+    """The HTTP server goes on accepting for a moment after the broker stopped (its
+    listener closes on its own schedule); a device reconnecting in that moment is
+    closed at once, not served by a stopped broker that nobody will close (the HTTP
+    server's shutdown then waited for it, and the device never saw it end)."""
+    wsb.run(wsb.broker.stop())
+    late = WsRawClient(wsb.http_port)
+    assert late.wait_closed() == [] and late.close_code == 1008
+    wait_until(lambda: wsb.endpoint.stats.connections == 0, what="the late one gone")
+    assert wsb.stats.connections == 0
+
+
 def test_the_address_is_the_websocket_clients(wsb: WsBroker) -> None:
     """What logins are throttled by: the client's address, as the HTTP server sees it."""
     c = WsRawClient(wsb.http_port)

@@ -156,6 +156,7 @@ class Broker:
 
     async def stop(self) -> None:
         """Stop accepting, disconnect every client (0x8B for 5.0), end timers."""
+        self.census.closed = True
         for server in self._servers:
             server.close()
         for conn in list(self._connections):

@@ -6,6 +6,10 @@ Rules:
   host (0: no such cap), is refused as it arrives (closed at once, counted).
   The per-address cap keeps one host, or a flood from it, from taking every
   connection (and file descriptor) the server has.
+- Once the server stops (`closed`), every socket is refused as it arrives:
+  MQTT over WebSocket comes through the HTTP server, which goes on accepting
+  for a moment after the broker stopped, and a device reconnecting then must
+  see its connection end, not be served by a broker nobody will close.
 - The host is the address the connection reports (for MQTT over WebSocket,
   the one the login throttle goes by); its port is left out.
 """
@@ -28,18 +32,19 @@ def host_of(address: str) -> str:
 
 
 class Census:
-    __slots__ = ("config", "open", "per_host", "stats")
+    __slots__ = ("closed", "config", "open", "per_host", "stats")
 
     def __init__(self, config: BrokerConfig, stats: BrokerStats) -> None:
         self.config = config
         self.stats = stats
         self.open: set[Connection] = set()
         self.per_host: Counter[str] = Counter()
+        self.closed = False
 
     def add(self, conn: Connection) -> bool:
         """A socket opened: False if it is one too many (it is closed at once)."""
         stats = self.stats
-        if len(self.open) >= self.config.max_connections:
+        if len(self.open) >= self.config.max_connections or self.closed:
             stats.connects_refused += 1
             return False
         cap = self.config.max_connections_per_address
