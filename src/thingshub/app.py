@@ -435,7 +435,7 @@ class Platform:
         if self._warming is not None:
             self._warming.cancel()
         if self._http is not None:
-            self._http.should_exit = True
+            self._http.exit()
         if self.broker is not None:
             await self.broker.stop()
         if self._http_task is not None:

@@ -7,6 +7,10 @@ Rules:
   error); `HttpServer` listens on it through its own `create_server`, which
   gives a TLS handshake `handshake_timeout` seconds (the HTTP head timeout):
   uvicorn's own leaves asyncio's 60 s default.
+- Stopping is prompt: `exit()` wakes the main loop at once (uvicorn's polls
+  every 0.1 s), and a shutdown with no connection and no task open skips
+  uvicorn's 0.1 s pause for connections to close. A platform stops in a few
+  milliseconds instead of ~150 (a test suite starts and stops ~1,000).
 """
 
 from __future__ import annotations
@@ -36,6 +40,37 @@ class HttpServer(uvicorn.Server):
         self.handshake_timeout = handshake_timeout
         #: True once the sockets accept (uvicorn's `started` comes before that here).
         self.listening = False
+        self._exit = asyncio.Event()
+
+    def exit(self) -> None:
+        """Stop serving now (uvicorn's `should_exit`, and the main loop woken)."""
+        self.should_exit = True
+        self._exit.set()
+
+    async def main_loop(self) -> None:
+        """uvicorn's: a tick every 0.1 s (the Date header, the request limit), but
+        woken by `exit()` at once."""
+        counter = 0
+        while not await self.on_tick(counter):
+            counter = (counter + 1) % 864_000
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._exit.wait(), 0.1)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        state = self.server_state
+        if not state.connections and not state.tasks:
+            for server in self.servers:
+                server.close()
+            await asyncio.sleep(0)  # a connection accepted as the listener closed
+        if state.connections or state.tasks:
+            await super().shutdown(sockets)  # asks each to close, and waits for them
+            return
+        for sock in sockets or []:
+            sock.close()
+        for server in self.servers:
+            await server.wait_closed()
+        if not self.force_exit:
+            await self.lifespan.shutdown()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
