@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import default_tls
 from thingshub.core.model import Product
 from thingshub.storage import open_storage
 
@@ -143,6 +144,7 @@ class ConsoleServer:
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {self.api_key}"},
             timeout=30,
+            verify=default_tls(),
         )
 
     def bus_handlers(self) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import RunningPlatform
+from tests.conftest import RunningPlatform, default_tls
 
 
 @dataclass
@@ -54,7 +54,10 @@ def register(hub: RunningPlatform, product_id: str, name: str, **fields: Any) ->
 
 def api(hub: RunningPlatform) -> httpx.AsyncClient:
     return httpx.AsyncClient(
-        base_url=hub.base_url, headers={"Authorization": f"Bearer {hub.api_key}"}, timeout=15
+        base_url=hub.base_url,
+        headers={"Authorization": f"Bearer {hub.api_key}"},
+        timeout=15,
+        verify=default_tls(),
     )
 
 

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 import httpx
 
 from tests.cli.test_serve import READY
+from tests.conftest import default_tls
 from thingshub.dialects.onenet import token as onenet
 
 T = TypeVar("T")
@@ -226,6 +227,7 @@ class Node:
             base_url=f"http://{HOST}:{self.http_port}",
             headers={"Authorization": f"Bearer {self.api_key}"},
             timeout=timeout,
+            verify=default_tls(),
         )
 
     def presence(self, product: str, names: Iterable[str]) -> dict[str, str]:
