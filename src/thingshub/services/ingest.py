@@ -152,9 +152,8 @@ class IngestService:
 
     def _announce(self, ref: DeviceRef, report: TelemetryReport) -> None:
         """The report is durable (the storage calls it; never when nothing was stored)."""
-        self.bus.publish(
-            TelemetryReceived(ref.product_id, ref.name, report.points, report.received_at)
-        )
+        points = list(report.points)  # a `PointsAt` made into its points for the listeners
+        self.bus.publish(TelemetryReceived(ref.product_id, ref.name, points, report.received_at))
 
     async def attribute_report(self, ref: DeviceRef, report: AttributesReport) -> None:
         now = report.received_at

@@ -47,13 +47,13 @@ import json
 import math
 import string
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
 
 from thingshub.core.errors import AlreadyExists, Conflict, NotFound, VersionConflict
-from thingshub.core.model import Device, DeviceEvent, Point, StoredImage
+from thingshub.core.model import Device, DeviceEvent, Point, PointsAt, StoredImage
 
 # ------------------------------------------------------------------ errors
 
@@ -237,6 +237,28 @@ def check_ts(value: object) -> int:
     return value
 
 
+def _rows_at(
+    ts: int,
+    values: Mapping[str, object],
+    append: Callable[[tuple[str, int, float | None, str]], None],
+) -> None:
+    """`point_rows` of values at one time (checked), as they were sent."""
+    for key, value in values.items():
+        if type(value) is float and _isfinite(value):
+            append((key, ts, value, _dumps(value).decode()))
+        elif type(value) is int and MIN_INT64 <= value <= MAX_INT64:
+            append((key, ts, float(value), str(value)))
+        elif value is True:
+            append((key, ts, None, "true"))
+        elif value is False:
+            append((key, ts, None, "false"))
+        else:
+            num, text = encode_value(value)
+            append((key, ts, num, text))
+        if type(key) is not str:
+            _check_name("telemetry key", key)
+
+
 def point_rows(points: Sequence[Point]) -> list[tuple[str, int, float | None, str]]:
     """(key, ts, num, JSON text) of each point, checked and encoded (in the caller).
 
@@ -244,9 +266,16 @@ def point_rows(points: Sequence[Point]) -> list[tuple[str, int, float | None, st
     bits, a bool, under a str key at an int ts) are checked and encoded here
     inline, on the ingest path's every point: one branch each instead of four
     calls. Anything else goes through `encode_value` and the checks, which
-    raise as they always did (the value first, then the key, then the ts)."""
+    raise as they always did (the value first, then the key, then the ts).
+    Values at one time (`PointsAt`) are read from its values straight, their
+    time checked once (a bad one: point by point, as any sequence)."""
     rows: list[tuple[str, int, float | None, str]] = []
     append = rows.append
+    if type(points) is PointsAt:  # one time, the values as sent: no `Point` each
+        ts = points.ts
+        if type(ts) is int and MIN_INT64 <= ts <= MAX_INT64:
+            _rows_at(ts, points.values, append)
+            return rows
     for p in points:
         key, ts, value = p.key, p.ts, p.value
         if type(value) is float and _isfinite(value):
