@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.services.conftest import World, eventually
+from tests.services.conftest import Settling, World, eventually
 from thingshub.core import thingmodel
 from thingshub.core.errors import Unavailable
 from thingshub.core.events import TelemetryReceived
@@ -115,46 +115,6 @@ class Failing:
         return future
 
     append_settled = append_now
-
-    def __getattr__(self, name: str) -> Any:
-        raise AssertionError(f"not used here: {name}")
-
-
-class Settling:
-    """A telemetry store whose appends join one settlement, decided by the test
-    as the group-commit writer would: the stored members' `then`s, then its waiters."""
-
-    def __init__(self) -> None:
-        self.settlement = Settlement()
-        self.thens: list[Callable[[], None] | None] = []
-
-    def append_settled(
-        self,
-        product_id: str,
-        name: str,
-        points: Sequence[Point],
-        then: Callable[[], None] | None = None,
-    ) -> Settlement:
-        self.settlement.join()
-        self.thens.append(then)
-        return self.settlement
-
-    def decide(
-        self,
-        failures: dict[int, BaseException] | None = None,
-        error: BaseException | None = None,
-        missing: set[int] | None = None,
-    ) -> None:
-        if error is None:
-            for member, then in enumerate(self.thens):
-                if (
-                    then is not None
-                    and member not in (failures or {})
-                    and member not in (missing or set())
-                ):
-                    then()
-        for waiter in self.settlement.settle(failures, error, missing):
-            waiter()
 
     def __getattr__(self, name: str) -> Any:
         raise AssertionError(f"not used here: {name}")

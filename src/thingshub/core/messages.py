@@ -108,11 +108,12 @@ class ReportRefused:
     gateway: bool = False
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class NodeData:
-    """What a gateway's report holds for one device of its tree: `path` is the
-    sub-device addresses leading from the sending gateway down to it (empty:
-    the gateway itself); the points, attributes or events of the report's kind."""
+    """What a gateway's report holds for one device of its tree (`fast_init`: one a device
+    of a message): `path` is the sub-device addresses leading from the sending gateway
+    down to it (empty: itself); the points, attributes or events of the report's kind."""
 
     path: tuple[str, ...]
     points: Sequence[Point] = ()  # `PointsAt` as decoded
