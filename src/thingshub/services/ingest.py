@@ -105,7 +105,8 @@ class IngestService:
         the device was deleted meanwhile (its connection is being closed); or
         the storage's `Settlement` whose `last` member it is, decided alike."""
         points = report.points
-        then = self._then(ref, report)
+        # `_then` written out: every message.
+        then = partial(self._announce, ref, report) if self.bus.wants(TelemetryReceived) else None
         stored = self.points.append_settled(ref.product_id, ref.name, points, then)
         if isinstance(stored, Settlement):
             tally = self._tally

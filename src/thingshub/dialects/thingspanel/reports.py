@@ -195,7 +195,9 @@ def parse_telemetry(
             raise _too_large(
                 f"the message carries {len(body)} points; at most {MAX_POINTS} are accepted"
             )
-        check_entries(body, "")
+        problem = values.entries_problem(body)  # `check_entries`, one frame less
+        if problem:
+            raise _param(problem)
         return PointsAt(now_ms, body)
     if not isinstance(body, list):
         raise _param(

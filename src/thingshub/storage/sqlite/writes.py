@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from thingshub.storage import common
 from thingshub.storage.sql import handlers
 from thingshub.storage.sql.batch import Write
 from thingshub.storage.sql.connection import Connection, Rows
@@ -77,13 +78,19 @@ async def _device_ids(conn: Connection, rows: Rows) -> dict[tuple[str, str], int
 
 async def _telemetry_append(conn: Connection, rows: Rows) -> list[object]:
     raw = _raw(conn)
-    out, found = handlers.of_devices(rows, device_ids(raw, rows))
+    ids = device_ids(raw, rows)
     seq = raw.execute("SELECT max(seq) FROM points").fetchone()[0] or 0
+    out: list[object] = []  # `handlers.of_devices`'s outcomes, in the same one pass
     points: list[tuple[int, int, str, int, float | None, str]] = []
     newest: dict[tuple[int, str], tuple[int, int, str, int, float | None, str]] = {}
     append = points.append
     get = newest.get
-    for device_id, (_, _, values) in found:
+    for product_id, name, values in rows:
+        device_id = ids.get((product_id, name))
+        if device_id is None:
+            out.append(common.device_missing(product_id, name))
+            continue
+        out.append(None)
         for key, ts, num, value in values:
             seq += 1
             row = (seq, device_id, key, ts, num, value)
