@@ -47,7 +47,7 @@ import json
 import math
 import string
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -237,28 +237,6 @@ def check_ts(value: object) -> int:
     return value
 
 
-def _rows_at(
-    ts: int,
-    values: Mapping[str, object],
-    append: Callable[[tuple[str, int, float | None, str]], None],
-) -> None:
-    """`point_rows` of values at one time (checked), as they were sent."""
-    for key, value in values.items():
-        if type(value) is float and _isfinite(value):
-            append((key, ts, value, _dumps(value).decode()))
-        elif type(value) is int and MIN_INT64 <= value <= MAX_INT64:
-            append((key, ts, float(value), str(value)))
-        elif value is True:
-            append((key, ts, None, "true"))
-        elif value is False:
-            append((key, ts, None, "false"))
-        else:
-            num, text = encode_value(value)
-            append((key, ts, num, text))
-        if type(key) is not str:
-            _check_name("telemetry key", key)
-
-
 def point_rows(points: Sequence[Point]) -> list[tuple[str, int, float | None, str]]:
     """(key, ts, num, JSON text) of each point, checked and encoded (in the caller).
 
@@ -272,9 +250,21 @@ def point_rows(points: Sequence[Point]) -> list[tuple[str, int, float | None, st
     rows: list[tuple[str, int, float | None, str]] = []
     append = rows.append
     if type(points) is PointsAt:  # one time, the values as sent: no `Point` each
-        ts = points.ts
-        if type(ts) is int and MIN_INT64 <= ts <= MAX_INT64:
-            _rows_at(ts, points.values, append)
+        at = points.ts
+        if type(at) is int and MIN_INT64 <= at <= MAX_INT64:
+            for name, item in points.values.items():
+                if type(item) is float and _isfinite(item):
+                    append((name, at, item, _dumps(item).decode()))
+                elif type(item) is int and MIN_INT64 <= item <= MAX_INT64:
+                    append((name, at, float(item), str(item)))
+                elif item is True:
+                    append((name, at, None, "true"))
+                elif item is False:
+                    append((name, at, None, "false"))
+                else:
+                    append((name, at, *encode_value(item)))
+                if type(name) is not str:
+                    _check_name("telemetry key", name)
             return rows
     for p in points:
         key, ts, value = p.key, p.ts, p.value
