@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,8 +44,9 @@ from thingshub.core.messages import (
     ReportRefused,
     TelemetryReport,
 )
-from thingshub.core.model import Firmware
+from thingshub.core.model import Firmware, Point
 from thingshub.core.ports import Storage
+from thingshub.core.settlement import Settlement
 from thingshub.core.topics import topic_matches
 from thingshub.dialects.registry import Registry, default_registry
 from thingshub.services.clock import FakeClock
@@ -293,3 +294,43 @@ def build_world(
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
     yield build_world(tmp_path)
+
+
+class Settling:
+    """A telemetry store whose appends join one settlement, decided by the test
+    as the group-commit writer would: the stored members' `then`s, then its waiters."""
+
+    def __init__(self) -> None:
+        self.settlement = Settlement()
+        self.thens: list[Callable[[], None] | None] = []
+
+    def append_settled(
+        self,
+        product_id: str,
+        name: str,
+        points: Sequence[Point],
+        then: Callable[[], None] | None = None,
+    ) -> Settlement:
+        self.settlement.join()
+        self.thens.append(then)
+        return self.settlement
+
+    def decide(
+        self,
+        failures: dict[int, BaseException] | None = None,
+        error: BaseException | None = None,
+        missing: set[int] | None = None,
+    ) -> None:
+        if error is None:
+            for member, then in enumerate(self.thens):
+                if (
+                    then is not None
+                    and member not in (failures or {})
+                    and member not in (missing or set())
+                ):
+                    then()
+        for waiter in self.settlement.settle(failures, error, missing):
+            waiter()
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"not used here: {name}")

@@ -16,13 +16,14 @@ from typing import Any
 
 import pytest
 
-from tests.services.conftest import World, eventually
+from tests.services.conftest import Settling, World, eventually
 from thingshub.core import thingmodel
 from thingshub.core.errors import Unavailable
 from thingshub.core.events import TelemetryReceived
 from thingshub.core.messages import DeviceRef, ThingData, ThingPost, ThingReply, ThingValue
 from thingshub.core.model import Point
 from thingshub.core.ports import TelemetryRepo
+from thingshub.core.settlement import Settlement
 from thingshub.services.things import ThingService
 
 NOW = 1_700_000_000_000
@@ -113,14 +114,44 @@ class Failing:
         future.set_exception(Unavailable("the database is away"))
         return future
 
+    append_settled = append_now
+
     def __getattr__(self, name: str) -> Any:
         raise AssertionError(f"not used here: {name}")
+
+
+async def test_common_posts_of_one_settlement_are_answered_by_their_outcome(
+    world: World,
+) -> None:
+    """Posts joining one settlement: the stored one is replied 200 and counted as it
+    commits, a device deleted meanwhile and a failed one 303; one waiter for all."""
+    store = Settling()
+    service = things(world, store)
+    refs = [await ready(world, service)]
+    refs += [await world.device(name) for name in ("d2", "d3")]
+    outcomes = [service.device_post_now(ref, post(("temp", 1.0))) for ref in refs]
+    assert all(o is store.settlement for o in outcomes)  # no future, no task
+    assert len(store.settlement._waiters) == 1
+    store.decide(failures={2: Unavailable("the database is away")}, missing={1})
+    assert [replies(world, ref) for ref in refs] == [
+        [(thingmodel.SUCCESS, None)],
+        [(thingmodel.INTERNAL_ERROR, "device deleted")],
+        [(thingmodel.INTERNAL_ERROR, "storage failed")],
+    ]
+    assert service.stored_points == 1
+    # A failed batch: every post of it 303, nothing counted; the next settlement anew.
+    store.settlement, store.thens = Settlement(), []
+    service.device_post_now(refs[0], post(("temp", 2.0)))
+    store.decide(error=Unavailable("the database is away"))
+    assert replies(world, refs[0])[-1] == (thingmodel.INTERNAL_ERROR, "storage failed")
+    assert service.stored_points == 1
 
 
 async def test_a_storage_failure_is_answered_303_and_not_acknowledged(world: World) -> None:
     service = things(world, Failing())
     ref = await ready(world, service)
     outcome = service.device_post_now(ref, post(("temp", 1.0)))
+    assert isinstance(outcome, asyncio.Future)
     with pytest.raises(Unavailable):
         await outcome
     await eventually(lambda: replies(world, ref))

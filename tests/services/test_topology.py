@@ -4,10 +4,12 @@ and registrations judged entry by entry."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from tests.services.conftest import World
-from thingshub.core.errors import AlreadyExists, InvalidRequest, NotFound
+from tests.services.conftest import Settling, World, eventually
+from thingshub.core.errors import AlreadyExists, InvalidRequest, NotFound, Unavailable
 from thingshub.core.events import PresenceChanged, TopologyChanged
 from thingshub.core.messages import (
     GatewayReport,
@@ -18,6 +20,7 @@ from thingshub.core.messages import (
     SubRegisterRequest,
 )
 from thingshub.core.model import Point
+from thingshub.core.settlement import Settlement
 from thingshub.services.subdevices import GatewayReports
 from thingshub.services.topology import TopologyService
 
@@ -208,3 +211,43 @@ async def test_a_gateways_telemetry_for_a_sub_device_deleted_meanwhile_skips_it(
     assert await world.storage.telemetry.latest("p1", "b") == {}
     (ack,) = world.link.received(gw, ReportAck)
     assert (ack.error, ack.note) == (None, "1 unknown sub-device address skipped: b")
+
+
+async def test_a_gateways_telemetry_joins_the_storages_settlement_once_per_node(
+    world: World,
+) -> None:
+    """Each node's points are a member of the open settlement (no future per node),
+    the report awaiting it once: a member settled missing is skipped, the others
+    stored; a failed settlement fails the report and answers its error."""
+    store = Settling()
+    tree = topology(world)
+    reports = GatewayReports(
+        tree,
+        store,
+        world.storage.attributes,
+        world.storage.events,
+        world.presence,
+        world.link,
+        world.clock,
+        world.bus,
+    )
+    gw = await world.device("gw")
+    for address in ("a", "b", "c"):
+        await world.device(address, online=False, gateway=("p1", "gw"), sub_address=address)
+    nodes = tuple(NodeData((a,), points=(Point("t", NOW, 1.5),)) for a in ("a", "b", "c"))
+    task = asyncio.ensure_future(reports.report(gw, GatewayReport("telemetry", "9", nodes, NOW)))
+    await eventually(lambda: store.settlement.size == 3)
+    assert len(store.settlement._waiters) == 1 and not task.done()
+    store.decide(missing={1})
+    await task
+    assert reports.skipped == 1 and reports.stored_nodes == 2
+    (ack,) = world.link.received(gw, ReportAck)
+    assert (ack.error, ack.note) == (None, "1 unknown sub-device address skipped: b")
+    store.settlement, store.thens = Settlement(), []
+    task = asyncio.ensure_future(reports.report(gw, GatewayReport("telemetry", "10", nodes, NOW)))
+    await eventually(lambda: store.settlement.size == 3)
+    store.decide(error=Unavailable("the database is away"))
+    with pytest.raises(Unavailable):
+        await task
+    assert isinstance(world.link.received(gw, ReportAck)[-1].error, Unavailable)
+    assert reports.stored_nodes == 2

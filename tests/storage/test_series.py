@@ -20,7 +20,7 @@ import pytest
 
 from tests.storage.support import Backend, device, product
 from thingshub.core.errors import NotFound
-from thingshub.core.model import DeviceEvent, Point
+from thingshub.core.model import DeviceEvent, Point, PointsAt
 from thingshub.core.ports import Storage
 from thingshub.storage import common
 
@@ -131,6 +131,38 @@ def test_a_bad_value_stores_nothing_of_its_call(backend: Backend) -> None:
         assert await everything(s, "d1", "ok") == []
         assert await s.attributes.get("p1", "d1") == {}
         assert await s.events.list("p1", "d1", 0, 2**62, 10) == []
+
+    backend.run(scenario)
+
+
+def test_values_at_one_time_store_as_their_points(backend: Backend) -> None:
+    """`PointsAt` (a real-time report's values) is read from its values straight:
+    stored as its points would be, refused as they would be (value, then key, then ts)."""
+    bad: list[tuple[PointsAt, type[Exception]]] = [
+        (PointsAt(T0, {"ok": 1, "bad": 2**63}), ValueError),
+        (PointsAt(T0, {"ok": 1, "bad": math.nan}), ValueError),
+        (PointsAt(T0, {"ok": 1, "bad": object()}), TypeError),
+        (PointsAt(T0, {"ok": 1, 7: 2}), TypeError),  # type: ignore[dict-item]
+        (PointsAt(2**63, {"ok": 1}), ValueError),
+        (PointsAt(True, {"ok": 1}), TypeError),
+    ]
+
+    async def scenario(s: Storage) -> None:
+        await setup(s, "d1", "d2")
+        for values, error in bad:
+            with pytest.raises(error):
+                await s.telemetry.append("p1", "d1", values)
+        assert await s.telemetry.latest("p1", "d1") == {}
+        await s.telemetry.append("p1", "d1", PointsAt(T0, dict(VALUES)))
+        await s.telemetry.append("p1", "d2", [Point(k, T0, v) for k, v in VALUES.items()])
+        latest, expected = (
+            await s.telemetry.latest("p1", "d1"),
+            await s.telemetry.latest("p1", "d2"),
+        )
+        assert list(latest) == list(expected)
+        assert all(same(latest[k], expected[k]) for k in expected)
+        for key in VALUES:
+            assert await everything(s, "d1", key) == await everything(s, "d2", key)
 
     backend.run(scenario)
 

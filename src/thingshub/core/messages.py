@@ -15,6 +15,7 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,10 +63,10 @@ class ImageGetRequest:
 class TelemetryReport:
     """Telemetry points, checked; stored whole, never answered. `__init__`: as `Point`'s."""
 
-    points: list[Point]
+    points: Sequence[Point]  # a real-time object's: `PointsAt`
     received_at: int
 
-    def __init__(self, points: list[Point], received_at: int) -> None:
+    def __init__(self, points: Sequence[Point], received_at: int) -> None:
         _REPORT[0](self, points)
         _REPORT[1](self, received_at)
 
@@ -107,14 +108,15 @@ class ReportRefused:
     gateway: bool = False
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class NodeData:
-    """What a gateway's report holds for one device of its tree: `path` is the
-    sub-device addresses leading from the sending gateway down to it (empty:
-    the gateway itself); the points, attributes or events of the report's kind."""
+    """What a gateway's report holds for one device of its tree (`fast_init`: one a device
+    of a message): `path` is the sub-device addresses leading from the sending gateway
+    down to it (empty: itself); the points, attributes or events of the report's kind."""
 
     path: tuple[str, ...]
-    points: tuple[Point, ...] = ()
+    points: Sequence[Point] = ()  # `PointsAt` as decoded
     attributes: dict[str, object] | None = None
     events: tuple[DeviceEvent, ...] = ()
 

@@ -12,9 +12,9 @@ Rules:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 T = TypeVar("T")
 
@@ -231,6 +231,57 @@ class Point:
 
 
 _SET_KEY, _SET_TS, _SET_VALUE = slot_setters(Point, "key", "ts", "value")
+
+
+class PointsAt(Sequence[Point]):
+    """The points of values reported at one time (`ts`, ms): a `Point` each,
+    made only when read.
+
+    A real-time report (ThingsPanel's root object, a gateway's node) is one
+    time and an object of values. The storage encodes its rows from `values`
+    straight, so the ingest path makes no `Point` per value; whoever reads it
+    as a sequence (the bus, a test) gets the same points as a list would
+    hold, in `values`' order, and it compares equal to such a list or tuple.
+    Frozen: `values` is the report's own (nobody else holds it)."""
+
+    __slots__ = ("ts", "values")
+
+    ts: int
+    values: Mapping[str, object]
+
+    def __init__(self, ts: int, values: Mapping[str, object]) -> None:
+        _SET_AT_TS(self, ts)
+        _SET_AT_VALUES(self, values)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __iter__(self) -> Iterator[Point]:
+        ts = self.ts
+        return iter([Point(key, ts, value) for key, value in self.values.items()])
+
+    @overload
+    def __getitem__(self, index: int) -> Point: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Point]: ...
+    def __getitem__(self, index: int | slice) -> Point | Sequence[Point]:
+        return list(self)[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PointsAt | list | tuple):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"PointsAt({self.ts!r}, {self.values!r})"
+
+
+_SET_AT_TS, _SET_AT_VALUES = slot_setters(PointsAt, "ts", "values")
 
 
 @dataclass(frozen=True, slots=True)

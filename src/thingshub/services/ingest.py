@@ -105,7 +105,8 @@ class IngestService:
         the device was deleted meanwhile (its connection is being closed); or
         the storage's `Settlement` whose `last` member it is, decided alike."""
         points = report.points
-        then = self._then(ref, report)
+        # `_then` written out: every message.
+        then = partial(self._announce, ref, report) if self.bus.wants(TelemetryReceived) else None
         stored = self.points.append_settled(ref.product_id, ref.name, points, then)
         if isinstance(stored, Settlement):
             tally = self._tally
@@ -152,9 +153,8 @@ class IngestService:
 
     def _announce(self, ref: DeviceRef, report: TelemetryReport) -> None:
         """The report is durable (the storage calls it; never when nothing was stored)."""
-        self.bus.publish(
-            TelemetryReceived(ref.product_id, ref.name, report.points, report.received_at)
-        )
+        points = list(report.points)  # a `PointsAt` made into its points for the listeners
+        self.bus.publish(TelemetryReceived(ref.product_id, ref.name, points, report.received_at))
 
     async def attribute_report(self, ref: DeviceRef, report: AttributesReport) -> None:
         now = report.received_at

@@ -11,9 +11,10 @@ Rules:
   writer takes them into one batch and the QoS 1 acknowledgement leaves once
   all are durable. A storage failure is the platform's: the gateway gets the
   failure answer and no acknowledgement (it sends again), as for a direct
-  report (ingest.py). Telemetry goes in as the storage's futures
-  (`append_now`, a device deleted meanwhile resolving to 0), one per node and
-  no task each: a report of 50 sub-devices made 50 tasks.
+  report (ingest.py). Telemetry joins the storage's settlement
+  (`append_settled`, a device deleted meanwhile settled to 0), one member per
+  node, awaited once per settlement: no task, future or gather callback per
+  node (a report of 50 sub-devices made 50 tasks, then 50 futures).
 - Data for a sub-device makes it online, reached through the sender's
   connection (presence.py); each device's data is announced on the bus under
   its own ids, so the live stream and waiting attribute gets see sub-devices
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Mapping
+from functools import partial
 
 from thingshub.core.errors import NotFound, ThingsHubError
 from thingshub.core.events import AttributesReported, EventsReceived, TelemetryReceived
@@ -37,6 +39,7 @@ from thingshub.core.ports import (
     EventRepo,
     TelemetryRepo,
 )
+from thingshub.core.settlement import Settlement
 from thingshub.services.presence import PresenceService
 from thingshub.services.topology import Key, TopologyService
 
@@ -104,10 +107,12 @@ class GatewayReports:
                 unknown.append("/".join(node.path))
             else:
                 resolved.append((key, node))
-        outcomes = await asyncio.gather(
-            *(self._store(report.kind, key, node, report.received_at) for key, node in resolved),
-            return_exceptions=True,
-        )
+        if report.kind == "telemetry":
+            outcomes = await self._telemetry(resolved)
+        else:
+            at = report.received_at
+            stores = [self._store(report.kind, key, node, at) for key, node in resolved]
+            outcomes = await asyncio.gather(*stores, return_exceptions=True)
         failure: ThingsHubError | None = None
         stored: list[tuple[Key, NodeData]] = []
         for (key, node), outcome in zip(resolved, outcomes, strict=True):
@@ -130,9 +135,43 @@ class GatewayReports:
             self._announce(report, key, node)
         self._answer(ref, report, None, _skipped(unknown))
 
+    async def _telemetry(self, resolved: list[tuple[Key, NodeData]]) -> list[object]:
+        """Each node's points appended, as the outcome `gather` would give: None once
+        durable, 0 for a device deleted meanwhile, or the failure. A node joins the
+        storage's open settlement (no future, no task, no gather callback per node);
+        what did not join (a storage without a writer) is the storage's future."""
+        append = self.points.append_settled
+        joined: list[tuple[Settlement | Awaitable[int | None], int]] = []
+        for key, node in resolved:
+            stored = append(*key, node.points)  # its member number: `last`, read now
+            joined.append((stored, stored.last if isinstance(stored, Settlement) else -1))
+        waits: list[Awaitable[object]] = []
+        seen: set[int] = set()
+        loop = asyncio.get_running_loop()
+        for outcome, _ in joined:
+            if isinstance(outcome, Settlement):
+                if id(outcome) not in seen:  # one future a settlement, not a node
+                    seen.add(id(outcome))
+                    decided: asyncio.Future[None] = loop.create_future()
+                    outcome.wait(partial(_decided, decided))
+                    waits.append(decided)
+            else:
+                waits.append(outcome)
+        futures = await asyncio.gather(*waits, return_exceptions=True)
+        results = iter(futures[len(seen) :])
+        outcomes: list[object] = []
+        for outcome, member in joined:
+            if not isinstance(outcome, Settlement):
+                outcomes.append(next(results))
+                continue
+            decision = outcome.outcome(member)
+            if isinstance(decision, BaseException):
+                outcomes.append(decision)
+            else:
+                outcomes.append(0 if outcome.missing and member in outcome.missing else None)
+        return outcomes
+
     def _store(self, kind: str, key: Key, node: NodeData, now: int) -> Awaitable[int | None]:
-        if kind == "telemetry":  # the storage's future (0: no such device): no task per node
-            return self.points.append_now(*key, node.points)
         if kind == "attributes":
             assert node.attributes is not None
             return self.attributes.upsert(*key, node.attributes, now)
@@ -161,6 +200,12 @@ class GatewayReports:
             report.kind, report.reply_to, self.clock.now_ms(), error, gateway=True, note=note
         )
         self.link.send(ref, ack)
+
+
+def _decided(future: asyncio.Future[None]) -> None:
+    """A settlement's waiter: its awaiting report goes on (unless it was cancelled)."""
+    if not future.done():
+        future.set_result(None)
 
 
 def _skipped(unknown: list[str]) -> str | None:

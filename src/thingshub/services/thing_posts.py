@@ -12,8 +12,11 @@ Rules (the thing service's, services/things.py, of which this is a base):
   storage failure is answered 303 and NOT acknowledged (the device resends).
 - The common post (the sender's own properties, its product's model cached,
   every value fitting) is handled without a task (`device_post_now`): the
-  storage's future goes to the MQTT server as it is, and the reply and the
-  bookkeeping are its done callback, which runs before the acknowledgement's.
+  storage's settlement (or future) goes to the MQTT server as it is; the
+  reply and the bookkeeping of a post stored are the append's `then`, called
+  as it commits, before the acknowledgement; a device deleted meanwhile or a
+  failure is answered by one waiter per settlement (a future's: its done
+  callback).
   Anything else (events, sub-devices, a model to load, a refusal) takes the
   coroutine, which decides it exactly as before.
 """
@@ -30,6 +33,7 @@ from thingshub.core.errors import NotFound, ThingsHubError
 from thingshub.core.events import EventsReceived, TelemetryReceived
 from thingshub.core.messages import DeviceRef, ThingData, ThingPost, ThingRefused, ThingReply
 from thingshub.core.model import DeviceEvent, Point
+from thingshub.core.settlement import Settlement
 from thingshub.services import thing_checks as checks
 from thingshub.services.subdevices import Rows, write_together
 from thingshub.services.topology import Key
@@ -39,6 +43,10 @@ if TYPE_CHECKING:
     from thingshub.services.devices import DeviceService
     from thingshub.services.presence import PresenceService
     from thingshub.services.topology import TopologyService
+
+
+#: A settlement holding common posts: their member numbers, their senders and posts.
+PostTally = tuple[Settlement, list[int], list[tuple[DeviceRef, ThingPost]]]
 
 
 class ThingPosts:
@@ -55,6 +63,7 @@ class ThingPosts:
         bus: EventBus
         stored_points: int
         _models: dict[str, thingmodel.ThingModel | None]
+        _post_tally: PostTally | None
 
         async def model(self, product_id: str) -> thingmodel.ThingModel | None: ...
         def _property_checks(
@@ -64,8 +73,11 @@ class ThingPosts:
             self, ref: DeviceRef, request: str, request_id: str, exc: checks.ThingError
         ) -> None: ...
 
-    def device_post_now(self, ref: DeviceRef, post: ThingPost) -> Awaitable[int | None]:
-        """The storage's future for the common post; `device_post` for any other."""
+    def device_post_now(
+        self, ref: DeviceRef, post: ThingPost
+    ) -> Awaitable[int | None] | Settlement:
+        """The storage's future or settlement for the common post; `device_post` for
+        any other."""
         product_id = ref.product_id
         sender = (product_id, ref.name)
         if product_id not in self._models:
@@ -85,31 +97,57 @@ class ThingPosts:
             return self.device_post(ref, post)  # refused there, with the same reply
         if not points:
             return self.device_post(ref, post)
-        stored = self.points.append_now(product_id, ref.name, points)
+        then = partial(self._stored, ref, post, points)
+        stored = self.points.append_settled(product_id, ref.name, points, then)
+        if isinstance(stored, Settlement):
+            tally = self._post_tally
+            if tally is None or tally[0] is not stored:
+                self._post_tally = tally = (stored, [], [])
+                stored.wait(partial(self._settled, tally))
+            tally[1].append(stored.last)
+            tally[2].append((ref, post))
+            return stored
         if not isinstance(stored, asyncio.Future):
             stored = asyncio.ensure_future(stored)
-        stored.add_done_callback(partial(self._posted, ref, post, points))
+        stored.add_done_callback(partial(self._posted, ref, post))
         return stored
 
-    def _posted(
-        self,
-        ref: DeviceRef,
-        post: ThingPost,
-        points: list[Point],
-        stored: asyncio.Future[int | None],
-    ) -> None:
-        """`device_post`'s ending, as the future of `device_post_now` resolves."""
+    def _stored(self, ref: DeviceRef, post: ThingPost, points: list[Point]) -> None:
+        """A common post is durable (the storage calls it): counted, replied, announced."""
+        self.stored_points += len(points)
+        self.link.send(ref, ThingReply(post.request, post.request_id, thingmodel.SUCCESS))
+        if self.bus.wants(TelemetryReceived):
+            self.bus.publish(TelemetryReceived(ref.product_id, ref.name, points, post.received_at))
+
+    def _posted(self, ref: DeviceRef, post: ThingPost, stored: asyncio.Future[int | None]) -> None:
+        """A common post's future is done: a device deleted meanwhile (0) or a failure
+        is answered 303 (success was `_stored`)."""
         if stored.cancelled():
             return
         error = stored.exception()
         if error is None and stored.result() is None:
-            product_id = ref.product_id
-            self.stored_points += len(points)
-            self.link.send(ref, ThingReply(post.request, post.request_id, thingmodel.SUCCESS))
-            if self.bus.wants(TelemetryReceived):
-                self.bus.publish(TelemetryReceived(product_id, ref.name, points, post.received_at))
-        elif error is None or isinstance(error, ThingsHubError):
+            return
+        if error is None or isinstance(error, ThingsHubError):
             problem = "device deleted" if error is None else "storage failed"
+            self._reply_error(ref, post.request, post.request_id, checks.internal(problem))
+
+    def _settled(self, tally: PostTally) -> None:
+        """A settlement holding common posts is decided: those it did not store are
+        answered 303 (a device deleted meanwhile, or a failure)."""
+        settlement, members, posts = tally
+        if self._post_tally is tally:
+            self._post_tally = None
+        if settlement.clean and settlement.missing is None:
+            return
+        missing = settlement.missing or ()
+        for member, (ref, post) in zip(members, posts, strict=True):
+            outcome = settlement.outcome(member)
+            if member in missing:
+                problem = "device deleted"
+            elif isinstance(outcome, ThingsHubError):
+                problem = "storage failed"
+            else:
+                continue
             self._reply_error(ref, post.request, post.request_id, checks.internal(problem))
 
     async def device_post(self, ref: DeviceRef, post: ThingPost) -> None:

@@ -78,7 +78,7 @@ from thingshub.services.coherence import CacheSync
 from thingshub.services.commands import CommandService
 from thingshub.services.devices import DeviceService
 from thingshub.services.presence import PresenceService
-from thingshub.services.thing_posts import ThingPosts
+from thingshub.services.thing_posts import PostTally, ThingPosts
 from thingshub.services.topology import TopologyService
 
 log = logging.getLogger("thingshub.things")
@@ -127,6 +127,8 @@ class ThingService(ThingPosts):
         self.bus = bus
         self.max_points = max_points
         self._models: dict[str, thingmodel.ThingModel | None] = {}
+        #: The settlement of common posts answered last (thing_posts.py).
+        self._post_tally: PostTally | None = None
         #: Each cached model's compiled property checks, with the model they were made for.
         self._checks: dict[str, tuple[thingmodel.ThingModel, dict[str, thingchecks.Check]]] = {}
         #: Requests refused, by code (for metrics).

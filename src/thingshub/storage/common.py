@@ -53,7 +53,7 @@ from typing import Any
 import orjson
 
 from thingshub.core.errors import AlreadyExists, Conflict, NotFound, VersionConflict
-from thingshub.core.model import Device, DeviceEvent, Point, StoredImage
+from thingshub.core.model import Device, DeviceEvent, Point, PointsAt, StoredImage
 
 # ------------------------------------------------------------------ errors
 
@@ -244,9 +244,28 @@ def point_rows(points: Sequence[Point]) -> list[tuple[str, int, float | None, st
     bits, a bool, under a str key at an int ts) are checked and encoded here
     inline, on the ingest path's every point: one branch each instead of four
     calls. Anything else goes through `encode_value` and the checks, which
-    raise as they always did (the value first, then the key, then the ts)."""
+    raise as they always did (the value first, then the key, then the ts).
+    Values at one time (`PointsAt`) are read from its values straight, their
+    time checked once (a bad one: point by point, as any sequence)."""
     rows: list[tuple[str, int, float | None, str]] = []
     append = rows.append
+    if type(points) is PointsAt:  # one time, the values as sent: no `Point` each
+        at = points.ts
+        if type(at) is int and MIN_INT64 <= at <= MAX_INT64:
+            for name, item in points.values.items():
+                if type(item) is float and _isfinite(item):
+                    append((name, at, item, _dumps(item).decode()))
+                elif type(item) is int and MIN_INT64 <= item <= MAX_INT64:
+                    append((name, at, float(item), str(item)))
+                elif item is True:
+                    append((name, at, None, "true"))
+                elif item is False:
+                    append((name, at, None, "false"))
+                else:
+                    append((name, at, *encode_value(item)))
+                if type(name) is not str:
+                    _check_name("telemetry key", name)
+            return rows
     for p in points:
         key, ts, value = p.key, p.ts, p.value
         if type(value) is float and _isfinite(value):

@@ -27,7 +27,7 @@ from thingshub.core.messages import (
     SubRegisterRequest,
     ViaGateway,
 )
-from thingshub.core.model import DeviceEvent, Point
+from thingshub.core.model import DeviceEvent, Point, PointsAt
 from thingshub.dialects.thingspanel import ThingsPanel
 from thingshub.dialects.thingspanel.gateway import nest, parse, parse_register
 from thingshub.dialects.thingspanel.reports import (
@@ -83,6 +83,8 @@ def test_telemetry_of_every_node_at_server_time() -> None:
         ),
         NOW,
     )
+    assert isinstance(message, GatewayReport)
+    assert all(isinstance(node.points, PointsAt) for node in message.nodes)
 
 
 def test_attributes_answered_under_the_message_id() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from thingshub.core.errors import InvalidRequest
-from thingshub.core.model import DeviceEvent, Point
+from thingshub.core.model import DeviceEvent, Point, PointsAt
 from thingshub.core.ota import FAILURES, Progress
 from thingshub.core.values import MAX_KEY, MAX_NESTING, MAX_STRING, MIN_TS_MS
 from thingshub.dialects.thingspanel import reports as telemetry
@@ -116,6 +116,8 @@ def test_seed_real_time_telemetry_is_stamped_with_the_platform_clock() -> None:
         Point("switch", NOW, True),
     ]
     assert points[2].value is True
+    # The values as sent, at one time: no `Point` made per value until read.
+    assert isinstance(points, PointsAt) and points.ts == NOW
 
 
 def test_seed_historical_telemetry_converts_seconds_to_milliseconds() -> None:

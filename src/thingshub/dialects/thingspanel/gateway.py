@@ -29,7 +29,7 @@ from typing import Any, Final
 
 from thingshub.core.jsontext import dumps
 from thingshub.core.messages import NodeData, RegisterResult, SubRegister, SubRegisterRequest
-from thingshub.core.model import Point
+from thingshub.core.model import PointsAt
 from thingshub.core.topology import MAX_DEPTH, address_problem
 from thingshub.core.values import kind as _kind
 from thingshub.core.values import shown
@@ -115,8 +115,7 @@ class _Reader:
         self._add(len(body))
         reports.check_entries(body, f"{where}: ")
         if self.kind == "telemetry":
-            points = tuple(Point(k, self.now_ms, v) for k, v in body.items())
-            self.nodes.append(NodeData(path, points=points))
+            self.nodes.append(NodeData(path, points=PointsAt(self.now_ms, body)))
         else:
             self.nodes.append(NodeData(path, attributes=dict(body)))
 

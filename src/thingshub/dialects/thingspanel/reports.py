@@ -53,7 +53,7 @@ from typing import Any, Final
 
 from thingshub.core import jsontext, values
 from thingshub.core.errors import InvalidRequest
-from thingshub.core.model import DeviceEvent, Point
+from thingshub.core.model import DeviceEvent, Point, PointsAt
 from thingshub.core.ota import Progress
 from thingshub.core.values import MAX_NESTING, MAX_STRING
 from thingshub.core.values import at as _at
@@ -182,8 +182,11 @@ def timestamp(value: object, now_ms: int, where: str) -> int:
 # ---------------------------------------------------------------- telemetry
 
 
-def parse_telemetry(payload: bytes, now_ms: int, max_payload: int = MAX_PAYLOAD) -> list[Point]:
-    """The points of a `devices/telemetry` payload, in the order sent."""
+def parse_telemetry(
+    payload: bytes, now_ms: int, max_payload: int = MAX_PAYLOAD
+) -> PointsAt | list[Point]:
+    """The points of a `devices/telemetry` payload, in the order sent: a real-time
+    object's as its values at `now_ms` (`PointsAt`, no `Point` made per value)."""
     body = _load(payload, max_payload)
     if isinstance(body, dict):
         if not body:
@@ -192,8 +195,10 @@ def parse_telemetry(payload: bytes, now_ms: int, max_payload: int = MAX_PAYLOAD)
             raise _too_large(
                 f"the message carries {len(body)} points; at most {MAX_POINTS} are accepted"
             )
-        check_entries(body, "")
-        return [Point(key, now_ms, value) for key, value in body.items()]
+        problem = values.entries_problem(body)  # `check_entries`, one frame less
+        if problem:
+            raise _param(problem)
+        return PointsAt(now_ms, body)
     if not isinstance(body, list):
         raise _param(
             "telemetry must be a JSON object of key-value pairs (real time) or an array of "

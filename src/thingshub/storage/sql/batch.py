@@ -245,13 +245,15 @@ class GroupCommit:
             return self.submit_now(write, 0, then)
         groups = self._groups
         if groups and len((group := groups[-1]).writes) < self.max_batch:
+            # No wake-up: the writer, woken when this group was made, cannot sleep
+            # while a group is queued (it clears the event only with none left).
             group.settlement.join()
             group.writes.append(write)
             group.thens.append(then)
-        else:
-            group = _Group(Settlement(), [write], [then])
-            group.settlement.join()
-            groups.append(group)
+            return group.settlement
+        group = _Group(Settlement(), [write], [then])
+        group.settlement.join()
+        groups.append(group)
         wakeup.set()
         return group.settlement
 

@@ -287,8 +287,12 @@ async def apply(
     handlers: Mapping[str, Handler], batch: Sequence[Write], conn: Connection
 ) -> list[object]:
     """The outcome of each write of `batch`, applied in the order of `batch.plan`."""
+    groups = plan(batch)
+    if len(groups) == 1:  # every write of one kind, no key twice: in the batch's order
+        kind = groups[0][0]
+        return list(await handlers[kind](conn, [write.args for write in batch]))
     outcomes: list[object] = [None] * len(batch)
-    for kind, indexes in plan(batch):
+    for kind, indexes in groups:
         results = await handlers[kind](conn, [batch[i].args for i in indexes])
         for index, outcome in zip(indexes, results, strict=True):
             outcomes[index] = outcome

@@ -29,7 +29,7 @@ from thingshub.core.model import DeviceEvent, Point
 from thingshub.core.settlement import Settlement
 from thingshub.storage import common
 from thingshub.storage.sql import writes
-from thingshub.storage.sql.batch import GroupCommit
+from thingshub.storage.sql.batch import GroupCommit, Write
 from thingshub.storage.sql.connection import Connection, Database, Query, page, pages, sql
 from thingshub.storage.sql.dialect import Dialect
 
@@ -131,6 +131,9 @@ async def _delete_before(
     return deleted
 
 
+_TELEMETRY = writes.TELEMETRY_APPEND
+
+
 def _failed(exc: Exception) -> asyncio.Future[int | None]:
     """A write refused before it is queued (a value no storage takes): the caller's failure."""
     future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
@@ -170,11 +173,11 @@ class SqlTelemetry:
         points: Sequence[Point],
         then: Callable[[], None] | None = None,
     ) -> Settlement | asyncio.Future[int | None]:
-        try:
-            write = writes.telemetry(product_id, name, points)
+        try:  # `writes.telemetry` written out: every message of the ingest path
+            rows = common.point_rows(points)
         except (TypeError, ValueError) as exc:
             return _failed(exc)
-        return self._writer.join_now(write, then)
+        return self._writer.join_now(Write(_TELEMETRY, None, (product_id, name, rows)), then)
 
     async def latest(self, product_id: str, name: str) -> dict[str, tuple[int, object]]:
         found = await self._reader.fetch(LATEST, product_id, name)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from thingshub.storage import common
 from thingshub.storage.sql import handlers
 from thingshub.storage.sql.batch import Write
 from thingshub.storage.sql.connection import Connection, Rows
@@ -29,8 +30,10 @@ from thingshub.storage.sqlite.thread import Db, ThreadConnection
 _INSERT_POINTS = (
     "INSERT INTO points (seq, device_id, key, ts, num, value) VALUES (?, ?, ?, ?, ?, ?)"
 )
+#: Its parameters are a row of `_INSERT_POINTS` as it is (seq, device_id, key, ts,
+#: num, value; num unused): the newest row of a series is kept, not copied.
 _UPSERT_LATEST = (
-    "INSERT INTO latest (device_id, key, ts, seq, value) VALUES (?, ?, ?, ?, ?)"
+    "INSERT INTO latest (device_id, key, ts, seq, value) VALUES (?2, ?3, ?4, ?1, ?6)"
     " ON CONFLICT (device_id, key) DO UPDATE"
     " SET ts = excluded.ts, seq = excluded.seq, value = excluded.value"
     " WHERE excluded.ts >= latest.ts"
@@ -75,19 +78,27 @@ async def _device_ids(conn: Connection, rows: Rows) -> dict[tuple[str, str], int
 
 async def _telemetry_append(conn: Connection, rows: Rows) -> list[object]:
     raw = _raw(conn)
-    out, found = handlers.of_devices(rows, device_ids(raw, rows))
+    ids = device_ids(raw, rows)
     seq = raw.execute("SELECT max(seq) FROM points").fetchone()[0] or 0
-    points: list[tuple[object, ...]] = []
-    newest: dict[tuple[int, str], tuple[int, str, int, int, str]] = {}  # of the batch
+    out: list[object] = []  # `handlers.of_devices`'s outcomes, in the same one pass
+    points: list[tuple[int, int, str, int, float | None, str]] = []
+    newest: dict[tuple[int, str], tuple[int, int, str, int, float | None, str]] = {}
     append = points.append
-    for device_id, (_, _, values) in found:
+    get = newest.get
+    for product_id, name, values in rows:
+        device_id = ids.get((product_id, name))
+        if device_id is None:
+            out.append(common.device_missing(product_id, name))
+            continue
+        out.append(None)
         for key, ts, num, value in values:
             seq += 1
-            append((seq, device_id, key, ts, num, value))
+            row = (seq, device_id, key, ts, num, value)
+            append(row)
             series = (device_id, key)
-            current = newest.get(series)
-            if current is None or ts >= current[2]:  # a later arrival wins a tie
-                newest[series] = (device_id, key, ts, seq, value)
+            current = get(series)
+            if current is None or ts >= current[3]:  # a later arrival wins a tie
+                newest[series] = row
     raw.executemany(_INSERT_POINTS, points)
     raw.executemany(_UPSERT_LATEST, newest.values())
     return out
