@@ -5,8 +5,10 @@ Rules:
   awaitable of one, when it must look things up; answering at once keeps a
   connect cheap. Every other hook is called inline on the hot path and must
   not block.
-- A hook never sees a packet, only what it needs: the client (`ClientInfo`)
-  and a `Message`.
+- A hook never sees protocol state, only what it needs: the client
+  (`ClientInfo`) and a `Message` (a client's PUBLISH is handed over as it was
+  parsed: a `Publish` is a `Message`, with the packet's id and DUP flag besides,
+  which a hook has no use for).
 - `on_publish` decides what happens to a client's PUBLISH:
     * `None`: the server routes it to subscribers and acknowledges it now;
     * an int reason code: the application consumed it; acknowledge with that
@@ -35,6 +37,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
+from thingshub.mqtt.codec.packets import Message as Message  # noqa: PLC0414  # re-exported
 from thingshub.mqtt.codec.properties import EMPTY, Properties
 from thingshub.mqtt.codec.reasons import ReasonCode
 
@@ -189,19 +192,6 @@ class ClientInfo(_Addressed):
             f"ClientInfo(client_id={self.client_id!r}, username={self.username!r}, "
             f"protocol_level={self.protocol_level}, session_key={self.session_key!r})"
         )
-
-
-@dataclass(slots=True)
-class Message:
-    """An application message. `expires_at` is on the server's monotonic clock
-    (from the 5.0 Message Expiry Interval), None when it never expires."""
-
-    topic: str
-    payload: bytes
-    qos: int = 0
-    retain: bool = False
-    properties: Properties = EMPTY
-    expires_at: float | None = None
 
 
 class CloseReason(Enum):

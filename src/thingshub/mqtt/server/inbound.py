@@ -144,13 +144,13 @@ class Inbound:
             if machine.admit(len(qos2) if qos2 is not None else 0):
                 self.throttle()
         props = packet.properties
-        message = Message(packet.topic, packet.payload, qos, packet.retain, props)
         if props is not EMPTY and props.message_expiry_interval is not None:
-            message.expires_at = broker.loop.time() + props.message_expiry_interval
+            packet.expires_at = broker.loop.time() + props.message_expiry_interval
         delivery = broker.delivery
         delivery.current = self  # type: ignore[assignment]  # a Connection: a Link
         try:
-            outcome = broker.incoming(client, message, session)
+            # The packet is the application's Message (a Publish is one): not copied.
+            outcome = broker.incoming(client, packet, session)
         finally:
             delivery.current = None
         if not qos:
