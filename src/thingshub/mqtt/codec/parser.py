@@ -79,6 +79,9 @@ PROTOCOL_MAX_PACKET_SIZE = 1 + 4 + MAX_VARINT
 
 _PACKET_TYPES = {t.value: t for t in PacketType}
 
+#: A packet object without its __init__ (`_publish` sets every slot itself).
+_new = object.__new__
+
 # Required low nibble of the first byte, per packet type (None: PUBLISH, checked apart).
 _FLAGS = {1: 0, 2: 0, 4: 0, 5: 0, 6: 2, 7: 0, 8: 2, 9: 0, 10: 2, 11: 0, 12: 0, 13: 0, 14: 0, 15: 0}
 
@@ -219,7 +222,7 @@ def _publish(flags: int, data: bytes, pos: int, end: int, version: int) -> Publi
     qos = (flags >> 1) & 3
     if qos == 3:
         raise MalformedPacket("PUBLISH with QoS 3")
-    dup = bool(flags & 8)
+    dup = (flags & 8) != 0
     if dup and not qos:
         raise MalformedPacket("PUBLISH with DUP set at QoS 0")
     if end - pos < 2:
@@ -248,7 +251,18 @@ def _publish(flags: int, data: bytes, pos: int, end: int, version: int) -> Publi
             pos += 1
         else:
             props, pos = read_properties(data, pos, end, PUBLISH)
-    return Publish(topic, data[pos:end], qos, bool(flags & 1), dup, packet_id, props)
+    # Made without Publish's __init__: a Python __init__ costs a call through the
+    # type's slot, the dearest call a message makes; the slots are set here instead.
+    packet = _new(Publish)
+    packet.topic = topic
+    packet.payload = data[pos:end]
+    packet.qos = qos
+    packet.retain = (flags & 1) == 1
+    packet.dup = dup
+    packet.packet_id = packet_id
+    packet.properties = props
+    packet.expires_at = None
+    return packet
 
 
 def _connect(body: bytes) -> Connect:
