@@ -86,6 +86,14 @@ def encode_publish(
 _ACK = struct.Struct(">BBH")
 
 
+#: The packers of `encode_publish` and `encode_ack`, for the server's paths that
+#: write those encodings out (a call less per message): first byte, one-byte
+#: remaining length, then the topic's length or the packet id; a packet id alone.
+pack_short_head = _SHORT_HEAD.pack
+pack_ack = _ACK.pack
+pack_u16 = struct.Struct(">H").pack
+
+
 def encode_ack(packet_type: int, packet_id: int) -> bytes:
     """A PUBACK, PUBREC, PUBREL or PUBCOMP of success without properties, in any
     version: what `encode(PubAck(packet_type, packet_id), version)` gives."""

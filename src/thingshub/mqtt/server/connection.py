@@ -19,8 +19,9 @@ Rules:
 - A malformed or forbidden packet closes only this connection: a 5.0 client
   first gets a DISCONNECT with the reason code, a 3.1.1 client just a close.
 - What a connected client publishes, and the order and timing of our
-  acknowledgements, is inbound.py's; holding up publishers for slow
-  subscribers is backpressure.py's. Both are bases of `Connection`.
+  acknowledgements, is inbound.py's; the PUBLISHes to it are outbound.py's;
+  holding up publishers for slow subscribers is backpressure.py's. All are
+  bases of `Connection`.
 - Messages to the client: QoS 0 ones are dropped when the socket already holds
   `max_outgoing_buffer` bytes; QoS 1/2 ones wait in the session. Packets larger
   than the client's Maximum Packet Size are dropped, as 5.0 requires.
@@ -30,12 +31,10 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from typing import TYPE_CHECKING, Protocol
 
 from thingshub.mqtt.codec.errors import CodecError, UnsupportedProtocolVersion
 from thingshub.mqtt.codec.packets import (
-    MQTT_5,
     Auth,
     Connect,
     Disconnect,
@@ -47,9 +46,8 @@ from thingshub.mqtt.codec.packets import (
     Unsubscribe,
 )
 from thingshub.mqtt.codec.parser import Reader
-from thingshub.mqtt.codec.properties import encode_properties
 from thingshub.mqtt.codec.reasons import ReasonCode
-from thingshub.mqtt.codec.writer import PINGRESP_BYTES, encode_publish
+from thingshub.mqtt.codec.writer import PINGRESP_BYTES
 from thingshub.mqtt.hooks import ClientInfo, CloseReason
 from thingshub.mqtt.logs import logger
 from thingshub.mqtt.protocol.machine import (
@@ -61,9 +59,9 @@ from thingshub.mqtt.protocol.machine import (
 )
 from thingshub.mqtt.server.backpressure import Backpressure
 from thingshub.mqtt.server.inbound import Inbound, InboundHost
+from thingshub.mqtt.server.outbound import Outbound
 
 if TYPE_CHECKING:
-    from thingshub.mqtt.server.ports import Outgoing
     from thingshub.mqtt.server.session import Session
 
 log = logger("thingshub.mqtt")
@@ -93,7 +91,7 @@ class Host(InboundHost, Protocol):
     def detach(self, conn: Connection, reason: CloseReason, *, send_will: bool) -> None: ...
 
 
-class Connection(Inbound, Backpressure, asyncio.Protocol):
+class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
     """One client's socket, from accept to close (an asyncio protocol)."""
 
     __slots__ = (
@@ -422,61 +420,6 @@ class Connection(Inbound, Backpressure, asyncio.Protocol):
     def end_transport(self) -> None:
         if self.transport is not None:
             self.transport.close()
-
-    # ------------------------------------------------------------ PUBLISH out
-
-    def send_publish(
-        self,
-        msg: Outgoing,
-        qos: int,
-        retain: bool,
-        sub_ids: tuple[int, ...],
-        packet_id: int | None,
-        dup: bool = False,
-    ) -> bool:
-        """Encode and queue one PUBLISH to this client; False if it had to be dropped."""
-        topic = msg.topic
-        topic_b = topic.encode()
-        props_bytes = b""
-        new_alias = 0
-        machine = self.machine
-        version = machine.version
-        if version == MQTT_5:
-            props = msg.properties
-            if sub_ids or msg.expires_at is not None:
-                now = self.broker.loop.time()
-                changed = machine.outgoing_properties(props, msg.expires_at, sub_ids, now)
-                if changed is None:
-                    self.broker.stats.dropped_expired += 1
-                    return False
-                props = changed
-            extras = machine.extras
-            if extras is not None and extras.alias_max_out:
-                alias, new = machine.alias_out(topic)
-                if alias:
-                    if new:
-                        new_alias = alias
-                    else:
-                        topic_b = b""
-                    props = dataclasses.replace(props, topic_alias=alias)
-            props_bytes = encode_properties(props)
-        data = encode_publish(
-            topic_b, msg.payload, qos, retain, dup, packet_id, version, props_bytes
-        )
-        extras = machine.extras
-        if extras is not None and extras.max_packet_out and len(data) > extras.max_packet_out:
-            self.broker.stats.dropped_too_large += 1
-            return False
-        if new_alias:
-            machine.remember_alias(topic, new_alias)
-        self.write(data)
-        self.broker.stats.messages_out += 1
-        return True
-
-    def send_pubrel(self, packet_id: int) -> None:
-        pubrel = self.machine.pubrel(packet_id)
-        assert pubrel is not None
-        self.write(pubrel)
 
     # ------------------------------------------------------------ backpressure
 
