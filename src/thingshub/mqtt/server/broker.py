@@ -63,7 +63,7 @@ from thingshub.mqtt.protocol.lifetimes import session_expiry
 from thingshub.mqtt.protocol.machine import AUTHENTICATING, CONNECTED
 from thingshub.mqtt.server.census import Census
 from thingshub.mqtt.server.config import BrokerConfig
-from thingshub.mqtt.server.connection import Connection
+from thingshub.mqtt.server.connection import Connection, Output
 from thingshub.mqtt.server.delivery import BrokerStats, Delivery
 from thingshub.mqtt.server.departures import Departures
 from thingshub.mqtt.server.inbound import AckBudget
@@ -94,14 +94,12 @@ class Broker:
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
-        self._dirty: list[Connection] = []
         #: Messages handed to the application whose acknowledgement still waits.
         self.acks = AckBudget(self.config.max_waiting_acks)
         #: Connections that received data since `activity()` was last called;
         #: kept only when the application asks for it (and calls activity()).
         self.track_activity = False
         self.active: list[Connection] = []
-        self._flush_scheduled = False
         self._started = False
 
     # ------------------------------------------------------------ lifecycle
@@ -109,6 +107,7 @@ class Broker:
     #: Set by `start`: plain attributes, not properties, as every packet reads them.
     loop: asyncio.AbstractEventLoop
     delivery: Delivery
+    output: Output
     subscriptions: Subscriptions
     departures: Departures
     #: A CONNECTED connection ended: departures.py's, bound at start (see `Host`).
@@ -118,6 +117,8 @@ class Broker:
         if not self._started:
             self._started = True
             self.loop = asyncio.get_running_loop()
+            #: Connections' output, written at the end of each loop turn.
+            self.output = Output(self.loop, self.stats)
             self.delivery = Delivery(self.config, self.stats, self.loop)
             self.subscriptions = Subscriptions(self.hooks, self.stats, self.delivery)
             self.departures = Departures(
@@ -178,13 +179,6 @@ class Broker:
     def _track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def _flush_all(self) -> None:
-        self._flush_scheduled = False
-        dirty = self._dirty
-        self._dirty = []
-        for conn in dirty:
-            conn.flush()
 
     async def _sweep(self) -> None:
         interval = self.config.sweep_interval
@@ -453,13 +447,6 @@ class Broker:
         return None
 
     # ------------------------------------------------------------ a connection's requests
-
-    def schedule_flush(self, conn: Connection) -> None:
-        """`conn` has output: it leaves with everyone's at the end of this loop turn."""
-        self._dirty.append(conn)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush_all)
 
     def subscribe(self, conn: Connection, packet: Subscribe) -> None:
         self.subscriptions.subscribe(conn, packet)

@@ -62,6 +62,7 @@ from thingshub.mqtt.server.inbound import Inbound, InboundHost
 from thingshub.mqtt.server.outbound import Outbound
 
 if TYPE_CHECKING:
+    from thingshub.mqtt.server.delivery import BrokerStats
     from thingshub.mqtt.server.session import Session
 
 log = logger("thingshub.mqtt")
@@ -83,12 +84,44 @@ class Host(InboundHost, Protocol):
     def active(self) -> list[Connection]: ...
     def register(self, conn: Connection) -> bool: ...
     def unregister(self, conn: Connection) -> None: ...
-    def schedule_flush(self, conn: Connection) -> None: ...
+    @property
+    def output(self) -> Output: ...
     def next_seq(self) -> int: ...
     def connect(self, conn: Connection, packet: Connect) -> None: ...
     def subscribe(self, conn: Connection, packet: Subscribe) -> None: ...
     def unsubscribe(self, conn: Connection, packet: Unsubscribe) -> None: ...
     def detach(self, conn: Connection, reason: CloseReason, *, send_will: bool) -> None: ...
+
+
+class Output:
+    """The connections written to during this turn of the event loop: what each
+    has leaves at the turn's end in one `transport.write`. Beside `Connection`,
+    so that writing and flushing read its buffer in place (no call per packet)."""
+
+    __slots__ = ("dirty", "loop", "scheduled", "stats")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, stats: BrokerStats) -> None:
+        self.loop = loop
+        self.stats = stats
+        self.dirty: list[Connection] = []
+        self.scheduled = False  # flush_all is due at the turn's end
+
+    def flush_all(self) -> None:
+        self.scheduled = False
+        dirty = self.dirty
+        self.dirty = []
+        sent = 0
+        for conn in dirty:  # Connection.flush written out
+            buf = conn._wbuf
+            transport = conn.transport
+            if buf is None or transport is None:
+                continue
+            data = buf[0] if len(buf) == 1 else b"".join(buf)
+            conn._wbuf = None
+            conn._wbytes = 0
+            sent += len(data)
+            transport.write(data)
+        self.stats.bytes_out += sent
 
 
 class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
@@ -188,7 +221,12 @@ class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
         buf = self._wbuf
         if buf is None:
             self._wbuf = [data]
-            self.broker.schedule_flush(self)
+            # Output.add written out: a window-1 publisher's every PUBACK comes this way.
+            output = self.broker.output
+            output.dirty.append(self)
+            if not output.scheduled:
+                output.scheduled = True
+                output.loop.call_soon(output.flush_all)
         else:
             buf.append(data)
         self._wbytes += len(data)
