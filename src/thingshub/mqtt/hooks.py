@@ -116,6 +116,37 @@ class ConnectRequest(_Addressed):
         _Addressed.__init__(self, address)  # by name: super() costs a lookup per connect
 
 
+#: An object without its __init__ (the factories below set every slot).
+_new = object.__new__
+
+
+def connect_request(
+    client_id: str,
+    username: str | None,
+    password: bytes | None,
+    protocol_level: int,
+    clean_start: bool,
+    keepalive: int,
+    peer: Peer,
+    properties: Properties,
+) -> ConnectRequest:
+    """`ConnectRequest(...)` for a client the server is connected to (`peer`, its
+    connection), made without the type's __init__: the server makes one per
+    connect, and a Python __init__ (two, with `_Addressed`'s) costs a call
+    through the type's slot, dearer than the stores."""
+    request = _new(ConnectRequest)
+    request.client_id = client_id
+    request.username = username
+    request.password = password
+    request.protocol_level = protocol_level
+    request.clean_start = clean_start
+    request.keepalive = keepalive
+    request.properties = properties
+    request._address = None
+    request._peer = peer
+    return request
+
+
 @dataclass(frozen=True, slots=True)
 class Accept:
     """Let the client in; `principal` is whatever the application wants to
@@ -192,6 +223,31 @@ class ClientInfo(_Addressed):
             f"ClientInfo(client_id={self.client_id!r}, username={self.username!r}, "
             f"protocol_level={self.protocol_level}, session_key={self.session_key!r})"
         )
+
+
+def client_info(
+    client_id: str,
+    username: str | None,
+    protocol_level: int,
+    peer: Peer,
+    principal: Any,
+    connected_at: float,
+    session_key: str,
+    seq: int,
+) -> ClientInfo:
+    """`ClientInfo(...)` for a client the server has accepted (`peer`, its
+    connection), made without the type's __init__, as `connect_request` is."""
+    info = _new(ClientInfo)
+    info.client_id = client_id
+    info.username = username
+    info.protocol_level = protocol_level
+    info.principal = principal
+    info.connected_at = connected_at
+    info.session_key = session_key
+    info.seq = seq
+    info._address = None
+    info._peer = peer
+    return info
 
 
 class CloseReason(Enum):

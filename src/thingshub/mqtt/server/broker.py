@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from ssl import SSLContext
 
 from thingshub.mqtt.codec.packets import (
@@ -51,12 +52,13 @@ from thingshub.mqtt.hooks import (
     Accept,
     ClientInfo,
     CloseReason,
-    ConnectRequest,
     Hooks,
     Message,
     OpenHooks,
     PublishOutcome,
     Refuse,
+    client_info,
+    connect_request,
 )
 from thingshub.mqtt.logs import logger
 from thingshub.mqtt.protocol.lifetimes import session_expiry
@@ -139,7 +141,11 @@ class Broker:
         """Listen on host:port (0 = any port), over TLS with `ssl`; returns the bound port."""
         self._bind_loop()
         server = await self.loop.create_server(
-            lambda: Connection(self), host, port, **self.config.listen_options(ssl)
+            # A partial, not a lambda: no Python frame of its own per accept.
+            partial(Connection, self),
+            host,
+            port,
+            **self.config.listen_options(ssl),
         )
         self._servers.append(server)
         return int(server.sockets[0].getsockname()[1])
@@ -266,7 +272,7 @@ class Broker:
             # No topic name at all [MQTT-4.7.1-1]: not 0x90 ("valid, not accepted").
             conn.refuse(ReasonCode.PROTOCOL_ERROR, "invalid will topic", connack=v5)
             return
-        request = ConnectRequest(
+        request = connect_request(
             client_id,
             packet.username,
             packet.password,
@@ -281,7 +287,11 @@ class Broker:
         except Exception:
             self._authenticate_failed(conn)
             return
-        if isinstance(decision, (Accept, Refuse)):  # answered at once
+        # Answered at once: _decided written out (a call less per connect).
+        if isinstance(decision, Accept):
+            self._accept(conn, packet, client_id, assigned, decision)
+            return
+        if isinstance(decision, Refuse):
             self._decided(conn, packet, client_id, assigned, decision)
             return
         conn.wait_for_authentication()
@@ -380,7 +390,7 @@ class Broker:
 
         conn.session = session
         conn.will = packet if packet.will is not None else None
-        conn.client = ClientInfo(
+        conn.client = client_info(
             client_id,
             packet.username,
             packet.protocol_level,
