@@ -348,8 +348,15 @@ class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
                     if type(packet) is Publish:
                         self._on_publish(packet)
                     elif type(packet) is int:  # a plain PUBACK's id: ends a QoS 1 delivery
-                        assert self.session is not None
-                        self.broker.delivery.acked(self.session, packet, 1)
+                        # Delivery.acked written out (a subscriber sends one per message).
+                        session = self.session
+                        assert session is not None
+                        inflight = session.inflight
+                        out = inflight.get(packet)
+                        if out is not None and out.qos == 1:  # else unknown: nothing to do
+                            del inflight[packet]
+                            if session.queue:
+                                self.broker.delivery.pump(session)
                     else:
                         self._dispatch(packet)
                 else:
