@@ -17,6 +17,7 @@ Rules:
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 from thingshub.mqtt.codec.packets import (
     MQTT_5,
@@ -86,12 +87,29 @@ def encode_publish(
 _ACK = struct.Struct(">BBH")
 
 
-#: The packers of `encode_publish` and `encode_ack`, for the server's paths that
-#: write those encodings out (a call less per message): first byte, one-byte
-#: remaining length, then the topic's length or the packet id; a packet id alone.
-pack_short_head = _SHORT_HEAD.pack
+#: The packer of `encode_ack`, for the server's path that writes it out (a call
+#: less per message): first byte, remaining length 2, packet id.
 pack_ack = _ACK.pack
-pack_u16 = struct.Struct(">H").pack
+
+
+#: Packers of a QoS 1/2 PUBLISH up to its payload (first byte, remaining length
+#: in one byte or in two, topic length, topic, packet id), by the topic's
+#: length: one call and one bytes object where assembling the pieces makes
+#: five. `publish_packer` makes each the first time its length comes.
+short_packers: dict[int, Callable[..., bytes]] = {}
+wide_packers: dict[int, Callable[..., bytes]] = {}
+
+
+def publish_packer(tlen: int, wide: bool) -> Callable[..., bytes]:
+    """The packer of `short_packers` (a one-byte remaining length, packets under
+    128 bytes) or `wide_packers` (two bytes, under 16 KiB) for a topic of `tlen`
+    bytes. The server's own lengths bound both: under 16 KiB, a topic is too."""
+    packers = wide_packers if wide else short_packers
+    pack = packers.get(tlen)
+    if pack is None:
+        fmt = f">BBBH{tlen}sH" if wide else f">BBH{tlen}sH"
+        pack = packers[tlen] = struct.Struct(fmt).pack
+    return pack
 
 
 def encode_ack(packet_type: int, packet_id: int) -> bytes:

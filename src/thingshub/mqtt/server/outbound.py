@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING
 
 from thingshub.mqtt.codec.packets import MQTT_5
 from thingshub.mqtt.codec.properties import encode_properties
-from thingshub.mqtt.codec.writer import encode_publish, pack_short_head, pack_u16
+from thingshub.mqtt.codec.writer import (
+    encode_publish,
+    publish_packer,
+    short_packers,
+    wide_packers,
+)
 
 if TYPE_CHECKING:
     from thingshub.mqtt.protocol.machine import Machine
@@ -60,7 +65,11 @@ class Outbound:
             if packet_id is not None:
                 n = 4 + tlen + len(payload)
                 if n < 0x80:
-                    data = pack_short_head(first, n, tlen) + topic_b + pack_u16(packet_id) + payload
+                    pack = short_packers.get(tlen) or publish_packer(tlen, False)
+                    data = pack(first, n, tlen, topic_b, packet_id) + payload
+                elif n < 0x4000:
+                    pack = wide_packers.get(tlen) or publish_packer(tlen, True)
+                    data = pack(first, n & 0x7F | 0x80, n >> 7, tlen, topic_b, packet_id) + payload
                 else:
                     data = encode_publish(topic_b, payload, qos, retain, dup, packet_id, version)
             else:
