@@ -331,23 +331,24 @@ class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
         reader = self.reader
         machine = self.machine
         heard = False
+        # The session whose queue waits for the plain PUBACKs just read: pumped
+        # once after a run of them (a subscriber's read brings ~20), not per PUBACK.
+        acked: Session | None = None
         try:
             while True:
                 state = machine.state
                 if state is not CONNECTED and state is not AWAITING_CONNECT:
-                    return
+                    break
                 if self._paused or self._held is not None:
-                    return  # what is already buffered waits too: resuming processes it
+                    break  # what is already buffered waits too: resuming processes it
                 packet = reader.next_item()
                 if packet is None:
-                    return
+                    break
                 if not heard:  # a whole packet is what keeps a client alive, not a byte
                     heard = True
                     machine.last_rx = self.broker.loop.time()
                 if state is CONNECTED:
-                    if type(packet) is Publish:
-                        self._on_publish(packet)
-                    elif type(packet) is int:  # a plain PUBACK's id: ends a QoS 1 delivery
+                    if type(packet) is int:  # a plain PUBACK's id: ends a QoS 1 delivery
                         # Delivery.acked written out (a subscriber sends one per message).
                         session = self.session
                         assert session is not None
@@ -356,7 +357,13 @@ class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
                         if out is not None and out.qos == 1:  # else unknown: nothing to do
                             del inflight[packet]
                             if session.queue:
-                                self.broker.delivery.pump(session)
+                                acked = session
+                        continue
+                    if acked is not None:  # what the PUBACKs before it made room for
+                        self.broker.delivery.pump(acked)
+                        acked = None
+                    if type(packet) is Publish:
+                        self._on_publish(packet)
                     else:
                         self._dispatch(packet)
                 else:
@@ -365,8 +372,14 @@ class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
                     self.broker.connect(self, connect)
         except UnsupportedProtocolVersion as exc:
             self._refuse_version(exc.level)
+            return
         except CodecError as exc:
+            if acked is not None:  # what those PUBACKs made room for goes before the close
+                self.broker.delivery.pump(acked)
             self.protocol_error(exc.reason_code, str(exc))
+            return
+        if acked is not None:
+            self.broker.delivery.pump(acked)
 
     def _dispatch(self, packet: object) -> None:
         kind = type(packet)
