@@ -331,9 +331,7 @@ class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
         reader = self.reader
         machine = self.machine
         heard = False
-        # The session whose queue waits for the plain PUBACKs just read: pumped
-        # once after a run of them (a subscriber's read brings ~20), not per PUBACK.
-        acked: Session | None = None
+        acked: Session | None = None  # queue to pump once after a run of plain PUBACKs
         try:
             while True:
                 state = machine.state
@@ -481,20 +479,21 @@ class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
 
     # ------------------------------------------------------------ backpressure
 
-    def _can_hold(self) -> bool:
-        return self.transport is not None and self.machine.state is CONNECTED
-
-    def _stop_reading(self) -> None:
+    def _stop_reading(self) -> bool:
+        transport = self.transport
+        if transport is None or self.machine.state is not CONNECTED:
+            return False  # nothing to hold
         if not self._paused:
-            assert self.transport is not None
-            self.transport.pause_reading()
+            transport.pause_reading()
+        return True
 
     def _start_reading(self) -> None:
-        if not self._paused and self._can_hold():
-            assert self.transport is not None
+        transport = self.transport
+        if not self._paused and transport is not None and self.machine.state is CONNECTED:
             self.machine.last_rx = self.broker.loop.time()  # its silence while held was ours
-            self.transport.resume_reading()
-            self._process_later()
+            transport.resume_reading()
+            if self.reader.buffered:  # _process_later written out
+                self.broker.loop.call_soon(self._process)
 
     def _hold_timer(self) -> asyncio.TimerHandle:
         return self.broker.loop.call_later(self.broker.config.max_hold, self.hold_expired)

@@ -200,8 +200,10 @@ class Delivery:
         if conn is not None and not conn.stuck and len(queue) >= session.max_inflight:
             # A window's worth waits behind the window: the client acknowledges
             # slower than it is published to; slow the publisher down rather
-            # than let the queue fill up and drop.
-            self.backpressure(conn)
+            # than let the queue fill up and drop (backpressure, written out).
+            publisher = self.current
+            if publisher is not None and publisher is not conn:
+                publisher.hold(conn)
 
     def backpressure(self, slow: Link) -> None:
         """`slow` cannot keep up: stop reading from whoever is publishing to it now."""
