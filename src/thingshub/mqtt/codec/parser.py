@@ -79,7 +79,8 @@ PROTOCOL_MAX_PACKET_SIZE = 1 + 4 + MAX_VARINT
 
 _PACKET_TYPES = {t.value: t for t in PacketType}
 
-#: A packet object without its __init__ (`_publish` sets every slot itself).
+#: A packet without its __init__ (a Python __init__ costs a call through the type's
+#: slot, the dearest a message made): `_publish` and `_connect` set every slot.
 _new = object.__new__
 
 # Required low nibble of the first byte, per packet type (None: PUBLISH, checked apart).
@@ -256,9 +257,7 @@ def _publish(flags: int, data: bytes, pos: int, end: int, version: int) -> Publi
             pos += 1
         else:
             props, pos = read_properties(data, pos, end, PUBLISH)
-    # Made without Publish's __init__: a Python __init__ costs a call through the
-    # type's slot, the dearest call a message makes; the slots are set here instead.
-    packet = _new(Publish)
+    packet = _new(Publish)  # without its __init__ (see _new)
     packet.topic = topic
     packet.payload = data[pos:end]
     packet.qos = qos
@@ -340,8 +339,7 @@ def _connect(body: bytes) -> Connect:
         password, pos = read_binary(body, pos, end)
     if pos != end:
         raise MalformedPacket("bytes left over after the packet's fields")
-    # Made without Connect's __init__, as a PUBLISH is (see _publish).
-    connect = _new(Connect)
+    connect = _new(Connect)  # without its __init__ (see _new)
     connect.client_id = client_id
     connect.protocol_level = level
     connect.clean_start = (cflags & 0x02) != 0
