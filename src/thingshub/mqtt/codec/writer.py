@@ -9,7 +9,8 @@ Rules:
 - `encode_publish` is the hot path of the server and takes the pieces of a
   PUBLISH directly, so forwarding needs no intermediate object; `encode_ack`
   writes the acknowledgement of success that follows most of them, the same
-  bytes as `encode` gives for it, in one call.
+  bytes as `encode` gives for it, in one call. The server writes both out on
+  its own hottest paths, with `pack_ack` and `publish_packer`'s packers.
 - The writer trusts its input to be in range (it comes from our own code);
   values that cannot be encoded raise ValueError.
 """
