@@ -215,7 +215,7 @@ def test_remembered_matches_are_bounded() -> None:
     for i in range(CACHE_SIZE + 10):
         assert len(r.match(f"t/{i}")) == 1
         assert len(r.match(f"t/{i}")) == 1  # the second time: remembered
-    assert len(r._cache) <= CACHE_SIZE
+    assert len(r.cache) <= CACHE_SIZE
 
 
 def test_a_topic_routed_once_is_not_remembered() -> None:
@@ -224,11 +224,11 @@ def test_a_topic_routed_once_is_not_remembered() -> None:
     for i in range(5000):  # one-shot topics (a command's id in each)
         assert len(r.match(f"cmd/request/{i}")) == 1
     # Only those whose bit another topic set first (about 2 %, 5000 bits of 131,072).
-    assert len(r._cache) < 500
-    assert "cmd/request/x" not in r._cache
+    assert len(r.cache) < 500
+    assert "cmd/request/x" not in r.cache
     assert len(r.match("cmd/request/x")) == 1
     assert matched(r, "cmd/request/x") == [("s", "cmd/request/+")]
-    assert "cmd/request/x" in r._cache  # routed twice: remembered
+    assert "cmd/request/x" in r.cache  # routed twice: remembered
 
 
 def test_the_table_of_topics_routed_once_is_wiped_before_it_fills() -> None:
@@ -246,11 +246,11 @@ def test_a_miss_is_remembered_only_when_wildcards_could_have_matched() -> None:
     add(r, session("s"), "a/b")
     for i in range(100):  # per-device topics nobody subscribes to take no memory
         assert r.match(f"devices/status/{i}") == []
-    assert len(r._cache) == 0
+    assert len(r.cache) == 0
     assert matched(r, "a/b") == [("s", "a/b")]
     assert matched(r, "a/b") == [("s", "a/b")]  # a hit, the second time, is remembered
-    assert len(r._cache) == 1
+    assert len(r.cache) == 1
     add(r, session("w"), "x/+")
     assert r.match("devices/status/1") == []
     assert r.match("devices/status/1") == []
-    assert "devices/status/1" in r._cache  # a miss that took a walk of the trie
+    assert "devices/status/1" in r.cache  # a miss that took a walk of the trie

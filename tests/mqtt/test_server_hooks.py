@@ -340,6 +340,30 @@ def test_on_publish_int_consumes(
 
 
 @pytest.mark.parametrize("version", VERSIONS)
+def test_on_publish_gets_the_publish_as_parsed(
+    broker_factory: Callable[..., RunningBroker], version: int
+) -> None:
+    """The application's Message is the client's PUBLISH itself (a `Publish` is a
+    `Message`): no copy is made per message. It reads as any Message, with the
+    packet's id and DUP flag besides."""
+    hooks = Consumer()
+    b = broker_factory(hooks=hooks)
+    raw = RawClient(b.port, version)
+    raw.connect("pub")
+    raw.send(Publish("consume/00", b"mine", 1, True, False, 9))
+    assert raw.expect(PubAck).packet_id == 9
+    [message] = hooks.consumed
+    assert type(message) is Publish and isinstance(message, Message)
+    assert (message.topic, message.payload, message.qos, message.retain) == (
+        "consume/00",
+        b"mine",
+        1,
+        True,
+    )
+    assert (message.packet_id, message.dup, message.expires_at) == (9, False, None)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
 def test_on_publish_future_delays_ack_and_keeps_order(
     broker_factory: Callable[..., RunningBroker], version: int
 ) -> None:

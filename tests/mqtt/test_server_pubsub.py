@@ -270,3 +270,32 @@ def test_mqtt_3_1_client(broker: RunningBroker) -> None:
     assert PubAck(PacketType.PUBACK, 1) in packets
     [publish] = [p for p in packets if isinstance(p, Publish)]
     assert (publish.topic, publish.payload, publish.qos) == ("legacy", b"hi", 1)
+
+
+@pytest.mark.parametrize("sub_qos", [0, 1, 2])
+@pytest.mark.parametrize("size", [0, 117, 118, 300, 16373, 16374, 70_000])
+def test_a_3_1_1_subscriber_gets_a_publish_of_any_size_whole(
+    broker: RunningBroker, sub_qos: int, size: int
+) -> None:
+    """The server encodes a 3.1.1 PUBLISH in place (outbound.py): with one packer
+    per topic length for a one-byte and a two-byte remaining length, with
+    encode_publish beyond. Sizes either side of each boundary (topic "t/size",
+    6 bytes: a QoS 1/2 packet under 128 bytes up to a payload of 117, under
+    16 KiB up to 16,373) arrive whole, parsed by our reader."""
+    sub = RawClient(broker.port, 4)
+    sub.connect("sub")
+    sub.subscribe("t/size", qos=sub_qos)
+    pub = RawClient(broker.port, 4)
+    pub.connect("pub")
+    payload = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    pub.send(Publish("t/size", payload, 1, packet_id=7))
+    assert pub.expect(PubAck).packet_id == 7
+    got = sub.expect(Publish, timeout=5)
+    assert (got.topic, got.payload, got.qos, got.retain, got.dup) == (
+        "t/size",
+        payload,
+        min(sub_qos, 1),
+        False,
+        False,
+    )
+    assert (got.packet_id is None) == (sub_qos == 0)

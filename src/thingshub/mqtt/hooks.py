@@ -5,8 +5,10 @@ Rules:
   awaitable of one, when it must look things up; answering at once keeps a
   connect cheap. Every other hook is called inline on the hot path and must
   not block.
-- A hook never sees a packet, only what it needs: the client (`ClientInfo`)
-  and a `Message`.
+- A hook never sees protocol state, only what it needs: the client
+  (`ClientInfo`) and a `Message` (a client's PUBLISH is handed over as it was
+  parsed: a `Publish` is a `Message`, with the packet's id and DUP flag besides,
+  which a hook has no use for).
 - `on_publish` decides what happens to a client's PUBLISH:
     * `None`: the server routes it to subscribers and acknowledges it now;
     * an int reason code: the application consumed it; acknowledge with that
@@ -35,6 +37,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
+from thingshub.mqtt.codec.packets import Message as Message  # noqa: PLC0414  # re-exported
 from thingshub.mqtt.codec.properties import EMPTY, Properties
 from thingshub.mqtt.codec.reasons import ReasonCode
 
@@ -111,6 +114,37 @@ class ConnectRequest(_Addressed):
         self.keepalive = keepalive
         self.properties = properties
         _Addressed.__init__(self, address)  # by name: super() costs a lookup per connect
+
+
+#: An object without its __init__ (the factories below set every slot).
+_new = object.__new__
+
+
+def connect_request(
+    client_id: str,
+    username: str | None,
+    password: bytes | None,
+    protocol_level: int,
+    clean_start: bool,
+    keepalive: int,
+    peer: Peer,
+    properties: Properties,
+) -> ConnectRequest:
+    """`ConnectRequest(...)` for a client the server is connected to (`peer`, its
+    connection), made without the type's __init__: the server makes one per
+    connect, and a Python __init__ (two, with `_Addressed`'s) costs a call
+    through the type's slot, dearer than the stores."""
+    request = _new(ConnectRequest)
+    request.client_id = client_id
+    request.username = username
+    request.password = password
+    request.protocol_level = protocol_level
+    request.clean_start = clean_start
+    request.keepalive = keepalive
+    request.properties = properties
+    request._address = None
+    request._peer = peer
+    return request
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,17 +225,29 @@ class ClientInfo(_Addressed):
         )
 
 
-@dataclass(slots=True)
-class Message:
-    """An application message. `expires_at` is on the server's monotonic clock
-    (from the 5.0 Message Expiry Interval), None when it never expires."""
-
-    topic: str
-    payload: bytes
-    qos: int = 0
-    retain: bool = False
-    properties: Properties = EMPTY
-    expires_at: float | None = None
+def client_info(
+    client_id: str,
+    username: str | None,
+    protocol_level: int,
+    peer: Peer,
+    principal: Any,
+    connected_at: float,
+    session_key: str,
+    seq: int,
+) -> ClientInfo:
+    """`ClientInfo(...)` for a client the server has accepted (`peer`, its
+    connection), made without the type's __init__, as `connect_request` is."""
+    info = _new(ClientInfo)
+    info.client_id = client_id
+    info.username = username
+    info.protocol_level = protocol_level
+    info.principal = principal
+    info.connected_at = connected_at
+    info.session_key = session_key
+    info.seq = seq
+    info._address = None
+    info._peer = peer
+    return info
 
 
 class CloseReason(Enum):

@@ -73,15 +73,51 @@ class Connack:
 
 
 @dataclass(slots=True)
-class Publish:
+class Message:
+    """An application message (the server's hooks see these, `hooks.Message`).
+    `expires_at` is on the server's monotonic clock (from the 5.0 Message
+    Expiry Interval), None when it never expires."""
+
     topic: str
-    payload: bytes = b""
+    payload: bytes
     qos: int = 0
     retain: bool = False
+    properties: Properties = EMPTY
+    expires_at: float | None = None
+
+
+@dataclass(slots=True, init=False)
+class Publish(Message):
+    """A PUBLISH: an application message with its packet's DUP flag and id.
+
+    It is a `Message` so that the server hands a client's PUBLISH to the
+    application as it was parsed, not copied into a second object per message.
+    Its arguments keep the order of the packet's fields (dup and packet id
+    before the properties)."""
+
     dup: bool = False
     packet_id: int | None = None
-    properties: Properties = EMPTY
     type: ClassVar[PacketType] = PacketType.PUBLISH
+
+    def __init__(
+        self,
+        topic: str,
+        payload: bytes = b"",
+        qos: int = 0,
+        retain: bool = False,
+        dup: bool = False,
+        packet_id: int | None = None,
+        properties: Properties = EMPTY,
+        expires_at: float | None = None,
+    ) -> None:
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+        self.dup = dup
+        self.packet_id = packet_id
+        self.properties = properties
+        self.expires_at = expires_at
 
 
 @dataclass(slots=True)

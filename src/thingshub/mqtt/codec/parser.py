@@ -79,6 +79,10 @@ PROTOCOL_MAX_PACKET_SIZE = 1 + 4 + MAX_VARINT
 
 _PACKET_TYPES = {t.value: t for t in PacketType}
 
+#: A packet without its __init__ (a Python __init__ costs a call through the type's
+#: slot, the dearest a message made): `_publish` and `_connect` set every slot.
+_new = object.__new__
+
 # Required low nibble of the first byte, per packet type (None: PUBLISH, checked apart).
 _FLAGS = {1: 0, 2: 0, 4: 0, 5: 0, 6: 2, 7: 0, 8: 2, 9: 0, 10: 2, 11: 0, 12: 0, 13: 0, 14: 0, 15: 0}
 
@@ -171,6 +175,11 @@ class Reader:
         # Whole packets in the bytes the socket gave: the hot ones are read in place.
         if first >> 4 == 3:
             return _publish(first & 0x0F, buf, i, end, self.version or MQTT_3_1_1)
+        if first == 0x10:  # CONNECT: decode_packet's path, without its call
+            connect = _connect(buf[i:end])
+            if self.version is None:
+                self.version = connect.protocol_level
+            return connect
         if first == 0x40 and length == 2:
             pid = (buf[i] << 8) | buf[i + 1]
             if not pid:
@@ -219,7 +228,7 @@ def _publish(flags: int, data: bytes, pos: int, end: int, version: int) -> Publi
     qos = (flags >> 1) & 3
     if qos == 3:
         raise MalformedPacket("PUBLISH with QoS 3")
-    dup = bool(flags & 8)
+    dup = (flags & 8) != 0
     if dup and not qos:
         raise MalformedPacket("PUBLISH with DUP set at QoS 0")
     if end - pos < 2:
@@ -248,16 +257,33 @@ def _publish(flags: int, data: bytes, pos: int, end: int, version: int) -> Publi
             pos += 1
         else:
             props, pos = read_properties(data, pos, end, PUBLISH)
-    return Publish(topic, data[pos:end], qos, bool(flags & 1), dup, packet_id, props)
+    packet = _new(Publish)  # without its __init__ (see _new)
+    packet.topic = topic
+    packet.payload = data[pos:end]
+    packet.qos = qos
+    packet.retain = (flags & 1) == 1
+    packet.dup = dup
+    packet.packet_id = packet_id
+    packet.properties = props
+    packet.expires_at = None
+    return packet
 
 
 def _connect(body: bytes) -> Connect:
     end = len(body)
-    if body[:6] == b"\x00\x04MQTT":  # the usual name, compared without decoding it
-        name, pos = "MQTT", 6
+    if end >= 10 and body[:6] == b"\x00\x04MQTT":
+        # The usual name, compared without decoding it; level, flags and
+        # keepalive read in place (they are there: the body is long enough).
+        name = "MQTT"
+        level = body[6]
+        cflags = body[7]
+        keepalive = (body[8] << 8) | body[9]
+        pos = 10
     else:
         name, pos = read_str(body, 0, end)
-    level, pos = read_u8(body, pos, end)
+        level, pos = read_u8(body, pos, end)
+        cflags, pos = read_u8(body, pos, end)
+        keepalive, pos = read_u16(body, pos, end)
     if name == "MQTT":
         if level not in (MQTT_3_1_1, MQTT_5):
             raise UnsupportedProtocolVersion(f"protocol level {level} is not supported", level)
@@ -266,8 +292,6 @@ def _connect(body: bytes) -> Connect:
             raise UnsupportedProtocolVersion(f"protocol level {level} is not supported", level)
     else:
         raise MalformedPacket(f"unknown protocol name {name!r}")
-    cflags, pos = read_u8(body, pos, end)
-    keepalive, pos = read_u16(body, pos, end)
     if cflags & 0x01:
         raise MalformedPacket("reserved CONNECT flag is set")
     has_will = bool(cflags & 0x04)
@@ -286,7 +310,19 @@ def _connect(body: bytes) -> Connect:
         props, pos = read_properties(body, pos, end, CONNECT)
         if props.authentication_data is not None and props.authentication_method is None:
             raise ProtocolError("authentication data without an authentication method")
-    client_id, pos = read_str(body, pos, end)
+    # read_str written out for the client id, which every CONNECT has.
+    if pos + 2 > end:
+        raise MalformedPacket("packet ends inside a length prefix")
+    start = pos + 2
+    pos = start + ((body[pos] << 8) | body[pos + 1])
+    if pos > end:
+        raise MalformedPacket("length prefix runs past the end of the packet")
+    try:
+        client_id = body[start:pos].decode()
+    except UnicodeDecodeError as exc:
+        raise MalformedPacket("string is not well-formed UTF-8") from exc
+    if "\x00" in client_id:
+        raise MalformedPacket("string contains U+0000")
     will = None
     if has_will:
         will_props = EMPTY
@@ -301,10 +337,18 @@ def _connect(body: bytes) -> Connect:
     password = None
     if has_pass:
         password, pos = read_binary(body, pos, end)
-    _require_end(pos, end)
-    return Connect(
-        client_id, level, bool(cflags & 0x02), keepalive, username, password, will, props
-    )
+    if pos != end:
+        raise MalformedPacket("bytes left over after the packet's fields")
+    connect = _new(Connect)  # without its __init__ (see _new)
+    connect.client_id = client_id
+    connect.protocol_level = level
+    connect.clean_start = (cflags & 0x02) != 0
+    connect.keepalive = keepalive
+    connect.username = username
+    connect.password = password
+    connect.will = will
+    connect.properties = props
+    return connect
 
 
 def _connack(_ptype: int, body: bytes, version: int) -> Connack:

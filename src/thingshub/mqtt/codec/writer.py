@@ -9,7 +9,8 @@ Rules:
 - `encode_publish` is the hot path of the server and takes the pieces of a
   PUBLISH directly, so forwarding needs no intermediate object; `encode_ack`
   writes the acknowledgement of success that follows most of them, the same
-  bytes as `encode` gives for it, in one call.
+  bytes as `encode` gives for it, in one call. The server writes both out on
+  its own hottest paths, with `pack_ack` and `publish_packer`'s packers.
 - The writer trusts its input to be in range (it comes from our own code);
   values that cannot be encoded raise ValueError.
 """
@@ -17,6 +18,7 @@ Rules:
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 from thingshub.mqtt.codec.packets import (
     MQTT_5,
@@ -84,6 +86,31 @@ def encode_publish(
 
 #: First byte, remaining length 2, packet id: an acknowledgement without reason code.
 _ACK = struct.Struct(">BBH")
+
+
+#: The packer of `encode_ack`, for the server's path that writes it out (a call
+#: less per message): first byte, remaining length 2, packet id.
+pack_ack = _ACK.pack
+
+
+#: Packers of a QoS 1/2 PUBLISH up to its payload (first byte, remaining length
+#: in one byte or in two, topic length, topic, packet id), by the topic's
+#: length: one call and one bytes object where assembling the pieces makes
+#: five. `publish_packer` makes each the first time its length comes.
+short_packers: dict[int, Callable[..., bytes]] = {}
+wide_packers: dict[int, Callable[..., bytes]] = {}
+
+
+def publish_packer(tlen: int, wide: bool) -> Callable[..., bytes]:
+    """The packer of `short_packers` (a one-byte remaining length, packets under
+    128 bytes) or `wide_packers` (two bytes, under 16 KiB) for a topic of `tlen`
+    bytes. The server's own lengths bound both: under 16 KiB, a topic is too."""
+    packers = wide_packers if wide else short_packers
+    pack = packers.get(tlen)
+    if pack is None:
+        fmt = f">BBBH{tlen}sH" if wide else f">BBH{tlen}sH"
+        pack = packers[tlen] = struct.Struct(fmt).pack
+    return pack
 
 
 def encode_ack(packet_type: int, packet_id: int) -> bytes:

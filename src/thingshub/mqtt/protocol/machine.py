@@ -110,7 +110,7 @@ class Extras:
 
 class Machine:
     __slots__ = (
-        "_acks",
+        "acks",
         "created",
         "extras",
         "keepalive",
@@ -129,7 +129,9 @@ class Machine:
         self.created = self.last_rx = now
         # Made when first needed: 10,000 idle connections should cost little memory.
         self.extras: Extras | None = None
-        self._acks: deque[Ack] | None = None
+        #: The acknowledgements decided late or queued behind one, in arrival order;
+        #: None when none waits (never empty: the server reads it in place).
+        self.acks: deque[Ack] | None = None
 
     def _extras(self) -> Extras:
         extras = self.extras
@@ -246,7 +248,7 @@ class Machine:
     def admit(self, qos2_waiting: int) -> bool:
         """A new QoS 1/2 PUBLISH arrived, with `qos2_waiting` QoS 2 messages of
         the session awaiting their PUBREL: True when reading should pause."""
-        pending = len(self._acks) if self._acks is not None else 0
+        pending = len(self.acks) if self.acks is not None else 0
         if self.version == MQTT_5:
             # Receive Maximum counts a QoS 2 message until its PUBCOMP.
             if pending + qos2_waiting >= self.limits.receive_maximum:
@@ -261,18 +263,18 @@ class Machine:
     def ack_now(self, packet_id: int, ack_type: int, code: int) -> bool:
         """An acknowledgement is decided: True when it may leave now, False when it
         was queued behind ones still waiting (`ready` gives it back in turn)."""
-        if not self._acks:
+        if not self.acks:
             return True
-        self._acks.append([packet_id, ack_type, code])
+        self.acks.append([packet_id, ack_type, code])
         return False
 
     def ack_later(self, packet_id: int, ack_type: int) -> Ack:
         """The application has the message: its acknowledgement waits, holding
         back those behind it until `settle`."""
         entry: Ack = [packet_id, ack_type, None]
-        if self._acks is None:
-            self._acks = deque()
-        self._acks.append(entry)
+        if self.acks is None:
+            self.acks = deque()
+        self.acks.append(entry)
         return entry
 
     @staticmethod
@@ -287,11 +289,11 @@ class Machine:
 
     def ready(self) -> Ack | None:
         """The next acknowledgement that may leave, in arrival order, if any."""
-        acks = self._acks
+        acks = self.acks
         if acks and acks[0][2] is not None:
             entry = acks.popleft()
             if not acks:
-                self._acks = None
+                self.acks = None
             return entry
         return None
 
@@ -299,7 +301,7 @@ class Machine:
         """The bytes of every acknowledgement that may leave now, in arrival
         order (b"" for none), and the packet ids of the QoS 2 flows they end
         (`refuses_qos2`; None for none): what `ready` and `ack` give one by one."""
-        acks = self._acks
+        acks = self.acks
         if not acks or acks[0][2] is None:
             return b"", None
         parts: list[bytes] = []
@@ -315,11 +317,11 @@ class Machine:
             else:
                 parts.append(encode_ack(ack_type, pid))
         if not acks:
-            self._acks = None
+            self.acks = None
         return b"".join(parts), ended
 
     def pending_acks(self) -> int:
-        return len(self._acks) if self._acks is not None else 0
+        return len(self.acks) if self.acks is not None else 0
 
     def ack(self, packet_id: int, ack_type: int, code: int) -> bytes:
         """The bytes of a PUBACK or PUBREC with `code` (0x00 for 3.1.1, which has none)."""

@@ -14,8 +14,8 @@ Rules:
   messages).
 - A publisher's silence while it is held is ours: its keepalive restarts
   when it is released.
-- The connection supplies the I/O (`_can_hold`, `_stop_reading`,
-  `_start_reading`, `_hold_timer`); this class keeps only who holds up whom.
+- The connection supplies the I/O (`_stop_reading`, `_start_reading`,
+  `_hold_timer`); this class keeps only who holds up whom.
 """
 
 from __future__ import annotations
@@ -47,10 +47,10 @@ class Backpressure:
         self.stuck = False  # we held a publisher up for `max_hold` and did not drain
 
     # The connection's I/O.
-    def _can_hold(self) -> bool:
-        raise NotImplementedError  # unreachable in practice
-
-    def _stop_reading(self) -> None:
+    def _stop_reading(self) -> bool:
+        """Stop reading for a hold; False (and nothing done) if this connection
+        cannot be held (it is not connected): one call for both, as a hold comes
+        every other message under a window-1 fan-in."""
         raise NotImplementedError  # unreachable in practice
 
     def _start_reading(self) -> None:
@@ -94,7 +94,7 @@ class Backpressure:
         deliver to, has drained its socket buffer or its queue of QoS 1/2
         messages. A `slow` that has not drained `max_hold` seconds after it
         first held someone up is `stuck`: it holds nobody up again until it drains."""
-        if self._held is not None or not self._can_hold():
+        if self._held is not None or not self._stop_reading():
             return
         assert isinstance(slow, Backpressure)
         blocked = slow._blocked
@@ -102,7 +102,6 @@ class Backpressure:
             blocked = slow._blocked = Blocked()
             blocked.timer = slow._hold_timer()
         blocked.append(self)
-        self._stop_reading()
         self._held = slow
 
     def hold_expired(self) -> None:

@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from ssl import SSLContext
 
 from thingshub.mqtt.codec.packets import (
@@ -51,19 +52,20 @@ from thingshub.mqtt.hooks import (
     Accept,
     ClientInfo,
     CloseReason,
-    ConnectRequest,
     Hooks,
     Message,
     OpenHooks,
     PublishOutcome,
     Refuse,
+    client_info,
+    connect_request,
 )
 from thingshub.mqtt.logs import logger
 from thingshub.mqtt.protocol.lifetimes import session_expiry
 from thingshub.mqtt.protocol.machine import AUTHENTICATING, CONNECTED
 from thingshub.mqtt.server.census import Census
 from thingshub.mqtt.server.config import BrokerConfig
-from thingshub.mqtt.server.connection import Connection
+from thingshub.mqtt.server.connection import Connection, Output
 from thingshub.mqtt.server.delivery import BrokerStats, Delivery
 from thingshub.mqtt.server.departures import Departures
 from thingshub.mqtt.server.inbound import AckBudget
@@ -94,14 +96,12 @@ class Broker:
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
-        self._dirty: list[Connection] = []
         #: Messages handed to the application whose acknowledgement still waits.
         self.acks = AckBudget(self.config.max_waiting_acks)
         #: Connections that received data since `activity()` was last called;
         #: kept only when the application asks for it (and calls activity()).
         self.track_activity = False
         self.active: list[Connection] = []
-        self._flush_scheduled = False
         self._started = False
 
     # ------------------------------------------------------------ lifecycle
@@ -109,6 +109,7 @@ class Broker:
     #: Set by `start`: plain attributes, not properties, as every packet reads them.
     loop: asyncio.AbstractEventLoop
     delivery: Delivery
+    output: Output
     subscriptions: Subscriptions
     departures: Departures
     #: A CONNECTED connection ended: departures.py's, bound at start (see `Host`).
@@ -118,6 +119,8 @@ class Broker:
         if not self._started:
             self._started = True
             self.loop = asyncio.get_running_loop()
+            #: Connections' output, written at the end of each loop turn.
+            self.output = Output(self.loop, self.stats)
             self.delivery = Delivery(self.config, self.stats, self.loop)
             self.subscriptions = Subscriptions(self.hooks, self.stats, self.delivery)
             self.departures = Departures(
@@ -138,7 +141,11 @@ class Broker:
         """Listen on host:port (0 = any port), over TLS with `ssl`; returns the bound port."""
         self._bind_loop()
         server = await self.loop.create_server(
-            lambda: Connection(self), host, port, **self.config.listen_options(ssl)
+            # A partial, not a lambda: no Python frame of its own per accept.
+            partial(Connection, self),
+            host,
+            port,
+            **self.config.listen_options(ssl),
         )
         self._servers.append(server)
         return int(server.sockets[0].getsockname()[1])
@@ -179,13 +186,6 @@ class Broker:
     def _track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def _flush_all(self) -> None:
-        self._flush_scheduled = False
-        dirty = self._dirty
-        self._dirty = []
-        for conn in dirty:
-            conn.flush()
 
     async def _sweep(self) -> None:
         interval = self.config.sweep_interval
@@ -273,7 +273,7 @@ class Broker:
             # No topic name at all [MQTT-4.7.1-1]: not 0x90 ("valid, not accepted").
             conn.refuse(ReasonCode.PROTOCOL_ERROR, "invalid will topic", connack=v5)
             return
-        request = ConnectRequest(
+        request = connect_request(
             client_id,
             packet.username,
             packet.password,
@@ -288,7 +288,11 @@ class Broker:
         except Exception:
             self._authenticate_failed(conn)
             return
-        if isinstance(decision, (Accept, Refuse)):  # answered at once
+        # Answered at once: _decided written out (a call less per connect).
+        if isinstance(decision, Accept):
+            self._accept(conn, packet, client_id, assigned, decision)
+            return
+        if isinstance(decision, Refuse):
             self._decided(conn, packet, client_id, assigned, decision)
             return
         conn.wait_for_authentication()
@@ -387,7 +391,7 @@ class Broker:
 
         conn.session = session
         conn.will = packet if packet.will is not None else None
-        conn.client = ClientInfo(
+        conn.client = client_info(
             client_id,
             packet.username,
             packet.protocol_level,
@@ -454,13 +458,6 @@ class Broker:
         return None
 
     # ------------------------------------------------------------ a connection's requests
-
-    def schedule_flush(self, conn: Connection) -> None:
-        """`conn` has output: it leaves with everyone's at the end of this loop turn."""
-        self._dirty.append(conn)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush_all)
 
     def subscribe(self, conn: Connection, packet: Subscribe) -> None:
         self.subscriptions.subscribe(conn, packet)

@@ -19,8 +19,9 @@ Rules:
 - A malformed or forbidden packet closes only this connection: a 5.0 client
   first gets a DISCONNECT with the reason code, a 3.1.1 client just a close.
 - What a connected client publishes, and the order and timing of our
-  acknowledgements, is inbound.py's; holding up publishers for slow
-  subscribers is backpressure.py's. Both are bases of `Connection`.
+  acknowledgements, is inbound.py's; the PUBLISHes to it are outbound.py's;
+  holding up publishers for slow subscribers is backpressure.py's. All are
+  bases of `Connection`.
 - Messages to the client: QoS 0 ones are dropped when the socket already holds
   `max_outgoing_buffer` bytes; QoS 1/2 ones wait in the session. Packets larger
   than the client's Maximum Packet Size are dropped, as 5.0 requires.
@@ -30,12 +31,10 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from typing import TYPE_CHECKING, Protocol
 
 from thingshub.mqtt.codec.errors import CodecError, UnsupportedProtocolVersion
 from thingshub.mqtt.codec.packets import (
-    MQTT_5,
     Auth,
     Connect,
     Disconnect,
@@ -47,9 +46,8 @@ from thingshub.mqtt.codec.packets import (
     Unsubscribe,
 )
 from thingshub.mqtt.codec.parser import Reader
-from thingshub.mqtt.codec.properties import encode_properties
 from thingshub.mqtt.codec.reasons import ReasonCode
-from thingshub.mqtt.codec.writer import PINGRESP_BYTES, encode_publish
+from thingshub.mqtt.codec.writer import PINGRESP_BYTES
 from thingshub.mqtt.hooks import ClientInfo, CloseReason
 from thingshub.mqtt.logs import logger
 from thingshub.mqtt.protocol.machine import (
@@ -61,9 +59,10 @@ from thingshub.mqtt.protocol.machine import (
 )
 from thingshub.mqtt.server.backpressure import Backpressure
 from thingshub.mqtt.server.inbound import Inbound, InboundHost
+from thingshub.mqtt.server.outbound import Outbound
 
 if TYPE_CHECKING:
-    from thingshub.mqtt.server.ports import Outgoing
+    from thingshub.mqtt.server.delivery import BrokerStats
     from thingshub.mqtt.server.session import Session
 
 log = logger("thingshub.mqtt")
@@ -85,7 +84,8 @@ class Host(InboundHost, Protocol):
     def active(self) -> list[Connection]: ...
     def register(self, conn: Connection) -> bool: ...
     def unregister(self, conn: Connection) -> None: ...
-    def schedule_flush(self, conn: Connection) -> None: ...
+    @property
+    def output(self) -> Output: ...
     def next_seq(self) -> int: ...
     def connect(self, conn: Connection, packet: Connect) -> None: ...
     def subscribe(self, conn: Connection, packet: Subscribe) -> None: ...
@@ -93,7 +93,38 @@ class Host(InboundHost, Protocol):
     def detach(self, conn: Connection, reason: CloseReason, *, send_will: bool) -> None: ...
 
 
-class Connection(Inbound, Backpressure, asyncio.Protocol):
+class Output:
+    """The connections written to during this turn of the event loop: what each
+    has leaves at the turn's end in one `transport.write`. Beside `Connection`,
+    so that writing and flushing read its buffer in place (no call per packet)."""
+
+    __slots__ = ("dirty", "loop", "scheduled", "stats")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, stats: BrokerStats) -> None:
+        self.loop = loop
+        self.stats = stats
+        self.dirty: list[Connection] = []
+        self.scheduled = False  # flush_all is due at the turn's end
+
+    def flush_all(self) -> None:
+        self.scheduled = False
+        dirty = self.dirty
+        self.dirty = []
+        sent = 0
+        for conn in dirty:  # Connection.flush written out
+            buf = conn._wbuf
+            transport = conn.transport
+            if buf is None or transport is None:
+                continue
+            data = buf[0] if len(buf) == 1 else b"".join(buf)
+            conn._wbuf = None
+            conn._wbytes = 0
+            sent += len(data)
+            transport.write(data)
+        self.stats.bytes_out += sent
+
+
+class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
     """One client's socket, from accept to close (an asyncio protocol)."""
 
     __slots__ = (
@@ -190,7 +221,12 @@ class Connection(Inbound, Backpressure, asyncio.Protocol):
         buf = self._wbuf
         if buf is None:
             self._wbuf = [data]
-            self.broker.schedule_flush(self)
+            # Output.add written out: a window-1 publisher's every PUBACK comes this way.
+            output = self.broker.output
+            output.dirty.append(self)
+            if not output.scheduled:
+                output.scheduled = True
+                output.loop.call_soon(output.flush_all)
         else:
             buf.append(data)
         self._wbytes += len(data)
@@ -295,25 +331,37 @@ class Connection(Inbound, Backpressure, asyncio.Protocol):
         reader = self.reader
         machine = self.machine
         heard = False
+        acked: Session | None = None  # queue to pump once after a run of plain PUBACKs
         try:
             while True:
                 state = machine.state
                 if state is not CONNECTED and state is not AWAITING_CONNECT:
-                    return
+                    break
                 if self._paused or self._held is not None:
-                    return  # what is already buffered waits too: resuming processes it
+                    break  # what is already buffered waits too: resuming processes it
                 packet = reader.next_item()
                 if packet is None:
-                    return
+                    break
                 if not heard:  # a whole packet is what keeps a client alive, not a byte
                     heard = True
                     machine.last_rx = self.broker.loop.time()
                 if state is CONNECTED:
+                    if type(packet) is int:  # a plain PUBACK's id: ends a QoS 1 delivery
+                        # Delivery.acked written out (a subscriber sends one per message).
+                        session = self.session
+                        assert session is not None
+                        inflight = session.inflight
+                        out = inflight.get(packet)
+                        if out is not None and out.qos == 1:  # else unknown: nothing to do
+                            del inflight[packet]
+                            if session.queue:
+                                acked = session
+                        continue
+                    if acked is not None:  # what the PUBACKs before it made room for
+                        self.broker.delivery.pump(acked)
+                        acked = None
                     if type(packet) is Publish:
                         self._on_publish(packet)
-                    elif type(packet) is int:  # a plain PUBACK's id: ends a QoS 1 delivery
-                        assert self.session is not None
-                        self.broker.delivery.acked(self.session, packet, 1)
                     else:
                         self._dispatch(packet)
                 else:
@@ -322,8 +370,14 @@ class Connection(Inbound, Backpressure, asyncio.Protocol):
                     self.broker.connect(self, connect)
         except UnsupportedProtocolVersion as exc:
             self._refuse_version(exc.level)
+            return
         except CodecError as exc:
+            if acked is not None:  # what those PUBACKs made room for goes before the close
+                self.broker.delivery.pump(acked)
             self.protocol_error(exc.reason_code, str(exc))
+            return
+        if acked is not None:
+            self.broker.delivery.pump(acked)
 
     def _dispatch(self, packet: object) -> None:
         kind = type(packet)
@@ -423,77 +477,23 @@ class Connection(Inbound, Backpressure, asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    # ------------------------------------------------------------ PUBLISH out
-
-    def send_publish(
-        self,
-        msg: Outgoing,
-        qos: int,
-        retain: bool,
-        sub_ids: tuple[int, ...],
-        packet_id: int | None,
-        dup: bool = False,
-    ) -> bool:
-        """Encode and queue one PUBLISH to this client; False if it had to be dropped."""
-        topic = msg.topic
-        topic_b = topic.encode()
-        props_bytes = b""
-        new_alias = 0
-        machine = self.machine
-        version = machine.version
-        if version == MQTT_5:
-            props = msg.properties
-            if sub_ids or msg.expires_at is not None:
-                now = self.broker.loop.time()
-                changed = machine.outgoing_properties(props, msg.expires_at, sub_ids, now)
-                if changed is None:
-                    self.broker.stats.dropped_expired += 1
-                    return False
-                props = changed
-            extras = machine.extras
-            if extras is not None and extras.alias_max_out:
-                alias, new = machine.alias_out(topic)
-                if alias:
-                    if new:
-                        new_alias = alias
-                    else:
-                        topic_b = b""
-                    props = dataclasses.replace(props, topic_alias=alias)
-            props_bytes = encode_properties(props)
-        data = encode_publish(
-            topic_b, msg.payload, qos, retain, dup, packet_id, version, props_bytes
-        )
-        extras = machine.extras
-        if extras is not None and extras.max_packet_out and len(data) > extras.max_packet_out:
-            self.broker.stats.dropped_too_large += 1
-            return False
-        if new_alias:
-            machine.remember_alias(topic, new_alias)
-        self.write(data)
-        self.broker.stats.messages_out += 1
-        return True
-
-    def send_pubrel(self, packet_id: int) -> None:
-        pubrel = self.machine.pubrel(packet_id)
-        assert pubrel is not None
-        self.write(pubrel)
-
     # ------------------------------------------------------------ backpressure
 
-    def _can_hold(self) -> bool:
-        return self.transport is not None and self.machine.state is CONNECTED
-
-    def _stop_reading(self) -> None:
+    def _stop_reading(self) -> bool:
+        transport = self.transport
+        if transport is None or self.machine.state is not CONNECTED:
+            return False  # nothing to hold
         if not self._paused:
-            assert self.transport is not None
-            self.transport.pause_reading()
+            transport.pause_reading()
+        return True
 
     def _start_reading(self) -> None:
-        if not self._paused and self._can_hold():
-            assert self.transport is not None
+        transport = self.transport
+        if not self._paused and transport is not None and self.machine.state is CONNECTED:
             self.machine.last_rx = self.broker.loop.time()  # its silence while held was ours
-            self.transport.resume_reading()
-            self._process_later()
+            transport.resume_reading()
+            if self.reader.buffered:  # _process_later written out
+                self.broker.loop.call_soon(self._process)
 
     def _hold_timer(self) -> asyncio.TimerHandle:
         return self.broker.loop.call_later(self.broker.config.max_hold, self.hold_expired)

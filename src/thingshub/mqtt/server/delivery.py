@@ -21,6 +21,7 @@ Rules:
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -58,6 +59,10 @@ class BrokerStats:
     hook_errors: int = 0
 
 
+#: An object without its __init__ (`deliver` sets every slot itself).
+_new = object.__new__
+
+
 class Delivery:
     __slots__ = ("config", "current", "loop", "retained", "router", "stats")
 
@@ -90,7 +95,10 @@ class Delivery:
 
     def route(self, message: Message, sender: str | None) -> int:
         """Deliver to every matching session; the number of sessions reached."""
-        subs = self.router.match(message.topic)
+        router = self.router
+        subs = router.cache.get(message.topic)  # what match gives, without its call
+        if subs is None:
+            subs = router.match(message.topic)
         if not subs:
             return 0
         if len(subs) == 1:
@@ -147,28 +155,55 @@ class Delivery:
                     self.backpressure(conn)
             conn.send_publish(message, 0, retain, sub_ids, None)
             return
-        out = OutMessage(
-            message.topic,
-            message.payload,
-            qos,
-            retain,
-            message.properties,
-            message.expires_at,
-            sub_ids,
-        )
+        # Made without OutMessage's __init__ (a call through the type's slot,
+        # dearer than the stores): every QoS 1/2 delivery makes one.
+        out = _new(OutMessage)
+        out.topic = message.topic
+        out.payload = message.payload
+        out.qos = qos
+        out.retain = retain
+        out.properties = message.properties
+        out.expires_at = message.expires_at
+        out.sub_ids = sub_ids
+        out.released = False
         # The window and the queue read in place: every QoS 1/2 message's path.
         if conn is not None and not session.queue and len(session.inflight) < session.max_inflight:
-            self.send_new(session, out)
+            # Into the window (as pump does it): a window-1 publisher's every message
+            # comes this way while the subscriber keeps up.
+            if conn.write_paused and not conn.stuck:
+                self.backpressure(conn)
+            inflight = session.inflight
+            pid = session.last_packet_id % 65535 + 1
+            if pid in inflight:  # almost never: a message 65,535 ids old still in flight
+                pid = session.next_packet_id()
+            else:
+                session.last_packet_id = pid
+            out.packet_id = pid
+            if conn.send_publish(out, qos, retain, sub_ids, pid):
+                if inflight is NONE_YET:
+                    inflight = session.inflight = {}
+                inflight[pid] = out
             return
-        if not session.enqueue(out):
-            self.stats.dropped_queue_full += 1
-        elif (
-            conn is not None and not conn.stuck and len(session.queue or ()) >= session.max_inflight
+        out.packet_id = 0
+        # session.enqueue written out.
+        queue = session.queue
+        if queue is None:
+            queue = session.queue = deque()
+        size = len(out.payload)
+        if len(queue) >= session.max_queued or (
+            session.queued_bytes + size > session.max_queued_bytes
         ):
+            self.stats.dropped_queue_full += 1
+            return
+        queue.append(out)
+        session.queued_bytes += size
+        if conn is not None and not conn.stuck and len(queue) >= session.max_inflight:
             # A window's worth waits behind the window: the client acknowledges
             # slower than it is published to; slow the publisher down rather
-            # than let the queue fill up and drop.
-            self.backpressure(conn)
+            # than let the queue fill up and drop (backpressure, written out).
+            publisher = self.current
+            if publisher is not None and publisher is not conn:
+                publisher.hold(conn)
 
     def backpressure(self, slow: Link) -> None:
         """`slow` cannot keep up: stop reading from whoever is publishing to it now."""
@@ -176,41 +211,39 @@ class Delivery:
         if publisher is not None and publisher is not slow:
             publisher.hold(slow)
 
-    def send_new(self, session: Session, out: OutMessage) -> None:
-        conn = session.connection
-        assert conn is not None
-        if conn.write_paused and not conn.stuck:
-            self.backpressure(conn)
-        inflight = session.inflight
-        pid = session.last_packet_id % 65535 + 1
-        if pid in inflight:  # almost never: a message 65,535 ids old still in flight
-            pid = session.next_packet_id()
-        else:
-            session.last_packet_id = pid
-        out.packet_id = pid
-        if conn.send_publish(out, out.qos, out.retain, out.sub_ids, pid):
-            # In flight until acknowledged (session.py: the shared empty mapping until then).
-            if inflight is NONE_YET:
-                inflight = session.inflight = {}
-            inflight[pid] = out
-
     def pump(self, session: Session) -> None:
         """Move queued messages into the in-flight window while it has room; once
         the queue is empty, release the publishers it held up."""
-        while session.connection is not None and len(session.inflight) < session.max_inflight:
-            queue = session.queue
-            if not queue:
-                break
+        conn = session.connection
+        if conn is None:
+            return
+        queue = session.queue
+        inflight = session.inflight
+        room = session.max_inflight
+        while queue and len(inflight) < room:
             out = queue.popleft()
             if not queue:
-                session.queue = None
+                session.queue = queue = None
             session.queued_bytes -= len(out.payload)
             if out.expires_at is not None and out.expires_at <= self.loop.time():
                 self.stats.dropped_expired += 1
                 continue
-            self.send_new(session, out)
-        conn = session.connection
-        if conn is not None and session.queue is None:
+            # Into the window, as deliver does it (written out: a subscriber's
+            # every acknowledgement lets the next queued message go this way).
+            if conn.write_paused and not conn.stuck:
+                self.backpressure(conn)
+            pid = session.last_packet_id % 65535 + 1
+            if pid in inflight:  # almost never: a message 65,535 ids old still in flight
+                pid = session.next_packet_id()
+            else:
+                session.last_packet_id = pid
+            out.packet_id = pid
+            if conn.send_publish(out, out.qos, out.retain, out.sub_ids, pid):
+                # In flight until acknowledged (session.py: the shared empty mapping until then).
+                if inflight is NONE_YET:
+                    inflight = session.inflight = {}
+                inflight[pid] = out
+        if queue is None:
             conn.queue_drained()
 
     def resend(self, session: Session) -> None:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 from thingshub.mqtt.codec.packets import MQTT_5, Disconnect, PacketType, Publish
 from thingshub.mqtt.codec.properties import EMPTY
 from thingshub.mqtt.codec.reasons import ReasonCode
-from thingshub.mqtt.codec.writer import encode_ack
+from thingshub.mqtt.codec.writer import pack_ack
 from thingshub.mqtt.hooks import ClientInfo, CloseReason, Message, PublishOutcome, Settling
 from thingshub.mqtt.logs import logger
 from thingshub.mqtt.protocol.machine import CLOSED, Ack, Machine
@@ -131,7 +131,13 @@ class Inbound:
         assert session is not None and client is not None
         broker.stats.messages_in += 1
         machine = self.machine
-        machine.check_publish(packet)
+        props = packet.properties
+        topic = packet.topic
+        if props is not EMPTY or not topic or "+" in topic or "#" in topic:
+            # Without properties check_publish checks only the topic: a valid one
+            # (every message's) needs no call.
+            machine.check_publish(packet)
+            props = packet.properties  # without its topic alias, if it had one
         qos = packet.qos
         if qos:
             pid = packet.packet_id
@@ -141,16 +147,19 @@ class Inbound:
                 self._queue_ack(pid, _PUBREC, 0)
                 return
             qos2 = session.inbound_qos2  # its size is session.qos2_count(), without the call
-            if machine.admit(len(qos2) if qos2 is not None else 0):
+            # With no acknowledgement waiting and no QoS 2 flow open, admit says
+            # "go on" (its limit, the Receive Maximum, is at least 1): no call.
+            if (machine.acks is not None or qos2 is not None) and machine.admit(
+                len(qos2) if qos2 is not None else 0
+            ):
                 self.throttle()
-        props = packet.properties
-        message = Message(packet.topic, packet.payload, qos, packet.retain, props)
         if props is not EMPTY and props.message_expiry_interval is not None:
-            message.expires_at = broker.loop.time() + props.message_expiry_interval
+            packet.expires_at = broker.loop.time() + props.message_expiry_interval
         delivery = broker.delivery
         delivery.current = self  # type: ignore[assignment]  # a Connection: a Link
         try:
-            outcome = broker.incoming(client, message, session)
+            # The packet is the application's Message (a Publish is one): not copied.
+            outcome = broker.incoming(client, packet, session)
         finally:
             delivery.current = None
         if not qos:
@@ -163,9 +172,11 @@ class Inbound:
         if outcome is None or isinstance(outcome, int):
             # _queue_ack and _send_ack written out: this is every QoS 1/2 message's path.
             code = outcome or 0
-            if machine.ack_now(pid, ack_type, code):
-                if not code:  # machine.ack's own answer to a success, without its call
-                    self.write(encode_ack(ack_type, pid))
+            if machine.acks is None or machine.ack_now(pid, ack_type, code):
+                # Nothing waits before it (ack_now's answer, without its call).
+                if not code:  # machine.ack's own answer to a success, without its calls
+                    # encode_ack written out: a PUBACK (PUBREC) of success.
+                    self.write(pack_ack(0x40 if qos == 1 else 0x50, 2, pid))
                     return
                 self.write(machine.ack(pid, ack_type, code))
                 if machine.refuses_qos2(ack_type, code):

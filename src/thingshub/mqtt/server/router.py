@@ -84,10 +84,12 @@ _NOTHING: list[Subscription] = []
 
 
 class Router:
-    __slots__ = ("_cache", "_exact", "_root", "_seen", "_seen_count", "_wild_count")
+    __slots__ = ("_exact", "_root", "_seen", "_seen_count", "_wild_count", "cache")
 
     def __init__(self) -> None:
-        self._cache: dict[str, list[Subscription]] = {}
+        #: What `match` remembered, by topic: read in place by delivery (a call
+        #: less per message); changed only here.
+        self.cache: dict[str, list[Subscription]] = {}
         self._seen = bytearray(SEEN_BITS // 8)
         self._seen_count = 0  # topics marked in `_seen` since it was wiped
         self._exact: dict[str, _Leaf] = {}
@@ -96,7 +98,7 @@ class Router:
 
     def add(self, topic_filter: str, sub: Subscription) -> None:
         """Index `sub` under a non-shared `topic_filter` (the group is in `sub`)."""
-        self._cache.clear()
+        self.cache.clear()
         leaf = self._leaf(topic_filter, create=True)
         assert leaf is not None
         client_id = sub.session.client_id
@@ -109,7 +111,7 @@ class Router:
             group.members[client_id] = sub
 
     def remove(self, topic_filter: str, client_id: str, group: str | None) -> None:
-        self._cache.clear()
+        self.cache.clear()
         leaf = self._leaf(topic_filter, create=False)
         if leaf is None:
             return
@@ -163,7 +165,7 @@ class Router:
         """Every subscription a message on `topic` goes to: all plain matches,
         and one member per matching share group. The list is shared: read it,
         never change it."""
-        cached = self._cache.get(topic)
+        cached = self.cache.get(topic)
         if cached is not None:
             return cached
         leaf = self._exact.get(topic)
@@ -187,9 +189,9 @@ class Router:
             h = hash(topic) & (SEEN_BITS - 1)
             seen, bit = self._seen, 1 << (h & 7)
             if seen[h >> 3] & bit:
-                if len(self._cache) >= CACHE_SIZE:
-                    self._cache.clear()
-                self._cache[topic] = out
+                if len(self.cache) >= CACHE_SIZE:
+                    self.cache.clear()
+                self.cache[topic] = out
             else:
                 seen[h >> 3] |= bit
                 self._seen_count += 1

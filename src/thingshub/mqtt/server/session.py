@@ -13,13 +13,14 @@ Rules:
 - A session's connection is a `Link` (ports.py): the session knows nothing of
   sockets.
 - Its subscriptions and in-flight messages are the shared `NONE_YET` until
-  the first one arrives (`subscribe`, delivery's `send_new`): an empty dict is
+  the first one arrives (`subscribe`, delivery's `deliver` and `pump`): an empty dict is
   64 bytes, and 10,000 idle connections should cost little memory. Reading it
   is reading an empty mapping; writing to it is a bug, and raises.
-- Delivery (delivery.py) puts messages in flight (as `send` does), takes
-  them off the queue (`queue` None once empty, `queued_bytes` kept with it)
-  and picks the next packet id in place: that runs for every QoS 1/2 message,
-  and a call would cost more than what it does.
+- Delivery (delivery.py) puts messages in flight, queues them (within
+  `max_queued` and `max_queued_bytes`) and takes them off the queue (`queue`
+  None once empty, `queued_bytes` kept with it) and picks the next packet id,
+  all in place: that runs for every QoS 1/2 message, and a call would cost
+  more than what it does.
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ class Session:
 
     def send(self, packet_id: int, out: OutMessage) -> None:
         """`out` has gone to the client as `packet_id`: in flight until acknowledged
-        (delivery's `send_new` does the same in place)."""
+        (delivery's `deliver` and `pump` do the same in place)."""
         if self.inflight is NONE_YET:
             self.inflight = {}
         self.inflight[packet_id] = out
@@ -155,18 +156,6 @@ class Session:
                 return pid
             left -= 1
         raise RuntimeError("no free packet identifier")  # unreachable: inflight <= 65535
-
-    def enqueue(self, message: OutMessage) -> bool:
-        """Queue a message behind the in-flight window; False if it was dropped."""
-        size = len(message.payload)
-        queue = self.queue
-        if queue is None:
-            queue = self.queue = deque()
-        if len(queue) >= self.max_queued or self.queued_bytes + size > self.max_queued_bytes:
-            return False
-        queue.append(message)
-        self.queued_bytes += size
-        return True
 
     def qos2_received(self, packet_id: int) -> bool:
         """Whether a QoS 2 message with this id was received and not yet released."""
