@@ -235,3 +235,21 @@ async def test_noted_activity_never_goes_back(world: World) -> None:
     presence.reached_all([a], via=gw)
     presence.touch(*a, T0)  # folded first (and a sub-device is not connected: no touch)
     assert await presence.get(*a) == Presence(True, T0 + 10, T0)
+
+
+async def test_one_devices_reading_folds_only_its_own_noted_activity(world: World) -> None:
+    """A device's touch or get folds its own noted activity, not every sub-device's: the
+    rest wait for the flush (a gateway's touch every second folded them all)."""
+    await world.device("gw")
+    for name in ("a", "b"):
+        await world.device(name, online=False, gateway=("p1", "gw"), sub_address=name)
+    presence, a, b, gw = world.presence, ("p1", "a"), ("p1", "b"), ("p1", "gw")
+    presence.reached_all([a, b], via=gw)
+    world.clock.advance(5)
+    presence.reached_all([a, b], via=gw)
+    presence.touch(*gw, T0 + 5)
+    assert await presence.get(*a) == Presence(True, T0 + 5, T0)
+    assert set(presence._heard) == {b}
+    await presence.flush()
+    assert not presence._heard
+    assert await world.storage.devices.presence(*b) == Presence(True, T0 + 5, T0)

@@ -83,7 +83,7 @@ class PresenceService:
     def connected(self, product_id: str, name: str, seq: int) -> None:
         """The device's connection number `seq` was accepted."""
         if self._heard:
-            self._fold()
+            self._fold((product_id, name))
         key = (product_id, name)
         holder = self._connections.get(key)
         if holder is not None and holder > seq:
@@ -129,7 +129,7 @@ class PresenceService:
     def reached(self, product_id: str, name: str, via: Key) -> None:
         """Data for the sub-device arrived through the connection of `via`."""
         if self._heard:
-            self._fold()
+            self._fold((product_id, name))
         key = (product_id, name)
         if via not in self._connections or key == via:
             return
@@ -161,16 +161,22 @@ class PresenceService:
             elif key != via:
                 self._reach(key, via, now)
 
-    def _fold(self) -> None:
-        """The activity noted by `reached_all` into the state (and its record)."""
+    def _fold(self, key: Key | None = None) -> None:
+        """The activity noted by `reached_all` into the state (and its record): of
+        `key` (what reads or changes one device's state), or of every device."""
+        if key is not None:
+            when = self._heard.pop(key, None)
+            if when is not None:
+                self._set(key, online=True, activity=when, transition=False)
+            return
         heard, self._heard = self._heard, {}
-        for key, when in heard.items():
-            self._set(key, online=True, activity=when, transition=False)
+        for each, when in heard.items():
+            self._set(each, online=True, activity=when, transition=False)
 
     def detach(self, product_id: str, name: str) -> None:
         """The sub-device left its gateway's tree: offline unless it is connected itself."""
         if self._heard:
-            self._fold()
+            self._fold((product_id, name))
         key = (product_id, name)
         via = self._via.pop(key, None)
         if via is None:
@@ -181,7 +187,7 @@ class PresenceService:
 
     def touch(self, product_id: str, name: str, when_ms: int) -> None:
         if self._heard:
-            self._fold()
+            self._fold((product_id, name))
         key = (product_id, name)
         if key in self._connections:
             self._set(key, online=True, activity=when_ms, transition=False)
@@ -247,7 +253,7 @@ class PresenceService:
 
     async def get(self, product_id: str, name: str) -> Presence:
         if self._heard:
-            self._fold()
+            self._fold((product_id, name))
         key = (product_id, name)
         state = self._state.get(key)
         if state is not None:
@@ -257,7 +263,8 @@ class PresenceService:
 
     async def get_many(self, keys: list[Key]) -> dict[Key, Presence]:
         if self._heard:
-            self._fold()
+            for key in keys:
+                self._fold(key)
         missing = [k for k in keys if k not in self._state]
         stored = await self.repo.presence_many(missing) if missing else {}
         return {k: self._state.get(k) or stored.get(k) or Presence(False) for k in keys}
