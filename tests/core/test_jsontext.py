@@ -200,3 +200,29 @@ def test_lone_surrogates_are_refused(text: str) -> None:
 def test_surrogate_pairs_and_escaped_backslashes_are_fine() -> None:
     assert loads_unicode('"\\ud83d\\ude00"') == "\U0001f600"
     assert loads_unicode('"\\\\ud800"') == "\\ud800"  # a backslash, then text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"id":"1","params":{"a":{"value":12,"time":1767225600123},"b":{"value":-3.5}}}',
+        '{"big":' + "9" * 32 + ',"small":-7}',  # 32 digits: the scanner's own int
+        '{"s":"' + "1" * 40 + '","n":5}',  # a long run in a string: the hook, same values
+        '{"n":' + "9" * 33 + ',"m":-' + "9" * 5000 + "}",  # out of every range, signs kept
+        '["é", 1, 2.5e3, true, null]',
+    ],
+)
+def test_a_document_from_its_bytes_reads_as_from_its_text(text: str) -> None:
+    """Given the bytes, the integer hook is skipped when no run of 33 digits can make
+    an integer out of range: the values are the same either way."""
+    expected = jsontext.loads(text)
+    raw = text.encode()
+    for data in (raw, bytearray(raw), memoryview(raw)):
+        assert jsontext.loads(data) == expected
+    assert jsontext.scan_whole(text, raw) == jsontext.scan_whole(text) == (True, expected)
+
+
+def test_a_long_integer_from_bytes_is_out_of_every_range() -> None:
+    assert jsontext.loads(b'{"n":' + b"9" * 33 + b"}") == {"n": 10**33}
+    assert jsontext.loads(b"[-" + b"1" * 4400 + b"]") == [-(10**33)]
+    assert jsontext.scan_whole("[1] ", b"[1] ") == (False, None)

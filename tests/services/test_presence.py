@@ -180,3 +180,76 @@ async def test_a_device_handed_over_leaves_a_node_without_an_offline(world: Worl
         n2.disconnected("p1", "gw", 5)
         await n2.flush()
         assert await world.storage.devices.holder("p1", "gw") is None
+
+
+async def test_a_gateways_report_reaches_its_sub_devices_at_one_reading(world: World) -> None:
+    """`reached_all`: as `reached` for each sub-device of one report; one already reached
+    through that gateway has its activity noted, folded into its state (and its record)
+    before anything reads or changes it: no new `Presence` a message."""
+    await world.device("gw")
+    for name in ("a", "b"):
+        await world.device(name, online=False, gateway=("p1", "gw"), sub_address=name)
+    changes = world.watch(PresenceChanged)
+    presence = world.presence
+    a, b, gw = ("p1", "a"), ("p1", "b"), ("p1", "gw")
+    presence.reached_all([a, b], via=("p1", "nobody"))  # not connected: nothing
+    assert not presence.is_online(*a)
+    world.clock.advance(10)
+    presence.reached_all([a, gw, b], via=gw)  # the gateway itself: nothing
+    assert presence.is_online(*a) and presence.is_online(*b) and not presence.is_connected(*a)
+    assert [(c.name, c.online, c.ts) for c in changes] == [
+        ("a", True, T0 + 10),
+        ("b", True, T0 + 10),
+    ]
+    made = presence._state[a]
+    world.clock.advance(5)
+    presence.reached_all([a, b], via=gw)
+    world.clock.advance(5)
+    presence.reached_all([a], via=gw)
+    assert presence._state[a] is made  # noted only
+    assert await presence.get(*a) == Presence(True, T0 + 20, T0 + 10)
+    assert await presence.get_many([a, b]) == {
+        a: Presence(True, T0 + 20, T0 + 10),
+        b: Presence(True, T0 + 15, T0 + 10),
+    }
+    world.clock.advance(5)
+    presence.reached_all([b], via=gw)
+    await presence.flush()
+    assert await world.storage.devices.presence(*b) == Presence(True, T0 + 25, T0 + 10)
+    world.clock.advance(5)
+    presence.reached_all([a], via=gw)
+    world.clock.advance(5)
+    world.disconnect("gw")  # noted activity kept as its sub-devices go offline
+    assert await presence.get(*a) == Presence(False, T0 + 30, T0 + 35)
+    assert [(c.name, c.online) for c in changes[2:]] == [("gw", False), ("a", False), ("b", False)]
+
+
+async def test_noted_activity_never_goes_back(world: World) -> None:
+    await world.device("gw")
+    await world.device("a", online=False, gateway=("p1", "gw"), sub_address="a")
+    presence, a, gw = world.presence, ("p1", "a"), ("p1", "gw")
+    presence.reached_all([a], via=gw)
+    world.clock.advance(10)
+    presence.reached_all([a], via=gw)
+    world.clock.jump(-5)  # the wall clock stepped back
+    presence.reached_all([a], via=gw)
+    presence.touch(*a, T0)  # folded first (and a sub-device is not connected: no touch)
+    assert await presence.get(*a) == Presence(True, T0 + 10, T0)
+
+
+async def test_one_devices_reading_folds_only_its_own_noted_activity(world: World) -> None:
+    """A device's touch or get folds its own noted activity, not every sub-device's: the
+    rest wait for the flush (a gateway's touch every second folded them all)."""
+    await world.device("gw")
+    for name in ("a", "b"):
+        await world.device(name, online=False, gateway=("p1", "gw"), sub_address=name)
+    presence, a, b, gw = world.presence, ("p1", "a"), ("p1", "b"), ("p1", "gw")
+    presence.reached_all([a, b], via=gw)
+    world.clock.advance(5)
+    presence.reached_all([a, b], via=gw)
+    presence.touch(*gw, T0 + 5)
+    assert await presence.get(*a) == Presence(True, T0 + 5, T0)
+    assert set(presence._heard) == {b}
+    await presence.flush()
+    assert not presence._heard
+    assert await world.storage.devices.presence(*b) == Presence(True, T0 + 5, T0)

@@ -21,9 +21,10 @@ from thingshub.core import thingmodel
 from thingshub.core.errors import Unavailable
 from thingshub.core.events import TelemetryReceived
 from thingshub.core.messages import DeviceRef, ThingData, ThingPost, ThingReply, ThingValue
-from thingshub.core.model import Point
+from thingshub.core.model import Point, PointsAt
 from thingshub.core.ports import TelemetryRepo
 from thingshub.core.settlement import Settlement
+from thingshub.core.thingvalues import ValuesAt
 from thingshub.services.things import ThingService
 
 NOW = 1_700_000_000_000
@@ -190,3 +191,88 @@ async def test_a_model_not_cached_yet_is_loaded_by_the_coroutine(world: World) -
     fast = service.device_post_now(ref, post(("temp", 5.0)))
     assert isinstance(fast, asyncio.Future)
     assert await fast is None
+
+
+class Recording:
+    """The storage's telemetry, remembering what each append was handed."""
+
+    def __init__(self, inner: TelemetryRepo) -> None:
+        self.inner = inner
+        self.appended: list[Sequence[Point]] = []
+
+    def append_settled(
+        self,
+        product_id: str,
+        name: str,
+        points: Sequence[Point],
+        then: Callable[[], None] | None = None,
+    ) -> Settlement | Awaitable[int | None]:
+        self.appended.append(points)
+        return self.inner.append_settled(product_id, name, points, then)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def post_at(ts: int | None, **posted: object) -> ThingPost:
+    return ThingPost("property/post", "7", (ThingData(None, ValuesAt(ts, posted), ()),), NOW)
+
+
+@pytest.mark.parametrize("ts", [None, NOW - 5])
+async def test_values_at_one_time_are_stored_as_points_at_that_time(
+    world: World, ts: int | None
+) -> None:
+    """A property post at one time goes to the storage as one `PointsAt` of the values
+    as checked: no `Point` a value; its reply and announcement as before."""
+    store = Recording(world.storage.telemetry)
+    service = things(world, store)
+    ref = await ready(world, service)
+    announced = world.watch(TelemetryReceived)
+    outcome = service.device_post_now(ref, post_at(ts, temp=21))
+    assert isinstance(outcome, asyncio.Future | Settlement)
+    await eventually(lambda: replies(world, ref))
+    assert replies(world, ref) == [(thingmodel.SUCCESS, None)]
+    at = ts or NOW
+    assert [type(p) for p in store.appended] == [PointsAt] and store.appended[0] == [
+        Point("temp", at, 21)
+    ]
+    assert await world.storage.telemetry.latest("p1", "d1") == {"temp": (at, 21)}
+    assert [e.points for e in announced] == [[Point("temp", at, 21)]]
+    assert service.stored_points == 1
+
+
+async def test_values_at_one_time_without_a_model_are_stored_free(world: World) -> None:
+    store = Recording(world.storage.telemetry)
+    service = things(world, store)
+    ref = await world.device()
+    await service.model("p1")  # cached: no model
+    outcome = service.device_post_now(ref, post_at(None, anything={"n": 1}))
+    assert not asyncio.iscoroutine(outcome)
+    await eventually(lambda: replies(world, ref))
+    assert replies(world, ref) == [(thingmodel.SUCCESS, None)]
+    assert store.appended == [[Point("anything", NOW, {"n": 1})]]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        post_at(None, temp=500.0),  # does not fit the model
+        post_at(None, humidity=1.0),  # not in the model
+        ThingPost(
+            "pack/post",
+            "7",
+            (ThingData(None, ValuesAt(None, {"temp": 1.0}), (ThingValue("boot", {}, None),)),),
+            NOW,
+        ),  # events too
+    ],
+)
+async def test_values_at_one_time_refused_take_the_coroutine(
+    world: World, message: ThingPost
+) -> None:
+    service = things(world)
+    ref = await ready(world, service)
+    outcome = service.device_post_now(ref, message)
+    assert asyncio.iscoroutine(outcome)
+    await outcome
+    await eventually(lambda: replies(world, ref))
+    assert len(replies(world, ref)) == 1 and replies(world, ref)[0][0] != thingmodel.SUCCESS

@@ -224,7 +224,7 @@ class ThingData:
     (its sender or one of its sub-devices), None for the sender itself."""
 
     identity: tuple[str, str] | None
-    properties: tuple[ThingValue, ...]
+    properties: Sequence[ThingValue]  # a property post's: `ValuesAt` (core/thingvalues)
     events: tuple[ThingValue, ...]
 
 

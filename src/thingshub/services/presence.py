@@ -14,6 +14,12 @@ Rules:
   leaves the tree (`detach`); its activity is that data's arrival.
 - Activity is reported coarsely by the gateway (about once a second per
   device at most), never per packet.
+- A gateway's report reaches its sub-devices at one reading of the clock
+  (`reached_all`); one already reached through that gateway only has its
+  activity noted (`_heard`), folded into its state before anything reads or
+  changes the state (and at the latest by the next flush): the same state,
+  records and announcements as `reached` each, without a `Presence` and a
+  `PresenceUpdate` per sub-device and message.
 - In a cluster (`node` set), each device's row names the node holding it. A
   device that logged in on another node (`handed_over`) leaves this one
   without an announcement (it is online there): its offline is recorded
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 
 from thingshub.core.errors import Unavailable
 from thingshub.core.events import PresenceChanged
@@ -67,11 +74,16 @@ class PresenceService:
         self._reached: dict[Key, set[Key]] = {}
         self._state: dict[Key, Presence] = {}
         self._pending: dict[Key, PresenceUpdate] = {}
+        #: sub-device -> when data last arrived through the gateway it was already
+        #: reached through (`reached_all`), not yet in `_state` (`_fold`)
+        self._heard: dict[Key, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._own_only = False
 
     def connected(self, product_id: str, name: str, seq: int) -> None:
         """The device's connection number `seq` was accepted."""
+        if self._heard:
+            self._fold((product_id, name))
         key = (product_id, name)
         holder = self._connections.get(key)
         if holder is not None and holder > seq:
@@ -82,6 +94,8 @@ class PresenceService:
 
     def disconnected(self, product_id: str, name: str, seq: int) -> None:
         """The device's connection number `seq` closed."""
+        if self._heard:
+            self._fold()
         key = (product_id, name)
         if self._connections.get(key) != seq:
             return  # not the holder: a newer connection holds the device, or none
@@ -92,6 +106,8 @@ class PresenceService:
     def handed_over(self, product_id: str, name: str, seq: int) -> None:
         """The device's connection number `seq` was closed because the device
         logged in on another node: it is not offline, only not held here."""
+        if self._heard:
+            self._fold()
         key = (product_id, name)
         if self._connections.get(key) != seq:
             return
@@ -112,9 +128,16 @@ class PresenceService:
 
     def reached(self, product_id: str, name: str, via: Key) -> None:
         """Data for the sub-device arrived through the connection of `via`."""
+        if self._heard:
+            self._fold((product_id, name))
         key = (product_id, name)
         if via not in self._connections or key == via:
             return
+        self._reach(key, via, None)
+
+    def _reach(self, key: Key, via: Key, now: int | None) -> None:
+        """`key` reached through `via`'s connection (connected, not `key`), heard
+        `now` (None: read the clock)."""
         previous = self._via.get(key)
         if previous != via:
             if previous is not None:
@@ -122,10 +145,38 @@ class PresenceService:
             self._via[key] = via
             self._reached.setdefault(via, set()).add(key)
         online = previous is not None or key in self._connections
-        self._set(key, online=True, activity=None, transition=not online, heard=True)
+        self._set(key, online=True, activity=now, transition=not online, heard=now is None)
+
+    def reached_all(self, keys: Iterable[Key], via: Key) -> None:
+        """`reached` for each of the sub-devices of one report through `via`'s
+        connection, heard at one reading of the clock (the module's rules)."""
+        if via not in self._connections:
+            return
+        now = self.clock.now_ms()
+        through, heard = self._via, self._heard
+        for key in keys:
+            if through.get(key) == via:  # reached through it already: activity only
+                if heard.get(key, now) <= now:
+                    heard[key] = now
+            elif key != via:
+                self._reach(key, via, now)
+
+    def _fold(self, key: Key | None = None) -> None:
+        """The activity noted by `reached_all` into the state (and its record): of
+        `key` (what reads or changes one device's state), or of every device."""
+        if key is not None:
+            when = self._heard.pop(key, None)
+            if when is not None:
+                self._set(key, online=True, activity=when, transition=False)
+            return
+        heard, self._heard = self._heard, {}
+        for each, when in heard.items():
+            self._set(each, online=True, activity=when, transition=False)
 
     def detach(self, product_id: str, name: str) -> None:
         """The sub-device left its gateway's tree: offline unless it is connected itself."""
+        if self._heard:
+            self._fold((product_id, name))
         key = (product_id, name)
         via = self._via.pop(key, None)
         if via is None:
@@ -135,12 +186,16 @@ class PresenceService:
             self._set(key, online=False, activity=None, transition=True)
 
     def touch(self, product_id: str, name: str, when_ms: int) -> None:
+        if self._heard:
+            self._fold((product_id, name))
         key = (product_id, name)
         if key in self._connections:
             self._set(key, online=True, activity=when_ms, transition=False)
 
     def forget(self, product_id: str, name: str) -> None:
         """The device was deleted: drop its state without recording anything."""
+        if self._heard:
+            self._fold()
         key = (product_id, name)
         self._connections.pop(key, None)
         self._state.pop(key, None)
@@ -197,6 +252,8 @@ class PresenceService:
             self.bus.publish(PresenceChanged(key[0], key[1], online, now))
 
     async def get(self, product_id: str, name: str) -> Presence:
+        if self._heard:
+            self._fold((product_id, name))
         key = (product_id, name)
         state = self._state.get(key)
         if state is not None:
@@ -205,11 +262,16 @@ class PresenceService:
         return stored if stored is not None else Presence(False)
 
     async def get_many(self, keys: list[Key]) -> dict[Key, Presence]:
+        if self._heard:
+            for key in keys:
+                self._fold(key)
         missing = [k for k in keys if k not in self._state]
         stored = await self.repo.presence_many(missing) if missing else {}
         return {k: self._state.get(k) or stored.get(k) or Presence(False) for k in keys}
 
     async def flush(self) -> None:
+        if self._heard:
+            self._fold()
         if not self._pending:
             return
         batch = list(self._pending.values())

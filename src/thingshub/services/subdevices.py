@@ -129,9 +129,8 @@ class GatewayReports:
             self._answer(ref, report, failure, None)
             raise failure
         self.stored_nodes += len(stored)
+        self.presence.reached_all([key for key, _ in stored], top)  # the sender's own: not
         for key, node in stored:
-            if key != top:
-                self.presence.reached(*key, via=top)
             self._announce(report, key, node)
         self._answer(ref, report, None, _skipped(unknown))
 

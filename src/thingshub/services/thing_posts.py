@@ -24,7 +24,7 @@ Rules (the thing service's, services/things.py, of which this is a base):
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -32,8 +32,9 @@ from thingshub.core import thingchecks, thingmodel
 from thingshub.core.errors import NotFound, ThingsHubError
 from thingshub.core.events import EventsReceived, TelemetryReceived
 from thingshub.core.messages import DeviceRef, ThingData, ThingPost, ThingRefused, ThingReply
-from thingshub.core.model import DeviceEvent, Point
+from thingshub.core.model import DeviceEvent, Point, PointsAt
 from thingshub.core.settlement import Settlement
+from thingshub.core.thingvalues import ValuesAt
 from thingshub.services import thing_checks as checks
 from thingshub.services.subdevices import Rows, write_together
 from thingshub.services.topology import Key
@@ -84,19 +85,21 @@ class ThingPosts:
             return self.device_post(ref, post)  # its model is loaded there
         model = self._models[product_id]
         compiled = self._property_checks(product_id, model)
-        at = post.received_at
-        points: list[Point] = []
-        try:
-            for data in post.data:
-                if data.events or (data.identity is not None and data.identity != sender):
-                    return self.device_post(ref, post)
-                for value in data.properties:
-                    checked = checks.property_value(model, value.identifier, value.value, compiled)
-                    points.append(Point(value.identifier, value.ts or at, checked))
-        except checks.ThingError:
-            return self.device_post(ref, post)  # refused there, with the same reply
-        if not points:
-            return self.device_post(ref, post)
+        points: Sequence[Point]
+        data = post.data
+        if len(data) == 1 and type(data[0].properties) is ValuesAt and data[0].identity is None:
+            if data[0].events:
+                return self.device_post(ref, post)
+            posted = data[0].properties
+            checked = _checked_values(posted.values, model, compiled)
+            if checked is None:
+                return self.device_post(ref, post)  # refused there, with the same reply
+            points = PointsAt(posted.ts or post.received_at, checked)
+        else:
+            listed = _points(post, sender, model, compiled)
+            if listed is None:
+                return self.device_post(ref, post)
+            points = listed
         then = partial(self._stored, ref, post, points)
         stored = self.points.append_settled(product_id, ref.name, points, then)
         if isinstance(stored, Settlement):
@@ -112,12 +115,14 @@ class ThingPosts:
         stored.add_done_callback(partial(self._posted, ref, post))
         return stored
 
-    def _stored(self, ref: DeviceRef, post: ThingPost, points: list[Point]) -> None:
+    def _stored(self, ref: DeviceRef, post: ThingPost, points: Sequence[Point]) -> None:
         """A common post is durable (the storage calls it): counted, replied, announced."""
         self.stored_points += len(points)
         self.link.send(ref, ThingReply(post.request, post.request_id, thingmodel.SUCCESS))
         if self.bus.wants(TelemetryReceived):
-            self.bus.publish(TelemetryReceived(ref.product_id, ref.name, points, post.received_at))
+            self.bus.publish(
+                TelemetryReceived(ref.product_id, ref.name, list(points), post.received_at)
+            )
 
     def _posted(self, ref: DeviceRef, post: ThingPost, stored: asyncio.Future[int | None]) -> None:
         """A common post's future is done: a device deleted meanwhile (0) or a failure
@@ -216,3 +221,49 @@ class ThingPosts:
         self._reply_error(
             ref, message.request, message.request_id, checks.ThingError(code, error.message)
         )
+
+
+def _checked_values(
+    posted: Mapping[str, object],
+    model: thingmodel.ThingModel | None,
+    compiled: dict[str, thingchecks.Check] | None,
+) -> dict[str, object] | None:
+    """A property post's values as stored, each checked by the model's compiled check
+    (or as a free value without a model); None when one is refused or unknown."""
+    checked: dict[str, object] = {}
+    try:
+        if model is None or compiled is None:
+            for name, value in posted.items():
+                checked[name] = checks.property_value(model, name, value, compiled)
+            return checked
+        get = compiled.get
+        for name, value in posted.items():
+            check = get(name)
+            if check is None:
+                return None  # not in the model: 309 there
+            checked[name] = check(value, name)
+    except (checks.ThingError, thingmodel.ValueRefused):
+        return None
+    return checked
+
+
+def _points(
+    post: ThingPost,
+    sender: Key,
+    model: thingmodel.ThingModel | None,
+    compiled: dict[str, thingchecks.Check] | None,
+) -> list[Point] | None:
+    """The common post's points, read value by value (a pack of the sender's own
+    sections, or values with times of their own); None for anything else."""
+    at = post.received_at
+    points: list[Point] = []
+    try:
+        for data in post.data:
+            if data.events or (data.identity is not None and data.identity != sender):
+                return None
+            for value in data.properties:
+                checked = checks.property_value(model, value.identifier, value.value, compiled)
+                points.append(Point(value.identifier, value.ts or at, checked))
+    except checks.ThingError:
+        return None
+    return points or None

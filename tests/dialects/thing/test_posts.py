@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from thingshub.core.messages import ThingData, ThingValue
+from thingshub.core.thingvalues import ValuesAt
 from thingshub.dialects.thing import posts
 from thingshub.dialects.thing.onejson import EnvelopeError
 
@@ -165,3 +166,35 @@ def test_a_broken_post_is_313_with_a_hint_naming_the_entry(
     assert refused.value.err_code == 313 and refused.value.err_msg == "bad request"
     assert refused.value.id == RID
     assert hint in refused.value.message
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"), [(p, e) for r, p, e in READ if r is values], ids=str
+)
+def test_a_property_post_reads_as_values_reads_it(params: Any, expected: Any) -> None:
+    assert posts.properties(params, RID) == expected
+
+
+@pytest.mark.parametrize(("params", "hint"), [(p, h) for r, p, h in REFUSED if r is values])
+def test_a_broken_property_post_is_refused_as_values_refuses_it(params: Any, hint: str) -> None:
+    with pytest.raises(EnvelopeError) as refused:
+        posts.properties(params, RID)
+    assert refused.value.err_code == 313 and refused.value.id == RID
+    assert hint in refused.value.message
+
+
+def test_a_property_post_at_one_time_or_none_is_one_mapping() -> None:
+    """Every entry at the same time, or none with a time: its values as posted and the
+    time once (`ValuesAt`), no `ThingValue` each; anything else value by value."""
+    at = posts.properties({"a": {"value": 1, "time": 5}, "b": {"value": [2], "time": 5}}, RID)
+    assert type(at) is ValuesAt and at.ts == 5 and at.values == {"a": 1, "b": [2]}
+    none = posts.properties({"a": {"value": 1}, "b": {"value": 2, "time": None}}, RID)
+    assert type(none) is ValuesAt and none.ts is None and none.values == {"a": 1, "b": 2}
+    for params in (
+        {"a": {"value": 1, "time": 5}, "b": {"value": 2, "time": 6}},  # times of their own
+        {"a": {"value": 1}, "b": {"value": 2, "time": 6}},
+        {"a": {"value": 1, "time": 5}, "b": {"value": 2}},
+        {"a": {"value": 1, "time": 0}},  # 0: when received
+        {"a": {"value": 1, "time": 5.0}},  # an integral float
+    ):
+        assert type(posts.properties(params, RID)) is tuple

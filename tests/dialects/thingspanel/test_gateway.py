@@ -139,6 +139,12 @@ WRONG = [
     ),
     (b'{"sub_gateway_data": {"g": 3}}', INVALID_PARAM, "sub_gateway_data['g'] must be an object"),
     (b'{"gateway_data": {"": 1}}', INVALID_PARAM, "gateway_data: "),
+    (
+        b'{"sub_gateway_data": {"g": {"sub_device_data": {"a": {"t": 1}, "b": {"": 1}}}}}',
+        INVALID_PARAM,
+        "sub_gateway_data['g'].sub_device_data['b']: ",
+    ),
+    (b'{"sub_device_data": {"a": {"t": null}}}', INVALID_PARAM, "sub_device_data['a']: "),
     (b"{", INVALID_JSON, "not valid JSON"),
 ]
 

@@ -38,7 +38,7 @@ class PointsError(InvalidRequest):
 def parse(payload: bytes, now_ms: int) -> tuple[int, list[Point]]:
     """(id, points) of a post, or PointsError."""
     try:
-        body = jsontext.loads(bytes(payload).decode("utf-8"))
+        body = jsontext.loads(bytes(payload))
     except (UnicodeDecodeError, jsontext.JsonError, RecursionError):
         raise PointsError("the payload is not UTF-8 JSON") from None
     if not isinstance(body, dict):

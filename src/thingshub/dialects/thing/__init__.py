@@ -198,7 +198,7 @@ def _request(request: str, payload: bytes, now_ms: int) -> object:
         params, request_id = envelope.params, envelope.id
         data: tuple[ThingData, ...]
         if request == "property/post":
-            data = (ThingData(None, posts.values(params, request_id), ()),)
+            data = (ThingData(None, posts.properties(params, request_id), ()),)
             return ThingPost(request, request_id, data, now_ms)
         if request == "event/post":
             data = (ThingData(None, (), posts.values(params, request_id)),)

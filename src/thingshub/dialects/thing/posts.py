@@ -25,12 +25,14 @@ from typing import Any, Final
 
 from thingshub.core import thingmodel
 from thingshub.core.messages import ThingData, ThingValue
+from thingshub.core.thingvalues import ValuesAt
 from thingshub.dialects.thing.onejson import EnvelopeError
 
 MAX_PACK: Final = 10
 MAX_VALUES: Final = 100
 MAX_HISTORY: Final = 100
 MAX_IDENTIFIER: Final = 128
+_UNSET: Final = object()
 
 
 def _bad(message: str, request_id: str) -> EnvelopeError:
@@ -56,6 +58,30 @@ def time_of(entry: dict[str, Any], request_id: str, where: str, *, required: boo
     if value < 0:
         raise _bad(f"{where}time must not be negative", request_id)
     return int(value)
+
+
+def properties(params: object, request_id: str) -> ValuesAt | tuple[ThingValue, ...]:
+    """The entries of a property/post `params`: its values at one time (`ValuesAt`)
+    when every entry carries the same time or none, with a valid identifier; else
+    `values`' (which also refuses, naming the first entry at fault)."""
+    if type(params) is not dict:
+        return values(params, request_id)
+    found: dict[str, object] = {}
+    at: object = _UNSET
+    for key, entry in params.items():
+        if type(entry) is not dict or "value" not in entry or not 0 < len(key) <= MAX_IDENTIFIER:
+            return values(params, request_id)
+        ts = entry.get("time")
+        if ts is not None and (type(ts) is not int or ts <= 0):
+            return values(params, request_id)  # 0, a float, a refusal: read one by one
+        if at != ts:
+            if at is not _UNSET:
+                return values(params, request_id)  # times of their own
+            at = ts
+        found[key] = entry["value"]
+    if not found:
+        return values(params, request_id)  # refused there: empty
+    return ValuesAt(at, found)  # type: ignore[arg-type]
 
 
 def values(params: object, request_id: str, where: str = "") -> tuple[ThingValue, ...]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from thingshub.core import values
 from thingshub.core.jsontext import dumps
 from thingshub.core.messages import NodeData, RegisterResult, SubRegister, SubRegisterRequest
 from thingshub.core.model import PointsAt
@@ -89,10 +90,14 @@ class _Reader:
                 raise _param(
                     f"{at}{field} is deeper than {MAX_DEPTH} levels of gateways and sub-devices"
                 )
+            values_only = field == SUB_DEVICE_DATA and self.kind == "telemetry"
             for address, child in children.items():
                 problem = address_problem(address)
                 if problem is not None:
                     raise _param(f"{at}{field}: {shown(address)}: {problem}")
+                if values_only and type(child) is dict and child:  # a sub-device's values
+                    self._values(child, (*path, address), at)  # `content`'s, where named
+                    continue  # only for a refusal
                 inner = f"{at}{field}[{shown(address)}]"
                 if field == SUB_DEVICE_DATA:
                     self.content(child, (*path, address), inner)
@@ -118,6 +123,17 @@ class _Reader:
             self.nodes.append(NodeData(path, points=PointsAt(self.now_ms, body)))
         else:
             self.nodes.append(NodeData(path, attributes=dict(body)))
+
+    def _values(self, body: dict[str, Any], path: tuple[str, ...], at: str) -> None:
+        """`content` of a sub-device's telemetry (an object, not empty), its place in
+        the message ("{at}sub_device_data[address]") spelled only in a refusal."""
+        self.count += len(body)
+        if self.count > MAX_POINTS:
+            self._add(0)  # too many: refused there
+        problem = values.entries_problem(body)
+        if problem:
+            raise _param(f"{at}{SUB_DEVICE_DATA}[{shown(path[-1])}]: {problem}")
+        self.nodes.append(NodeData(path, points=PointsAt(self.now_ms, body)))
 
     def _add(self, count: int) -> None:
         self.count += count
