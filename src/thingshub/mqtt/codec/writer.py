@@ -96,20 +96,19 @@ pack_ack = _ACK.pack
 #: Packers of a QoS 1/2 PUBLISH up to its payload (first byte, remaining length
 #: in one byte or in two, topic length, topic, packet id), by the topic's
 #: length: one call and one bytes object where assembling the pieces makes
-#: five. `publish_packer` makes each the first time its length comes.
+#: five. The caller looks its length up and asks `publish_packer` on a miss.
 short_packers: dict[int, Callable[..., bytes]] = {}
 wide_packers: dict[int, Callable[..., bytes]] = {}
 
 
 def publish_packer(tlen: int, wide: bool) -> Callable[..., bytes]:
-    """The packer of `short_packers` (a one-byte remaining length, packets under
-    128 bytes) or `wide_packers` (two bytes, under 16 KiB) for a topic of `tlen`
-    bytes. The server's own lengths bound both: under 16 KiB, a topic is too."""
-    packers = wide_packers if wide else short_packers
-    pack = packers.get(tlen)
-    if pack is None:
-        fmt = f">BBBH{tlen}sH" if wide else f">BBH{tlen}sH"
-        pack = packers[tlen] = struct.Struct(fmt).pack
+    """Make and keep the packer of `short_packers` (a one-byte remaining length,
+    packets under 128 bytes) or `wide_packers` (two bytes, under 16 KiB) for a
+    topic of `tlen` bytes. The server's own lengths bound both: under 16 KiB, a
+    topic is too."""
+    fmt = f">BBBH{tlen}sH" if wide else f">BBH{tlen}sH"
+    pack = struct.Struct(fmt).pack
+    (wide_packers if wide else short_packers)[tlen] = pack
     return pack
 
 
