@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, overload
 
 T = TypeVar("T")
+_Item = TypeVar("_Item")
 
 
 def slot_setters(cls: type, *names: str) -> tuple[Callable[[object, object], None], ...]:
@@ -233,7 +234,59 @@ class Point:
 _SET_KEY, _SET_TS, _SET_VALUE = slot_setters(Point, "key", "ts", "value")
 
 
-class PointsAt(Sequence[Point]):
+class ValuesAtTime(Sequence[_Item]):
+    """A report's values at one time, as decoded (`ts`, `values`), read as the
+    sequence of one item per value (`_item`), made only when read.
+
+    The ingest path hands `values` to the storage straight, with no object per
+    value; whoever reads it as a sequence (the bus, a test) gets the items a
+    list would hold, in `values`' order, and it compares equal to such a list
+    or tuple. Frozen: `values` is the report's own (nobody else holds it)."""
+
+    __slots__ = ("ts", "values")
+
+    ts: int | None
+    values: Mapping[str, object]
+
+    def __init__(self, ts: int | None, values: Mapping[str, object]) -> None:
+        _SET_AT_TS(self, ts)
+        _SET_AT_VALUES(self, values)
+
+    def _item(self, key: str, value: object) -> _Item:
+        raise NotImplementedError  # pragma: no cover - each subclass has its own
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __iter__(self) -> Iterator[_Item]:
+        item = self._item
+        return iter([item(key, value) for key, value in self.values.items()])
+
+    @overload
+    def __getitem__(self, index: int) -> _Item: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[_Item]: ...
+    def __getitem__(self, index: int | slice) -> _Item | Sequence[_Item]:
+        return list(self)[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, type(self) | list | tuple):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.ts!r}, {self.values!r})"
+
+
+_SET_AT_TS, _SET_AT_VALUES = slot_setters(ValuesAtTime, "ts", "values")
+
+
+class PointsAt(ValuesAtTime[Point]):
     """The points of values reported at one time (`ts`, ms): a `Point` each,
     made only when read.
 
@@ -244,44 +297,16 @@ class PointsAt(Sequence[Point]):
     hold, in `values`' order, and it compares equal to such a list or tuple.
     Frozen: `values` is the report's own (nobody else holds it)."""
 
-    __slots__ = ("ts", "values")
+    __slots__ = ()
 
     ts: int
-    values: Mapping[str, object]
 
     def __init__(self, ts: int, values: Mapping[str, object]) -> None:
         _SET_AT_TS(self, ts)
         _SET_AT_VALUES(self, values)
 
-    def __setattr__(self, name: str, value: object) -> None:
-        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    def __iter__(self) -> Iterator[Point]:
-        ts = self.ts
-        return iter([Point(key, ts, value) for key, value in self.values.items()])
-
-    @overload
-    def __getitem__(self, index: int) -> Point: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[Point]: ...
-    def __getitem__(self, index: int | slice) -> Point | Sequence[Point]:
-        return list(self)[index]
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, PointsAt | list | tuple):
-            return list(self) == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"PointsAt({self.ts!r}, {self.values!r})"
-
-
-_SET_AT_TS, _SET_AT_VALUES = slot_setters(PointsAt, "ts", "values")
+    def _item(self, key: str, value: object) -> Point:
+        return Point(key, self.ts, value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,52 +18,14 @@ Rules:
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
-from typing import overload
-
 from thingshub.core.messages import ThingValue
-from thingshub.core.model import slot_setters
+from thingshub.core.model import ValuesAtTime
 
 
-class ValuesAt(Sequence[ThingValue]):
+class ValuesAt(ValuesAtTime[ThingValue]):
     """The values of a property post at one time (`ts`; None: when received)."""
 
-    __slots__ = ("ts", "values")
+    __slots__ = ()
 
-    ts: int | None
-    values: Mapping[str, object]
-
-    def __init__(self, ts: int | None, values: Mapping[str, object]) -> None:
-        _SET_TS(self, ts)
-        _SET_VALUES(self, values)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    def __iter__(self) -> Iterator[ThingValue]:
-        ts = self.ts
-        return iter([ThingValue(key, value, ts) for key, value in self.values.items()])
-
-    @overload
-    def __getitem__(self, index: int) -> ThingValue: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[ThingValue]: ...
-    def __getitem__(self, index: int | slice) -> ThingValue | Sequence[ThingValue]:
-        return list(self)[index]
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, ValuesAt | list | tuple):
-            return list(self) == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"ValuesAt({self.ts!r}, {self.values!r})"
-
-
-_SET_TS, _SET_VALUES = slot_setters(ValuesAt, "ts", "values")
+    def _item(self, key: str, value: object) -> ThingValue:
+        return ThingValue(key, value, self.ts)
