@@ -185,6 +185,20 @@ def test_version_and_help() -> None:
         assert "serve" in result.stdout and "broker" in result.stdout, args
 
 
+def test_version_imports_no_command() -> None:
+    """`--version` answers from the root callback: importing every command (the
+    platform, the console) would take it from a fifth of a second to half of one."""
+    probe = (
+        "import sys; from thingshub.cli import main; sys.argv = ['thingshub', '--version']\n"
+        "try:\n    main()\nexcept SystemExit as end:\n    code = end.code\n"
+        "print(code, sorted(m for m in sys.modules if m.startswith('thingshub.cli.')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30
+    )
+    assert result.stdout.splitlines()[-1] == "0 []", result.stdout + result.stderr
+
+
 def test_a_taken_port_is_one_clear_line(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -65,8 +65,13 @@ COMMANDS = {
 
 def main() -> None:
     named = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
-    modules = [COMMANDS[named]] if named in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
-    for module in modules:  # no command, or an unknown one: all, for the help or the error
+    if named in COMMANDS:
+        modules = [COMMANDS[named]]
+    elif named is None and "--version" in sys.argv[1:]:
+        modules = []  # the root callback answers before any command would run
+    else:  # no command, or an unknown one: all, for the help or the error
+        modules = list(dict.fromkeys(COMMANDS.values()))
+    for module in modules:
         importlib.import_module(f"thingshub.cli.{module}").register(app)
     app(prog_name="thingshub")
 
