@@ -40,14 +40,35 @@ from thingshub.storage import open_storage
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A module's console tests in one xdist group: with `--dist loadgroup` (as
-    scripts/test runs them) they run on one worker, which starts the module's
-    server (the seeded fleet, `serve`, the sign-in) and Chromium once; spread
-    test by test, every worker that got one of them started its own."""
+    """A module's console tests in one xdist group, and the groups spread over the run.
+
+    With `--dist loadgroup` (as scripts/test runs them) a group runs on one
+    worker, which starts the module's server (the seeded fleet, `serve`, the
+    sign-in) and Chromium once; spread test by test, every worker that got one
+    of them started its own. Every other test is a unit of its own, so no worker
+    is left with a queue of slow tests while the others stop (xdist's default
+    hands each worker a quarter of its share at once, in collection order: one
+    got the CLI's and the cluster's process tests and ran alone for minutes).
+    The groups are moved apart in the collection (scripts/test keeps its order:
+    `--no-loadscope-reorder`), so that about one console server runs at a time
+    beside the other tests (all at once, their wall-clock bounds were missed),
+    and all before the last fifth of the run, so that none makes its tail."""
     here = Path(__file__).parent
+    modules: dict[Path, list[pytest.Item]] = {}
     for item in items:
         if item.path.parent == here:
             item.add_marker(pytest.mark.xdist_group(f"console-{item.path.stem}"))
+            modules.setdefault(item.path, []).append(item)
+    if not modules:
+        return
+    rest = [item for item in items if item.path.parent != here]
+    spread: list[pytest.Item] = []
+    step = 0.8 * len(rest) / len(modules)
+    for k, module in enumerate(modules.values()):
+        spread.extend(rest[round(k * step) : round((k + 1) * step)])
+        spread.extend(module)
+    spread.extend(rest[round(len(modules) * step) :])
+    items[:] = spread
 
 
 CHROMIUM = Path(os.environ.get("THINGSHUB_TEST_CHROMIUM", "/usr/bin/chromium"))
@@ -63,6 +84,15 @@ CHROMIUM_ARGS = [
 READY = re.compile(r"ThingsHub ready: MQTT on [\d.]+:(\d+), HTTP on http://[\d.]+:(\d+)")
 #: Lines of the server's output that fail the run (its log format is "<time> LEVEL name: ...").
 BAD_LINE = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback")
+#: NiceGUI's notices of its own timing (a page not built within 3 s, a binding
+#: propagation over 10 ms) measure the machine, not a fault: on a loaded CI
+#: machine they came with nothing else wrong. Where the console promises a time
+#: (the first page of 100,000 devices in 5 s, the demo live in 10 s), its tests
+#: measure it themselves.
+TIMING_NOTICE = re.compile(
+    r"WARNING nicegui: (Response for \S+ not ready after [\d.]+ seconds"
+    r"|binding propagation for \d+ active links took [\d.]+ s)$"
+)
 FLEET = "fleet"
 FLEET_SIZE = 100_000
 VIEWPORT = {"width": 1400, "height": 900}
@@ -175,7 +205,11 @@ def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console
         code = server.stop()
         output = "\n".join(server.lines)
         assert code == 0, f"serve exited with {code}:\n{output}"
-        bad = [line for line in server.lines if BAD_LINE.search(line)]
+        bad = [
+            line
+            for line in server.lines
+            if BAD_LINE.search(line) and not TIMING_NOTICE.search(line)
+        ]
         assert not bad, "the server logged problems:\n" + "\n".join(bad)
 
 
