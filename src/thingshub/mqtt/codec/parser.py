@@ -90,40 +90,42 @@ _FLAGS = {1: 0, 2: 0, 4: 0, 5: 0, 6: 2, 7: 0, 8: 2, 9: 0, 10: 2, 11: 0, 12: 0, 1
 class Reader:
     """Turns a stream of bytes into packets."""
 
-    __slots__ = ("_buf", "_pos", "max_packet_size", "version")
+    __slots__ = ("buf", "max_packet_size", "pos", "version")
 
     def __init__(
         self, version: int | None = None, max_packet_size: int = PROTOCOL_MAX_PACKET_SIZE
     ) -> None:
-        # The bytes last fed while they hold only whole packets; a bytearray
-        # collecting the pieces while a packet arrives cut.
-        self._buf: bytes | bytearray = b""
-        self._pos = 0
+        #: The bytes last fed while they hold only whole packets; a bytearray
+        #: collecting the pieces while a packet arrives cut. Empty (b"") exactly
+        #: when nothing is buffered: the server reads `buf` and `pos` in place
+        #: (a feed of the usual case, "anything left?") instead of a call a read.
+        self.buf: bytes | bytearray = b""
+        self.pos = 0
         self.version = version
         self.max_packet_size = max_packet_size
 
     def feed(self, data: bytes) -> None:
-        buf = self._buf
-        pos = self._pos
+        buf = self.buf
+        pos = self.pos
         if pos >= len(buf):
             # Nothing left over, the usual case: parse the caller's bytes in place.
-            self._buf = data if type(data) is bytes else bytes(data)
-            self._pos = 0
+            self.buf = data if type(data) is bytes else bytes(data)
+            self.pos = 0
         elif type(buf) is bytearray:
             if pos:
                 del buf[:pos]
-                self._pos = 0
+                self.pos = 0
             buf += data
         else:
             rest = bytearray(memoryview(buf)[pos:])
             rest += data
-            self._buf = rest
-            self._pos = 0
+            self.buf = rest
+            self.pos = 0
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as packets."""
-        return len(self._buf) - self._pos
+        return len(self.buf) - self.pos
 
     def next_packet(self) -> Packet | None:
         """The next whole packet, or None until one has arrived."""
@@ -136,8 +138,8 @@ class Reader:
         """As `next_packet`, but a PUBACK of success without properties (in any
         version) comes as its packet id alone: a subscriber at QoS 1 sends one
         for every message, and the server needs nothing of it but the id."""
-        buf = self._buf
-        pos = self._pos
+        buf = self.buf
+        pos = self.pos
         size = len(buf)
         if size - pos < 2:
             return None
@@ -166,10 +168,10 @@ class Reader:
         if end > size:
             return None
         if end == size:  # all read: an idle connection keeps no buffer alive
-            self._buf = b""
-            self._pos = 0
+            self.buf = b""
+            self.pos = 0
         else:
-            self._pos = end
+            self.pos = end
         if type(buf) is not bytes:  # a packet that arrived in pieces
             return decode_packet(first, bytes(buf[i:end]), self.version, self)
         # Whole packets in the bytes the socket gave: the hot ones are read in place.

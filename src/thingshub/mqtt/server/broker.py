@@ -65,10 +65,11 @@ from thingshub.mqtt.protocol.lifetimes import session_expiry
 from thingshub.mqtt.protocol.machine import AUTHENTICATING, CONNECTED
 from thingshub.mqtt.server.census import Census
 from thingshub.mqtt.server.config import BrokerConfig
-from thingshub.mqtt.server.connection import Connection, Output
+from thingshub.mqtt.server.connection import Connection
 from thingshub.mqtt.server.delivery import BrokerStats, Delivery
 from thingshub.mqtt.server.departures import Departures
 from thingshub.mqtt.server.inbound import AckBudget
+from thingshub.mqtt.server.output import Output
 from thingshub.mqtt.server.session import Session
 from thingshub.mqtt.server.subscriptions import Subscriptions
 from thingshub.mqtt.server.takeover import Takeover

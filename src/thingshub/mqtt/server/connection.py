@@ -60,9 +60,9 @@ from thingshub.mqtt.protocol.machine import (
 from thingshub.mqtt.server.backpressure import Backpressure
 from thingshub.mqtt.server.inbound import Inbound, InboundHost
 from thingshub.mqtt.server.outbound import Outbound
+from thingshub.mqtt.server.output import Output
 
 if TYPE_CHECKING:
-    from thingshub.mqtt.server.delivery import BrokerStats
     from thingshub.mqtt.server.session import Session
 
 log = logger("thingshub.mqtt")
@@ -91,37 +91,6 @@ class Host(InboundHost, Protocol):
     def subscribe(self, conn: Connection, packet: Subscribe) -> None: ...
     def unsubscribe(self, conn: Connection, packet: Unsubscribe) -> None: ...
     def detach(self, conn: Connection, reason: CloseReason, *, send_will: bool) -> None: ...
-
-
-class Output:
-    """The connections written to during this turn of the event loop: what each
-    has leaves at the turn's end in one `transport.write`. Beside `Connection`,
-    so that writing and flushing read its buffer in place (no call per packet)."""
-
-    __slots__ = ("dirty", "loop", "scheduled", "stats")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, stats: BrokerStats) -> None:
-        self.loop = loop
-        self.stats = stats
-        self.dirty: list[Connection] = []
-        self.scheduled = False  # flush_all is due at the turn's end
-
-    def flush_all(self) -> None:
-        self.scheduled = False
-        dirty = self.dirty
-        self.dirty = []
-        sent = 0
-        for conn in dirty:  # Connection.flush written out
-            buf = conn._wbuf
-            transport = conn.transport
-            if buf is None or transport is None:
-                continue
-            data = buf[0] if len(buf) == 1 else b"".join(buf)
-            conn._wbuf = None
-            conn._wbytes = 0
-            sent += len(data)
-            transport.write(data)
-        self.stats.bytes_out += sent
 
 
 class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
@@ -194,18 +163,81 @@ class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
             self.transport.abort()  # type: ignore[union-attr]
 
     def data_received(self, data: bytes) -> None:
+        """Bytes from the socket, and the packets they complete handled at once
+        (`_process` is this with b""): one Python call a read, with the reader's
+        usual feed and the loop over the packets written out."""
         machine = self.machine
         state = machine.state
         if state is CLOSED:
             return  # lingering after a DISCONNECT: discard
-        broker = self.broker
-        broker.stats.bytes_in += len(data)
-        if broker.track_activity and not self.enlisted:
-            self.enlisted = True
-            broker.active.append(self)
-        self.reader.feed(data)
-        if state is CONNECTED or state is AWAITING_CONNECT:
-            self._process()
+        reader = self.reader
+        if data:
+            broker = self.broker
+            broker.stats.bytes_in += len(data)
+            if broker.track_activity and not self.enlisted:
+                self.enlisted = True
+                broker.active.append(self)
+            if not reader.buf and type(data) is bytes:  # Reader.feed's usual case
+                reader.buf = data
+                reader.pos = 0
+            else:
+                reader.feed(data)
+        if state is not CONNECTED and state is not AWAITING_CONNECT:
+            return  # authenticating: what came waits in the reader
+        heard = False
+        acked: Session | None = None  # queue to pump once after a run of plain PUBACKs
+        try:
+            while True:
+                if not reader.buf:  # all read: no call to be told so
+                    break
+                if self._paused or self._held is not None:
+                    break  # what is already buffered waits too: resuming processes it
+                packet = reader.next_item()
+                if packet is None:
+                    break
+                if not heard:  # a whole packet is what keeps a client alive, not a byte
+                    heard = True
+                    machine.last_rx = self.broker.loop.time()
+                if state is CONNECTED:
+                    if type(packet) is int:  # a plain PUBACK's id: ends a QoS 1 delivery
+                        # Delivery.acked written out (a subscriber sends one per message).
+                        session = self.session
+                        assert session is not None
+                        inflight = session.inflight
+                        out = inflight.get(packet)
+                        if out is not None and out.qos == 1:  # else unknown: nothing to do
+                            del inflight[packet]
+                            if session.queue:
+                                acked = session
+                        continue
+                    if acked is not None:  # what the PUBACKs before it made room for
+                        self.broker.delivery.pump(acked)
+                        acked = None
+                    if type(packet) is Publish:
+                        self._on_publish(packet)
+                    else:
+                        self._dispatch(packet)
+                else:
+                    connect = machine.receive_first(packet)
+                    self.seq = self.broker.next_seq()
+                    self.broker.connect(self, connect)
+                state = machine.state
+                if state is not CONNECTED:  # closed, or the CONNECT is being decided
+                    break
+        except UnsupportedProtocolVersion as exc:
+            self._refuse_version(exc.level)
+            return
+        except CodecError as exc:
+            if acked is not None:  # what those PUBACKs made room for goes before the close
+                self.broker.delivery.pump(acked)
+            self.protocol_error(exc.reason_code, str(exc))
+            return
+        if acked is not None:
+            self.broker.delivery.pump(acked)
+
+    def _process(self) -> None:
+        """Handle what the reader holds (after a pause, a hold, an authentication)."""
+        self.data_received(b"")
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.authenticating is not None:
@@ -327,58 +359,6 @@ class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
 
     # ------------------------------------------------------------ reading
 
-    def _process(self) -> None:
-        reader = self.reader
-        machine = self.machine
-        heard = False
-        acked: Session | None = None  # queue to pump once after a run of plain PUBACKs
-        try:
-            while True:
-                state = machine.state
-                if state is not CONNECTED and state is not AWAITING_CONNECT:
-                    break
-                if self._paused or self._held is not None:
-                    break  # what is already buffered waits too: resuming processes it
-                packet = reader.next_item()
-                if packet is None:
-                    break
-                if not heard:  # a whole packet is what keeps a client alive, not a byte
-                    heard = True
-                    machine.last_rx = self.broker.loop.time()
-                if state is CONNECTED:
-                    if type(packet) is int:  # a plain PUBACK's id: ends a QoS 1 delivery
-                        # Delivery.acked written out (a subscriber sends one per message).
-                        session = self.session
-                        assert session is not None
-                        inflight = session.inflight
-                        out = inflight.get(packet)
-                        if out is not None and out.qos == 1:  # else unknown: nothing to do
-                            del inflight[packet]
-                            if session.queue:
-                                acked = session
-                        continue
-                    if acked is not None:  # what the PUBACKs before it made room for
-                        self.broker.delivery.pump(acked)
-                        acked = None
-                    if type(packet) is Publish:
-                        self._on_publish(packet)
-                    else:
-                        self._dispatch(packet)
-                else:
-                    connect = machine.receive_first(packet)
-                    self.seq = self.broker.next_seq()
-                    self.broker.connect(self, connect)
-        except UnsupportedProtocolVersion as exc:
-            self._refuse_version(exc.level)
-            return
-        except CodecError as exc:
-            if acked is not None:  # what those PUBACKs made room for goes before the close
-                self.broker.delivery.pump(acked)
-            self.protocol_error(exc.reason_code, str(exc))
-            return
-        if acked is not None:
-            self.broker.delivery.pump(acked)
-
     def _dispatch(self, packet: object) -> None:
         kind = type(packet)
         if kind is PubAck:  # _process takes a plain PUBACK itself
@@ -444,13 +424,13 @@ class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
         if self._paused:
             self._paused = False
             self.transport.resume_reading()
-        if self.reader.buffered:
+        if self.reader.buf:
             self._process()
 
     # ------------------------------------------------------------ throttling
 
     def _process_later(self) -> None:
-        if self.reader.buffered:
+        if self.reader.buf:
             self.broker.loop.call_soon(self._process)
 
     @property
@@ -492,7 +472,7 @@ class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
         if not self._paused and transport is not None and self.machine.state is CONNECTED:
             self.machine.last_rx = self.broker.loop.time()  # its silence while held was ours
             transport.resume_reading()
-            if self.reader.buffered:  # _process_later written out
+            if self.reader.buf:  # _process_later written out
                 self.broker.loop.call_soon(self._process)
 
     def _hold_timer(self) -> asyncio.TimerHandle:
