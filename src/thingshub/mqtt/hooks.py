@@ -302,7 +302,10 @@ class Hooks(Protocol):
 class OpenHooks:
     """An open broker: anyone in, everything allowed, except subscriptions to
     the filters in `deny_subscribe` (compared as strings, as an ACL would),
-    which are refused with the protocol's generic failure code (0x80)."""
+    which are refused with the protocol's generic failure code (0x80).
+
+    The server calls neither `authorize_publish` nor `on_publish` of an
+    `OpenHooks` itself (two calls a message saved): to change them, subclass."""
 
     deny_subscribe: set[str] = field(default_factory=set)
 

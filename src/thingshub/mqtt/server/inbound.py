@@ -37,6 +37,7 @@ from thingshub.mqtt.protocol.machine import CLOSED, Ack, Machine
 if TYPE_CHECKING:
     from thingshub.mqtt.server.config import BrokerConfig
     from thingshub.mqtt.server.delivery import BrokerStats, Delivery
+    from thingshub.mqtt.server.output import Output
     from thingshub.mqtt.server.session import Session
 
 log = logger("thingshub.mqtt")
@@ -90,6 +91,8 @@ class InboundHost(Protocol):
     def delivery(self) -> Delivery: ...
     @property
     def acks(self) -> AckBudget: ...
+    @property
+    def output(self) -> Output: ...
     def incoming(
         self, client: ClientInfo, message: Message, session: Session | None
     ) -> PublishOutcome: ...
@@ -106,6 +109,10 @@ class Inbound:
     session: Session | None
     client: ClientInfo | None
     _paused: bool
+    transport: asyncio.Transport | None
+    #: Packets written since the last flush (None: none) and their bytes (output.py).
+    _wbuf: list[bytes] | None
+    _wbytes: int
     #: The settlement this connection waits for last, with its messages' ack
     #: entries and member numbers in it, in arrival order; or None.
     _settling: Held | None
@@ -175,8 +182,21 @@ class Inbound:
             if machine.acks is None or machine.ack_now(pid, ack_type, code):
                 # Nothing waits before it (ack_now's answer, without its call).
                 if not code:  # machine.ack's own answer to a success, without its calls
-                    # encode_ack written out: a PUBACK (PUBREC) of success.
-                    self.write(pack_ack(0x40 if qos == 1 else 0x50, 2, pid))
+                    # encode_ack and Connection.write written out: a PUBACK (PUBREC)
+                    # of success, a window-1 publisher's every message.
+                    if machine.state is not CLOSED:
+                        data = pack_ack(0x40 if qos == 1 else 0x50, 2, pid)
+                        buf = self._wbuf
+                        if buf is None:
+                            self._wbuf = [data]  # type: ignore[misc]  # a slot of Connection
+                            output = broker.output
+                            output.dirty.append(self)
+                            if not output.scheduled:
+                                output.scheduled = True
+                                output.loop.call_soon(output.flush_all)
+                        else:
+                            buf.append(data)
+                        self._wbytes += 4  # type: ignore[misc]  # a slot of Connection
                     return
                 self.write(machine.ack(pid, ack_type, code))
                 if machine.refuses_qos2(ack_type, code):
