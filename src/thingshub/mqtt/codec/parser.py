@@ -187,6 +187,11 @@ class Reader:
             if not pid:
                 raise MalformedPacket("packet identifier 0")
             return pid
+        if first == 0xE0 and not length:  # a plain DISCONNECT (any version): every client's last
+            disconnect = _new(Disconnect)
+            disconnect.reason_code = 0
+            disconnect.properties = EMPTY
+            return disconnect
         return decode_packet(first, buf[i:end], self.version, self)
 
 

@@ -49,6 +49,7 @@ from thingshub.mqtt.codec.properties import EMPTY, Properties
 from thingshub.mqtt.codec.reasons import ReasonCode
 from thingshub.mqtt.codec.writer import encode
 from thingshub.mqtt.hooks import (
+    ANYONE,
     Accept,
     ClientInfo,
     CloseReason,
@@ -274,21 +275,15 @@ class Broker:
             # No topic name at all [MQTT-4.7.1-1]: not 0x90 ("valid, not accepted").
             conn.refuse(ReasonCode.PROTOCOL_ERROR, "invalid will topic", connack=v5)
             return
-        request = connect_request(
-            client_id,
-            packet.username,
-            packet.password,
-            packet.protocol_level,
-            packet.clean_start,
-            packet.keepalive,
-            conn,
-            packet.properties,
-        )
-        try:
-            decision = self.hooks.authenticate(request)
-        except Exception:
-            self._authenticate_failed(conn)
-            return
+        hooks = self.hooks
+        if type(hooks) is OpenHooks:  # anyone in: no request to make, no call
+            decision: Accept | Refuse | Awaitable[Accept | Refuse] = ANYONE
+        else:
+            try:
+                decision = hooks.authenticate(connect_request(client_id, packet, conn))
+            except Exception:
+                self._authenticate_failed(conn)
+                return
         # Answered at once: _decided written out (a call less per connect).
         if isinstance(decision, Accept):
             self._accept(conn, packet, client_id, assigned, decision)
@@ -418,11 +413,13 @@ class Broker:
                 maximum_packet_size=config.max_packet_size,
             )
             conn.write_now(encode(Connack(0, session_present, ack_props), MQTT_5))
-        try:  # before activate(), which may handle packets sent after CONNECT (a DISCONNECT)
-            self.hooks.on_connect(conn.client)
-        except Exception:
-            self.stats.hook_errors += 1
-            log.exception("on_connect hook failed for %s", client_id)
+        hooks = self.hooks
+        if type(hooks) is not OpenHooks:  # whose on_connect does nothing
+            try:  # before activate(), which may handle packets sent after CONNECT (a DISCONNECT)
+                hooks.on_connect(conn.client)
+            except Exception:
+                self.stats.hook_errors += 1
+                log.exception("on_connect hook failed for %s", client_id)
         conn.activate()
         if session_present and session.connection is conn:
             self.delivery.resend(session)

@@ -114,7 +114,11 @@ class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
     broker: Host
 
     def __init__(self, broker: Host) -> None:
-        Backpressure.__init__(self)  # the one base with state: no super() lookup per accept
+        # Backpressure.__init__ written out (the one base with state): no call per accept.
+        self._held = None
+        self._blocked = None
+        self.write_paused = False
+        self.stuck = False
         self.broker = broker
         self.transport: asyncio.Transport | None = None
         self.machine = Machine(broker.config, 0.0)
@@ -239,7 +243,8 @@ class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.authenticating is not None:
             self.authenticating.cancel()  # nobody is left to answer
-        self.teardown(CloseReason.CONNECTION_LOST)
+        if self.machine.state is not CLOSED:  # else torn down already (a DISCONNECT)
+            self.teardown(CloseReason.CONNECTION_LOST)
         self.broker.unregister(self)
         if self.client is not None:
             self.client.release_peer()
@@ -343,12 +348,15 @@ class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
             self.protocol_error(code, "no CONNECT in time")
 
     def teardown(self, reason: CloseReason, *, send_will: bool = True) -> None:
-        if self.machine.state is CLOSED:
+        machine = self.machine
+        state = machine.state
+        if state is CLOSED:
             return
-        was_connected = self.machine.close()
+        machine.state = CLOSED  # Machine.close written out
         self._wbuf = None
-        self._release_blocked()
-        if was_connected:
+        if self._blocked is not None:  # most connections hold nobody up: no call
+            self._release_blocked()
+        if state is CONNECTED:
             self.broker.detach(self, reason, send_will=send_will)
 
     def client_id_for_log(self) -> str:
@@ -416,7 +424,7 @@ class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
 
     def activate(self) -> None:
         """CONNACK has been queued: start reading what the client sent after CONNECT."""
-        self.machine.activate()
+        self.machine.state = CONNECTED  # Machine.activate written out
         assert self.transport is not None
         if self._paused:
             self._paused = False

@@ -20,7 +20,14 @@ from collections.abc import Callable
 
 from thingshub.mqtt.codec.packets import Will
 from thingshub.mqtt.codec.properties import EMPTY
-from thingshub.mqtt.hooks import ClientInfo, CloseReason, Hooks, Message, PublishOutcome
+from thingshub.mqtt.hooks import (
+    ClientInfo,
+    CloseReason,
+    Hooks,
+    Message,
+    OpenHooks,
+    PublishOutcome,
+)
 from thingshub.mqtt.logs import logger
 from thingshub.mqtt.protocol.lifetimes import depart
 from thingshub.mqtt.server.connection import Connection
@@ -80,8 +87,11 @@ class Departures:
                 self.end(session)
             elif plan.expires_at is not None:
                 session.expiry_handle = self.loop.call_at(plan.expires_at, self._expire, session)
+        hooks = self.hooks
+        if type(hooks) is OpenHooks:  # whose on_disconnect does nothing
+            return
         try:
-            self.hooks.on_disconnect(client, reason)
+            hooks.on_disconnect(client, reason)
         except Exception:
             self.stats.hook_errors += 1
             log.exception("on_disconnect hook failed for %s", client.client_id)
