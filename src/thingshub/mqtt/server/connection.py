@@ -33,11 +33,12 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Protocol
 
-from thingshub.mqtt.codec.errors import CodecError, UnsupportedProtocolVersion
+from thingshub.mqtt.codec.errors import CodecError, MalformedPacket, UnsupportedProtocolVersion
 from thingshub.mqtt.codec.packets import (
     Auth,
     Connect,
     Disconnect,
+    Packet,
     PacketType,
     PingReq,
     PubAck,
@@ -186,16 +187,41 @@ class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
         if state is not CONNECTED and state is not AWAITING_CONNECT:
             return  # authenticating: what came waits in the reader
         heard = False
+        packet: Packet | int | None
         acked: Session | None = None  # queue to pump once after a run of plain PUBACKs
         try:
             while True:
                 if not reader.buf:  # all read: no call to be told so
                     break
                 if self._paused or self._held is not None:
-                    break  # what is already buffered waits too: resuming processes it
-                packet = reader.next_item()
-                if packet is None:
+                    # What is buffered waits too (resuming handles it); held, more came:
+                    # stop reading until the release (backpressure.py, `hold`).
+                    if not self._paused and self.transport is not None:
+                        self.transport.pause_reading()
                     break
+                buf = reader.buf
+                pos = reader.pos
+                end = pos + 4
+                # A plain PUBACK read in place, as next_item does: a QoS 1 subscriber's every
+                # message (CONNECTED: max_packet_size is above 4 bytes, a CONNECT fit).
+                if (
+                    buf[pos] == 0x40
+                    and end <= len(buf)
+                    and buf[pos + 1] == 2
+                    and state is CONNECTED
+                ):
+                    packet = (buf[pos + 2] << 8) | buf[pos + 3]
+                    if not packet:
+                        raise MalformedPacket("packet identifier 0")
+                    if end == len(buf):
+                        reader.buf = b""
+                        reader.pos = 0
+                    else:
+                        reader.pos = end
+                else:
+                    packet = reader.next_item()
+                    if packet is None:
+                        break
                 if not heard:  # a whole packet is what keeps a client alive, not a byte
                     heard = True
                     machine.last_rx = self.broker.loop.time()
@@ -434,10 +460,6 @@ class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
 
     # ------------------------------------------------------------ throttling
 
-    def _process_later(self) -> None:
-        if self.reader.buf:
-            self.broker.loop.call_soon(self._process)
-
     @property
     def paused(self) -> bool:
         """Whether we have stopped reading from this client (it is throttled)."""
@@ -447,8 +469,7 @@ class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
         """Stop reading from this client until `unthrottle`: its acknowledgements wait."""
         if not self._paused and self.transport is not None:
             self._paused = True
-            if self._held is None:
-                self.transport.pause_reading()
+            self.transport.pause_reading()  # a held one's may not be paused yet (`hold`)
 
     def unthrottle(self) -> None:
         if self._paused and self.transport is not None and self.machine.state is CONNECTED:
@@ -456,29 +477,9 @@ class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
             self.machine.last_rx = self.broker.loop.time()  # its silence while paused was ours
             if self._held is None:
                 self.transport.resume_reading()
-                self._process_later()
+                if self.reader.buf:
+                    self.broker.loop.call_soon(self._process)
 
     def end_transport(self) -> None:
         if self.transport is not None:
             self.transport.close()
-
-    # ------------------------------------------------------------ backpressure
-
-    def _stop_reading(self) -> bool:
-        transport = self.transport
-        if transport is None or self.machine.state is not CONNECTED:
-            return False  # nothing to hold
-        if not self._paused:
-            transport.pause_reading()
-        return True
-
-    def _start_reading(self) -> None:
-        transport = self.transport
-        if not self._paused and transport is not None and self.machine.state is CONNECTED:
-            self.machine.last_rx = self.broker.loop.time()  # its silence while held was ours
-            transport.resume_reading()
-            if self.reader.buf:  # _process_later written out
-                self.broker.loop.call_soon(self._process)
-
-    def _hold_timer(self) -> asyncio.TimerHandle:
-        return self.broker.loop.call_later(self.broker.config.max_hold, self.hold_expired)
