@@ -23,6 +23,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
@@ -57,13 +58,12 @@ class AckBudget:
         #: Connections not read from until the application catches up.
         self.starved: list[Inbound] = []
 
-    def add(self, conn: Inbound) -> None:
-        self.waiting += 1
-        if self.waiting > self.limit:
-            # The application is behind (its write queue is full): read no more
-            # from anyone who adds to it until it catches up.
-            conn.throttle()
-            self.starved.append(conn)
+    def starve(self, conn: Inbound) -> None:
+        """`conn` added one past the limit (`_on_publish` counts them in place).
+        The application is behind (its write queue is full): read no more from
+        anyone who adds to it until it catches up."""
+        conn.throttle()
+        self.starved.append(conn)
 
     def done(self, count: int = 1) -> None:
         self.waiting -= count
@@ -154,12 +154,15 @@ class Inbound:
                 self._queue_ack(pid, _PUBREC, 0)
                 return
             qos2 = session.inbound_qos2  # its size is session.qos2_count(), without the call
-            # With no acknowledgement waiting and no QoS 2 flow open, admit says
-            # "go on" (its limit, the Receive Maximum, is at least 1): no call.
-            if (machine.acks is not None or qos2 is not None) and machine.admit(
-                len(qos2) if qos2 is not None else 0
-            ):
-                self.throttle()
+            acks = machine.acks
+            if machine.version != MQTT_5:
+                # admit's answer for 3.1.1, without its call: only acknowledgements
+                # waiting for the application count, and reading pauses at the limit.
+                if acks is not None and len(acks) >= machine.limits.receive_maximum:
+                    self.throttle()
+            elif acks is not None or qos2 is not None:
+                # Else admit says "go on" (the Receive Maximum is at least 1): no call.
+                machine.admit(len(qos2) if qos2 is not None else 0)  # False, or it raises
         if props is not EMPTY and props.message_expiry_interval is not None:
             packet.expires_at = broker.loop.time() + props.message_expiry_interval
         delivery = broker.delivery
@@ -202,7 +205,12 @@ class Inbound:
                 if machine.refuses_qos2(ack_type, code):
                     session.qos2_release(pid)
         else:
-            entry = machine.ack_later(pid, ack_type)
+            # Machine.ack_later written out: every message the application settles later.
+            entry: Ack = [pid, ack_type, None]
+            acks = machine.acks
+            if acks is None:
+                acks = machine.acks = deque()
+            acks.append(entry)
             if isinstance(outcome, asyncio.Future):
                 # A partial, not a lambda: no Python frame of its own per message.
                 outcome.add_done_callback(partial(self._ack_done, entry))
@@ -217,7 +225,10 @@ class Inbound:
                 else:
                     held[1].append(entry)
                     held[2].append(outcome.last)
-            broker.acks.add(self)
+            budget = broker.acks  # AckBudget.add written out
+            budget.waiting += 1
+            if budget.waiting > budget.limit:
+                budget.starve(self)
 
     def _queue_ack(self, pid: int, ack_type: int, code: int) -> None:
         if self.machine.ack_now(pid, ack_type, code):
