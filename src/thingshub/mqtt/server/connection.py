@@ -67,6 +67,9 @@ if TYPE_CHECKING:
 
 log = logger("thingshub.mqtt")
 
+#: An object without its __init__ (`Connection.__init__` sets every slot).
+_new = object.__new__
+
 #: Seconds a connection stays half-closed after we sent DISCONNECT.
 LINGER = 2.0
 
@@ -122,8 +125,21 @@ class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
         self.stuck = False
         self.broker = broker
         self.transport: asyncio.Transport | None = None
-        self.machine = Machine(broker.config, 0.0)
-        self.reader = Reader(None, broker.config.max_packet_size)
+        config = broker.config
+        # Machine(config, 0.0) and Reader(None, max_packet_size) without their
+        # __init__s (each a call through the type's slot, dearer than the stores).
+        self.machine = machine = _new(Machine)
+        machine.limits = config
+        machine.state = AWAITING_CONNECT
+        machine.version = 4
+        machine.keepalive = 0
+        machine.created = machine.last_rx = 0.0
+        machine.extras = machine.acks = None
+        self.reader = reader = _new(Reader)
+        reader.buf = b""
+        reader.pos = 0
+        reader.version = None
+        reader.max_packet_size = config.max_packet_size
         self.session: Session | None = None
         self.client: ClientInfo | None = None
         self.will: Connect | None = None
@@ -242,6 +258,8 @@ class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
                         acked = None
                     if type(packet) is Publish:
                         self._on_publish(packet)
+                    elif type(packet) is Disconnect:  # every client's last: no _dispatch
+                        self._on_disconnect(packet)
                     else:
                         self._dispatch(packet)
                 else:
@@ -410,9 +428,6 @@ class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
         elif kind is Unsubscribe:
             assert isinstance(packet, Unsubscribe)
             self.broker.unsubscribe(self, packet)
-        elif kind is Disconnect:
-            assert isinstance(packet, Disconnect)
-            self._on_disconnect(packet)
         elif kind is Connect:
             self.protocol_error(ReasonCode.PROTOCOL_ERROR, "second CONNECT")
         elif kind is Auth:
@@ -479,7 +494,3 @@ class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
                 self.transport.resume_reading()
                 if self.reader.buf:
                     self.broker.loop.call_soon(self._process)
-
-    def end_transport(self) -> None:
-        if self.transport is not None:
-            self.transport.close()

@@ -129,7 +129,6 @@ class Inbound:
         def throttle(self) -> None: ...
         def unthrottle(self) -> None: ...
         def send_pubrel(self, packet_id: int) -> None: ...
-        def end_transport(self) -> None: ...
 
     def _on_publish(self, packet: Publish) -> None:
         broker = self.broker
@@ -331,4 +330,5 @@ class Inbound:
                 session.expiry_interval = min(expiry, self.broker.config.max_session_expiry)
         send_will = v5 and packet.reason_code == ReasonCode.DISCONNECT_WITH_WILL
         self.teardown(CloseReason.CLIENT_DISCONNECT, send_will=send_will)
-        self.end_transport()
+        if self.transport is not None:  # Connection.end_transport written out
+            self.transport.close()
