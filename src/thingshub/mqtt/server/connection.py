@@ -410,7 +410,7 @@ class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
 
     def _dispatch(self, packet: object) -> None:
         kind = type(packet)
-        if kind is PubAck:  # _process takes a plain PUBACK itself
+        if kind is PubAck:  # data_received takes a plain PUBACK itself
             assert isinstance(packet, PubAck) and self.session is not None
             ptype = packet.type
             if ptype == _PUBREC:

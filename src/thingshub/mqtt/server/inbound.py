@@ -31,7 +31,15 @@ from thingshub.mqtt.codec.packets import MQTT_5, Disconnect, PacketType, Publish
 from thingshub.mqtt.codec.properties import EMPTY
 from thingshub.mqtt.codec.reasons import ReasonCode
 from thingshub.mqtt.codec.writer import pack_ack
-from thingshub.mqtt.hooks import ClientInfo, CloseReason, Message, PublishOutcome, Settling
+from thingshub.mqtt.hooks import (
+    ClientInfo,
+    CloseReason,
+    Hooks,
+    Message,
+    OpenHooks,
+    PublishOutcome,
+    Settling,
+)
 from thingshub.mqtt.logs import logger
 from thingshub.mqtt.protocol.machine import CLOSED, Ack, Machine
 
@@ -91,6 +99,8 @@ class InboundHost(Protocol):
     def delivery(self) -> Delivery: ...
     @property
     def acks(self) -> AckBudget: ...
+    @property
+    def hooks(self) -> Hooks: ...
     @property
     def output(self) -> Output: ...
     def incoming(
@@ -167,8 +177,15 @@ class Inbound:
         delivery = broker.delivery
         delivery.current = self  # type: ignore[assignment]  # a Connection: a Link
         try:
-            # The packet is the application's Message (a Publish is one): not copied.
-            outcome = broker.incoming(client, packet, session)
+            if type(broker.hooks) is OpenHooks and not packet.retain:
+                # incoming's path for an open server (no hook to ask, nothing to
+                # retain), without its call: `thingshub broker`'s every message.
+                outcome: PublishOutcome = None
+                if not delivery.route(packet, client.session_key) and machine.version == MQTT_5:
+                    outcome = ReasonCode.NO_MATCHING_SUBSCRIBERS
+            else:
+                # The packet is the application's Message (a Publish is one): not copied.
+                outcome = broker.incoming(client, packet, session)
         finally:
             delivery.current = None
         if not qos:
