@@ -66,13 +66,21 @@ def frame(first: int, body: bytes) -> bytes:
 
 
 def expect_error(data: bytes, version: int | None, cls: type[CodecError]) -> CodecError:
-    """Feed `data` and assert the first `next_packet` raises exactly `cls`."""
+    """Feed `data` and assert the first `next_packet` raises exactly `cls`; and the
+    same when `data` arrives a byte at a time (the reader's other path, for packets
+    cut by the stream: the hot packets are read in place only when whole)."""
     reader = Reader(version)
     reader.feed(data)
     with pytest.raises(CodecError) as info:
         reader.next_packet()
     assert type(info.value) is cls, f"{type(info.value).__name__}: {info.value}"
     assert info.value.reason_code == REASON[cls]
+    pieces = Reader(version)
+    with pytest.raises(CodecError) as cut:
+        for byte in data:
+            pieces.feed(bytes((byte,)))
+            pieces.next_packet()
+    assert type(cut.value) is cls, f"in pieces, {type(cut.value).__name__}: {cut.value}"
     return info.value
 
 

@@ -413,3 +413,39 @@ def test_a_subscriber_that_acknowledges_steadily_is_never_taken_for_stuck(
         slow.ack(packet)
     sender.join(10)
     assert b.stats.dropped_queue_full == 0
+
+
+def test_a_held_publisher_that_keeps_sending_is_no_longer_read(
+    broker_factory: Callable[..., RunningBroker],
+) -> None:
+    """A hold stops reading from the publisher only once more bytes come while it
+    is held (most holds end before): then the socket's reading pauses, so what
+    the server keeps of its bytes stays bounded however much it sends; when the
+    subscriber catches up, reading resumes and nothing is lost."""
+    b = broker_factory(config=BrokerConfig(max_inflight=10, max_queued=100, max_hold=10.0))
+    slow = RawClient(b.port, 4)
+    slow.connect("slow")
+    slow.subscribe("burst", qos=1)
+    pub = RawClient(b.port, 4)
+    pub.connect("pub")
+    count, size = 3000, 4096  # 12 MB: more than the kernel's socket buffers take
+    burst = b"".join(
+        encode(Publish("burst", i.to_bytes(4, "big") * (size // 4), qos=1, packet_id=i + 1), 4)
+        for i in range(count)
+    )
+    sender = threading.Thread(target=pub.send_bytes, args=(burst,))
+    sender.start()
+    conn = b.call(lambda: b.broker.sessions["pub"].connection)
+    assert conn is not None
+    # The subscriber acknowledges nothing yet: its window, then its queue, fill up.
+    wait_until(lambda: b.call(lambda: conn._held is not None and not conn.transport.is_reading()))
+    time.sleep(0.3)  # the publisher keeps sending meanwhile
+    assert b.call(lambda: conn._held is not None and not conn.transport.is_reading())
+    assert b.call(lambda: conn.reader.buffered) < 1024 * 1024
+    for i in range(count):
+        packet = slow.recv(timeout=10)
+        assert isinstance(packet, Publish) and packet.payload[:4] == i.to_bytes(4, "big")
+        slow.ack(packet)
+    sender.join(10)
+    assert b.stats.dropped_queue_full == 0
+    pub.ping()  # held up, never disconnected

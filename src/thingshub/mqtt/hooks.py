@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
+from thingshub.mqtt.codec.packets import Connect
 from thingshub.mqtt.codec.packets import Message as Message  # noqa: PLC0414  # re-exported
 from thingshub.mqtt.codec.properties import EMPTY, Properties
 from thingshub.mqtt.codec.reasons import ReasonCode
@@ -120,28 +121,20 @@ class ConnectRequest(_Addressed):
 _new = object.__new__
 
 
-def connect_request(
-    client_id: str,
-    username: str | None,
-    password: bytes | None,
-    protocol_level: int,
-    clean_start: bool,
-    keepalive: int,
-    peer: Peer,
-    properties: Properties,
-) -> ConnectRequest:
-    """`ConnectRequest(...)` for a client the server is connected to (`peer`, its
-    connection), made without the type's __init__: the server makes one per
-    connect, and a Python __init__ (two, with `_Addressed`'s) costs a call
-    through the type's slot, dearer than the stores."""
+def connect_request(client_id: str, packet: Connect, peer: Peer) -> ConnectRequest:
+    """`ConnectRequest(...)` of `packet` (its client id `client_id`, perhaps
+    assigned) for a client the server is connected to (`peer`, its connection),
+    made without the type's __init__: the server makes one per connect, and a
+    Python __init__ (two, with `_Addressed`'s) costs a call through the type's
+    slot, dearer than the stores."""
     request = _new(ConnectRequest)
     request.client_id = client_id
-    request.username = username
-    request.password = password
-    request.protocol_level = protocol_level
-    request.clean_start = clean_start
-    request.keepalive = keepalive
-    request.properties = properties
+    request.username = packet.username
+    request.password = packet.password
+    request.protocol_level = packet.protocol_level
+    request.clean_start = packet.clean_start
+    request.keepalive = packet.keepalive
+    request.properties = packet.properties
     request._address = None
     request._peer = peer
     return request
@@ -169,7 +162,7 @@ class Accept:
 
 
 #: Accept() as an open broker gives it to everyone (frozen: one serves all).
-_ANYONE = Accept()
+ANYONE = Accept()
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,12 +295,15 @@ class Hooks(Protocol):
 class OpenHooks:
     """An open broker: anyone in, everything allowed, except subscriptions to
     the filters in `deny_subscribe` (compared as strings, as an ACL would),
-    which are refused with the protocol's generic failure code (0x80)."""
+    which are refused with the protocol's generic failure code (0x80).
+
+    The server calls neither `authorize_publish` nor `on_publish` of an
+    `OpenHooks` itself (two calls a message saved): to change them, subclass."""
 
     deny_subscribe: set[str] = field(default_factory=set)
 
     def authenticate(self, request: ConnectRequest) -> Accept | Refuse:
-        return _ANYONE
+        return ANYONE
 
     def authorize_publish(self, client: ClientInfo, topic: str) -> bool:
         return True

@@ -24,19 +24,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from thingshub.mqtt.codec.connect import read_connect
 from thingshub.mqtt.codec.errors import (
     MalformedPacket,
     PacketTooLarge,
     ProtocolError,
-    UnsupportedProtocolVersion,
 )
 from thingshub.mqtt.codec.packets import (
-    MQTT_3_1,
     MQTT_3_1_1,
     MQTT_5,
     Auth,
     Connack,
-    Connect,
     Disconnect,
     Packet,
     PacketType,
@@ -49,12 +47,10 @@ from thingshub.mqtt.codec.packets import (
     SubscriptionRequest,
     Unsuback,
     Unsubscribe,
-    Will,
 )
 from thingshub.mqtt.codec.properties import (
     AUTH,
     CONNACK,
-    CONNECT,
     DISCONNECT,
     EMPTY,
     PUBLISH,
@@ -62,13 +58,11 @@ from thingshub.mqtt.codec.properties import (
     SUBSCRIBE,
     UNSUBACK,
     UNSUBSCRIBE,
-    WILL,
     Properties,
     read_properties,
 )
 from thingshub.mqtt.codec.wire import (
     MAX_VARINT,
-    read_binary,
     read_str,
     read_u8,
     read_u16,
@@ -80,7 +74,7 @@ PROTOCOL_MAX_PACKET_SIZE = 1 + 4 + MAX_VARINT
 _PACKET_TYPES = {t.value: t for t in PacketType}
 
 #: A packet without its __init__ (a Python __init__ costs a call through the type's
-#: slot, the dearest a message made): `_publish` and `_connect` set every slot.
+#: slot, the dearest a message made): `_publish` (and connect.py's `read_connect`) set every slot.
 _new = object.__new__
 
 # Required low nibble of the first byte, per packet type (None: PUBLISH, checked apart).
@@ -90,40 +84,42 @@ _FLAGS = {1: 0, 2: 0, 4: 0, 5: 0, 6: 2, 7: 0, 8: 2, 9: 0, 10: 2, 11: 0, 12: 0, 1
 class Reader:
     """Turns a stream of bytes into packets."""
 
-    __slots__ = ("_buf", "_pos", "max_packet_size", "version")
+    __slots__ = ("buf", "max_packet_size", "pos", "version")
 
     def __init__(
         self, version: int | None = None, max_packet_size: int = PROTOCOL_MAX_PACKET_SIZE
     ) -> None:
-        # The bytes last fed while they hold only whole packets; a bytearray
-        # collecting the pieces while a packet arrives cut.
-        self._buf: bytes | bytearray = b""
-        self._pos = 0
+        #: The bytes last fed while they hold only whole packets; a bytearray
+        #: collecting the pieces while a packet arrives cut. Empty (b"") exactly
+        #: when nothing is buffered: the server reads `buf` and `pos` in place
+        #: (a feed of the usual case, "anything left?") instead of a call a read.
+        self.buf: bytes | bytearray = b""
+        self.pos = 0
         self.version = version
         self.max_packet_size = max_packet_size
 
     def feed(self, data: bytes) -> None:
-        buf = self._buf
-        pos = self._pos
+        buf = self.buf
+        pos = self.pos
         if pos >= len(buf):
             # Nothing left over, the usual case: parse the caller's bytes in place.
-            self._buf = data if type(data) is bytes else bytes(data)
-            self._pos = 0
+            self.buf = data if type(data) is bytes else bytes(data)
+            self.pos = 0
         elif type(buf) is bytearray:
             if pos:
                 del buf[:pos]
-                self._pos = 0
+                self.pos = 0
             buf += data
         else:
             rest = bytearray(memoryview(buf)[pos:])
             rest += data
-            self._buf = rest
-            self._pos = 0
+            self.buf = rest
+            self.pos = 0
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as packets."""
-        return len(self._buf) - self._pos
+        return len(self.buf) - self.pos
 
     def next_packet(self) -> Packet | None:
         """The next whole packet, or None until one has arrived."""
@@ -136,8 +132,8 @@ class Reader:
         """As `next_packet`, but a PUBACK of success without properties (in any
         version) comes as its packet id alone: a subscriber at QoS 1 sends one
         for every message, and the server needs nothing of it but the id."""
-        buf = self._buf
-        pos = self._pos
+        buf = self.buf
+        pos = self.pos
         size = len(buf)
         if size - pos < 2:
             return None
@@ -166,17 +162,59 @@ class Reader:
         if end > size:
             return None
         if end == size:  # all read: an idle connection keeps no buffer alive
-            self._buf = b""
-            self._pos = 0
+            self.buf = b""
+            self.pos = 0
         else:
-            self._pos = end
+            self.pos = end
         if type(buf) is not bytes:  # a packet that arrived in pieces
             return decode_packet(first, bytes(buf[i:end]), self.version, self)
         # Whole packets in the bytes the socket gave: the hot ones are read in place.
         if first >> 4 == 3:
-            return _publish(first & 0x0F, buf, i, end, self.version or MQTT_3_1_1)
+            # _publish written out (the same checks, the same packet): a call less a message.
+            qos = (first >> 1) & 3
+            if qos == 3:
+                raise MalformedPacket("PUBLISH with QoS 3")
+            dup = (first & 8) != 0
+            if dup and not qos:
+                raise MalformedPacket("PUBLISH with DUP set at QoS 0")
+            if length < 2:
+                raise MalformedPacket("PUBLISH too short for its topic")
+            tstart = i + 2
+            i = tstart + ((buf[i] << 8) | buf[i + 1])
+            if i > end:
+                raise MalformedPacket("topic length runs past the end of the packet")
+            try:
+                topic = buf[tstart:i].decode()
+            except UnicodeDecodeError as exc:
+                raise MalformedPacket("topic is not well-formed UTF-8") from exc
+            if "\x00" in topic:
+                raise MalformedPacket("topic contains U+0000")
+            packet_id = None
+            if qos:
+                if i + 2 > end:
+                    raise MalformedPacket("packet ends inside a two-byte integer")
+                packet_id = (buf[i] << 8) | buf[i + 1]
+                if not packet_id:
+                    raise MalformedPacket("packet identifier 0")
+                i += 2
+            props = EMPTY
+            if self.version == MQTT_5:
+                if i < end and buf[i] == 0:
+                    i += 1
+                else:
+                    props, i = read_properties(buf, i, end, PUBLISH)
+            packet = _new(Publish)
+            packet.topic = topic
+            packet.payload = buf[i:end]
+            packet.qos = qos
+            packet.retain = (first & 1) == 1
+            packet.dup = dup
+            packet.packet_id = packet_id
+            packet.properties = props
+            packet.expires_at = None
+            return packet
         if first == 0x10:  # CONNECT: decode_packet's path, without its call
-            connect = _connect(buf[i:end])
+            connect = read_connect(buf[i:end])
             if self.version is None:
                 self.version = connect.protocol_level
             return connect
@@ -185,6 +223,11 @@ class Reader:
             if not pid:
                 raise MalformedPacket("packet identifier 0")
             return pid
+        if first == 0xE0 and not length:  # a plain DISCONNECT (any version): every client's last
+            disconnect = _new(Disconnect)
+            disconnect.reason_code = 0
+            disconnect.properties = EMPTY
+            return disconnect
         return decode_packet(first, buf[i:end], self.version, self)
 
 
@@ -201,7 +244,7 @@ def decode_packet(
     if _FLAGS[ptype] != flags:
         raise MalformedPacket(f"reserved flag bits of {PacketType(ptype).name} are wrong")
     if ptype == 1:
-        connect = _connect(body)
+        connect = read_connect(body)
         if reader is not None and reader.version is None:
             reader.version = connect.protocol_level
         return connect
@@ -267,88 +310,6 @@ def _publish(flags: int, data: bytes, pos: int, end: int, version: int) -> Publi
     packet.properties = props
     packet.expires_at = None
     return packet
-
-
-def _connect(body: bytes) -> Connect:
-    end = len(body)
-    if end >= 10 and body[:6] == b"\x00\x04MQTT":
-        # The usual name, compared without decoding it; level, flags and
-        # keepalive read in place (they are there: the body is long enough).
-        name = "MQTT"
-        level = body[6]
-        cflags = body[7]
-        keepalive = (body[8] << 8) | body[9]
-        pos = 10
-    else:
-        name, pos = read_str(body, 0, end)
-        level, pos = read_u8(body, pos, end)
-        cflags, pos = read_u8(body, pos, end)
-        keepalive, pos = read_u16(body, pos, end)
-    if name == "MQTT":
-        if level not in (MQTT_3_1_1, MQTT_5):
-            raise UnsupportedProtocolVersion(f"protocol level {level} is not supported", level)
-    elif name == "MQIsdp":
-        if level != MQTT_3_1:
-            raise UnsupportedProtocolVersion(f"protocol level {level} is not supported", level)
-    else:
-        raise MalformedPacket(f"unknown protocol name {name!r}")
-    if cflags & 0x01:
-        raise MalformedPacket("reserved CONNECT flag is set")
-    has_will = bool(cflags & 0x04)
-    will_qos = (cflags >> 3) & 3
-    will_retain = bool(cflags & 0x20)
-    if will_qos == 3:
-        raise MalformedPacket("will QoS 3")
-    if not has_will and (will_qos or will_retain):
-        raise MalformedPacket("will QoS or retain set without a will")
-    has_user = bool(cflags & 0x80)
-    has_pass = bool(cflags & 0x40)
-    if has_pass and not has_user and level != MQTT_5:
-        raise MalformedPacket("password flag without user name flag")
-    props = EMPTY
-    if level == MQTT_5:
-        props, pos = read_properties(body, pos, end, CONNECT)
-        if props.authentication_data is not None and props.authentication_method is None:
-            raise ProtocolError("authentication data without an authentication method")
-    # read_str written out for the client id, which every CONNECT has.
-    if pos + 2 > end:
-        raise MalformedPacket("packet ends inside a length prefix")
-    start = pos + 2
-    pos = start + ((body[pos] << 8) | body[pos + 1])
-    if pos > end:
-        raise MalformedPacket("length prefix runs past the end of the packet")
-    try:
-        client_id = body[start:pos].decode()
-    except UnicodeDecodeError as exc:
-        raise MalformedPacket("string is not well-formed UTF-8") from exc
-    if "\x00" in client_id:
-        raise MalformedPacket("string contains U+0000")
-    will = None
-    if has_will:
-        will_props = EMPTY
-        if level == MQTT_5:
-            will_props, pos = read_properties(body, pos, end, WILL)
-        will_topic, pos = read_str(body, pos, end)
-        will_payload, pos = read_binary(body, pos, end)
-        will = Will(will_topic, will_payload, will_qos, will_retain, will_props)
-    username = None
-    if has_user:
-        username, pos = read_str(body, pos, end)
-    password = None
-    if has_pass:
-        password, pos = read_binary(body, pos, end)
-    if pos != end:
-        raise MalformedPacket("bytes left over after the packet's fields")
-    connect = _new(Connect)  # without its __init__ (see _new)
-    connect.client_id = client_id
-    connect.protocol_level = level
-    connect.clean_start = (cflags & 0x02) != 0
-    connect.keepalive = keepalive
-    connect.username = username
-    connect.password = password
-    connect.will = will
-    connect.properties = props
-    return connect
 
 
 def _connack(_ptype: int, body: bytes, version: int) -> Connack:

@@ -46,7 +46,7 @@ from thingshub.mqtt.codec.packets import (
 )
 from thingshub.mqtt.codec.properties import EMPTY, Properties
 from thingshub.mqtt.codec.reasons import ReasonCode, connack_code_v3
-from thingshub.mqtt.codec.writer import encode, encode_ack
+from thingshub.mqtt.codec.writer import encode, encode_ack, pack_ack
 from thingshub.mqtt.topics import valid_response_topic
 
 
@@ -314,8 +314,8 @@ class Machine:
                 parts.append(self.ack(pid, ack_type, code))
                 if self.refuses_qos2(ack_type, code):
                     ended = [pid] if ended is None else [*ended, pid]
-            else:
-                parts.append(encode_ack(ack_type, pid))
+            else:  # encode_ack written out, for a PUBACK or PUBREC (the only kinds queued)
+                parts.append(pack_ack(ack_type << 4, 2, pid))
         if not acks:
             self.acks = None
         return b"".join(parts), ended

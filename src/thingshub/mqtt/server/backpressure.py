@@ -14,8 +14,9 @@ Rules:
   messages).
 - A publisher's silence while it is held is ours: its keepalive restarts
   when it is released.
-- The connection supplies the I/O (`_stop_reading`, `_start_reading`,
-  `_hold_timer`); this class keeps only who holds up whom.
+- A hold stops reading from the publisher: what it has sent and we have read
+  waits unparsed, and the socket's reading pauses when more comes; a release
+  resumes it, and handles what waited.
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from thingshub.mqtt.protocol.machine import CONNECTED
+
 if TYPE_CHECKING:
+    from thingshub.mqtt.codec.parser import Reader
+    from thingshub.mqtt.protocol.machine import Machine
+    from thingshub.mqtt.server.inbound import InboundHost
     from thingshub.mqtt.server.ports import Link
 
 
@@ -36,7 +42,20 @@ class Blocked(list["Backpressure"]):
 
 
 class Backpressure:
+    """Who holds up whom (a base of `Connection`, which has the attributes and
+    the reading declared here)."""
+
     __slots__ = ("_blocked", "_held", "stuck", "write_paused")
+
+    broker: InboundHost
+    machine: Machine
+    reader: Reader
+    transport: asyncio.Transport | None
+    _paused: bool  # reading paused for the connection's own reasons (connection.py)
+
+    if TYPE_CHECKING:
+
+        def _process(self) -> None: ...
 
     def __init__(self) -> None:
         #: The client holding us up, if one is.
@@ -46,39 +65,23 @@ class Backpressure:
         self.write_paused = False  # our socket buffer is above the high-water mark
         self.stuck = False  # we held a publisher up for `max_hold` and did not drain
 
-    # The connection's I/O.
-    def _stop_reading(self) -> bool:
-        """Stop reading for a hold; False (and nothing done) if this connection
-        cannot be held (it is not connected): one call for both, as a hold comes
-        every other message under a window-1 fan-in."""
-        raise NotImplementedError  # unreachable in practice
-
-    def _start_reading(self) -> None:
-        raise NotImplementedError  # unreachable in practice
-
-    def _hold_timer(self) -> asyncio.TimerHandle:
-        """A timer that calls `hold_expired` of ours after `max_hold` seconds."""
-        raise NotImplementedError  # unreachable in practice
-
     # asyncio's flow control of our socket
     def pause_writing(self) -> None:
         self.write_paused = True
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        self._caught_up()
+        self.stuck = False  # we drained: hold publishers up again next time we fall behind
+        if self._blocked is not None:
+            self._release_blocked()
 
     def queue_drained(self) -> None:
         """The session's queue emptied: the publishers it held may go on, unless
         the socket itself is still full."""
         if not self.write_paused:
-            self._caught_up()
-
-    def _caught_up(self) -> None:
-        """We drained: release the publishers we held up, and hold them up again
-        next time we fall behind."""
-        self.stuck = False
-        self._release_blocked()
+            self.stuck = False
+            if self._blocked is not None:
+                self._release_blocked()
 
     def _release_blocked(self) -> None:
         blocked = self._blocked
@@ -86,21 +89,37 @@ class Backpressure:
             return
         self._blocked = None
         blocked.timer.cancel()
-        for publisher in blocked:
-            publisher.release()
+        loop = self.broker.loop
+        now = loop.time()
+        for publisher in blocked:  # each one's release, written out
+            if publisher._held is None:
+                continue
+            publisher._held = None
+            transport = publisher.transport
+            machine = publisher.machine
+            if not publisher._paused and transport is not None and machine.state is CONNECTED:
+                machine.last_rx = now  # its silence while held was ours
+                transport.resume_reading()  # nothing to do unless bytes came while held
+                if publisher.reader.buf:
+                    loop.call_soon(publisher._process)
 
     def hold(self, slow: Link) -> None:
         """Stop reading from this (publishing) client until `slow`, a client we
         deliver to, has drained its socket buffer or its queue of QoS 1/2
         messages. A `slow` that has not drained `max_hold` seconds after it
-        first held someone up is `stuck`: it holds nobody up again until it drains."""
-        if self._held is not None or not self._stop_reading():
-            return
+        first held someone up is `stuck`: it holds nobody up again until it drains.
+
+        The socket's reading pauses only when bytes come while we are held
+        (connection.py's `data_received`): under a window-1 fan-in most holds end
+        before the publisher sends again, without a pause and a resume."""
+        if self._held is not None or self.transport is None or self.machine.state is not CONNECTED:
+            return  # held already, or not connected: nothing to hold
         assert isinstance(slow, Backpressure)
         blocked = slow._blocked
         if blocked is None:
             blocked = slow._blocked = Blocked()
-            blocked.timer = slow._hold_timer()
+            broker = slow.broker
+            blocked.timer = broker.loop.call_later(broker.config.max_hold, slow.hold_expired)
         blocked.append(self)
         self._held = slow
 
@@ -110,9 +129,3 @@ class Backpressure:
         until we drain."""
         self.stuck = True
         self._release_blocked()
-
-    def release(self) -> None:
-        if self._held is None:
-            return
-        self._held = None
-        self._start_reading()

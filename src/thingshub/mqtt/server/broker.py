@@ -49,6 +49,7 @@ from thingshub.mqtt.codec.properties import EMPTY, Properties
 from thingshub.mqtt.codec.reasons import ReasonCode
 from thingshub.mqtt.codec.writer import encode
 from thingshub.mqtt.hooks import (
+    ANYONE,
     Accept,
     ClientInfo,
     CloseReason,
@@ -65,10 +66,11 @@ from thingshub.mqtt.protocol.lifetimes import session_expiry
 from thingshub.mqtt.protocol.machine import AUTHENTICATING, CONNECTED
 from thingshub.mqtt.server.census import Census
 from thingshub.mqtt.server.config import BrokerConfig
-from thingshub.mqtt.server.connection import Connection, Output
+from thingshub.mqtt.server.connection import Connection
 from thingshub.mqtt.server.delivery import BrokerStats, Delivery
 from thingshub.mqtt.server.departures import Departures
 from thingshub.mqtt.server.inbound import AckBudget
+from thingshub.mqtt.server.output import Output
 from thingshub.mqtt.server.session import Session
 from thingshub.mqtt.server.subscriptions import Subscriptions
 from thingshub.mqtt.server.takeover import Takeover
@@ -273,21 +275,15 @@ class Broker:
             # No topic name at all [MQTT-4.7.1-1]: not 0x90 ("valid, not accepted").
             conn.refuse(ReasonCode.PROTOCOL_ERROR, "invalid will topic", connack=v5)
             return
-        request = connect_request(
-            client_id,
-            packet.username,
-            packet.password,
-            packet.protocol_level,
-            packet.clean_start,
-            packet.keepalive,
-            conn,
-            packet.properties,
-        )
-        try:
-            decision = self.hooks.authenticate(request)
-        except Exception:
-            self._authenticate_failed(conn)
-            return
+        hooks = self.hooks
+        if type(hooks) is OpenHooks:  # anyone in: no request to make, no call
+            decision: Accept | Refuse | Awaitable[Accept | Refuse] = ANYONE
+        else:
+            try:
+                decision = hooks.authenticate(connect_request(client_id, packet, conn))
+            except Exception:
+                self._authenticate_failed(conn)
+                return
         # Answered at once: _decided written out (a call less per connect).
         if isinstance(decision, Accept):
             self._accept(conn, packet, client_id, assigned, decision)
@@ -417,11 +413,13 @@ class Broker:
                 maximum_packet_size=config.max_packet_size,
             )
             conn.write_now(encode(Connack(0, session_present, ack_props), MQTT_5))
-        try:  # before activate(), which may handle packets sent after CONNECT (a DISCONNECT)
-            self.hooks.on_connect(conn.client)
-        except Exception:
-            self.stats.hook_errors += 1
-            log.exception("on_connect hook failed for %s", client_id)
+        hooks = self.hooks
+        if type(hooks) is not OpenHooks:  # whose on_connect does nothing
+            try:  # before activate(), which may handle packets sent after CONNECT (a DISCONNECT)
+                hooks.on_connect(conn.client)
+            except Exception:
+                self.stats.hook_errors += 1
+                log.exception("on_connect hook failed for %s", client_id)
         conn.activate()
         if session_present and session.connection is conn:
             self.delivery.resend(session)
@@ -433,23 +431,24 @@ class Broker:
     ) -> PublishOutcome:
         """A message from a client (or its will): authorize, hand to the application, route."""
         hooks = self.hooks
-        try:
-            allowed = hooks.authorize_publish(client, message.topic)
-        except Exception:
-            self.stats.hook_errors += 1
-            log.exception("authorize_publish hook failed for %s", client.client_id)
-            allowed = False
-        if not allowed:
-            self.stats.denied_publish += 1
-            return ReasonCode.NOT_AUTHORIZED if client.protocol_level == MQTT_5 else 0
-        try:
-            outcome = hooks.on_publish(client, message)
-        except Exception:
-            self.stats.hook_errors += 1
-            log.exception("on_publish hook failed for %s", client.client_id)
-            return ReasonCode.UNSPECIFIED_ERROR if client.protocol_level == MQTT_5 else 0
-        if outcome is not None:
-            return outcome
+        if type(hooks) is not OpenHooks:  # which allows all and keeps nothing: no two calls
+            try:
+                allowed = hooks.authorize_publish(client, message.topic)
+            except Exception:
+                self.stats.hook_errors += 1
+                log.exception("authorize_publish hook failed for %s", client.client_id)
+                allowed = False
+            if not allowed:
+                self.stats.denied_publish += 1
+                return ReasonCode.NOT_AUTHORIZED if client.protocol_level == MQTT_5 else 0
+            try:
+                outcome = hooks.on_publish(client, message)
+            except Exception:
+                self.stats.hook_errors += 1
+                log.exception("on_publish hook failed for %s", client.client_id)
+                return ReasonCode.UNSPECIFIED_ERROR if client.protocol_level == MQTT_5 else 0
+            if outcome is not None:
+                return outcome
         if message.retain:
             self.delivery.retain(message)
         n = self.delivery.route(message, client.session_key)

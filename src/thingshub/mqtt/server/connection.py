@@ -33,11 +33,12 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Protocol
 
-from thingshub.mqtt.codec.errors import CodecError, UnsupportedProtocolVersion
+from thingshub.mqtt.codec.errors import CodecError, MalformedPacket, UnsupportedProtocolVersion
 from thingshub.mqtt.codec.packets import (
     Auth,
     Connect,
     Disconnect,
+    Packet,
     PacketType,
     PingReq,
     PubAck,
@@ -62,10 +63,12 @@ from thingshub.mqtt.server.inbound import Inbound, InboundHost
 from thingshub.mqtt.server.outbound import Outbound
 
 if TYPE_CHECKING:
-    from thingshub.mqtt.server.delivery import BrokerStats
     from thingshub.mqtt.server.session import Session
 
 log = logger("thingshub.mqtt")
+
+#: An object without its __init__ (`Connection.__init__` sets every slot).
+_new = object.__new__
 
 #: Seconds a connection stays half-closed after we sent DISCONNECT.
 LINGER = 2.0
@@ -84,44 +87,11 @@ class Host(InboundHost, Protocol):
     def active(self) -> list[Connection]: ...
     def register(self, conn: Connection) -> bool: ...
     def unregister(self, conn: Connection) -> None: ...
-    @property
-    def output(self) -> Output: ...
     def next_seq(self) -> int: ...
     def connect(self, conn: Connection, packet: Connect) -> None: ...
     def subscribe(self, conn: Connection, packet: Subscribe) -> None: ...
     def unsubscribe(self, conn: Connection, packet: Unsubscribe) -> None: ...
     def detach(self, conn: Connection, reason: CloseReason, *, send_will: bool) -> None: ...
-
-
-class Output:
-    """The connections written to during this turn of the event loop: what each
-    has leaves at the turn's end in one `transport.write`. Beside `Connection`,
-    so that writing and flushing read its buffer in place (no call per packet)."""
-
-    __slots__ = ("dirty", "loop", "scheduled", "stats")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, stats: BrokerStats) -> None:
-        self.loop = loop
-        self.stats = stats
-        self.dirty: list[Connection] = []
-        self.scheduled = False  # flush_all is due at the turn's end
-
-    def flush_all(self) -> None:
-        self.scheduled = False
-        dirty = self.dirty
-        self.dirty = []
-        sent = 0
-        for conn in dirty:  # Connection.flush written out
-            buf = conn._wbuf
-            transport = conn.transport
-            if buf is None or transport is None:
-                continue
-            data = buf[0] if len(buf) == 1 else b"".join(buf)
-            conn._wbuf = None
-            conn._wbytes = 0
-            sent += len(data)
-            transport.write(data)
-        self.stats.bytes_out += sent
 
 
 class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
@@ -148,11 +118,28 @@ class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
     broker: Host
 
     def __init__(self, broker: Host) -> None:
-        Backpressure.__init__(self)  # the one base with state: no super() lookup per accept
+        # Backpressure.__init__ written out (the one base with state): no call per accept.
+        self._held = None
+        self._blocked = None
+        self.write_paused = False
+        self.stuck = False
         self.broker = broker
         self.transport: asyncio.Transport | None = None
-        self.machine = Machine(broker.config, 0.0)
-        self.reader = Reader(None, broker.config.max_packet_size)
+        config = broker.config
+        # Machine(config, 0.0) and Reader(None, max_packet_size) without their
+        # __init__s (each a call through the type's slot, dearer than the stores).
+        self.machine = machine = _new(Machine)
+        machine.limits = config
+        machine.state = AWAITING_CONNECT
+        machine.version = 4
+        machine.keepalive = 0
+        machine.created = machine.last_rx = 0.0
+        machine.extras = machine.acks = None
+        self.reader = reader = _new(Reader)
+        reader.buf = b""
+        reader.pos = 0
+        reader.version = None
+        reader.max_packet_size = config.max_packet_size
         self.session: Session | None = None
         self.client: ClientInfo | None = None
         self.will: Connect | None = None
@@ -194,23 +181,114 @@ class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
             self.transport.abort()  # type: ignore[union-attr]
 
     def data_received(self, data: bytes) -> None:
+        """Bytes from the socket, and the packets they complete handled at once
+        (`_process` is this with b""): one Python call a read, with the reader's
+        usual feed and the loop over the packets written out."""
         machine = self.machine
         state = machine.state
         if state is CLOSED:
             return  # lingering after a DISCONNECT: discard
-        broker = self.broker
-        broker.stats.bytes_in += len(data)
-        if broker.track_activity and not self.enlisted:
-            self.enlisted = True
-            broker.active.append(self)
-        self.reader.feed(data)
-        if state is CONNECTED or state is AWAITING_CONNECT:
-            self._process()
+        reader = self.reader
+        if data:
+            broker = self.broker
+            broker.stats.bytes_in += len(data)
+            if broker.track_activity and not self.enlisted:
+                self.enlisted = True
+                broker.active.append(self)
+            if not reader.buf and type(data) is bytes:  # Reader.feed's usual case
+                reader.buf = data
+                reader.pos = 0
+            else:
+                reader.feed(data)
+        if state is not CONNECTED and state is not AWAITING_CONNECT:
+            return  # authenticating: what came waits in the reader
+        heard = False
+        packet: Packet | int | None
+        acked: Session | None = None  # queue to pump once after a run of plain PUBACKs
+        try:
+            while True:
+                if not reader.buf:  # all read: no call to be told so
+                    break
+                if self._paused or self._held is not None:
+                    # What is buffered waits too (resuming handles it); held, more came:
+                    # stop reading until the release (backpressure.py, `hold`).
+                    if not self._paused and self.transport is not None:
+                        self.transport.pause_reading()
+                    break
+                buf = reader.buf
+                pos = reader.pos
+                end = pos + 4
+                # A plain PUBACK read in place, as next_item does: a QoS 1 subscriber's every
+                # message (CONNECTED: max_packet_size is above 4 bytes, a CONNECT fit).
+                if (
+                    buf[pos] == 0x40
+                    and end <= len(buf)
+                    and buf[pos + 1] == 2
+                    and state is CONNECTED
+                ):
+                    packet = (buf[pos + 2] << 8) | buf[pos + 3]
+                    if not packet:
+                        raise MalformedPacket("packet identifier 0")
+                    if end == len(buf):
+                        reader.buf = b""
+                        reader.pos = 0
+                    else:
+                        reader.pos = end
+                else:
+                    packet = reader.next_item()
+                    if packet is None:
+                        break
+                if not heard:  # a whole packet is what keeps a client alive, not a byte
+                    heard = True
+                    machine.last_rx = self.broker.loop.time()
+                if state is CONNECTED:
+                    if type(packet) is int:  # a plain PUBACK's id: ends a QoS 1 delivery
+                        # Delivery.acked written out (a subscriber sends one per message).
+                        session = self.session
+                        assert session is not None
+                        inflight = session.inflight
+                        out = inflight.get(packet)
+                        if out is not None and out.qos == 1:  # else unknown: nothing to do
+                            del inflight[packet]
+                            if session.queue:
+                                acked = session
+                        continue
+                    if acked is not None:  # what the PUBACKs before it made room for
+                        self.broker.delivery.pump(acked)
+                        acked = None
+                    if type(packet) is Publish:
+                        self._on_publish(packet)
+                    elif type(packet) is Disconnect:  # every client's last: no _dispatch
+                        self._on_disconnect(packet)
+                    else:
+                        self._dispatch(packet)
+                else:
+                    connect = machine.receive_first(packet)
+                    self.seq = self.broker.next_seq()
+                    self.broker.connect(self, connect)
+                state = machine.state
+                if state is not CONNECTED:  # closed, or the CONNECT is being decided
+                    break
+        except UnsupportedProtocolVersion as exc:
+            self._refuse_version(exc.level)
+            return
+        except CodecError as exc:
+            if acked is not None:  # what those PUBACKs made room for goes before the close
+                self.broker.delivery.pump(acked)
+            self.protocol_error(exc.reason_code, str(exc))
+            return
+        if acked is not None:
+            self.broker.delivery.pump(acked)
+
+    def _process(self) -> None:
+        """Handle what the reader holds (after a pause, a hold, an authentication)."""
+        self.data_received(b"")
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.authenticating is not None:
             self.authenticating.cancel()  # nobody is left to answer
-        self.teardown(CloseReason.CONNECTION_LOST)
+        if self.machine.state is not CLOSED:  # else torn down already (a DISCONNECT)
+            self.teardown(CloseReason.CONNECTION_LOST)
         self.broker.unregister(self)
         if self.client is not None:
             self.client.release_peer()
@@ -314,12 +392,15 @@ class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
             self.protocol_error(code, "no CONNECT in time")
 
     def teardown(self, reason: CloseReason, *, send_will: bool = True) -> None:
-        if self.machine.state is CLOSED:
+        machine = self.machine
+        state = machine.state
+        if state is CLOSED:
             return
-        was_connected = self.machine.close()
+        machine.state = CLOSED  # Machine.close written out
         self._wbuf = None
-        self._release_blocked()
-        if was_connected:
+        if self._blocked is not None:  # most connections hold nobody up: no call
+            self._release_blocked()
+        if state is CONNECTED:
             self.broker.detach(self, reason, send_will=send_will)
 
     def client_id_for_log(self) -> str:
@@ -327,61 +408,9 @@ class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
 
     # ------------------------------------------------------------ reading
 
-    def _process(self) -> None:
-        reader = self.reader
-        machine = self.machine
-        heard = False
-        acked: Session | None = None  # queue to pump once after a run of plain PUBACKs
-        try:
-            while True:
-                state = machine.state
-                if state is not CONNECTED and state is not AWAITING_CONNECT:
-                    break
-                if self._paused or self._held is not None:
-                    break  # what is already buffered waits too: resuming processes it
-                packet = reader.next_item()
-                if packet is None:
-                    break
-                if not heard:  # a whole packet is what keeps a client alive, not a byte
-                    heard = True
-                    machine.last_rx = self.broker.loop.time()
-                if state is CONNECTED:
-                    if type(packet) is int:  # a plain PUBACK's id: ends a QoS 1 delivery
-                        # Delivery.acked written out (a subscriber sends one per message).
-                        session = self.session
-                        assert session is not None
-                        inflight = session.inflight
-                        out = inflight.get(packet)
-                        if out is not None and out.qos == 1:  # else unknown: nothing to do
-                            del inflight[packet]
-                            if session.queue:
-                                acked = session
-                        continue
-                    if acked is not None:  # what the PUBACKs before it made room for
-                        self.broker.delivery.pump(acked)
-                        acked = None
-                    if type(packet) is Publish:
-                        self._on_publish(packet)
-                    else:
-                        self._dispatch(packet)
-                else:
-                    connect = machine.receive_first(packet)
-                    self.seq = self.broker.next_seq()
-                    self.broker.connect(self, connect)
-        except UnsupportedProtocolVersion as exc:
-            self._refuse_version(exc.level)
-            return
-        except CodecError as exc:
-            if acked is not None:  # what those PUBACKs made room for goes before the close
-                self.broker.delivery.pump(acked)
-            self.protocol_error(exc.reason_code, str(exc))
-            return
-        if acked is not None:
-            self.broker.delivery.pump(acked)
-
     def _dispatch(self, packet: object) -> None:
         kind = type(packet)
-        if kind is PubAck:  # _process takes a plain PUBACK itself
+        if kind is PubAck:  # data_received takes a plain PUBACK itself
             assert isinstance(packet, PubAck) and self.session is not None
             ptype = packet.type
             if ptype == _PUBREC:
@@ -399,9 +428,6 @@ class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
         elif kind is Unsubscribe:
             assert isinstance(packet, Unsubscribe)
             self.broker.unsubscribe(self, packet)
-        elif kind is Disconnect:
-            assert isinstance(packet, Disconnect)
-            self._on_disconnect(packet)
         elif kind is Connect:
             self.protocol_error(ReasonCode.PROTOCOL_ERROR, "second CONNECT")
         elif kind is Auth:
@@ -439,19 +465,15 @@ class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
 
     def activate(self) -> None:
         """CONNACK has been queued: start reading what the client sent after CONNECT."""
-        self.machine.activate()
+        self.machine.state = CONNECTED  # Machine.activate written out
         assert self.transport is not None
         if self._paused:
             self._paused = False
             self.transport.resume_reading()
-        if self.reader.buffered:
+        if self.reader.buf:
             self._process()
 
     # ------------------------------------------------------------ throttling
-
-    def _process_later(self) -> None:
-        if self.reader.buffered:
-            self.broker.loop.call_soon(self._process)
 
     @property
     def paused(self) -> bool:
@@ -462,8 +484,7 @@ class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
         """Stop reading from this client until `unthrottle`: its acknowledgements wait."""
         if not self._paused and self.transport is not None:
             self._paused = True
-            if self._held is None:
-                self.transport.pause_reading()
+            self.transport.pause_reading()  # a held one's may not be paused yet (`hold`)
 
     def unthrottle(self) -> None:
         if self._paused and self.transport is not None and self.machine.state is CONNECTED:
@@ -471,29 +492,5 @@ class Connection(Inbound, Outbound, Backpressure, asyncio.Protocol):
             self.machine.last_rx = self.broker.loop.time()  # its silence while paused was ours
             if self._held is None:
                 self.transport.resume_reading()
-                self._process_later()
-
-    def end_transport(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-    # ------------------------------------------------------------ backpressure
-
-    def _stop_reading(self) -> bool:
-        transport = self.transport
-        if transport is None or self.machine.state is not CONNECTED:
-            return False  # nothing to hold
-        if not self._paused:
-            transport.pause_reading()
-        return True
-
-    def _start_reading(self) -> None:
-        transport = self.transport
-        if not self._paused and transport is not None and self.machine.state is CONNECTED:
-            self.machine.last_rx = self.broker.loop.time()  # its silence while held was ours
-            transport.resume_reading()
-            if self.reader.buffered:  # _process_later written out
-                self.broker.loop.call_soon(self._process)
-
-    def _hold_timer(self) -> asyncio.TimerHandle:
-        return self.broker.loop.call_later(self.broker.config.max_hold, self.hold_expired)
+                if self.reader.buf:
+                    self.broker.loop.call_soon(self._process)

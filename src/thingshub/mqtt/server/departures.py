@@ -20,7 +20,14 @@ from collections.abc import Callable
 
 from thingshub.mqtt.codec.packets import Will
 from thingshub.mqtt.codec.properties import EMPTY
-from thingshub.mqtt.hooks import ClientInfo, CloseReason, Hooks, Message, PublishOutcome
+from thingshub.mqtt.hooks import (
+    ClientInfo,
+    CloseReason,
+    Hooks,
+    Message,
+    OpenHooks,
+    PublishOutcome,
+)
 from thingshub.mqtt.logs import logger
 from thingshub.mqtt.protocol.lifetimes import depart
 from thingshub.mqtt.server.connection import Connection
@@ -29,6 +36,8 @@ from thingshub.mqtt.server.session import NONE_YET, Session
 from thingshub.mqtt.server.takeover import Takeover
 
 log = logger("thingshub.mqtt")
+
+_TAKEN_OVER = CloseReason.TAKEN_OVER
 
 Incoming = Callable[[ClientInfo, Message, Session | None], PublishOutcome]
 
@@ -63,28 +72,39 @@ class Departures:
         if session.connection is conn:
             session.connection = None
             will = conn.will.will if (send_will and conn.will is not None) else None
-            delay = None if will is None else (will.properties.will_delay_interval or 0)
-            plan = depart(
-                self.loop.time(),
-                expiry=session.expiry_interval,
-                will_delay=delay,
-                taken_over=reason is CloseReason.TAKEN_OVER,
-            )
-            if will is not None:
-                if plan.will_now:
-                    self.publish_will(will, client)
-                elif plan.will_at is not None:
-                    session.pending_will = (will, client)
-                    session.will_handle = self.loop.call_at(plan.will_at, self._will_due, session)
-            if plan.end_now:
-                self.end(session)
-            elif plan.expires_at is not None:
-                session.expiry_handle = self.loop.call_at(plan.expires_at, self._expire, session)
+            if will is None and not session.expiry_interval and reason is not _TAKEN_OVER:
+                self.end(session)  # depart's plan (end now), without its call: most sessions
+            else:
+                self._depart(session, will, client, reason)
+        hooks = self.hooks
+        if type(hooks) is OpenHooks:  # whose on_disconnect does nothing
+            return
         try:
-            self.hooks.on_disconnect(client, reason)
+            hooks.on_disconnect(client, reason)
         except Exception:
             self.stats.hook_errors += 1
             log.exception("on_disconnect hook failed for %s", client.client_id)
+
+    def _depart(
+        self, session: Session, will: Will | None, client: ClientInfo, reason: CloseReason
+    ) -> None:
+        """Carry out `depart`'s plan for a session whose connection ended."""
+        plan = depart(
+            self.loop.time(),
+            expiry=session.expiry_interval,
+            will_delay=None if will is None else (will.properties.will_delay_interval or 0),
+            taken_over=reason is _TAKEN_OVER,
+        )
+        if will is not None:
+            if plan.will_now:
+                self.publish_will(will, client)
+            elif plan.will_at is not None:
+                session.pending_will = (will, client)
+                session.will_handle = self.loop.call_at(plan.will_at, self._will_due, session)
+        if plan.end_now:
+            self.end(session)
+        elif plan.expires_at is not None:
+            session.expiry_handle = self.loop.call_at(plan.expires_at, self._expire, session)
 
     def _will_due(self, session: Session) -> None:
         session.will_handle = None
@@ -113,13 +133,15 @@ class Departures:
         """End `session` now (its pending will goes out)."""
         pending = session.pending_will
         session.pending_will = None
-        session.cancel_timers()
+        if session.will_handle is not None or session.expiry_handle is not None:
+            session.cancel_timers()  # most sessions have neither: no call
         if pending is not None:
             self.publish_will(*pending)
         if session.subscriptions is not NONE_YET:  # most sessions never subscribe
             self.delivery.forget(session)
         session.inflight = NONE_YET
-        session.clear_queue()
+        session.queue = None  # clear_queue written out
+        session.queued_bytes = 0
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
         if session.identity is not None:  # else it holds nothing in the takeover

@@ -23,6 +23,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
@@ -30,13 +31,22 @@ from thingshub.mqtt.codec.packets import MQTT_5, Disconnect, PacketType, Publish
 from thingshub.mqtt.codec.properties import EMPTY
 from thingshub.mqtt.codec.reasons import ReasonCode
 from thingshub.mqtt.codec.writer import pack_ack
-from thingshub.mqtt.hooks import ClientInfo, CloseReason, Message, PublishOutcome, Settling
+from thingshub.mqtt.hooks import (
+    ClientInfo,
+    CloseReason,
+    Hooks,
+    Message,
+    OpenHooks,
+    PublishOutcome,
+    Settling,
+)
 from thingshub.mqtt.logs import logger
 from thingshub.mqtt.protocol.machine import CLOSED, Ack, Machine
 
 if TYPE_CHECKING:
     from thingshub.mqtt.server.config import BrokerConfig
     from thingshub.mqtt.server.delivery import BrokerStats, Delivery
+    from thingshub.mqtt.server.output import Output
     from thingshub.mqtt.server.session import Session
 
 log = logger("thingshub.mqtt")
@@ -56,13 +66,12 @@ class AckBudget:
         #: Connections not read from until the application catches up.
         self.starved: list[Inbound] = []
 
-    def add(self, conn: Inbound) -> None:
-        self.waiting += 1
-        if self.waiting > self.limit:
-            # The application is behind (its write queue is full): read no more
-            # from anyone who adds to it until it catches up.
-            conn.throttle()
-            self.starved.append(conn)
+    def starve(self, conn: Inbound) -> None:
+        """`conn` added one past the limit (`_on_publish` counts them in place).
+        The application is behind (its write queue is full): read no more from
+        anyone who adds to it until it catches up."""
+        conn.throttle()
+        self.starved.append(conn)
 
     def done(self, count: int = 1) -> None:
         self.waiting -= count
@@ -90,6 +99,10 @@ class InboundHost(Protocol):
     def delivery(self) -> Delivery: ...
     @property
     def acks(self) -> AckBudget: ...
+    @property
+    def hooks(self) -> Hooks: ...
+    @property
+    def output(self) -> Output: ...
     def incoming(
         self, client: ClientInfo, message: Message, session: Session | None
     ) -> PublishOutcome: ...
@@ -106,6 +119,10 @@ class Inbound:
     session: Session | None
     client: ClientInfo | None
     _paused: bool
+    transport: asyncio.Transport | None
+    #: Packets written since the last flush (None: none) and their bytes (output.py).
+    _wbuf: list[bytes] | None
+    _wbytes: int
     #: The settlement this connection waits for last, with its messages' ack
     #: entries and member numbers in it, in arrival order; or None.
     _settling: Held | None
@@ -122,7 +139,6 @@ class Inbound:
         def throttle(self) -> None: ...
         def unthrottle(self) -> None: ...
         def send_pubrel(self, packet_id: int) -> None: ...
-        def end_transport(self) -> None: ...
 
     def _on_publish(self, packet: Publish) -> None:
         broker = self.broker
@@ -147,19 +163,29 @@ class Inbound:
                 self._queue_ack(pid, _PUBREC, 0)
                 return
             qos2 = session.inbound_qos2  # its size is session.qos2_count(), without the call
-            # With no acknowledgement waiting and no QoS 2 flow open, admit says
-            # "go on" (its limit, the Receive Maximum, is at least 1): no call.
-            if (machine.acks is not None or qos2 is not None) and machine.admit(
-                len(qos2) if qos2 is not None else 0
-            ):
-                self.throttle()
+            acks = machine.acks
+            if machine.version != MQTT_5:
+                # admit's answer for 3.1.1, without its call: only acknowledgements
+                # waiting for the application count, and reading pauses at the limit.
+                if acks is not None and len(acks) >= machine.limits.receive_maximum:
+                    self.throttle()
+            elif acks is not None or qos2 is not None:
+                # Else admit says "go on" (the Receive Maximum is at least 1): no call.
+                machine.admit(len(qos2) if qos2 is not None else 0)  # False, or it raises
         if props is not EMPTY and props.message_expiry_interval is not None:
             packet.expires_at = broker.loop.time() + props.message_expiry_interval
         delivery = broker.delivery
         delivery.current = self  # type: ignore[assignment]  # a Connection: a Link
         try:
-            # The packet is the application's Message (a Publish is one): not copied.
-            outcome = broker.incoming(client, packet, session)
+            if type(broker.hooks) is OpenHooks and not packet.retain:
+                # incoming's path for an open server (no hook to ask, nothing to
+                # retain), without its call: `thingshub broker`'s every message.
+                outcome: PublishOutcome = None
+                if not delivery.route(packet, client.session_key) and machine.version == MQTT_5:
+                    outcome = ReasonCode.NO_MATCHING_SUBSCRIBERS
+            else:
+                # The packet is the application's Message (a Publish is one): not copied.
+                outcome = broker.incoming(client, packet, session)
         finally:
             delivery.current = None
         if not qos:
@@ -175,14 +201,32 @@ class Inbound:
             if machine.acks is None or machine.ack_now(pid, ack_type, code):
                 # Nothing waits before it (ack_now's answer, without its call).
                 if not code:  # machine.ack's own answer to a success, without its calls
-                    # encode_ack written out: a PUBACK (PUBREC) of success.
-                    self.write(pack_ack(0x40 if qos == 1 else 0x50, 2, pid))
+                    # encode_ack and Connection.write written out: a PUBACK (PUBREC)
+                    # of success, a window-1 publisher's every message.
+                    if machine.state is not CLOSED:
+                        data = pack_ack(0x40 if qos == 1 else 0x50, 2, pid)
+                        buf = self._wbuf
+                        if buf is None:
+                            self._wbuf = [data]  # type: ignore[misc]  # a slot of Connection
+                            output = broker.output
+                            output.dirty.append(self)
+                            if not output.scheduled:
+                                output.scheduled = True
+                                output.loop.call_soon(output.flush_all)
+                        else:
+                            buf.append(data)
+                        self._wbytes += 4  # type: ignore[misc]  # a slot of Connection
                     return
                 self.write(machine.ack(pid, ack_type, code))
                 if machine.refuses_qos2(ack_type, code):
                     session.qos2_release(pid)
         else:
-            entry = machine.ack_later(pid, ack_type)
+            # Machine.ack_later written out: every message the application settles later.
+            entry: Ack = [pid, ack_type, None]
+            acks = machine.acks
+            if acks is None:
+                acks = machine.acks = deque()
+            acks.append(entry)
             if isinstance(outcome, asyncio.Future):
                 # A partial, not a lambda: no Python frame of its own per message.
                 outcome.add_done_callback(partial(self._ack_done, entry))
@@ -197,7 +241,10 @@ class Inbound:
                 else:
                     held[1].append(entry)
                     held[2].append(outcome.last)
-            broker.acks.add(self)
+            budget = broker.acks  # AckBudget.add written out
+            budget.waiting += 1
+            if budget.waiting > budget.limit:
+                budget.starve(self)
 
     def _queue_ack(self, pid: int, ack_type: int, code: int) -> None:
         if self.machine.ack_now(pid, ack_type, code):
@@ -300,4 +347,5 @@ class Inbound:
                 session.expiry_interval = min(expiry, self.broker.config.max_session_expiry)
         send_will = v5 and packet.reason_code == ReasonCode.DISCONNECT_WITH_WILL
         self.teardown(CloseReason.CLIENT_DISCONNECT, send_will=send_will)
-        self.end_transport()
+        if self.transport is not None:  # Connection.end_transport written out
+            self.transport.close()

@@ -24,8 +24,11 @@ from thingshub.mqtt.codec.writer import (
     short_packers,
     wide_packers,
 )
+from thingshub.mqtt.protocol.machine import CLOSED
 
 if TYPE_CHECKING:
+    import asyncio
+
     from thingshub.mqtt.protocol.machine import Machine
     from thingshub.mqtt.server.inbound import InboundHost
     from thingshub.mqtt.server.ports import Outgoing
@@ -39,6 +42,10 @@ class Outbound:
 
     broker: InboundHost
     machine: Machine
+    transport: asyncio.Transport | None
+    #: Packets written since the last flush (None: none) and their bytes (output.py).
+    _wbuf: list[bytes] | None
+    _wbytes: int
 
     if TYPE_CHECKING:
 
@@ -74,8 +81,21 @@ class Outbound:
                     data = encode_publish(topic_b, payload, qos, retain, dup, packet_id, version)
             else:
                 data = encode_publish(topic_b, payload, qos, retain, dup, None, version)
-            self.write(data)
-            self.broker.stats.messages_out += 1
+            # Connection.write written out: every delivery to a 3.1.1 client.
+            broker = self.broker
+            if machine.state is not CLOSED:
+                buf = self._wbuf
+                if buf is None:
+                    self._wbuf = [data]  # type: ignore[misc]  # a slot of Connection
+                    output = broker.output
+                    output.dirty.append(self)
+                    if not output.scheduled:
+                        output.scheduled = True
+                        output.loop.call_soon(output.flush_all)
+                else:
+                    buf.append(data)
+                self._wbytes += len(data)  # type: ignore[misc]  # a slot of Connection
+            broker.stats.messages_out += 1
             return True
         topic = msg.topic
         topic_b = topic.encode()
