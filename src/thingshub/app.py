@@ -38,14 +38,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import uvicorn
-from fastapi import FastAPI
 
 from thingshub import cluster, datadir, metrics
-from thingshub.api.app import create_api
+from thingshub.api.app import PlatformApi, create_api
 from thingshub.api.connections import uvicorn_limits
 from thingshub.api.context import ApiContext
 from thingshub.api.listener import HttpServer
-from thingshub.api.stream import StreamLimits
+from thingshub.api.streamhub import StreamLimits
 from thingshub.api.websocket import WebSocketProtocol
 from thingshub.bus.calls import ClusterCalls
 from thingshub.bus.local import LocalBus
@@ -345,7 +344,7 @@ class Platform:
             mqtt_websocket=self.mqtt_websocket,
             nodes=self.nodes,
         )
-        api = create_api(ctx)
+        api = create_api(ctx, own_routes=s.console)  # NiceGUI mounts onto its routes
         if s.console:
             self._console = await self._mount_console(api, ctx, data_dir)
         config = uvicorn.Config(
@@ -387,7 +386,7 @@ class Platform:
         self.gateway.logins = cluster.logins(self.broker, self.presence, nats, clock, node_id)
         self.sweep = await cluster.join(nats, syncs, self.nodes, self.presence, self.jobs)
 
-    async def _mount_console(self, api: FastAPI, ctx: ApiContext, data_dir: Path) -> Console:
+    async def _mount_console(self, api: PlatformApi, ctx: ApiContext, data_dir: Path) -> Console:
         from thingshub.console import ConsoleContext, mount_console
 
         assert self.storage is not None and self.broker is not None and self.ingest is not None
@@ -396,7 +395,7 @@ class Platform:
         stats, ingest, things = self.broker.stats, self.ingest, self.things
         try:
             return mount_console(
-                api,
+                api.app,
                 ConsoleContext(
                     api=ctx,
                     http=api,

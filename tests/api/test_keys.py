@@ -59,7 +59,7 @@ def setup(p: RunningPlatform) -> Any:
 
 
 def app_routes(p: RunningPlatform) -> list[APIRoute]:
-    routes, stack = [], list(p.platform._http.config.app.routes)
+    routes, stack = [], list(p.platform._http.config.app.app.routes)
     while stack:  # included routers hold their routes
         route = stack.pop()
         stack += getattr(getattr(route, "original_router", None), "routes", [])

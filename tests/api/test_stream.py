@@ -106,7 +106,7 @@ def test_image_and_command_changes(platform: RunningPlatform, register) -> None:
 def test_a_slow_client_is_told_what_it_missed(
     platform: RunningPlatform, register, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from thingshub.api import stream
+    from thingshub.api import streamhub as stream
 
     monkeypatch.setattr(stream, "QUEUE_LIMIT", 5)
     dev = register("p1", "d1")

@@ -11,15 +11,19 @@ Rules:
 - `/mqtt` is MQTT over WebSocket for devices (the MQTT server's own ASGI
   application, given in the context): outside `/api`, so no API key;
   devices log in with their MQTT logins.
-- The app holds no global state: all it needs arrives in an `ApiContext`.
+- The routes hold no platform's state: each request finds its platform's
+  parts in its scope (served.py), so one set of routes serves every platform
+  of a process.
 """
 
 from __future__ import annotations
 
+import functools
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from starlette.routing import WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from thingshub import __version__
 from thingshub.api import (
@@ -44,6 +48,8 @@ from thingshub.api.guard import RequestGuard
 from thingshub.api.metrics import FunctionCollector, HttpMetrics
 from thingshub.api.params import ApiRoute
 from thingshub.api.schemas import ERRORS, ErrorOut
+from thingshub.api.served import SERVED, Served, served
+from thingshub.api.streamhub import EVENT_TYPES, StreamHub
 
 #: Where devices speak MQTT over WebSocket.
 MQTT_WEBSOCKET_PATH = "/mqtt"
@@ -76,7 +82,51 @@ binary frames; no API key, devices log in with their MQTT logins.
 """
 
 
-def create_api(ctx: ApiContext) -> FastAPI:
+class PlatformApi:
+    """One platform's HTTP application: the process's routes (`routes_app`), with
+    this platform's parts put in each request's scope (served.py), and its MQTT
+    over WebSocket at `/mqtt`."""
+
+    def __init__(self, app: FastAPI, platform: Served, mqtt_websocket: ASGIApp | None) -> None:
+        self.app = app
+        self.served = platform
+        self.mqtt_websocket = mqtt_websocket
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.mqtt_websocket is not None
+            and scope["type"] == "websocket"
+            and scope["path"] == MQTT_WEBSOCKET_PATH
+        ):
+            await self.mqtt_websocket(scope, receive, send)
+            return
+        scope[SERVED] = self.served
+        await self.app(scope, receive, send)
+
+
+def create_api(ctx: ApiContext, *, own_routes: bool = False) -> PlatformApi:
+    """The platform's HTTP application. Its routes are the process's (made once:
+    served.py says why), or with `own_routes` made for it alone: the console
+    mounts its pages onto them."""
+    registry = CollectorRegistry()
+    for collect in ctx.collectors:
+        registry.register(FunctionCollector(collect))
+    hub = StreamHub(ctx.bus, EVENT_TYPES, ctx.stream_limits)
+    registry.register(FunctionCollector(hub.metrics))
+    ctx.keys.on_revoke(hub.revoke)
+    platform = Served(ctx, HttpMetrics(registry), registry, hub)
+    app = routes_app() if own_routes else _shared_routes()
+    return PlatformApi(app, platform, ctx.mqtt_websocket)
+
+
+@functools.cache
+def _shared_routes() -> FastAPI:
+    return routes_app()
+
+
+def routes_app() -> FastAPI:
+    """The routes, the error table, the key's guard and the API's description:
+    everything of the application that is the same for every platform."""
     app = FastAPI(
         title="ThingsHub",
         version=__version__,
@@ -110,19 +160,9 @@ def create_api(ctx: ApiContext) -> FastAPI:
         ],
     )
     app.router.route_class = ApiRoute
-    app.state.ctx = ctx
-    app.state.keys = ctx.keys
-    registry = CollectorRegistry()
     errors.install(app)
     openapi.install(app)
-    app.add_middleware(
-        RequestGuard,
-        authenticate=ctx.keys.authenticate,
-        metrics=HttpMetrics(registry),
-        body_timeout=ctx.body_timeout,
-    )
-    for collect in ctx.collectors:
-        registry.register(FunctionCollector(collect))
+    app.add_middleware(RequestGuard)
 
     # The key is the guard's to check (before the body is read); openapi.py
     # states it on every /api operation. No per-route dependency repeats it:
@@ -145,20 +185,16 @@ def create_api(ctx: ApiContext) -> FastAPI:
     app.include_router(things.router)
     app.include_router(ota_api.download_router)  # the token in the URL admits devices
     app.include_router(onenet_devices.router)  # OneNET tokens admit devices
-    app.state.stream = hub = stream.StreamHub(ctx.bus, stream.EVENT_TYPES, ctx.stream_limits)
-    registry.register(FunctionCollector(hub.metrics))
-    ctx.keys.on_revoke(hub.revoke)
     app.include_router(stream.router)  # checks the key itself, at the handshake
-    if ctx.mqtt_websocket is not None:
-        app.router.routes.append(WebSocketRoute(MQTT_WEBSOCKET_PATH, ctx.mqtt_websocket))
 
     @app.get(
         "/api/v1/server",
         tags=["operations"],
         responses={401: ERRORS[401]},
     )
-    async def server_info() -> dict[str, object]:
+    async def server_info(request: Request) -> dict[str, object]:
         """What a client needs to know about this server (e.g. where devices connect)."""
+        ctx = served(request.scope).ctx
         return {
             "version": __version__,
             "mqtt_port": ctx.mqtt_port,
@@ -172,12 +208,13 @@ def create_api(ctx: ApiContext) -> FastAPI:
         responses={503: {"model": ErrorOut, "description": "Still starting"}},
     )
     async def healthz(request: Request) -> JSONResponse:
-        if not ctx.is_ready():
+        if not served(request.scope).ctx.is_ready():
             return JSONResponse({"status": "starting"}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        registry = served(request.scope).registry
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from prometheus_client.core import Metric
 from starlette.types import ASGIApp
 
-from thingshub.api.stream import StreamLimits
+from thingshub.api.streamhub import StreamLimits
 from thingshub.core.ports import EventBus
 from thingshub.services.commands import CommandService
 from thingshub.services.devices import DeviceService

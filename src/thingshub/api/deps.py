@@ -2,10 +2,11 @@
 look them up.
 
 Rules:
-- The composition root hands the API one `ApiContext` (app.state.ctx); this
-  module is the only place that reads it. A route names what it uses by
-  type (`commands: Commands`), so its dependencies show in its signature
-  and a test can see what it touches.
+- The composition root hands each platform's API one `ApiContext`, which
+  every request carries in its scope (served.py: the routes are shared by
+  the platforms of a process); routes read it only through this module. A
+  route names what it uses by type (`commands: Commands`), so its
+  dependencies show in its signature and a test can see what it touches.
 - Every dependency is `async def`: FastAPI runs a plain `def` in a worker
   thread, a thread hop per dependency on every request (a third of the
   server's time at 2,000 calls/s). Each reads the request directly rather
@@ -22,6 +23,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from thingshub.api.context import ApiContext
+from thingshub.api.served import served
 from thingshub.core.errors import Unavailable
 from thingshub.services.commands import CommandService
 from thingshub.services.devices import DeviceService
@@ -36,8 +38,7 @@ from thingshub.services.topology import TopologyService
 
 
 def _ctx(request: Request) -> ApiContext:
-    ctx: ApiContext = request.app.state.ctx
-    return ctx
+    return served(request.scope).ctx
 
 
 async def context(request: Request) -> ApiContext:

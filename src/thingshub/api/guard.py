@@ -32,17 +32,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from thingshub.api.errors import answer_unexpected
-from thingshub.api.metrics import HttpMetrics
 from thingshub.api.roles import PRINCIPAL
 from thingshub.api.security import UNAUTHORIZED, presented_key
-from thingshub.core.access import Principal
+from thingshub.api.served import served
 from thingshub.core.jsontext import dumps
 
 API_PREFIX = "/api/"
@@ -91,26 +89,16 @@ class RequestGuard:
     """Metrics, the key first under /api, no draining of unread bodies, a 500
     for the unexpected: the rules at the top, in one layer."""
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        authenticate: Callable[[str | None], Principal | None],
-        metrics: HttpMetrics,
-        max_body: int = MAX_BODY,
-        body_timeout: float = 15.0,
-    ) -> None:
+    def __init__(self, app: ASGIApp, max_body: int = MAX_BODY) -> None:
         self.app = app
-        #: The presented key's Principal, or None (in memory: no I/O, services/keys.py).
-        self.authenticate = authenticate
-        self.metrics = metrics
         self.max_body = max_body
-        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        platform = served(scope)  # its keys, metrics and body timeout (served.py)
         headers = Headers(scope=scope)
         path: str = scope["path"]
         api = path.startswith(API_PREFIX) or path == "/api"
@@ -127,14 +115,16 @@ class RequestGuard:
 
         try:
             if api:
-                caller = self.authenticate(presented_key(headers.get("authorization")))
+                # The key's Principal, or None: in memory, no I/O (services/keys.py).
+                caller = platform.ctx.keys.authenticate(presented_key(headers.get("authorization")))
                 if caller is None:
                     await _unauthorized(send_tracked)
                     return
                 scope[PRINCIPAL] = caller
             if body.pending:
                 scope[_LIMIT] = body
-                counted = _counting(receive, body, _declared_length(headers), self.body_timeout)
+                timeout = platform.ctx.body_timeout
+                counted = _counting(receive, body, _declared_length(headers), timeout)
                 await self.app(scope, counted, send_tracked)
             else:
                 await self.app(scope, receive, send_tracked)
@@ -143,7 +133,7 @@ class RequestGuard:
                 raise  # half an answer is out: only closing the connection ends it
             await answer_unexpected(scope, receive, send_tracked, exc)
         finally:
-            self.metrics.observe(scope, status or 500, time.perf_counter() - started)
+            platform.metrics.observe(scope, status or 500, time.perf_counter() - started)
 
 
 def _closing(start: Message) -> Message:

@@ -38,6 +38,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from thingshub.api.params import ApiRoute
+from thingshub.api.served import served
 from thingshub.core import names
 from thingshub.core import onenet_ota as rules
 from thingshub.core.errors import (
@@ -90,14 +91,14 @@ def answer(errno: int = rules.OK, data: Any = None, status: int = 200) -> JSONRe
 
 
 def _services(request: Request) -> tuple[DeviceService, OneNetOta]:
-    ctx = request.app.state.ctx
+    ctx = served(request.scope).ctx
     if ctx.onenet_ota is None:
         raise rules.error(NotFound, rules.INTERNAL)
     return ctx.devices, ctx.onenet_ota
 
 
 def _now_s(request: Request) -> int:
-    clock: Callable[[], int] = request.app.state.ctx.devices.clock.now_ms
+    clock: Callable[[], int] = served(request.scope).ctx.devices.clock.now_ms
     return clock() // 1000
 
 
@@ -314,7 +315,7 @@ async def register(request: Request) -> JSONResponse:
     """A device registers itself with a product-level token (`res=products/{pid}`,
     signed with the product's access key): the device of that name is made (with
     the `key` given, or a new one) or, if it exists, returned."""
-    devices: DeviceService = request.app.state.ctx.devices
+    devices: DeviceService = served(request.scope).ctx.devices
     header = request.headers.get("authorization")
     if not header:
         return _registration("000001", "a product-level token is required", 401)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 
 class ApiError(Exception):
@@ -33,7 +33,7 @@ class ApiError(Exception):
 
 
 class ApiClient:
-    def __init__(self, app: FastAPI, api_key: str) -> None:
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
         self._app = app
         self._headers = {"Authorization": f"Bearer {api_key}"}
 

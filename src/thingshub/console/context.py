@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from thingshub.api.context import ApiContext
 from thingshub.console.meter import Meter
@@ -23,7 +23,7 @@ class ConsoleContext:
     api: ApiContext
     #: The HTTP API application itself, called in-process where the console
     #: uses the API's contract rather than a service (OTA).
-    http: FastAPI
+    http: ASGIApp
     #: Cumulative counters ("messages_in", "messages_out", "points"), sampled
     #: into per-minute rates for the fleet overview.
     counters: Callable[[], Mapping[str, int]]
