@@ -70,6 +70,9 @@ class ThingPosts:
         def _property_checks(
             self, product_id: str, model: thingmodel.ThingModel | None
         ) -> dict[str, thingchecks.Check] | None: ...
+        def _values_check(
+            self, product_id: str, model: thingmodel.ThingModel | None
+        ) -> thingchecks.ValuesCheck | None: ...
         def _reply_error(
             self, ref: DeviceRef, request: str, request_id: str, exc: checks.ThingError
         ) -> None: ...
@@ -84,18 +87,21 @@ class ThingPosts:
         if product_id not in self._models:
             return self.device_post(ref, post)  # its model is loaded there
         model = self._models[product_id]
-        compiled = self._property_checks(product_id, model)
         points: Sequence[Point]
         data = post.data
         if len(data) == 1 and type(data[0].properties) is ValuesAt and data[0].identity is None:
             if data[0].events:
                 return self.device_post(ref, post)
             posted = data[0].properties
-            checked = _checked_values(posted.values, model, compiled)
+            check_values = self._values_check(product_id, model)
+            checked = (
+                _free_values(posted.values) if check_values is None else check_values(posted.values)
+            )
             if checked is None:
                 return self.device_post(ref, post)  # refused there, with the same reply
             points = PointsAt(posted.ts or post.received_at, checked)
         else:
+            compiled = self._property_checks(product_id, model)
             listed = _points(post, sender, model, compiled)
             if listed is None:
                 return self.device_post(ref, post)
@@ -223,26 +229,14 @@ class ThingPosts:
         )
 
 
-def _checked_values(
-    posted: Mapping[str, object],
-    model: thingmodel.ThingModel | None,
-    compiled: dict[str, thingchecks.Check] | None,
-) -> dict[str, object] | None:
-    """A property post's values as stored, each checked by the model's compiled check
-    (or as a free value without a model); None when one is refused or unknown."""
+def _free_values(posted: Mapping[str, object]) -> dict[str, object] | None:
+    """A property post's values as stored without a model (each a free value); None
+    when one is refused."""
     checked: dict[str, object] = {}
     try:
-        if model is None or compiled is None:
-            for name, value in posted.items():
-                checked[name] = checks.property_value(model, name, value, compiled)
-            return checked
-        get = compiled.get
         for name, value in posted.items():
-            check = get(name)
-            if check is None:
-                return None  # not in the model: 309 there
-            checked[name] = check(value, name)
-    except (checks.ThingError, thingmodel.ValueRefused):
+            checked[name] = checks.property_value(None, name, value, None)
+    except checks.ThingError:
         return None
     return checked
 
