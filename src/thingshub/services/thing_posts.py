@@ -10,6 +10,8 @@ Rules (the thing service's, services/things.py, of which this is a base):
 - The reply (200) leaves once the post is durable, together with the
   PUBACK; a device deleted meanwhile is answered 303 and acknowledged; a
   storage failure is answered 303 and NOT acknowledged (the device resends).
+  A success is not built when no connection holds any subscription
+  (`DeviceLink.heard`): it would reach nobody.
 - The common post (the sender's own properties, its product's model cached,
   every value fitting) is handled without a task (`device_post_now`): the
   storage's settlement (or future) goes to the MQTT server as it is; the
@@ -124,7 +126,8 @@ class ThingPosts:
     def _stored(self, ref: DeviceRef, post: ThingPost, points: Sequence[Point]) -> None:
         """A common post is durable (the storage calls it): counted, replied, announced."""
         self.stored_points += len(points)
-        self.link.send(ref, ThingReply(post.request, post.request_id, thingmodel.SUCCESS))
+        if self.link.heard(ref):  # else it would reach nobody: not built
+            self.link.send(ref, ThingReply(post.request, post.request_id, thingmodel.SUCCESS))
         if self.bus.wants(TelemetryReceived):
             self.bus.publish(
                 TelemetryReceived(ref.product_id, ref.name, list(points), post.received_at)
@@ -177,8 +180,9 @@ class ThingPosts:
             raise
         # Sent as soon as this handler has returned, so that the reply is written
         # together with the PUBACK, not a loop turn ahead of it in a write of its own.
-        reply = ThingReply(post.request, post.request_id, thingmodel.SUCCESS)
-        asyncio.get_running_loop().call_soon(self.link.send, ref, reply)
+        if self.link.heard(ref):  # else it would reach nobody: not built
+            reply = ThingReply(post.request, post.request_id, thingmodel.SUCCESS)
+            asyncio.get_running_loop().call_soon(self.link.send, ref, reply)
         now = post.received_at
         sender = (ref.product_id, ref.name)
         for key, (points, events) in rows.items():
