@@ -25,7 +25,7 @@ the bench's load.
 `--shape thing`: the devices log in with their OneNET token and post the 10 typed
 properties of `platform_thing.py` on `$sys/{pid}/{name}/thing/property/post`
 (OneJSON, a time per value), checked against that product model; nobody subscribes
-to the replies, so they are built but not sent. `--shape tp10`: the same 10 values on
+to the replies, so they are not built (`DeviceLink.heard`). `--shape tp10`: the same 10 values on
 `devices/telemetry`, its ThingsPanel counterpart (per point, the issue's comparison).
 
 It prints the process CPU per message (noisy on a shared machine), the batches

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from thingshub.core.thingchecks import compile_check, property_checks
+from thingshub.core.thingchecks import compile_check, property_checks, values_check
 from thingshub.core.thingmodel import DataType, ValueRefused, check, parse_model
 
 #: One property per data type and bound shape.
@@ -61,10 +61,22 @@ def outcome(run: Any) -> tuple[Any, ...]:
     return ("ok", type(value), value)
 
 
+CHECKS = property_checks(MODEL)
+CHECK_VALUES = values_check(MODEL, CHECKS)
+
+
 def same(identifier: str, value: object) -> tuple[Any, ...]:
+    """The compiled check's outcome, `check`'s; and the model's `values_check`'s for
+    this one value (None for a refusal)."""
     dt = data_type(identifier)
     compiled = outcome(lambda: compile_check(dt)(value, identifier))
     assert compiled == outcome(lambda: check(dt, value, identifier))
+    at_once = CHECK_VALUES({identifier: value})
+    if compiled[0] == "refused":
+        assert at_once is None
+    else:
+        assert at_once is not None and list(at_once) == [identifier]
+        assert ("ok", type(at_once[identifier]), at_once[identifier]) == compiled
     return compiled
 
 
@@ -166,3 +178,15 @@ json_values = st.recursive(
 @given(identifier=st.sampled_from(sorted(TYPES)), value=json_values)
 def test_any_value_gets_what_check_gives_it(identifier: str, value: object) -> None:
     same(identifier, value)
+
+
+def test_a_posts_values_are_checked_at_once_each_as_its_check_does() -> None:
+    """`values_check`: the values as their checks return them, in the post's order;
+    None once one is refused or names no property of the model."""
+    posted = {"s": "ab", "f": 12, "b": 1, "i32": 3.0, "e": 2, "st": {"x": 1}, "date": "12"}
+    assert CHECK_VALUES(posted) == {name: CHECKS[name](v, name) for name, v in posted.items()}
+    assert list(CHECK_VALUES(posted) or ()) == list(posted)
+    assert CHECK_VALUES({}) == {}
+    assert CHECK_VALUES({**posted, "i32": 11}) is None
+    assert CHECK_VALUES({**posted, "unknown": 1}) is None
+    assert CHECK_VALUES({"e_neg": 7, "e": 0, "bits": 255}) == {"e_neg": 7, "e": 0, "bits": 255}

@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import Registered, RunningPlatform
 from tests.mqtt.clients import PahoClient, wait_until
+from thingshub.core.messages import DeviceRef
 from thingshub.dialects.onenet import token as onenet
 
 T = "$sys/p1/d1/thing/"
@@ -111,6 +112,31 @@ def test_property_post_is_stored_and_answered(
     # Its own uplink never comes back to it on its thing/# subscription.
     device.fence()
     assert not [m for m in device.messages if m.topic == T + "property/post"]
+
+
+def test_a_post_no_connection_hears_is_stored_without_its_reply(
+    platform: RunningPlatform, register: Any
+) -> None:
+    """No connection holds a subscription (`heard` is False): the post is stored and
+    acknowledged, its reply not built; once the device subscribes, posts are answered."""
+    dev = register("p1", "d1")
+    set_model(platform)
+    client = connect(platform, dev)
+    gateway = platform.platform.gateway
+    ref = DeviceRef(dev.product_id, dev.name, dev.device_number)
+    assert not gateway.heard(ref)
+    body = {"id": "1", "params": {"temp": {"value": 21.5, "time": 1_700_000_000_000}}}
+    assert client.publish(T + "property/post", json.dumps(body).encode(), qos=1) == 0
+    latest = platform.http().get("/api/v1/products/p1/devices/d1/telemetry/latest").json()
+    assert latest["temp"]["value"] == 21.5
+    client.subscribe(T + "#", qos=1)
+    assert gateway.heard(ref)
+    assert post(client, "property/post", {"id": "2", "params": {"temp": {"value": 22.5}}}) == {
+        "id": "2",
+        "code": 200,
+        "msg": "success",
+    }
+    assert replies(client, "property/post/reply") == [b'{"id":"2","code":200,"msg":"success"}']
 
 
 def test_a_model_checks_what_devices_post(platform: RunningPlatform, device: PahoClient) -> None:

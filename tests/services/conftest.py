@@ -99,6 +99,8 @@ class Devices:
         #: What each device received: (topic, payload), in order.
         self.wire: dict[tuple[str, str], list[tuple[str, bytes]]] = {}
         self.handlers: dict[type, Handler] = {}
+        #: What `heard` says: False as a broker where no connection holds a subscription.
+        self.anyone_subscribed = True
         self._filters: dict[tuple[str, str], list[str]] = {}
         self._scripts: dict[tuple[str, str], Script] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -123,6 +125,9 @@ class Devices:
 
     def is_online(self, product_id: str, name: str) -> bool:
         return self.presence.is_online(product_id, name)
+
+    def heard(self, ref: DeviceRef) -> bool:
+        return self.anyone_subscribed
 
     def listens(self, ref: DeviceRef, filters: list[str], kind: type) -> bool:
         return self.dialects.covers(ref, filters, kind)

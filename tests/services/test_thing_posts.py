@@ -276,3 +276,36 @@ async def test_values_at_one_time_refused_take_the_coroutine(
     await outcome
     await eventually(lambda: replies(world, ref))
     assert len(replies(world, ref)) == 1 and replies(world, ref)[0][0] != thingmodel.SUCCESS
+
+
+async def test_a_value_refused_without_a_model_takes_the_coroutine(world: World) -> None:
+    service = things(world)
+    ref = await world.device()
+    await service.model("p1")  # cached: no model
+    outcome = service.device_post_now(ref, post_at(None, anything=None))
+    assert asyncio.iscoroutine(outcome)
+    await outcome
+    assert replies(world, ref)[0][0] == thingmodel.DATA_TYPE_ERROR
+
+
+@pytest.mark.parametrize("message", [post_at(None, temp=21), post(("temp", 21.5))])
+async def test_a_success_nobody_could_receive_is_not_built(
+    world: World, message: ThingPost
+) -> None:
+    """No connection holds a subscription (`heard` is False): the post is stored,
+    counted and announced, and no reply is made; a refusal is still sent."""
+    service = things(world)
+    ref = await ready(world, service)
+    world.link.anyone_subscribed = False
+    announced = world.watch(TelemetryReceived)
+    outcome = service.device_post_now(ref, message)
+    assert isinstance(outcome, asyncio.Future | Settlement)
+    await eventually(lambda: announced)
+    assert service.stored_points == 1
+    slow = service.device_post(ref, post(("temp", 22.0), identity=("p1", "d1")))
+    await slow
+    assert service.stored_points == 2
+    await asyncio.sleep(0)  # a reply would be sent on this turn
+    assert [m for _, m in world.link.sent if isinstance(m, ThingReply)] == []
+    await service.device_post(ref, post(("temp", 500.0)))
+    assert replies(world, ref)[0][0] == thingmodel.DATA_TYPE_ERROR

@@ -288,5 +288,9 @@ class ClusterLink:
             return True
         return self.holders.known(key) is not None
 
+    def heard(self, ref: DeviceRef) -> bool:
+        """As this node's gateway says for a device it holds; another node may hold it."""
+        return self.local.heard(ref) or not self.local.is_online(ref.product_id, ref.name)
+
     def listens(self, ref: DeviceRef, filters: list[str], kind: type) -> bool:
         return self.local.listens(ref, filters, kind)

@@ -119,7 +119,13 @@ def loads_unicode(data: bytes | str) -> Any:
 
 def loads(data: bytes | str) -> Any:
     """Parse strict JSON (bytes must be UTF-8); raises JsonError."""
-    if isinstance(data, str):
+    if type(data) is bytes:  # what devices send: read without `_text`'s frame and tests
+        raw = data
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            text = _text(data)  # raises, saying where
+    elif isinstance(data, str):
         raw, text = None, data
     else:
         raw = bytes(data)  # not a copy of bytes

@@ -57,6 +57,12 @@ class DeviceLink(Protocol):
 
     def is_online(self, product_id: str, name: str) -> bool: ...
 
+    def heard(self, ref: DeviceRef) -> bool:
+        """Whether a message sent to the device now may reach anyone: False only when
+        none can (no connection holds any subscription), so that a message nobody
+        waits for (a reply to a post) need not be built."""
+        ...
+
     def listens(self, ref: DeviceRef, filters: list[str], kind: type) -> bool:
         """Whether one of a device's topic filters takes messages of `kind`."""
         ...

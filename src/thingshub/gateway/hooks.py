@@ -340,6 +340,10 @@ class DeviceGateway:
             return self.send(ref, ViaGateway((), message))
         return received
 
+    def heard(self, ref: DeviceRef) -> bool:
+        """False when no connection holds a subscription: then nothing sent reaches anyone."""
+        return self.broker.subscribed
+
     def listens(self, ref: DeviceRef, filters: list[str], kind: type) -> bool:
         """Whether one of a device's filters takes messages of `kind`."""
         return self.dialects.covers(ref, filters, kind)

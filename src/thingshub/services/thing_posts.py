@@ -10,6 +10,8 @@ Rules (the thing service's, services/things.py, of which this is a base):
 - The reply (200) leaves once the post is durable, together with the
   PUBACK; a device deleted meanwhile is answered 303 and acknowledged; a
   storage failure is answered 303 and NOT acknowledged (the device resends).
+  A success is not built when no connection holds any subscription
+  (`DeviceLink.heard`): it would reach nobody.
 - The common post (the sender's own properties, its product's model cached,
   every value fitting) is handled without a task (`device_post_now`): the
   storage's settlement (or future) goes to the MQTT server as it is; the
@@ -70,6 +72,9 @@ class ThingPosts:
         def _property_checks(
             self, product_id: str, model: thingmodel.ThingModel | None
         ) -> dict[str, thingchecks.Check] | None: ...
+        def _values_check(
+            self, product_id: str, model: thingmodel.ThingModel | None
+        ) -> thingchecks.ValuesCheck | None: ...
         def _reply_error(
             self, ref: DeviceRef, request: str, request_id: str, exc: checks.ThingError
         ) -> None: ...
@@ -84,18 +89,21 @@ class ThingPosts:
         if product_id not in self._models:
             return self.device_post(ref, post)  # its model is loaded there
         model = self._models[product_id]
-        compiled = self._property_checks(product_id, model)
         points: Sequence[Point]
         data = post.data
         if len(data) == 1 and type(data[0].properties) is ValuesAt and data[0].identity is None:
             if data[0].events:
                 return self.device_post(ref, post)
             posted = data[0].properties
-            checked = _checked_values(posted.values, model, compiled)
+            check_values = self._values_check(product_id, model)
+            checked = (
+                _free_values(posted.values) if check_values is None else check_values(posted.values)
+            )
             if checked is None:
                 return self.device_post(ref, post)  # refused there, with the same reply
             points = PointsAt(posted.ts or post.received_at, checked)
         else:
+            compiled = self._property_checks(product_id, model)
             listed = _points(post, sender, model, compiled)
             if listed is None:
                 return self.device_post(ref, post)
@@ -118,7 +126,8 @@ class ThingPosts:
     def _stored(self, ref: DeviceRef, post: ThingPost, points: Sequence[Point]) -> None:
         """A common post is durable (the storage calls it): counted, replied, announced."""
         self.stored_points += len(points)
-        self.link.send(ref, ThingReply(post.request, post.request_id, thingmodel.SUCCESS))
+        if self.link.heard(ref):  # else it would reach nobody: not built
+            self.link.send(ref, ThingReply(post.request, post.request_id, thingmodel.SUCCESS))
         if self.bus.wants(TelemetryReceived):
             self.bus.publish(
                 TelemetryReceived(ref.product_id, ref.name, list(points), post.received_at)
@@ -171,8 +180,9 @@ class ThingPosts:
             raise
         # Sent as soon as this handler has returned, so that the reply is written
         # together with the PUBACK, not a loop turn ahead of it in a write of its own.
-        reply = ThingReply(post.request, post.request_id, thingmodel.SUCCESS)
-        asyncio.get_running_loop().call_soon(self.link.send, ref, reply)
+        if self.link.heard(ref):  # else it would reach nobody: not built
+            reply = ThingReply(post.request, post.request_id, thingmodel.SUCCESS)
+            asyncio.get_running_loop().call_soon(self.link.send, ref, reply)
         now = post.received_at
         sender = (ref.product_id, ref.name)
         for key, (points, events) in rows.items():
@@ -223,26 +233,14 @@ class ThingPosts:
         )
 
 
-def _checked_values(
-    posted: Mapping[str, object],
-    model: thingmodel.ThingModel | None,
-    compiled: dict[str, thingchecks.Check] | None,
-) -> dict[str, object] | None:
-    """A property post's values as stored, each checked by the model's compiled check
-    (or as a free value without a model); None when one is refused or unknown."""
+def _free_values(posted: Mapping[str, object]) -> dict[str, object] | None:
+    """A property post's values as stored without a model (each a free value); None
+    when one is refused."""
     checked: dict[str, object] = {}
     try:
-        if model is None or compiled is None:
-            for name, value in posted.items():
-                checked[name] = checks.property_value(model, name, value, compiled)
-            return checked
-        get = compiled.get
         for name, value in posted.items():
-            check = get(name)
-            if check is None:
-                return None  # not in the model: 309 there
-            checked[name] = check(value, name)
-    except (checks.ThingError, thingmodel.ValueRefused):
+            checked[name] = checks.property_value(None, name, value, None)
+    except checks.ThingError:
         return None
     return checked
 

@@ -130,7 +130,10 @@ class ThingService(ThingPosts):
         #: The settlement of common posts answered last (thing_posts.py).
         self._post_tally: PostTally | None = None
         #: Each cached model's compiled property checks, with the model they were made for.
-        self._checks: dict[str, tuple[thingmodel.ThingModel, dict[str, thingchecks.Check]]] = {}
+        self._checks: dict[
+            str,
+            tuple[thingmodel.ThingModel, dict[str, thingchecks.Check], thingchecks.ValuesCheck],
+        ] = {}
         #: Requests refused, by code (for metrics).
         self.refused: dict[int, int] = {}
         #: Telemetry points stored from properties and data points (for metrics,
@@ -191,11 +194,25 @@ class ThingService(ThingPosts):
         """The compiled property checks of `model`, the product's (made once per model)."""
         if model is None:
             return None
+        return self._compiled(product_id, model)[1]
+
+    def _values_check(
+        self, product_id: str, model: thingmodel.ThingModel | None
+    ) -> thingchecks.ValuesCheck | None:
+        """`model`'s checks of a post's values at once (thingchecks.values_check)."""
+        if model is None:
+            return None
+        return self._compiled(product_id, model)[2]
+
+    def _compiled(
+        self, product_id: str, model: thingmodel.ThingModel
+    ) -> tuple[thingmodel.ThingModel, dict[str, thingchecks.Check], thingchecks.ValuesCheck]:
         cached = self._checks.get(product_id)
         if cached is None or cached[0] is not model:
-            cached = (model, thingchecks.property_checks(model))
+            checks = thingchecks.property_checks(model)
+            cached = (model, checks, thingchecks.values_check(model, checks))
             self._checks[product_id] = cached
-        return cached[1]
+        return cached
 
     def forget(self, product_id: str) -> None:
         """Drop a cached model (another process changed it)."""

@@ -24,6 +24,10 @@ from thingshub.dialects.thing import onejson
         ("12a", None),
         (" 1", None),
         ("-1", None),
+        ("1\n", None),
+        ("\u0661\u0662", None),  # Arabic-Indic digits: digits, not ASCII ones
+        ("\u00b2", None),  # a superscript two
+        ("\uff11", None),  # a fullwidth one
         (10_000_000_000_000, None),
         (-1, None),
         (True, None),

@@ -196,5 +196,38 @@ def test_a_property_post_at_one_time_or_none_is_one_mapping() -> None:
         {"a": {"value": 1, "time": 5}, "b": {"value": 2}},
         {"a": {"value": 1, "time": 0}},  # 0: when received
         {"a": {"value": 1, "time": 5.0}},  # an integral float
+        {"a": {"value": 1, "time": 1}},  # 1 or less: it may equal `true`
     ):
         assert type(posts.properties(params, RID)) is tuple
+
+
+def test_a_time_equal_to_the_first_but_of_another_type_reads_as_values_would() -> None:
+    """The times are compared as a set: `true` equals 1, 5.0 equals 5. A `true` is
+    refused as `values` refuses it; a float equal to the first entry's integer time
+    is that time, as `values` reads it."""
+    with pytest.raises(EnvelopeError) as refused:
+        posts.properties({"a": {"value": 1, "time": 1}, "b": {"value": 2, "time": True}}, RID)
+    assert refused.value.err_code == 313 and "b: time must be Unix ms" in refused.value.message
+    mixed = {"a": {"value": 1, "time": 5}, "b": {"value": 2, "time": 5.0}}
+    at = posts.properties(mixed, RID)
+    assert type(at) is ValuesAt and at.ts == 5
+    assert at == posts.values(mixed, RID) == (ThingValue("a", 1, 5), ThingValue("b", 2, 5))
+
+
+@pytest.mark.parametrize(
+    ("params", "hint"),
+    [
+        ({"a": {"value": 1, "time": [5]}}, "a: time must be Unix ms"),  # not hashable
+        ({"a": {"value": 1, "time": 5}, "": {"value": 2, "time": 5}}, "1-128 characters"),
+        ({"a": {"value": 1}, "b" * 129: {"value": 2}}, "1-128 characters"),
+        ({"a": {"value": 1}, "b": ["value"]}, "b: an entry is an object holding value"),
+        ({"a": {"value": 1}, "b": "value"}, "b: an entry is an object holding value"),
+        ({"a": {"value": 1}, "b": {"time": 5}}, "b: an entry is an object holding value"),
+    ],
+)
+def test_what_the_one_time_reading_does_not_take_is_refused_by_values(
+    params: Any, hint: str
+) -> None:
+    with pytest.raises(EnvelopeError) as refused:
+        posts.properties(params, RID)
+    assert refused.value.err_code == 313 and hint in refused.value.message

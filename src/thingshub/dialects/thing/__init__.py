@@ -83,6 +83,9 @@ SUB_KINDS = (PROPERTY_SET, PROPERTY_GET, SERVICE, DESIRED_PUSH)
 _CARRIED = (ThingReply, Call, AnswerVerdict, ViaGateway, TopologyNotice)
 
 
+_ROOT = onenet_topics.ROOT
+
+
 def _thing(ref: DeviceRef) -> str:
     return onenet_topics.prefix(ref.product_id, ref.name) + "thing/"
 
@@ -108,7 +111,7 @@ class Thing:
     def may_publish(self, ref: DeviceRef, topic: str) -> bool:
         if not topic.startswith(onenet_topics.ROOT):
             return False  # another family's topic (ThingsPanel's telemetry): no prefix built
-        own = _thing(ref)
+        own = f"{_ROOT}{ref.product_id}/{ref.name}/thing/"  # `_thing`, asked of every PUBLISH
         if not topic.startswith(own):
             return False
         rest = topic[len(own) :]
@@ -136,7 +139,7 @@ class Thing:
     def decode(self, ref: DeviceRef, topic: str, payload: bytes, now_ms: int) -> object | None:
         if not topic.startswith(onenet_topics.ROOT):
             return None
-        own = _thing(ref)
+        own = f"{_ROOT}{ref.product_id}/{ref.name}/thing/"  # `_thing`, without its two calls
         if not topic.startswith(own):
             return None
         rest = topic[len(own) :]
