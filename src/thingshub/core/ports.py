@@ -288,6 +288,17 @@ class TelemetryRepo(Protocol):
         until the next append: 0 once durable or when the device does not exist,
         else the failure), decided with the others of its batch at once."""
 
+    def append_devices_settled(
+        self, devices: Sequence[tuple[str, str, Sequence[Point]]]
+    ) -> Settlement | Awaitable[tuple[object, ...] | None]:
+        """`append_settled` of many devices' points (product_id, name, points)
+        as ONE write (a gateway's message): durable together, or (a storage
+        failure) none. Its outcome (the future's value, or its member's
+        `value` in the settlement) is None once every device's points are
+        durable, else a tuple of one a device: None (stored), 0 (no such
+        device: nothing of its stored) or the exception of a value the
+        storage refuses (nothing of its stored, the others are)."""
+
     async def latest(self, product_id: str, name: str) -> dict[str, tuple[int, object]]:
         """key -> (ts ms, value) of the newest point of each key."""
 
