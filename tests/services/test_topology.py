@@ -315,3 +315,35 @@ async def test_a_gateways_telemetry_from_a_storage_without_a_settlement(world: W
     assert world.link.received(gw, ReportAck)[-1].note == (
         "1 unknown sub-device address skipped: x"
     )
+
+
+async def test_a_messages_paths_are_resolved_in_one_call_fetching_each_level_once(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`resolve_all`: each path as `resolve` gives it (None at the first unknown
+    address, at any level), the children of a level fetched from the store once
+    and then read from the cache, which a deletion empties."""
+    tree = topology(world)
+    await world.device("gw")
+    await world.device("a", online=False, gateway=("p1", "gw"), sub_address="a")
+    await world.device("b", online=False, gateway=("p1", "gw"), sub_address="b")
+    await world.device("x", online=False, gateway=("p1", "a"), sub_address="x")
+    fetched: list[str] = []
+    children = world.storage.devices.children
+
+    async def counted(product_id: str, name: str, limit: int) -> object:
+        fetched.append(name)
+        return await children(product_id, name, limit)
+
+    monkeypatch.setattr(world.storage.devices, "children", counted)
+    paths = [("a",), ("a", "x"), ("c",), ("a", "y"), ("a", "x", "z"), ("b",), ()]
+    expected = [("p1", "a"), ("p1", "x"), None, None, None, ("p1", "b"), ("p1", "gw")]
+    assert await tree.resolve_all(("p1", "gw"), paths) == expected
+    assert fetched == ["gw", "a", "x"]  # each level once: then cached (x: none)
+    assert await tree.resolve_all(("p1", "gw"), paths) == expected
+    assert [await tree.resolve(("p1", "gw"), p) for p in paths] == expected
+    assert fetched == ["gw", "a", "x"]
+    await world.devices.delete_device("p1", "b")
+    fetched.clear()  # (the deletion looks for b's own children)
+    assert await tree.resolve_all(("p1", "gw"), [("b",), ("a",)]) == [None, ("p1", "a")]
+    assert fetched == ["gw"]

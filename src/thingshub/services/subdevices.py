@@ -101,8 +101,9 @@ class GatewayReports:
         top = (ref.product_id, ref.name)
         resolved: list[tuple[Key, NodeData]] = []
         unknown: list[str] = []
-        for node in report.nodes:
-            key = await self.topology.resolve(top, node.path)
+        nodes = report.nodes
+        keys = await self.topology.resolve_all(top, [node.path for node in nodes])
+        for node, key in zip(nodes, keys, strict=True):
             if key is None:
                 unknown.append("/".join(node.path))
             else:
