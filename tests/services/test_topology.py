@@ -10,7 +10,13 @@ import pytest
 
 from tests.services.conftest import Settling, World, eventually
 from thingshub.core.errors import AlreadyExists, InvalidRequest, NotFound, Unavailable
-from thingshub.core.events import PresenceChanged, TopologyChanged
+from thingshub.core.events import (
+    AttributesReported,
+    EventsReceived,
+    PresenceChanged,
+    TelemetryReceived,
+    TopologyChanged,
+)
 from thingshub.core.messages import (
     GatewayReport,
     NodeData,
@@ -19,7 +25,7 @@ from thingshub.core.messages import (
     SubRegisterReply,
     SubRegisterRequest,
 )
-from thingshub.core.model import Point
+from thingshub.core.model import DeviceEvent, Point
 from thingshub.core.settlement import Settlement
 from thingshub.services.subdevices import GatewayReports
 from thingshub.services.topology import TopologyService
@@ -347,3 +353,42 @@ async def test_a_messages_paths_are_resolved_in_one_call_fetching_each_level_onc
     fetched.clear()  # (the deletion looks for b's own children)
     assert await tree.resolve_all(("p1", "gw"), [("b",), ("a",)]) == [None, ("p1", "a")]
     assert fetched == ["gw"]
+
+
+async def test_each_stored_nodes_data_is_announced_under_its_own_ids(world: World) -> None:
+    """Telemetry, attributes and events of a gateway's report are announced per
+    stored sub-device (an unknown one is not), as any device's."""
+    reports = GatewayReports(
+        topology(world),
+        world.storage.telemetry,
+        world.storage.attributes,
+        world.storage.events,
+        world.presence,
+        world.link,
+        world.clock,
+        world.bus,
+    )
+    gw = await world.device("gw")
+    for address in ("a", "b"):
+        await world.device(address, online=False, gateway=("p1", "gw"), sub_address=address)
+    paths = (("a",), ("x",), ("b",))
+    telemetry = tuple(NodeData(p, points=(Point("t", NOW, 1.5),)) for p in paths)
+    await reports.report(gw, GatewayReport("telemetry", None, telemetry, NOW))  # nobody listens
+    points = world.watch(TelemetryReceived)
+    attributes = world.watch(AttributesReported)
+    events = world.watch(EventsReceived)
+    await reports.report(gw, GatewayReport("telemetry", None, telemetry, NOW))
+    assert [(e.name, list(e.points)) for e in points] == [
+        ("a", [Point("t", NOW, 1.5)]),
+        ("b", [Point("t", NOW, 1.5)]),
+    ]
+    shared = tuple(NodeData(p, attributes={"fw": "2"}) for p in paths)
+    await reports.report(gw, GatewayReport("attributes", None, shared, NOW))
+    assert [(e.name, e.values) for e in attributes] == [("a", {"fw": "2"}), ("b", {"fw": "2"})]
+    happened = tuple(NodeData(p, events=(DeviceEvent(NOW, "boot"),)) for p in paths)
+    await reports.report(gw, GatewayReport("event", None, happened, NOW))
+    assert [(e.name, e.events) for e in events] == [
+        ("a", [DeviceEvent(NOW, "boot")]),
+        ("b", [DeviceEvent(NOW, "boot")]),
+    ]
+    assert reports.skipped == 4

@@ -108,6 +108,7 @@ class GatewayReports:
                 unknown.append("/".join(node.path))
             else:
                 resolved.append((key, node))
+        outcomes: list[object] | None
         if report.kind == "telemetry":
             outcomes = await self._telemetry(resolved)
         else:
@@ -115,34 +116,36 @@ class GatewayReports:
             stores = [self._store(report.kind, key, node, at) for key, node in resolved]
             outcomes = await asyncio.gather(*stores, return_exceptions=True)
         failure: ThingsHubError | None = None
-        stored: list[tuple[Key, NodeData]] = []
-        for (key, node), outcome in zip(resolved, outcomes, strict=True):
-            if isinstance(outcome, NotFound) or outcome == 0:  # deleted meanwhile: as if unknown
-                unknown.append("/".join(node.path))
-            elif isinstance(outcome, ThingsHubError):
-                failure = failure or outcome
-            elif isinstance(outcome, BaseException):
-                raise outcome
-            else:
-                stored.append((key, node))
+        stored = resolved  # every node, unless an outcome says otherwise
+        if outcomes is not None:
+            stored = []
+            for (key, node), outcome in zip(resolved, outcomes, strict=True):
+                if isinstance(outcome, NotFound) or outcome == 0:  # deleted meanwhile: unknown
+                    unknown.append("/".join(node.path))
+                elif isinstance(outcome, ThingsHubError):
+                    failure = failure or outcome
+                elif isinstance(outcome, BaseException):
+                    raise outcome
+                else:
+                    stored.append((key, node))
         self.skipped += len(unknown)
         if failure is not None:
             self._answer(ref, report, failure, None)
             raise failure
         self.stored_nodes += len(stored)
         self.presence.reached_all([key for key, _ in stored], top)  # the sender's own: not
-        for key, node in stored:
-            self._announce(report, key, node)
+        self._announce(report, stored)
         self._answer(ref, report, None, _skipped(unknown))
 
-    async def _telemetry(self, resolved: list[tuple[Key, NodeData]]) -> list[object]:
+    async def _telemetry(self, resolved: list[tuple[Key, NodeData]]) -> list[object] | None:
         """Each node's outcome, as `gather` of a write each would give: None once
-        durable, 0 for a device deleted meanwhile, or the failure. Every node's
-        points are ONE write (`append_devices_settled`: one member of the
-        storage's open settlement, or the storage's future), awaited once; its
-        value names the devices not stored, one by one."""
+        durable, 0 for a device deleted meanwhile, or the failure; or None for
+        all of them: every one durable (the common message, looked at no
+        further). Every node's points are ONE write (`append_devices_settled`:
+        one member of the storage's open settlement, or the storage's future),
+        awaited once; its value names the devices not stored, one by one."""
         if not resolved:
-            return []
+            return None
         stored = self.points.append_devices_settled(
             [(key[0], key[1], node.points) for key, node in resolved]
         )
@@ -162,7 +165,7 @@ class GatewayReports:
         except Exception as exc:  # the write's failure: every node's, as each write's was
             return [exc] * len(resolved)
         if value is None:
-            return [None] * len(resolved)
+            return None
         assert isinstance(value, tuple) and len(value) == len(resolved)
         return list(value)
 
@@ -172,15 +175,23 @@ class GatewayReports:
             return self.attributes.upsert(*key, node.attributes, now)
         return self.events.append(*key, node.events)
 
-    def _announce(self, report: GatewayReport, key: Key, node: NodeData) -> None:
+    def _announce(self, report: GatewayReport, stored: list[tuple[Key, NodeData]]) -> None:
+        """Each stored node's data on the bus, under its device's ids (asked once
+        a report whether anyone listens, not once a node)."""
         at = report.received_at
-        if report.kind == "telemetry" and self.bus.wants(TelemetryReceived):
-            self.bus.publish(TelemetryReceived(*key, list(node.points), at))
-        elif report.kind == "attributes" and self.bus.wants(AttributesReported):
-            assert node.attributes is not None
-            self.bus.publish(AttributesReported(*key, node.attributes, at))
-        elif report.kind == "event" and self.bus.wants(EventsReceived):
-            self.bus.publish(EventsReceived(*key, list(node.events), at))
+        publish = self.bus.publish
+        if report.kind == "telemetry":
+            if self.bus.wants(TelemetryReceived):
+                for key, node in stored:
+                    publish(TelemetryReceived(*key, list(node.points), at))
+        elif report.kind == "attributes":
+            if self.bus.wants(AttributesReported):
+                for key, node in stored:
+                    assert node.attributes is not None
+                    publish(AttributesReported(*key, node.attributes, at))
+        elif self.bus.wants(EventsReceived):
+            for key, node in stored:
+                publish(EventsReceived(*key, list(node.events), at))
 
     def _answer(
         self,
