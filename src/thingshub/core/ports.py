@@ -291,13 +291,11 @@ class TelemetryRepo(Protocol):
     def append_devices_settled(
         self, devices: Sequence[tuple[str, str, Sequence[Point]]]
     ) -> Settlement | Awaitable[tuple[object, ...] | None]:
-        """`append_settled` of many devices' points (product_id, name, points)
-        as ONE write (a gateway's message): durable together, or (a storage
-        failure) none. Its outcome (the future's value, or its member's
-        `value` in the settlement) is None once every device's points are
-        durable, else a tuple of one a device: None (stored), 0 (no such
-        device: nothing of its stored) or the exception of a value the
-        storage refuses (nothing of its stored, the others are)."""
+        """`append_settled` of many devices' (product_id, name, points) as ONE write
+        (a gateway's message), durable together or (a storage failure) not at all.
+        Its outcome (the future's value, or its member's settlement `value`): None,
+        all durable; else one a device: None (stored), 0 (no such device) or the
+        exception of a value the storage refuses (nothing of that device stored)."""
 
     async def latest(self, product_id: str, name: str) -> dict[str, tuple[int, object]]:
         """key -> (ts ms, value) of the newest point of each key."""
