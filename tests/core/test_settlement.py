@@ -71,3 +71,17 @@ def test_a_missing_member_is_0_but_not_done() -> None:
     assert not clean.clean  # not before it is settled
     clean.settle(missing=set())  # an empty set is none missing
     assert clean.clean and clean.missing is None and clean.done(0)
+
+
+def test_a_members_value_is_what_its_write_gave_besides_0() -> None:
+    s = Settlement()
+    for _ in range(3):
+        s.join()
+    assert s.value(0) is None  # nothing before it is settled
+    s.settle(values={1: (None, 0)})
+    assert [s.value(0), s.value(1), s.value(2)] == [None, (None, 0), None]
+    assert [s.outcome(1), s.done(1)] == [0, True]  # a value is no failure
+    plain = Settlement()
+    plain.join()
+    plain.settle(values={})  # an empty dict is no value
+    assert plain.values is None and plain.value(0) is None

@@ -11,6 +11,7 @@ from thingshub.core.topology import (
     MAX_DEPTH,
     Link,
     address_problem,
+    addresses_fine,
     check_address,
     check_binding,
     route,
@@ -28,6 +29,14 @@ def test_other_addresses_are_refused(bad: object) -> None:
     assert address_problem(bad) is not None
     with pytest.raises(InvalidRequest, match="sub_address"):
         check_address(bad)
+
+
+@pytest.mark.parametrize(
+    "many",
+    [["1", "a:b", "x" * 36], [], ["a", ""], ["a", "x" * 37], ["a", "a/b"], ["é"], ["a", 7]],
+)
+def test_addresses_judged_at_once_as_one_by_one(many: list[object]) -> None:
+    assert addresses_fine(many) == all(address_problem(a) is None for a in many)
 
 
 GW = ("p", "gw")

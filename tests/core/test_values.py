@@ -192,3 +192,27 @@ def test_entries_report_the_first_problem_in_order(
         assert found is None
     else:
         assert found is not None and found.startswith(problem)
+
+
+@pytest.mark.parametrize(
+    "bodies",
+    [
+        [{"t": True, "h": 40}, {"x": 21.5}],
+        [{"t": 1}, {"s": "text"}],  # a string: not the inline look's
+        [{"t": 1}, {"bad\x01": 2}],
+        [{"bad\x80": 1}, {"t": 1}],
+        [{"t": float("inf")}],
+        [{"t": MIN_INT - 1}],
+        [{"": 1}],
+        [{"k" * MAX_KEY: 1}, {"k" * (MAX_KEY + 1): 1}],
+        [],
+    ],
+)
+def test_many_bodies_judged_at_once_say_fine_only_where_each_is(
+    bodies: list[dict[str, object]],
+) -> None:
+    """`all_entries_fine`: True only where `entries_problem` finds nothing in every
+    body by its inline look; False also where the look is not enough (a string)."""
+    inline = all(all(type(v) in (bool, float, int) for v in body.values()) for body in bodies)
+    fine = all(values.entries_problem(body) is None for body in bodies)
+    assert values.all_entries_fine(bodies) == (inline and fine)

@@ -308,6 +308,8 @@ class Settling:
     def __init__(self) -> None:
         self.settlement = Settlement()
         self.thens: list[Callable[[], None] | None] = []
+        #: The devices of each `append_devices_settled`, as its member.
+        self.devices: list[list[tuple[str, str, Sequence[Point]]]] = []
 
     def append_settled(
         self,
@@ -320,11 +322,20 @@ class Settling:
         self.thens.append(then)
         return self.settlement
 
+    def append_devices_settled(
+        self, devices: Sequence[tuple[str, str, Sequence[Point]]]
+    ) -> Settlement:
+        self.settlement.join()
+        self.thens.append(None)
+        self.devices.append(list(devices))
+        return self.settlement
+
     def decide(
         self,
         failures: dict[int, BaseException] | None = None,
         error: BaseException | None = None,
         missing: set[int] | None = None,
+        values: dict[int, object] | None = None,
     ) -> None:
         if error is None:
             for member, then in enumerate(self.thens):
@@ -334,7 +345,7 @@ class Settling:
                     and member not in (missing or set())
                 ):
                     then()
-        for waiter in self.settlement.settle(failures, error, missing):
+        for waiter in self.settlement.settle(failures, error, missing, values):
             waiter()
 
     def __getattr__(self, name: str) -> Any:

@@ -10,7 +10,13 @@ import pytest
 
 from tests.services.conftest import Settling, World, eventually
 from thingshub.core.errors import AlreadyExists, InvalidRequest, NotFound, Unavailable
-from thingshub.core.events import PresenceChanged, TopologyChanged
+from thingshub.core.events import (
+    AttributesReported,
+    EventsReceived,
+    PresenceChanged,
+    TelemetryReceived,
+    TopologyChanged,
+)
 from thingshub.core.messages import (
     GatewayReport,
     NodeData,
@@ -19,7 +25,7 @@ from thingshub.core.messages import (
     SubRegisterReply,
     SubRegisterRequest,
 )
-from thingshub.core.model import Point
+from thingshub.core.model import DeviceEvent, Point
 from thingshub.core.settlement import Settlement
 from thingshub.services.subdevices import GatewayReports
 from thingshub.services.topology import TopologyService
@@ -213,12 +219,12 @@ async def test_a_gateways_telemetry_for_a_sub_device_deleted_meanwhile_skips_it(
     assert (ack.error, ack.note) == (None, "1 unknown sub-device address skipped: b")
 
 
-async def test_a_gateways_telemetry_joins_the_storages_settlement_once_per_node(
+async def test_a_gateways_telemetry_is_one_member_of_the_storages_settlement(
     world: World,
 ) -> None:
-    """Each node's points are a member of the open settlement (no future per node),
-    the report awaiting it once: a member settled missing is skipped, the others
-    stored; a failed settlement fails the report and answers its error."""
+    """Every node's points are ONE write, a member of the open settlement awaited
+    once: the devices its value names 0 are skipped, the others stored; a failed
+    settlement fails the report and answers its error."""
     store = Settling()
     tree = topology(world)
     reports = GatewayReports(
@@ -236,18 +242,153 @@ async def test_a_gateways_telemetry_joins_the_storages_settlement_once_per_node(
         await world.device(address, online=False, gateway=("p1", "gw"), sub_address=address)
     nodes = tuple(NodeData((a,), points=(Point("t", NOW, 1.5),)) for a in ("a", "b", "c"))
     task = asyncio.ensure_future(reports.report(gw, GatewayReport("telemetry", "9", nodes, NOW)))
-    await eventually(lambda: store.settlement.size == 3)
+    await eventually(lambda: store.settlement.size == 1)
+    assert [[(p, n) for p, n, _ in devices] for devices in store.devices] == [
+        [("p1", "a"), ("p1", "b"), ("p1", "c")]
+    ]
     assert len(store.settlement._waiters) == 1 and not task.done()
-    store.decide(missing={1})
+    store.decide(values={0: (None, 0, None)})
     await task
     assert reports.skipped == 1 and reports.stored_nodes == 2
     (ack,) = world.link.received(gw, ReportAck)
     assert (ack.error, ack.note) == (None, "1 unknown sub-device address skipped: b")
     store.settlement, store.thens = Settlement(), []
     task = asyncio.ensure_future(reports.report(gw, GatewayReport("telemetry", "10", nodes, NOW)))
-    await eventually(lambda: store.settlement.size == 3)
+    await eventually(lambda: store.settlement.size == 1)
+    store.decide()  # every one stored
+    await task
+    assert reports.skipped == 1 and reports.stored_nodes == 5
+    assert world.link.received(gw, ReportAck)[-1].note is None
+    store.settlement, store.thens = Settlement(), []
+    task = asyncio.ensure_future(reports.report(gw, GatewayReport("telemetry", "11", nodes, NOW)))
+    await eventually(lambda: store.settlement.size == 1)
     store.decide(error=Unavailable("the database is away"))
     with pytest.raises(Unavailable):
         await task
     assert isinstance(world.link.received(gw, ReportAck)[-1].error, Unavailable)
-    assert reports.stored_nodes == 2
+    assert reports.stored_nodes == 5
+
+
+async def test_a_gateways_telemetry_from_a_storage_without_a_settlement(world: World) -> None:
+    """The storage's future (no writer to batch with): a device it names 0 is
+    skipped, a value it refuses is that node's failure (raised, as before), a
+    failure of the write every node's."""
+
+    class Store:
+        def __init__(self) -> None:
+            self.outcome: asyncio.Future[tuple[object, ...] | None] | None = None
+
+        def append_devices_settled(
+            self, devices: list[tuple[str, str, object]]
+        ) -> asyncio.Future[tuple[object, ...] | None]:
+            assert self.outcome is not None
+            return self.outcome
+
+    store = Store()
+    reports = GatewayReports(
+        topology(world),
+        store,  # type: ignore[arg-type]
+        world.storage.attributes,
+        world.storage.events,
+        world.presence,
+        world.link,
+        world.clock,
+        world.bus,
+    )
+    gw = await world.device("gw")
+    for address in ("a", "b"):
+        await world.device(address, online=False, gateway=("p1", "gw"), sub_address=address)
+    nodes = tuple(NodeData((a,), points=(Point("t", NOW, 1.5),)) for a in ("a", "b", "x"))
+    loop = asyncio.get_running_loop()
+    store.outcome = loop.create_future()
+    store.outcome.set_result((0, None))
+    await reports.report(gw, GatewayReport("telemetry", "1", nodes, NOW))
+    assert (reports.skipped, reports.stored_nodes) == (2, 1)  # "x" unknown, "a" deleted
+    assert world.link.received(gw, ReportAck)[-1].note == (
+        "2 unknown sub-device addresses skipped: x, a"
+    )
+    store.outcome = loop.create_future()
+    store.outcome.set_result((None, ValueError("no such value")))
+    with pytest.raises(ValueError, match="no such value"):
+        await reports.report(gw, GatewayReport("telemetry", "2", nodes, NOW))
+    store.outcome = loop.create_future()
+    store.outcome.set_exception(Unavailable("the database is away"))
+    with pytest.raises(Unavailable):
+        await reports.report(gw, GatewayReport("telemetry", "3", nodes, NOW))
+    assert isinstance(world.link.received(gw, ReportAck)[-1].error, Unavailable)
+    store.outcome = None  # nothing resolved: no write at all
+    await reports.report(gw, GatewayReport("telemetry", "4", nodes[2:], NOW))
+    assert world.link.received(gw, ReportAck)[-1].note == (
+        "1 unknown sub-device address skipped: x"
+    )
+
+
+async def test_a_messages_paths_are_resolved_in_one_call_fetching_each_level_once(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`resolve_all`: each path as `resolve` gives it (None at the first unknown
+    address, at any level), the children of a level fetched from the store once
+    and then read from the cache, which a deletion empties."""
+    tree = topology(world)
+    await world.device("gw")
+    await world.device("a", online=False, gateway=("p1", "gw"), sub_address="a")
+    await world.device("b", online=False, gateway=("p1", "gw"), sub_address="b")
+    await world.device("x", online=False, gateway=("p1", "a"), sub_address="x")
+    fetched: list[str] = []
+    children = world.storage.devices.children
+
+    async def counted(product_id: str, name: str, limit: int) -> object:
+        fetched.append(name)
+        return await children(product_id, name, limit)
+
+    monkeypatch.setattr(world.storage.devices, "children", counted)
+    paths = [("a",), ("a", "x"), ("c",), ("a", "y"), ("a", "x", "z"), ("b",), ()]
+    expected = [("p1", "a"), ("p1", "x"), None, None, None, ("p1", "b"), ("p1", "gw")]
+    assert await tree.resolve_all(("p1", "gw"), paths) == expected
+    assert fetched == ["gw", "a", "x"]  # each level once: then cached (x: none)
+    assert await tree.resolve_all(("p1", "gw"), paths) == expected
+    assert [await tree.resolve(("p1", "gw"), p) for p in paths] == expected
+    assert fetched == ["gw", "a", "x"]
+    await world.devices.delete_device("p1", "b")
+    fetched.clear()  # (the deletion looks for b's own children)
+    assert await tree.resolve_all(("p1", "gw"), [("b",), ("a",)]) == [None, ("p1", "a")]
+    assert fetched == ["gw"]
+
+
+async def test_each_stored_nodes_data_is_announced_under_its_own_ids(world: World) -> None:
+    """Telemetry, attributes and events of a gateway's report are announced per
+    stored sub-device (an unknown one is not), as any device's."""
+    reports = GatewayReports(
+        topology(world),
+        world.storage.telemetry,
+        world.storage.attributes,
+        world.storage.events,
+        world.presence,
+        world.link,
+        world.clock,
+        world.bus,
+    )
+    gw = await world.device("gw")
+    for address in ("a", "b"):
+        await world.device(address, online=False, gateway=("p1", "gw"), sub_address=address)
+    paths = (("a",), ("x",), ("b",))
+    telemetry = tuple(NodeData(p, points=(Point("t", NOW, 1.5),)) for p in paths)
+    await reports.report(gw, GatewayReport("telemetry", None, telemetry, NOW))  # nobody listens
+    points = world.watch(TelemetryReceived)
+    attributes = world.watch(AttributesReported)
+    events = world.watch(EventsReceived)
+    await reports.report(gw, GatewayReport("telemetry", None, telemetry, NOW))
+    assert [(e.name, list(e.points)) for e in points] == [
+        ("a", [Point("t", NOW, 1.5)]),
+        ("b", [Point("t", NOW, 1.5)]),
+    ]
+    shared = tuple(NodeData(p, attributes={"fw": "2"}) for p in paths)
+    await reports.report(gw, GatewayReport("attributes", None, shared, NOW))
+    assert [(e.name, e.values) for e in attributes] == [("a", {"fw": "2"}), ("b", {"fw": "2"})]
+    happened = tuple(NodeData(p, events=(DeviceEvent(NOW, "boot"),)) for p in paths)
+    await reports.report(gw, GatewayReport("event", None, happened, NOW))
+    assert [(e.name, e.events) for e in events] == [
+        ("a", [DeviceEvent(NOW, "boot")]),
+        ("b", [DeviceEvent(NOW, "boot")]),
+    ]
+    assert reports.skipped == 4

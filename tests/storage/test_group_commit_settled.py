@@ -4,8 +4,10 @@ scripted `run`, then as the SQLite and PostgreSQL storages' writer under `append
 What is checked: the appends that join together share one settlement and one
 transaction, capped at `max_batch`; each committed member's `then` runs before
 the waiters, which are called once; NotFound is 0, another error its member's
-own failure, a failed batch every member's; held through an outage and failed
-when closing during one; what cannot join gets a future, as `submit_now`."""
+own failure, another value its member's `value`, a failed batch every member's;
+held through an outage and failed when closing during one; what cannot join gets
+a future, as `submit_now`. Then many devices' points as one write, on every
+storage: an outcome a device."""
 
 from __future__ import annotations
 
@@ -105,12 +107,13 @@ def test_not_found_is_0_and_another_error_its_members_own() -> None:
     async def scenario(writer: GroupCommit, script: Script) -> None:
         thens: list[int] = []
         stale = VersionConflict("stale")
-        values = ["a", NotFound("gone"), stale, "d"]
+        values = ["a", NotFound("gone"), stale, None]
         for i, value in enumerate(values):
             s = writer.join_now(append(value), lambda i=i: thens.append(i))
         await settled(s)
         assert [s.outcome(i) for i in range(4)] == [0, 0, stale, 0]
         assert s.missing == {1}
+        assert s.values == {0: "a"}  # what a write gave besides None: its member's value
         assert [s.done(i) for i in range(4)] == [True, False, False, True]
         assert thens == [0, 3]  # only what was stored
 
@@ -230,3 +233,62 @@ def test_the_storages_appends_settle_together(durable_backend: Backend) -> None:
         assert await s.telemetry.latest("p1", "d001") == {"t": (1, 1.5)}
 
     durable_backend.run(scenario)
+
+
+Joined = tuple[Settlement | Awaitable[object], int]
+
+
+def joined(stored: Settlement | Awaitable[object]) -> Joined:
+    """What an append returned, with its member number read at once."""
+    return stored, stored.last if isinstance(stored, Settlement) else -1
+
+
+async def outcome_of(append: Joined) -> object:
+    """An append's outcome: its member's value, or the future's."""
+    stored, member = append
+    if isinstance(stored, Settlement):
+        if not stored.settled:
+            await settled(stored)
+        assert stored.outcome(member) == 0
+        return stored.value(member)
+    return await stored
+
+
+def test_many_devices_points_are_one_write_with_an_outcome_a_device(backend: Backend) -> None:
+    """A gateway's message: every device's points one write (one member of the
+    settlement, with a device's own points beside it), None once all are
+    stored, else one outcome a device: 0 for a device that does not exist (or
+    was deleted), a refused value's exception, None for the others, stored."""
+
+    async def scenario(s: Storage) -> None:
+        await add_devices(s, 3)
+        assert await s.devices.delete("p1", "d002")
+        point = [Point("t", 1, 1.5)]
+        alone = joined(s.telemetry.append_settled("p1", "d000", [Point("u", 1, 7)]))
+        both = joined(
+            s.telemetry.append_devices_settled([("p1", "d000", point), ("p1", "d001", point)])
+        )
+        some = joined(
+            s.telemetry.append_devices_settled(
+                [("p1", "d002", point), ("p1", "ghost", point), ("p1", "d001", [Point("v", 2, 3)])]
+            )
+        )
+        if isinstance(alone[0], Settlement):  # SQL: the three joined one settlement
+            assert both[0] is alone[0] and some[0] is alone[0] and alone[0].size == 3
+        assert await outcome_of(both) is None
+        assert await outcome_of(some) == (0, 0, None)
+        assert await outcome_of(alone) is None
+        assert await s.telemetry.latest("p1", "d000") == {"t": (1, 1.5), "u": (1, 7)}
+        assert await s.telemetry.latest("p1", "d001") == {"t": (1, 1.5), "v": (2, 3)}
+        bad = [Point("t", 1, float("nan"))]
+        refused = s.telemetry.append_devices_settled(
+            [("p1", "d000", [Point("w", 3, 1)]), ("p1", "d001", bad), ("p1", "ghost", point)]
+        )
+        first, second, third = await outcome_of(joined(refused))  # type: ignore[misc]
+        assert (first, third) == (None, 0) and isinstance(second, ValueError)
+        assert (await s.telemetry.latest("p1", "d000"))["w"] == (3, 1)
+        alone_refused = s.telemetry.append_devices_settled([("p1", "d001", bad)])
+        (only,) = await outcome_of(joined(alone_refused))  # type: ignore[misc]
+        assert isinstance(only, ValueError)  # nothing else to write: no write at all
+
+    backend.run(scenario)

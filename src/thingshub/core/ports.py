@@ -294,6 +294,15 @@ class TelemetryRepo(Protocol):
         until the next append: 0 once durable or when the device does not exist,
         else the failure), decided with the others of its batch at once."""
 
+    def append_devices_settled(
+        self, devices: Sequence[tuple[str, str, Sequence[Point]]]
+    ) -> Settlement | Awaitable[tuple[object, ...] | None]:
+        """`append_settled` of many devices' (product_id, name, points) as ONE write
+        (a gateway's message), durable together or (a storage failure) not at all.
+        Its outcome (the future's value, or its member's settlement `value`): None,
+        all durable; else one a device: None (stored), 0 (no such device) or the
+        exception of a value the storage refuses (nothing of that device stored)."""
+
     async def latest(self, product_id: str, name: str) -> dict[str, tuple[int, object]]:
         """key -> (ts ms, value) of the newest point of each key."""
 

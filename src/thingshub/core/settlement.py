@@ -12,6 +12,10 @@ Rules:
 - `missing` are members settled with 0 that changed nothing (a report of a
   device deleted meanwhile): their outcome is 0, but nothing of theirs is
   to be counted as done (`done`).
+- `values` are what members' writes gave besides 0, once settled (a write of
+  many devices' rows tells which of them do not exist): `value` reads a
+  member's, None for the others. A settlement of members that give nothing
+  keeps no dict.
 - `last` is the member that joined most recently: the message whose write just
   joined reads its own number there, without a per-message object.
 - Settled once: a second `settle` is a bug (`RuntimeError`); a waiter that
@@ -26,7 +30,16 @@ from collections.abc import Callable
 class Settlement:
     """Many members' outcomes, settled together (see the module's rules)."""
 
-    __slots__ = ("_waiters", "error", "failures", "last", "missing", "settled", "size")
+    __slots__ = (
+        "_waiters",
+        "error",
+        "failures",
+        "last",
+        "missing",
+        "settled",
+        "size",
+        "values",
+    )
 
     def __init__(self) -> None:
         self.size = 0  # members joined so far
@@ -38,6 +51,8 @@ class Settlement:
         self.error: BaseException | None = None
         #: Members settled with 0 that changed nothing, once settled (None: none).
         self.missing: set[int] | None = None
+        #: member -> what its write gave besides 0, once settled (None: nothing).
+        self.values: dict[int, object] | None = None
         self._waiters: list[Callable[[], None]] = []
 
     def join(self) -> int:
@@ -72,11 +87,17 @@ class Settlement:
             return 0
         return failures.get(member, 0)
 
+    def value(self, member: int) -> object:
+        """What a settled member's write gave besides its 0 (None: nothing)."""
+        values = self.values
+        return None if values is None else values.get(member)
+
     def settle(
         self,
         failures: dict[int, BaseException] | None = None,
         error: BaseException | None = None,
         missing: set[int] | None = None,
+        values: dict[int, object] | None = None,
     ) -> list[Callable[[], None]]:
         """Decide every member; the waiters to call now, in the order they came."""
         if self.settled:
@@ -85,6 +106,7 @@ class Settlement:
         self.failures = failures or None
         self.error = error
         self.missing = missing or None
+        self.values = values or None
         waiters = self._waiters
         self._waiters = []
         return waiters

@@ -20,7 +20,7 @@ Rules:
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -30,6 +30,7 @@ MAX_DEPTH: Final = 5
 MAX_CHILDREN: Final = 1500
 MAX_ADDRESS: Final = 36
 _ADDRESS = re.compile(r"[A-Za-z0-9_.:-]{1,36}")
+_NOT_ADDRESS = re.compile(r"[^A-Za-z0-9_.:-]")
 
 #: A device as the tree knows it: (product id, name).
 Key = tuple[str, str]
@@ -54,6 +55,16 @@ def address_problem(value: object) -> str | None:
             " '_', '.', ':' and '-'"
         )
     return None
+
+
+def addresses_fine(values: Collection[object]) -> bool:
+    """Whether `address_problem` finds nothing in any of `values`: a message's
+    addresses at once, their lengths inline and their characters by one search
+    over all of them. False says only that some value needs `address_problem`."""
+    for value in values:
+        if type(value) is not str or not 0 < len(value) <= MAX_ADDRESS:
+            return False
+    return _NOT_ADDRESS.search("".join(values)) is None  # type: ignore[arg-type]
 
 
 def check_address(value: object) -> str:

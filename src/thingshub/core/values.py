@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 MAX_KEY: Final = 128  # characters of a key, a method, a module
@@ -191,6 +191,28 @@ def entries_problem(entries: Mapping[str, Any]) -> str | None:
         if problem:
             return problem
     return None
+
+
+def all_entries_fine(bodies: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether `entries_problem` finds nothing in any of `bodies` by its inline
+    checks (the entries devices nearly always send), their names' characters by
+    one search over all of them: a gateway message's sub-devices at once, not a
+    call and a search each. False says only that some body needs `entries_problem`."""
+    names: list[str] = []
+    for entries in bodies:
+        for key, value in entries.items():
+            kind = type(value)
+            if not (
+                0 < len(key) <= MAX_KEY
+                and (
+                    kind is bool
+                    or (kind is float and _isfinite(value))
+                    or (kind is int and MIN_INT <= value <= MAX_INT)
+                )
+            ):
+                return False
+        names += entries
+    return _BAD_NAME.search("".join(names)) is None
 
 
 def timestamp(value: object, now_ms: int, *, seconds: bool) -> int:

@@ -11,10 +11,10 @@ Rules:
   writer takes them into one batch and the QoS 1 acknowledgement leaves once
   all are durable. A storage failure is the platform's: the gateway gets the
   failure answer and no acknowledgement (it sends again), as for a direct
-  report (ingest.py). Telemetry joins the storage's settlement
-  (`append_settled`, a device deleted meanwhile settled to 0), one member per
-  node, awaited once per settlement: no task, future or gather callback per
-  node (a report of 50 sub-devices made 50 tasks, then 50 futures).
+  report (ingest.py). Telemetry is ONE write of every node's points
+  (`append_devices_settled`: one member of the storage's settlement, awaited
+  once), not a write, a member and an outcome per node: the write's value
+  names each device deleted meanwhile (skipped, as if unknown) or refused.
 - Data for a sub-device makes it online, reached through the sender's
   connection (presence.py); each device's data is announced on the bus under
   its own ids, so the live stream and waiting attribute gets see sub-devices
@@ -101,12 +101,14 @@ class GatewayReports:
         top = (ref.product_id, ref.name)
         resolved: list[tuple[Key, NodeData]] = []
         unknown: list[str] = []
-        for node in report.nodes:
-            key = await self.topology.resolve(top, node.path)
+        nodes = report.nodes
+        keys = await self.topology.resolve_all(top, [node.path for node in nodes])
+        for node, key in zip(nodes, keys, strict=True):
             if key is None:
                 unknown.append("/".join(node.path))
             else:
                 resolved.append((key, node))
+        outcomes: list[object] | None
         if report.kind == "telemetry":
             outcomes = await self._telemetry(resolved)
         else:
@@ -114,61 +116,58 @@ class GatewayReports:
             stores = [self._store(report.kind, key, node, at) for key, node in resolved]
             outcomes = await asyncio.gather(*stores, return_exceptions=True)
         failure: ThingsHubError | None = None
-        stored: list[tuple[Key, NodeData]] = []
-        for (key, node), outcome in zip(resolved, outcomes, strict=True):
-            if isinstance(outcome, NotFound) or outcome == 0:  # deleted meanwhile: as if unknown
-                unknown.append("/".join(node.path))
-            elif isinstance(outcome, ThingsHubError):
-                failure = failure or outcome
-            elif isinstance(outcome, BaseException):
-                raise outcome
-            else:
-                stored.append((key, node))
+        stored = resolved  # every node, unless an outcome says otherwise
+        if outcomes is not None:
+            stored = []
+            for (key, node), outcome in zip(resolved, outcomes, strict=True):
+                if isinstance(outcome, NotFound) or outcome == 0:  # deleted meanwhile: unknown
+                    unknown.append("/".join(node.path))
+                elif isinstance(outcome, ThingsHubError):
+                    failure = failure or outcome
+                elif isinstance(outcome, BaseException):
+                    raise outcome
+                else:
+                    stored.append((key, node))
         self.skipped += len(unknown)
         if failure is not None:
             self._answer(ref, report, failure, None)
             raise failure
         self.stored_nodes += len(stored)
         self.presence.reached_all([key for key, _ in stored], top)  # the sender's own: not
-        for key, node in stored:
-            self._announce(report, key, node)
+        self._announce(report, stored)
         self._answer(ref, report, None, _skipped(unknown))
 
-    async def _telemetry(self, resolved: list[tuple[Key, NodeData]]) -> list[object]:
-        """Each node's points appended, as the outcome `gather` would give: None once
-        durable, 0 for a device deleted meanwhile, or the failure. A node joins the
-        storage's open settlement (no future, no task, no gather callback per node);
-        what did not join (a storage without a writer) is the storage's future."""
-        append = self.points.append_settled
-        joined: list[tuple[Settlement | Awaitable[int | None], int]] = []
-        for key, node in resolved:
-            stored = append(*key, node.points)  # its member number: `last`, read now
-            joined.append((stored, stored.last if isinstance(stored, Settlement) else -1))
-        waits: list[Awaitable[object]] = []
-        seen: set[int] = set()
-        loop = asyncio.get_running_loop()
-        for outcome, _ in joined:
-            if isinstance(outcome, Settlement):
-                if id(outcome) not in seen:  # one future a settlement, not a node
-                    seen.add(id(outcome))
-                    decided: asyncio.Future[None] = loop.create_future()
-                    outcome.wait(partial(_decided, decided))
-                    waits.append(decided)
+    async def _telemetry(self, resolved: list[tuple[Key, NodeData]]) -> list[object] | None:
+        """Each node's outcome, as `gather` of a write each would give: None once
+        durable, 0 for a device deleted meanwhile, or the failure; or None for
+        all of them: every one durable (the common message, looked at no
+        further). Every node's points are ONE write (`append_devices_settled`:
+        one member of the storage's open settlement, or the storage's future),
+        awaited once; its value names the devices not stored, one by one."""
+        if not resolved:
+            return None
+        stored = self.points.append_devices_settled(
+            [(key[0], key[1], node.points) for key, node in resolved]
+        )
+        value: object
+        try:
+            if isinstance(stored, Settlement):
+                member = stored.last  # read now: the next append moves it
+                decided: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                stored.wait(partial(_decided, decided))
+                await decided
+                decision = stored.outcome(member)
+                if isinstance(decision, BaseException):
+                    raise decision
+                value = stored.value(member)
             else:
-                waits.append(outcome)
-        futures = await asyncio.gather(*waits, return_exceptions=True)
-        results = iter(futures[len(seen) :])
-        outcomes: list[object] = []
-        for outcome, member in joined:
-            if not isinstance(outcome, Settlement):
-                outcomes.append(next(results))
-                continue
-            decision = outcome.outcome(member)
-            if isinstance(decision, BaseException):
-                outcomes.append(decision)
-            else:
-                outcomes.append(0 if outcome.missing and member in outcome.missing else None)
-        return outcomes
+                value = await stored
+        except Exception as exc:  # the write's failure: every node's, as each write's was
+            return [exc] * len(resolved)
+        if value is None:
+            return None
+        assert isinstance(value, tuple) and len(value) == len(resolved)
+        return list(value)
 
     def _store(self, kind: str, key: Key, node: NodeData, now: int) -> Awaitable[int | None]:
         if kind == "attributes":
@@ -176,15 +175,23 @@ class GatewayReports:
             return self.attributes.upsert(*key, node.attributes, now)
         return self.events.append(*key, node.events)
 
-    def _announce(self, report: GatewayReport, key: Key, node: NodeData) -> None:
+    def _announce(self, report: GatewayReport, stored: list[tuple[Key, NodeData]]) -> None:
+        """Each stored node's data on the bus, under its device's ids (asked once
+        a report whether anyone listens, not once a node)."""
         at = report.received_at
-        if report.kind == "telemetry" and self.bus.wants(TelemetryReceived):
-            self.bus.publish(TelemetryReceived(*key, list(node.points), at))
-        elif report.kind == "attributes" and self.bus.wants(AttributesReported):
-            assert node.attributes is not None
-            self.bus.publish(AttributesReported(*key, node.attributes, at))
-        elif report.kind == "event" and self.bus.wants(EventsReceived):
-            self.bus.publish(EventsReceived(*key, list(node.events), at))
+        publish = self.bus.publish
+        if report.kind == "telemetry":
+            if self.bus.wants(TelemetryReceived):
+                for key, node in stored:
+                    publish(TelemetryReceived(*key, list(node.points), at))
+        elif report.kind == "attributes":
+            if self.bus.wants(AttributesReported):
+                for key, node in stored:
+                    assert node.attributes is not None
+                    publish(AttributesReported(*key, node.attributes, at))
+        elif self.bus.wants(EventsReceived):
+            for key, node in stored:
+                publish(EventsReceived(*key, list(node.events), at))
 
     def _answer(
         self,

@@ -10,7 +10,9 @@ Rules (the tree's own rules are core/topology.py's):
   holds that gateway: the change's event reaches every node).
 - Addresses are resolved level by level among a node's children; the
   children of a gateway are cached by address (at most `cache_size`
-  gateways) and forgotten at any change of the tree or any deletion.
+  gateways) and forgotten at any change of the tree or any deletion. A
+  message's paths are resolved in one call (`resolve_all`), awaiting only
+  to fetch children not cached.
 - A gateway may bind a device itself (OneNET's `sub/topo/add`, its
   credentials proven first) unless another gateway has it (Conflict), and
   unbind its own child (`sub/topo/delete`); binding a child again and
@@ -28,6 +30,7 @@ Rules (the tree's own rules are core/topology.py's):
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import replace
 
 from thingshub.core import cursors, names, topology
@@ -191,13 +194,28 @@ class TopologyService:
 
     async def resolve(self, top: Key, path: tuple[str, ...]) -> Key | None:
         """The device at `path` below `top`, level by level; None if an address is unknown."""
-        current: Key | None = top
-        for address in path:
-            assert current is not None
-            current = await self.child(current, address)
-            if current is None:
-                return None
-        return current
+        return (await self.resolve_all(top, (path,)))[0]
+
+    async def resolve_all(self, top: Key, paths: Sequence[tuple[str, ...]]) -> list[Key | None]:
+        """`resolve` of each path below `top` (a gateway's message): one call a
+        message, a level whose children are cached read in place (`child`
+        awaited only to fetch them), not two coroutines a path."""
+        out: list[Key | None] = []
+        cache = self._children
+        for path in paths:
+            current: Key | None = top
+            for address in path:
+                assert current is not None
+                children = cache.get(current)
+                if children is None:
+                    current = await self.child(current, address)
+                else:
+                    cache.move_to_end(current)
+                    current = children.get(address)
+                if current is None:
+                    break
+            out.append(current)
+        return out
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, TopologyChanged):

@@ -29,6 +29,7 @@ from thingshub.core.messages import (
 )
 from thingshub.core.model import DeviceEvent, Point, PointsAt
 from thingshub.dialects.thingspanel import ThingsPanel
+from thingshub.dialects.thingspanel import gateway as gateway_module
 from thingshub.dialects.thingspanel.gateway import nest, parse, parse_register
 from thingshub.dialects.thingspanel.reports import (
     INVALID_JSON,
@@ -235,6 +236,55 @@ def test_the_limits_count_the_whole_message(kind: str, limit: int, content: str)
     with pytest.raises(ReportError) as caught:
         parse(kind, payload, NOW, max_payload=10 * len(payload))
     assert caught.value.errcode == PAYLOAD_TOO_LARGE
+
+
+def node_by_node(payload: bytes) -> list[NodeData] | str:
+    """`parse` of telemetry with the message's sub-devices judged node by node
+    (the fast path refused): its nodes, or its refusal's words."""
+    reader = gateway_module._Reader("telemetry", NOW)
+    reader._all_values = lambda children, path: False  # type: ignore[method-assign]
+    try:
+        reader.node(json.loads(payload), (), "")
+    except ReportError as exc:
+        return exc.message
+    return reader.nodes
+
+
+FAST_OR_NOT = [
+    {"gateway_data": {"t": 1}, "sub_device_data": {"a": {"t": 1.5, "on": True}, "b:2": {"x": -3}}},
+    {"sub_gateway_data": {"g": {"sub_device_data": {"a": {"t": 1}, "b": {"t": 2}}}}},
+    {"sub_device_data": {"a": {"t": 1}, "b": 5}},  # not an object
+    {"sub_device_data": {"a": {"t": 1}, "b": {}}},  # empty
+    {"sub_device_data": {"a": {"t": 1}, "b/c": {"t": 1}}},  # a character no address has
+    {"sub_device_data": {"a": {"t": 1}, "b" * 37: {"t": 1}}},  # too long an address
+    {"sub_device_data": {"a": {"t": 1}, "": {"t": 1}}},
+    {"sub_device_data": {"a": {"t": "text"}, "b": {"t": 2**63}}},  # a string: the node's own look
+    {"sub_device_data": {"a": {"t": "text"}, "b": {"t": 2}}},  # taken node by node
+    {"sub_device_data": {"a": {"t": 1}, "b": {"t": 2**63}}},  # past 64 bits
+    {"sub_device_data": {"a": {"t": None}}},
+    {"sub_device_data": {"a": {"t\u0001": 1}}},  # a control character in a name
+    {"sub_device_data": {"a": {"k" * 129: 1}}},  # too long a name
+    {
+        "gateway_data": {f"k{i}": 1 for i in range(MAX_POINTS - 1)},
+        "sub_device_data": {"a": {"t": 1, "u": 2}},
+    },
+]
+
+
+@pytest.mark.parametrize("body", FAST_OR_NOT)
+def test_a_messages_sub_devices_judged_at_once_or_node_by_node_alike(
+    body: dict[str, object],
+) -> None:
+    """The common message's sub-devices are judged and taken at once; anything
+    that look does not pass is judged node by node: the same nodes, in the
+    same order, or the same refusal, either way."""
+    payload = json.dumps(body).encode()
+    expected = node_by_node(payload)
+    try:
+        got: list[NodeData] | str = parse("telemetry", payload, NOW, max_payload=10**7)
+    except ReportError as exc:
+        got = exc.message
+    assert got == expected
 
 
 def test_topics_that_are_not_gateway_reports() -> None:

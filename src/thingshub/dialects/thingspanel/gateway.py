@@ -31,7 +31,7 @@ from thingshub.core import values
 from thingshub.core.jsontext import dumps
 from thingshub.core.messages import NodeData, RegisterResult, SubRegister, SubRegisterRequest
 from thingshub.core.model import PointsAt
-from thingshub.core.topology import MAX_DEPTH, address_problem
+from thingshub.core.topology import MAX_DEPTH, address_problem, addresses_fine
 from thingshub.core.values import kind as _kind
 from thingshub.core.values import shown
 from thingshub.dialects.thingspanel import reports
@@ -91,6 +91,8 @@ class _Reader:
                     f"{at}{field} is deeper than {MAX_DEPTH} levels of gateways and sub-devices"
                 )
             values_only = field == SUB_DEVICE_DATA and self.kind == "telemetry"
+            if values_only and self._all_values(children, path):
+                continue
             for address, child in children.items():
                 problem = address_problem(address)
                 if problem is not None:
@@ -123,6 +125,27 @@ class _Reader:
             self.nodes.append(NodeData(path, points=PointsAt(self.now_ms, body)))
         else:
             self.nodes.append(NodeData(path, attributes=dict(body)))
+
+    def _all_values(self, children: dict[str, Any], path: tuple[str, ...]) -> bool:
+        """The common message: every sub-device's telemetry (a non-empty object) with
+        a good address and entries devices nearly always send, judged at once (no
+        call and no search a node) and taken. False: nothing taken, and the loop
+        node by node judges them, refusing with the same words as ever."""
+        count = self.count
+        for child in children.values():
+            if type(child) is not dict or not child:
+                return False
+            count += len(child)
+        if count > MAX_POINTS or not addresses_fine(children):
+            return False
+        if not values.all_entries_fine(children.values()):
+            return False
+        self.count = count
+        now = self.now_ms
+        nodes = self.nodes
+        for address, child in children.items():
+            nodes.append(NodeData((*path, address), points=PointsAt(now, child)))
+        return True
 
     def _values(self, body: dict[str, Any], path: tuple[str, ...], at: str) -> None:
         """`content` of a sub-device's telemetry (an object, not empty), its place in

@@ -103,6 +103,27 @@ class MemoryTelemetry:
     #: No writer to batch with: a settled future, as `append_now`.
     append_settled = append_now
 
+    def append_devices_settled(
+        self, devices: Sequence[tuple[str, str, Sequence[Point]]]
+    ) -> asyncio.Future[tuple[object, ...] | None]:
+        """Each device's points appended as `append_now` would (nothing awaits
+        between them: one write), their outcomes in one future."""
+        outcomes: list[object] = []
+        for product_id, name, points in devices:
+            try:
+                self._append(product_id, name, points)
+            except NotFound:
+                outcomes.append(0)
+            except Exception as exc:
+                outcomes.append(exc)
+            else:
+                outcomes.append(None)
+        future: asyncio.Future[tuple[object, ...] | None] = (
+            asyncio.get_running_loop().create_future()
+        )
+        future.set_result(None if all(o is None for o in outcomes) else tuple(outcomes))
+        return future
+
     async def latest(self, product_id: str, name: str) -> dict[str, tuple[int, object]]:
         series = self._data.series.get((product_id, name))
         if series is None:

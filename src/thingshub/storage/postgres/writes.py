@@ -27,7 +27,9 @@ Rules:
   Measured against `copy_records_to_table` (plus a statement to take the
   seqs and one for `latest`): for batches of 50 to 3,000 points this
   single statement was as fast or faster (bench/storage_ingest.py), and it
-  needs one round trip.
+  needs one round trip. A write of many devices' rows (a gateway's
+  message) joins the same statement: a device not found is that device's 0
+  in the write's outcome (handlers.devices_outcome), the others are stored.
 """
 
 from __future__ import annotations
@@ -72,8 +74,10 @@ async def _lock_devices(conn: Connection, rows: Rows) -> dict[tuple[str, str], i
     return {(r[0], r[1]): r[2] for r in found}
 
 
-async def _telemetry_append(conn: Connection, rows: Rows) -> list[object]:
-    out, found = handlers.of_devices(rows, await _lock_devices(conn, rows))
+async def _append(conn: Connection, devices: Rows) -> list[object]:
+    """Each device's rows (product_id, name, rows) appended in one statement:
+    the outcome of each (None, or NotFound: nothing of its stored)."""
+    out, found = handlers.of_devices(devices, await _lock_devices(conn, devices))
     columns: tuple[list[Any], ...] = ([], [], [], [], [])
     device_ids, keys, times, nums, values = columns
     for device_id, (_, _, points) in found:
@@ -89,7 +93,13 @@ async def _telemetry_append(conn: Connection, rows: Rows) -> list[object]:
     return out
 
 
-WRITE_HANDLERS = handlers.table(_telemetry_append, _lock_devices)
+async def _telemetry_devices(conn: Connection, rows: Rows) -> list[object]:
+    """TELEMETRY_APPEND_DEVICES: every write's devices in the one statement of `_append`."""
+    out = await _append(conn, [device for devices in rows for device in devices])
+    return handlers.devices_outcome(rows, {i for i, o in enumerate(out) if o is not None})
+
+
+WRITE_HANDLERS = handlers.table(_append, _telemetry_devices, _lock_devices)
 
 
 def _usable(conn: Any) -> bool:

@@ -49,7 +49,9 @@ Rules:
   queued (at most `max_batch` of them) into one transaction, calls each
   committed member's `then`, settles it (a member whose outcome is NotFound
   gets 0, as `missing=0`, and is one of its `missing`; any other error that
-  member's failure; a failed batch fails every member) and calls its waiters.
+  member's failure; a value other than None that member's `value`: a write of
+  many devices' rows tells so which devices do not exist; a failed batch fails
+  every member) and calls its waiters.
   Any other write, or one while the writer is not open, goes the
   `submit_now` way (missing=0).
 - A caller cancelled before its write joins a batch drops that write; once
@@ -350,9 +352,12 @@ class GroupCommit:
         """A committed group: its members' `then`s, its settlement, its waiters."""
         failures: dict[int, BaseException] | None = None
         missing: set[int] | None = None
+        values: dict[int, object] | None = None
         thens = group.thens
         for member, outcome in enumerate(outcomes):
-            if isinstance(outcome, ThingsHubError):
+            if outcome is None:  # an append's: nothing to keep
+                pass
+            elif isinstance(outcome, ThingsHubError):
                 if isinstance(outcome, NotFound):
                     if missing is None:
                         missing = set()
@@ -362,13 +367,17 @@ class GroupCommit:
                         failures = {}
                     failures[member] = outcome
                 continue
+            else:
+                if values is None:
+                    values = {}
+                values[member] = outcome
             then = thens[member]
             if then is not None:
                 try:
                     then()
                 except Exception:  # the caller's bookkeeping: it must not stop the writer
                     log.exception("%s storage: a write's follow-up failed", self.backend)
-        self._wake(group.settlement.settle(failures, missing=missing))
+        self._wake(group.settlement.settle(failures, missing=missing, values=values))
 
     def _wake(self, waiters: list[Callable[[], None]]) -> None:
         for waiter in waiters:

@@ -267,14 +267,36 @@ async def task_finish(conn: Connection, rows: Rows) -> list[object]:
     return out
 
 
-def table(telemetry_append: Handler, device_ids: DeviceIds) -> dict[str, Handler]:
-    """A database's handler of each kind of write, given its own telemetry and device lookup."""
+def devices_outcome(rows: Rows, missing: set[int]) -> list[object]:
+    """The outcomes of TELEMETRY_APPEND_DEVICES writes, given the positions of
+    their devices, counted over all of them in order, that do not exist: None
+    for a write whose devices all do, else a tuple of one a device (None, or 0)."""
+    if not missing:
+        return [None] * len(rows)
+    out: list[object] = []
+    first = 0
+    for devices in rows:
+        end = first + len(devices)
+        if missing.isdisjoint(range(first, end)):
+            out.append(None)
+        else:
+            out.append(tuple(0 if i in missing else None for i in range(first, end)))
+        first = end
+    return out
+
+
+def table(
+    telemetry_append: Handler, telemetry_devices: Handler, device_ids: DeviceIds
+) -> dict[str, Handler]:
+    """A database's handler of each kind of write, given its own telemetry (a
+    device's write, many devices' write) and device lookup."""
     return {
         writes.IMAGE_CREATE: image_create,
         writes.IMAGE_UPDATE: image_update,
         writes.COMMAND_ADD: command_add,
         writes.COMMAND_FINISH: command_finish,
         writes.TELEMETRY_APPEND: telemetry_append,
+        writes.TELEMETRY_APPEND_DEVICES: telemetry_devices,
         writes.ATTRIBUTES_UPSERT: partial(attributes_upsert, device_ids),
         writes.EVENTS_APPEND: partial(events_append, device_ids),
         writes.OTA_TASK_ADD: task_add,

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
+from typing import Any
 
 from thingshub.core.model import DeviceEvent, Point
 from thingshub.core.settlement import Settlement
@@ -132,6 +133,7 @@ async def _delete_before(
 
 
 _TELEMETRY = writes.TELEMETRY_APPEND
+_DEVICES = writes.TELEMETRY_APPEND_DEVICES
 
 
 def _failed(exc: Exception) -> asyncio.Future[int | None]:
@@ -139,6 +141,16 @@ def _failed(exc: Exception) -> asyncio.Future[int | None]:
     future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
     future.set_exception(exc)
     return future
+
+
+async def _merged(
+    refused: dict[int, Exception], stored: asyncio.Future[Any] | None, size: int
+) -> tuple[object, ...]:
+    """The outcome of `append_devices_settled` where some devices' values were
+    refused: theirs, and the others' (the write's, None or one a device)."""
+    outcome = await stored if stored is not None else None
+    kept = iter(outcome or (None,) * (size - len(refused)))
+    return tuple(refused[i] if i in refused else next(kept) for i in range(size))
 
 
 class SqlTelemetry:
@@ -178,6 +190,24 @@ class SqlTelemetry:
         except (TypeError, ValueError) as exc:
             return _failed(exc)
         return self._writer.join_now(Write(_TELEMETRY, None, (product_id, name, rows)), then)
+
+    def append_devices_settled(
+        self, devices: Sequence[tuple[str, str, Sequence[Point]]]
+    ) -> Settlement | Awaitable[tuple[object, ...] | None]:
+        rows = []
+        refused: dict[int, Exception] | None = None
+        for position, (product_id, name, points) in enumerate(devices):
+            try:
+                rows.append((product_id, name, common.point_rows(points)))
+            except (TypeError, ValueError) as exc:  # that device's failure, the others go on
+                refused = refused or {}
+                refused[position] = exc
+        if refused is None:
+            return self._writer.join_now(Write(_DEVICES, None, tuple(rows)))
+        # A rare path (the dialect checked the values): the others' write queued
+        # now, as any write, not a settlement's member; its outcome merged.
+        write = Write(_DEVICES, None, tuple(rows))
+        return _merged(refused, self._writer.submit_now(write) if rows else None, len(devices))
 
     async def latest(self, product_id: str, name: str) -> dict[str, tuple[int, object]]:
         found = await self._reader.fetch(LATEST, product_id, name)

@@ -32,7 +32,12 @@ from thingshub.storage.sql.things import SqlDesired, SqlThingModels
 #: The writes that wait out an outage of the database (batch.py): the reports of
 #: devices, whose QoS 1 acknowledgement waits for them.
 DEVICE_REPORTS = frozenset(
-    {writes.TELEMETRY_APPEND, writes.ATTRIBUTES_UPSERT, writes.EVENTS_APPEND}
+    {
+        writes.TELEMETRY_APPEND,
+        writes.TELEMETRY_APPEND_DEVICES,
+        writes.ATTRIBUTES_UPSERT,
+        writes.EVENTS_APPEND,
+    }
 )
 
 

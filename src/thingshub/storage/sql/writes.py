@@ -23,6 +23,10 @@ IMAGE_UPDATE = "image.update"  # (product_id, name, expected, version, document,
 COMMAND_ADD = "command.add"  # rows.command_values(record)
 COMMAND_FINISH = "command.finish"  # (cmd_id, status, answered_at, response, detail)
 TELEMETRY_APPEND = "telemetry.append"  # (product_id, name, [(key, ts, num, value), ...])
+#: Many devices' rows as one write (a gateway's message): a TELEMETRY_APPEND's args
+#: a device, ((product_id, name, rows), ...); its outcome None, or a tuple of one
+#: a device (None: stored, 0: no such device, nothing of its stored).
+TELEMETRY_APPEND_DEVICES = "telemetry.append_devices"
 ATTRIBUTES_UPSERT = "attributes.upsert"  # (product_id, name, [(key, value), ...], ts)
 EVENTS_APPEND = "events.append"  # (product_id, name, [(ts, method, params), ...])
 OTA_TASK_ADD = "ota.task_add"  # (task values, [(position, *ota device values), ...])

@@ -14,6 +14,9 @@ Rules:
   (device, key), by ts then arrival, is upserted into `latest` `WHERE
   excluded.ts >= latest.ts`. Points and latest values are ONE executemany
   each.
+- A write of many devices' rows (a gateway's message) is the same pass over
+  every device of its group: a device not found is that device's 0 in the
+  write's outcome (handlers.devices_outcome), the others are stored.
 """
 
 from __future__ import annotations
@@ -76,21 +79,24 @@ async def _device_ids(conn: Connection, rows: Rows) -> dict[tuple[str, str], int
     return device_ids(_raw(conn), rows)
 
 
-async def _telemetry_append(conn: Connection, rows: Rows) -> list[object]:
-    raw = _raw(conn)
-    ids = device_ids(raw, rows)
+def _append(raw: sqlite3.Connection, devices: Rows) -> list[int]:
+    """Each device's rows (product_id, name, rows) inserted, the newest of each
+    series upserted: the positions of the devices that do not exist (nothing
+    of theirs stored)."""
+    ids = device_ids(raw, devices)
     seq = raw.execute("SELECT max(seq) FROM points").fetchone()[0] or 0
-    out: list[object] = []  # `handlers.of_devices`'s outcomes, in the same one pass
+    missing: list[int] = []
     points: list[tuple[int, int, str, int, float | None, str]] = []
     newest: dict[tuple[int, str], tuple[int, int, str, int, float | None, str]] = {}
     append = points.append
     get = newest.get
-    for product_id, name, values in rows:
+    position = -1
+    for product_id, name, values in devices:
+        position += 1
         device_id = ids.get((product_id, name))
         if device_id is None:
-            out.append(common.device_missing(product_id, name))
+            missing.append(position)
             continue
-        out.append(None)
         for key, ts, num, value in values:
             seq += 1
             row = (seq, device_id, key, ts, num, value)
@@ -101,10 +107,24 @@ async def _telemetry_append(conn: Connection, rows: Rows) -> list[object]:
                 newest[series] = row
     raw.executemany(_INSERT_POINTS, points)
     raw.executemany(_UPSERT_LATEST, newest.values())
+    return missing
+
+
+async def _telemetry_append(conn: Connection, rows: Rows) -> list[object]:
+    missing = _append(_raw(conn), rows)
+    out: list[object] = [None] * len(rows)  # `handlers.of_devices`'s outcomes
+    for position in missing:
+        out[position] = common.device_missing(*rows[position][:2])
     return out
 
 
-WRITE_HANDLERS = handlers.table(_telemetry_append, _device_ids)
+async def _telemetry_devices(conn: Connection, rows: Rows) -> list[object]:
+    """TELEMETRY_APPEND_DEVICES: every write's devices in the one pass of `_append`."""
+    missing = _append(_raw(conn), [device for devices in rows for device in devices])
+    return handlers.devices_outcome(rows, set(missing))
+
+
+WRITE_HANDLERS = handlers.table(_telemetry_append, _telemetry_devices, _device_ids)
 
 
 async def run_batch(db: Db, batch: list[Write]) -> list[object]:
