@@ -61,11 +61,9 @@ class DeviceLink(Protocol):
         """Whether a message sent to the device now may reach anyone: False only when
         none can (no connection holds any subscription), so that a message nobody
         waits for (a reply to a post) need not be built."""
-        ...
 
     def listens(self, ref: DeviceRef, filters: list[str], kind: type) -> bool:
         """Whether one of a device's topic filters takes messages of `kind`."""
-        ...
 
 
 class RemoteCalls(Protocol):
@@ -75,7 +73,6 @@ class RemoteCalls(Protocol):
         """Run `op` on the node holding the connection of `via` (the device, or
         its top gateway), as that node's command service runs it; its result,
         or its error raised here. `offline` is raised when no node holds it."""
-        ...
 
 
 class EventBus(Protocol):
@@ -174,8 +171,7 @@ class DeviceRepo(Protocol):
         """Bind a device to `gateway` under `sub_address` (gateway None: unbind);
         False if there is no such device. AlreadyExists naming `sub_address` when
         another child of the gateway has it. The caller checks the gateway exists
-        and the tree's rules (core/topology.py); deleting a gateway unbinds its
-        children."""
+        and the tree's rules (core/topology.py); deleting a gateway unbinds its children."""
 
     async def children(
         self, product_id: str, name: str, limit: int, after: tuple[str, str] | None = None
@@ -220,8 +216,7 @@ class DesiredRepo(Protocol):
         self, product_id: str, name: str, changes: Mapping[str, object | None], now_ms: int
     ) -> dict[str, DesiredValue | None]:
         """Set values (a value) and delete them (None), all in one transaction;
-        each identifier's new value (None: deleted). NotFound if the device
-        does not exist."""
+        each identifier's new value (None: deleted). NotFound if the device does not exist."""
 
     async def delete_versions(
         self, product_id: str, name: str, versions: Mapping[str, int | None]
