@@ -40,35 +40,22 @@ from thingshub.storage import open_storage
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A module's console tests in one xdist group, and the groups spread over the run.
+    """Every console test in one xdist group, run first and one module after another.
 
-    With `--dist loadgroup` (as scripts/test runs them) a group runs on one
-    worker, which starts the module's server (the seeded fleet, `serve`, the
+    With `--dist loadgroup` (as scripts/test runs them) the group runs on one
+    worker, which starts each module's server (the seeded fleet, `serve`, the
     sign-in) and Chromium once; spread test by test, every worker that got one
-    of them started its own. Every other test is a unit of its own, so no worker
-    is left with a queue of slow tests while the others stop (xdist's default
+    of them started its own. One group, not one a module: xdist starts the
+    largest units first, and six console servers starting at once beside the
+    other workers missed their wall-clock bounds (the first page of 100,000
+    devices in 5 s). Every other test is a unit of its own, so no worker is
+    left with a queue of slow tests while the others stop (xdist's default
     hands each worker a quarter of its share at once, in collection order: one
-    got the CLI's and the cluster's process tests and ran alone for minutes).
-    The groups are moved apart in the collection (scripts/test keeps its order:
-    `--no-loadscope-reorder`), so that about one console server runs at a time
-    beside the other tests (all at once, their wall-clock bounds were missed),
-    and all before the last fifth of the run, so that none makes its tail."""
+    got the CLI's and the cluster's process tests and ran alone for minutes)."""
     here = Path(__file__).parent
-    modules: dict[Path, list[pytest.Item]] = {}
     for item in items:
         if item.path.parent == here:
-            item.add_marker(pytest.mark.xdist_group(f"console-{item.path.stem}"))
-            modules.setdefault(item.path, []).append(item)
-    if not modules:
-        return
-    rest = [item for item in items if item.path.parent != here]
-    spread: list[pytest.Item] = []
-    step = 0.8 * len(rest) / len(modules)
-    for k, module in enumerate(modules.values()):
-        spread.extend(rest[round(k * step) : round((k + 1) * step)])
-        spread.extend(module)
-    spread.extend(rest[round(len(modules) * step) :])
-    items[:] = spread
+            item.add_marker(pytest.mark.xdist_group("console"))
 
 
 CHROMIUM = Path(os.environ.get("THINGSHUB_TEST_CHROMIUM", "/usr/bin/chromium"))
