@@ -392,3 +392,64 @@ async def test_each_stored_nodes_data_is_announced_under_its_own_ids(world: Worl
         ("b", [DeviceEvent(NOW, "boot")]),
     ]
     assert reports.skipped == 4
+
+
+async def test_messages_in_flight_wait_for_one_fetch_of_a_gateways_children(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gateway's children not cached: the resolutions in flight wait for one fetch
+    (not one each); one cancelled leaves it to the others. The tree changing during
+    a fetch keeps its result out of the cache, and a resolution after the change
+    fetches anew."""
+    tree = topology(world)
+    await world.device("gw")
+    await world.device("z")
+    await world.device("y")
+    await world.device("x")
+    await world.device("a", online=False, gateway=("p1", "gw"), sub_address="a")
+    await world.device("b", online=False, gateway=("p1", "gw"), sub_address="b")
+    fetched: list[str] = []
+    release = asyncio.Event()
+    children = world.storage.devices.children
+
+    async def slow(product_id: str, name: str, limit: int) -> object:
+        if name == "gw":
+            fetched.append(name)
+            await release.wait()
+        return await children(product_id, name, limit)
+
+    monkeypatch.setattr(world.storage.devices, "children", slow)
+    waiting = [asyncio.create_task(tree.resolve(("p1", "gw"), ("a",))) for _ in range(20)]
+    await eventually(lambda: fetched == ["gw"])
+    waiting[0].cancel()
+    release.set()
+    assert await asyncio.gather(*waiting[1:]) == [("p1", "a")] * 19
+    assert waiting[0].cancelled() and fetched == ["gw"]
+    assert await tree.resolve(("p1", "gw"), ("a",)) == ("p1", "a")
+    assert fetched == ["gw"]  # cached
+
+    await world.devices.delete_device("p1", "a")  # empties the cache
+    fetched.clear()
+    release.clear()
+    first = asyncio.create_task(tree.resolve(("p1", "gw"), ("b",)))
+    await eventually(lambda: fetched == ["gw"])
+    await world.devices.delete_device("p1", "z")  # the tree may have changed meanwhile
+    release.set()
+    assert await first == ("p1", "b")
+    assert await tree.resolve(("p1", "gw"), ("b",)) == ("p1", "b")
+    assert fetched == ["gw", "gw"]  # the first fetch's result was not cached
+    assert await tree.resolve(("p1", "gw"), ("b",)) == ("p1", "b")
+    assert fetched == ["gw", "gw"]  # this one's was
+
+    await world.devices.delete_device("p1", "y")
+    fetched.clear()
+    release.clear()
+    first = asyncio.create_task(tree.resolve(("p1", "gw"), ("b",)))
+    await eventually(lambda: fetched == ["gw"])
+    await world.devices.delete_device("p1", "x")  # changed while the fetch is under way
+    second = asyncio.create_task(tree.resolve(("p1", "gw"), ("b",)))
+    await eventually(lambda: fetched == ["gw", "gw"])  # so a fetch of its own, not that one
+    release.set()
+    assert [await first, await second] == [("p1", "b"), ("p1", "b")]
+    assert await tree.resolve(("p1", "gw"), ("b",)) == ("p1", "b")
+    assert fetched == ["gw", "gw"]

@@ -29,6 +29,7 @@ Rules (the tree's own rules are core/topology.py's):
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
@@ -73,6 +74,10 @@ class TopologyService:
         self.cache_size = cache_size
         #: gateway -> its children's keys by address
         self._children: OrderedDict[Key, dict[str, Key]] = OrderedDict()
+        #: gateway -> the fetch of its children under way (`_fetch`)
+        self._fetching: dict[Key, asyncio.Task[dict[str, Key]]] = {}
+        #: counts the cache's invalidations: a fetch that saw one keeps its result out
+        self._changes = 0
         bus.subscribe(self._on_event, [TopologyChanged, DeviceDeleted])
 
     # ------------------------------------------------------------ the API
@@ -183,14 +188,39 @@ class TopologyService:
         """The child of `gateway` at `address`, if it has one."""
         children = self._children.get(gateway)
         if children is None:
-            found = await self.storage.devices.children(*gateway, topology.MAX_CHILDREN)
-            children = {c.sub_address: (c.product_id, c.name) for c in found if c.sub_address}
-            self._children[gateway] = children
-            while len(self._children) > self.cache_size:
-                self._children.popitem(last=False)
+            children = await self._fetch(gateway)
         else:
             self._children.move_to_end(gateway)
         return children.get(address)
+
+    async def _fetch(self, gateway: Key) -> dict[str, Key]:
+        """A gateway's children from the store, one fetch at a time: the messages in
+        flight when they are not cached (a gateway's first messages, those after a
+        change) wait for the same fetch, where each fetched all of them (20 fetches
+        of 1,000 children at a gateway's start, 20 messages in flight). A waiter
+        cancelled leaves the fetch to the others (shield)."""
+        task = self._fetching.get(gateway)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._load(gateway))
+            task.add_done_callback(
+                _retrieve
+            )  # a failure with every waiter gone is not "never retrieved"
+            self._fetching[gateway] = task
+        return await asyncio.shield(task)
+
+    async def _load(self, gateway: Key) -> dict[str, Key]:
+        changes = self._changes
+        try:
+            found = await self.storage.devices.children(*gateway, topology.MAX_CHILDREN)
+        finally:
+            if self._fetching.get(gateway) is asyncio.current_task():
+                del self._fetching[gateway]
+        children = {c.sub_address: (c.product_id, c.name) for c in found if c.sub_address}
+        if changes == self._changes:  # else the tree changed meanwhile: not cached
+            self._children[gateway] = children
+            while len(self._children) > self.cache_size:
+                self._children.popitem(last=False)
+        return children
 
     async def resolve(self, top: Key, path: tuple[str, ...]) -> Key | None:
         """The device at `path` below `top`, level by level; None if an address is unknown."""
@@ -224,8 +254,11 @@ class TopologyService:
             for gateway in (event.gateway, event.previous):
                 if gateway is not None:
                     self._children.pop(gateway, None)
+                    self._fetching.pop(gateway, None)  # a fetch after this one is new
         else:  # a deleted device may have been anyone's child
             self._children.clear()
+            self._fetching.clear()
+        self._changes += 1
 
     # ------------------------------------------------------------ devices/register
 
@@ -276,3 +309,8 @@ class TopologyService:
         except InvalidRequest as exc:
             return RegisterResult(address, INVALID_PARAM, exc.message)
         return RegisterResult(address, "", f"created as {created.device.name!r} in {product_id!r}")
+
+
+def _retrieve(task: asyncio.Task[dict[str, Key]]) -> None:
+    if not task.cancelled():
+        task.exception()
