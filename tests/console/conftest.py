@@ -193,11 +193,13 @@ def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console
         output = "\n".join(server.lines)
         assert code == 0, f"serve exited with {code}:\n{output}"
         bad = [
-            line
-            for line in server.lines
+            i
+            for i, line in enumerate(server.lines)
             if BAD_LINE.search(line) and not TIMING_NOTICE.search(line)
         ]
-        assert not bad, "the server logged problems:\n" + "\n".join(bad)
+        # Each with the lines that follow it: a traceback's first line says nothing.
+        told = ["\n".join(server.lines[i : i + 40]) for i in bad]
+        assert not bad, "the server logged problems:\n" + "\n---\n".join(told)
 
 
 @pytest.fixture(scope="module")
