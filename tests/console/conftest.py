@@ -40,18 +40,10 @@ from thingshub.storage import open_storage
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every console test in one xdist group, run first and one module after another.
-
-    With `--dist loadgroup` (as scripts/test runs them) the group runs on one
+    """Every console test in one xdist group: with `--dist loadgroup` they run on one
     worker, which starts each module's server (the seeded fleet, `serve`, the
-    sign-in) and Chromium once; spread test by test, every worker that got one
-    of them started its own. One group, not one a module: xdist starts the
-    largest units first, and six console servers starting at once beside the
-    other workers missed their wall-clock bounds (the first page of 100,000
-    devices in 5 s). Every other test is a unit of its own, so no worker is
-    left with a queue of slow tests while the others stop (xdist's default
-    hands each worker a quarter of its share at once, in collection order: one
-    got the CLI's and the cluster's process tests and ran alone for minutes)."""
+    sign-in) and Chromium once. scripts/test spreads tests by xdist's default,
+    which ignores groups (its comment says why)."""
     here = Path(__file__).parent
     for item in items:
         if item.path.parent == here:
