@@ -5,6 +5,7 @@ and registrations judged entry by entry."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -35,6 +36,23 @@ NOW = 1_700_000_000_000  # the fake clock's start
 
 def topology(world: World) -> TopologyService:
     return TopologyService(world.devices, world.presence, world.link, world.clock, world.bus)
+
+
+def gateway_reports(
+    world: World, telemetry: Any, tree: TopologyService | None = None
+) -> GatewayReports:
+    """The gateway report service of `world`, storing telemetry in `telemetry` (the
+    storage's, or a test's own store), resolving through `tree` (a new one if None)."""
+    return GatewayReports(
+        tree or topology(world),
+        telemetry,
+        world.storage.attributes,
+        world.storage.events,
+        world.presence,
+        world.link,
+        world.clock,
+        world.bus,
+    )
 
 
 async def test_a_sub_device_is_online_while_reached_through_a_connected_gateway(
@@ -187,16 +205,7 @@ async def test_a_gateways_telemetry_for_a_sub_device_deleted_meanwhile_skips_it(
     """The tree still names it (another process deleted it): its points are not
     stored, it is counted and named as skipped, the others are stored."""
     tree = topology(world)
-    reports = GatewayReports(
-        tree,
-        world.storage.telemetry,
-        world.storage.attributes,
-        world.storage.events,
-        world.presence,
-        world.link,
-        world.clock,
-        world.bus,
-    )
+    reports = gateway_reports(world, world.storage.telemetry, tree)
     gw = await world.device("gw")
     await world.device("a", online=False, gateway=("p1", "gw"), sub_address="a")
     await world.device("b", online=False, gateway=("p1", "gw"), sub_address="b")
@@ -227,16 +236,7 @@ async def test_a_gateways_telemetry_is_one_member_of_the_storages_settlement(
     settlement fails the report and answers its error."""
     store = Settling()
     tree = topology(world)
-    reports = GatewayReports(
-        tree,
-        store,
-        world.storage.attributes,
-        world.storage.events,
-        world.presence,
-        world.link,
-        world.clock,
-        world.bus,
-    )
+    reports = gateway_reports(world, store, tree)
     gw = await world.device("gw")
     for address in ("a", "b", "c"):
         await world.device(address, online=False, gateway=("p1", "gw"), sub_address=address)
@@ -285,16 +285,7 @@ async def test_a_gateways_telemetry_from_a_storage_without_a_settlement(world: W
             return self.outcome
 
     store = Store()
-    reports = GatewayReports(
-        topology(world),
-        store,  # type: ignore[arg-type]
-        world.storage.attributes,
-        world.storage.events,
-        world.presence,
-        world.link,
-        world.clock,
-        world.bus,
-    )
+    reports = gateway_reports(world, store)
     gw = await world.device("gw")
     for address in ("a", "b"):
         await world.device(address, online=False, gateway=("p1", "gw"), sub_address=address)
@@ -358,16 +349,7 @@ async def test_a_messages_paths_are_resolved_in_one_call_fetching_each_level_onc
 async def test_each_stored_nodes_data_is_announced_under_its_own_ids(world: World) -> None:
     """Telemetry, attributes and events of a gateway's report are announced per
     stored sub-device (an unknown one is not), as any device's."""
-    reports = GatewayReports(
-        topology(world),
-        world.storage.telemetry,
-        world.storage.attributes,
-        world.storage.events,
-        world.presence,
-        world.link,
-        world.clock,
-        world.bus,
-    )
+    reports = gateway_reports(world, world.storage.telemetry)
     gw = await world.device("gw")
     for address in ("a", "b"):
         await world.device(address, online=False, gateway=("p1", "gw"), sub_address=address)
